@@ -1,0 +1,31 @@
+// Package transport is FileShare's wire: one TCP listener per node, shared by
+// every kind of traffic the node speaks.
+//
+// # Multiplexing
+//
+// Every connection opens with one byte that names its stream kind:
+//
+//	StreamRaft  (0x01)  hashicorp/raft's NetworkTransport, over RaftLayer
+//	StreamRPC   (0x02)  the msgpack RPC protocol of this package (Server, Client)
+//	StreamPiece (0x03)  raw file pieces between peers
+//
+// A Mux accepts connections, reads that byte under a deadline and hands the
+// connection to the listener registered for the kind; unknown kinds are
+// closed. So a master needs one port for Raft and RPC, and a peer one port for
+// RPC-free piece traffic.
+//
+// # RPC
+//
+// The RPC protocol is a small request/response protocol over length-prefixed
+// msgpack frames (go-msgpack/v2). We do not use net/rpc because it cannot
+// carry a deadline to the server and it flattens errors into strings; here a
+// request carries the caller's remaining time, and an error crosses the wire
+// as a code plus the leader hint, so the caller can test it with errors.Is and
+// errors.As (see NotLeaderError). Every frame is capped (MaxFrameSize), and
+// decoding happens from the bounded frame buffer, so a hostile client cannot
+// make a node allocate more than one frame.
+//
+// One Client keeps one multiplexed connection per remote address; calls from
+// many goroutines share it, and a broken connection fails its in-flight calls
+// with ErrConnection (retryable: the outcome of a write is unknown).
+package transport

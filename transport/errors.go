@@ -1,0 +1,148 @@
+package transport
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Coded is implemented by errors that have a stable, machine-readable code.
+// The code is what crosses the wire: a RemoteError with the same code
+// matches the original sentinel under errors.Is, on the far side of a call.
+type Coded interface {
+	error
+	Code() string
+}
+
+// CodedError is a sentinel error with a stable wire code. Packages declare
+// their sentinels with NewError so that errors.Is works across RPC.
+type CodedError struct {
+	code string
+	msg  string
+}
+
+// NewError returns a sentinel with the given wire code and message.
+func NewError(code, msg string) *CodedError { return &CodedError{code: code, msg: msg} }
+
+func (e *CodedError) Error() string { return e.msg }
+
+// Code returns the stable wire code.
+func (e *CodedError) Code() string { return e.code }
+
+var (
+	// ErrNotLeader means the node that answered is not the Raft leader. The
+	// concrete error is a *NotLeaderError carrying the leader it knows of.
+	ErrNotLeader = NewError("not_leader", "not the leader")
+	// ErrNoLeader means the cluster has no leader right now (an election is
+	// in progress or a majority is unreachable). Retry later.
+	ErrNoLeader = NewError("no_leader", "no leader is known; an election may be in progress or a majority of masters is unreachable")
+	// ErrConnection means the connection to the remote node failed. For a
+	// write the outcome is unknown; retrying with the same request ID is safe.
+	ErrConnection = NewError("connection", "connection to the node failed")
+	// ErrFrameTooLarge means a frame exceeded MaxFrameSize.
+	ErrFrameTooLarge = NewError("frame_too_large", "message larger than the frame size limit")
+	// ErrUnknownMethod means the server has no handler for the method.
+	ErrUnknownMethod = NewError("unknown_method", "unknown RPC method")
+	// ErrBadRequest means the request body could not be decoded.
+	ErrBadRequest = NewError("bad_request", "malformed request")
+	// ErrShuttingDown means the node is closing and will not serve the call.
+	ErrShuttingDown = NewError("shutting_down", "node is shutting down")
+	// ErrTimeout means the call's deadline passed before it completed. For a
+	// write the outcome is unknown.
+	ErrTimeout = NewError("timeout", "deadline exceeded")
+	// ErrUnknownOutcome means the node lost leadership while a write was in
+	// flight: the write may or may not commit. Retrying with the same request
+	// ID is safe; the index applies it at most once.
+	ErrUnknownOutcome = NewError("unknown_outcome", "leadership was lost while the write was in flight; its outcome is unknown, retry it with the same request ID")
+	// ErrBusy means the leader could not take the write in time (its
+	// pipeline is full or a leadership transfer is under way). Nothing was
+	// applied; retry.
+	ErrBusy = NewError("busy", "the leader is busy (pipeline full or leadership transfer in progress); retry")
+	// ErrInternal is used for a remote error that carried no code.
+	ErrInternal = NewError("internal", "internal error")
+)
+
+// NotLeaderError is returned by a node that is not the leader. LeaderID and
+// LeaderAddr name the leader it believes in, or are empty if it knows none.
+// It matches ErrNotLeader under errors.Is.
+type NotLeaderError struct {
+	LeaderID   string
+	LeaderAddr string
+}
+
+func (e *NotLeaderError) Error() string {
+	if e.LeaderAddr == "" {
+		return "not the leader, and no leader is known"
+	}
+	return fmt.Sprintf("not the leader; the leader is %s at %s", e.LeaderID, e.LeaderAddr)
+}
+
+// Code returns ErrNotLeader's code.
+func (e *NotLeaderError) Code() string { return ErrNotLeader.code }
+
+// Is reports whether target is ErrNotLeader.
+func (e *NotLeaderError) Is(target error) bool { return target == ErrNotLeader }
+
+// RemoteError is an error returned by a remote handler, as the caller sees
+// it. It matches, under errors.Is, any Coded sentinel with the same code.
+type RemoteError struct {
+	Code    string
+	Message string
+}
+
+func (e *RemoteError) Error() string { return e.Message }
+
+// Is reports whether target is a Coded error with the same code.
+func (e *RemoteError) Is(target error) bool {
+	var c Coded
+	if errors.As(target, &c) {
+		return c.Code() == e.Code
+	}
+	return false
+}
+
+// wireError is an error as encoded in a response frame.
+type wireError struct {
+	Code       string
+	Message    string
+	LeaderID   string `codec:",omitempty"`
+	LeaderAddr string `codec:",omitempty"`
+}
+
+// Retryable reports whether a call that failed with err may succeed when
+// retried, possibly against another master: a leader change, a lost
+// connection, a busy leader, an unknown outcome (retried with the same
+// request ID). Errors that describe the request itself (invalid,
+// unauthorized, conflict) are not retryable.
+func Retryable(err error) bool {
+	for _, e := range []error{ErrNotLeader, ErrNoLeader, ErrConnection, ErrShuttingDown, ErrUnknownOutcome, ErrBusy, ErrTimeout} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
+}
+
+func toWire(err error) *wireError {
+	if err == nil {
+		return nil
+	}
+	w := &wireError{Code: ErrInternal.code, Message: err.Error()}
+	var nl *NotLeaderError
+	if errors.As(err, &nl) {
+		w.Code = ErrNotLeader.code
+		w.LeaderID, w.LeaderAddr = nl.LeaderID, nl.LeaderAddr
+		return w
+	}
+	var c Coded
+	if errors.As(err, &c) {
+		w.Code = c.Code()
+	}
+	return w
+}
+
+func (w *wireError) err() error {
+	if w.Code == ErrNotLeader.code {
+		return &NotLeaderError{LeaderID: w.LeaderID, LeaderAddr: w.LeaderAddr}
+	}
+	return &RemoteError{Code: w.Code, Message: w.Message}
+}

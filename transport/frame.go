@@ -1,0 +1,156 @@
+package transport
+
+import (
+	"bufio"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-msgpack/v2/codec"
+)
+
+// MaxFrameSize caps one RPC frame (a request or a response with its body).
+// Large enough for a registration batch of 10,000 files; small enough that a
+// hostile client cannot make a node allocate much.
+const MaxFrameSize = 8 << 20
+
+// DefaultIOTimeout bounds a single frame write, and a read once a frame has
+// begun, so a stalled peer cannot hold a goroutine forever.
+const DefaultIOTimeout = 10 * time.Second
+
+// msgpackHandle is the one codec configuration used on the wire. It is
+// configured once here and only read afterwards, which the codec allows
+// from many goroutines.
+var msgpackHandle = func() *codec.MsgpackHandle {
+	h := &codec.MsgpackHandle{}
+	h.WriteExt = true    // str8 and bin types: []byte stays []byte
+	h.RawToString = true // but str decodes to string
+	return h
+}()
+
+// Marshal encodes v with the wire's msgpack configuration.
+func Marshal(v any) ([]byte, error) {
+	var b []byte
+	if err := codec.NewEncoderBytes(&b, msgpackHandle).Encode(v); err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
+// Unmarshal decodes b into v with the wire's msgpack configuration. Decoding
+// from a byte slice never allocates more than len(b) for one string or
+// slice, which is what makes frame caps effective.
+func Unmarshal(b []byte, v any) (err error) {
+	defer func() {
+		// The codec is documented not to panic on bad input, but a
+		// malformed message must never take a node down.
+		if r := recover(); r != nil {
+			err = fmt.Errorf("%w: decoder panic: %v", ErrBadRequest, r)
+		}
+	}()
+	return codec.NewDecoderBytes(b, msgpackHandle).Decode(v)
+}
+
+// readFrame reads one length-prefixed frame. It waits without a deadline for
+// the first byte (an idle connection is fine) and then gives the rest of the
+// frame DefaultIOTimeout.
+func readFrame(conn net.Conn, r *bufio.Reader) ([]byte, error) {
+	if _, err := r.Peek(1); err != nil {
+		return nil, err
+	}
+	_ = conn.SetReadDeadline(time.Now().Add(DefaultIOTimeout))
+	defer conn.SetReadDeadline(time.Time{})
+	var hdr [4]byte
+	if _, err := io.ReadFull(r, hdr[:]); err != nil {
+		return nil, err
+	}
+	n := binary.BigEndian.Uint32(hdr[:])
+	if n > MaxFrameSize {
+		return nil, fmt.Errorf("%w: %d bytes, limit %d", ErrFrameTooLarge, n, MaxFrameSize)
+	}
+	buf := make([]byte, n)
+	if _, err := io.ReadFull(r, buf); err != nil {
+		return nil, err
+	}
+	return buf, nil
+}
+
+// frameWriter serialises frames from many goroutines onto one connection and
+// flushes only when no more frames are waiting, so concurrent calls share
+// system calls.
+type frameWriter struct {
+	conn  net.Conn
+	w     *bufio.Writer
+	queue chan []byte
+	done  chan struct{}
+	once  sync.Once
+	err   error // set before done is closed
+}
+
+func newFrameWriter(conn net.Conn) *frameWriter {
+	fw := &frameWriter{
+		conn:  conn,
+		w:     bufio.NewWriterSize(conn, 64<<10),
+		queue: make(chan []byte, 256),
+		done:  make(chan struct{}),
+	}
+	go fw.run()
+	return fw
+}
+
+// send queues one frame payload. It fails if the writer has stopped.
+func (fw *frameWriter) send(payload []byte) error {
+	if len(payload) > MaxFrameSize {
+		return fmt.Errorf("%w: %d bytes, limit %d", ErrFrameTooLarge, len(payload), MaxFrameSize)
+	}
+	select {
+	case fw.queue <- payload:
+		return nil
+	case <-fw.done:
+		return fw.err
+	}
+}
+
+func (fw *frameWriter) stop(err error) {
+	fw.once.Do(func() {
+		fw.err = err
+		close(fw.done)
+	})
+}
+
+func (fw *frameWriter) run() {
+	var hdr [4]byte
+	for {
+		var p []byte
+		select {
+		case p = <-fw.queue:
+		case <-fw.done:
+			return
+		}
+		_ = fw.conn.SetWriteDeadline(time.Now().Add(DefaultIOTimeout))
+		for {
+			binary.BigEndian.PutUint32(hdr[:], uint32(len(p)))
+			if _, err := fw.w.Write(hdr[:]); err != nil {
+				fw.stop(fmt.Errorf("%w: %v", ErrConnection, err))
+				return
+			}
+			if _, err := fw.w.Write(p); err != nil {
+				fw.stop(fmt.Errorf("%w: %v", ErrConnection, err))
+				return
+			}
+			select {
+			case p = <-fw.queue:
+				continue
+			default:
+			}
+			break
+		}
+		if err := fw.w.Flush(); err != nil {
+			fw.stop(fmt.Errorf("%w: %v", ErrConnection, err))
+			return
+		}
+	}
+}

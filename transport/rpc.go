@@ -1,0 +1,459 @@
+package transport
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+)
+
+// MaxCallTimeout caps the deadline a caller may ask a server to honour.
+const MaxCallTimeout = 5 * time.Minute
+
+// DefaultCallTimeout is used when the caller's context has no deadline.
+const DefaultCallTimeout = 30 * time.Second
+
+type request struct {
+	ID      uint64
+	Method  string
+	Timeout int64 // nanoseconds the caller will wait; 0 = DefaultCallTimeout
+	Body    []byte
+}
+
+type response struct {
+	ID   uint64
+	Err  *wireError `codec:",omitempty"`
+	Body []byte     `codec:",omitempty"`
+}
+
+// handlerFunc decodes a body, runs the handler and returns the reply.
+type handlerFunc func(ctx context.Context, body []byte) (any, error)
+
+// Server serves RPC connections. Register handlers with Handle before
+// calling Serve; Close stops it.
+type Server struct {
+	logger      *slog.Logger
+	handlers    map[string]handlerFunc
+	sem         chan struct{} // bounds handlers running at once
+	ctx         context.Context
+	cancel      context.CancelFunc
+	mu          sync.Mutex
+	conns       map[net.Conn]struct{}
+	listeners   []net.Listener
+	wg          sync.WaitGroup
+	closeOnce   sync.Once
+	closeCalled bool
+}
+
+// MaxConcurrentCalls bounds the handlers one Server runs at once; further
+// requests wait, which pushes back on the clients' connections.
+const MaxConcurrentCalls = 8192
+
+// NewServer returns a Server with no handlers. logger may be nil.
+func NewServer(logger *slog.Logger) *Server {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Server{
+		logger:   logger,
+		handlers: make(map[string]handlerFunc),
+		sem:      make(chan struct{}, MaxConcurrentCalls),
+		ctx:      ctx,
+		cancel:   cancel,
+		conns:    make(map[net.Conn]struct{}),
+	}
+}
+
+// Handle registers fn for method. Call it before Serve. Req and Resp are
+// msgpack-encodable structs; fn runs on its own goroutine with a context that
+// ends at the caller's deadline or when the server closes. An error from fn
+// reaches the caller with its code (see Coded and NotLeaderError).
+func Handle[Req, Resp any](s *Server, method string, fn func(ctx context.Context, req *Req) (*Resp, error)) {
+	s.handlers[method] = func(ctx context.Context, body []byte) (any, error) {
+		req := new(Req)
+		if err := Unmarshal(body, req); err != nil {
+			return nil, fmt.Errorf("%w: %s: %v", ErrBadRequest, method, err)
+		}
+		return fn(ctx, req)
+	}
+}
+
+// Serve accepts connections on ln until ln is closed or the server is
+// closed. It returns nil after Close.
+func (s *Server) Serve(ln net.Listener) error {
+	s.mu.Lock()
+	if s.closeCalled {
+		s.mu.Unlock()
+		return nil
+	}
+	s.listeners = append(s.listeners, ln)
+	s.wg.Add(1)
+	s.mu.Unlock()
+	defer s.wg.Done()
+	for {
+		conn, err := ln.Accept()
+		if err != nil {
+			if s.ctx.Err() != nil || errors.Is(err, ErrMuxClosed) || errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			return err
+		}
+		s.mu.Lock()
+		if s.closeCalled {
+			s.mu.Unlock()
+			conn.Close()
+			return nil
+		}
+		s.conns[conn] = struct{}{}
+		s.wg.Add(1)
+		s.mu.Unlock()
+		go s.serveConn(conn)
+	}
+}
+
+// Close stops serving: it closes listeners and connections, cancels running
+// handlers' contexts and waits for them. Safe to call more than once.
+func (s *Server) Close() error {
+	s.closeOnce.Do(func() {
+		s.mu.Lock()
+		s.closeCalled = true
+		s.cancel()
+		for _, ln := range s.listeners {
+			ln.Close()
+		}
+		for c := range s.conns {
+			c.Close()
+		}
+		s.mu.Unlock()
+		s.wg.Wait()
+	})
+	return nil
+}
+
+func (s *Server) serveConn(conn net.Conn) {
+	defer s.wg.Done()
+	fw := newFrameWriter(conn)
+	var calls sync.WaitGroup
+	defer func() {
+		calls.Wait()
+		fw.stop(ErrShuttingDown)
+		conn.Close()
+		s.mu.Lock()
+		delete(s.conns, conn)
+		s.mu.Unlock()
+	}()
+	r := bufio.NewReaderSize(conn, 64<<10)
+	for {
+		frame, err := readFrame(conn, r)
+		if err != nil {
+			if errors.Is(err, ErrFrameTooLarge) {
+				s.logger.Warn("closing rpc connection: oversized frame", "remote", conn.RemoteAddr(), "err", err)
+			}
+			return
+		}
+		var req request
+		if err := Unmarshal(frame, &req); err != nil {
+			s.logger.Warn("closing rpc connection: malformed frame", "remote", conn.RemoteAddr(), "err", err)
+			return
+		}
+		select {
+		case s.sem <- struct{}{}:
+		case <-s.ctx.Done():
+			return
+		}
+		calls.Add(1)
+		go func() {
+			defer calls.Done()
+			defer func() { <-s.sem }()
+			s.call(fw, &req)
+		}()
+	}
+}
+
+func (s *Server) call(fw *frameWriter, req *request) {
+	timeout := time.Duration(req.Timeout)
+	if timeout <= 0 {
+		timeout = DefaultCallTimeout
+	}
+	timeout = min(timeout, MaxCallTimeout)
+	ctx, cancel := context.WithTimeout(s.ctx, timeout)
+	defer cancel()
+
+	resp := response{ID: req.ID}
+	h, ok := s.handlers[req.Method]
+	var out any
+	var err error
+	if !ok {
+		err = fmt.Errorf("%w %q", ErrUnknownMethod, req.Method)
+	} else {
+		out, err = s.safeCall(ctx, h, req)
+	}
+	if err == nil && out != nil {
+		resp.Body, err = Marshal(out)
+	}
+	if err != nil {
+		resp.Err = toWire(err)
+		resp.Body = nil
+	}
+	b, err := Marshal(&resp)
+	if err != nil {
+		s.logger.Error("encode rpc response", "method", req.Method, "err", err)
+		return
+	}
+	if len(b) > MaxFrameSize {
+		resp = response{ID: req.ID, Err: toWire(fmt.Errorf("%w: reply to %s is %d bytes; ask for less (e.g. a smaller limit)", ErrFrameTooLarge, req.Method, len(b)))}
+		if b, err = Marshal(&resp); err != nil {
+			return
+		}
+	}
+	_ = fw.send(b)
+}
+
+// safeCall runs a handler, turning a panic into an error so one bad request
+// cannot take the node down.
+func (s *Server) safeCall(ctx context.Context, h handlerFunc, req *request) (out any, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			s.logger.Error("rpc handler panicked", "method", req.Method, "panic", r)
+			out, err = nil, fmt.Errorf("%w: handler for %s failed", ErrInternal, req.Method)
+		}
+	}()
+	return h(ctx, req.Body)
+}
+
+// DialFunc opens a connection to addr for the given stream kind.
+type DialFunc func(addr string, kind byte, timeout time.Duration) (net.Conn, error)
+
+// ClientConfig configures a Client. The zero value is usable.
+type ClientConfig struct {
+	// Dial opens connections; nil dials plain TCP from any local address.
+	// Masters pass Mux.DialStream so their traffic leaves from their own IP.
+	Dial DialFunc
+	// DialTimeout bounds one connection attempt. Zero means 2 s.
+	DialTimeout time.Duration
+}
+
+// Client calls RPC servers. One Client keeps one connection per address and
+// is safe for concurrent use.
+type Client struct {
+	cfg    ClientConfig
+	mu     sync.Mutex
+	conns  map[string]*clientConn
+	closed bool
+}
+
+// NewClient returns a Client. Close it to release its connections.
+func NewClient(cfg ClientConfig) *Client {
+	if cfg.DialTimeout <= 0 {
+		cfg.DialTimeout = 2 * time.Second
+	}
+	if cfg.Dial == nil {
+		cfg.Dial = func(addr string, kind byte, timeout time.Duration) (net.Conn, error) {
+			return dialStream(&net.Dialer{Timeout: timeout, KeepAlive: 15 * time.Second}, addr, kind, timeout)
+		}
+	}
+	return &Client{cfg: cfg, conns: make(map[string]*clientConn)}
+}
+
+// Call invokes method on the server at addr and decodes its reply into resp
+// (which may be nil). It blocks until the reply arrives or ctx ends. Errors:
+// a *NotLeaderError or *RemoteError from the server; ErrConnection if the
+// connection failed (outcome unknown); ErrTimeout (also matching ctx.Err())
+// if ctx ended first (outcome unknown).
+func (c *Client) Call(ctx context.Context, addr, method string, req, resp any) error {
+	body, err := Marshal(req)
+	if err != nil {
+		return fmt.Errorf("encode %s request: %w", method, err)
+	}
+	cc, err := c.conn(ctx, addr)
+	if err != nil {
+		return err
+	}
+	timeout := DefaultCallTimeout
+	if dl, ok := ctx.Deadline(); ok {
+		timeout = time.Until(dl)
+		if timeout <= 0 {
+			return fmt.Errorf("%s to %s: %w (%w)", method, addr, ErrTimeout, context.DeadlineExceeded)
+		}
+	}
+	out, err := cc.roundTrip(ctx, &request{Method: method, Timeout: int64(timeout), Body: body})
+	if err != nil {
+		if errors.Is(err, ErrConnection) {
+			c.drop(addr, cc)
+		}
+		return fmt.Errorf("%s to %s: %w", method, addr, err)
+	}
+	if out.Err != nil {
+		return out.Err.err()
+	}
+	if resp != nil {
+		if err := Unmarshal(out.Body, resp); err != nil {
+			return fmt.Errorf("decode %s reply from %s: %w", method, addr, err)
+		}
+	}
+	return nil
+}
+
+// Close closes every connection; calls in flight fail with ErrConnection.
+func (c *Client) Close() error {
+	c.mu.Lock()
+	c.closed = true
+	conns := c.conns
+	c.conns = map[string]*clientConn{}
+	c.mu.Unlock()
+	for _, cc := range conns {
+		cc.fail(fmt.Errorf("%w: client closed", ErrConnection))
+	}
+	return nil
+}
+
+func (c *Client) drop(addr string, cc *clientConn) {
+	c.mu.Lock()
+	if c.conns[addr] == cc {
+		delete(c.conns, addr)
+	}
+	c.mu.Unlock()
+}
+
+func (c *Client) conn(ctx context.Context, addr string) (*clientConn, error) {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return nil, fmt.Errorf("%w: client closed", ErrConnection)
+	}
+	if cc, ok := c.conns[addr]; ok {
+		c.mu.Unlock()
+		return cc, nil
+	}
+	c.mu.Unlock()
+
+	timeout := c.cfg.DialTimeout
+	if dl, ok := ctx.Deadline(); ok {
+		timeout = min(timeout, time.Until(dl))
+		if timeout <= 0 {
+			return nil, fmt.Errorf("dial %s: %w (%w)", addr, ErrTimeout, context.DeadlineExceeded)
+		}
+	}
+	conn, err := c.cfg.Dial(addr, StreamRPC, timeout)
+	if err != nil {
+		return nil, fmt.Errorf("dial %s: %w: %v", addr, ErrConnection, err)
+	}
+	cc := newClientConn(conn)
+
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		cc.fail(fmt.Errorf("%w: client closed", ErrConnection))
+		return nil, fmt.Errorf("%w: client closed", ErrConnection)
+	}
+	if old, ok := c.conns[addr]; ok {
+		// Another goroutine dialled first; use its connection.
+		cc.fail(fmt.Errorf("%w: duplicate connection", ErrConnection))
+		return old, nil
+	}
+	c.conns[addr] = cc
+	return cc, nil
+}
+
+type clientConn struct {
+	conn    net.Conn
+	fw      *frameWriter
+	mu      sync.Mutex
+	nextID  uint64
+	pending map[uint64]chan *response
+	err     error // set once the connection has failed
+}
+
+func newClientConn(conn net.Conn) *clientConn {
+	cc := &clientConn{conn: conn, fw: newFrameWriter(conn), pending: make(map[uint64]chan *response)}
+	go cc.readLoop()
+	return cc
+}
+
+func (cc *clientConn) roundTrip(ctx context.Context, req *request) (*response, error) {
+	ch := make(chan *response, 1)
+	cc.mu.Lock()
+	if cc.err != nil {
+		err := cc.err
+		cc.mu.Unlock()
+		return nil, err
+	}
+	cc.nextID++
+	req.ID = cc.nextID
+	cc.pending[req.ID] = ch
+	cc.mu.Unlock()
+
+	b, err := Marshal(req)
+	if err == nil {
+		err = cc.fw.send(b)
+	}
+	if err != nil {
+		cc.forget(req.ID)
+		return nil, err
+	}
+	select {
+	case resp, ok := <-ch:
+		if !ok {
+			cc.mu.Lock()
+			err := cc.err
+			cc.mu.Unlock()
+			return nil, err
+		}
+		return resp, nil
+	case <-ctx.Done():
+		cc.forget(req.ID)
+		return nil, fmt.Errorf("%w (%w)", ErrTimeout, ctx.Err())
+	}
+}
+
+func (cc *clientConn) forget(id uint64) {
+	cc.mu.Lock()
+	delete(cc.pending, id)
+	cc.mu.Unlock()
+}
+
+func (cc *clientConn) readLoop() {
+	r := bufio.NewReaderSize(cc.conn, 64<<10)
+	for {
+		frame, err := readFrame(cc.conn, r)
+		if err != nil {
+			cc.fail(fmt.Errorf("%w: %v", ErrConnection, err))
+			return
+		}
+		resp := new(response)
+		if err := Unmarshal(frame, resp); err != nil {
+			cc.fail(fmt.Errorf("%w: malformed reply: %v", ErrConnection, err))
+			return
+		}
+		cc.mu.Lock()
+		ch, ok := cc.pending[resp.ID]
+		delete(cc.pending, resp.ID)
+		cc.mu.Unlock()
+		if ok {
+			ch <- resp
+		}
+	}
+}
+
+// fail closes the connection and fails every pending call with err.
+func (cc *clientConn) fail(err error) {
+	cc.mu.Lock()
+	if cc.err != nil {
+		cc.mu.Unlock()
+		return
+	}
+	cc.err = err
+	pending := cc.pending
+	cc.pending = nil
+	cc.mu.Unlock()
+	cc.fw.stop(err)
+	cc.conn.Close()
+	for _, ch := range pending {
+		close(ch)
+	}
+}
