@@ -1,0 +1,469 @@
+package fsm
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/hashicorp/go-msgpack/v2/codec"
+)
+
+// CommandType is the first byte of every encoded command.
+type CommandType uint8
+
+// The command types. Their values are part of the log format: never reuse or
+// renumber one.
+const (
+	CmdJoinPeer        CommandType = 1
+	CmdLeavePeer       CommandType = 2
+	CmdRegisterFiles   CommandType = 3
+	CmdUnregisterFiles CommandType = 4
+	CmdExpirePeers     CommandType = 5
+	CmdBatch           CommandType = 6
+)
+
+// String returns the command's Go type name, or "CommandType(n)".
+func (t CommandType) String() string {
+	switch t {
+	case CmdJoinPeer:
+		return "JoinPeer"
+	case CmdLeavePeer:
+		return "LeavePeer"
+	case CmdRegisterFiles:
+		return "RegisterFiles"
+	case CmdUnregisterFiles:
+		return "UnregisterFiles"
+	case CmdExpirePeers:
+		return "ExpirePeers"
+	case CmdBatch:
+		return "Batch"
+	}
+	return fmt.Sprintf("CommandType(%d)", uint8(t))
+}
+
+// CommandVersion is the body version Encode writes (byte 1 of an encoded
+// command). Decode accepts versions 1 through CommandVersion.
+const CommandVersion = 1
+
+// Size limits enforced by Encode, Decode and Validate, so that hostile bytes
+// cannot make a node allocate without bound.
+const (
+	// MaxFilesPerCommand bounds RegisterFiles.Files and UnregisterFiles.Files.
+	MaxFilesPerCommand = 10000
+	// MaxPeersPerExpire bounds ExpirePeers.Peers.
+	MaxPeersPerExpire = 10000
+	// MaxBatchCommands bounds Batch.Commands.
+	MaxBatchCommands = 4096
+	// MaxCommandSize bounds the length of one encoded command, a Batch
+	// included. It is far above what a log entry should carry: keep entries
+	// under raft.SuggestedMaxDataSize (512 KiB) by splitting large
+	// registrations and batches before proposing them.
+	MaxCommandSize = 8 << 20
+)
+
+// Command is one of JoinPeer, LeavePeer, RegisterFiles, UnregisterFiles,
+// ExpirePeers and Batch. The set is closed: other types cannot implement it.
+type Command interface {
+	// Type returns the command's type byte.
+	Type() CommandType
+	// Validate reports whether the command is well formed, without looking
+	// at any state. The error wraps ErrInvalid. Encode and Decode call it,
+	// so a decoded command is always valid.
+	Validate() error
+
+	isCommand()
+}
+
+// JoinPeer announces a peer. The first JoinPeer for a PeerID creates the peer
+// (JoinedAt = Time) and stores its Token; a later one with the same Token
+// updates Addr and LastJoin and keeps the peer's files; one with a different
+// Token fails with ErrUnauthorized.
+type JoinPeer struct {
+	Peer  PeerID
+	Token Token
+	// Addr is where other peers reach this peer's piece server: "host:port"
+	// with a non-empty host and a port in 1..65535.
+	Addr string
+	// RequestID identifies the client request for deduplication; non-zero.
+	RequestID uint64
+	// Time is the leader's clock when it proposed the command, in Unix
+	// nanoseconds.
+	Time int64
+}
+
+// LeavePeer removes a peer and all its holdings. A file left without holders
+// leaves the index.
+type LeavePeer struct {
+	Peer      PeerID
+	Token     Token
+	RequestID uint64
+}
+
+// RegisterFiles records that Peer holds Files. It has set semantics:
+// registering a file the peer already holds is not an error and only updates
+// the peer's name for it. It is atomic: if any entry conflicts with the index
+// (same ID, different Size or PieceSize) nothing is applied and the result is
+// ErrConflict. An ID may appear more than once only with identical metadata.
+type RegisterFiles struct {
+	Peer      PeerID
+	Token     Token
+	RequestID uint64
+	Files     []FileMeta // at most MaxFilesPerCommand
+}
+
+// UnregisterFiles records that Peer no longer holds Files. It has set
+// semantics: files the peer does not hold are ignored. A file left without
+// holders leaves the index.
+type UnregisterFiles struct {
+	Peer      PeerID
+	Token     Token
+	RequestID uint64
+	Files     []FileID // at most MaxFilesPerCommand
+}
+
+// ExpirePeers is proposed by the leader for peers whose lease ran out. Each
+// listed peer is removed as by LeavePeer, except unknown peers and peers
+// whose most recent JoinPeer carries a Time later than this command's Time
+// (they announced themselves after the leader decided); both are skipped.
+// Response.Expired lists the peers actually removed.
+type ExpirePeers struct {
+	Peers []PeerID // at most MaxPeersPerExpire; order and repeats do not matter
+	// Time is the leader's clock when it decided, in Unix nanoseconds.
+	Time int64
+}
+
+// Batch packs several encoded commands into one log entry. Each element is
+// the output of Encode for a command that is not itself a Batch. Apply runs
+// them in order as if each had its own entry and reports one Response each.
+// A malformed element fails alone; it does not fail its neighbours.
+type Batch struct {
+	Commands [][]byte // at most MaxBatchCommands
+}
+
+// Type implements Command.
+func (JoinPeer) Type() CommandType { return CmdJoinPeer }
+
+// Type implements Command.
+func (LeavePeer) Type() CommandType { return CmdLeavePeer }
+
+// Type implements Command.
+func (RegisterFiles) Type() CommandType { return CmdRegisterFiles }
+
+// Type implements Command.
+func (UnregisterFiles) Type() CommandType { return CmdUnregisterFiles }
+
+// Type implements Command.
+func (ExpirePeers) Type() CommandType { return CmdExpirePeers }
+
+// Type implements Command.
+func (Batch) Type() CommandType { return CmdBatch }
+
+func (JoinPeer) isCommand()        {}
+func (LeavePeer) isCommand()       {}
+func (RegisterFiles) isCommand()   {}
+func (UnregisterFiles) isCommand() {}
+func (ExpirePeers) isCommand()     {}
+func (Batch) isCommand()           {}
+
+// validateAuth checks the fields every peer-issued command carries.
+func validateAuth(peer PeerID, token Token, req uint64) error {
+	if err := peer.Validate(); err != nil {
+		return err
+	}
+	if token.IsZero() {
+		return fmt.Errorf("%w: peer %s: zero token", ErrInvalid, peer)
+	}
+	if req == 0 {
+		return fmt.Errorf("%w: peer %s: zero request id", ErrInvalid, peer)
+	}
+	return nil
+}
+
+// Validate implements Command.
+func (c JoinPeer) Validate() error {
+	if err := validateAuth(c.Peer, c.Token, c.RequestID); err != nil {
+		return err
+	}
+	return validateAddr(c.Addr)
+}
+
+// Validate implements Command.
+func (c LeavePeer) Validate() error {
+	return validateAuth(c.Peer, c.Token, c.RequestID)
+}
+
+// Validate implements Command.
+func (c RegisterFiles) Validate() error {
+	if err := validateAuth(c.Peer, c.Token, c.RequestID); err != nil {
+		return err
+	}
+	if len(c.Files) > MaxFilesPerCommand {
+		return fmt.Errorf("%w: %d files, limit %d", ErrInvalid, len(c.Files), MaxFilesPerCommand)
+	}
+	for _, m := range c.Files {
+		if err := m.Validate(); err != nil {
+			return err
+		}
+	}
+	if len(c.Files) < 2 {
+		return nil
+	}
+	sorted := slices.Clone(c.Files)
+	slices.SortFunc(sorted, func(a, b FileMeta) int { return strings.Compare(string(a.ID), string(b.ID)) })
+	for i := 1; i < len(sorted); i++ {
+		if sorted[i].ID == sorted[i-1].ID && sorted[i] != sorted[i-1] {
+			return fmt.Errorf("%w: file %s listed twice with different metadata", ErrInvalid, sorted[i].ID)
+		}
+	}
+	return nil
+}
+
+// Validate implements Command.
+func (c UnregisterFiles) Validate() error {
+	if err := validateAuth(c.Peer, c.Token, c.RequestID); err != nil {
+		return err
+	}
+	if len(c.Files) > MaxFilesPerCommand {
+		return fmt.Errorf("%w: %d files, limit %d", ErrInvalid, len(c.Files), MaxFilesPerCommand)
+	}
+	for _, id := range c.Files {
+		if err := id.Validate(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Validate implements Command.
+func (c ExpirePeers) Validate() error {
+	if len(c.Peers) > MaxPeersPerExpire {
+		return fmt.Errorf("%w: %d peers, limit %d", ErrInvalid, len(c.Peers), MaxPeersPerExpire)
+	}
+	for _, id := range c.Peers {
+		if err := id.Validate(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Validate implements Command. It checks the framing of each element (at
+// least two bytes, not a Batch), not the element's body: a malformed body
+// fails only that element when applied.
+func (c Batch) Validate() error {
+	if len(c.Commands) > MaxBatchCommands {
+		return fmt.Errorf("%w: %d commands in batch, limit %d", ErrInvalid, len(c.Commands), MaxBatchCommands)
+	}
+	for i, b := range c.Commands {
+		if len(b) < 2 {
+			return fmt.Errorf("%w: batch element %d is %d bytes", ErrInvalid, i, len(b))
+		}
+		if CommandType(b[0]) == CmdBatch {
+			return fmt.Errorf("%w: batch element %d is a batch", ErrInvalid, i)
+		}
+	}
+	return nil
+}
+
+// newMsgpackHandle returns the codec configuration for command bodies:
+// structs as positional arrays (compact, and field order is fixed by the
+// version byte), []byte as msgpack bin.
+func newMsgpackHandle() *codec.MsgpackHandle {
+	h := &codec.MsgpackHandle{WriteExt: true}
+	h.StructToArray = true
+	h.MaxInitLen = 1024
+	return h
+}
+
+// msgpackHandle is shared by every Encode and Decode call: the codec caches
+// per-type reflection data in the handle, and building one per call would
+// cost more than the encoding. It is configured once and never changed, which
+// makes it safe for concurrent use.
+var msgpackHandle = newMsgpackHandle()
+
+// Limits applied to a command body before the codec sees it.
+const (
+	maxBodyDepth     = 6
+	maxContainerSize = max(MaxFilesPerCommand, MaxPeersPerExpire, MaxBatchCommands)
+)
+
+// Encode validates cmd and returns its log encoding: byte 0 is cmd.Type(),
+// byte 1 is CommandVersion, the rest is the msgpack body. Pointers to the
+// command structs are accepted too. Errors wrap ErrInvalid. Encode is safe
+// for concurrent use.
+func Encode(cmd Command) ([]byte, error) {
+	cmd, err := deref(cmd)
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Validate(); err != nil {
+		return nil, err
+	}
+	body := make([]byte, 0, 128)
+	if err := codec.NewEncoderBytes(&body, msgpackHandle).Encode(cmd); err != nil {
+		return nil, fmt.Errorf("%w: encode %v: %v", ErrInvalid, cmd.Type(), err)
+	}
+	if 2+len(body) > MaxCommandSize {
+		return nil, fmt.Errorf("%w: encoded %v is %d bytes, limit %d", ErrInvalid, cmd.Type(), 2+len(body), MaxCommandSize)
+	}
+	out := make([]byte, 2+len(body))
+	out[0] = byte(cmd.Type())
+	out[1] = CommandVersion
+	copy(out[2:], body)
+	return out, nil
+}
+
+// deref turns a pointer to a command struct into the struct.
+func deref(cmd Command) (Command, error) {
+	isNil := false
+	switch c := cmd.(type) {
+	case nil:
+		isNil = true
+	case *JoinPeer:
+		isNil = c == nil
+		if !isNil {
+			cmd = *c
+		}
+	case *LeavePeer:
+		isNil = c == nil
+		if !isNil {
+			cmd = *c
+		}
+	case *RegisterFiles:
+		isNil = c == nil
+		if !isNil {
+			cmd = *c
+		}
+	case *UnregisterFiles:
+		isNil = c == nil
+		if !isNil {
+			cmd = *c
+		}
+	case *ExpirePeers:
+		isNil = c == nil
+		if !isNil {
+			cmd = *c
+		}
+	case *Batch:
+		isNil = c == nil
+		if !isNil {
+			cmd = *c
+		}
+	}
+	if isNil {
+		return nil, fmt.Errorf("%w: nil command", ErrInvalid)
+	}
+	return cmd, nil
+}
+
+// EncodeJoinPeer is Encode for a JoinPeer.
+func EncodeJoinPeer(c JoinPeer) ([]byte, error) { return Encode(c) }
+
+// EncodeLeavePeer is Encode for a LeavePeer.
+func EncodeLeavePeer(c LeavePeer) ([]byte, error) { return Encode(c) }
+
+// EncodeRegisterFiles is Encode for a RegisterFiles.
+func EncodeRegisterFiles(c RegisterFiles) ([]byte, error) { return Encode(c) }
+
+// EncodeUnregisterFiles is Encode for an UnregisterFiles.
+func EncodeUnregisterFiles(c UnregisterFiles) ([]byte, error) { return Encode(c) }
+
+// EncodeExpirePeers is Encode for an ExpirePeers.
+func EncodeExpirePeers(c ExpirePeers) ([]byte, error) { return Encode(c) }
+
+// EncodeBatch is Encode for a Batch.
+func EncodeBatch(c Batch) ([]byte, error) { return Encode(c) }
+
+// Decode parses bytes produced by Encode and returns the command as a value
+// (JoinPeer, not *JoinPeer). A decoded command has passed Validate; empty
+// lists decode as nil. An unknown type byte or version yields an error
+// wrapping ErrUnknownCommand; anything else malformed — truncated or trailing
+// bytes, a body nested too deep or with a list over its limit, fields of the
+// wrong kind, a Batch inside a Batch, input over MaxCommandSize — wraps
+// ErrInvalid. Decode never panics, whatever the input, and is safe for
+// concurrent use.
+func Decode(b []byte) (Command, error) { return decode(b, nil) }
+
+// decode is Decode with an optional decoder to reuse; the FSM keeps one
+// because Apply runs on a single goroutine.
+func decode(b []byte, dec *codec.Decoder) (Command, error) {
+	if len(b) < 2 {
+		return nil, fmt.Errorf("%w: command is %d bytes, need at least 2", ErrInvalid, len(b))
+	}
+	if len(b) > MaxCommandSize {
+		return nil, fmt.Errorf("%w: command is %d bytes, limit %d", ErrInvalid, len(b), MaxCommandSize)
+	}
+	t, v := CommandType(b[0]), b[1]
+	if v == 0 || v > CommandVersion {
+		return nil, fmt.Errorf("%w: %v version %d (this build reads 1..%d)", ErrUnknownCommand, t, v, CommandVersion)
+	}
+	body := b[2:]
+	if err := checkMsgpack(body, maxBodyDepth, maxContainerSize); err != nil {
+		return nil, fmt.Errorf("%w: %v body: %v", ErrInvalid, t, err)
+	}
+	var cmd Command
+	var err error
+	switch t {
+	case CmdJoinPeer:
+		var c JoinPeer
+		err = decodeBody(dec, body, &c)
+		cmd = c
+	case CmdLeavePeer:
+		var c LeavePeer
+		err = decodeBody(dec, body, &c)
+		cmd = c
+	case CmdRegisterFiles:
+		var c RegisterFiles
+		err = decodeBody(dec, body, &c)
+		if len(c.Files) == 0 {
+			c.Files = nil
+		}
+		cmd = c
+	case CmdUnregisterFiles:
+		var c UnregisterFiles
+		err = decodeBody(dec, body, &c)
+		if len(c.Files) == 0 {
+			c.Files = nil
+		}
+		cmd = c
+	case CmdExpirePeers:
+		var c ExpirePeers
+		err = decodeBody(dec, body, &c)
+		if len(c.Peers) == 0 {
+			c.Peers = nil
+		}
+		cmd = c
+	case CmdBatch:
+		var c Batch
+		err = decodeBody(dec, body, &c)
+		if len(c.Commands) == 0 {
+			c.Commands = nil
+		}
+		cmd = c
+	default:
+		return nil, fmt.Errorf("%w: type %d", ErrUnknownCommand, uint8(t))
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v body: %v", ErrInvalid, t, err)
+	}
+	if err := cmd.Validate(); err != nil {
+		return nil, err
+	}
+	return cmd, nil
+}
+
+// decodeBody runs the codec over a body that checkMsgpack accepted. The codec
+// turns its own internal panics into errors; the recover here is a second
+// line of defence so that no input can crash the FSM goroutine.
+func decodeBody(dec *codec.Decoder, body []byte, v any) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("codec panic: %v", r)
+		}
+	}()
+	if dec == nil {
+		return codec.NewDecoderBytes(body, msgpackHandle).Decode(v)
+	}
+	dec.ResetBytes(body)
+	return dec.Decode(v)
+}

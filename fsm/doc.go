@@ -1,0 +1,72 @@
+// Package fsm is FileShare's index as a deterministic, Raft-replicated state
+// machine: which peers have joined, where they listen, which files they hold
+// and under which names.
+//
+// # Commands
+//
+// Every change is a Command, encoded with Encode, proposed to raft by the
+// leader, and applied by every master's FSM in log order:
+//
+//	JoinPeer         a peer announces itself (first join stores its Token)
+//	LeavePeer        a peer leaves; its holdings go with it
+//	RegisterFiles    a peer holds these files (atomic, set semantics)
+//	UnregisterFiles  a peer no longer holds these files (set semantics)
+//	ExpirePeers      the leader removes peers whose lease ran out
+//	Batch            the leader packs many encoded commands into one entry
+//
+// The encoding is byte 0 = CommandType, byte 1 = CommandVersion, then a
+// msgpack body. Decode returns only commands that pass Validate, bounds what
+// hostile bytes can make it allocate, and never panics, so a corrupt entry
+// becomes an error Response instead of a crashed node.
+//
+// A master turns a peer's request into a log entry like this:
+//
+//	data, err := fsm.Encode(fsm.RegisterFiles{
+//		Peer:      "alice",
+//		Token:     sha256.Sum256(secret), // proves the caller owns "alice"
+//		RequestID: reqID,                 // chosen by the client, reused on retry
+//		Files:     []fsm.FileMeta{{ID: id, Name: "talk.mp4", Size: n, PieceSize: 1 << 18}},
+//	})
+//	if err != nil { ... } // errors.Is(err, fsm.ErrInvalid): reject the request
+//	fut := r.Apply(data, timeout)
+//	if err := fut.Error(); err != nil { ... } // raft-level failure; outcome may be unknown
+//	resp := fut.Response().(fsm.Response)
+//	if resp.Err != nil { ... } // fsm.ErrUnknownPeer, ErrUnauthorized, ErrConflict ...
+//
+// # Determinism
+//
+// Apply does no I/O, reads no clock and no random source, and never depends
+// on map iteration order for anything it stores or encodes: time arrives in
+// JoinPeer.Time and ExpirePeers.Time, identities in the commands. Two FSMs
+// that applied the same log have the same Digest, which is cheap to read and
+// meant for cross-checking replicas.
+//
+// # Idempotence and authentication
+//
+// Every peer-issued command carries a non-zero RequestID. The FSM remembers
+// the last DedupWindow request IDs of each peer with their outcomes; a retry
+// (after a timeout or raft.ErrLeadershipLost, when the first outcome is
+// unknown) returns Response{Duplicate: true, Err: first outcome} and changes
+// nothing. A peer's Token is fixed by its first JoinPeer; a command carrying
+// another token fails with ErrUnauthorized and is not remembered, so nobody
+// can remove another peer's files or pollute its dedup window.
+//
+// # Snapshots
+//
+// Snapshot is O(1) in the size of the index: state is split into shards and
+// objects stamped with a generation, and Apply copies whatever a pending
+// snapshot still shares before changing it. Persist, on raft's snapshot
+// goroutine, streams the frozen view in sorted order; Restore reads it back,
+// checks it against the seal at its end (a hash of the applied index and the
+// state digest, recomputed from what was read) and replaces the state
+// atomically.
+//
+// # Queries
+//
+// Lookup, Search, Peers, Peer, PeerFiles, Counts, Digest and AppliedIndex may
+// be called from any goroutine. They read this node's copy, which may trail
+// the leader; the master decides which read level a caller gets. Search is a
+// linear scan, but a 64-bit bigram filter per file lets it skip most
+// non-matching files without touching them, and it releases the lock between
+// shards so that it never holds up Apply for long.
+package fsm

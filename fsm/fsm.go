@@ -1,0 +1,351 @@
+package fsm
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+
+	"github.com/hashicorp/go-msgpack/v2/codec"
+	"github.com/hashicorp/raft"
+)
+
+// Response is what Apply returns for a LogCommand entry, and therefore what
+// raft's ApplyFuture.Response() yields on the node that proposed it. It is a
+// value, never a pointer.
+type Response struct {
+	// Err is nil on success, else an error wrapping ErrInvalid,
+	// ErrUnknownCommand, ErrUnknownPeer, ErrUnauthorized or ErrConflict.
+	// For a Batch it is nil unless the batch itself was malformed; see
+	// Results.
+	Err error
+	// Duplicate is set when this (Peer, RequestID) had already been applied:
+	// nothing changed, and Err is the first attempt's outcome.
+	Duplicate bool
+	// Expired lists, sorted, the peers an ExpirePeers actually removed.
+	Expired []PeerID
+	// Results holds one Response per element of a Batch, in order.
+	Results []Response
+}
+
+// FSM is the replicated index. It implements raft.FSM and raft.BatchingFSM.
+//
+// Apply, ApplyBatch, Snapshot and Restore must be called from one goroutine
+// at a time (raft calls them from its FSM goroutine). The query methods
+// (Lookup, Search, Peers, Peer, PeerFiles, Counts, Digest, AppliedIndex) are
+// safe to call from any goroutine concurrently with them. They see the state
+// between two log entries, never in the middle of one (Search and Peers
+// guarantee this per file and per peer), and block only while an entry or
+// batch is being applied. They read this node's state, which may lag the
+// leader: callers choose the read level (see package master).
+//
+// The zero FSM is not usable; call New.
+type FSM struct {
+	mu  sync.RWMutex // Apply and Restore hold it for writing, queries for reading
+	st  state
+	h   hasher         // used by the applying goroutine only
+	dec *codec.Decoder // used by the applying goroutine only
+}
+
+var (
+	_ raft.FSM         = (*FSM)(nil)
+	_ raft.BatchingFSM = (*FSM)(nil)
+)
+
+// New returns an empty FSM.
+func New() *FSM {
+	f := &FSM{dec: codec.NewDecoderBytes(nil, msgpackHandle)}
+	f.st.init(1)
+	return f
+}
+
+// Apply applies one committed log entry and returns its Response (as a
+// value). Entries that are not raft.LogCommand only advance AppliedIndex and
+// return nil. Malformed command bytes yield a Response whose Err wraps
+// ErrInvalid or ErrUnknownCommand, so a bad entry never stops the log. Apply
+// does no I/O and is deterministic: every node applying the same log reaches
+// the same Digest.
+func (f *FSM) Apply(l *raft.Log) interface{} {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.applyLog(l)
+}
+
+// ApplyBatch applies entries in order, exactly as that many Apply calls
+// would, but takes the lock once. The result has one element per entry: a
+// Response for each LogCommand, nil for any other type.
+func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
+	out := make([]interface{}, len(logs))
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for i, l := range logs {
+		out[i] = f.applyLog(l)
+	}
+	return out
+}
+
+func (f *FSM) applyLog(l *raft.Log) interface{} {
+	if l == nil {
+		return nil
+	}
+	f.st.applied = l.Index
+	if l.Type != raft.LogCommand {
+		return nil
+	}
+	return f.applyCommand(l.Data)
+}
+
+func (f *FSM) applyCommand(data []byte) Response {
+	cmd, err := decode(data, f.dec)
+	if err != nil {
+		return Response{Err: err}
+	}
+	switch c := cmd.(type) {
+	case JoinPeer:
+		return f.joinPeer(c)
+	case LeavePeer:
+		return f.leavePeer(c)
+	case RegisterFiles:
+		return f.registerFiles(c)
+	case UnregisterFiles:
+		return f.unregisterFiles(c)
+	case ExpirePeers:
+		return f.expirePeers(c)
+	case Batch:
+		res := make([]Response, len(c.Commands))
+		for i, b := range c.Commands {
+			// Batch.Validate guarantees no element is a Batch, so
+			// this recursion is one level deep.
+			res[i] = f.applyCommand(b)
+		}
+		return Response{Results: res}
+	}
+	return Response{Err: fmt.Errorf("%w: %T", ErrUnknownCommand, cmd)}
+}
+
+func errUnknownPeer(id PeerID) error { return fmt.Errorf("%w: %s", ErrUnknownPeer, id) }
+
+func errUnauthorized(id PeerID) error {
+	return fmt.Errorf("%w: token does not match peer %s", ErrUnauthorized, id)
+}
+
+func errConflict(id FileID) error {
+	return fmt.Errorf("%w: file %s is already registered with a different size or piece size", ErrConflict, id)
+}
+
+// outcomeErr rebuilds the error of a remembered outcome.
+func outcomeErr(code outcome, detail string) error {
+	switch code {
+	case outcomeOK:
+		return nil
+	case outcomeConflict:
+		return errConflict(FileID(detail))
+	}
+	return fmt.Errorf("%w: remembered outcome %d", ErrInvalid, code)
+}
+
+func (f *FSM) add(h [32]byte) { f.st.digest.add(h) }
+func (f *FSM) sub(h [32]byte) { f.st.digest.sub(h) }
+
+// authorize finds the peer a command is for and checks its token and the
+// dedup window. ok is false when r is the final response.
+func (f *FSM) authorize(id PeerID, tok Token, req uint64) (p *peer, r Response, ok bool) {
+	p = f.st.peer(id)
+	if p == nil {
+		return nil, Response{Err: errUnknownPeer(id)}, false
+	}
+	if p.token != tok {
+		// Not remembered: a stranger must not fill another peer's window.
+		return nil, Response{Err: errUnauthorized(id)}, false
+	}
+	if r, dup := p.recall(req); dup {
+		return nil, r, false
+	}
+	return p, Response{}, true
+}
+
+// remember records req's outcome in the (mutable) peer's dedup window,
+// evicting the oldest entry when the window is full.
+func (f *FSM) remember(p *peer, req uint64, code outcome, detail string) {
+	seq := p.next
+	i := seq % DedupWindow
+	if uint64(len(p.reqs)) < DedupWindow {
+		p.reqs = append(p.reqs, req)
+		p.codes = append(p.codes, code)
+	} else {
+		oldReq, oldCode, oldDetail := p.reqs[i], p.codes[i], ""
+		if oldCode != outcomeOK {
+			k := slices.IndexFunc(p.notes, func(n note) bool { return n.req == oldReq })
+			oldDetail = p.notes[k].detail
+			p.notes = slices.Delete(p.notes, k, k+1)
+		}
+		f.sub(f.h.request(p.id, seq-DedupWindow, oldReq, oldCode, oldDetail))
+		p.reqs[i], p.codes[i] = req, code
+	}
+	if code != outcomeOK {
+		p.notes = append(p.notes, note{req: req, detail: detail})
+	}
+	f.add(f.h.request(p.id, seq, req, code, detail))
+	p.next++
+}
+
+func (f *FSM) joinPeer(c JoinPeer) Response {
+	s := &f.st
+	p := s.peer(c.Peer)
+	if p == nil {
+		p = &peer{gen: s.gen, id: c.Peer, addr: c.Addr, token: c.Token, joinedAt: c.Time, lastJoin: c.Time}
+		s.peerShardMut(p.id).m[p.id] = p
+		s.counts.Peers++
+		f.add(f.h.peer(p))
+		f.remember(p, c.RequestID, outcomeOK, "")
+		return Response{}
+	}
+	p, r, ok := f.authorize(c.Peer, c.Token, c.RequestID)
+	if !ok {
+		return r
+	}
+	p = s.mutPeer(p)
+	if p.addr != c.Addr || p.lastJoin != c.Time {
+		f.sub(f.h.peer(p))
+		p.addr, p.lastJoin = c.Addr, c.Time
+		f.add(f.h.peer(p))
+	}
+	f.remember(p, c.RequestID, outcomeOK, "")
+	return Response{}
+}
+
+func (f *FSM) leavePeer(c LeavePeer) Response {
+	p, r, ok := f.authorize(c.Peer, c.Token, c.RequestID)
+	if !ok {
+		return r
+	}
+	f.removePeer(p)
+	return Response{}
+}
+
+func (f *FSM) registerFiles(c RegisterFiles) Response {
+	s := &f.st
+	p, r, ok := f.authorize(c.Peer, c.Token, c.RequestID)
+	if !ok {
+		return r
+	}
+	for _, m := range c.Files {
+		if fl := s.file(m.ID); fl != nil && (fl.size != m.Size || fl.pieceSize != m.PieceSize) {
+			p = s.mutPeer(p)
+			f.remember(p, c.RequestID, outcomeConflict, string(m.ID))
+			return Response{Err: errConflict(m.ID)}
+		}
+	}
+	p = s.mutPeer(p)
+	for _, m := range c.Files {
+		fl := s.file(m.ID)
+		if fl == nil {
+			fl = &file{gen: s.gen, id: m.ID, size: m.Size, pieceSize: m.PieceSize}
+			s.fileShardMut(fl.id).m[fl.id] = fileSlot{f: fl}
+			s.counts.Files++
+			f.add(f.h.file(fl))
+		} else {
+			if old, held := fl.holders.get(p.id); held && old.name == m.Name {
+				continue
+			}
+			fl = s.mutFile(fl)
+		}
+		lower := strings.ToLower(m.Name)
+		old, held := fl.holders.set(p.id, holderName{name: m.Name, lower: lower}, s.gen)
+		s.refreshGrams(fl, lower)
+		if held {
+			f.sub(f.h.holding(fl.id, p.id, old.name))
+		} else {
+			p.files.set(fl.id, struct{}{}, s.gen)
+			s.counts.Holdings++
+		}
+		f.add(f.h.holding(fl.id, p.id, m.Name))
+	}
+	f.remember(p, c.RequestID, outcomeOK, "")
+	return Response{}
+}
+
+func (f *FSM) unregisterFiles(c UnregisterFiles) Response {
+	p, r, ok := f.authorize(c.Peer, c.Token, c.RequestID)
+	if !ok {
+		return r
+	}
+	p = f.st.mutPeer(p)
+	for _, id := range c.Files {
+		if _, held := p.files.get(id); held {
+			f.dropHolding(p.id, id)
+			p.files.del(id, f.st.gen)
+		}
+	}
+	f.remember(p, c.RequestID, outcomeOK, "")
+	return Response{}
+}
+
+func (f *FSM) expirePeers(c ExpirePeers) Response {
+	ids := slices.Clone(c.Peers)
+	slices.Sort(ids)
+	ids = slices.Compact(ids)
+	var expired []PeerID
+	for _, id := range ids {
+		p := f.st.peer(id)
+		if p == nil || p.lastJoin > c.Time {
+			continue
+		}
+		f.removePeer(p)
+		expired = append(expired, id)
+	}
+	return Response{Expired: expired}
+}
+
+// dropHolding removes holder from file id's holders, and the file from the
+// index if that was its last holder. It leaves the holder's own file set to
+// the caller.
+func (f *FSM) dropHolding(holder PeerID, id FileID) {
+	s := &f.st
+	fl := s.file(id)
+	if fl == nil {
+		return // unreachable while the peer and file sides agree
+	}
+	hn, held := fl.holders.get(holder)
+	if !held {
+		return
+	}
+	f.sub(f.h.holding(id, holder, hn.name))
+	s.counts.Holdings--
+	if fl.holders.len() == 1 {
+		// Last holder: drop the file without copying it.
+		f.sub(f.h.file(fl))
+		delete(s.fileShardMut(id).m, id)
+		s.counts.Files--
+		return
+	}
+	fl = s.mutFile(fl)
+	fl.holders.del(holder, s.gen)
+	s.refreshGrams(fl, "")
+}
+
+// removePeer deletes p with its holdings and dedup window. It only reads p,
+// which may be shared with a snapshot.
+func (f *FSM) removePeer(p *peer) {
+	s := &f.st
+	p.files.each(func(id FileID, _ struct{}) bool {
+		f.dropHolding(p.id, id)
+		return true
+	})
+	p.entries(func(seq, req uint64, code outcome, detail string) {
+		f.sub(f.h.request(p.id, seq, req, code, detail))
+	})
+	f.sub(f.h.peer(p))
+	delete(s.peerShardMut(p.id).m, p.id)
+	s.counts.Peers--
+}
+
+// recomputeDigest returns the digest computed from scratch; tests compare
+// it with the incrementally maintained one. Call it from the applying
+// goroutine.
+func (f *FSM) recomputeDigest() string {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	var h hasher
+	return digestString(h.recompute(&f.st))
+}

@@ -1,0 +1,192 @@
+package fsm
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"strings"
+	"testing"
+
+	"github.com/hashicorp/raft"
+)
+
+// smallState returns an FSM with a little of everything: peers, shared and
+// single-holder files, a remembered conflict.
+func smallState(tb testing.TB) *FSM {
+	n := newNode(tb)
+	n.mustApply(joinA(1))
+	n.mustApply(joinB(1))
+	n.mustApply(regA(2, meta(1, "Shared.iso"), meta(2, "mine")))
+	n.mustApply(regB(2, meta(1, "shared")))
+	bad := meta(2, "mine")
+	bad.Size++
+	if r := n.apply(regB(3, bad)); !errors.Is(r.Err, ErrConflict) {
+		tb.Fatalf("conflict: got %v", r.Err)
+	}
+	n.f.Apply(&raft.Log{Index: 42, Type: raft.LogNoop})
+	return n.f
+}
+
+func TestSnapshotRoundTrip(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		f    *FSM
+	}{
+		{"empty", New()},
+		{"small", smallState(t)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := snapshotBytes(t, tc.f)
+			g := New()
+			if err := restore(g, b); err != nil {
+				t.Fatalf("Restore: %v", err)
+			}
+			universe := []FileID{fid(1), fid(2), fid(3)}
+			diffViews(t, viewOf(g, universe), viewOf(tc.f, universe))
+			// Canonical: a restored state persists to the same bytes.
+			if again := snapshotBytes(t, g); !bytes.Equal(again, b) {
+				t.Fatalf("re-persisted snapshot differs: got %d bytes, want %d", len(again), len(b))
+			}
+			// The remembered conflict survives: a retry is still a duplicate.
+			bad := meta(2, "mine")
+			bad.Size++
+			if tc.name == "small" {
+				n := &node{tb: t, f: g, index: 100}
+				if r := n.apply(regB(3, bad)); !r.Duplicate || !errors.Is(r.Err, ErrConflict) {
+					t.Fatalf("retry after restore: got %+v, want duplicate conflict", r)
+				}
+			}
+		})
+	}
+}
+
+func TestRestoreRejectsCorruptInput(t *testing.T) {
+	good := snapshotBytes(t, smallState(t))
+	version2 := bytes.Clone(good)
+	version2[len(snapshotMagic)] = SnapshotVersion + 1
+
+	cases := []struct {
+		name string
+		data []byte
+	}{
+		{"empty", nil},
+		{"bad magic", append([]byte("NOTASNAP"), good[8:]...)},
+		{"unknown version", version2},
+		{"trailing byte", append(bytes.Clone(good), 0)},
+		{"non-minimal varint", append(append([]byte(snapshotMagic), 0x81, 0x00), good[len(snapshotMagic)+1:]...)},
+	}
+	// Every truncation and every single-byte change is detected.
+	for i := range good {
+		cases = append(cases, struct {
+			name string
+			data []byte
+		}{"truncated", good[:i]})
+		flipped := bytes.Clone(good)
+		flipped[i] ^= 0x01 << (i % 8)
+		cases = append(cases, struct {
+			name string
+			data []byte
+		}{"flipped", flipped})
+	}
+
+	f := smallState(t)
+	before := viewOf(f, []FileID{fid(1), fid(2)})
+	for i, tc := range cases {
+		err := restore(f, tc.data)
+		if !errors.Is(err, ErrCorruptSnapshot) {
+			t.Fatalf("case %d (%s, %d bytes): got %v, want ErrCorruptSnapshot", i, tc.name, len(tc.data), err)
+		}
+		if tc.name == "unknown version" && !strings.Contains(err.Error(), "version") {
+			t.Errorf("unknown version: error %q does not mention the version", err)
+		}
+	}
+	diffViews(t, viewOf(f, []FileID{fid(1), fid(2)}), before)
+}
+
+type failingReader struct{ err error }
+
+func (r failingReader) Read([]byte) (int, error) { return 0, r.err }
+
+func TestRestoreReportsReadErrors(t *testing.T) {
+	boom := errors.New("disk on fire")
+	f := smallState(t)
+	before := f.Digest()
+	err := f.Restore(io.NopCloser(io.MultiReader(strings.NewReader(snapshotMagic), failingReader{boom})))
+	if !errors.Is(err, boom) || errors.Is(err, ErrCorruptSnapshot) {
+		t.Fatalf("got %v, want the read error and not ErrCorruptSnapshot", err)
+	}
+	if f.Digest() != before {
+		t.Fatal("a failed Restore changed the state")
+	}
+}
+
+type failingSink struct{ memSink }
+
+func (s *failingSink) Write([]byte) (int, error) { return 0, errors.New("disk full") }
+
+func TestPersistCancelsOnWriteError(t *testing.T) {
+	f := New()
+	n := &node{tb: t, f: f}
+	n.mustApply(joinA(1))
+	n.mustApply(regA(2, meta(1, "x")))
+	snap, _ := f.Snapshot()
+	defer snap.Release()
+	sink := &failingSink{}
+	if err := snap.Persist(sink); err == nil {
+		t.Fatal("Persist: got nil error, want the sink's error")
+	}
+	if !sink.cancelled || sink.closed {
+		t.Fatalf("sink: cancelled=%v closed=%v, want cancelled and not closed", sink.cancelled, sink.closed)
+	}
+}
+
+// A snapshot keeps the state of Snapshot() time while every kind of change
+// is applied afterwards, including removal of everything.
+func TestSnapshotIsolatedFromLaterApplies(t *testing.T) {
+	f := smallState(t)
+	universe := []FileID{fid(1), fid(2), fid(3)}
+	want := viewOf(f, universe)
+	snap, _ := f.Snapshot()
+	n := &node{tb: t, f: f, index: 100}
+	n.mustApply(JoinPeer{Peer: "alice", Token: tokA, Addr: "1.1.1.1:1", RequestID: 10, Time: 7})
+	n.mustApply(regA(11, meta(1, "renamed"), meta(3, "new")))
+	n.mustApply(UnregisterFiles{Peer: "bob", Token: tokB, RequestID: 10, Files: []FileID{fid(1)}})
+	n.apply(ExpirePeers{Peers: []PeerID{"alice", "bob"}, Time: 1 << 40})
+	if got := f.Counts(); got != (Counts{}) {
+		t.Fatalf("after expiring everyone: Counts %+v, want empty", got)
+	}
+	g := New()
+	if err := restore(g, persist(t, snap)); err != nil {
+		t.Fatal(err)
+	}
+	diffViews(t, viewOf(g, universe), want)
+}
+
+func FuzzRestore(f *testing.F) {
+	f.Add([]byte{})
+	f.Add(snapshotBytes(f, New()))
+	f.Add(snapshotBytes(f, smallState(f)))
+	g := New()
+	for _, l := range newCmdGen(f, 5).log(300) {
+		g.Apply(l)
+	}
+	f.Add(snapshotBytes(f, g))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		target := smallState(t)
+		before := target.Digest()
+		err := restore(target, data)
+		if err != nil {
+			if !errors.Is(err, ErrCorruptSnapshot) {
+				t.Fatalf("got %v, want ErrCorruptSnapshot", err)
+			}
+			if target.Digest() != before {
+				t.Fatal("a failed Restore changed the state")
+			}
+			return
+		}
+		checkDigest(t, target)
+		if again := snapshotBytes(t, target); !bytes.Equal(again, data) {
+			t.Fatalf("accepted a non-canonical snapshot: re-persisted %d bytes differ from input %d bytes", len(again), len(data))
+		}
+	})
+}
