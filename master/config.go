@@ -1,0 +1,230 @@
+package master
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strings"
+	"time"
+)
+
+// Member names one master of the initial cluster.
+type Member struct {
+	ID   string
+	Addr string // host:port of its cluster (Raft + RPC) listener
+}
+
+// Config configures one SwarmMaster. A zero field means its default; New
+// copies the Config and never edits the caller's.
+type Config struct {
+	// ID names this master in the Raft configuration. Required; 1..64 bytes
+	// of [A-Za-z0-9._-].
+	ID string
+	// DataDir holds the Raft log (raft.db) and snapshots. Required.
+	DataDir string
+	// Listen is the host:port of the cluster listener (Raft and RPC share
+	// it). Port 0 picks a free port. Required.
+	Listen string
+	// Advertise is the address other masters and peers dial. Empty means
+	// the listen address, which then must not be a wildcard.
+	Advertise string
+	// HTTP is the host:port of the status endpoints. Empty disables them.
+	HTTP string
+
+	// InitialCluster bootstraps a new cluster whose voters are exactly
+	// these members, one of which must be this master (same ID and
+	// address). Bootstrap happens once: a master that already has Raft
+	// state ignores it, so restarting with the same flags is safe.
+	InitialCluster []Member
+	// Join lists masters of a running cluster to join through (any member
+	// will do; it forwards to the leader). Ignored if this master already
+	// has Raft state.
+	Join []string
+	// JoinTimeout bounds the retries of Join. Zero means 60 s.
+	JoinTimeout time.Duration
+
+	// PeerLease is how long a peer stays in the index without a heartbeat.
+	// Zero means 15 s.
+	PeerLease time.Duration
+
+	// Raft timing. Zero means our LAN defaults: heartbeat and election
+	// timeouts of 400 ms and a leader lease of 200 ms. hashicorp/raft's own
+	// defaults (1 s / 1 s / 500 ms) are sized for WANs; on one LAN a round
+	// trip is well under a millisecond, so 400 ms still leaves ample margin
+	// for GC pauses and a loaded 2-core machine while a follower notices a
+	// dead leader within 400–800 ms and the election finishes within a
+	// similar window.
+	HeartbeatTimeout   time.Duration
+	ElectionTimeout    time.Duration
+	LeaderLeaseTimeout time.Duration
+
+	// SnapshotThreshold is how many log entries since the last snapshot
+	// trigger a new one; zero means 8192. SnapshotInterval is how often the
+	// check runs; zero means 30 s. TrailingLogs is how many entries are kept
+	// after a snapshot so a lagging follower can catch up from the log
+	// instead of by snapshot; zero means 10240 (far above what a follower
+	// falls behind in one snapshot interval, which avoids the
+	// InstallSnapshot loop of a too-small value; 0 itself is unsafe).
+	SnapshotThreshold uint64
+	SnapshotInterval  time.Duration
+	TrailingLogs      uint64
+
+	// ApplyTimeout bounds how long a write may wait to enter the Raft
+	// pipeline at the leader. Zero means 5 s.
+	ApplyTimeout time.Duration
+
+	// Logger receives all logs, including Raft's. Nil discards them.
+	Logger *slog.Logger
+	// Now is the clock; nil means time.Now. Tests replace it.
+	Now func() time.Time
+}
+
+// Errors returned by New for configurations that cannot work.
+var (
+	// ErrConfig wraps every configuration mistake New rejects.
+	ErrConfig = errors.New("invalid master configuration")
+)
+
+func (c Config) withDefaults() (Config, error) {
+	if err := validID(c.ID); err != nil {
+		return c, fmt.Errorf("%w: --id: %v", ErrConfig, err)
+	}
+	if c.DataDir == "" {
+		return c, fmt.Errorf("%w: --data-dir is required", ErrConfig)
+	}
+	if c.Listen == "" {
+		return c, fmt.Errorf("%w: --listen is required (host:port of the cluster port)", ErrConfig)
+	}
+	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+		return c, fmt.Errorf("%w: --listen %q is not host:port: %v", ErrConfig, c.Listen, err)
+	}
+	if c.Advertise != "" {
+		if err := checkDialable(c.Advertise); err != nil {
+			return c, fmt.Errorf("%w: --advertise %q: %v", ErrConfig, c.Advertise, err)
+		}
+	}
+	if c.HTTP != "" {
+		if _, _, err := net.SplitHostPort(c.HTTP); err != nil {
+			return c, fmt.Errorf("%w: --http %q is not host:port: %v", ErrConfig, c.HTTP, err)
+		}
+	}
+	if len(c.InitialCluster) > 0 && len(c.Join) > 0 {
+		return c, fmt.Errorf("%w: give either --initial-cluster (to bootstrap a new cluster) or --join (to join a running one), not both", ErrConfig)
+	}
+	seenID := map[string]bool{}
+	seenAddr := map[string]string{}
+	self := false
+	for _, m := range c.InitialCluster {
+		if err := validID(m.ID); err != nil {
+			return c, fmt.Errorf("%w: --initial-cluster member %q: %v", ErrConfig, m.ID, err)
+		}
+		if err := checkDialable(m.Addr); err != nil {
+			return c, fmt.Errorf("%w: --initial-cluster member %s address %q: %v", ErrConfig, m.ID, m.Addr, err)
+		}
+		if seenID[m.ID] {
+			return c, fmt.Errorf("%w: --initial-cluster names %s twice", ErrConfig, m.ID)
+		}
+		if other, ok := seenAddr[m.Addr]; ok {
+			return c, fmt.Errorf("%w: --initial-cluster gives %s and %s the same address %s", ErrConfig, other, m.ID, m.Addr)
+		}
+		seenID[m.ID], seenAddr[m.Addr] = true, m.ID
+		if m.ID == c.ID {
+			self = true
+		}
+	}
+	if len(c.InitialCluster) > 0 && !self {
+		return c, fmt.Errorf("%w: --initial-cluster does not contain this master's own ID %q; add %s=%s to it", ErrConfig, c.ID, c.ID, c.Listen)
+	}
+	c.InitialCluster = append([]Member(nil), c.InitialCluster...)
+	c.Join = append([]string(nil), c.Join...)
+	for _, a := range c.Join {
+		if _, _, err := net.SplitHostPort(a); err != nil {
+			return c, fmt.Errorf("%w: --join address %q is not host:port: %v", ErrConfig, a, err)
+		}
+	}
+
+	def := func(d *time.Duration, v time.Duration) {
+		if *d == 0 {
+			*d = v
+		}
+	}
+	def(&c.JoinTimeout, 60*time.Second)
+	def(&c.PeerLease, 15*time.Second)
+	def(&c.HeartbeatTimeout, 400*time.Millisecond)
+	def(&c.ElectionTimeout, 400*time.Millisecond)
+	def(&c.LeaderLeaseTimeout, 200*time.Millisecond)
+	def(&c.SnapshotInterval, 30*time.Second)
+	def(&c.ApplyTimeout, 5*time.Second)
+	if c.SnapshotThreshold == 0 {
+		c.SnapshotThreshold = 8192
+	}
+	if c.TrailingLogs == 0 {
+		c.TrailingLogs = 10240
+	}
+	if c.LeaderLeaseTimeout > c.HeartbeatTimeout {
+		return c, fmt.Errorf("%w: the leader lease (%v) must not exceed the heartbeat timeout (%v)", ErrConfig, c.LeaderLeaseTimeout, c.HeartbeatTimeout)
+	}
+	for name, d := range map[string]time.Duration{"join timeout": c.JoinTimeout, "peer lease": c.PeerLease, "heartbeat timeout": c.HeartbeatTimeout, "election timeout": c.ElectionTimeout, "leader lease": c.LeaderLeaseTimeout, "snapshot interval": c.SnapshotInterval, "apply timeout": c.ApplyTimeout} {
+		if d < 0 {
+			return c, fmt.Errorf("%w: %s is negative (%v)", ErrConfig, name, d)
+		}
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	return c, nil
+}
+
+func validID(id string) error {
+	if id == "" {
+		return errors.New("empty ID")
+	}
+	if len(id) > 64 {
+		return fmt.Errorf("ID %q is longer than 64 bytes", id)
+	}
+	for _, r := range id {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("._-", r)) {
+			return fmt.Errorf("ID %q may hold only letters, digits, '.', '_' and '-'", id)
+		}
+	}
+	return nil
+}
+
+// checkDialable rejects addresses other nodes cannot dial.
+func checkDialable(addr string) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("not host:port: %v", err)
+	}
+	if port == "0" || port == "" {
+		return errors.New("needs a fixed port")
+	}
+	if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
+		return errors.New("is a wildcard address; give one that other nodes can dial")
+	}
+	return nil
+}
+
+// ParseInitialCluster parses "m1=host:port,m2=host:port".
+func ParseInitialCluster(s string) ([]Member, error) {
+	var out []Member
+	for _, part := range strings.Split(s, ",") {
+		part = strings.TrimSpace(part)
+		if part == "" {
+			continue
+		}
+		id, addr, ok := strings.Cut(part, "=")
+		if !ok || id == "" || addr == "" {
+			return nil, fmt.Errorf("%w: --initial-cluster entry %q is not ID=HOST:PORT", ErrConfig, part)
+		}
+		out = append(out, Member{ID: id, Addr: addr})
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("%w: --initial-cluster is empty", ErrConfig)
+	}
+	return out, nil
+}

@@ -1,0 +1,40 @@
+// Package master is a SwarmMaster node: the FileShare index served by a
+// Raft cluster of 3 or 5 masters.
+//
+// A Master wires hashicorp/raft (raft-boltdb/v2 for the log and stable
+// store, a file snapshot store) to the fsm package and to one transport.Mux
+// that carries both Raft and the RPC service peers call. It also serves
+// HTTP status endpoints on a second port.
+//
+// # Writes
+//
+// A peer may send a write to any master. A follower forwards it to the
+// leader; while an election is in progress it holds the write and retries
+// until the caller's deadline. At the leader, a batcher packs concurrent
+// commands into one log entry (fsm.Batch). Every peer write carries a
+// request ID that the index deduplicates, so a retry after an unknown
+// outcome (raft.ErrLeadershipLost, a lost connection) never applies twice.
+//
+// # Reads
+//
+// Each read names its consistency (transport.ReadLevel): stale reads are
+// answered from the local index on any master; leader reads from the
+// leader's index; linearizable reads (the default) by the leader after a
+// coalesced VerifyLeader round that began after the read arrived, once its
+// index has applied everything committed before that round. A new leader
+// serves leader-level reads only after a Barrier in its term.
+//
+// # Liveness
+//
+// Peers heartbeat to the leader, which keeps last-seen times in memory
+// only; every few seconds it proposes one ExpirePeers command for the peers
+// silent longer than the lease. A new leader starts every peer with a full
+// lease.
+//
+// # Lifecycle
+//
+//	m, err := master.New(master.Config{ID: "m1", DataDir: dir, Listen: "127.0.0.1:7001",
+//		InitialCluster: members})
+//	...
+//	defer m.Close() // hands off leadership, then stops in order
+package master

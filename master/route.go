@@ -1,0 +1,107 @@
+package master
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"fileshare/transport"
+)
+
+// route runs a request at the leader. If this master leads (and, for
+// reads, has passed its term's barrier), local runs it here. Otherwise the
+// request is forwarded to the leader this master knows, with *forwarded
+// set so the receiver never forwards again. While there is no leader, or
+// the leader moves, or its outcome is unknown, route retries with jittered
+// backoff until ctx ends: a leader change is never an error to the caller
+// while its deadline allows a retry. Writes are safe to retry because they
+// carry request IDs the index deduplicates.
+func route[Req, Resp any](m *Master, ctx context.Context, method string, req *Req, forwarded *bool, local func(context.Context) (*Resp, error)) (*Resp, error) {
+	wasForwarded := *forwarded
+	backoff := 5 * time.Millisecond
+	var lastErr error
+	for {
+		switch {
+		case m.IsLeader():
+			if !m.leaderReady() {
+				lastErr = fmt.Errorf("%w: this master was just elected and is catching up", transport.ErrBusy)
+				break
+			}
+			resp, err := local(ctx)
+			if err == nil || !transport.Retryable(err) {
+				return resp, err
+			}
+			lastErr = err
+		case wasForwarded:
+			// The sender believed we lead; we do not. Tell it who does.
+			return nil, m.notLeader()
+		default:
+			_, addr := m.Leader()
+			if addr == "" || addr == m.advertise {
+				lastErr = transport.ErrNoLeader
+				break
+			}
+			*forwarded = true
+			resp := new(Resp)
+			err := m.client.Call(ctx, addr, method, req, resp)
+			*forwarded = false
+			if err == nil {
+				return resp, nil
+			}
+			if !transport.Retryable(err) {
+				return nil, err
+			}
+			lastErr = err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, deadlineError(method, lastErr, ctx.Err())
+		case <-time.After(jitter(backoff)):
+		}
+		backoff = min(2*backoff, 200*time.Millisecond)
+	}
+}
+
+// deadlineError reports that a request ran out of time while the cluster
+// was unavailable, keeping the last cause so errors.Is still sees it.
+func deadlineError(method string, last, ctxErr error) error {
+	if last == nil {
+		last = transport.ErrNoLeader
+	}
+	return fmt.Errorf("%s gave up when its deadline passed: %w (%w)", method, last, ctxErr)
+}
+
+func jitter(d time.Duration) time.Duration {
+	return d/2 + rand.N(d/2+1)
+}
+
+func (m *Master) notLeader() error {
+	id, addr := m.Leader()
+	if addr == m.advertise {
+		id, addr = "", ""
+	}
+	return &transport.NotLeaderError{LeaderID: id, LeaderAddr: addr}
+}
+
+// raftError maps an error from raft's futures to a wire error that says
+// whether the write certainly did not happen or its outcome is unknown.
+func (m *Master) raftError(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, raft.ErrNotLeader):
+		// The entry never entered the log here: certainly not applied.
+		return m.notLeader()
+	case errors.Is(err, raft.ErrLeadershipLost):
+		return fmt.Errorf("%w: %v", transport.ErrUnknownOutcome, err)
+	case errors.Is(err, raft.ErrLeadershipTransferInProgress), errors.Is(err, raft.ErrEnqueueTimeout):
+		return fmt.Errorf("%w: %v", transport.ErrBusy, err)
+	case errors.Is(err, raft.ErrRaftShutdown):
+		return fmt.Errorf("%w: %v", transport.ErrShuttingDown, err)
+	}
+	return err
+}

@@ -1,0 +1,188 @@
+package master
+
+import (
+	"context"
+	"crypto/sha256"
+	"fmt"
+
+	"fileshare/fsm"
+	"fileshare/transport"
+)
+
+// Peer secrets: long enough to be unguessable, short enough to be cheap.
+const (
+	minSecretLen = 16
+	maxSecretLen = 256
+)
+
+// ErrBadSecret means a peer request carried no usable secret.
+var ErrBadSecret = transport.NewError("bad_secret", "peer secret must be 16 to 256 bytes")
+
+func (m *Master) registerHandlers() {
+	s := m.rpc
+	transport.Handle(s, transport.MethodPeerJoin, m.handlePeerJoin)
+	transport.Handle(s, transport.MethodPeerLeave, m.handlePeerLeave)
+	transport.Handle(s, transport.MethodRegister, m.handleRegister)
+	transport.Handle(s, transport.MethodUnregister, m.handleUnregister)
+	transport.Handle(s, transport.MethodHeartbeat, m.handleHeartbeat)
+	transport.Handle(s, transport.MethodLookup, m.handleLookup)
+	transport.Handle(s, transport.MethodSearch, m.handleSearch)
+	transport.Handle(s, transport.MethodPeers, m.handlePeers)
+	transport.Handle(s, transport.MethodStatus, m.handleStatus)
+	transport.Handle(s, transport.MethodMemberJoin, m.handleMemberJoin)
+	transport.Handle(s, transport.MethodMemberRemove, m.handleMemberRemove)
+	transport.Handle(s, transport.MethodTransferLeader, m.handleTransferLeader)
+}
+
+// token derives the FSM's proof of ownership from a peer's secret. The log
+// stores only the hash; the secret travels only in requests.
+func token(secret []byte) (fsm.Token, error) {
+	if len(secret) < minSecretLen || len(secret) > maxSecretLen {
+		return fsm.Token{}, fmt.Errorf("%w (got %d bytes)", ErrBadSecret, len(secret))
+	}
+	return fsm.Token(sha256.Sum256(secret)), nil
+}
+
+// writeCommand routes a peer write to the leader and applies it there.
+// build makes the command once the header has been checked.
+func writeCommand[Req any](m *Master, ctx context.Context, method string, req *Req, hdr *transport.WriteHeader, build func(tok fsm.Token) (fsm.Command, error)) (*transport.WriteReply, error) {
+	peer := fsm.PeerID(hdr.PeerID)
+	if err := peer.Validate(); err != nil {
+		return nil, err
+	}
+	if hdr.RequestID == 0 {
+		return nil, fmt.Errorf("%w: request ID must be non-zero", fsm.ErrInvalid)
+	}
+	tok, err := token(hdr.Secret)
+	if err != nil {
+		return nil, err
+	}
+	cmd, err := build(tok)
+	if err != nil {
+		return nil, err
+	}
+	data, err := fsm.Encode(cmd)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", fsm.ErrInvalid, err)
+	}
+	return route(m, ctx, method, req, &hdr.Forwarded, func(ctx context.Context) (*transport.WriteReply, error) {
+		resp, idx, err := m.batcher.submit(ctx, data)
+		if err != nil {
+			return nil, err
+		}
+		if resp.Err != nil {
+			return nil, resp.Err
+		}
+		m.leases.touch(peer, m.cfg.Now())
+		return &transport.WriteReply{Index: idx, Duplicate: resp.Duplicate}, nil
+	})
+}
+
+func (m *Master) handlePeerJoin(ctx context.Context, req *transport.PeerJoinRequest) (*transport.WriteReply, error) {
+	return writeCommand(m, ctx, transport.MethodPeerJoin, req, &req.WriteHeader, func(tok fsm.Token) (fsm.Command, error) {
+		return fsm.JoinPeer{Peer: fsm.PeerID(req.PeerID), Token: tok, Addr: req.Addr, RequestID: req.RequestID, Time: m.cfg.Now().UnixNano()}, nil
+	})
+}
+
+func (m *Master) handlePeerLeave(ctx context.Context, req *transport.PeerLeaveRequest) (*transport.WriteReply, error) {
+	return writeCommand(m, ctx, transport.MethodPeerLeave, req, &req.WriteHeader, func(tok fsm.Token) (fsm.Command, error) {
+		return fsm.LeavePeer{Peer: fsm.PeerID(req.PeerID), Token: tok, RequestID: req.RequestID}, nil
+	})
+}
+
+func (m *Master) handleRegister(ctx context.Context, req *transport.RegisterRequest) (*transport.WriteReply, error) {
+	return writeCommand(m, ctx, transport.MethodRegister, req, &req.WriteHeader, func(tok fsm.Token) (fsm.Command, error) {
+		if len(req.Files) == 0 {
+			return nil, fmt.Errorf("%w: register needs at least one file", fsm.ErrInvalid)
+		}
+		files := make([]fsm.FileMeta, len(req.Files))
+		for i, f := range req.Files {
+			files[i] = fsm.FileMeta{ID: fsm.FileID(f.ID), Name: f.Name, Size: f.Size, PieceSize: f.PieceSize}
+		}
+		return fsm.RegisterFiles{Peer: fsm.PeerID(req.PeerID), Token: tok, RequestID: req.RequestID, Files: files}, nil
+	})
+}
+
+func (m *Master) handleUnregister(ctx context.Context, req *transport.UnregisterRequest) (*transport.WriteReply, error) {
+	return writeCommand(m, ctx, transport.MethodUnregister, req, &req.WriteHeader, func(tok fsm.Token) (fsm.Command, error) {
+		if len(req.Files) == 0 {
+			return nil, fmt.Errorf("%w: unregister needs at least one file", fsm.ErrInvalid)
+		}
+		ids := make([]fsm.FileID, len(req.Files))
+		for i, f := range req.Files {
+			ids[i] = fsm.FileID(f)
+		}
+		return fsm.UnregisterFiles{Peer: fsm.PeerID(req.PeerID), Token: tok, RequestID: req.RequestID, Files: ids}, nil
+	})
+}
+
+// handleHeartbeat renews a peer's lease on the leader. Heartbeats are soft
+// state: they never enter the log.
+func (m *Master) handleHeartbeat(ctx context.Context, req *transport.HeartbeatRequest) (*transport.HeartbeatReply, error) {
+	peer := fsm.PeerID(req.PeerID)
+	if err := peer.Validate(); err != nil {
+		return nil, err
+	}
+	tok, err := token(req.Secret)
+	if err != nil {
+		return nil, err
+	}
+	return route(m, ctx, transport.MethodHeartbeat, req, &req.Forwarded, func(ctx context.Context) (*transport.HeartbeatReply, error) {
+		if err := m.fsm.Authorize(peer, tok); err != nil {
+			return nil, err
+		}
+		m.leases.touch(peer, m.cfg.Now())
+		return &transport.HeartbeatReply{LeaseMillis: m.cfg.PeerLease.Milliseconds()}, nil
+	})
+}
+
+func (m *Master) handleLookup(ctx context.Context, req *transport.LookupRequest) (*transport.LookupReply, error) {
+	id := fsm.FileID(req.FileID)
+	if err := id.Validate(); err != nil {
+		return nil, err
+	}
+	return routeRead(m, ctx, transport.MethodLookup, req, &req.ReadHeader, func() (*transport.LookupReply, error) {
+		idx := m.fsm.AppliedIndex()
+		info, holders, ok := m.fsm.Lookup(id)
+		out := &transport.LookupReply{Found: ok, Index: idx}
+		if ok {
+			out.File = fileSummary(info)
+			out.Holders = make([]transport.HolderEntry, len(holders))
+			for i, h := range holders {
+				out.Holders[i] = transport.HolderEntry{PeerID: string(h.Peer), Addr: h.Addr, Name: h.Name}
+			}
+		}
+		return out, nil
+	})
+}
+
+func fileSummary(f fsm.FileInfo) transport.FileSummary {
+	return transport.FileSummary{
+		FileEntry: transport.FileEntry{ID: string(f.ID), Name: f.Name, Size: f.Size, PieceSize: f.PieceSize},
+		Holders:   f.Holders,
+	}
+}
+
+func (m *Master) handleSearch(ctx context.Context, req *transport.SearchRequest) (*transport.SearchReply, error) {
+	return routeRead(m, ctx, transport.MethodSearch, req, &req.ReadHeader, func() (*transport.SearchReply, error) {
+		idx := m.fsm.AppliedIndex()
+		files := m.fsm.Search(req.Query, req.Limit)
+		out := &transport.SearchReply{Files: make([]transport.FileSummary, len(files)), Index: idx}
+		for i, f := range files {
+			out.Files[i] = fileSummary(f)
+		}
+		return out, nil
+	})
+}
+
+func (m *Master) handlePeers(ctx context.Context, req *transport.PeersRequest) (*transport.PeersReply, error) {
+	return routeRead(m, ctx, transport.MethodPeers, req, &req.ReadHeader, func() (*transport.PeersReply, error) {
+		idx := m.fsm.AppliedIndex()
+		peers := m.fsm.Peers()
+		out := &transport.PeersReply{Peers: make([]transport.PeerSummary, len(peers)), Index: idx}
+		for i, p := range peers {
+			out.Peers[i] = transport.PeerSummary{ID: string(p.ID), Addr: p.Addr, JoinedAt: p.JoinedAt, Files: p.Files}
+		}
+		return out, nil
+	})
+}

@@ -1,0 +1,170 @@
+package master
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"fileshare/transport"
+)
+
+// Status returns this master's view. With members set, it also asks every
+// other member (briefly, in parallel) how recently it heard from the
+// leader, so the table shows each member's last contact.
+func (m *Master) Status(ctx context.Context, members bool) transport.Status {
+	leaderID, leaderAddr := m.Leader()
+	counts := m.fsm.Counts()
+	st := transport.Status{
+		ID:           m.cfg.ID,
+		Addr:         m.advertise,
+		HTTPAddr:     m.HTTPAddr(),
+		State:        m.raft.State().String(),
+		LeaderID:     leaderID,
+		LeaderAddr:   leaderAddr,
+		Term:         m.raft.CurrentTerm(),
+		LastIndex:    m.raft.LastIndex(),
+		CommitIndex:  m.raft.CommitIndex(),
+		AppliedIndex: m.raft.AppliedIndex(),
+		Peers:        counts.Peers,
+		Files:        counts.Files,
+		Holdings:     counts.Holdings,
+		Digest:       m.fsm.Digest(),
+	}
+	servers, err := m.configuration()
+	self := false
+	if err == nil {
+		for _, s := range servers {
+			if string(s.ID) == m.cfg.ID {
+				self = true
+			}
+			st.Members = append(st.Members, transport.Member{
+				ID: string(s.ID), Addr: string(s.Address), Suffrage: s.Suffrage.String(),
+				Leader: string(s.ID) == leaderID, LastContactMillis: -1,
+			})
+		}
+	}
+	st.Ready, _ = m.readiness(self, leaderID)
+	if members {
+		m.fillLastContact(ctx, st.Members)
+	}
+	return st
+}
+
+// lastLeaderContact is how long ago this master heard from the leader: 0 on
+// the leader itself, -1 if never.
+func (m *Master) lastLeaderContact() int64 {
+	if m.raft.State() == raft.Leader {
+		return 0
+	}
+	t := m.raft.LastContact()
+	if t.IsZero() {
+		return -1
+	}
+	return time.Since(t).Milliseconds()
+}
+
+func (m *Master) fillLastContact(ctx context.Context, members []transport.Member) {
+	ctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+	defer cancel()
+	var wg sync.WaitGroup
+	for i := range members {
+		if members[i].ID == m.cfg.ID {
+			members[i].LastContactMillis = m.lastLeaderContact()
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var st transport.Status
+			if err := m.client.Call(ctx, members[i].Addr, transport.MethodStatus, &transport.StatusRequest{}, &st); err == nil {
+				for _, mem := range st.Members {
+					if mem.ID == st.ID {
+						members[i].LastContactMillis = mem.LastContactMillis
+					}
+				}
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+// readiness: a master is ready when it is a member of a cluster with a
+// known leader and its FSM has applied (nearly) everything it knows to be
+// committed. "Nearly" is a small constant lag so readiness does not flap
+// under write load, where apply always trails commit by a batch or two.
+func (m *Master) readiness(member bool, leaderID string) (bool, string) {
+	const maxLag = 64
+	switch {
+	case !member:
+		return false, "not a member of a cluster yet"
+	case leaderID == "":
+		return false, "no leader is known"
+	}
+	commit, applied := m.raft.CommitIndex(), m.raft.AppliedIndex()
+	if commit > applied+maxLag {
+		return false, fmt.Sprintf("index is catching up: applied %d of %d", applied, commit)
+	}
+	return true, "ready"
+}
+
+func (m *Master) handleStatus(ctx context.Context, _ *transport.StatusRequest) (*transport.Status, error) {
+	st := m.Status(ctx, false)
+	for i := range st.Members {
+		if st.Members[i].ID == m.cfg.ID {
+			st.Members[i].LastContactMillis = m.lastLeaderContact()
+		}
+	}
+	return &st, nil
+}
+
+func (m *Master) startHTTP() error {
+	ln, err := net.Listen("tcp", m.cfg.HTTP)
+	if err != nil {
+		return portError("HTTP", "--http", m.cfg.HTTP, err)
+	}
+	m.httpLn = ln
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, m.Status(r.Context(), true))
+	})
+	mux.HandleFunc("GET /v1/healthz", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	mux.HandleFunc("GET /v1/readyz", func(w http.ResponseWriter, r *http.Request) {
+		st := m.Status(r.Context(), false)
+		self := false
+		for _, mem := range st.Members {
+			self = self || mem.ID == m.cfg.ID
+		}
+		ok, reason := m.readiness(self, st.LeaderID)
+		code := http.StatusOK
+		if !ok {
+			code = http.StatusServiceUnavailable
+		}
+		writeJSON(w, code, map[string]any{"ready": ok, "reason": reason})
+	})
+	m.httpSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		if err := m.httpSrv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			m.logger.Error("http server stopped", "err", err)
+		}
+	}()
+	return nil
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}
