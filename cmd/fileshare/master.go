@@ -1,0 +1,76 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"fileshare/master"
+)
+
+func newMasterCmd(g *globalFlags, stderr io.Writer) *cobra.Command {
+	var cfg master.Config
+	var initial, join string
+	cmd := &cobra.Command{
+		Use:   "master --id ID --data-dir DIR --listen HOST:PORT --http HOST:PORT (--initial-cluster ID=ADDR,... | --join ADDR,...)",
+		Short: "Run a SwarmMaster (one node of the index cluster)",
+		Long: `Run a SwarmMaster until SIGINT or SIGTERM.
+
+Bootstrap a new cluster by starting every master with the same
+--initial-cluster; restarting a master with the same flags is safe (it
+bootstraps only once). Add a master to a running cluster with --join.
+On SIGTERM a leader hands leadership to another master before it exits.`,
+		Example: `  fileshare master --id m1 --data-dir /tmp/m1 --listen 127.0.0.1:7001 --http 127.0.0.1:8001 \
+    --initial-cluster m1=127.0.0.1:7001,m2=127.0.0.1:7002,m3=127.0.0.1:7003`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			logger, err := g.logger(stderr)
+			if err != nil {
+				return err
+			}
+			if initial == "" && join == "" {
+				return fmt.Errorf("give --initial-cluster ID=ADDR,... to bootstrap a new cluster, or --join ADDR,... to join a running one")
+			}
+			if initial != "" {
+				if cfg.InitialCluster, err = master.ParseInitialCluster(initial); err != nil {
+					return err
+				}
+			}
+			cfg.Join = splitList(join)
+			cfg.Logger = logger
+
+			// Stop on the first signal; the deferred Close runs the
+			// graceful shutdown (leadership hand-off first).
+			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			m, err := master.New(cfg)
+			if err != nil {
+				return err
+			}
+			<-ctx.Done()
+			logger.Info("signal received; shutting down")
+			return m.Close()
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.ID, "id", "", "this master's ID (letters, digits, '.', '_', '-')")
+	f.StringVar(&cfg.DataDir, "data-dir", "", "directory for the Raft log and snapshots")
+	f.StringVar(&cfg.Listen, "listen", "", "host:port of the cluster port (Raft and RPC)")
+	f.StringVar(&cfg.Advertise, "advertise", "", "address other nodes dial (default: --listen)")
+	f.StringVar(&cfg.HTTP, "http", "", "host:port of the HTTP status port (/v1/status, /v1/healthz, /v1/readyz)")
+	f.StringVar(&initial, "initial-cluster", "", "bootstrap a new cluster: ID=HOST:PORT,... including this master")
+	f.StringVar(&join, "join", "", "join a running cluster through any of these masters: HOST:PORT,...")
+	f.DurationVar(&cfg.JoinTimeout, "join-timeout", 60*time.Second, "how long --join keeps retrying")
+	f.DurationVar(&cfg.PeerLease, "peer-lease", 15*time.Second, "how long a silent peer stays in the index")
+	f.DurationVar(&cfg.HeartbeatTimeout, "raft-heartbeat-timeout", 0, "raft heartbeat timeout (default 400ms)")
+	f.DurationVar(&cfg.ElectionTimeout, "raft-election-timeout", 0, "raft election timeout (default 400ms)")
+	f.DurationVar(&cfg.LeaderLeaseTimeout, "raft-leader-lease", 0, "raft leader lease (default 200ms)")
+	f.Uint64Var(&cfg.SnapshotThreshold, "snapshot-threshold", 0, "log entries between snapshots (default 8192)")
+	return cmd
+}
