@@ -1,6 +1,5 @@
 package fsm
 
-
 // Error is the type of this package's sentinel errors. Code returns a
 // stable machine-readable name, which is what crosses the wire between
 // masters and peers (see transport.Coded), so errors.Is keeps working on

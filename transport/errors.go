@@ -84,18 +84,22 @@ func (e *NotLeaderError) Is(target error) bool { return target == ErrNotLeader }
 
 // RemoteError is an error returned by a remote handler, as the caller sees
 // it. It matches, under errors.Is, any Coded sentinel with the same code.
+// It implements Coded, so a master that relays it keeps its code.
 type RemoteError struct {
-	Code    string
-	Message string
+	WireCode string
+	Message  string
 }
 
 func (e *RemoteError) Error() string { return e.Message }
+
+// Code returns the wire code the remote side sent.
+func (e *RemoteError) Code() string { return e.WireCode }
 
 // Is reports whether target is a Coded error with the same code.
 func (e *RemoteError) Is(target error) bool {
 	var c Coded
 	if errors.As(target, &c) {
-		return c.Code() == e.Code
+		return c.Code() == e.WireCode
 	}
 	return false
 }
@@ -144,5 +148,5 @@ func (w *wireError) err() error {
 	if w.Code == ErrNotLeader.code {
 		return &NotLeaderError{LeaderID: w.LeaderID, LeaderAddr: w.LeaderAddr}
 	}
-	return &RemoteError{Code: w.Code, Message: w.Message}
+	return &RemoteError{WireCode: w.Code, Message: w.Message}
 }
