@@ -116,6 +116,14 @@ func (b *batcher) apply(batch []*pendingWrite) {
 		}
 	}
 	f := b.m.raft.Apply(data, b.m.cfg.ApplyTimeout)
+	if b.m.cfg.Fault == FaultAckBeforeCommit {
+		// Deliberately broken: acknowledge before the commit.
+		for _, p := range batch {
+			p.done <- writeResult{}
+		}
+		go f.Error()
+		return
+	}
 	go b.wait(f, batch)
 }
 

@@ -74,6 +74,10 @@ type Config struct {
 	// pipeline at the leader. Zero means 5 s.
 	ApplyTimeout time.Duration
 
+	// Fault deliberately breaks the master for harness self-tests; see
+	// Fault. Zero is correct operation.
+	Fault Fault
+
 	// Logger receives all logs, including Raft's. Nil discards them.
 	Logger *slog.Logger
 	// Now is the clock; nil means time.Now. Tests replace it.
@@ -169,6 +173,9 @@ func (c Config) withDefaults() (Config, error) {
 		if d < 0 {
 			return c, fmt.Errorf("%w: %s is negative (%v)", ErrConfig, name, d)
 		}
+	}
+	if _, err := ParseFault(string(c.Fault)); err != nil {
+		return c, err
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)

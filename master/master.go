@@ -199,6 +199,9 @@ func New(cfg Config) (*Master, error) {
 			return nil, err
 		}
 	}
+	if cfg.Fault != NoFault {
+		m.logger.Warn("UNSAFE FAULT ENABLED: this master is deliberately broken for harness self-tests", "fault", cfg.Fault)
+	}
 	m.logger.Info("master running", "id", cfg.ID, "addr", m.advertise, "http", m.HTTPAddr())
 	ok = true
 	return m, nil

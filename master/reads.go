@@ -116,7 +116,7 @@ func routeRead[Req, Resp any](m *Master, ctx context.Context, method string, req
 		return nil, err
 	}
 	hdr.Level = level
-	if level == transport.ReadStale {
+	if level == transport.ReadStale || m.cfg.Fault == FaultStaleReads {
 		return local()
 	}
 	return route(m, ctx, method, req, &hdr.Forwarded, func(ctx context.Context) (*Resp, error) {

@@ -43,6 +43,10 @@ On SIGTERM a leader hands leadership to another master before it exits.`,
 				}
 			}
 			cfg.Join = splitList(join)
+			// A deliberate bug for the fault harness's self-test; see master.Fault.
+			if cfg.Fault, err = master.ParseFault(os.Getenv("FILESHARE_UNSAFE_FAULT")); err != nil {
+				return fmt.Errorf("FILESHARE_UNSAFE_FAULT: %w", err)
+			}
 			cfg.Logger = logger
 
 			// Stop on the first signal; the deferred Close runs the
