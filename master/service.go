@@ -32,6 +32,7 @@ func (m *Master) registerHandlers() {
 	transport.Handle(s, transport.MethodMemberJoin, m.handleMemberJoin)
 	transport.Handle(s, transport.MethodMemberRemove, m.handleMemberRemove)
 	transport.Handle(s, transport.MethodTransferLeader, m.handleTransferLeader)
+	transport.Handle(s, transport.MethodSnapshot, m.handleSnapshot)
 }
 
 // token derives the FSM's proof of ownership from a peer's secret. The log

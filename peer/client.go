@@ -269,3 +269,10 @@ func (c *MasterClient) TransferLeader(ctx context.Context, id string) (transport
 	err := c.Call(ctx, transport.MethodTransferLeader, &transport.TransferLeaderRequest{ID: id}, &out)
 	return out, err
 }
+
+// Snapshot asks the master at addr to snapshot its index now.
+func (c *MasterClient) Snapshot(ctx context.Context, addr string) (transport.SnapshotReply, error) {
+	var out transport.SnapshotReply
+	err := c.rpc.Call(ctx, addr, transport.MethodSnapshot, &transport.SnapshotRequest{}, &out)
+	return out, err
+}

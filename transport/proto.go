@@ -18,6 +18,7 @@ const (
 	MethodMemberJoin     = "Cluster.Join"
 	MethodMemberRemove   = "Cluster.Remove"
 	MethodTransferLeader = "Cluster.TransferLeader"
+	MethodSnapshot       = "Cluster.Snapshot"
 )
 
 // ReadLevel is the consistency a read asks for.
@@ -202,6 +203,16 @@ type Status struct {
 	Holdings     int      `json:"holdings"`
 	Digest       string   `json:"digest"`
 	Ready        bool     `json:"ready"`
+	HeapBytes    uint64   `json:"heap_bytes"` // Go heap in use
+}
+
+// SnapshotRequest asks the receiving master to snapshot its index now.
+type SnapshotRequest struct{}
+
+// SnapshotReply reports the snapshot taken.
+type SnapshotReply struct {
+	Index          uint64 // last log index the snapshot covers
+	DurationMillis int64  // time to capture and persist it
 }
 
 // MemberJoinRequest asks the cluster to add a master as a voter.

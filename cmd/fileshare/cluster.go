@@ -96,7 +96,48 @@ func newClusterCmd(g *globalFlags, stdout io.Writer) *cobra.Command {
 			return emit(stdout, f.output, out, fmt.Sprintf("leader is now %s at %s\n", out.LeaderID, out.LeaderAddr))
 		},
 	}
-	cmd.AddCommand(status, remove, transfer)
+	snapshot := &cobra.Command{
+		Use:   "snapshot",
+		Short: "Snapshot the index on every master in --masters now (e.g. before a backup)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := f.client()
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			ctx, cancel := context.WithTimeout(cmd.Context(), f.timeout)
+			defer cancel()
+			type result struct {
+				Master string `json:"master"`
+				Index  uint64 `json:"index,omitempty"`
+				Millis int64  `json:"duration_ms,omitempty"`
+				Error  string `json:"error,omitempty"`
+			}
+			var out []result
+			var text strings.Builder
+			failed := 0
+			for _, addr := range c.Masters() {
+				r, err := c.Snapshot(ctx, addr)
+				if err != nil {
+					failed++
+					out = append(out, result{Master: addr, Error: err.Error()})
+					fmt.Fprintf(&text, "%s: %v\n", addr, err)
+					continue
+				}
+				out = append(out, result{Master: addr, Index: r.Index, Millis: r.DurationMillis})
+				fmt.Fprintf(&text, "%s: snapshot at index %d in %d ms\n", addr, r.Index, r.DurationMillis)
+			}
+			if err := emit(stdout, f.output, out, text.String()); err != nil {
+				return err
+			}
+			if failed == len(out) {
+				return &exitCode{code: 1, msg: "no master took a snapshot"}
+			}
+			return nil
+		},
+	}
+	cmd.AddCommand(status, remove, transfer, snapshot)
 	return cmd
 }
 
@@ -155,9 +196,9 @@ func printStatus(w io.Writer, format string, masters []string, sts []transport.S
 			if errs[i] == nil {
 				fmt.Fprintf(w, "\nmembers (as %s sees them):\n", sts[i].ID)
 				tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-				fmt.Fprintln(tw, "  ID\tADDR\tSUFFRAGE\tLEADER")
+				fmt.Fprintln(tw, "  ID\tADDR\tSUFFRAGE\tLEADER\tLAST CONTACT")
 				for _, m := range sts[i].Members {
-					fmt.Fprintf(tw, "  %s\t%s\t%s\t%v\n", m.ID, m.Addr, strings.ToLower(m.Suffrage), m.Leader)
+					fmt.Fprintf(tw, "  %s\t%s\t%s\t%v\t%s\n", m.ID, m.Addr, strings.ToLower(m.Suffrage), m.Leader, lastContact(m.ID, sts, errs))
 				}
 				tw.Flush()
 				break
@@ -168,6 +209,28 @@ func printStatus(w io.Writer, format string, masters []string, sts []transport.S
 		return &exitCode{code: 1, msg: fmt.Sprintf("no master answered at %s: %v; check --masters and that the masters are running", strings.Join(masters, ","), errs[0])}
 	}
 	return nil
+}
+
+// lastContact is how long ago member id heard from the leader, as that
+// member itself reported it.
+func lastContact(id string, sts []transport.Status, errs []error) string {
+	for i, s := range sts {
+		if errs[i] != nil || s.ID != id {
+			continue
+		}
+		for _, m := range s.Members {
+			if m.ID == id {
+				switch {
+				case m.LastContactMillis < 0:
+					return "never"
+				case m.Leader:
+					return "is leader"
+				}
+				return fmt.Sprintf("%d ms ago", m.LastContactMillis)
+			}
+		}
+	}
+	return "unknown"
 }
 
 func short(d string) string {
