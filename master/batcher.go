@@ -15,9 +15,15 @@ import (
 // goes further and packs concurrent commands into one log entry (an
 // fsm.Batch), so a burst of registrations costs one entry, one FSM call and
 // one future instead of hundreds.
+//
+// Group commit needs back-pressure to work: if every queued command went
+// to raft at once, batches would stay tiny under load. So at most
+// maxInflight batches are between raft.Apply and their commit; while they
+// are, new commands queue up and leave together as the next batch.
 const (
-	maxBatchCommands = 512
+	maxBatchCommands = 1024
 	maxBatchBytes    = 256 << 10 // well under raft's SuggestedMaxDataSize
+	maxInflight      = 2
 )
 
 type writeResult struct {
@@ -32,12 +38,13 @@ type pendingWrite struct {
 }
 
 type batcher struct {
-	m     *Master
-	queue chan *pendingWrite
+	m        *Master
+	queue    chan *pendingWrite
+	inflight chan struct{} // one token per batch awaiting its commit
 }
 
 func newBatcher(m *Master) *batcher {
-	return &batcher{m: m, queue: make(chan *pendingWrite, 4096)}
+	return &batcher{m: m, queue: make(chan *pendingWrite, 4096), inflight: make(chan struct{}, maxInflight)}
 }
 
 // submit queues an encoded command and waits for its outcome. It returns
@@ -62,6 +69,12 @@ func (b *batcher) submit(ctx context.Context, data []byte) (fsm.Response, uint64
 // when ctx ends, failing whatever is still queued.
 func (b *batcher) run(ctx context.Context) {
 	for {
+		select {
+		case b.inflight <- struct{}{}:
+		case <-ctx.Done():
+			b.drain()
+			return
+		}
 		var first *pendingWrite
 		select {
 		case first = <-b.queue:
@@ -109,6 +122,7 @@ func (b *batcher) apply(batch []*pendingWrite) {
 		var err error
 		data, err = fsm.Encode(fsm.Batch{Commands: cmds})
 		if err != nil {
+			<-b.inflight
 			for _, p := range batch {
 				p.done <- writeResult{err: fmt.Errorf("encode batch: %w", err)}
 			}
@@ -121,13 +135,14 @@ func (b *batcher) apply(batch []*pendingWrite) {
 		for _, p := range batch {
 			p.done <- writeResult{}
 		}
-		go f.Error()
+		go func() { f.Error(); <-b.inflight }()
 		return
 	}
 	go b.wait(f, batch)
 }
 
 func (b *batcher) wait(f raft.ApplyFuture, batch []*pendingWrite) {
+	defer func() { <-b.inflight }()
 	if err := f.Error(); err != nil {
 		err = b.m.raftError(err)
 		for _, p := range batch {

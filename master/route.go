@@ -32,7 +32,13 @@ func route[Req, Resp any](m *Master, ctx context.Context, method string, req *Re
 				break
 			}
 			resp, err := local(ctx)
-			if err == nil || !transport.Retryable(err) {
+			if err == nil {
+				if h, ok := any(resp).(interface{ SetLeader(string) }); ok {
+					h.SetLeader(m.advertise)
+				}
+				return resp, nil
+			}
+			if !transport.Retryable(err) {
 				return resp, err
 			}
 			lastErr = err

@@ -119,6 +119,11 @@ func (c *MasterClient) Call(ctx context.Context, method string, req, resp any) e
 		err := c.rpc.Call(actx, addr, method, req, resp)
 		cancel()
 		if err == nil {
+			if h, ok := resp.(interface{ LeaderAddr() string }); ok {
+				if l := h.LeaderAddr(); l != "" && l != addr {
+					c.follow(l) // go straight to the leader next time
+				}
+			}
 			return nil
 		}
 		if !transport.Retryable(err) {

@@ -31,10 +31,23 @@ var msgpackHandle = func() *codec.MsgpackHandle {
 	return h
 }()
 
+// Encoders and decoders are costly to build (buffers, type caches), and
+// every RPC needs several, so they are pooled. A pooled one holds no
+// reference to a caller's data once reset to nil.
+var (
+	encoderPool = sync.Pool{New: func() any { return codec.NewEncoderBytes(new([]byte), msgpackHandle) }}
+	decoderPool = sync.Pool{New: func() any { return codec.NewDecoderBytes(nil, msgpackHandle) }}
+)
+
 // Marshal encodes v with the wire's msgpack configuration.
 func Marshal(v any) ([]byte, error) {
 	var b []byte
-	if err := codec.NewEncoderBytes(&b, msgpackHandle).Encode(v); err != nil {
+	enc := encoderPool.Get().(*codec.Encoder)
+	enc.ResetBytes(&b)
+	err := enc.Encode(v)
+	enc.ResetBytes(new([]byte))
+	encoderPool.Put(enc)
+	if err != nil {
 		return nil, err
 	}
 	return b, nil
@@ -51,7 +64,12 @@ func Unmarshal(b []byte, v any) (err error) {
 			err = fmt.Errorf("%w: decoder panic: %v", ErrBadRequest, r)
 		}
 	}()
-	return codec.NewDecoderBytes(b, msgpackHandle).Decode(v)
+	dec := decoderPool.Get().(*codec.Decoder)
+	dec.ResetBytes(b)
+	err = dec.Decode(v)
+	dec.ResetBytes(nil)
+	decoderPool.Put(dec) // not reached after a panic: that decoder is dropped
+	return err
 }
 
 // readFrame reads one length-prefixed frame. It waits without a deadline for

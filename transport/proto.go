@@ -62,10 +62,24 @@ type WriteHeader struct {
 	Forwarded bool `codec:",omitempty"`
 }
 
+// LeaderHint is embedded in replies that the leader produced: Leader is
+// its address, so a client can send its next request there directly
+// instead of through a forwarding follower.
+type LeaderHint struct {
+	Leader string `codec:",omitempty"`
+}
+
+// SetLeader records the leader's address in a reply.
+func (h *LeaderHint) SetLeader(addr string) { h.Leader = addr }
+
+// LeaderAddr returns the leader address carried by a reply, if any.
+func (h *LeaderHint) LeaderAddr() string { return h.Leader }
+
 // WriteReply acknowledges a committed write.
 type WriteReply struct {
 	Index     uint64 // the log index at which it committed
 	Duplicate bool   // a retry of a write that had already committed
+	LeaderHint
 }
 
 // PeerJoinRequest announces a peer (or re-announces it after a restart).
@@ -107,6 +121,7 @@ type HeartbeatRequest struct {
 // HeartbeatReply tells the peer how long its lease lasts.
 type HeartbeatReply struct {
 	LeaseMillis int64
+	LeaderHint
 }
 
 // ReadHeader is carried by every read.
@@ -140,6 +155,7 @@ type LookupReply struct {
 	File    FileSummary
 	Holders []HolderEntry
 	Index   uint64 // the applied index the answer reflects
+	LeaderHint
 }
 
 // SearchRequest asks for files whose name contains every word of Query.
@@ -153,6 +169,7 @@ type SearchRequest struct {
 type SearchReply struct {
 	Files []FileSummary
 	Index uint64
+	LeaderHint
 }
 
 // PeersRequest lists peers.
@@ -170,6 +187,7 @@ type PeerSummary struct {
 type PeersReply struct {
 	Peers []PeerSummary
 	Index uint64
+	LeaderHint
 }
 
 // StatusRequest asks one master for its own view.

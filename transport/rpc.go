@@ -39,6 +39,7 @@ type Server struct {
 	logger      *slog.Logger
 	handlers    map[string]handlerFunc
 	sem         chan struct{} // bounds handlers running at once
+	work        chan job      // hands requests to idle workers
 	ctx         context.Context
 	cancel      context.CancelFunc
 	mu          sync.Mutex
@@ -63,6 +64,7 @@ func NewServer(logger *slog.Logger) *Server {
 		logger:   logger,
 		handlers: make(map[string]handlerFunc),
 		sem:      make(chan struct{}, MaxConcurrentCalls),
+		work:     make(chan job),
 		ctx:      ctx,
 		cancel:   cancel,
 		conns:    make(map[net.Conn]struct{}),
@@ -167,13 +169,47 @@ func (s *Server) serveConn(conn net.Conn) {
 			return
 		}
 		calls.Add(1)
-		go func() {
-			defer calls.Done()
-			defer func() { <-s.sem }()
-			s.call(fw, &req)
-		}()
+		j := job{fw: fw, req: &req, done: calls.Done}
+		select {
+		case s.work <- j: // an idle worker takes it
+		default:
+			s.wg.Add(1)
+			go s.worker(j)
+		}
 	}
 }
+
+// job is one request waiting for a worker.
+type job struct {
+	fw   *frameWriter
+	req  *request
+	done func()
+}
+
+// worker runs jobs until it has been idle for a while. Reusing goroutines
+// keeps the stacks that message decoding grew, instead of growing a fresh
+// one for every request.
+func (s *Server) worker(j job) {
+	defer s.wg.Done()
+	idle := time.NewTimer(workerIdle)
+	defer idle.Stop()
+	for {
+		s.call(j.fw, j.req)
+		<-s.sem
+		j.done()
+		idle.Reset(workerIdle)
+		select {
+		case j = <-s.work:
+		case <-idle.C:
+			return
+		case <-s.ctx.Done():
+			return
+		}
+	}
+}
+
+// workerIdle is how long an idle worker waits for more work.
+const workerIdle = 5 * time.Second
 
 func (s *Server) call(fw *frameWriter, req *request) {
 	timeout := time.Duration(req.Timeout)
