@@ -1,0 +1,244 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"fileshare/transport"
+)
+
+// FailoverResult holds one failover benchmark.
+type FailoverResult struct {
+	Gaps   []time.Duration // per trial: SIGKILL of the leader → next acknowledged registration
+	Errors int             // registrations that returned an error to their caller
+	Ops    int
+}
+
+// Failover keeps a steady registration load on the cluster and, trials
+// times, SIGKILLs the leader and measures the time from the kill to the
+// first acknowledged registration that was issued after the kill. The
+// killed master is restarted and the cluster allowed to settle between
+// trials. Callers see an error only if a registration fails outright
+// within its 10 s deadline.
+func Failover(ctx context.Context, c *Cluster, trials, clients int, w io.Writer) (FailoverResult, error) {
+	mcs, err := newClients(c.Addrs(), max(1, clients/8))
+	if err != nil {
+		return FailoverResult{}, err
+	}
+	defer closeAll(mcs)
+	tag := runTag()
+	ids := identities("failover-"+tag, clients)
+	if err := joinAll(ctx, mcs[0], ids); err != nil {
+		return FailoverResult{}, err
+	}
+
+	// acks records, per acknowledged registration, when it was issued and
+	// when it was acknowledged.
+	type ack struct{ invoked, done time.Time }
+	var mu sync.Mutex
+	var acks []ack
+	var errs, ops atomic.Int64
+	var firstErr atomic.Value
+	loadCtx, stopLoad := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	for i := range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			mc := mcs[i%len(mcs)]
+			for seq := 0; loadCtx.Err() == nil; seq++ {
+				octx, cancel := context.WithTimeout(loadCtx, 10*time.Second)
+				t0 := time.Now()
+				_, err := mc.Register(octx, ids[i], []transport.FileEntry{fileEntry(fmt.Sprintf("fo-%s-%d-%d", tag, i, seq))})
+				cancel()
+				if loadCtx.Err() != nil {
+					return
+				}
+				if err != nil {
+					errs.Add(1)
+					firstErr.CompareAndSwap(nil, err)
+					continue
+				}
+				ops.Add(1)
+				mu.Lock()
+				acks = append(acks, ack{t0, time.Now()})
+				mu.Unlock()
+			}
+		}()
+	}
+	defer func() { stopLoad(); wg.Wait() }()
+
+	var res FailoverResult
+	for trial := range trials {
+		leader, err := c.WaitLeader(ctx, -1)
+		if err != nil {
+			return res, err
+		}
+		time.Sleep(300 * time.Millisecond) // let the load settle on this leader
+		killAt := time.Now()
+		c.Kill(leader)
+		var gap time.Duration
+		for gap == 0 {
+			mu.Lock()
+			for _, a := range acks {
+				if !a.invoked.Before(killAt) && (gap == 0 || a.done.Sub(killAt) < gap) {
+					gap = a.done.Sub(killAt)
+				}
+			}
+			acks = acks[:0]
+			mu.Unlock()
+			if gap == 0 {
+				select {
+				case <-ctx.Done():
+					return res, ctx.Err()
+				case <-time.After(2 * time.Millisecond):
+				}
+			}
+		}
+		res.Gaps = append(res.Gaps, gap)
+		fmt.Fprintf(w, "failover trial %d: killed leader m%d; next acknowledged registration %s later\n", trial+1, leader+1, ms(gap))
+		if err := c.Start(leader); err != nil {
+			return res, err
+		}
+		if _, err := c.WaitLeader(ctx, -1); err != nil {
+			return res, err
+		}
+	}
+	stopLoad()
+	wg.Wait()
+	res.Errors = int(errs.Load())
+	res.Ops = int(ops.Load())
+	maxGap := time.Duration(0)
+	for _, g := range res.Gaps {
+		maxGap = max(maxGap, g)
+	}
+	fmt.Fprintf(w, "failover: median=%s max=%s over %d trials, caller errors=%d of %d registrations, clients=%d\n",
+		ms(median(res.Gaps)), ms(maxGap), len(res.Gaps), res.Errors, res.Ops+res.Errors, clients)
+	if e, ok := firstErr.Load().(error); ok {
+		fmt.Fprintf(w, "failover: first caller error: %v\n", e)
+	}
+	return res, nil
+}
+
+// ScaleResult holds the scale benchmark's figures.
+type ScaleResult struct {
+	Files          int
+	LeaderRSS      uint64
+	LeaderHeap     uint64
+	Snapshot       time.Duration
+	RestartToReady time.Duration
+}
+
+// Scale registers files (1,000 per peer, 5,000 per request) and then
+// measures the leader's memory, the time to snapshot the index, and the
+// time from restarting a follower's process to its /v1/readyz being ready.
+func Scale(ctx context.Context, c *Cluster, files int, w io.Writer) (ScaleResult, error) {
+	res := ScaleResult{Files: files}
+	mcs, err := newClients(c.Addrs(), 4)
+	if err != nil {
+		return res, err
+	}
+	defer closeAll(mcs)
+	tag := runTag()
+	const perPeer, perRequest = 1000, 5000
+	npeers := (files + perPeer - 1) / perPeer
+	ids := identities("scale-"+tag, npeers)
+	start := time.Now()
+	work := make(chan int)
+	errc := make(chan error, 8)
+	var wg sync.WaitGroup
+	for g := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			mc := mcs[g%len(mcs)]
+			for p := range work {
+				if _, err := mc.Join(ctx, ids[p], "127.0.0.1:1"); err != nil {
+					errc <- err
+					return
+				}
+				var batch []transport.FileEntry
+				for j := p * perPeer; j < min((p+1)*perPeer, files); j++ {
+					batch = append(batch, fileEntry(fmt.Sprintf("scale-%s-%d.bin", tag, j)))
+				}
+				for len(batch) > 0 {
+					n := min(len(batch), perRequest)
+					if _, err := mc.Register(ctx, ids[p], batch[:n]); err != nil {
+						errc <- err
+						return
+					}
+					batch = batch[n:]
+				}
+			}
+		}()
+	}
+	func() {
+		defer close(work)
+		for p := range npeers {
+			select {
+			case work <- p:
+			case err := <-errc:
+				errc <- err
+				return
+			}
+		}
+	}()
+	wg.Wait()
+	select {
+	case err := <-errc:
+		return res, fmt.Errorf("populate: %w", err)
+	default:
+	}
+	fmt.Fprintf(w, "scale: registered %d files from %d peers in %s\n", files, npeers, time.Since(start).Round(time.Millisecond))
+
+	leader, err := c.WaitLeader(ctx, -1)
+	if err != nil {
+		return res, err
+	}
+	st, err := c.Status(ctx, leader)
+	if err != nil {
+		return res, err
+	}
+	if st.Files < files {
+		return res, fmt.Errorf("leader holds %d files, want %d", st.Files, files)
+	}
+	res.LeaderHeap = st.HeapBytes
+	res.LeaderRSS, _ = rss(c.PID(leader))
+
+	snap, err := mcs[0].Snapshot(ctx, c.Addrs()[leader])
+	if err != nil {
+		return res, fmt.Errorf("snapshot: %w", err)
+	}
+	res.Snapshot = time.Duration(snap.DurationMillis) * time.Millisecond
+
+	follower := (leader + 1) % len(c.Addrs())
+	if _, err := mcs[0].Snapshot(ctx, c.Addrs()[follower]); err != nil {
+		return res, fmt.Errorf("snapshot on follower: %w", err)
+	}
+	c.Kill(follower)
+	t0 := time.Now()
+	if err := c.Start(follower); err != nil {
+		return res, err
+	}
+	for {
+		sctx, cancel := context.WithTimeout(ctx, time.Second)
+		fst, err := c.Status(sctx, follower)
+		cancel()
+		if err == nil && fst.Ready && fst.Files >= files {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return res, fmt.Errorf("restarted master never became ready: %w", ctx.Err())
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	res.RestartToReady = time.Since(t0)
+	fmt.Fprintf(w, "scale: files=%d leader_rss=%.0fMiB leader_heap=%.0fMiB snapshot=%s restart_to_ready=%s\n",
+		files, float64(res.LeaderRSS)/(1<<20), float64(res.LeaderHeap)/(1<<20), ms(res.Snapshot), ms(res.RestartToReady))
+	return res, nil
+}

@@ -1,0 +1,235 @@
+package bench
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"fileshare/peer"
+	"fileshare/transport"
+)
+
+// LoadConfig describes a closed-loop load: Clients goroutines each issue
+// one operation, wait for it, and issue the next, for Duration.
+type LoadConfig struct {
+	Masters  []string
+	Clients  int
+	Duration time.Duration
+	// Conns is how many client connections (MasterClients) the goroutines
+	// share; zero means one per 32 clients.
+	Conns int
+	// OpTimeout bounds one operation; zero means 10 s.
+	OpTimeout time.Duration
+}
+
+func (c *LoadConfig) defaults() {
+	if c.Clients <= 0 {
+		c.Clients = 1
+	}
+	if c.Conns <= 0 {
+		c.Conns = max(1, c.Clients/32)
+	}
+	if c.OpTimeout <= 0 {
+		c.OpTimeout = 10 * time.Second
+	}
+}
+
+// Result summarises a load run.
+type Result struct {
+	Ops      int
+	Errors   int
+	Elapsed  time.Duration
+	Lat      Latencies
+	FirstErr error
+}
+
+// Rate is acknowledged operations per second.
+func (r Result) Rate() float64 { return float64(r.Ops) / r.Elapsed.Seconds() }
+
+// opFunc runs one operation for client i.
+type opFunc func(ctx context.Context, c *peer.MasterClient, client, seq int) error
+
+// runLoad runs op from cfg.Clients goroutines until the duration ends and
+// returns what was acknowledged.
+func runLoad(ctx context.Context, cfg LoadConfig, clients []*peer.MasterClient, op opFunc) Result {
+	var mu sync.Mutex
+	var res Result
+	var wg sync.WaitGroup
+	stop := time.Now().Add(cfg.Duration)
+	start := time.Now()
+	var errs atomic.Int64
+	for i := range cfg.Clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c := clients[i%len(clients)]
+			lat := make(Latencies, 0, 1024)
+			for seq := 0; time.Now().Before(stop) && ctx.Err() == nil; seq++ {
+				octx, cancel := context.WithTimeout(ctx, cfg.OpTimeout)
+				t0 := time.Now()
+				err := op(octx, c, i, seq)
+				d := time.Since(t0)
+				cancel()
+				if err != nil {
+					if errs.Add(1) == 1 {
+						mu.Lock()
+						res.FirstErr = err
+						mu.Unlock()
+					}
+					continue
+				}
+				lat = append(lat, d)
+			}
+			mu.Lock()
+			res.Lat = append(res.Lat, lat...)
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	res.Elapsed = time.Since(start)
+	res.Ops = len(res.Lat)
+	res.Errors = int(errs.Load())
+	return res
+}
+
+func newClients(masters []string, n int) ([]*peer.MasterClient, error) {
+	var out []*peer.MasterClient
+	for range n {
+		c, err := peer.NewClient(peer.ClientConfig{Masters: masters})
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, c)
+	}
+	return out, nil
+}
+
+func closeAll(cs []*peer.MasterClient) {
+	for _, c := range cs {
+		c.Close()
+	}
+}
+
+// identities returns n peer identities with random secrets, named with
+// prefix so concurrent runs do not collide.
+func identities(prefix string, n int) []peer.Identity {
+	out := make([]peer.Identity, n)
+	for i := range out {
+		secret := make([]byte, 32)
+		_, _ = rand.Read(secret)
+		out[i] = peer.Identity{PeerID: fmt.Sprintf("%s-%d", prefix, i), Secret: secret}
+	}
+	return out
+}
+
+func joinAll(ctx context.Context, c *peer.MasterClient, ids []peer.Identity) error {
+	for _, id := range ids {
+		if _, err := c.Join(ctx, id, "127.0.0.1:1"); err != nil {
+			return fmt.Errorf("join %s: %w", id.PeerID, err)
+		}
+	}
+	return nil
+}
+
+func fileEntry(name string) transport.FileEntry {
+	sum := sha256.Sum256([]byte(name))
+	return transport.FileEntry{ID: hex.EncodeToString(sum[:]), Name: name, Size: 1 << 20, PieceSize: 1 << 18}
+}
+
+func runTag() string {
+	b := make([]byte, 4)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// Register measures single-file registrations, each acknowledged only
+// after the leader committed it on a majority (with fsync), and writes one
+// summary line to w.
+func Register(ctx context.Context, cfg LoadConfig, w io.Writer) (Result, error) {
+	cfg.defaults()
+	clients, err := newClients(cfg.Masters, cfg.Conns)
+	if err != nil {
+		return Result{}, err
+	}
+	defer closeAll(clients)
+	tag := runTag()
+	ids := identities("bench-"+tag, cfg.Clients)
+	if err := joinAll(ctx, clients[0], ids); err != nil {
+		return Result{}, err
+	}
+	res := runLoad(ctx, cfg, clients, func(ctx context.Context, c *peer.MasterClient, client, seq int) error {
+		f := fileEntry(fmt.Sprintf("bench-%s-%d-%d.bin", tag, client, seq))
+		_, err := c.Register(ctx, ids[client], []transport.FileEntry{f})
+		return err
+	})
+	fmt.Fprintf(w, "register: %.0f acknowledged registrations/s, %s, clients=%d, ops=%d, errors=%d, duration=%s\n",
+		res.Rate(), res.Lat.Summary(), cfg.Clients, res.Ops, res.Errors, res.Elapsed.Round(time.Millisecond))
+	return res, nil
+}
+
+// Lookup populates files, then measures lookups at each read level for
+// cfg.Duration each, and writes one line per level and a summary line.
+func Lookup(ctx context.Context, cfg LoadConfig, files int, w io.Writer) (map[transport.ReadLevel]Result, error) {
+	cfg.defaults()
+	clients, err := newClients(cfg.Masters, cfg.Conns)
+	if err != nil {
+		return nil, err
+	}
+	defer closeAll(clients)
+	tag := runTag()
+	owner := identities("bench-owner-"+tag, 1)[0]
+	if err := joinAll(ctx, clients[0], []peer.Identity{owner}); err != nil {
+		return nil, err
+	}
+	ids := make([]string, files)
+	var batch []transport.FileEntry
+	for i := range files {
+		f := fileEntry(fmt.Sprintf("lookup-%s-%d.bin", tag, i))
+		ids[i] = f.ID
+		batch = append(batch, f)
+		if len(batch) == 5000 || i == files-1 {
+			if _, err := clients[0].Register(ctx, owner, batch); err != nil {
+				return nil, fmt.Errorf("populate: %w", err)
+			}
+			batch = nil
+		}
+	}
+	// Stale reads are served by any master: measure them only once every
+	// master has applied the population, or they would find nothing.
+	for {
+		sts, errs := clients[0].ClusterStatus(ctx)
+		caught := true
+		for i, st := range sts {
+			caught = caught && errs[i] == nil && st.Files >= files
+		}
+		if caught {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	out := map[transport.ReadLevel]Result{}
+	for _, level := range []transport.ReadLevel{transport.ReadStale, transport.ReadLeader, transport.ReadLinearizable} {
+		res := runLoad(ctx, cfg, clients, func(ctx context.Context, c *peer.MasterClient, client, seq int) error {
+			r, err := c.Lookup(ctx, ids[(client*7919+seq)%len(ids)], level)
+			if err == nil && !r.Found {
+				err = fmt.Errorf("lookup of a registered file found nothing at level %s", level)
+			}
+			return err
+		})
+		out[level] = res
+		fmt.Fprintf(w, "lookup %-12s %8.0f lookups/s, %s, errors=%d\n", level+":", res.Rate(), res.Lat.Summary(), res.Errors)
+	}
+	fmt.Fprintf(w, "lookup: stale=%.0f/s leader=%.0f/s linearizable=%.0f/s, clients=%d, files=%d\n",
+		out[transport.ReadStale].Rate(), out[transport.ReadLeader].Rate(), out[transport.ReadLinearizable].Rate(), cfg.Clients, files)
+	return out, nil
+}
