@@ -67,6 +67,10 @@ func writeCommand[Req any](m *Master, ctx context.Context, method string, req *R
 		return nil, fmt.Errorf("%w: %v", fsm.ErrInvalid, err)
 	}
 	return route(m, ctx, method, req, &hdr.Forwarded, func(ctx context.Context) (*transport.WriteReply, error) {
+		// A request is a sign of life: renew the lease before the write
+		// applies, so the expiry loop can never see a just-joined peer
+		// without a lease.
+		m.leases.touch(peer, m.cfg.Now())
 		resp, idx, err := m.batcher.submit(ctx, data)
 		if err != nil {
 			return nil, err
@@ -74,7 +78,6 @@ func writeCommand[Req any](m *Master, ctx context.Context, method string, req *R
 		if resp.Err != nil {
 			return nil, resp.Err
 		}
-		m.leases.touch(peer, m.cfg.Now())
 		return &transport.WriteReply{Index: idx, Duplicate: resp.Duplicate}, nil
 	})
 }

@@ -147,6 +147,22 @@ func Scale(ctx context.Context, c *Cluster, files int, w io.Writer) (ScaleResult
 	const perPeer, perRequest = 1000, 5000
 	npeers := (files + perPeer - 1) / perPeer
 	ids := identities("scale-"+tag, npeers)
+	// The peers heartbeat like real ones, or the leader would expire the
+	// first of them before the population finishes.
+	hbCtx, stopHB := context.WithCancel(ctx)
+	defer stopHB()
+	var joined atomic.Int64
+	go func() {
+		for hbCtx.Err() == nil {
+			for p := range int(joined.Load()) {
+				_, _ = mcs[3].Heartbeat(hbCtx, ids[p])
+			}
+			select {
+			case <-hbCtx.Done():
+			case <-time.After(2 * time.Second):
+			}
+		}
+	}()
 	start := time.Now()
 	work := make(chan int)
 	errc := make(chan error, 8)
@@ -160,6 +176,12 @@ func Scale(ctx context.Context, c *Cluster, files int, w io.Writer) (ScaleResult
 				if _, err := mc.Join(ctx, ids[p], "127.0.0.1:1"); err != nil {
 					errc <- err
 					return
+				}
+				for { // peers are joined in order; heartbeat a prefix
+					n := joined.Load()
+					if int(n) > p || joined.CompareAndSwap(n, int64(p+1)) {
+						break
+					}
 				}
 				var batch []transport.FileEntry
 				for j := p * perPeer; j < min((p+1)*perPeer, files); j++ {
