@@ -572,3 +572,42 @@ func TestRestartWithSameFlagsDoesNotReBootstrap(t *testing.T) {
 	}
 	requirePresent(t, cl, acked)
 }
+
+// Group commit: concurrent registrations share log entries.
+func TestConcurrentRegistrationsShareLogEntries(t *testing.T) {
+	c := newTestCluster(t, 3, nil)
+	leader := c.leader()
+	cl := testClient(t, c.cfgs[leader].Listen)
+	ids := make([]peer.Identity, 64)
+	for i := range ids {
+		ids[i] = identity(fmt.Sprintf("batch-%d", i))
+		if _, err := cl.Join(t.Context(), ids[i], "127.0.0.1:9008"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before := c.masters[leader].raft.LastIndex()
+	const perClient = 10
+	var wg sync.WaitGroup
+	for i := range ids {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := range perClient {
+				f := fileEntry(fmt.Sprintf("batched-%d-%d", i, j))
+				if _, err := cl.Register(t.Context(), ids[i], []transport.FileEntry{f}); err != nil {
+					t.Errorf("register: %v", err)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	entries := c.masters[leader].raft.LastIndex() - before
+	total := uint64(len(ids) * perClient)
+	t.Logf("%d registrations took %d log entries", total, entries)
+	if entries > total/2 {
+		t.Fatalf("%d concurrent registrations took %d log entries; want at most %d (batching)", total, entries, total/2)
+	}
+	if got := c.masters[leader].fsm.Counts().Files; got != int(total) {
+		t.Fatalf("index holds %d files, want %d", got, total)
+	}
+}
