@@ -1,0 +1,78 @@
+package peer
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+
+	"fileshare/transport"
+)
+
+// Sentinel errors of the peer library. Every error a Peer method returns for
+// one of these conditions wraps the sentinel; test with errors.Is, never with
+// the message text.
+var (
+	// ErrConfig wraps every configuration mistake New rejects.
+	ErrConfig = errors.New("invalid peer configuration")
+
+	// ErrClosed means the Peer was closed (or is closing) while the call
+	// was running or before it began.
+	ErrClosed = errors.New("the peer is closed")
+
+	// ErrDataDirLocked means another running peer process uses the data
+	// dir. Two peers must not share one identity and hash cache.
+	ErrDataDirLocked = errors.New("the data dir is in use by another running peer")
+
+	// ErrIdentity means the identity file in the data dir exists but cannot
+	// be used (unreadable, malformed, or naming another peer than
+	// Config.PeerID). The peer does not silently mint a new identity: that
+	// would orphan its registrations in the index.
+	ErrIdentity = errors.New("unusable peer identity")
+
+	// ErrFileNotFound means the index knows no file with the given ID or
+	// name (nobody holds it, or it never existed).
+	ErrFileNotFound = errors.New("no file with that ID or name is in the index")
+
+	// ErrAmbiguous means a name matches several files. The concrete error
+	// is an *AmbiguousError listing the candidates.
+	ErrAmbiguous = errors.New("the name matches several files")
+
+	// ErrNoHonestHolder means every holder that was reachable sent data that
+	// failed verification (a piece whose SHA-256 differs from the file's
+	// Merkle tree, or a piece-hash list whose root is not the file ID). The
+	// error text names the file and the holders that were dropped.
+	ErrNoHonestHolder = errors.New("every holder of the file sent data that failed verification")
+
+	// ErrNoHolders means no holder of the file could be reached for longer
+	// than the download's stall timeout, or the index lists no holder other
+	// than this peer.
+	ErrNoHolders = errors.New("no holder of the file could be reached")
+
+	// ErrDestinationExists means the download's destination path already
+	// exists. Downloads never overwrite a file.
+	ErrDestinationExists = errors.New("the destination already exists")
+
+	// ErrFileTooLarge means a file has more pieces than MaxPieces even with
+	// the largest piece size (it is larger than 4 TiB).
+	ErrFileTooLarge = errors.New("file too large to share")
+)
+
+// AmbiguousError is returned by Resolve when a name matches several files.
+// It matches ErrAmbiguous under errors.Is.
+type AmbiguousError struct {
+	// Query is the name the caller gave.
+	Query string
+	// Candidates are the matching files, sorted by name then ID.
+	Candidates []transport.FileSummary
+}
+
+func (e *AmbiguousError) Error() string {
+	names := make([]string, 0, len(e.Candidates))
+	for _, c := range e.Candidates {
+		names = append(names, fmt.Sprintf("%s (%s)", c.Name, c.ID[:12]))
+	}
+	return fmt.Sprintf("%q matches %d files: %s; give the file's ID instead", e.Query, len(e.Candidates), strings.Join(names, ", "))
+}
+
+// Is reports whether target is ErrAmbiguous.
+func (e *AmbiguousError) Is(target error) bool { return target == ErrAmbiguous }
