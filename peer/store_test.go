@@ -1,0 +1,250 @@
+package peer
+
+import (
+	"errors"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+func TestOpenSharedRefusesPathsOutsideTheShareFolder(t *testing.T) {
+	base := t.TempDir()
+	share := filepath.Join(base, "share")
+	outside := filepath.Join(base, "secret.txt")
+	mustWrite(t, outside, "top secret")
+	mustWrite(t, filepath.Join(share, "ok.txt"), "fine")
+	mustWrite(t, filepath.Join(share, "sub", "deep.txt"), "fine too")
+	if err := os.Symlink(outside, filepath.Join(share, "escape")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("../secret.txt", filepath.Join(share, "sub", "relative-escape")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(base, filepath.Join(share, "dirlink")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("sub/deep.txt", filepath.Join(share, "inside")); err != nil {
+		t.Fatal(err)
+	}
+	root, err := os.OpenRoot(share)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer root.Close()
+	for _, tc := range []struct {
+		path string
+		ok   bool
+		want string
+	}{
+		{"ok.txt", true, "fine"},
+		{"sub/deep.txt", true, "fine too"},
+		{"inside", true, "fine too"},        // a symlink that stays inside is served
+		{"../secret.txt", false, ""},        // parent traversal
+		{"sub/../../secret.txt", false, ""}, // traversal hidden in the middle
+		{outside, false, ""},                // absolute path
+		{"escape", false, ""},               // absolute symlink to outside
+		{"sub/relative-escape", false, ""},  // relative symlink to outside
+		{"dirlink/secret.txt", false, ""},   // symlinked directory to outside
+		{"sub", false, ""},                  // a directory is not a file
+		{"", false, ""},                     // empty
+		{".", false, ""},                    // the folder itself
+	} {
+		t.Run(tc.path, func(t *testing.T) {
+			f, err := openShared(root, tc.path)
+			if !tc.ok {
+				if err == nil {
+					b, _ := os.ReadFile(f.Name())
+					f.Close()
+					t.Fatalf("opened %q (content %q), want refusal", tc.path, b)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("open %q: %v", tc.path, err)
+			}
+			defer f.Close()
+			b := make([]byte, 64)
+			n, _ := f.Read(b)
+			if string(b[:n]) != tc.want {
+				t.Fatalf("read %q, want %q", b[:n], tc.want)
+			}
+		})
+	}
+	if _, err := openShared(root, "../secret.txt"); !errors.Is(err, errUnsafePath) {
+		t.Fatalf("traversal error %v does not wrap errUnsafePath", err)
+	}
+}
+
+func TestScanSkipsEscapingSymlinksAndPartialDownloads(t *testing.T) {
+	base := t.TempDir()
+	share, data := filepath.Join(base, "share"), filepath.Join(base, "data")
+	mustWrite(t, filepath.Join(base, "outside.txt"), "outside")
+	mustWrite(t, filepath.Join(share, "a.txt"), "a")
+	mustWrite(t, filepath.Join(share, "dir", "b.txt"), "b")
+	mustWrite(t, filepath.Join(share, "movie.mkv"+PartialSuffix), "partial")
+	mustWrite(t, filepath.Join(share, "movie.mkv"+ResumeSuffix), "state")
+	os.Symlink(filepath.Join(base, "outside.txt"), filepath.Join(share, "escape.txt"))
+	os.Symlink("a.txt", filepath.Join(share, "alias.txt"))
+	os.MkdirAll(data, 0o700)
+	s := newTestStore(t, share, data)
+	files, err := s.scan(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]bool{}
+	for _, f := range files {
+		got[f.Name] = true
+	}
+	// alias.txt has a.txt's content: one ID, served from the first path.
+	want := map[string]bool{"a.txt": true, "dir/b.txt": true}
+	if len(got) != len(want) || !got["a.txt"] || !got["dir/b.txt"] {
+		t.Fatalf("scan shares %v, want %v", got, want)
+	}
+}
+
+func TestScanSkipsTheDataDirInsideTheShareFolder(t *testing.T) {
+	share := t.TempDir()
+	data := filepath.Join(share, ".fileshare")
+	mustWrite(t, filepath.Join(data, "identity.json"), "{}")
+	mustWrite(t, filepath.Join(share, "x.txt"), "x")
+	s := newTestStore(t, share, data)
+	files, err := s.scan(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(files) != 1 {
+		t.Fatalf("scan shares %d files, want only x.txt", len(files))
+	}
+}
+
+// A file is rehashed when its size or mtime changes, and only then; the
+// cache survives a restart.
+func TestHashCacheIsInvalidatedBySizeOrMtimeChange(t *testing.T) {
+	base := t.TempDir()
+	share, data := filepath.Join(base, "share"), filepath.Join(base, "data")
+	os.MkdirAll(data, 0o700)
+	p := filepath.Join(share, "f.txt")
+	mustWrite(t, p, "version one")
+	old := time.Now().Add(-time.Hour).Truncate(time.Second)
+	os.Chtimes(p, old, old)
+
+	s := newTestStore(t, share, data)
+	first := scanOne(t, s)
+
+	// A restart reads the cache: an edit that keeps size and mtime is not
+	// noticed (so nothing was rehashed).
+	mustWrite(t, p, "version two")
+	os.Chtimes(p, old, old)
+	s2 := newTestStore(t, share, data)
+	if got := scanOne(t, s2); got.ID != first.ID {
+		t.Fatalf("same size and mtime: ID changed from %s to %s, so the cache was not used", first.ID, got.ID)
+	}
+
+	// A new mtime invalidates the entry.
+	newer := old.Add(time.Minute)
+	os.Chtimes(p, newer, newer)
+	second := scanOne(t, s2)
+	if second.ID == first.ID {
+		t.Fatal("mtime changed but the file was not rehashed")
+	}
+
+	// A new size with the same mtime invalidates it too.
+	mustWrite(t, p, "version three, longer")
+	os.Chtimes(p, newer, newer)
+	third := scanOne(t, s2)
+	if third.ID == second.ID || third.Size != int64(len("version three, longer")) {
+		t.Fatalf("size changed but the file was not rehashed: %+v", third)
+	}
+	b, err := os.ReadFile(filepath.Join(data, hashCacheFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := decodeHashCache(b)
+	if err != nil || len(c) != 1 || c["f.txt"].Size != third.Size {
+		t.Fatalf("saved cache = %+v, %v; want the one current entry", c, err)
+	}
+}
+
+func TestIdentityIsStableAndPrivate(t *testing.T) {
+	dir := t.TempDir()
+	a, err := loadIdentity(dir, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(a.Secret) != secretLen {
+		t.Fatalf("secret is %d bytes, want %d", len(a.Secret), secretLen)
+	}
+	b, err := loadIdentity(dir, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.PeerID != b.PeerID || string(a.Secret) != string(b.Secret) {
+		t.Fatal("identity changed between loads")
+	}
+	st, err := os.Stat(filepath.Join(dir, identityFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Mode().Perm() != 0o600 {
+		t.Fatalf("identity file mode %v, want 0600", st.Mode().Perm())
+	}
+	if _, err := loadIdentity(dir, "someone-else"); !errors.Is(err, ErrIdentity) {
+		t.Fatalf("loading with another peer ID: err = %v, want ErrIdentity", err)
+	}
+	os.WriteFile(filepath.Join(dir, identityFile), []byte("garbage"), 0o600)
+	if _, err := loadIdentity(dir, ""); !errors.Is(err, ErrIdentity) {
+		t.Fatalf("corrupt identity: err = %v, want ErrIdentity", err)
+	}
+}
+
+func TestDataDirLockKeepsASecondPeerOut(t *testing.T) {
+	dir := t.TempDir()
+	f, err := lockDataDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if g, err := lockDataDir(dir); !errors.Is(err, ErrDataDirLocked) {
+		if g != nil {
+			g.Close()
+		}
+		t.Fatalf("second lock: err = %v, want ErrDataDirLocked", err)
+	}
+}
+
+func newTestStore(t *testing.T, share, data string) *store {
+	t.Helper()
+	s, err := openStore(share, data, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.close() })
+	return s
+}
+
+func scanOne(t *testing.T, s *store) *sharedFile {
+	t.Helper()
+	files, err := s.scan(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(files) != 1 {
+		t.Fatalf("scan found %d files, want 1", len(files))
+	}
+	for _, f := range files {
+		return f
+	}
+	return nil
+}
+
+func mustWrite(t testing.TB, path, content string) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
