@@ -1,0 +1,546 @@
+package peer
+
+import (
+	"bufio"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"fileshare/fsm"
+	"fileshare/master"
+	"fileshare/transport"
+)
+
+const mib = 1 << 20
+
+// A 64 MiB file held by two peers downloads from both at once, byte for
+// byte, while the leader is killed in the middle; the downloader then
+// registers as a third holder through the new leader.
+func TestDownloadFromTwoHoldersSurvivesLeaderKill(t *testing.T) {
+	c := newTestCluster(t, nil)
+	big := randomBytes(1, 64*mib)
+	id := idOf(t, big)
+	startPeer(t, c, "alice", shareFolder(t, map[string][]byte{"big.bin": big}), nil)
+	startPeer(t, c, "bob", shareFolder(t, map[string][]byte{"big.bin": big}), nil)
+	carol := startPeer(t, c, "carol", t.TempDir(), nil)
+	mc := c.client()
+	waitHolders(t, mc, id, 2)
+
+	oldLeader := c.leader()
+	var killed atomic.Bool
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	dest := filepath.Join(t.TempDir(), "big.bin")
+	res, err := carol.Download(t.Context(), id, dest, DownloadOptions{
+		Seed:      true,
+		RateLimit: 48 * mib, // long enough to kill the leader half way
+		Progress: func(p Progress) {
+			if p.PiecesDone >= p.Pieces/3 && killed.CompareAndSwap(false, true) {
+				wg.Add(1)
+				go func() { defer wg.Done(); c.stop(oldLeader) }()
+			}
+		},
+	})
+	if err != nil {
+		t.Fatalf("download: %v", err)
+	}
+	if !killed.Load() {
+		t.Fatal("the download finished before the leader was killed; the test proved nothing")
+	}
+	if got, want := sha256File(t, dest), sha256.Sum256(big); got != want {
+		t.Fatal("downloaded file differs from the original")
+	}
+	if res.FromHolders["alice"] == 0 || res.FromHolders["bob"] == 0 {
+		t.Fatalf("pieces per holder = %v, want some from both alice and bob", res.FromHolders)
+	}
+	if res.Fetched+res.Resumed != res.Pieces || res.Pieces != 256 {
+		t.Fatalf("result %+v: want 256 pieces, all fetched", res)
+	}
+	if !res.Seeded {
+		t.Fatal("the download was not seeded")
+	}
+	if nl := c.leader(); nl == oldLeader {
+		t.Fatalf("leader is still %d", nl)
+	}
+	hs := waitHolders(t, mc, id, 3)
+	if !slices.ContainsFunc(hs, func(h transport.HolderEntry) bool { return h.PeerID == "carol" }) {
+		t.Fatalf("holders %v do not include carol", hs)
+	}
+	if _, err := os.Stat(dest + PartialSuffix); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("partial file left behind: %v", err)
+	}
+}
+
+// One holder stops in the middle of a download: its outstanding pieces go
+// to the other, which finishes the file.
+func TestDownloadFinishesWhenAHolderStops(t *testing.T) {
+	c := newTestCluster(t, nil)
+	data := randomBytes(2, 24*mib)
+	id := idOf(t, data)
+	alice := startPeer(t, c, "alice", shareFolder(t, map[string][]byte{"f.bin": data}), nil)
+	bob := startPeer(t, c, "bob", shareFolder(t, map[string][]byte{"f.bin": data}), nil)
+	_ = alice
+	carol := startPeer(t, c, "carol", "", nil)
+	waitHolders(t, c.client(), id, 2)
+
+	var stopped atomic.Bool
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	dest := filepath.Join(t.TempDir(), "f.bin")
+	res, err := carol.Download(t.Context(), id, dest, DownloadOptions{
+		RateLimit: 24 * mib,
+		Progress: func(p Progress) {
+			if p.PiecesDone >= p.Pieces/4 && stopped.CompareAndSwap(false, true) {
+				wg.Add(1)
+				go func() { defer wg.Done(); bob.Close() }()
+			}
+		},
+	})
+	if err != nil {
+		t.Fatalf("download: %v", err)
+	}
+	if !stopped.Load() {
+		t.Fatal("the download finished before bob stopped")
+	}
+	if sha256File(t, dest) != sha256.Sum256(data) {
+		t.Fatal("downloaded file differs from the original")
+	}
+	if res.FromHolders["alice"] == 0 {
+		t.Fatalf("pieces per holder = %v, want alice to finish the file", res.FromHolders)
+	}
+}
+
+// A holder that sends corrupt pieces is dropped for the file and every
+// piece comes from the honest holder.
+func TestLyingHolderIsDroppedAndAnHonestOneFinishes(t *testing.T) {
+	c := newTestCluster(t, nil)
+	data := randomBytes(3, 8*mib)
+	id := idOf(t, data)
+	startPeer(t, c, "alice", shareFolder(t, map[string][]byte{"f.bin": data}), nil)
+	startPeer(t, c, "mallory", shareFolder(t, map[string][]byte{"f.bin": data}), func(cfg *Config) {
+		cfg.corruptPieces = func(_ string, _ int, b []byte) { b[len(b)/2] ^= 0x40 }
+	})
+	carol := startPeer(t, c, "carol", "", nil)
+	waitHolders(t, c.client(), id, 2)
+
+	dest := filepath.Join(t.TempDir(), "f.bin")
+	// Two requests in flight per holder and a rate limit make sure both
+	// holders are asked for pieces.
+	res, err := carol.Download(t.Context(), id, dest, DownloadOptions{MaxInFlight: 2, RateLimit: 32 * mib})
+	if err != nil {
+		t.Fatalf("download: %v", err)
+	}
+	if sha256File(t, dest) != sha256.Sum256(data) {
+		t.Fatal("downloaded file differs from the original")
+	}
+	if !slices.Equal(res.Dropped, []string{"mallory"}) {
+		t.Fatalf("dropped = %v, want [mallory]", res.Dropped)
+	}
+	if res.FromHolders["mallory"] != 0 || res.FromHolders["alice"] != res.Pieces {
+		t.Fatalf("pieces per holder = %v, want all %d from alice", res.FromHolders, res.Pieces)
+	}
+}
+
+// With only a liar holding the file — here its file was edited on disk
+// after hashing, keeping size and mtime — the download fails with
+// ErrNoHonestHolder naming the file, and keeps no bad byte.
+func TestOnlyALiarFailsWithErrNoHonestHolder(t *testing.T) {
+	c := newTestCluster(t, nil)
+	data := randomBytes(4, 2*mib)
+	id := idOf(t, data)
+	share := shareFolder(t, map[string][]byte{"report.pdf": data})
+	mallory := startPeer(t, c, "mallory", share, func(cfg *Config) { cfg.RescanInterval = time.Hour })
+	carol := startPeer(t, c, "carol", "", nil)
+	if err := mallory.Rescan(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	waitHolders(t, c.client(), id, 1)
+	p := filepath.Join(share, "report.pdf")
+	st, _ := os.Stat(p)
+	bad := slices.Clone(data)
+	bad[5*DefaultPieceSize+17] ^= 1
+	os.WriteFile(p, bad, 0o644)
+	os.Chtimes(p, st.ModTime(), st.ModTime())
+
+	dest := filepath.Join(t.TempDir(), "report.pdf")
+	_, err := carol.Download(t.Context(), id, dest, DownloadOptions{StallTimeout: 10 * time.Second})
+	if !errors.Is(err, ErrNoHonestHolder) {
+		t.Fatalf("err = %v, want ErrNoHonestHolder", err)
+	}
+	for _, want := range []string{"report.pdf", id, "mallory"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not name %q", err, want)
+		}
+	}
+	if _, err := os.Stat(dest); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("destination exists after a failed download: %v", err)
+	}
+}
+
+// A download cancelled half way resumes from its verified pieces and does
+// not fetch them again.
+func TestDownloadResumesFromVerifiedPieces(t *testing.T) {
+	c := newTestCluster(t, nil)
+	data := randomBytes(5, 16*mib)
+	id := idOf(t, data)
+	startPeer(t, c, "alice", shareFolder(t, map[string][]byte{"f.bin": data}), nil)
+	carol := startPeer(t, c, "carol", "", nil)
+	waitHolders(t, c.client(), id, 1)
+
+	dest := filepath.Join(t.TempDir(), "f.bin")
+	ctx, cancel := context.WithCancel(t.Context())
+	_, err := carol.Download(ctx, id, dest, DownloadOptions{
+		RateLimit:          16 * mib,
+		CheckpointInterval: 50 * time.Millisecond,
+		Progress: func(p Progress) {
+			if p.PiecesDone >= p.Pieces/2 {
+				cancel()
+			}
+		},
+	})
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("first run: err = %v, want context.Canceled", err)
+	}
+	b, err := os.ReadFile(dest + ResumeSuffix)
+	if err != nil {
+		t.Fatalf("no resume state after cancellation: %v", err)
+	}
+	st, err := decodeResumeState(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	saved := st.count()
+	if saved < st.Pieces/2 {
+		t.Fatalf("resume state marks %d of %d pieces, want at least half", saved, st.Pieces)
+	}
+	res, err := carol.Download(t.Context(), id, dest, DownloadOptions{})
+	if err != nil {
+		t.Fatalf("second run: %v", err)
+	}
+	if res.Resumed != saved || res.Fetched != res.Pieces-saved {
+		t.Fatalf("second run resumed %d and fetched %d of %d pieces; want %d resumed and the rest fetched", res.Resumed, res.Fetched, res.Pieces, saved)
+	}
+	if sha256File(t, dest) != sha256.Sum256(data) {
+		t.Fatal("resumed file differs from the original")
+	}
+}
+
+// The piece server serves nothing outside the share folder: a registered
+// file replaced by a symlink to a secret, a path with "..", a malformed
+// request; and it keeps serving afterwards.
+func TestPieceServerRefusesTraversalAndSymlinkEscapes(t *testing.T) {
+	c := newTestCluster(t, nil)
+	base := t.TempDir()
+	secret := []byte("the secret is not in the share folder!")
+	os.WriteFile(filepath.Join(base, "secret.txt"), secret, 0o600)
+	public := []byte("public content, same size as secret..!")
+	if len(public) != len(secret) {
+		t.Fatal("test data sizes differ")
+	}
+	share := shareFolder(t, map[string][]byte{"public.txt": public, "other.txt": []byte("other")})
+	alice := startPeer(t, c, "alice", share, func(cfg *Config) { cfg.RescanInterval = time.Hour })
+	if err := alice.Rescan(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	pubID, otherID := idOf(t, public), idOf(t, []byte("other"))
+
+	// A path with ".." smuggled into the served table (as a corrupted
+	// scan might) is refused by the open, before the disk is touched.
+	fake := sha256.Sum256([]byte("fake"))
+	fakeID := hex.EncodeToString(fake[:])
+	served := *alice.served.Load()
+	withFake := map[string]*sharedFile{fakeID: {ID: fakeID, Path: "../secret.txt", Name: "x", Size: int64(len(secret)), PieceSize: DefaultPieceSize, Hashes: make([]byte, 32)}}
+	for k, v := range served {
+		withFake[k] = v
+	}
+	alice.served.Store(&withFake)
+	if st, body := rawRequest(t, alice.Addr(), pieceRequest{Op: opPiece, File: fake}); st != statusNotFound || strings.Contains(body, "secret") {
+		t.Fatalf("traversal: status %d body %q, want not found and no secret", st, body)
+	}
+
+	// The registered file replaced by a symlink out of the folder, with
+	// size and mtime made to match: os.Root refuses to follow it.
+	p := filepath.Join(share, "public.txt")
+	st0, _ := os.Stat(p)
+	os.Remove(p)
+	os.Chtimes(filepath.Join(base, "secret.txt"), st0.ModTime(), st0.ModTime())
+	if err := os.Symlink(filepath.Join(base, "secret.txt"), p); err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := hex.DecodeString(pubID)
+	if st, body := rawRequest(t, alice.Addr(), pieceRequest{Op: opPiece, File: [32]byte(raw)}); st != statusNotFound || strings.Contains(body, "secret") {
+		t.Fatalf("symlink escape: status %d body %q, want not found and no secret", st, body)
+	}
+
+	// A malformed request closes that connection only.
+	conn, err := alice.mux.DialStream(alice.Addr(), transport.StreamPiece, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn.Write([]byte("GET / HTTP/1.0\r\n\r\n" + strings.Repeat("x", 40)))
+	conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	rest, _ := io.ReadAll(conn)
+	conn.Close()
+	if len(rest) < respHeaderLen || rest[0] != statusBadRequest {
+		t.Fatalf("malformed request answered %q, want a bad-request header then close", rest)
+	}
+	raw, _ = hex.DecodeString(otherID)
+	if st, body := rawRequest(t, alice.Addr(), pieceRequest{Op: opPiece, File: [32]byte(raw)}); st != statusOK || body != "other" {
+		t.Fatalf("after the bad requests: status %d body %q, want the other file", st, body)
+	}
+	// The rescan the refused open triggered drops the escaped file.
+	waitFor(t, 10*time.Second, "public.txt unregistered", func() bool {
+		r, err := c.client().Lookup(t.Context(), pubID, transport.ReadLinearizable)
+		return err == nil && !r.Found
+	})
+}
+
+// rawRequest sends one request over the piece protocol and returns the
+// status and payload.
+func rawRequest(t *testing.T, addr string, r pieceRequest) (byte, string) {
+	t.Helper()
+	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(5 * time.Second))
+	conn.Write([]byte{transport.StreamPiece})
+	if _, err := conn.Write(r.appendTo(nil)); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(conn)
+	h, err := readHeader(br)
+	if err != nil {
+		t.Fatalf("read response: %v", err)
+	}
+	body := make([]byte, h.Len)
+	if _, err := io.ReadFull(br, body); err != nil {
+		t.Fatal(err)
+	}
+	return h.Status, string(body)
+}
+
+// A file deleted from the share folder disappears from search; a new one
+// appears.
+func TestShareFolderChangesReachTheIndex(t *testing.T) {
+	c := newTestCluster(t, nil)
+	share := shareFolder(t, map[string][]byte{"notes/a.txt": []byte("a"), "notes/b.txt": []byte("b")})
+	startPeer(t, c, "alice", share, nil)
+	mc := c.client()
+	names := func() []string {
+		r, err := mc.Search(t.Context(), "notes", 0, transport.ReadLinearizable)
+		if err != nil {
+			return nil
+		}
+		var out []string
+		for _, f := range r.Files {
+			out = append(out, f.Name)
+		}
+		return out
+	}
+	waitFor(t, 10*time.Second, "both notes searchable", func() bool { return slices.Equal(names(), []string{"notes/a.txt", "notes/b.txt"}) })
+	os.Remove(filepath.Join(share, "notes", "a.txt"))
+	os.WriteFile(filepath.Join(share, "notes", "c.txt"), []byte("c"), 0o644)
+	waitFor(t, 10*time.Second, "a.txt gone and c.txt found", func() bool { return slices.Equal(names(), []string{"notes/b.txt", "notes/c.txt"}) })
+}
+
+// A peer that dies (stops heartbeating without leaving) disappears from
+// lookups once its lease expires; one that leaves disappears at once.
+func TestDeadPeerDisappearsWhenItsLeaseExpires(t *testing.T) {
+	c := newTestCluster(t, func(cfg *master.Config) { cfg.PeerLease = time.Second })
+	a, b := []byte("alice's file"), []byte("bob's file")
+	alice := startPeer(t, c, "alice", shareFolder(t, map[string][]byte{"a": a}), nil)
+	bob := startPeer(t, c, "bob", shareFolder(t, map[string][]byte{"b": b}), nil)
+	mc := c.client()
+	waitHolders(t, mc, idOf(t, a), 1)
+	waitHolders(t, mc, idOf(t, b), 1)
+
+	// Heartbeats keep alice in the index across several leases.
+	alice.Close()
+	start := time.Now()
+	waitFor(t, 10*time.Second, "alice's file expires", func() bool {
+		r, err := mc.Lookup(t.Context(), idOf(t, a), transport.ReadLinearizable)
+		return err == nil && !r.Found
+	})
+	if time.Since(start) < 900*time.Millisecond {
+		t.Fatalf("alice expired after %v, before her 1 s lease ran out", time.Since(start))
+	}
+	if r, err := mc.Lookup(t.Context(), idOf(t, b), transport.ReadLinearizable); err != nil || !r.Found {
+		t.Fatalf("bob, who heartbeats, lost his file: found=%v err=%v", r.Found, err)
+	}
+	if err := bob.Leave(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if r, err := mc.Lookup(t.Context(), idOf(t, b), transport.ReadLinearizable); err != nil || r.Found {
+		t.Fatalf("after Leave bob's file is still found=%v (err %v)", r.Found, err)
+	}
+}
+
+// A peer the index expired (it paused longer than its lease) notices at its
+// next heartbeat, joins again and re-registers everything.
+func TestExpiredPeerRejoinsAndReregisters(t *testing.T) {
+	c := newTestCluster(t, func(cfg *master.Config) { cfg.PeerLease = 500 * time.Millisecond })
+	a := []byte("alice's file")
+	startPeer(t, c, "alice", shareFolder(t, map[string][]byte{"a": a}), func(cfg *Config) {
+		cfg.HeartbeatInterval = 1500 * time.Millisecond // slower than the lease: a "pause"
+	})
+	mc := c.client()
+	id := idOf(t, a)
+	waitHolders(t, mc, id, 1)
+	waitFor(t, 10*time.Second, "alice expires", func() bool {
+		r, err := mc.Lookup(t.Context(), id, transport.ReadLinearizable)
+		return err == nil && !r.Found
+	})
+	waitHolders(t, mc, id, 1)
+}
+
+// Only the owner can remove its registrations: another peer's unregister
+// is a no-op for the owner's holding, and a wrong secret is refused.
+func TestOnePeerCannotUnregisterAnothersFile(t *testing.T) {
+	c := newTestCluster(t, nil)
+	a := []byte("alice's file")
+	id := idOf(t, a)
+	startPeer(t, c, "alice", shareFolder(t, map[string][]byte{"a": a}), nil)
+	mc := c.client()
+	waitHolders(t, mc, id, 1)
+
+	mallory := Identity{PeerID: "mallory", Secret: []byte("mallory-secret-0123456789abcdef")}
+	if _, err := mc.Join(t.Context(), mallory, "127.0.0.1:9"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := mc.Unregister(t.Context(), mallory, []string{id}); err != nil {
+		t.Fatalf("unregister with mallory's identity: %v", err)
+	}
+	forged := Identity{PeerID: "alice", Secret: []byte("not-alice's-secret-0123456789")}
+	if _, err := mc.Unregister(t.Context(), forged, []string{id}); !errors.Is(err, fsm.ErrUnauthorized) {
+		t.Fatalf("unregister with alice's ID and a wrong secret: err = %v, want ErrUnauthorized", err)
+	}
+	if _, err := mc.Leave(t.Context(), forged); !errors.Is(err, fsm.ErrUnauthorized) {
+		t.Fatalf("leave with alice's ID and a wrong secret: err = %v, want ErrUnauthorized", err)
+	}
+	hs := waitHolders(t, mc, id, 1)
+	if hs[0].PeerID != "alice" {
+		t.Fatalf("holder is %s, want alice", hs[0].PeerID)
+	}
+}
+
+// After a restart with the same data dir a peer keeps its ID, re-announces
+// its files, and unregisters those deleted while it was down.
+func TestRestartReannouncesAndForgetsDeletedFiles(t *testing.T) {
+	c := newTestCluster(t, nil)
+	a, b := []byte("kept"), []byte("deleted while down")
+	share := shareFolder(t, map[string][]byte{"a": a, "b": b})
+	data := filepath.Join(t.TempDir(), "alice")
+	cfg := func(cfg *Config) { cfg.DataDir = data; cfg.PeerID = "" }
+	alice := startPeer(t, c, "alice", share, cfg)
+	mc := c.client()
+	waitHolders(t, mc, idOf(t, a), 1)
+	waitHolders(t, mc, idOf(t, b), 1)
+	firstID := alice.ID()
+	alice.Close()
+	os.Remove(filepath.Join(share, "b"))
+
+	alice = startPeer(t, c, "alice", share, cfg)
+	if alice.ID() != firstID {
+		t.Fatalf("peer ID changed across a restart: %s then %s", firstID, alice.ID())
+	}
+	if err := alice.Rescan(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if hs := waitHolders(t, mc, idOf(t, a), 1); hs[0].PeerID != firstID {
+		t.Fatalf("holder %s, want %s", hs[0].PeerID, firstID)
+	}
+	waitFor(t, 10*time.Second, "the deleted file unregistered", func() bool {
+		r, err := mc.Lookup(t.Context(), idOf(t, b), transport.ReadLinearizable)
+		return err == nil && !r.Found
+	})
+	if got := alice.Shared(); len(got) != 1 || got[0].Name != "a" {
+		t.Fatalf("Shared() = %+v, want just a", got)
+	}
+}
+
+func TestResolveByIDAndName(t *testing.T) {
+	c := newTestCluster(t, nil)
+	x, y := []byte("2023 numbers"), []byte("2024 numbers")
+	startPeer(t, c, "alice", shareFolder(t, map[string][]byte{"report-2023.pdf": x, "old/report-2024.pdf": y}), nil)
+	mc := c.client()
+	waitHolders(t, mc, idOf(t, y), 1)
+	waitHolders(t, mc, idOf(t, x), 1)
+	for _, tc := range []struct{ ref, want string }{
+		{idOf(t, x), "report-2023.pdf"},
+		{"report-2023.pdf", "report-2023.pdf"},
+		{"report-2024.pdf", "old/report-2024.pdf"}, // the last path element
+		{"2024", "old/report-2024.pdf"},            // the only match
+	} {
+		f, err := Resolve(t.Context(), mc, tc.ref)
+		if err != nil || f.Name != tc.want {
+			t.Errorf("Resolve(%q) = %q, %v; want %q", tc.ref, f.Name, err, tc.want)
+		}
+	}
+	_, err := Resolve(t.Context(), mc, "report")
+	var amb *AmbiguousError
+	if !errors.As(err, &amb) || !errors.Is(err, ErrAmbiguous) || len(amb.Candidates) != 2 {
+		t.Fatalf("Resolve(report) = %v, want an AmbiguousError with 2 candidates", err)
+	}
+	if _, err := Resolve(t.Context(), mc, "nothing-like-this"); !errors.Is(err, ErrFileNotFound) {
+		t.Fatalf("Resolve of an unknown name: %v, want ErrFileNotFound", err)
+	}
+	if _, err := Resolve(t.Context(), mc, strings.Repeat("ab", 32)); !errors.Is(err, ErrFileNotFound) {
+		t.Fatalf("Resolve of an unknown ID: %v, want ErrFileNotFound", err)
+	}
+}
+
+func TestDownloadRefusals(t *testing.T) {
+	c := newTestCluster(t, nil)
+	a := []byte("content")
+	alice := startPeer(t, c, "alice", shareFolder(t, map[string][]byte{"a": a}), nil)
+	carol := startPeer(t, c, "carol", "", nil)
+	waitHolders(t, c.client(), idOf(t, a), 1)
+	dir := t.TempDir()
+	exists := filepath.Join(dir, "exists")
+	os.WriteFile(exists, []byte("mine"), 0o644)
+	if _, err := carol.Download(t.Context(), idOf(t, a), exists, DownloadOptions{}); !errors.Is(err, ErrDestinationExists) {
+		t.Errorf("download over an existing file: %v, want ErrDestinationExists", err)
+	}
+	if b, _ := os.ReadFile(exists); string(b) != "mine" {
+		t.Errorf("existing file overwritten: %q", b)
+	}
+	if _, err := carol.Download(t.Context(), strings.Repeat("cd", 32), filepath.Join(dir, "x"), DownloadOptions{}); !errors.Is(err, ErrFileNotFound) {
+		t.Errorf("download of an unknown ID: %v, want ErrFileNotFound", err)
+	}
+	if _, err := carol.Download(t.Context(), idOf(t, a), filepath.Join(dir, "y"), DownloadOptions{Seed: true}); !errors.Is(err, ErrConfig) {
+		t.Errorf("seeding from a peer without a share folder: %v, want ErrConfig", err)
+	}
+	// The only holder is the downloader itself.
+	if _, err := alice.Download(t.Context(), idOf(t, a), filepath.Join(dir, "z"), DownloadOptions{}); !errors.Is(err, ErrNoHolders) {
+		t.Errorf("download held only by oneself: %v, want ErrNoHolders", err)
+	}
+	empty := []byte{}
+	startPeer(t, c, "eve", shareFolder(t, map[string][]byte{"empty": empty}), nil)
+	waitHolders(t, c.client(), idOf(t, empty), 1)
+	res, err := carol.Download(t.Context(), idOf(t, empty), filepath.Join(dir, "empty"), DownloadOptions{})
+	if err != nil || res.Size != 0 {
+		t.Fatalf("download of an empty file: %+v, %v", res, err)
+	}
+	if st, err := os.Stat(filepath.Join(dir, "empty")); err != nil || st.Size() != 0 {
+		t.Fatalf("empty file: %v", err)
+	}
+	if err := carol.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := carol.Download(t.Context(), idOf(t, a), filepath.Join(dir, "w"), DownloadOptions{}); !errors.Is(err, ErrClosed) {
+		t.Errorf("download on a closed peer: %v, want ErrClosed", err)
+	}
+}

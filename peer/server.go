@@ -1,0 +1,200 @@
+package peer
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"time"
+)
+
+// servePieces accepts piece connections until the listener closes. At most
+// Config.MaxUploads connections are served at once; a connection beyond
+// that gets one statusBusy answer and is closed, so its downloader turns to
+// other holders and retries this one later.
+func (p *Peer) servePieces(ln net.Listener) {
+	defer p.wg.Done()
+	slots := make(chan struct{}, p.cfg.MaxUploads)
+	for {
+		conn, err := ln.Accept()
+		if err != nil {
+			return // the Mux was closed
+		}
+		if !p.track(conn) {
+			conn.Close()
+			return
+		}
+		select {
+		case slots <- struct{}{}:
+			p.wg.Add(1)
+			go func() {
+				defer p.wg.Done()
+				defer func() { <-slots }()
+				defer p.untrack(conn)
+				p.serveConn(conn)
+			}()
+		default:
+			p.wg.Add(1)
+			go func() {
+				defer p.wg.Done()
+				defer p.untrack(conn)
+				_ = conn.SetWriteDeadline(time.Now().Add(time.Second))
+				_, _ = conn.Write(errorResponse(statusBusy, fmt.Sprintf("serving %d uploads already; try again soon", p.cfg.MaxUploads)))
+				conn.Close()
+			}()
+		}
+	}
+}
+
+// track registers an upload connection so Close can sever it. It returns
+// false if the peer is closing.
+func (p *Peer) track(c net.Conn) bool {
+	p.connMu.Lock()
+	defer p.connMu.Unlock()
+	if p.conns == nil {
+		return false
+	}
+	p.conns[c] = struct{}{}
+	return true
+}
+
+func (p *Peer) untrack(c net.Conn) {
+	p.connMu.Lock()
+	delete(p.conns, c)
+	p.connMu.Unlock()
+}
+
+// closeConns severs every upload and refuses new ones.
+func (p *Peer) closeConns() {
+	p.connMu.Lock()
+	conns := p.conns
+	p.conns = nil
+	p.connMu.Unlock()
+	for c := range conns {
+		c.Close()
+	}
+}
+
+// serveConn answers the requests of one connection in order until the
+// downloader hangs up, goes idle for Config.IdleTimeout, sends a malformed
+// request, or an I/O step misses its Config.IOTimeout deadline. Nothing a
+// remote sends can make it panic or read outside the share folder: the
+// request names a file only by ID, the ID maps to a path recorded by a scan
+// of the share folder, and the open goes through openShared.
+func (p *Peer) serveConn(conn net.Conn) {
+	defer conn.Close()
+	br := bufio.NewReaderSize(conn, 4<<10)
+	// sendfile is possible only if the connection can take a file
+	// directly; otherwise one buffered write per piece (header included)
+	// is the cheapest path.
+	_, canSendfile := conn.(io.ReaderFrom)
+	var (
+		open    *os.File
+		openFor *sharedFile
+		buf     []byte
+		req     [requestLen]byte
+	)
+	defer func() {
+		if open != nil {
+			open.Close()
+		}
+	}()
+	for {
+		_ = conn.SetReadDeadline(time.Now().Add(p.cfg.IdleTimeout))
+		if _, err := io.ReadFull(br, req[:]); err != nil {
+			return
+		}
+		_ = conn.SetWriteDeadline(time.Now().Add(p.cfg.IOTimeout))
+		r, err := decodeRequest(req[:])
+		if err != nil {
+			p.logger.Debug("closing piece connection after a malformed request", "remote", conn.RemoteAddr(), "err", err)
+			_, _ = conn.Write(errorResponse(statusBadRequest, err.Error()))
+			return
+		}
+		sf := p.servedFile(r.fileID())
+		if sf == nil {
+			if _, err := conn.Write(errorResponse(statusNotFound, "this peer does not share file "+r.fileID())); err != nil {
+				return
+			}
+			continue
+		}
+		if r.Op == opHashes {
+			h := respHeader{Status: statusOK, Len: uint32(len(sf.Hashes))}.encode()
+			bufs := net.Buffers{h[:], sf.Hashes}
+			if _, err := bufs.WriteTo(conn); err != nil {
+				return
+			}
+			continue
+		}
+		n := PieceCount(sf.Size, sf.PieceSize)
+		if int64(r.Index) >= int64(n) {
+			_, _ = conn.Write(errorResponse(statusBadRequest, fmt.Sprintf("piece %d out of range: the file has %d pieces", r.Index, n)))
+			return
+		}
+		if openFor != sf {
+			if open != nil {
+				open.Close()
+				open, openFor = nil, nil
+			}
+			f, err := openShared(p.store.root, sf.Path)
+			if err != nil {
+				p.logger.Warn("refusing to serve a path that is not a regular file inside the share folder", "path", sf.Path, "file", sf.ID, "err", err)
+				p.kickSync()
+				if _, err := conn.Write(errorResponse(statusNotFound, "file "+sf.ID+" is no longer available here")); err != nil {
+					return
+				}
+				continue
+			}
+			open, openFor = f, sf
+		}
+		if st, err := open.Stat(); err != nil || st.Size() != sf.Size || st.ModTime().UnixNano() != sf.ModTime {
+			p.kickSync() // rescan: rehash, re-register under its new ID
+			if _, err := conn.Write(errorResponse(statusNotFound, "file "+sf.ID+" changed on disk since it was registered")); err != nil {
+				return
+			}
+			continue
+		}
+		off := int64(r.Index) * sf.PieceSize
+		l := pieceLen(sf.Size, sf.PieceSize, int(r.Index))
+		hdr := respHeader{Status: statusOK, Len: uint32(l)}.encode()
+		if canSendfile && p.cfg.corruptPieces == nil {
+			if _, err := conn.Write(hdr[:]); err != nil {
+				return
+			}
+			if _, err := open.Seek(off, io.SeekStart); err != nil {
+				return
+			}
+			// An *io.LimitedReader over an *os.File is what the
+			// net package hands to sendfile(2).
+			if n, err := io.Copy(conn, &io.LimitedReader{R: open, N: l}); err != nil || n != l {
+				return // the stream is out of step: hang up
+			}
+			continue
+		}
+		if cap(buf) < respHeaderLen+int(sf.PieceSize) {
+			buf = make([]byte, respHeaderLen+int(sf.PieceSize))
+		}
+		b := buf[:respHeaderLen+int(l)]
+		copy(b, hdr[:])
+		if _, err := open.ReadAt(b[respHeaderLen:], off); err != nil {
+			p.logger.Warn("cannot read piece of shared file", "path", sf.Path, "piece", r.Index, "err", err)
+			return // the header is not sent yet, but the file is broken: hang up
+		}
+		if p.cfg.corruptPieces != nil {
+			p.cfg.corruptPieces(sf.ID, int(r.Index), b[respHeaderLen:])
+		}
+		if _, err := conn.Write(b); err != nil {
+			return
+		}
+	}
+}
+
+// servedFile returns the file this peer serves under id, or nil.
+func (p *Peer) servedFile(id string) *sharedFile {
+	m := p.served.Load()
+	if m == nil {
+		return nil
+	}
+	return (*m)[id]
+}
