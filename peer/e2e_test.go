@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -543,4 +544,52 @@ func TestDownloadRefusals(t *testing.T) {
 	if _, err := carol.Download(t.Context(), idOf(t, a), filepath.Join(dir, "w"), DownloadOptions{}); !errors.Is(err, ErrClosed) {
 		t.Errorf("download on a closed peer: %v, want ErrClosed", err)
 	}
+}
+
+// Close stops every goroutine a peer started: the scanner, the heartbeat,
+// the piece server and its connections, and downloads.
+func TestCloseStopsEveryGoroutine(t *testing.T) {
+	c := newTestCluster(t, nil)
+	data := randomBytes(6, 4*mib)
+	id := idOf(t, data)
+	alice := startPeer(t, c, "alice", shareFolder(t, map[string][]byte{"f": data}), nil)
+	carol := startPeer(t, c, "carol", "", nil)
+	waitHolders(t, c.client(), id, 1)
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		_, err := carol.Download(ctx, id, filepath.Join(t.TempDir(), "f"), DownloadOptions{RateLimit: mib})
+		done <- err
+	}()
+	waitFor(t, 10*time.Second, "an upload in progress", func() bool {
+		alice.connMu.Lock()
+		defer alice.connMu.Unlock()
+		return len(alice.conns) > 0
+	})
+	if n := len(peerGoroutines()); n < 5 {
+		t.Fatalf("only %d goroutines run peer code while sharing and downloading; the check below would prove nothing", n)
+	}
+	carol.Close() // aborts the download
+	if err := <-done; !errors.Is(err, ErrClosed) {
+		t.Fatalf("download on a closing peer: %v, want ErrClosed", err)
+	}
+	alice.Close()
+	alice.Close() // safe twice
+	if left := peerGoroutines(); len(left) > 0 {
+		t.Fatalf("%d goroutines still run peer code after Close:\n%s", len(left), strings.Join(left, "\n\n"))
+	}
+}
+
+// peerGoroutines returns the stacks of goroutines running this package's
+// code, other than tests.
+func peerGoroutines() []string {
+	buf := make([]byte, 4<<20)
+	var out []string
+	for _, g := range strings.Split(string(buf[:runtime.Stack(buf, true)]), "\n\n") {
+		if strings.Contains(g, "fileshare/peer.") && !strings.Contains(g, "fileshare/peer.Test") {
+			out = append(out, g)
+		}
+	}
+	return out
 }

@@ -21,7 +21,7 @@ import (
 // loopback, with real boltdb logs in temporary directories (the approach of
 // master's own newTestCluster).
 type testCluster struct {
-	t       *testing.T
+	t       testing.TB
 	cfgs    []master.Config
 	masters []*master.Master // nil once stopped
 }
@@ -43,7 +43,7 @@ func freeAddr(t testing.TB) string {
 	return ln.Addr().String()
 }
 
-func newTestCluster(t *testing.T, tweak func(*master.Config)) *testCluster {
+func newTestCluster(t testing.TB, tweak func(*master.Config)) *testCluster {
 	t.Helper()
 	const n = 3
 	c := &testCluster{t: t, masters: make([]*master.Master, n)}
@@ -138,7 +138,7 @@ func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool)
 
 // startPeer starts a peer named name whose share folder is share ("" for a
 // download-only peer), closed at cleanup.
-func startPeer(t *testing.T, c *testCluster, name, share string, tweak func(*Config)) *Peer {
+func startPeer(t testing.TB, c *testCluster, name, share string, tweak func(*Config)) *Peer {
 	t.Helper()
 	cfg := Config{
 		Masters:        c.addrs(),
@@ -195,7 +195,7 @@ func idOf(t testing.TB, b []byte) string {
 
 // waitHolders waits until a linearizable lookup of id lists exactly want
 // holders, and returns them.
-func waitHolders(t *testing.T, mc *MasterClient, id string, want int) []transport.HolderEntry {
+func waitHolders(t testing.TB, mc *MasterClient, id string, want int) []transport.HolderEntry {
 	t.Helper()
 	var hs []transport.HolderEntry
 	waitFor(t, 20*time.Second, fmt.Sprintf("%d holders of %s", want, id[:12]), func() bool {
