@@ -41,8 +41,11 @@ func Example() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	defer alice.Leave(ctx) // removes her registrations; Close would keep them until her lease expires
-	if err := alice.Rescan(ctx); err != nil { // wait until the index holds her files
+	// Leave removes her registrations; Close would keep them until her
+	// lease expires.
+	defer alice.Leave(ctx)
+	// Rescan waits until the index holds her files.
+	if err := alice.Rescan(ctx); err != nil {
 		log.Fatal(err)
 	}
 
