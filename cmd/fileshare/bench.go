@@ -6,6 +6,8 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -134,6 +136,29 @@ the same run, not absolute figures across machines.`,
 		}),
 	}
 	scale.Flags().IntVar(&scaleFiles, "files", 1000000, "files to register")
+	var size string
+	var sources, rounds int
+	transfer := &cobra.Command{
+		Use:   "transfer",
+		Short: "Verified download throughput from 1 or more holders, next to a plain HTTP fetch of the same file",
+		Args:  cobra.NoArgs,
+		RunE: run(false, func(ctx context.Context, addrs []string, _ *bench.Cluster) error {
+			n, err := parseSize(size)
+			if err != nil {
+				return fmt.Errorf("--size: %w", err)
+			}
+			dir, err := os.MkdirTemp(f.dir, "fileshare-transfer-")
+			if err != nil {
+				return err
+			}
+			defer os.RemoveAll(dir)
+			_, err = bench.Transfer(ctx, addrs, dir, n, sources, rounds, stdout)
+			return err
+		}),
+	}
+	transfer.Flags().StringVar(&size, "size", "1GiB", "file size (e.g. 64MiB, 1GiB)")
+	transfer.Flags().IntVar(&sources, "sources", 1, "holders to download from")
+	transfer.Flags().IntVar(&rounds, "rounds", 3, "measurements of each kind (the medians are reported)")
 	for _, c := range []*cobra.Command{register, lookup, failover} {
 		c.Flags().IntVar(&f.clients, "clients", 0, "concurrent clients (default: 256 for register and lookup, 16 for failover)")
 		c.Flags().DurationVar(&f.duration, "duration", 10*time.Second, "how long to measure (per read level for lookup)")
@@ -141,7 +166,7 @@ the same run, not absolute figures across machines.`,
 	register.PreRun = func(*cobra.Command, []string) { f.clients = cmp(f.clients, 256) }
 	lookup.PreRun = register.PreRun
 	failover.PreRun = func(*cobra.Command, []string) { f.clients = cmp(f.clients, 16) }
-	cmd.AddCommand(register, lookup, failover, scale)
+	cmd.AddCommand(register, lookup, failover, scale, transfer)
 	return cmd
 }
 
@@ -151,4 +176,22 @@ func cmp(v, def int) int {
 		return def
 	}
 	return v
+}
+
+// parseSize parses "1GiB", "64MiB", "512KiB" or a plain byte count.
+func parseSize(s string) (int64, error) {
+	units := []struct {
+		suffix string
+		mult   int64
+	}{{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}, {"B", 1}, {"", 1}}
+	for _, u := range units {
+		if num, ok := strings.CutSuffix(s, u.suffix); ok {
+			n, err := strconv.ParseInt(strings.TrimSpace(num), 10, 64)
+			if err != nil || n <= 0 {
+				return 0, fmt.Errorf("%q is not a size like 64MiB or 1GiB", s)
+			}
+			return n * u.mult, nil
+		}
+	}
+	return 0, fmt.Errorf("%q is not a size like 64MiB or 1GiB", s)
 }
