@@ -1,0 +1,85 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"fileshare/peer"
+)
+
+const defaultMasters = "127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003"
+
+func newPeerCmd(g *globalFlags, stderr io.Writer) *cobra.Command {
+	var cfg peer.Config
+	var masters string
+	var keep bool
+	cmd := &cobra.Command{
+		Use:   "peer --masters ADDR,... --data-dir DIR --share DIR --listen HOST:PORT",
+		Short: "Run a peer that shares a folder with the swarm",
+		Long: `Run a peer until SIGINT or SIGTERM.
+
+The peer joins the index through any master, registers every regular file
+under --share (recursively), serves their pieces to other peers on --listen,
+and rescans the folder every --rescan to register new files and unregister
+removed ones. Its identity (a stable ID and a secret that proves it owns its
+registrations) and a cache of file hashes live in --data-dir, so a restart
+keeps the ID and rehashes nothing.
+
+On SIGINT or SIGTERM the peer leaves the index, removing its registrations at
+once; with --keep-registered it just stops, and the index drops it when its
+lease expires (unless it is back first).`,
+		Example: `  fileshare peer --masters 127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003 \
+    --data-dir /tmp/alice --share ~/Public --listen 127.0.0.1:7101`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			logger, err := g.logger(stderr)
+			if err != nil {
+				return err
+			}
+			if cfg.ShareDir == "" {
+				return fmt.Errorf("--share is required: the folder whose files this peer shares")
+			}
+			if st, err := os.Stat(cfg.ShareDir); err != nil || !st.IsDir() {
+				return fmt.Errorf("--share %s is not a folder; create it or choose another", cfg.ShareDir)
+			}
+			cfg.Masters = splitList(masters)
+			cfg.Logger = logger
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			p, err := peer.New(cfg)
+			if err != nil {
+				return err
+			}
+			logger.Info("sharing", "folder", cfg.ShareDir, "peer", p.ID(), "addr", p.Addr())
+			<-ctx.Done()
+			logger.Info("signal received; shutting down")
+			if keep {
+				return p.Close()
+			}
+			lctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if err := p.Leave(lctx); err != nil {
+				return fmt.Errorf("%w; the index will drop this peer when its lease expires", err)
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&masters, "masters", defaultMasters, "cluster ports of the masters: HOST:PORT,...")
+	f.StringVar(&cfg.DataDir, "data-dir", "", "directory for the peer's identity and hash cache (required)")
+	f.StringVar(&cfg.ShareDir, "share", "", "folder to share, recursively (required)")
+	f.StringVar(&cfg.Listen, "listen", "", "host:port where the peer serves pieces (default: any free port on all interfaces)")
+	f.StringVar(&cfg.Advertise, "advertise", "", "address other peers dial (default: --listen, or the local IP routed to the first master)")
+	f.StringVar(&cfg.PeerID, "id", "", "peer ID to use when --data-dir has no identity yet (default: random)")
+	f.DurationVar(&cfg.RescanInterval, "rescan", 2*time.Second, "how often to rescan the share folder")
+	f.IntVar(&cfg.MaxUploads, "max-uploads", 16, "most piece connections served at once")
+	f.BoolVar(&keep, "keep-registered", false, "on exit, keep the registrations until the lease expires instead of leaving")
+	return cmd
+}
