@@ -1,0 +1,443 @@
+package main
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"fileshare/master"
+	"fileshare/peer"
+	"fileshare/transport"
+)
+
+type demoFlags struct {
+	keep bool
+	size string
+	rate string
+	dir  string
+}
+
+func newDemoCmd(g *globalFlags, stdout, stderr io.Writer) *cobra.Command {
+	f := &demoFlags{}
+	cmd := &cobra.Command{
+		Use:   "demo [--keep]",
+		Short: "Watch FileShare work: 3 masters, 3 peers, a download that survives the loss of the leader",
+		Long: `Run a small FileShare network on loopback, in temporary folders, and
+narrate what happens: 3 masters elect a leader; 3 peers share files and
+register them; one peer searches and downloads a 64 MiB file from two others
+at once, verifying every piece; the leader is killed in the middle and a new
+one takes over without the download noticing; the copy's SHA-256 is checked.
+
+With --keep the network keeps running until Ctrl-C, and the demo prints the
+commands that talk to it.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			size, err := parseBytes(f.size)
+			if err != nil || size < 1<<20 {
+				return fmt.Errorf("--size %q: give at least 1MiB", f.size)
+			}
+			rate, err := parseBytes(f.rate)
+			if err != nil {
+				return fmt.Errorf("--limit-rate: %w", err)
+			}
+			logger := slog.New(slog.DiscardHandler) // the narration is the output
+			if cmd.Flags().Changed("log-level") {
+				if logger, err = g.logger(stderr); err != nil {
+					return err
+				}
+			}
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			d := &demo{out: newProgressPrinter(stdout, isTerminal(stdout)), logger: logger, size: size, rate: rate, keep: f.keep, start: time.Now()}
+			return d.run(ctx, f.dir)
+		},
+	}
+	fl := cmd.Flags()
+	fl.BoolVar(&f.keep, "keep", false, "keep the network running until Ctrl-C and print how to talk to it")
+	fl.StringVar(&f.size, "size", "64MiB", "size of the big file")
+	fl.StringVar(&f.rate, "limit-rate", "32MiB", "download rate limit, so you can watch (0 or \"\" for none)")
+	fl.StringVar(&f.dir, "dir", "", "work in this folder instead of a temporary one (kept afterwards)")
+	_ = fl.MarkHidden("dir")
+	return cmd
+}
+
+// demo is one run of `fileshare demo`.
+type demo struct {
+	out     *progressPrinter
+	logger  *slog.Logger
+	size    int64
+	rate    int64
+	keep    bool
+	start   time.Time
+	dir     string
+	cfgs    []master.Config
+	mu      sync.Mutex // guards masters (the leader is killed from a progress callback)
+	masters []*master.Master
+	peers   []*peer.Peer
+	step    int
+}
+
+func (d *demo) say(format string, args ...any) {
+	d.step++
+	d.out.println("\n%d. "+format, append([]any{d.step}, args...)...)
+}
+
+func (d *demo) note(format string, args ...any) { d.out.println("   "+format, args...) }
+
+func (d *demo) run(ctx context.Context, dir string) (err error) {
+	if dir == "" {
+		if dir, err = os.MkdirTemp("", "fileshare-demo-*"); err != nil {
+			return fmt.Errorf("create a temporary folder: %w", err)
+		}
+		defer os.RemoveAll(dir)
+	}
+	d.dir = dir
+	defer d.shutdown()
+	d.out.println("FileShare demo: 3 masters keep a replicated index of who holds which file;\npeers register their files there and fetch files directly from each other.\nEverything runs on this machine, in %s.", dir)
+
+	if err := d.startMasters(); err != nil {
+		return err
+	}
+	leader, err := d.waitLeader(ctx, -1)
+	if err != nil {
+		return err
+	}
+	d.note("%s is the leader: every change to the index goes through it and is copied to a majority before it counts.", d.cfgs[leader].ID)
+
+	big, err := d.makeFiles()
+	if err != nil {
+		return err
+	}
+	alice, bob, carol, err := d.startPeers(ctx)
+	if err != nil {
+		return err
+	}
+
+	d.say("carol searches the index for \"big\"; any master can answer, this search is read from the leader:")
+	files, err := carol.Search(ctx, "big", 10)
+	if err != nil {
+		return err
+	}
+	if len(files) != 1 {
+		return fmt.Errorf("search found %d files, want 1", len(files))
+	}
+	printFiles(d.out.w, "table", "big", files)
+	file := files[0]
+
+	limit := ""
+	if d.rate > 0 {
+		limit = fmt.Sprintf(" (limited to %s/s so you can watch)", humanBytes(d.rate))
+	}
+	d.say("carol downloads big.bin from alice and bob at once%s.\n   Each piece's SHA-256 is checked against the file's Merkle root before it is written.", limit)
+	dest := filepath.Join(dir, "carol-downloads", "big.bin")
+	var killed atomic.Bool
+	var killWG sync.WaitGroup
+	defer killWG.Wait()
+	res, err := carol.Download(ctx, file.ID, dest, peer.DownloadOptions{
+		Seed:             true,
+		RateLimit:        d.rate,
+		ProgressInterval: 200 * time.Millisecond,
+		Progress: func(p peer.Progress) {
+			d.out.update(p)
+			if p.PiecesDone >= p.Pieces/3 && killed.CompareAndSwap(false, true) {
+				killWG.Add(1)
+				go func() { defer killWG.Done(); d.killLeader(ctx, leader) }()
+			}
+		},
+	})
+	d.out.done()
+	killWG.Wait()
+	if err != nil {
+		return fmt.Errorf("download: %w", err)
+	}
+	var parts []string
+	for _, name := range []string{"alice", "bob"} {
+		parts = append(parts, fmt.Sprintf("%d from %s", res.FromHolders[name], name))
+	}
+	d.say("Download complete in %s: %d pieces, %s.", res.Duration.Round(time.Millisecond), res.Pieces, strings.Join(parts, ", "))
+	got, err := sha256Of(dest)
+	if err != nil {
+		return err
+	}
+	if got != big {
+		return fmt.Errorf("the downloaded file's SHA-256 %s differs from the original's %s", got, big)
+	}
+	d.note("SHA-256 of carol's copy: %s", got)
+	d.note("SHA-256 of the original: %s — they match.", big)
+
+	r, err := carol.Client().Lookup(ctx, file.ID, transport.ReadLinearizable)
+	if err != nil {
+		return err
+	}
+	var names []string
+	for _, h := range r.Holders {
+		names = append(names, h.PeerID)
+	}
+	d.say("carol now seeds big.bin too. The index, answering through the new leader, lists %d holders: %s.", len(names), strings.Join(names, ", "))
+
+	if !killed.Load() {
+		d.note("(the download finished before the leader could be killed; try a lower --limit-rate)")
+	} else {
+		d.say("Restarting %s from its data dir: it rejoins as a follower and catches up from the log.", d.cfgs[leader].ID)
+		if err := d.restartMaster(ctx, leader); err != nil {
+			return err
+		}
+		d.note("%s holds the same index as the leader again.", d.cfgs[leader].ID)
+	}
+
+	if d.keep {
+		return d.waitForUser(ctx, alice, bob)
+	}
+	d.say("Shutting down: the peers leave the index, the masters stop (a leader hands off first).")
+	d.shutdown()
+	d.out.println("\nDemo finished in %s. Run 'fileshare demo --keep' to explore the network yourself.", time.Since(d.start).Round(100*time.Millisecond))
+	return nil
+}
+
+func (d *demo) startMasters() error {
+	var members []master.Member
+	for i := range 3 {
+		addr, err := freeLoopbackAddr()
+		if err != nil {
+			return err
+		}
+		members = append(members, master.Member{ID: fmt.Sprintf("m%d", i+1), Addr: addr})
+	}
+	var addrs []string
+	for _, m := range members {
+		addrs = append(addrs, m.Addr)
+	}
+	d.say("Starting 3 masters (m1, m2, m3) on %s. They elect a leader with Raft.", strings.Join(addrs, ", "))
+	for _, mem := range members {
+		cfg := master.Config{ID: mem.ID, DataDir: filepath.Join(d.dir, mem.ID), Listen: mem.Addr, InitialCluster: members, Logger: d.logger.With("master", mem.ID)}
+		m, err := master.New(cfg)
+		if err != nil {
+			return fmt.Errorf("start master %s: %w", mem.ID, err)
+		}
+		d.cfgs = append(d.cfgs, cfg)
+		d.mu.Lock()
+		d.masters = append(d.masters, m)
+		d.mu.Unlock()
+	}
+	return nil
+}
+
+func (d *demo) addrs() []string {
+	var out []string
+	for _, c := range d.cfgs {
+		out = append(out, c.Listen)
+	}
+	return out
+}
+
+// waitLeader waits until one running master other than not leads.
+func (d *demo) waitLeader(ctx context.Context, not int) (int, error) {
+	for {
+		d.mu.Lock()
+		for i, m := range d.masters {
+			if m != nil && i != not && m.IsLeader() {
+				d.mu.Unlock()
+				return i, nil
+			}
+		}
+		d.mu.Unlock()
+		select {
+		case <-ctx.Done():
+			return -1, ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+func (d *demo) killLeader(ctx context.Context, leader int) {
+	d.out.println("\n%d. Killing the leader %s in the middle of the download, as if its machine had crashed…", d.step+1, d.cfgs[leader].ID)
+	d.step++
+	t0 := time.Now()
+	d.mu.Lock()
+	m := d.masters[leader]
+	d.masters[leader] = nil
+	d.mu.Unlock()
+	m.CloseNow()
+	next, err := d.waitLeader(ctx, leader)
+	if err != nil {
+		return
+	}
+	d.out.println("   %s took over as leader %s later. The download never talks to the masters for data, and\n   its rare index calls fail over to the new leader on their own, so it carries on.", d.cfgs[next].ID, time.Since(t0).Round(10*time.Millisecond))
+}
+
+func (d *demo) restartMaster(ctx context.Context, i int) error {
+	m, err := master.New(d.cfgs[i])
+	if err != nil {
+		return fmt.Errorf("restart %s: %w", d.cfgs[i].ID, err)
+	}
+	d.mu.Lock()
+	d.masters[i] = m
+	d.mu.Unlock()
+	leader, err := d.waitLeader(ctx, -1)
+	if err != nil {
+		return err
+	}
+	for {
+		d.mu.Lock()
+		same := d.masters[leader] != nil && m.FSM().Digest() == d.masters[leader].FSM().Digest()
+		d.mu.Unlock()
+		if same {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// makeFiles writes the big random file into alice's and bob's share
+// folders and a few small ones, and returns the big file's SHA-256.
+func (d *demo) makeFiles() (string, error) {
+	d.say("Generating files: a %s random file big.bin for both alice and bob, and a few small notes.", humanBytes(d.size))
+	var seed [32]byte
+	r := rand.Uint64()
+	for i := range 8 {
+		seed[i] = byte(r >> (8 * i))
+	}
+	big := make([]byte, d.size)
+	rand.NewChaCha8(seed).Read(big)
+	for _, who := range []string{"alice", "bob"} {
+		share := filepath.Join(d.dir, who+"-share")
+		if err := os.MkdirAll(filepath.Join(share, "notes"), 0o755); err != nil {
+			return "", err
+		}
+		if err := os.WriteFile(filepath.Join(share, "big.bin"), big, 0o644); err != nil {
+			return "", err
+		}
+	}
+	small := map[string]string{
+		"alice-share/notes/recipe.txt":   "Pancakes: 2 eggs, 250 ml milk, 125 g flour.\n",
+		"alice-share/notes/todo.txt":     "water the plants\n",
+		"bob-share/notes/reading.txt":    "In Search of an Understandable Consensus Algorithm\n",
+		"alice-share/notes/empty-file":   "",
+		"bob-share/notes/shared-too.txt": "both alice and bob have this note\n",
+	}
+	small["alice-share/notes/shared-too.txt"] = small["bob-share/notes/shared-too.txt"]
+	for p, content := range small {
+		full := filepath.Join(d.dir, filepath.FromSlash(p))
+		if err := os.MkdirAll(filepath.Dir(full), 0o755); err != nil {
+			return "", err
+		}
+		if err := os.WriteFile(full, []byte(content), 0o644); err != nil {
+			return "", err
+		}
+	}
+	sum := sha256.Sum256(big)
+	return hex.EncodeToString(sum[:]), nil
+}
+
+func (d *demo) startPeers(ctx context.Context) (alice, bob, carol *peer.Peer, err error) {
+	d.say("Starting 3 peers: alice and bob share folders, carol's is empty. Each peer cuts its files into\n   256 KiB pieces, hashes each piece with SHA-256, takes the Merkle root of those hashes as the\n   file's ID, and registers (ID, name, size) with the index.")
+	var ps []*peer.Peer
+	for _, who := range []string{"alice", "bob", "carol"} {
+		p, err := peer.New(peer.Config{
+			Masters:  d.addrs(),
+			DataDir:  filepath.Join(d.dir, who),
+			ShareDir: filepath.Join(d.dir, who+"-share"),
+			Listen:   "127.0.0.1:0",
+			PeerID:   who,
+			Logger:   d.logger.With("peer", who),
+		})
+		if err != nil {
+			return nil, nil, nil, fmt.Errorf("start peer %s: %w", who, err)
+		}
+		d.peers = append(d.peers, p)
+		ps = append(ps, p)
+	}
+	for _, p := range ps {
+		if err := p.Rescan(ctx); err != nil {
+			return nil, nil, nil, fmt.Errorf("peer %s: %w", p.ID(), err)
+		}
+		var names []string
+		for _, f := range p.Shared() {
+			names = append(names, f.Name)
+		}
+		if len(names) == 0 {
+			names = []string{"nothing yet"}
+		}
+		d.note("%-5s at %s shares: %s", p.ID(), p.Addr(), strings.Join(names, ", "))
+	}
+	return ps[0], ps[1], ps[2], nil
+}
+
+func (d *demo) waitForUser(ctx context.Context, alice, bob *peer.Peer) error {
+	m := strings.Join(d.addrs(), ",")
+	d.out.println(`
+The network keeps running until you press Ctrl-C. In another terminal, try:
+
+  fileshare cluster status --masters %s
+  fileshare search notes --masters %s
+  fileshare get big.bin --masters %s --out /tmp/big.bin
+  fileshare peer --masters %s --data-dir /tmp/dave --share /tmp/dave-share --listen 127.0.0.1:0
+
+alice serves at %s and bob at %s; their shared folders are %s and %s.`,
+		m, m, m, m, alice.Addr(), bob.Addr(), filepath.Join(d.dir, "alice-share"), filepath.Join(d.dir, "bob-share"))
+	<-ctx.Done()
+	d.out.println("\nShutting down: the peers leave the index, the masters stop.")
+	d.shutdown()
+	return nil
+}
+
+// shutdown stops the peers (leaving the index) and then the masters
+// (gracefully: a leader hands off first). Safe to call more than once.
+func (d *demo) shutdown() {
+	for _, p := range d.peers {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		_ = p.Leave(ctx)
+		cancel()
+	}
+	d.peers = nil
+	d.mu.Lock()
+	ms := d.masters
+	d.masters = nil
+	d.mu.Unlock()
+	for _, m := range ms {
+		if m != nil {
+			_ = m.Close()
+		}
+	}
+}
+
+func freeLoopbackAddr() (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", fmt.Errorf("find a free port on 127.0.0.1: %w", err)
+	}
+	defer ln.Close()
+	return ln.Addr().String(), nil
+}
+
+func sha256Of(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
