@@ -53,7 +53,12 @@ func route[Req, Resp any](m *Master, ctx context.Context, method string, req *Re
 			}
 			*forwarded = true
 			resp := new(Resp)
-			err := m.client.Call(ctx, addr, method, req, resp)
+			// Bound each attempt: a leader that is paused or cut off
+			// would otherwise hold the request until the caller's
+			// deadline, long after a new leader took over.
+			actx, cancel := context.WithTimeout(ctx, forwardAttemptTimeout)
+			err := m.client.Call(actx, addr, method, req, resp)
+			cancel()
 			*forwarded = false
 			if err == nil {
 				return resp, nil
@@ -71,6 +76,10 @@ func route[Req, Resp any](m *Master, ctx context.Context, method string, req *Re
 		backoff = min(2*backoff, 200*time.Millisecond)
 	}
 }
+
+// forwardAttemptTimeout bounds one forwarded attempt. A healthy leader
+// answers in milliseconds; an election takes about a second.
+const forwardAttemptTimeout = 2 * time.Second
 
 // deadlineError reports that a request ran out of time while the cluster
 // was unavailable, keeping the last cause so errors.Is still sees it.
