@@ -53,6 +53,7 @@ func TestDownloadFromTwoHoldersSurvivesLeaderKill(t *testing.T) {
 			}
 		},
 	})
+	wg.Wait()
 	if err != nil {
 		t.Fatalf("download: %v", err)
 	}
@@ -592,4 +593,34 @@ func peerGoroutines() []string {
 		}
 	}
 	return out
+}
+
+// Beyond MaxUploads connections, the piece server answers "busy" and hangs
+// up; a slot frees when a connection ends.
+func TestPieceServerCapsConcurrentUploads(t *testing.T) {
+	c := newTestCluster(t, nil)
+	a := []byte("capped")
+	alice := startPeer(t, c, "alice", shareFolder(t, map[string][]byte{"a": a}), func(cfg *Config) { cfg.MaxUploads = 1 })
+	waitHolders(t, c.client(), idOf(t, a), 1)
+	raw, _ := hex.DecodeString(idOf(t, a))
+	req := pieceRequest{Op: opPiece, File: [32]byte(raw)}
+
+	first, err := net.DialTimeout("tcp", alice.Addr(), time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer first.Close()
+	first.SetDeadline(time.Now().Add(5 * time.Second))
+	first.Write(append([]byte{transport.StreamPiece}, req.appendTo(nil)...))
+	if h, err := readHeader(bufio.NewReader(first)); err != nil || h.Status != statusOK {
+		t.Fatalf("first connection: %+v, %v", h, err)
+	}
+	if st, body := rawRequest(t, alice.Addr(), req); st != statusBusy {
+		t.Fatalf("second connection: status %d %q, want busy", st, body)
+	}
+	first.Close()
+	waitFor(t, 5*time.Second, "the slot to free", func() bool {
+		st, _ := rawRequest(t, alice.Addr(), req)
+		return st == statusOK
+	})
 }
