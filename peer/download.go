@@ -16,6 +16,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"fileshare/fsm"
@@ -213,6 +214,8 @@ func (p *Peer) download(ctx context.Context, fileID, dest string, opts DownloadO
 	}
 	if opts.RateLimit > 0 {
 		d.limiter = &rateLimiter{rate: float64(opts.RateLimit)}
+		// A slow limit must not pass for a stall: allow three pieces' time.
+		d.opts.StallTimeout = max(d.opts.StallTimeout, time.Duration(3*float64(d.pieceSize)/float64(opts.RateLimit)*float64(time.Second)))
 	}
 	d.mergeHolders(look.Holders)
 	if err := d.openPartial(); err != nil {
@@ -224,6 +227,7 @@ func (p *Peer) download(ctx context.Context, fileID, dest string, opts DownloadO
 		}
 	}()
 	if err := d.fetchHashes(ctx); err != nil {
+		d.discardIfEmpty()
 		return d.result(), err
 	}
 	if err := d.reverify(); err != nil {
@@ -235,6 +239,7 @@ func (p *Peer) download(ctx context.Context, fileID, dest string, opts DownloadO
 			p.logger.Warn("cannot save resume state", "path", d.statePath, "err", cerr)
 		}
 		d.emit(true)
+		d.discardIfEmpty()
 		return d.result(), err
 	}
 	if err := d.finish(); err != nil {
@@ -376,6 +381,11 @@ func (d *download) openPartial() error {
 	if err != nil {
 		return fmt.Errorf("open %s: %w", d.partial, err)
 	}
+	// One download per destination: the lock ends with the process.
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		return fmt.Errorf("%w: another download to %s is running (%s is locked)", ErrDestinationExists, d.dest, d.partial)
+	}
 	d.f = f
 	st := newResumeState(d.root, d.size, d.pieceSize)
 	if b, err := os.ReadFile(d.statePath); err == nil {
@@ -401,6 +411,21 @@ func (d *download) openPartial() error {
 	}
 	d.state = st
 	return nil
+}
+
+// discardIfEmpty removes the partial file and resume state of a failed
+// download that verified nothing: there is nothing to resume.
+func (d *download) discardIfEmpty() {
+	d.mu.Lock()
+	empty := d.doneCount == 0
+	d.mu.Unlock()
+	if !empty || d.f == nil {
+		return
+	}
+	d.f.Close()
+	d.f = nil
+	os.Remove(d.partial)
+	os.Remove(d.statePath)
 }
 
 // reverify re-hashes the pieces the resume state marks and unmarks any that
@@ -712,6 +737,12 @@ func (d *download) worker(ctx context.Context, id, addr string) (got int, err er
 		reqs = reqs[:0]
 		var changed <-chan struct{}
 		for len(inflight) < d.window {
+			// Under a rate limit, ask for more only when the limit
+			// allows, and meanwhile read what is on its way: the
+			// holder must never wait on us with a response half sent.
+			if d.limiter != nil && len(inflight) > 0 && !d.limiter.ready() {
+				break
+			}
 			i, dup, ch, ok := d.next(inflight, dups)
 			if !ok {
 				changed = ch
@@ -722,14 +753,6 @@ func (d *download) worker(ctx context.Context, id, addr string) (got int, err er
 				dups++
 			}
 			if d.limiter != nil {
-				// Send what is ready before pacing the rest.
-				if len(reqs) > 0 {
-					deadline(time.Now().Add(d.p.cfg.IOTimeout))
-					if _, err := conn.Write(reqs); err != nil {
-						return got, err
-					}
-					reqs = reqs[:0]
-				}
 				if err := d.limiter.wait(ctx, d.pieceLen(i)); err != nil {
 					return got, err
 				}
@@ -970,6 +993,13 @@ type rateLimiter struct {
 	mu   sync.Mutex
 	rate float64
 	next time.Time
+}
+
+// ready reports whether a request may be sent now without waiting.
+func (l *rateLimiter) ready() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return !l.next.After(time.Now())
 }
 
 // wait blocks until n more bytes may be requested, or ctx ends.

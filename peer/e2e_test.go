@@ -15,6 +15,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -171,7 +172,7 @@ func TestOnlyALiarFailsWithErrNoHonestHolder(t *testing.T) {
 	p := filepath.Join(share, "report.pdf")
 	st, _ := os.Stat(p)
 	bad := slices.Clone(data)
-	bad[5*DefaultPieceSize+17] ^= 1
+	bad[17] ^= 1 // piece 0, the first one asked for
 	os.WriteFile(p, bad, 0o644)
 	os.Chtimes(p, st.ModTime(), st.ModTime())
 
@@ -185,8 +186,10 @@ func TestOnlyALiarFailsWithErrNoHonestHolder(t *testing.T) {
 			t.Errorf("error %q does not name %q", err, want)
 		}
 	}
-	if _, err := os.Stat(dest); !errors.Is(err, os.ErrNotExist) {
-		t.Fatalf("destination exists after a failed download: %v", err)
+	for _, p := range []string{dest, dest + PartialSuffix, dest + ResumeSuffix} {
+		if _, err := os.Stat(p); !errors.Is(err, os.ErrNotExist) {
+			t.Fatalf("%s exists after a download that verified nothing: %v", p, err)
+		}
 	}
 }
 
@@ -518,6 +521,16 @@ func TestDownloadRefusals(t *testing.T) {
 	}
 	if b, _ := os.ReadFile(exists); string(b) != "mine" {
 		t.Errorf("existing file overwritten: %q", b)
+	}
+	busy := filepath.Join(dir, "busy")
+	lock, err := os.Create(busy + PartialSuffix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock.Close()
+	syscall.Flock(int(lock.Fd()), syscall.LOCK_EX)
+	if _, err := carol.Download(t.Context(), idOf(t, a), busy, DownloadOptions{}); !errors.Is(err, ErrDestinationExists) || !strings.Contains(err.Error(), "another download") {
+		t.Errorf("download to a destination another download holds: %v, want ErrDestinationExists", err)
 	}
 	if _, err := carol.Download(t.Context(), strings.Repeat("cd", 32), filepath.Join(dir, "x"), DownloadOptions{}); !errors.Is(err, ErrFileNotFound) {
 		t.Errorf("download of an unknown ID: %v, want ErrFileNotFound", err)
