@@ -1,0 +1,162 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"slices"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	jepsenlike "fileshare/jepsen-like"
+)
+
+func newJepsenCmd(g *globalFlags, stdout, stderr io.Writer) *cobra.Command {
+	var (
+		cfg     jepsenlike.Config
+		nemesis string
+		netMode string
+		noNetns bool
+	)
+	cmd := &cobra.Command{
+		Use:   "jepsen [--nodes 3|5] [--time D] [--nemesis KINDS] [--out DIR] ...",
+		Short: "Fault-injection test: run a cluster under faults and check that nothing acknowledged is lost",
+		Long: `Start a cluster of real master processes, drive a concurrent workload of
+register, unregister, lookup and search, inject faults on a schedule drawn
+from --seed, then heal, read everything once more, and check the history:
+linearizability of every file's holder set (porcupine), set-full (nothing
+acknowledged lost, nothing removed comes back), equal index digests on every
+master, and no panic or data race in any master's log.
+
+Fault kinds (--nemesis, comma-separated): kill, pause, partition, one-way,
+ring, bridge, isolate-leader, kill-leader, rolling-restart, membership,
+delay, loss; "leader" = isolate-leader,kill-leader; "net" = every partition
+kind; "all"; "none".
+
+Network faults drop packets with iptables in a private network namespace
+when run as root (--net auto or iptables), and through userspace proxies
+otherwise (--net proxy): no root needed.
+
+Writes to --out: report.html (start here), results.json, history.jsonl,
+schedule.json, linearizability.html, latency.svg, logs/.
+
+Exit status: 0 valid, 1 invalid (a checker found a violation),
+2 unknown (a checker could not decide, or the run could not be carried out;
+the message says why).`,
+		Example: `  fileshare jepsen --nodes 5 --time 60s --nemesis kill,pause,partition --rate 200 --concurrency 10 --seed 42 --out /tmp/jepsen
+  fileshare jepsen --nodes 3 --time 5m --nemesis all --interval 8s --out /tmp/soak`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			logger, err := g.logger(stderr)
+			if err != nil {
+				return &exitCode{code: 2, msg: err.Error()}
+			}
+			if cfg.Kinds, err = jepsenlike.ParseKinds(nemesis); err != nil {
+				return &exitCode{code: 2, msg: "--nemesis: " + err.Error()}
+			}
+			cfg.Net = jepsenlike.NetMode(netMode)
+			if !cmd.Flags().Changed("seed") {
+				cfg.Seed = rand.Int64N(1 << 31)
+			}
+			if cfg.Out == "" {
+				cfg.Out = fmt.Sprintf("jepsen-%d-%s", cfg.Seed, time.Now().Format("20060102-150405"))
+			}
+			if cfg.Binary, err = os.Executable(); err != nil {
+				return &exitCode{code: 2, msg: fmt.Sprintf("cannot find the fileshare binary to run the masters: %v", err)}
+			}
+			cfg.Logger = logger
+
+			// The first Ctrl-C ends the run early and cleanly (heal, stop
+			// the masters, remove the rules, check what was recorded);
+			// a second one kills the harness at once, and the kernel then
+			// kills the masters (see jepsenlike.RunInPrivateNetns).
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			go func() {
+				<-ctx.Done()
+				stop()
+			}()
+
+			if slices.ContainsFunc(cfg.Kinds, jepsenlike.Kind.NeedsNetwork) && !noNetns && !jepsenlike.InPrivateNetns() {
+				if mode, _, err := jepsenlike.ResolveNet(cfg.Net); err == nil && mode == jepsenlike.NetIptables {
+					// Run the kernel mechanism in a network namespace of
+					// its own, so no rule ever touches the host.
+					args := append([]string{"jepsen", "--seed", fmt.Sprint(cfg.Seed), "--out", cfg.Out}, changedFlags(cmd, "seed", "out")...)
+					code, err := jepsenlike.RunInPrivateNetns(ctx, cfg.Binary, args, stdout, stderr)
+					switch {
+					case errors.Is(err, jepsenlike.ErrNoNetns):
+						logger.Warn("no private network namespace; the iptables rules go into the host's namespace, in a chain of their own", "err", err)
+					case err != nil:
+						return &exitCode{code: 2, msg: err.Error()}
+					case code != 0:
+						return &exitCode{code: code}
+					default:
+						return nil
+					}
+				}
+			}
+			if jepsenlike.InPrivateNetns() {
+				if err := jepsenlike.PrepareNetns(); err != nil {
+					return &exitCode{code: 2, msg: err.Error()}
+				}
+			}
+
+			logger.Info("jepsen run", "seed", cfg.Seed, "out", cfg.Out, "replay", fmt.Sprintf("--seed %d", cfg.Seed))
+			res, err := jepsenlike.Run(ctx, cfg)
+			if err != nil && res == nil {
+				return &exitCode{code: 2, msg: err.Error()}
+			}
+			fmt.Fprintf(stdout, "verdict: %s\n%s\nreport: %s\n", res.Verdict, res.Summary, filepath.Join(cfg.Out, jepsenlike.ReportFile))
+			if err != nil {
+				return &exitCode{code: 2, msg: err.Error()}
+			}
+			switch res.Verdict {
+			case jepsenlike.Valid:
+				return nil
+			case jepsenlike.Invalid:
+				return &exitCode{code: 1}
+			}
+			return &exitCode{code: 2}
+		},
+	}
+	// A mistyped flag must not read as "invalid" (exit 1) to a script.
+	cmd.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
+		return &exitCode{code: 2, msg: fmt.Sprintf("%v\nRun '%s --help' for usage.", err, c.CommandPath())}
+	})
+	f := cmd.Flags()
+	f.IntVar(&cfg.Nodes, "nodes", 5, "number of masters: 3 or 5")
+	f.DurationVar(&cfg.Time, "time", 60*time.Second, "how long the workload and the faults run")
+	f.DurationVar(&cfg.Interval, "interval", 10*time.Second, "time between the starts of two faults")
+	f.StringVar(&nemesis, "nemesis", "kill,pause,partition", "fault kinds to draw from (see above), or none")
+	f.Float64Var(&cfg.Rate, "rate", 200, "target operations per second over all clients")
+	f.IntVar(&cfg.Concurrency, "concurrency", 10, "number of concurrent clients")
+	f.IntVar(&cfg.Files, "files", 20, "number of files the clients share")
+	f.Int64Var(&cfg.Seed, "seed", 0, "seed of the fault schedule (default: random, printed for replay)")
+	f.StringVar(&cfg.Out, "out", "", "output directory (default: ./jepsen-SEED-TIME)")
+	f.StringVar(&netMode, "net", "auto", "network fault mechanism: auto, iptables (root) or proxy")
+	f.BoolVar(&noNetns, "no-netns", false, "with iptables, use the host's network namespace instead of a private one")
+	f.BoolVar(&cfg.KeepData, "keep-data", false, "keep the masters' data dirs in --out/data")
+	f.DurationVar(&cfg.OpTimeout, "op-timeout", time.Second, "how long a client waits before an operation's outcome is unknown")
+	f.DurationVar(&cfg.CheckTimeout, "check-timeout", 2*time.Minute, "time limit of the linearizability search")
+	return cmd
+}
+
+// changedFlags returns the flags set on the command line (the global ones
+// too), except skip, as --name=value arguments.
+func changedFlags(cmd *cobra.Command, skip ...string) []string {
+	var out []string
+	for _, name := range []string{"nodes", "time", "interval", "nemesis", "rate", "concurrency", "files", "seed", "out",
+		"net", "no-netns", "keep-data", "op-timeout", "check-timeout", "log-format", "log-level"} {
+		if slices.Contains(skip, name) || !cmd.Flags().Changed(name) {
+			continue
+		}
+		out = append(out, "--"+name+"="+cmd.Flags().Lookup(name).Value.String())
+	}
+	return out
+}

@@ -1,0 +1,133 @@
+package jepsenlike
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"slices"
+	"time"
+)
+
+// Config describes one run. A zero field means its default; Run copies the
+// Config and never edits the caller's.
+type Config struct {
+	// Binary is the fileshare executable the masters run as
+	// "Binary master ...". Required.
+	Binary string
+	// Env is the masters' environment. Nil means this process's
+	// environment. Setting FILESHARE_UNSAFE_FAULT in it starts deliberately
+	// broken masters (see master.Fault), to prove the checkers catch them.
+	Env []string
+
+	// Nodes is the number of masters: 3 or 5. Zero means 5.
+	Nodes int
+	// Time is how long the workload and the faults run. Zero means 60 s.
+	Time time.Duration
+	// Interval is the time between fault starts. Zero means 10 s.
+	Interval time.Duration
+	// Kinds are the faults to draw from (see ParseKinds). Empty means no
+	// faults at all: a baseline run.
+	Kinds []Kind
+	// Seed draws the schedule (and the clients' choices). The same seed
+	// and settings replay the same schedule.
+	Seed int64
+
+	// Rate is the target number of operations per second, over all
+	// clients. Zero means 200; negative means as fast as they can.
+	Rate float64
+	// Concurrency is the number of clients. Zero means 10.
+	Concurrency int
+	// Files is the number of files the clients share (K). Few files means
+	// more contention per file; zero means 20.
+	Files int
+	// OpTimeout is how long a client waits for one operation before it
+	// calls the outcome unknown (info). Zero means 1 s: long enough for a
+	// leader election, short enough that a client stuck on a partitioned
+	// master soon starts over and keeps probing what each master serves.
+	OpTimeout time.Duration
+	// PeerLease is the masters' --peer-lease. It must outlast the run, or
+	// the masters would expire the clients' peers and their holdings,
+	// which the model does not expect. Zero means Time + 10 minutes.
+	PeerLease time.Duration
+
+	// Out is the output directory; it is created if needed. Required.
+	Out string
+	// Net chooses the network fault mechanism. Empty means NetAuto.
+	Net NetMode
+	// KeepData keeps the masters' data dirs under Out/data after the run.
+	KeepData bool
+	// CheckTimeout bounds the linearizability search. Zero means 2 min.
+	CheckTimeout time.Duration
+
+	// Logger receives progress messages. Nil discards them.
+	Logger *slog.Logger
+}
+
+// ErrConfig wraps every configuration mistake Run rejects.
+var ErrConfig = errors.New("invalid jepsen configuration")
+
+func (c Config) withDefaults() (Config, error) {
+	c.Kinds = slices.Clone(c.Kinds)
+	if c.Env == nil {
+		c.Env = os.Environ()
+	} else {
+		c.Env = slices.Clone(c.Env)
+	}
+	def := func(d *time.Duration, v time.Duration) {
+		if *d == 0 {
+			*d = v
+		}
+	}
+	def(&c.Time, 60*time.Second)
+	def(&c.Interval, 10*time.Second)
+	def(&c.OpTimeout, time.Second)
+	def(&c.PeerLease, c.Time+10*time.Minute)
+	def(&c.CheckTimeout, 2*time.Minute)
+	if c.Nodes == 0 {
+		c.Nodes = 5
+	}
+	if c.Rate == 0 {
+		c.Rate = 200
+	}
+	if c.Concurrency == 0 {
+		c.Concurrency = 10
+	}
+	if c.Files == 0 {
+		c.Files = 20
+	}
+	if c.Net == "" {
+		c.Net = NetAuto
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	switch {
+	case c.Binary == "":
+		return c, fmt.Errorf("%w: the path of the fileshare binary is required", ErrConfig)
+	case c.Out == "":
+		return c, fmt.Errorf("%w: an output directory is required (--out DIR)", ErrConfig)
+	case c.Nodes != 3 && c.Nodes != 5:
+		return c, fmt.Errorf("%w: --nodes %d: use 3 or 5", ErrConfig, c.Nodes)
+	case c.Time < 5*time.Second:
+		return c, fmt.Errorf("%w: --time %v is too short to learn anything; use at least 5s", ErrConfig, c.Time)
+	case c.Interval < time.Second:
+		return c, fmt.Errorf("%w: --interval %v: faults need at least 1s each to take effect", ErrConfig, c.Interval)
+	case c.Concurrency < 1 || c.Concurrency > 1000:
+		return c, fmt.Errorf("%w: --concurrency %d: use 1 to 1000 clients", ErrConfig, c.Concurrency)
+	case c.Files < 1 || c.Files > 10000:
+		return c, fmt.Errorf("%w: --files %d: use 1 to 10000 files", ErrConfig, c.Files)
+	case c.OpTimeout < 100*time.Millisecond:
+		return c, fmt.Errorf("%w: op timeout %v is below 100ms; operations would time out in normal operation", ErrConfig, c.OpTimeout)
+	case c.PeerLease < c.Time+time.Minute:
+		return c, fmt.Errorf("%w: the peer lease %v must outlast the run (%v) by a minute, or the masters expire the clients' holdings", ErrConfig, c.PeerLease, c.Time)
+	case c.CheckTimeout < 0:
+		return c, fmt.Errorf("%w: negative check timeout", ErrConfig)
+	}
+	return c, nil
+}
+
+// needsNetwork reports whether any configured fault acts on links.
+func (c Config) needsNetwork() bool {
+	return slices.ContainsFunc(c.Kinds, Kind.NeedsNetwork)
+}

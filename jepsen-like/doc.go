@@ -1,0 +1,118 @@
+// Package jepsenlike is FileShare's fault-injection harness: it runs a real
+// SwarmMaster cluster, hurts it on purpose, and checks that nothing the
+// cluster acknowledged was lost and no read saw the past.
+//
+// It follows Jepsen (and Porcupine, Maelstrom, MIT 6.5840's labs): a test
+// is a workload of concurrent clients, a nemesis that injects faults on a
+// schedule, a history of every operation, and checkers that judge the
+// history afterwards. Nothing is judged while the test runs; the history
+// alone decides.
+//
+// # A run, step by step
+//
+// Run (and the CLI, `fileshare jepsen`) does this:
+//
+//  1. Start 3 or 5 master processes of the fileshare binary. Master i
+//     listens on its own loopback address 127.0.0.(10+i) and dials from it
+//     (transport.Mux binds outgoing connections to the listen IP), so an IP
+//     names a master and a fault can target one direction of one link.
+//     Each master has its own data dir and log file, and is controlled by
+//     PID only: SIGKILL, SIGSTOP, SIGCONT, SIGTERM. It runs with a peer
+//     lease longer than the test, so no client's holdings expire.
+//  2. Start C clients (workload.go). Each acts as a peer: it joins before
+//     its first write, then registers, unregisters, looks up and searches
+//     K shared files, paced by one token bucket to --rate ops/s. Half the
+//     clients use the whole master list with failover, as real peers do;
+//     the other half are pinned to one master, as a Jepsen client is bound
+//     to a node, so a partitioned minority's answers are tested too.
+//     Every operation is recorded with its invocation and completion
+//     times and its outcome: ok, fail (certainly not applied) or info
+//     (unknown, e.g. it timed out). A client whose operation ends info
+//     continues as a new process with a new peer ID: it cannot know what
+//     its old peer holds.
+//  3. Meanwhile the nemesis (nemesis.go) starts a fault every --interval,
+//     holds it for a drawn time, and heals it. The schedule is drawn from
+//     --seed alone (PlanSchedule), so a seed replays the same faults;
+//     schedule.json records the plan and what really happened when.
+//  4. At the end: heal everything, wait until every master agrees on a
+//     leader and has caught up, read every file once more at the
+//     linearizable level (the final reads), compare the masters' index
+//     digests, stop the masters, and check.
+//
+// # Faults
+//
+// kill and pause hit a random minority; kill-leader and isolate-leader
+// find the leader when they start; partition cuts random halves; one-way
+// cuts what one master sends or receives; ring is Jepsen's majorities
+// ring; bridge joins two halves through one master; rolling-restart
+// restarts every master in turn; membership removes a master with
+// Cluster.Remove and later wipes it and adds it back with --join (a
+// removed master must never restart from its old state); delay and loss
+// slow or drop packets between masters.
+//
+// Network faults drop packets rather than close connections, as a real
+// network does. Two mechanisms:
+//
+//   - iptables (root): DROP rules on the masters' loopback addresses, in a
+//     chain of our own (FILESHARE-JEPSEN-<pid>) jumped to from OUTPUT,
+//     removed exactly at the end. The CLI runs them inside a private
+//     network namespace (RunInPrivateNetns), so no rule ever touches the
+//     host. Delay needs tc netem, used only if the kernel has it.
+//   - proxy (no root, the default for other users): a TCP proxy in front
+//     of every master, which advertises the proxy's address; from a
+//     connection's source IP the proxy knows which link it carries, and a
+//     cut direction's bytes are held back until the heal (see proxyNet).
+//
+// # Checkers
+//
+//   - linearizable: porcupine checks each file's history against a model
+//     whose state is the set of peers holding the file (model.go). An info
+//     write may take effect at any time after it was invoked, or never; an
+//     unanswered read constrains nothing and is left out. A search that
+//     does not finish in time gives Unknown, never a pass.
+//   - set-full: every acknowledged registration that no unregistration
+//     could have undone is in the final reads (lost = 0); no acknowledged
+//     unregistration comes back (resurrected = 0); plus how long each
+//     registration took to become visible to every later read.
+//   - digests: every master ends with the same index digest.
+//   - logs: no "panic:", "fatal error:" or "DATA RACE" in any master's
+//     log, and no master exited without being told to.
+//   - availability (informational): the fraction of ok operations inside
+//     and outside fault windows, and how soon writes succeeded again after
+//     each fault started and healed.
+//
+// The verdict is invalid if any checker found a violation, else unknown
+// if any could not decide, else valid. The CLI exits 0, 1 or 2
+// accordingly.
+//
+// # Output
+//
+// The output directory holds report.html (start there: the verdict in
+// plain words, with links to the rest), results.json, history.jsonl (one
+// Op per line; ReadHistory reads it back), schedule.json,
+// linearizability.html (porcupine's interactive view, the fault windows
+// on a "nemesis" row), latency.svg (every operation's latency over time,
+// fault windows shaded) and logs/ (every master's log, all incarnations).
+//
+// # Proving the harness works
+//
+// A checker that never fails proves nothing. Masters started with
+// FILESHARE_UNSAFE_FAULT=stale-reads answer reads locally, so a
+// partitioned master serves stale lookups; with ack-before-commit the
+// leader acknowledges writes it has not committed, so isolating or
+// killing it loses them. The tests run the harness against both and
+// require the verdict invalid.
+//
+// # Using it from Go
+//
+//	res, err := jepsenlike.Run(ctx, jepsenlike.Config{
+//		Binary: "/usr/local/bin/fileshare",
+//		Nodes:  3,
+//		Time:   30 * time.Second,
+//		Kinds:  []jepsenlike.Kind{jepsenlike.KindKill, jepsenlike.KindPartition},
+//		Seed:   42,
+//		Out:    "/tmp/run",
+//	})
+//	if err != nil { ... }             // the run could not be carried out
+//	if res.Verdict != jepsenlike.Valid { ... } // see /tmp/run/report.html
+package jepsenlike

@@ -1,0 +1,208 @@
+package jepsenlike
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"slices"
+	"strings"
+)
+
+// OpType names what a client asked the cluster to do.
+type OpType string
+
+// The operation types the workload issues.
+const (
+	// OpJoin announces a fresh client peer (PeerJoin). It changes no holder
+	// set, so the linearizability checker ignores it.
+	OpJoin OpType = "join"
+	// OpRegister adds the client's peer as a holder of one file.
+	OpRegister OpType = "register"
+	// OpUnregister removes the client's peer as a holder of one file.
+	OpUnregister OpType = "unregister"
+	// OpLookup reads one file's holder set at the linearizable level.
+	OpLookup OpType = "lookup"
+	// OpSearch searches for one file by name at the linearizable level and
+	// reads its holder count.
+	OpSearch OpType = "search"
+)
+
+func (t OpType) valid() bool {
+	switch t {
+	case OpJoin, OpRegister, OpUnregister, OpLookup, OpSearch:
+		return true
+	}
+	return false
+}
+
+// IsWrite reports whether the op changes the index.
+func (t OpType) IsWrite() bool { return t == OpJoin || t == OpRegister || t == OpUnregister }
+
+// IsRead reports whether the op only reads the index.
+func (t OpType) IsRead() bool { return t == OpLookup || t == OpSearch }
+
+// Outcome is how an operation ended, in Jepsen's three-valued terms.
+type Outcome string
+
+const (
+	// OK means the cluster acknowledged the operation: a write took effect
+	// exactly once, a read returned the value in Holders or Count.
+	OK Outcome = "ok"
+	// Fail means the operation certainly did not take effect (the cluster
+	// rejected it with a definite error such as fsm.ErrInvalid).
+	Fail Outcome = "fail"
+	// Info means the outcome is unknown: the client gave up (its deadline
+	// passed) or got an error that does not say whether a write applied.
+	// An info write may take effect at any time after it was invoked.
+	Info Outcome = "info"
+)
+
+func (o Outcome) valid() bool { return o == OK || o == Fail || o == Info }
+
+// Op is one operation in a history: one line of history.jsonl.
+//
+// Times are nanoseconds since the run began, on the harness's monotonic
+// clock, so they order operations across all clients. An op with Outcome
+// Info has the time the client gave up as Complete; the checkers treat it
+// as possibly taking effect at any time after Invoke.
+type Op struct {
+	// Index is the op's position in the history file (completion order).
+	Index int `json:"index"`
+	// Process is the logical client, as in Jepsen: a worker whose op ends
+	// Info continues as a new process with a new peer identity. Worker
+	// processes are numbered from 1; the final reads run as process 0.
+	Process int `json:"process"`
+	// Worker is the goroutine that issued the op (0..concurrency-1), or -1
+	// for the final reads.
+	Worker int `json:"worker"`
+	// Peer is the peer ID the client acts as (writes and joins).
+	Peer string `json:"peer,omitempty"`
+	// Type is what the op does.
+	Type OpType `json:"type"`
+	// Key is the file's number in 0..Files-1; -1 for joins.
+	Key int `json:"key"`
+	// File is the file's ID (64 hex digits), empty for joins.
+	File string `json:"file,omitempty"`
+	// Outcome is ok, fail or info.
+	Outcome Outcome `json:"outcome"`
+	// Invoke and Complete are nanoseconds since the run began.
+	Invoke   int64 `json:"invoke"`
+	Complete int64 `json:"complete"`
+	// Holders is the sorted set of peer IDs an ok lookup returned.
+	Holders []string `json:"holders,omitempty"`
+	// Count is the holder count an ok search returned for the file.
+	Count int `json:"count,omitempty"`
+	// Final marks the linearizable reads made after the cluster healed.
+	Final bool `json:"final,omitempty"`
+	// Error is the error text of a fail or info op.
+	Error string `json:"error,omitempty"`
+}
+
+// Validate reports whether op is internally consistent: a known type and
+// outcome, Complete not before Invoke, a key for every file op, and
+// sorted, duplicate-free Holders only on ok lookups.
+func (op Op) Validate() error {
+	if !op.Type.valid() {
+		return fmt.Errorf("op %d: unknown type %q", op.Index, op.Type)
+	}
+	if !op.Outcome.valid() {
+		return fmt.Errorf("op %d: unknown outcome %q", op.Index, op.Outcome)
+	}
+	if op.Invoke < 0 || op.Complete < op.Invoke {
+		return fmt.Errorf("op %d: completes at %d before it is invoked at %d", op.Index, op.Complete, op.Invoke)
+	}
+	if op.Type != OpJoin && op.Key < 0 {
+		return fmt.Errorf("op %d: %s without a file key", op.Index, op.Type)
+	}
+	if op.Type.IsWrite() && op.Peer == "" {
+		return fmt.Errorf("op %d: %s without a peer", op.Index, op.Type)
+	}
+	if len(op.Holders) > 0 && (op.Type != OpLookup || op.Outcome != OK) {
+		return fmt.Errorf("op %d: only an ok lookup carries holders", op.Index)
+	}
+	for i := 1; i < len(op.Holders); i++ {
+		if op.Holders[i-1] >= op.Holders[i] {
+			return fmt.Errorf("op %d: holders are not sorted and distinct", op.Index)
+		}
+	}
+	if op.Count < 0 {
+		return fmt.Errorf("op %d: negative count", op.Index)
+	}
+	return nil
+}
+
+// maxLine bounds one history line, so a corrupt file cannot make the
+// decoder allocate without limit.
+const maxLine = 16 << 20
+
+// WriteHistory writes ops as JSON Lines, one op per line.
+func WriteHistory(w io.Writer, ops []Op) error {
+	bw := bufio.NewWriter(w)
+	enc := json.NewEncoder(bw)
+	for _, op := range ops {
+		if err := enc.Encode(op); err != nil {
+			return fmt.Errorf("encode op %d: %w", op.Index, err)
+		}
+	}
+	return bw.Flush()
+}
+
+// ReadHistory decodes a history written by WriteHistory. Blank lines are
+// skipped; every other line must be one valid Op. The error names the line.
+func ReadHistory(r io.Reader) ([]Op, error) {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 0, 64<<10), maxLine)
+	var ops []Op
+	for line := 1; sc.Scan(); line++ {
+		b := sc.Bytes()
+		if len(strings.TrimSpace(string(b))) == 0 {
+			continue
+		}
+		var op Op
+		if err := json.Unmarshal(b, &op); err != nil {
+			return nil, fmt.Errorf("history line %d: %w", line, err)
+		}
+		if err := op.Validate(); err != nil {
+			return nil, fmt.Errorf("history line %d: %w", line, err)
+		}
+		ops = append(ops, op)
+	}
+	if err := sc.Err(); err != nil {
+		if errors.Is(err, bufio.ErrTooLong) {
+			return nil, fmt.Errorf("history has a line longer than %d bytes: %w", maxLine, err)
+		}
+		return nil, fmt.Errorf("read history: %w", err)
+	}
+	return ops, nil
+}
+
+// endOfHistory is a time after every op in ops: where an info op's
+// effect may still land.
+func endOfHistory(ops []Op) int64 {
+	var end int64
+	for _, op := range ops {
+		end = max(end, op.Complete)
+	}
+	if end >= math.MaxInt64-1 {
+		return math.MaxInt64
+	}
+	return end + 1
+}
+
+// byInvoke returns ops sorted by invocation time (ties by index).
+func byInvoke(ops []Op) []Op {
+	out := slices.Clone(ops)
+	slices.SortStableFunc(out, func(a, b Op) int {
+		if a.Invoke != b.Invoke {
+			if a.Invoke < b.Invoke {
+				return -1
+			}
+			return 1
+		}
+		return a.Index - b.Index
+	})
+	return out
+}

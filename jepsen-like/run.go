@@ -1,0 +1,433 @@
+package jepsenlike
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/anishathalye/porcupine"
+
+	"fileshare/peer"
+)
+
+// Results is everything a run concluded; results.json holds it.
+type Results struct {
+	// Verdict is the run's overall verdict: invalid if any checker found
+	// a violation, else unknown if any could not decide, else valid.
+	Verdict Verdict `json:"verdict"`
+	// Summary says in plain words what the verdict means.
+	Summary string `json:"summary"`
+
+	Seed        int64    `json:"seed"`
+	Nodes       int      `json:"nodes"`
+	Time        Duration `json:"time"`
+	Interval    Duration `json:"interval"`
+	Kinds       []Kind   `json:"nemesis"`
+	Rate        float64  `json:"rate"`
+	Concurrency int      `json:"concurrency"`
+	Files       int      `json:"files"`
+	OpTimeout   Duration `json:"op_timeout"`
+	// Net describes the network fault mechanism and why it was chosen.
+	Net string `json:"net"`
+	// UnsafeFault is the masters' FILESHARE_UNSAFE_FAULT, if any: a
+	// deliberately broken build the checkers must catch.
+	UnsafeFault string    `json:"unsafe_fault,omitempty"`
+	Start       time.Time `json:"start"`
+	Elapsed     Duration  `json:"elapsed"`
+	Interrupted bool      `json:"interrupted,omitempty"`
+	// Problems are things the harness could not do (heal, final reads).
+	Problems []string `json:"problems,omitempty"`
+
+	Ops          OpCounts                 `json:"ops"`
+	OpsByType    map[OpType]OpCounts      `json:"ops_by_type"`
+	Linearizable LinearizabilityResult    `json:"linearizable"`
+	SetFull      SetFullResult            `json:"set_full"`
+	Digests      DigestResult             `json:"digests"`
+	Availability AvailabilityResult       `json:"availability"`
+	Logs         LogsResult               `json:"logs"`
+	Checkers     map[string]CheckerResult `json:"checkers"`
+}
+
+// CheckerResult is one checker's verdict, for the summary table.
+type CheckerResult struct {
+	Verdict     Verdict `json:"verdict"`
+	Explanation string  `json:"explanation"`
+}
+
+// OpCounts counts operations by outcome.
+type OpCounts struct {
+	Total int `json:"total"`
+	OK    int `json:"ok"`
+	Fail  int `json:"fail"`
+	Info  int `json:"info"`
+}
+
+func (c *OpCounts) add(o Outcome) {
+	c.Total++
+	switch o {
+	case OK:
+		c.OK++
+	case Fail:
+		c.Fail++
+	default:
+		c.Info++
+	}
+}
+
+// The files a run writes into its output directory.
+const (
+	HistoryFile   = "history.jsonl"
+	ScheduleFile  = "schedule.json"
+	ResultsFile   = "results.json"
+	LinearizeFile = "linearizability.html"
+	LatencyFile   = "latency.svg"
+	ReportFile    = "report.html"
+)
+
+// ScheduleDoc is schedule.json: the plan drawn from the seed and what
+// actually happened.
+type ScheduleDoc struct {
+	Seed     int64    `json:"seed"`
+	Nodes    int      `json:"nodes"`
+	Time     Duration `json:"time"`
+	Interval Duration `json:"interval"`
+	Kinds    []Kind   `json:"nemesis"`
+	Planned  []Fault  `json:"planned"`
+	Realised []Window `json:"realised"`
+}
+
+// Run carries out one test: it starts cfg.Nodes masters, runs the
+// workload with the nemesis for cfg.Time, heals everything, waits for the
+// cluster to settle, reads every file one last time, stops the masters,
+// checks the history and writes the output directory (see the package
+// documentation). It blocks until all that is done.
+//
+// Cancelling ctx (Ctrl-C) stops the workload and the nemesis early; Run
+// still heals, stops every master and removes every rule it added, checks
+// what it has, and returns results whose verdict is at best Unknown.
+//
+// It returns an error, and no results, only if the run could not be
+// carried out at all: a bad Config (wrapping ErrConfig), a network
+// mechanism that cannot work here, masters that never formed a cluster.
+// The error says what to do.
+func Run(ctx context.Context, cfg Config) (*Results, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	log := cfg.Logger
+	if st, err := os.Stat(cfg.Binary); err != nil || st.IsDir() {
+		return nil, fmt.Errorf("%w: the fileshare binary %q cannot be run: %v", ErrConfig, cfg.Binary, err)
+	}
+	if err := os.MkdirAll(cfg.Out, 0o755); err != nil {
+		return nil, fmt.Errorf("create the output directory: %w", err)
+	}
+	res := &Results{
+		Seed: cfg.Seed, Nodes: cfg.Nodes, Time: Duration(cfg.Time), Interval: Duration(cfg.Interval),
+		Kinds: cfg.Kinds, Rate: cfg.Rate, Concurrency: cfg.Concurrency, Files: cfg.Files,
+		OpTimeout: Duration(cfg.OpTimeout), UnsafeFault: envValue(cfg.Env, "FILESHARE_UNSAFE_FAULT"),
+	}
+	if res.Kinds == nil {
+		res.Kinds = []Kind{}
+	}
+	faults := PlanSchedule(Plan{Seed: cfg.Seed, Nodes: cfg.Nodes, Time: cfg.Time, Interval: cfg.Interval, Kinds: cfg.Kinds})
+
+	// The network fault mechanism, and every master's addresses.
+	mode, why := netNone, "no network faults were asked for"
+	if cfg.needsNetwork() {
+		if mode, why, err = ResolveNet(cfg.Net); err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrConfig, err)
+		}
+	}
+	addrs, perNodeIP, err := planAddrs(cfg.Nodes, mode == NetProxy)
+	if err != nil {
+		return nil, err
+	}
+	if !perNodeIP {
+		if mode != netNone {
+			return nil, fmt.Errorf("%w: network faults need each master on its own loopback address (127.0.0.11 and up), which this system does not route; on macOS add them with 'sudo ifconfig lo0 alias 127.0.0.11' (and .12 …), or choose only kill, pause, kill-leader, rolling-restart and membership faults", ErrConfig)
+		}
+		log.Warn("127.0.0.11 and up are not usable here; every master uses 127.0.0.1 with its own ports")
+	}
+	var inj netInjector = noNet{}
+	switch mode {
+	case NetProxy:
+		inj, err = newProxyNet(addrs, log)
+	case NetIptables:
+		ips := make([]string, len(addrs))
+		for i, a := range addrs {
+			ips[i] = a.IP
+		}
+		inj, err = newIptablesNet(ctx, ips, InPrivateNetns())
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err := inj.Close(); err != nil {
+			log.Error("network cleanup failed", "err", err)
+		}
+	}()
+	for _, k := range cfg.Kinds {
+		if k.NeedsNetwork() {
+			if err := inj.Supports(k); err != nil {
+				return nil, fmt.Errorf("%w: --nemesis %s: %w", ErrConfig, k, err)
+			}
+		}
+	}
+	res.Net = inj.Describe() + " (" + why + ")"
+	log.Info("network faults", "mechanism", res.Net)
+	if res.UnsafeFault != "" {
+		log.Warn("the masters run with a deliberate bug (FILESHARE_UNSAFE_FAULT); the verdict should be invalid", "fault", res.UnsafeFault)
+	}
+
+	hf, err := os.Create(filepath.Join(cfg.Out, HistoryFile))
+	if err != nil {
+		return nil, fmt.Errorf("create the history file: %w", err)
+	}
+	defer hf.Close()
+
+	// The cluster. Stopping it is deferred after the network cleanup, so
+	// it runs first: masters stop, then rules go.
+	cl, err := newCluster(cfg.Binary, cfg.Env, addrs, cfg.Out, cfg.PeerLease, log)
+	if err != nil {
+		return nil, err
+	}
+	defer cl.close()
+	for i := range cl.nodes {
+		if err := cl.start(i); err != nil {
+			return nil, err
+		}
+	}
+	log.Info("masters started; waiting for a leader", "nodes", cl.ids(), "masters", cl.advertised())
+	if _, err := cl.waitHealthy(ctx, 60*time.Second); err != nil {
+		return nil, fmt.Errorf("the cluster did not form: %w; see the masters' logs in %s", err, filepath.Join(cfg.Out, "logs"))
+	}
+
+	t0 := time.Now()
+	cl.mu.Lock()
+	cl.t0 = t0
+	cl.mu.Unlock()
+	res.Start = t0
+	rec := newRecorder(t0, hf)
+	admin, err := peer.NewClient(peer.ClientConfig{Masters: cl.advertised(), AttemptTimeout: time.Second})
+	if err != nil {
+		return nil, err
+	}
+	defer admin.Close()
+	nm := &nemesis{cl: cl, net: inj, admin: admin, t0: t0, logger: log}
+	wl := &workload{
+		masters: cl.advertised(), files: makeFiles(cfg.Files), rec: rec,
+		pace: newPacer(cfg.Rate, cfg.Concurrency), seed: cfg.Seed,
+		opTimeout: cfg.OpTimeout, attemptTimeout: max(cfg.OpTimeout/3, 100*time.Millisecond),
+	}
+
+	log.Info("workload and nemesis start", "time", cfg.Time, "faults", len(faults))
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); wl.run(ctx, stop, cfg.Concurrency) }()
+	go func() { defer wg.Done(); nm.run(ctx, stop, faults) }()
+	sleepCtx(ctx, cfg.Time)
+	close(stop)
+	wg.Wait()
+	res.Interrupted = ctx.Err() != nil
+	log.Info("workload stopped; healing", "ops", len(rec.history()), "interrupted", res.Interrupted)
+
+	// Heal, settle, read everything once more, compare the replicas.
+	tctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 3*time.Minute)
+	defer cancel()
+	res.Problems = append(res.Problems, nm.healAll(tctx)...)
+	var digests DigestResult
+	if res.Interrupted {
+		res.Problems = append(res.Problems, "the run was interrupted: no final reads were made")
+		digests = DigestResult{Verdict: Unknown, Explanation: "not compared: the run was interrupted"}
+	} else {
+		if _, err := cl.waitHealthy(ctx, 60*time.Second); err != nil {
+			res.Problems = append(res.Problems, fmt.Sprintf("after the final heal: %v", err))
+		}
+		log.Info("cluster healed; final reads")
+		if err := wl.finalReads(ctx, 60*time.Second); err != nil {
+			res.Problems = append(res.Problems, err.Error())
+		}
+		digests = settleDigests(ctx, cl, 30*time.Second)
+	}
+	cl.close()
+	if err := rec.flush(); err != nil {
+		res.Problems = append(res.Problems, fmt.Sprintf("write %s: %v", HistoryFile, err))
+	}
+
+	// Check.
+	log.Info("checking the history")
+	history := rec.history()
+	windows := nm.realised()
+	for _, op := range history {
+		res.Ops.add(op.Outcome)
+		if res.OpsByType == nil {
+			res.OpsByType = map[OpType]OpCounts{}
+		}
+		c := res.OpsByType[op.Type]
+		c.add(op.Outcome)
+		res.OpsByType[op.Type] = c
+	}
+	res.Linearizable = CheckLinearizable(history, cfg.CheckTimeout, filepath.Join(cfg.Out, LinearizeFile), faultAnnotations(windows))
+	res.Linearizable.Visualization = filepath.Base(res.Linearizable.Visualization)
+	res.SetFull = CheckSetFull(history)
+	res.Digests = digests
+	res.Availability = checkAvailability(history, windows)
+	var logs []string
+	for _, n := range cl.nodes {
+		logs = append(logs, n.logPath)
+	}
+	res.Logs = checkLogs(logs, cl.crashList())
+	res.Checkers = map[string]CheckerResult{
+		"linearizable": {res.Linearizable.Verdict, res.Linearizable.Explanation},
+		"set-full":     {res.SetFull.Verdict, res.SetFull.Explanation},
+		"digests":      {res.Digests.Verdict, res.Digests.Explanation},
+		"availability": {res.Availability.Verdict, res.Availability.Explanation},
+		"logs":         {res.Logs.Verdict, res.Logs.Explanation},
+	}
+	res.Verdict, res.Summary = conclude(res)
+	res.Elapsed = Duration(time.Since(t0))
+
+	// Write.
+	var errs []error
+	errs = append(errs, writeJSON(filepath.Join(cfg.Out, ScheduleFile), ScheduleDoc{
+		Seed: cfg.Seed, Nodes: cfg.Nodes, Time: Duration(cfg.Time), Interval: Duration(cfg.Interval),
+		Kinds: res.Kinds, Planned: faults, Realised: windows,
+	}))
+	errs = append(errs, writeJSON(filepath.Join(cfg.Out, ResultsFile), res))
+	errs = append(errs, writeFile(filepath.Join(cfg.Out, LatencyFile), func(f *os.File) error {
+		return writeLatencySVG(f, history, windows, cfg.OpTimeout)
+	}))
+	errs = append(errs, writeFile(filepath.Join(cfg.Out, ReportFile), func(f *os.File) error {
+		return writeReport(f, res, windows, cl.ids())
+	}))
+	if !cfg.KeepData {
+		errs = append(errs, os.RemoveAll(filepath.Join(cfg.Out, "data")))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return res, fmt.Errorf("write the results to %s: %w", cfg.Out, err)
+	}
+	log.Info("done", "verdict", res.Verdict, "report", filepath.Join(cfg.Out, ReportFile))
+	return res, nil
+}
+
+// settleDigests polls every master's status until all report the same
+// digest or d passes, and judges the last answers.
+func settleDigests(ctx context.Context, cl *cluster, d time.Duration) DigestResult {
+	deadline := time.Now().Add(d)
+	for {
+		sts, errs := cl.statuses(ctx)
+		digests, applied, why := map[string]string{}, map[string]uint64{}, map[string]string{}
+		for i, id := range cl.ids() {
+			if errs[i] != nil {
+				why[id] = errs[i].Error()
+				continue
+			}
+			digests[id], applied[id] = sts[i].Digest, sts[i].AppliedIndex
+		}
+		res := checkDigests(cl.ids(), digests, applied, why)
+		if res.Verdict == Valid || time.Now().After(deadline) || !sleepCtx(ctx, 250*time.Millisecond) {
+			return res
+		}
+	}
+}
+
+// conclude combines the checkers into the run's verdict and says it in
+// plain words.
+func conclude(r *Results) (Verdict, string) {
+	v := worst(r.Linearizable.Verdict, r.SetFull.Verdict, r.Digests.Verdict, r.Availability.Verdict, r.Logs.Verdict)
+	if v == Valid && r.Interrupted {
+		v = Unknown
+	}
+	names := []string{"linearizable", "set-full", "digests", "availability", "logs"}
+	var bad []string
+	for _, name := range names {
+		if c := r.Checkers[name]; c.Verdict != Valid {
+			bad = append(bad, fmt.Sprintf("%s (%s): %s", name, c.Verdict, c.Explanation))
+		}
+	}
+	faults := "no faults"
+	if len(r.Kinds) > 0 {
+		ks := make([]string, len(r.Kinds))
+		for i, k := range r.Kinds {
+			ks[i] = string(k)
+		}
+		faults = strings.Join(ks, ", ") + " faults"
+	}
+	switch v {
+	case Valid:
+		return v, fmt.Sprintf("VALID: over %v of %s, %d operations (%d acknowledged) kept every promise: every read was linearizable, all %d acknowledged registrations survived, no acknowledged unregistration came back, all %d masters ended with the same index, and no master panicked.",
+			time.Duration(r.Time), faults, r.Ops.Total, r.Ops.OK, r.SetFull.Acknowledged, r.Nodes)
+	case Invalid:
+		return v, "INVALID: the cluster broke a promise. " + strings.Join(bad, " ")
+	}
+	extra := ""
+	if r.Interrupted {
+		extra = "The run was interrupted. "
+	}
+	if len(r.Problems) > 0 {
+		extra += "Problems: " + strings.Join(r.Problems, "; ") + ". "
+	}
+	return v, "UNKNOWN: nothing was found wrong, but not everything could be checked. " + extra + strings.Join(bad, " ")
+}
+
+// faultAnnotations marks every fault window on porcupine's timeline.
+func faultAnnotations(windows []Window) []porcupine.Annotation {
+	var out []porcupine.Annotation
+	for _, w := range windows {
+		desc := string(w.Kind)
+		if len(w.Targets) > 0 {
+			desc += " " + strings.Join(w.Targets, ",")
+		}
+		details := fmt.Sprintf("fault %d: %s from %v to %v", w.Seq, w.Kind, time.Duration(w.StartOffset).Round(time.Millisecond), time.Duration(w.EndOffset).Round(time.Millisecond))
+		if len(w.Cuts) > 0 {
+			details += "; cut " + strings.Join(w.Cuts, " ")
+		}
+		if len(w.Notes) > 0 {
+			details += "; " + strings.Join(w.Notes, "; ")
+		}
+		out = append(out, porcupine.Annotation{
+			Tag: "nemesis", Start: int64(w.StartOffset), End: int64(w.EndOffset),
+			Description: desc, Details: details, BackgroundColor: kindColor(w.Kind),
+		})
+	}
+	return out
+}
+
+func envValue(env []string, key string) string {
+	for _, kv := range slices.Backward(env) {
+		if k, v, ok := strings.Cut(kv, "="); ok && k == key {
+			return v
+		}
+	}
+	return ""
+}
+
+func writeJSON(path string, v any) error {
+	return writeFile(path, func(f *os.File) error {
+		enc := json.NewEncoder(f)
+		enc.SetIndent("", "  ")
+		return enc.Encode(v)
+	})
+}
+
+func writeFile(path string, fill func(*os.File) error) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if err := fill(f); err != nil {
+		f.Close()
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return f.Close()
+}

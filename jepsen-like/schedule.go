@@ -1,0 +1,281 @@
+package jepsenlike
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"time"
+)
+
+// Kind names a fault the nemesis can inject.
+type Kind string
+
+// The fault kinds. Each lasts a drawn duration and then heals.
+const (
+	// KindKill SIGKILLs a random minority of masters; healing restarts
+	// them from their data dirs.
+	KindKill Kind = "kill"
+	// KindPause SIGSTOPs a random minority; healing SIGCONTs them.
+	KindPause Kind = "pause"
+	// KindPartition cuts the cluster into two random halves (both
+	// directions of every link between them).
+	KindPartition Kind = "partition"
+	// KindOneWay cuts one direction only: everything one random master
+	// sends (variant "out") or receives (variant "in").
+	KindOneWay Kind = "one-way"
+	// KindRing is Jepsen's majorities ring: every master still hears from
+	// a majority, but no two masters hear from the same majority.
+	KindRing Kind = "ring"
+	// KindBridge splits the cluster in two halves joined by one master
+	// that hears from both.
+	KindBridge Kind = "bridge"
+	// KindIsolateLeader cuts the current leader off from every other
+	// master (clients can still reach it).
+	KindIsolateLeader Kind = "isolate-leader"
+	// KindKillLeader SIGKILLs the current leader; healing restarts it.
+	KindKillLeader Kind = "kill-leader"
+	// KindRollingRestart restarts every master in turn (SIGTERM, then
+	// start again from its data dir), waiting for each to be ready.
+	KindRollingRestart Kind = "rolling-restart"
+	// KindMembership removes a random master from the cluster
+	// (Cluster.Remove) and stops it; healing wipes its data dir and adds
+	// it back with --join.
+	KindMembership Kind = "membership"
+	// KindDelay delays every packet between masters.
+	KindDelay Kind = "delay"
+	// KindLoss drops a fraction of the packets between masters.
+	KindLoss Kind = "loss"
+)
+
+// AllKinds lists every fault kind, in the order the CLI documents them.
+var allKinds = []Kind{KindKill, KindPause, KindPartition, KindOneWay, KindRing, KindBridge,
+	KindIsolateLeader, KindKillLeader, KindRollingRestart, KindMembership, KindDelay, KindLoss}
+
+// Kinds returns every fault kind the nemesis knows.
+func Kinds() []Kind { return slices.Clone(allKinds) }
+
+// aliases expand convenience names on the command line.
+var kindAliases = map[string][]Kind{
+	"leader": {KindIsolateLeader, KindKillLeader},
+	"net":    {KindPartition, KindOneWay, KindRing, KindBridge},
+}
+
+// ParseKinds parses a comma-separated list of fault kinds. "all" means
+// every kind; "leader" means isolate-leader and kill-leader; "net" means
+// every partition kind; "none" or "" means no faults. Duplicates are
+// removed; the order of first mention is kept.
+func ParseKinds(s string) ([]Kind, error) {
+	var out []Kind
+	addKind := func(k Kind) {
+		if !slices.Contains(out, k) {
+			out = append(out, k)
+		}
+	}
+	for _, part := range strings.Split(s, ",") {
+		part = strings.ToLower(strings.TrimSpace(part))
+		switch {
+		case part == "" || part == "none":
+		case part == "all":
+			for _, k := range allKinds {
+				addKind(k)
+			}
+		case kindAliases[part] != nil:
+			for _, k := range kindAliases[part] {
+				addKind(k)
+			}
+		case slices.Contains(allKinds, Kind(part)):
+			addKind(Kind(part))
+		default:
+			names := make([]string, len(allKinds))
+			for i, k := range allKinds {
+				names[i] = string(k)
+			}
+			return nil, fmt.Errorf("unknown fault kind %q; use a comma-separated list of %s, or all, leader, net, none", part, strings.Join(names, ", "))
+		}
+	}
+	return out, nil
+}
+
+// NeedsNetwork reports whether a kind acts on links between masters (and
+// so needs a network fault mechanism).
+func (k Kind) NeedsNetwork() bool {
+	switch k {
+	case KindPartition, KindOneWay, KindRing, KindBridge, KindIsolateLeader, KindDelay, KindLoss:
+		return true
+	}
+	return false
+}
+
+// Fault is one planned fault: what, to whom, when and for how long. The
+// nodes are indexes into the cluster (0-based), drawn from the seed; a
+// fault aimed at the leader finds it when it starts.
+type Fault struct {
+	Seq  int  `json:"seq"`
+	Kind Kind `json:"kind"`
+	// Variant refines the kind: "in" or "out" for one-way.
+	Variant string `json:"variant,omitempty"`
+	// Order is a random permutation of the node indexes. Each kind reads
+	// what it needs from it: kill and pause take the first Count nodes;
+	// partition splits it in halves; ring and bridge lay nodes out in
+	// this order; one-way and membership take Order[0].
+	Order []int `json:"order"`
+	Count int   `json:"count,omitempty"`
+	// At is when the fault starts, from the beginning of the run; For is
+	// how long it lasts before it heals.
+	At  Duration `json:"at"`
+	For Duration `json:"for"`
+	// Delay and Jitter apply to KindDelay; Loss (0..1) to KindLoss.
+	Delay  Duration `json:"delay,omitempty"`
+	Jitter Duration `json:"jitter,omitempty"`
+	Loss   float64  `json:"loss,omitempty"`
+}
+
+// Duration is a time.Duration that reads and writes as a string in JSON
+// ("1.5s").
+type Duration time.Duration
+
+// MarshalText implements encoding.TextMarshaler.
+func (d Duration) MarshalText() ([]byte, error) { return []byte(time.Duration(d).String()), nil }
+
+// UnmarshalText implements encoding.TextUnmarshaler.
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	if err != nil {
+		return err
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// Plan is everything that determines a schedule. Two equal Plans give the
+// same schedule.
+type Plan struct {
+	Seed     int64         `json:"seed"`
+	Nodes    int           `json:"nodes"`
+	Time     time.Duration `json:"-"`
+	Interval time.Duration `json:"-"`
+	Kinds    []Kind        `json:"kinds"`
+}
+
+// PlanSchedule draws the faults of a run from the plan's seed: one fault
+// every Interval, starting half an interval in (so the run begins with a
+// fault-free baseline), each lasting 40–75 % of the interval, so that the
+// cluster gets time to recover before the next. No fault is planned to
+// end later than one second before the run's end. The kind of each fault
+// is drawn uniformly from Kinds. The result depends on nothing but the
+// plan: the same seed replays the same schedule.
+func PlanSchedule(p Plan) []Fault {
+	if len(p.Kinds) == 0 || p.Interval <= 0 || p.Nodes < 1 {
+		return nil
+	}
+	rng := rand.New(rand.NewPCG(uint64(p.Seed), 0x6a65707365_6e2d6c)) // "jepsen-l"
+	minority := (p.Nodes - 1) / 2
+	var out []Fault
+	for at := p.Interval / 2; ; at += p.Interval {
+		f := Fault{Seq: len(out) + 1, Kind: p.Kinds[rng.IntN(len(p.Kinds))], Order: rng.Perm(p.Nodes)}
+		lo, hi := p.Interval*2/5, p.Interval*3/4
+		dur := lo + time.Duration(rng.Int64N(int64(hi-lo)+1))
+		dur = dur.Round(time.Millisecond)
+		if at+dur > p.Time-time.Second {
+			break
+		}
+		f.At, f.For = Duration(at), Duration(dur)
+		switch f.Kind {
+		case KindKill, KindPause:
+			f.Count = 1 + rng.IntN(max(minority, 1))
+		case KindOneWay:
+			f.Variant = []string{"in", "out"}[rng.IntN(2)]
+		case KindDelay:
+			f.Delay = Duration(time.Duration(50+rng.IntN(151)) * time.Millisecond)
+			f.Jitter = f.Delay / 4
+		case KindLoss:
+			f.Loss = float64(10+rng.IntN(21)) / 100
+		}
+		out = append(out, f)
+	}
+	return out
+}
+
+// Link is one direction of the connection between two masters, by index:
+// packets from From to To.
+type Link struct {
+	From int `json:"from"`
+	To   int `json:"to"`
+}
+
+// cutBetween returns both directions of every link between a and b.
+func cutBetween(a, b []int) []Link {
+	var out []Link
+	for _, x := range a {
+		for _, y := range b {
+			out = append(out, Link{x, y}, Link{y, x})
+		}
+	}
+	return out
+}
+
+// halves splits order into a smaller first half and a larger second one.
+func halves(order []int) (a, b []int) {
+	k := len(order) / 2
+	return order[:k], order[k:]
+}
+
+// ringCuts returns the one-way cuts of a majorities ring laid out in
+// order: node order[i] hears only from the nodes at ring offsets
+// -⌊m/2⌋..⌈m/2⌉ around it, where m+1 is a majority. For 5 nodes each
+// hears from its two neighbours (symmetric); for 3 nodes each hears from
+// itself and its successor only. Every node hears a majority, and no two
+// hear the same one.
+func ringCuts(order []int) []Link {
+	n := len(order)
+	m := n / 2 // others a node must hear from to see a majority
+	lo, hi := -(m / 2), (m+1)/2
+	var out []Link
+	for i := range n {
+		hears := map[int]bool{}
+		for d := lo; d <= hi; d++ {
+			hears[order[((i+d)%n+n)%n]] = true
+		}
+		for _, j := range order {
+			if !hears[j] {
+				out = append(out, Link{From: j, To: order[i]})
+			}
+		}
+	}
+	return out
+}
+
+// bridgeCuts splits order into two sides joined by order[k], k = (n-1)/2:
+// the sides cannot talk to each other, the bridge talks to both.
+func bridgeCuts(order []int) []Link {
+	k := (len(order) - 1) / 2
+	return cutBetween(order[:k], order[k+1:])
+}
+
+// isolate cuts node x off from every other node in both directions.
+func isolate(x int, n int) []Link {
+	var others []int
+	for i := range n {
+		if i != x {
+			others = append(others, i)
+		}
+	}
+	return cutBetween([]int{x}, others)
+}
+
+// oneWay cuts everything x sends (out) or receives (in).
+func oneWay(x, n int, variant string) []Link {
+	var out []Link
+	for i := range n {
+		if i == x {
+			continue
+		}
+		if variant == "in" {
+			out = append(out, Link{From: i, To: x})
+		} else {
+			out = append(out, Link{From: x, To: i})
+		}
+	}
+	return out
+}
