@@ -128,7 +128,7 @@ func (d *demo) run(ctx context.Context, dir string) (err error) {
 		return err
 	}
 
-	d.say("carol searches the index for \"big\"; any master can answer, this search is read from the leader:")
+	d.say("carol searches the index for \"big\" (a linearizable read: the leader answers, after confirming it still leads):")
 	files, err := carol.Search(ctx, "big", 10)
 	if err != nil {
 		return err

@@ -124,6 +124,9 @@ func runGet(cmd *cobra.Command, g *globalFlags, f *getFlags, ref string, stdout,
 	if err != nil {
 		return err
 	}
+	if _, err := os.Lstat(dest); err == nil {
+		return fmt.Errorf("%w: %s; remove it or choose another --out", peer.ErrDestinationExists, dest)
+	}
 
 	text := f.output == "text"
 	pp := newProgressPrinter(stdout, isTerminal(stdout))
