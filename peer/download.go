@@ -180,9 +180,11 @@ func (p *Peer) download(ctx context.Context, fileID, dest string, opts DownloadO
 	if _, err := os.Lstat(dest); err == nil {
 		return DownloadResult{}, fmt.Errorf("%w: %s; remove it or choose another destination", ErrDestinationExists, dest)
 	}
-	look, err := p.client.Lookup(ctx, fileID, transport.ReadLinearizable)
+	lctx, cancel := context.WithTimeout(ctx, opts.StallTimeout)
+	look, err := p.client.Lookup(lctx, fileID, transport.ReadLinearizable)
+	cancel()
 	if err != nil {
-		return DownloadResult{}, fmt.Errorf("look up file %s: %w", fileID, err)
+		return DownloadResult{}, fmt.Errorf("look up file %s: %w; check that the masters are reachable", fileID, err)
 	}
 	if !look.Found {
 		return DownloadResult{}, fmt.Errorf("%w: %s; search for it again, its holders may have gone", ErrFileNotFound, fileID)

@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -636,4 +637,31 @@ func TestPieceServerCapsConcurrentUploads(t *testing.T) {
 		st, _ := rawRequest(t, alice.Addr(), req)
 		return st == statusOK
 	})
+}
+
+// Killing the leader while a peer registers its folder is invisible: every
+// file ends up in the index, with no error reaching the caller.
+func TestSharingSurvivesLeaderKill(t *testing.T) {
+	c := newTestCluster(t, nil)
+	files := map[string][]byte{}
+	for i := range 300 {
+		files[fmt.Sprintf("dir%d/file-%03d.txt", i%7, i)] = []byte(fmt.Sprintf("content %d", i))
+	}
+	share := shareFolder(t, files)
+	leader := c.leader()
+	alice := startPeer(t, c, "alice", share, func(cfg *Config) { cfg.RescanInterval = time.Hour })
+	c.stop(leader)
+	if err := alice.Rescan(t.Context()); err != nil {
+		t.Fatalf("rescan across a leader kill: %v", err)
+	}
+	if got := len(alice.Shared()); got != len(files) {
+		t.Fatalf("alice serves %d files, want %d", got, len(files))
+	}
+	r, err := c.client().Search(t.Context(), "file-", 1000, transport.ReadLinearizable)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r.Files) != len(files) {
+		t.Fatalf("the index lists %d files, want %d", len(r.Files), len(files))
+	}
 }

@@ -110,12 +110,17 @@ func runGet(cmd *cobra.Command, g *globalFlags, f *getFlags, ref string, stdout,
 	}
 	defer p.Close()
 
-	file, err := p.Resolve(ctx, ref)
+	rctx, cancel := context.WithTimeout(ctx, f.stall)
+	file, err := p.Resolve(rctx, ref)
+	cancel()
 	var amb *peer.AmbiguousError
 	if errors.As(err, &amb) {
 		fmt.Fprintf(stderr, "%q matches %d files; give the ID of the one you want:\n", ref, len(amb.Candidates))
 		printFiles(stderr, "table", ref, amb.Candidates)
 		return &exitCode{code: 1}
+	}
+	if err != nil && !errors.Is(err, peer.ErrFileNotFound) {
+		return fmt.Errorf("%w; check --masters and that the masters are running", err)
 	}
 	if err != nil {
 		return err

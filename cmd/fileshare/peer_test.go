@@ -229,6 +229,7 @@ func TestPeerCLIMistakesGetClearErrors(t *testing.T) {
 		{"search no master", []string{"search", "x", "--masters", nowhere, "--timeout", "1s"}, "check --masters"},
 		{"get no args", []string{"get"}, "accepts 1 arg"},
 		{"get bad rate", []string{"get", "x", "--limit-rate", "fast"}, "--limit-rate"},
+		{"get no master", []string{"get", "x", "--masters", nowhere, "--stall-timeout", "1s"}, "check --masters"},
 		{"demo bad size", []string{"demo", "--size", "1KiB"}, "--size"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
