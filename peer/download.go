@@ -594,7 +594,8 @@ func (d *download) run(ctx context.Context) error {
 	lookups := make(chan lookupResult, 1)
 	looking := false
 	lastLookup := time.Now()
-	// fresh is true when the holder set comes from a lookup made after
+	var lookupStarted, idleSince time.Time
+	// fresh is true when the holder set comes from a lookup begun after
 	// the last worker stopped: only then may "nobody left" end the download.
 	fresh := true
 	lastProgress := time.Now()
@@ -620,6 +621,7 @@ func (d *download) run(ctx context.Context) error {
 			return
 		}
 		looking = true
+		lookupStarted = time.Now()
 		go func() {
 			lctx, cancel := context.WithTimeout(wctx, 10*time.Second)
 			r, err := d.p.client.Lookup(lctx, d.id, transport.ReadLinearizable)
@@ -672,7 +674,7 @@ func (d *download) run(ctx context.Context) error {
 				d.p.logger.Debug("holder connection ended; its pieces go to the others", "holder", h.id, "err", ex.err, "retry_in", time.Until(h.retryAt))
 			}
 			if d.active == 0 {
-				fresh = false
+				fresh, idleSince = false, time.Now()
 			}
 		case r := <-lookups:
 			looking = false
@@ -682,7 +684,7 @@ func (d *download) run(ctx context.Context) error {
 					r.reply.Holders = nil
 				}
 				d.mergeHolders(r.reply.Holders)
-				fresh = true
+				fresh = fresh || lookupStarted.After(idleSince)
 			} else if ctx.Err() == nil {
 				d.p.logger.Debug("holder lookup failed; will retry", "err", r.err)
 			}
