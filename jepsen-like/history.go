@@ -168,6 +168,9 @@ func ReadHistory(r io.Reader) ([]Op, error) {
 		if err := op.Validate(); err != nil {
 			return nil, fmt.Errorf("history line %d: %w", line, err)
 		}
+		if len(op.Holders) == 0 {
+			op.Holders = nil // "holders":[] and no holders mean the same
+		}
 		ops = append(ops, op)
 	}
 	if err := sc.Err(); err != nil {

@@ -1,0 +1,162 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	jepsenlike "fileshare/jepsen-like"
+)
+
+// runJepsen runs `fileshare jepsen args...` (this test binary doubles as
+// fileshare, and so do the masters it starts) with extra environment, and
+// returns its output, exit code and results.json.
+func runJepsen(t *testing.T, env []string, args ...string) (string, int, *jepsenlike.Results) {
+	t.Helper()
+	out := t.TempDir()
+	ctx, cancel := context.WithTimeout(t.Context(), 4*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, binary(t), append([]string{"jepsen", "--out", out, "--log-level", "warn"}, args...)...)
+	cmd.Env = append(append(os.Environ(), "FILESHARE_AS_BINARY=1"), env...)
+	var buf bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &buf, &buf
+	err := cmd.Run()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatalf("run fileshare jepsen: %v", err)
+	}
+	res, _ := jepsenlike.ReadResults(out) // nil when the run could not start
+	return buf.String(), code, res
+}
+
+// describe is what a failed assertion prints: enough to see what broke
+// without the output directory, which the test removes.
+func describe(out string, res *jepsenlike.Results) string {
+	var b strings.Builder
+	b.WriteString(out)
+	if res != nil {
+		for name, c := range res.Checkers {
+			b.WriteString("\n" + name + ": " + string(c.Verdict) + ": " + c.Explanation)
+		}
+		b.WriteString("\nproblems: " + strings.Join(res.Problems, "; "))
+	}
+	return b.String()
+}
+
+// rootOrSkip skips a test that needs root and iptables, unless
+// FILESHARE_REQUIRE_ROOT_TESTS=1 (CI), which makes it fail instead.
+func rootOrSkip(t *testing.T) {
+	t.Helper()
+	_, err := exec.LookPath("iptables")
+	if os.Geteuid() == 0 && err == nil {
+		return
+	}
+	msg := "needs root and the iptables command (apt-get install iptables)"
+	if os.Getenv("FILESHARE_REQUIRE_ROOT_TESTS") == "1" {
+		t.Fatal(msg + "; failing because FILESHARE_REQUIRE_ROOT_TESTS=1")
+	}
+	t.Skip(msg + "; set FILESHARE_REQUIRE_ROOT_TESTS=1 to make this a failure")
+}
+
+func checkValidRun(t *testing.T, out string, code int, res *jepsenlike.Results) {
+	t.Helper()
+	if code != 0 || res == nil || res.Verdict != jepsenlike.Valid {
+		t.Fatalf("exit code %d, want 0 (valid):\n%s", code, describe(out, res))
+	}
+	if res.Ops.OK < 500 || res.SetFull.Acknowledged == 0 {
+		t.Fatalf("only %d ok ops and %d acknowledged holdings: the run tested little:\n%s", res.Ops.OK, res.SetFull.Acknowledged, describe(out, res))
+	}
+	if len(res.Availability.Recovery) < 3 {
+		t.Fatalf("%d faults happened, want at least 3:\n%s", len(res.Availability.Recovery), describe(out, res))
+	}
+	if !strings.Contains(out, "verdict: valid") {
+		t.Fatalf("stdout does not state the verdict:\n%s", out)
+	}
+}
+
+// A short run under kills, pauses and partitions (through the userspace
+// proxies, which need no root) finds nothing wrong with a correct
+// cluster: nothing acknowledged is lost and every read is linearizable.
+func TestJepsenShortRunWithProxiesIsValid(t *testing.T) {
+	out, code, res := runJepsen(t, nil, "--nodes", "3", "--time", "20s", "--interval", "4s",
+		"--nemesis", "kill,pause,partition", "--seed", "11", "--net", "proxy", "--rate", "150", "--files", "10")
+	checkValidRun(t, out, code, res)
+	if !strings.Contains(res.Net, "proxies") {
+		t.Fatalf("--net proxy used %q", res.Net)
+	}
+}
+
+// The same with the kernel dropping packets (iptables in a private
+// network namespace), and the partition kinds that need per-link cuts.
+func TestJepsenShortRunWithIptablesIsValid(t *testing.T) {
+	rootOrSkip(t)
+	out, code, res := runJepsen(t, nil, "--nodes", "3", "--time", "20s", "--interval", "4s",
+		"--nemesis", "kill,partition,one-way,ring,bridge", "--seed", "12", "--net", "iptables", "--rate", "150", "--files", "10")
+	checkValidRun(t, out, code, res)
+	if !strings.Contains(res.Net, "iptables") || !strings.Contains(res.Net, "private network namespace") {
+		t.Fatalf("--net iptables used %q", res.Net)
+	}
+}
+
+// The harness must catch a broken system. Masters that answer reads from
+// their local index (FILESHARE_UNSAFE_FAULT=stale-reads) serve stale
+// lookups while partitioned; the clients pinned to the minority see them
+// and porcupine finds no linearization. Faults last 2–4 s and a client
+// gives up after 1 s, so several stale reads land in every window.
+func TestJepsenCatchesStaleReads(t *testing.T) {
+	out, code, res := runJepsen(t, []string{"FILESHARE_UNSAFE_FAULT=stale-reads"}, "--nodes", "3", "--time", "20s", "--interval", "5s",
+		"--nemesis", "partition,isolate-leader", "--seed", "3", "--op-timeout", "1s", "--concurrency", "20", "--files", "3")
+	if code != 1 || res == nil || res.Linearizable.Verdict != jepsenlike.Invalid {
+		t.Fatalf("exit code %d, want 1 with linearizability invalid:\n%s", code, describe(out, res))
+	}
+	if res.UnsafeFault != "stale-reads" {
+		t.Fatalf("results do not record the deliberate fault: %q", res.UnsafeFault)
+	}
+}
+
+// A leader that acknowledges writes before they commit
+// (FILESHARE_UNSAFE_FAULT=ack-before-commit) loses them when it is
+// isolated or killed: the checkers must see lost writes or stale reads.
+func TestJepsenCatchesAckBeforeCommit(t *testing.T) {
+	out, code, res := runJepsen(t, []string{"FILESHARE_UNSAFE_FAULT=ack-before-commit"}, "--nodes", "3", "--time", "20s", "--interval", "4s",
+		"--nemesis", "isolate-leader,kill-leader", "--seed", "3", "--op-timeout", "1s", "--concurrency", "20", "--files", "3")
+	if code != 1 || res == nil || res.Verdict != jepsenlike.Invalid {
+		t.Fatalf("exit code %d, want 1 (invalid):\n%s", code, describe(out, res))
+	}
+	if res.Linearizable.Verdict != jepsenlike.Invalid && res.SetFull.Verdict != jepsenlike.Invalid {
+		t.Fatalf("neither linearizability nor set-full found the bug:\n%s", describe(out, res))
+	}
+}
+
+func TestJepsenCLIMistakesExit2WithAClearMessage(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"unknown fault kind", []string{"--nemesis", "kill,meteor"}, `unknown fault kind "meteor"`},
+		{"four nodes", []string{"--nodes", "4"}, "use 3 or 5"},
+		{"unknown flag", []string{"--bogus"}, "unknown flag: --bogus"},
+		{"bad net", []string{"--net", "carrier-pigeon", "--nemesis", "partition"}, "use auto, iptables or proxy"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out, code, _ := runJepsen(t, nil, tc.args...)
+			if code != 2 || !strings.Contains(out, tc.want) {
+				t.Fatalf("exit code %d, want 2 and a message containing %q:\n%s", code, tc.want, out)
+			}
+		})
+	}
+}
+
+func TestJepsenHelpNamesTheExitCodes(t *testing.T) {
+	stdout, _, code := fileshare(t, 10*time.Second, "jepsen", "--help")
+	if code != 0 || !strings.Contains(stdout, "0 valid, 1 invalid") || !strings.Contains(stdout, "--nemesis") {
+		t.Fatalf("help (exit %d):\n%s", code, stdout)
+	}
+}
