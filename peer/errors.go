@@ -66,6 +66,7 @@ type AmbiguousError struct {
 	Candidates []transport.FileSummary
 }
 
+// Error names the query and the candidates (name and short ID of each).
 func (e *AmbiguousError) Error() string {
 	names := make([]string, 0, len(e.Candidates))
 	for _, c := range e.Candidates {
