@@ -267,8 +267,12 @@ func (nm *nemesis) removeMember(ctx context.Context, x int, w *Window) healFunc 
 	err := nm.admin.RemoveMember(rctx, id)
 	cancel()
 	if err != nil {
-		nm.note(w, "remove %s from the cluster: %v", id, err)
-		return nil
+		// The reply may be lost while the removal happened anyway.
+		if member, known := nm.isMember(ctx, id); !known || member {
+			nm.note(w, "remove %s from the cluster: %v", id, err)
+			return nil
+		}
+		nm.note(w, "remove %s reported %v, but the leader no longer lists it", id, err)
 	}
 	if err := nm.cl.terminate(x, 5*time.Second); err != nil {
 		nm.note(w, "%v", err)
@@ -285,20 +289,47 @@ func (nm *nemesis) removeMember(ctx context.Context, x int, w *Window) healFunc 
 	}
 }
 
+// members returns the IDs in the leader's Raft configuration; known is
+// false if no leader answered.
+func (nm *nemesis) members(ctx context.Context) (ids []string, known bool) {
+	l := nm.cl.findLeader(ctx, 5*time.Second)
+	if l < 0 {
+		return nil, false
+	}
+	st, err := nm.cl.status(ctx, l)
+	if err != nil {
+		return nil, false
+	}
+	for _, m := range st.Members {
+		ids = append(ids, m.ID)
+	}
+	return ids, true
+}
+
+// isMember asks the leader whether master id is in the Raft
+// configuration; known is false if no leader answered.
+func (nm *nemesis) isMember(ctx context.Context, id string) (member, known bool) {
+	ids, known := nm.members(ctx)
+	return slices.Contains(ids, id), known
+}
+
 // healAll undoes every fault, whatever state the nemesis left: it heals
 // the network, resumes paused masters, restarts stopped ones and adds
-// removed ones back. It returns what it could not do.
+// removed ones back, including any the leader no longer lists although
+// the nemesis did not see its removal succeed. It returns what it could
+// not do.
 func (nm *nemesis) healAll(ctx context.Context) []string {
 	var problems []string
 	if err := nm.net.Set(ctx, NetFaults{}); err != nil {
 		problems = append(problems, fmt.Sprintf("heal the network: %v", err))
 	}
+	rejoined := map[int]bool{}
 	for i, n := range nm.cl.nodes {
 		st := nm.cl.state(i)
 		var err error
 		switch {
 		case st.removed:
-			err = nm.cl.rejoin(i)
+			err, rejoined[i] = nm.cl.rejoin(i), true
 		case !st.running:
 			err = nm.cl.start(i)
 		case st.paused:
@@ -306,6 +337,22 @@ func (nm *nemesis) healAll(ctx context.Context) []string {
 		}
 		if err != nil {
 			problems = append(problems, fmt.Sprintf("%s: %v", n.id, err))
+		}
+	}
+	ids, known := nm.members(ctx)
+	for i, n := range nm.cl.nodes {
+		if rejoined[i] || !known {
+			continue
+		}
+		if !slices.Contains(ids, n.id) {
+			nm.logger.Warn("the leader no longer lists this master; wiping it and adding it back", "node", n.id)
+			if err := nm.cl.terminate(i, 5*time.Second); err != nil {
+				problems = append(problems, err.Error())
+			}
+			nm.cl.markRemoved(i)
+			if err := nm.cl.rejoin(i); err != nil {
+				problems = append(problems, fmt.Sprintf("%s: %v", n.id, err))
+			}
 		}
 	}
 	return problems

@@ -156,11 +156,15 @@ func (p *proxyNet) acceptLoop(px *proxy) {
 				return
 			default:
 			}
-			if ne, ok := err.(net.Error); ok && ne.Timeout() {
-				continue
+			// Out of file descriptors or the like: back off and retry, so
+			// the master does not become unreachable for good.
+			p.logger.Warn("proxy accept failed; retrying", "node", px.node, "err", err)
+			select {
+			case <-time.After(50 * time.Millisecond):
+			case <-p.closed:
+				return
 			}
-			p.logger.Warn("proxy accept failed", "node", px.node, "err", err)
-			return
+			continue
 		}
 		if !p.track(c) {
 			continue

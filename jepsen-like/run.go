@@ -278,7 +278,9 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 		res.OpsByType[op.Type] = c
 	}
 	res.Linearizable = CheckLinearizable(history, cfg.CheckTimeout, filepath.Join(cfg.Out, LinearizeFile), faultAnnotations(windows))
-	res.Linearizable.Visualization = filepath.Base(res.Linearizable.Visualization)
+	if res.Linearizable.Visualization != "" {
+		res.Linearizable.Visualization = filepath.Base(res.Linearizable.Visualization)
+	}
 	res.SetFull = CheckSetFull(history)
 	res.Digests = digests
 	res.Availability = checkAvailability(history, windows)
