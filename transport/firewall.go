@@ -2,6 +2,7 @@ package transport
 
 import (
 	"errors"
+	"io"
 	"net"
 	"sync"
 )
@@ -34,6 +35,15 @@ func (c *trackedConn) Close() error {
 		c.fw.mu.Unlock()
 	})
 	return c.Conn.Close()
+}
+
+// ReadFrom passes through to the wrapped connection, so io.Copy from a file
+// to a tracked TCP connection still uses sendfile.
+func (c *trackedConn) ReadFrom(r io.Reader) (int64, error) {
+	if rf, ok := c.Conn.(io.ReaderFrom); ok {
+		return rf.ReadFrom(r)
+	}
+	return io.Copy(struct{ io.Writer }{c.Conn}, r)
 }
 
 func remoteIP(addr net.Addr) string {

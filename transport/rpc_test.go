@@ -232,3 +232,33 @@ func FuzzUnmarshalRequest(f *testing.F) {
 		_ = Unmarshal(b, &resp)
 	})
 }
+
+// Tracked connections keep io.ReaderFrom, so io.Copy from a file to a peer
+// connection can still use sendfile.
+func TestTrackedConnKeepsReaderFrom(t *testing.T) {
+	m, err := Listen("127.0.0.1:0", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	ln := m.Listener(StreamPiece)
+	go func() {
+		c, err := ln.Accept()
+		if err == nil {
+			io.Copy(io.Discard, c)
+			c.Close()
+		}
+	}()
+	conn, err := m.DialStream(m.Addr().String(), StreamPiece, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	rf, ok := conn.(io.ReaderFrom)
+	if !ok {
+		t.Fatalf("%T does not implement io.ReaderFrom", conn)
+	}
+	if n, err := rf.ReadFrom(bytes.NewReader(make([]byte, 1000))); err != nil || n != 1000 {
+		t.Fatalf("ReadFrom: %d, %v; want 1000, nil", n, err)
+	}
+}
