@@ -189,7 +189,7 @@ type LogFinding struct {
 
 // logPatterns are the lines that mean a master broke: a Go panic, a
 // fatal runtime error, a race the race detector saw.
-var logPatterns = []string{"panic:", "fatal error:", "DATA RACE"}
+func logPatterns() []string { return []string{"panic:", "fatal error:", "DATA RACE"} }
 
 // checkLogs scans every master log for logPatterns.
 func checkLogs(paths []string, crashes []Crash) LogsResult {
@@ -204,11 +204,12 @@ func checkLogs(paths []string, crashes []Crash) LogsResult {
 			unreadable = append(unreadable, fmt.Sprintf("%s: %v", p, err))
 			continue
 		}
+		patterns := logPatterns()
 		sc := bufio.NewScanner(f)
 		sc.Buffer(make([]byte, 0, 64<<10), 4<<20)
 		for line := 1; sc.Scan(); line++ {
 			text := sc.Text()
-			for _, pat := range logPatterns {
+			for _, pat := range patterns {
 				if strings.Contains(text, pat) {
 					if len(text) > 300 {
 						text = text[:300] + "…"

@@ -1,6 +1,7 @@
 package jepsenlike
 
 import (
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -204,5 +205,23 @@ func TestDigests(t *testing.T) {
 func TestWorstVerdict(t *testing.T) {
 	if worst(Valid, Unknown, Valid) != Unknown || worst(Unknown, Invalid) != Invalid || worst(Valid) != Valid {
 		t.Fatal("worst does not rank invalid > unknown > valid")
+	}
+}
+
+func TestLogsCatchPanicsRacesAndCrashes(t *testing.T) {
+	dir := t.TempDir()
+	clean := filepath.Join(dir, "m1.log")
+	bad := filepath.Join(dir, "m2.log")
+	os.WriteFile(clean, []byte("level=INFO msg=\"master running\"\n"), 0o644)
+	os.WriteFile(bad, []byte("ok\nWARNING: DATA RACE\nRead at 0x00c000\n"), 0o644)
+	if r := checkLogs([]string{clean}, nil); r.Verdict != Valid {
+		t.Fatalf("a clean log: %s %s", r.Verdict, r.Explanation)
+	}
+	r := checkLogs([]string{clean, bad}, nil)
+	if r.Verdict != Invalid || len(r.Findings) != 1 || r.Findings[0].File != "m2.log" || r.Findings[0].Line != 2 {
+		t.Fatalf("a data race: %s %+v", r.Verdict, r.Findings)
+	}
+	if r := checkLogs([]string{clean}, []Crash{{Node: "m1", Error: "exit status 2"}}); r.Verdict != Invalid {
+		t.Fatalf("a master that exited on its own: %s", r.Verdict)
 	}
 }

@@ -66,7 +66,9 @@ func writeLatencySVG(w io.Writer, ops []Op, windows []Window, opTimeout time.Dur
 		x0, x1 := x(int64(win.StartOffset)), x(int64(win.EndOffset))
 		p(`<rect x="%.1f" y="%.1f" width="%.1f" height="%.1f" fill="%s" opacity="0.7"><title>%s</title></rect>`+"\n",
 			x0, top, math.Max(x1-x0, 1), ph, kindColor(win.Kind), html.EscapeString(fmt.Sprintf("fault %d: %s %s", win.Seq, win.Kind, strings.Join(win.Targets, ","))))
-		p(`<text x="%.1f" y="%.1f" font-size="9" fill="#555">%s</text>`+"\n", x0+2, top+10, html.EscapeString(string(win.Kind)))
+		if label := string(win.Kind); x1-x0 >= 5.5*float64(len(label)) { // else the tooltip says it
+			p(`<text x="%.1f" y="%.1f" font-size="9" fill="#555">%s</text>`+"\n", x0+2, top+10, html.EscapeString(label))
+		}
 	}
 	// Axes and grid.
 	for ms := ymin; ms <= ymax*1.0001; ms *= 10 {

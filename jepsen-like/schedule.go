@@ -48,17 +48,24 @@ const (
 	KindLoss Kind = "loss"
 )
 
-// AllKinds lists every fault kind, in the order the CLI documents them.
-var allKinds = []Kind{KindKill, KindPause, KindPartition, KindOneWay, KindRing, KindBridge,
-	KindIsolateLeader, KindKillLeader, KindRollingRestart, KindMembership, KindDelay, KindLoss}
+// Kinds returns every fault kind the nemesis knows, in the order the CLI
+// documents them.
+func Kinds() []Kind {
+	return []Kind{KindKill, KindPause, KindPartition, KindOneWay, KindRing, KindBridge,
+		KindIsolateLeader, KindKillLeader, KindRollingRestart, KindMembership, KindDelay, KindLoss}
+}
 
-// Kinds returns every fault kind the nemesis knows.
-func Kinds() []Kind { return slices.Clone(allKinds) }
-
-// aliases expand convenience names on the command line.
-var kindAliases = map[string][]Kind{
-	"leader": {KindIsolateLeader, KindKillLeader},
-	"net":    {KindPartition, KindOneWay, KindRing, KindBridge},
+// kindAlias expands the convenience names of the command line.
+func kindAlias(name string) []Kind {
+	switch name {
+	case "all":
+		return Kinds()
+	case "leader":
+		return []Kind{KindIsolateLeader, KindKillLeader}
+	case "net":
+		return []Kind{KindPartition, KindOneWay, KindRing, KindBridge}
+	}
+	return nil
 }
 
 // ParseKinds parses a comma-separated list of fault kinds. "all" means
@@ -76,20 +83,16 @@ func ParseKinds(s string) ([]Kind, error) {
 		part = strings.ToLower(strings.TrimSpace(part))
 		switch {
 		case part == "" || part == "none":
-		case part == "all":
-			for _, k := range allKinds {
+		case kindAlias(part) != nil:
+			for _, k := range kindAlias(part) {
 				addKind(k)
 			}
-		case kindAliases[part] != nil:
-			for _, k := range kindAliases[part] {
-				addKind(k)
-			}
-		case slices.Contains(allKinds, Kind(part)):
+		case slices.Contains(Kinds(), Kind(part)):
 			addKind(Kind(part))
 		default:
-			names := make([]string, len(allKinds))
-			for i, k := range allKinds {
-				names[i] = string(k)
+			var names []string
+			for _, k := range Kinds() {
+				names = append(names, string(k))
 			}
 			return nil, fmt.Errorf("unknown fault kind %q; use a comma-separated list of %s, or all, leader, net, none", part, strings.Join(names, ", "))
 		}
