@@ -77,5 +77,5 @@ func ExampleBatch() {
 	}
 	// Output:
 	// <nil>
-	// fsm: unauthorized: token does not match peer a
+	// unauthorized: token does not match peer a
 }
