@@ -77,5 +77,5 @@ func ExampleBatch() {
 	}
 	// Output:
 	// <nil>
-	// unauthorized: token does not match peer a
+	// unauthorized: the secret does not match the one peer a joined with; only a peer's owner may change its registrations
 }

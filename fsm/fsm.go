@@ -123,10 +123,12 @@ func (f *FSM) applyCommand(data []byte) Response {
 	return Response{Err: fmt.Errorf("%w: %T", ErrUnknownCommand, cmd)}
 }
 
-func errUnknownPeer(id PeerID) error { return fmt.Errorf("%w: %s", ErrUnknownPeer, id) }
+func errUnknownPeer(id PeerID) error {
+	return fmt.Errorf("%w %s: it never joined, left, or was expired after missing its heartbeats; join again", ErrUnknownPeer, id)
+}
 
 func errUnauthorized(id PeerID) error {
-	return fmt.Errorf("%w: token does not match peer %s", ErrUnauthorized, id)
+	return fmt.Errorf("%w: the secret does not match the one peer %s joined with; only a peer's owner may change its registrations", ErrUnauthorized, id)
 }
 
 func errConflict(id FileID) error {
