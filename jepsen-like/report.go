@@ -214,8 +214,13 @@ th{background:#f4f4f4}.v{color:white;padding:1px 8px;border-radius:3px;font-weig
 	}
 	for _, win := range windows {
 		kind := string(win.Kind)
-		if win.Variant != "" {
+		switch {
+		case win.Variant != "":
 			kind += " (" + win.Variant + ")"
+		case win.Kind == KindDelay:
+			kind += fmt.Sprintf(" (%v ± %v)", time.Duration(win.Delay), time.Duration(win.Jitter))
+		case win.Kind == KindLoss:
+			kind += fmt.Sprintf(" (%.0f%%)", 100*win.Loss)
 		}
 		p(`<tr><td>%d</td><td style="background:%s">%s</td><td>%.1fs</td><td>%.1fs</td><td>%s</td><td>%s</td><td>%s / %s</td><td>%s</td></tr>`+"\n",
 			win.Seq, kindColor(win.Kind), e(kind), time.Duration(win.StartOffset).Seconds(), time.Duration(win.EndOffset).Seconds(),
