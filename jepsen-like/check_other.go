@@ -178,6 +178,10 @@ type LogsResult struct {
 	Findings    []LogFinding `json:"findings"`
 	// Crashes are masters that exited without being told to.
 	Crashes []Crash `json:"crashes"`
+	// SlowStops are masters that were still running a grace period after
+	// SIGTERM and had to be killed. Informational: a slow graceful
+	// shutdown loses nothing, but operators will notice it.
+	SlowStops []Crash `json:"slow_stops,omitempty"`
 }
 
 // LogFinding is one suspicious log line.
@@ -192,8 +196,8 @@ type LogFinding struct {
 func logPatterns() []string { return []string{"panic:", "fatal error:", "DATA RACE"} }
 
 // checkLogs scans every master log for logPatterns.
-func checkLogs(paths []string, crashes []Crash) LogsResult {
-	res := LogsResult{Findings: []LogFinding{}, Crashes: crashes}
+func checkLogs(paths []string, crashes, slowStops []Crash) LogsResult {
+	res := LogsResult{Findings: []LogFinding{}, Crashes: crashes, SlowStops: slowStops}
 	if res.Crashes == nil {
 		res.Crashes = []Crash{}
 	}
@@ -231,6 +235,9 @@ func checkLogs(paths []string, crashes []Crash) LogsResult {
 	default:
 		res.Verdict = Valid
 		res.Explanation = fmt.Sprintf("no panic, fatal error or data race in %d master logs, and no master exited on its own", len(paths))
+	}
+	if len(res.SlowStops) > 0 {
+		res.Explanation += fmt.Sprintf("; %d times a master ignored SIGTERM for its whole grace period and was killed", len(res.SlowStops))
 	}
 	return res
 }

@@ -34,9 +34,10 @@ type cluster struct {
 	httpc     *http.Client
 	t0        time.Time // the run's start, for crash times
 
-	mu      sync.Mutex
-	crashes []Crash
-	wg      sync.WaitGroup // one waiter per started process
+	mu        sync.Mutex
+	crashes   []Crash
+	slowStops []Crash        // masters SIGKILLed because SIGTERM did not stop them
+	wg        sync.WaitGroup // one waiter per started process
 }
 
 type node struct {
@@ -233,6 +234,10 @@ func (c *cluster) terminate(i int, grace time.Duration) error {
 		return nil
 	}
 	c.logger.Warn("master did not stop after SIGTERM; killing it", "node", c.nodes[i].id, "grace", grace)
+	c.mu.Lock()
+	c.slowStops = append(c.slowStops, Crash{Node: c.nodes[i].id, At: Duration(time.Since(c.t0)),
+		Error: fmt.Sprintf("still running %v after SIGTERM; killed", grace)})
+	c.mu.Unlock()
 	return c.kill(i)
 }
 
@@ -321,10 +326,10 @@ func (c *cluster) close() {
 	c.wg.Wait()
 }
 
-func (c *cluster) crashList() []Crash {
+func (c *cluster) crashList() (crashes, slowStops []Crash) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return slices.Clone(c.crashes)
+	return slices.Clone(c.crashes), slices.Clone(c.slowStops)
 }
 
 // status fetches master i's /v1/status.

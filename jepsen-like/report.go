@@ -227,13 +227,16 @@ th{background:#f4f4f4}.v{color:white;padding:1px 8px;border-radius:3px;font-weig
 			e(strings.Join(win.Targets, ", ")), e(strings.Join(win.Cuts, " ")), msOrNone(rec[win.Seq].AfterStartMillis), msOrNone(rec[win.Seq].AfterHealMillis), e(strings.Join(win.Notes, "; ")))
 	}
 	p("</table>\n")
-	if len(r.Logs.Findings) > 0 || len(r.Logs.Crashes) > 0 {
+	if len(r.Logs.Findings) > 0 || len(r.Logs.Crashes) > 0 || len(r.Logs.SlowStops) > 0 {
 		p("<h2>Log findings</h2><ul>")
 		for _, f := range r.Logs.Findings {
 			p(`<li><a href="logs/%s">%s</a> line %d: <code>%s</code></li>`, e(f.File), e(f.File), f.Line, e(f.Text))
 		}
 		for _, c := range r.Logs.Crashes {
 			p("<li>%s exited on its own at %v: %s</li>", e(c.Node), time.Duration(c.At).Round(time.Millisecond), e(c.Error))
+		}
+		for _, c := range r.Logs.SlowStops {
+			p("<li>%s at %v (informational): %s</li>", e(c.Node), time.Duration(c.At).Round(time.Millisecond), e(c.Error))
 		}
 		p("</ul>\n")
 	}

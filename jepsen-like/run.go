@@ -288,7 +288,8 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 	for _, n := range cl.nodes {
 		logs = append(logs, n.logPath)
 	}
-	res.Logs = checkLogs(logs, cl.crashList())
+	crashes, slowStops := cl.crashList()
+	res.Logs = checkLogs(logs, crashes, slowStops)
 	res.Checkers = map[string]CheckerResult{
 		"linearizable": {res.Linearizable.Verdict, res.Linearizable.Explanation},
 		"set-full":     {res.SetFull.Verdict, res.SetFull.Explanation},
