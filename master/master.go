@@ -294,7 +294,23 @@ func (m *Master) shutdown(graceful bool) error {
 	}
 	m.cancel()
 	if m.raft != nil {
-		if err := m.raft.Shutdown().Error(); err != nil {
+		// raft.Shutdown waits for its replication goroutines, and one
+		// blocked on a paused or cut-off follower would hold it for the
+		// transport's whole I/O timeout. If it has not finished promptly,
+		// close the connections under it.
+		f := m.raft.Shutdown()
+		done := make(chan error, 1)
+		go func() { done <- f.Error() }()
+		var err error
+		select {
+		case err = <-done:
+		case <-time.After(time.Second):
+			m.logger.Warn("raft is slow to stop; closing its connections")
+			m.mux.Close()
+			m.mux.CloseConns()
+			err = <-done
+		}
+		if err != nil {
 			errs = append(errs, fmt.Errorf("raft shutdown: %w", err))
 		}
 	}

@@ -80,7 +80,7 @@ func (m *Mux) Listener(kind byte) net.Listener {
 	if s, ok := m.streams[kind]; ok {
 		return s
 	}
-	s := &streamListener{mux: m, kind: kind, conns: make(chan net.Conn)}
+	s := &streamListener{mux: m, kind: kind, conns: make(chan net.Conn), closed: make(chan struct{})}
 	m.streams[kind] = s
 	return s
 }
@@ -133,8 +133,8 @@ func (m *Mux) RaftLayer(advertise net.Addr) raft.StreamLayer {
 }
 
 // Close stops accepting, closes every stream listener, and waits for the
-// accept loop. Connections already handed out are their owners' to close.
-// Safe to call more than once.
+// accept loop. Connections already handed out are their owners' to close
+// (or CloseConns'). Safe to call more than once.
 func (m *Mux) Close() error {
 	var err error
 	m.once.Do(func() {
@@ -143,6 +143,21 @@ func (m *Mux) Close() error {
 		m.wg.Wait()
 	})
 	return err
+}
+
+// CloseConns closes every connection this Mux accepted or dialled that is
+// still open, so that goroutines blocked on them return at once. A node
+// uses it when stopping, after its services have stopped using them.
+func (m *Mux) CloseConns() {
+	m.fw.mu.Lock()
+	conns := make([]*trackedConn, 0, len(m.fw.conns))
+	for c := range m.fw.conns {
+		conns = append(conns, c)
+	}
+	m.fw.mu.Unlock()
+	for _, c := range conns {
+		c.Close()
+	}
 }
 
 func (m *Mux) acceptLoop() {
@@ -206,6 +221,8 @@ func (m *Mux) route(conn net.Conn) {
 	case s.conns <- conn:
 	case <-m.closed:
 		conn.Close()
+	case <-s.closed:
+		conn.Close()
 	case <-time.After(DefaultHandshakeTimeout):
 		// Nobody is accepting this kind (e.g. the owner is shutting down).
 		conn.Close()
@@ -213,22 +230,31 @@ func (m *Mux) route(conn net.Conn) {
 }
 
 type streamListener struct {
-	mux   *Mux
-	kind  byte
-	conns chan net.Conn
+	mux    *Mux
+	kind   byte
+	conns  chan net.Conn
+	closed chan struct{}
+	once   sync.Once
 }
 
 func (s *streamListener) Accept() (net.Conn, error) {
 	select {
 	case c := <-s.conns:
 		return c, nil
+	case <-s.closed:
+		return nil, ErrMuxClosed
 	case <-s.mux.closed:
 		return nil, ErrMuxClosed
 	}
 }
 
-// Close closes the whole Mux: stream listeners share one socket.
-func (s *streamListener) Close() error { return s.mux.Close() }
+// Close stops accepting this stream kind; new connections of the kind are
+// closed. The shared socket stays open for the other kinds until the Mux
+// itself is closed, so the RPC server can stop before Raft does.
+func (s *streamListener) Close() error {
+	s.once.Do(func() { close(s.closed) })
+	return nil
+}
 
 func (s *streamListener) Addr() net.Addr { return s.mux.ln.Addr() }
 

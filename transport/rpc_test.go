@@ -262,3 +262,34 @@ func TestTrackedConnKeepsReaderFrom(t *testing.T) {
 		t.Fatalf("ReadFrom: %d, %v; want 1000, nil", n, err)
 	}
 }
+
+// Closing one stream's listener (as the RPC server does when it stops)
+// leaves the other streams served: Raft must outlive RPC at shutdown.
+func TestClosingOneStreamLeavesOthersOpen(t *testing.T) {
+	m, err := Listen("127.0.0.1:0", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	rpcLn, raftLn := m.Listener(StreamRPC), m.Listener(StreamRaft)
+	rpcLn.Close()
+	if _, err := rpcLn.Accept(); !errors.Is(err, ErrMuxClosed) {
+		t.Fatalf("Accept on a closed stream: got %v, want ErrMuxClosed", err)
+	}
+	accepted := make(chan error, 1)
+	go func() {
+		c, err := raftLn.Accept()
+		if err == nil {
+			c.Close()
+		}
+		accepted <- err
+	}()
+	conn, err := m.DialStream(m.Addr().String(), StreamRaft, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if err := <-accepted; err != nil {
+		t.Fatalf("raft stream after closing the rpc stream: %v", err)
+	}
+}
