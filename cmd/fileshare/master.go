@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"syscall"
 	"time"
 
@@ -13,6 +14,10 @@ import (
 
 	"fileshare/master"
 )
+
+// shutdownGrace bounds a graceful shutdown: leadership hand-off, draining
+// requests and stopping raft normally take well under a second.
+const shutdownGrace = 3 * time.Second
 
 func newMasterCmd(g *globalFlags, stderr io.Writer) *cobra.Command {
 	var cfg master.Config
@@ -58,8 +63,19 @@ On SIGTERM a leader hands leadership to another master before it exits.`,
 				return err
 			}
 			<-ctx.Done()
+			stop() // a second signal now ends the process at once
 			logger.Info("signal received; shutting down")
-			return m.Close()
+			done := make(chan error, 1)
+			go func() { done <- m.Close() }()
+			select {
+			case err := <-done:
+				return err
+			case <-time.After(shutdownGrace):
+				// A shutdown that hangs is a bug; leave the evidence.
+				fmt.Fprintf(stderr, "shutdown did not finish within %v; goroutines:\n", shutdownGrace)
+				_ = pprof.Lookup("goroutine").WriteTo(stderr, 2)
+				return fmt.Errorf("shutdown did not finish within %v", shutdownGrace)
+			}
 		},
 	}
 	f := cmd.Flags()
