@@ -1,6 +1,7 @@
 package transport
 
 import (
+	"context"
 	"errors"
 	"fmt"
 )
@@ -95,8 +96,12 @@ func (e *RemoteError) Error() string { return e.Message }
 // Code returns the wire code the remote side sent.
 func (e *RemoteError) Code() string { return e.WireCode }
 
-// Is reports whether target is a Coded error with the same code.
+// Is reports whether target is a Coded error with the same code. A remote
+// timeout also matches context.DeadlineExceeded, as a local one does.
 func (e *RemoteError) Is(target error) bool {
+	if target == context.DeadlineExceeded {
+		return e.WireCode == ErrTimeout.code
+	}
 	var c Coded
 	if errors.As(target, &c) {
 		return c.Code() == e.WireCode
@@ -138,8 +143,13 @@ func toWire(err error) *wireError {
 		return w
 	}
 	var c Coded
-	if errors.As(err, &c) {
+	switch {
+	case errors.As(err, &c):
 		w.Code = c.Code()
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
+		// The handler ran out of the caller's time (or the server is
+		// stopping): for a write, the outcome is unknown.
+		w.Code = ErrTimeout.code
 	}
 	return w
 }
