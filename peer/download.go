@@ -12,6 +12,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"sort"
 	"strings"
@@ -204,7 +205,7 @@ func (p *Peer) download(ctx context.Context, fileID, dest string, opts DownloadO
 		p: p, opts: opts, id: fileID, name: look.File.Name, dest: dest,
 		partial: dest + PartialSuffix, statePath: dest + ResumeSuffix,
 		size: meta.Size, pieceSize: meta.PieceSize, n: n,
-		requesters: make([]int, n), from: map[string]int{},
+		requesters: make([]int, n), arrived: make([]bool, n), from: map[string]int{},
 		changed: make(chan struct{}), complete: make(chan struct{}),
 		holders: map[string]*holder{}, start: start,
 	}
@@ -302,6 +303,12 @@ type download struct {
 	samples    []rateSample
 	lastActive int
 
+	// writeMu serialises the writes to the partial file. Writers to one
+	// file queue on its inode lock anyway, and the kernel spins for it:
+	// two verifier goroutines writing at once cost half as much CPU again
+	// as one, for less throughput. Parked goroutines cost nothing.
+	writeMu sync.Mutex
+
 	mu         sync.Mutex
 	state      *resumeState // verified and written pieces
 	doneCount  int
@@ -309,8 +316,9 @@ type download struct {
 	fetched    int
 	fetchBytes int64
 	dups       int
-	requesters []int // requests outstanding per piece
-	cursor     int   // every piece below is verified or requested
+	requesters []int  // requests outstanding per piece, received ones included until stored
+	arrived    []bool // a requested copy was received and is being verified
+	cursor     int    // every piece below is verified or requested
 	from       map[string]int
 	changed    chan struct{} // closed and replaced on every change
 	complete   chan struct{} // closed when every piece is verified
@@ -720,8 +728,12 @@ type flight struct {
 const maxDups = 2
 
 // worker pipelines piece requests to one holder over one connection until
-// every piece is verified, ctx ends, or the holder fails. It returns how
-// many pieces it verified; its unanswered requests go back to the others.
+// every piece is verified, ctx ends, or the holder fails. It only reads:
+// each piece, once received, goes to the worker's verifier, which hashes
+// and writes it while the worker reads the next. It returns how many
+// pieces were verified; its unanswered requests, and received pieces that
+// were not stored, go back to the others. A piece that fails verification
+// makes it return an errBadData error, whatever its own read saw.
 func (d *download) worker(ctx context.Context, id, addr string) (got int, err error) {
 	conn, br, deadline, err := d.dial(addr)
 	if err != nil {
@@ -732,9 +744,12 @@ func (d *download) worker(ctx context.Context, id, addr string) (got int, err er
 	// read or write at once when the download ends.
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
 	defer stop()
+	v := d.startVerifier(id, conn)
 	var inflight []flight
-	defer func() { d.release(inflight) }()
-	buf := make([]byte, d.pieceSize)
+	defer func() {
+		d.release(inflight)
+		got, err = v.wait(err)
+	}()
 	dups := 0
 	var reqs []byte
 	for {
@@ -758,7 +773,7 @@ func (d *download) worker(ctx context.Context, id, addr string) (got int, err er
 			}
 			if d.limiter != nil {
 				if err := d.limiter.wait(ctx, d.pieceLen(i)); err != nil {
-					return got, err
+					return 0, err
 				}
 			}
 			reqs = pieceRequest{Op: opPiece, File: d.root, Index: uint32(i)}.appendTo(reqs)
@@ -766,53 +781,190 @@ func (d *download) worker(ctx context.Context, id, addr string) (got int, err er
 		if len(reqs) > 0 {
 			deadline(time.Now().Add(d.p.cfg.IOTimeout))
 			if _, err := conn.Write(reqs); err != nil {
-				return got, err
+				return 0, err
 			}
 		}
 		if len(inflight) == 0 {
 			select {
 			case <-d.complete:
-				return got, nil
+				return 0, nil
 			case <-changed:
 				continue
 			case <-ctx.Done():
-				return got, ctx.Err()
+				return 0, ctx.Err()
+			case <-v.failed:
+				return 0, nil // wait reports why
 			}
 		}
 		fl := inflight[0]
+		buf, err := v.buffer(ctx)
+		if err != nil {
+			return 0, err
+		}
 		deadline(time.Now().Add(d.p.cfg.IOTimeout))
 		hdr, err := readHeader(br)
 		if err != nil {
-			return got, err
+			return 0, err
 		}
 		if hdr.Status != statusOK {
-			return got, readRemoteError(br, hdr)
+			return 0, readRemoteError(br, hdr)
 		}
 		l := d.pieceLen(fl.i)
 		if int64(hdr.Len) != l {
-			return got, fmt.Errorf("%w: piece %d is %d bytes, want %d", errBadData, fl.i, hdr.Len, l)
+			return 0, fmt.Errorf("%w: piece %d is %d bytes, want %d", errBadData, fl.i, hdr.Len, l)
 		}
 		if _, err := io.ReadFull(br, buf[:l]); err != nil {
-			return got, err
-		}
-		if sha256.Sum256(buf[:l]) != d.hashes[fl.i] {
-			return got, fmt.Errorf("%w: piece %d does not match its SHA-256", errBadData, fl.i)
+			return 0, err
 		}
 		inflight = inflight[1:]
 		if fl.dup {
 			dups--
 		}
-		if err := d.store(fl.i, buf[:l], id); err != nil {
-			return got, err
-		}
-		got++
+		d.arrive(fl.i)
+		v.put(fl.i, buf[:l])
 	}
+}
+
+// verifier checks and stores the pieces one worker receives, on
+// goroutines of its own, so that SHA-256 and the copy into the partial
+// file overlap the worker's next network read instead of stalling it. On
+// loopback a piece costs about as much CPU to hash, and again to write,
+// as to receive, so one holder keeps two or more cores busy. The worker
+// owns the verifier: startVerifier starts it; the worker alone calls
+// buffer and put, and calls wait once, before it returns.
+type verifier struct {
+	d      *download
+	from   string    // the holder's peer ID
+	conn   io.Closer // closed on the first failure, to end the worker's read
+	queue  chan received
+	free   chan []byte // piece buffers handed back
+	made   int         // buffers allocated so far (worker-owned)
+	wg     sync.WaitGroup
+	failed chan struct{} // closed on the first failure
+
+	mu   sync.Mutex
+	got  int   // pieces verified and stored
+	err  error // the first failure
+	stop bool  // err is set: release the rest unverified
+}
+
+// received is a piece read off the wire and not yet verified.
+type received struct {
+	i int
+	b []byte
+}
+
+// verifyBuffers is how many piece buffers each worker cycles through:
+// about 4 MiB worth (at most 16), and always one more than it has
+// verifier goroutines, so that each verifies one piece while the worker
+// reads the next.
+func verifyBuffers(pieceSize int64) int {
+	return int(max(min((4<<20)/pieceSize, 16), int64(verifyGoroutines()+1)))
+}
+
+// verifyGoroutines is how many goroutines verify each worker's pieces:
+// one per core, at most 4, at least 2 so that one holder alone can use
+// two cores besides its reading goroutine.
+func verifyGoroutines() int { return min(max(runtime.GOMAXPROCS(0), 2), 4) }
+
+func (d *download) startVerifier(from string, conn io.Closer) *verifier {
+	n := verifyBuffers(d.pieceSize)
+	v := &verifier{
+		d: d, from: from, conn: conn,
+		// Never more pieces in flight than buffers, so put never blocks.
+		queue: make(chan received, n), free: make(chan []byte, n),
+		failed: make(chan struct{}),
+	}
+	for range verifyGoroutines() {
+		v.wg.Add(1)
+		go v.run()
+	}
+	return v
+}
+
+// buffer returns a piece buffer, waiting for a verifier goroutine to hand
+// one back if all are in use.
+func (v *verifier) buffer(ctx context.Context) ([]byte, error) {
+	select {
+	case b := <-v.free:
+		return b, nil
+	default:
+	}
+	if v.made < cap(v.free) {
+		v.made++
+		return make([]byte, v.d.pieceSize), nil
+	}
+	select {
+	case b := <-v.free:
+		return b, nil
+	case <-v.failed:
+		return nil, errors.New("verification failed") // wait reports why
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// put queues piece i, read into b (a buffer from buffer), for
+// verification. It never blocks: the queue holds as many pieces as there
+// are buffers.
+func (v *verifier) put(i int, b []byte) { v.queue <- received{i, b} }
+
+// wait ends the verifier once every queued piece is processed, and
+// returns how many pieces it stored and the worker's error: the
+// verifier's own failure if it had one (it caused whatever ended the
+// worker), else err.
+func (v *verifier) wait(err error) (int, error) {
+	close(v.queue)
+	v.wg.Wait()
+	if v.err != nil {
+		return v.got, v.err
+	}
+	return v.got, err
+}
+
+func (v *verifier) run() {
+	defer v.wg.Done()
+	for r := range v.queue {
+		v.mu.Lock()
+		stop := v.stop
+		v.mu.Unlock()
+		var err error
+		if !stop {
+			err = v.check(r)
+		}
+		v.mu.Lock()
+		switch {
+		case stop:
+		case err != nil:
+			if !v.stop {
+				v.stop, v.err = true, err
+				close(v.failed)
+				v.conn.Close()
+			}
+		default:
+			v.got++
+		}
+		v.mu.Unlock()
+		if stop || err != nil {
+			v.d.release([]flight{{i: r.i}}) // not stored: back to the others
+		}
+		v.free <- r.b[:cap(r.b)]
+	}
+}
+
+// check verifies piece r and stores it.
+func (v *verifier) check(r received) error {
+	if sha256.Sum256(r.b) != v.d.hashes[r.i] {
+		return fmt.Errorf("%w: piece %d does not match its SHA-256", errBadData, r.i)
+	}
+	return v.d.store(r.i, r.b, v.from)
 }
 
 // next picks the next piece for a worker: the lowest-numbered piece nobody
 // has requested, or, once there is none (the end game), a piece another
 // holder is still sending that this worker has not requested, if it has
-// fewer than maxDups such duplicates outstanding. ok is false when there is
+// fewer than maxDups such duplicates outstanding. A piece that has arrived
+// and is being verified is not duplicated. ok is false when there is
 // nothing to do; changed is then closed at the next change.
 func (d *download) next(mine []flight, dups int) (i int, dup bool, changed <-chan struct{}, ok bool) {
 	d.mu.Lock()
@@ -828,7 +980,7 @@ func (d *download) next(mine []flight, dups int) (i int, dup bool, changed <-cha
 	}
 	if dups < maxDups {
 		for i := range d.n {
-			if d.state.has(i) || d.requesters[i] != 1 || slices.ContainsFunc(mine, func(f flight) bool { return f.i == i }) {
+			if d.state.has(i) || d.requesters[i] != 1 || d.arrived[i] || slices.ContainsFunc(mine, func(f flight) bool { return f.i == i }) {
 				continue
 			}
 			d.requesters[i]++
@@ -848,11 +1000,19 @@ func (d *download) release(fs []flight) {
 	defer d.mu.Unlock()
 	for _, f := range fs {
 		d.requesters[f.i]--
+		d.arrived[f.i] = false
 		if !d.state.has(f.i) && d.requesters[f.i] == 0 {
 			d.cursor = min(d.cursor, f.i)
 		}
 	}
 	d.notify()
+}
+
+// arrive notes that piece i has been received and is being verified.
+func (d *download) arrive(i int) {
+	d.mu.Lock()
+	d.arrived[i] = true
+	d.mu.Unlock()
 }
 
 // notify wakes waiting workers. Called with mu held.
@@ -874,7 +1034,10 @@ func (d *download) store(i int, b []byte, from string) error {
 		return nil
 	}
 	d.mu.Unlock()
-	if _, err := d.f.WriteAt(b, int64(i)*d.pieceSize); err != nil {
+	d.writeMu.Lock()
+	_, err := d.f.WriteAt(b, int64(i)*d.pieceSize)
+	d.writeMu.Unlock()
+	if err != nil {
 		return fmt.Errorf("%w %s: %w", errWrite, d.partial, err)
 	}
 	d.mu.Lock()

@@ -86,6 +86,30 @@ func TestDownloadFromTwoHoldersSurvivesLeaderKill(t *testing.T) {
 	}
 }
 
+// With a single holder nothing is ever fetched twice: a piece that has
+// arrived and waits for verification is not re-requested in the end game.
+func TestSingleHolderFetchesEveryPieceOnce(t *testing.T) {
+	c := newTestCluster(t, nil)
+	data := randomBytes(11, 8*mib+12345)
+	id := idOf(t, data)
+	startPeer(t, c, "alice", shareFolder(t, map[string][]byte{"f.bin": data}), nil)
+	carol := startPeer(t, c, "carol", "", nil)
+	waitHolders(t, c.client(), id, 1)
+	for i := range 3 {
+		dest := filepath.Join(t.TempDir(), "f.bin")
+		res, err := carol.Download(t.Context(), id, dest, DownloadOptions{})
+		if err != nil {
+			t.Fatalf("download %d: %v", i, err)
+		}
+		if res.Duplicates != 0 || res.Fetched != res.Pieces {
+			t.Fatalf("download %d: fetched %d of %d pieces with %d duplicates; want every piece once", i, res.Fetched, res.Pieces, res.Duplicates)
+		}
+		if sha256File(t, dest) != sha256.Sum256(data) {
+			t.Fatalf("download %d: file differs from the original", i)
+		}
+	}
+}
+
 // One holder stops in the middle of a download: its outstanding pieces go
 // to the other, which finishes the file.
 func TestDownloadFinishesWhenAHolderStops(t *testing.T) {
