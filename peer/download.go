@@ -298,7 +298,8 @@ type download struct {
 	active  int
 	resumed int
 
-	lastSaved  int // pieces recorded by the last checkpoint
+	lastSaved  int   // pieces recorded by the last checkpoint
+	lastKick   int64 // doneBytes when writeback was last started
 	lastEmit   time.Time
 	samples    []rateSample
 	lastActive int
@@ -463,6 +464,7 @@ func (d *download) reverify() error {
 	}
 	d.resumed = d.doneCount
 	d.lastSaved = d.doneCount
+	d.lastKick = d.doneBytes
 	if d.resumed < marked {
 		d.p.logger.Warn("some resumed pieces failed re-verification and will be fetched again", "marked", marked, "valid", d.resumed)
 	}
@@ -713,6 +715,7 @@ func (d *download) run(ctx context.Context) error {
 				d.p.logger.Warn("cannot save resume state", "path", d.statePath, "err", err)
 			}
 		}
+		d.startWriteback()
 		d.lastActive = d.active
 		d.emit(false)
 	}
@@ -1058,6 +1061,30 @@ func (d *download) store(i int, b []byte, from string) error {
 	}
 	d.notify()
 	return nil
+}
+
+// writebackEvery is how many verified bytes may gather in the page cache
+// before the coordinator (on its next wake-up, at least every 50 ms) asks
+// the kernel to start writing them to disk. Otherwise the kernel keeps a
+// fast download's data in memory, up to vm.dirty_background_ratio of it,
+// and fsync writes it while the download waits: measured on a 1 GiB
+// download, the final fsync took 250–300 ms without checkpoints and
+// 30–110 ms with one a second, against under 10 ms with this. The same
+// idea as RocksDB's bytes_per_sync and PostgreSQL's backend_flush_after.
+const writebackEvery = 8 << 20
+
+// startWriteback starts the disk writes of the pieces stored since the
+// last call, once there are writebackEvery bytes of them. Called by the
+// coordinator.
+func (d *download) startWriteback() {
+	d.mu.Lock()
+	done := d.doneBytes
+	d.mu.Unlock()
+	if done-d.lastKick < writebackEvery {
+		return
+	}
+	d.lastKick = done
+	startWriteback(d.f)
 }
 
 // checkpoint makes the verified pieces durable and records them: it copies
