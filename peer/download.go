@@ -832,9 +832,12 @@ func (d *download) worker(ctx context.Context, id, addr string) (got int, err er
 // goroutines of its own, so that SHA-256 and the copy into the partial
 // file overlap the worker's next network read instead of stalling it. On
 // loopback a piece costs about as much CPU to hash, and again to write,
-// as to receive, so one holder keeps two or more cores busy. The worker
-// owns the verifier: startVerifier starts it; the worker alone calls
-// buffer and put, and calls wait once, before it returns.
+// as to receive, so one holder keeps two or more cores busy. Pieces are
+// hashed in parallel but accepted or refused in the order they arrived,
+// so, as when the worker verified each piece before reading the next,
+// nothing a holder sent after a bad piece is stored. The worker owns the
+// verifier: startVerifier starts it; the worker alone calls buffer and
+// put, and calls wait once, before it returns.
 type verifier struct {
 	d      *download
 	from   string    // the holder's peer ID
@@ -842,19 +845,21 @@ type verifier struct {
 	queue  chan received
 	free   chan []byte // piece buffers handed back
 	made   int         // buffers allocated so far (worker-owned)
+	seq    int         // sequence number of the next put (worker-owned)
 	wg     sync.WaitGroup
 	failed chan struct{} // closed on the first failure
 
 	mu   sync.Mutex
-	got  int   // pieces verified and stored
-	err  error // the first failure
-	stop bool  // err is set: release the rest unverified
+	turn sync.Cond // signalled when next advances; L is &mu
+	next int       // sequence number of the piece to decide next
+	got  int       // pieces verified and stored
+	err  error     // the first failure
 }
 
 // received is a piece read off the wire and not yet verified.
 type received struct {
-	i int
-	b []byte
+	seq, i int
+	b      []byte
 }
 
 // verifyBuffers is how many piece buffers each worker cycles through:
@@ -878,6 +883,7 @@ func (d *download) startVerifier(from string, conn io.Closer) *verifier {
 		queue: make(chan received, n), free: make(chan []byte, n),
 		failed: make(chan struct{}),
 	}
+	v.turn.L = &v.mu
 	for range verifyGoroutines() {
 		v.wg.Add(1)
 		go v.run()
@@ -910,7 +916,10 @@ func (v *verifier) buffer(ctx context.Context) ([]byte, error) {
 // put queues piece i, read into b (a buffer from buffer), for
 // verification. It never blocks: the queue holds as many pieces as there
 // are buffers.
-func (v *verifier) put(i int, b []byte) { v.queue <- received{i, b} }
+func (v *verifier) put(i int, b []byte) {
+	v.queue <- received{v.seq, i, b}
+	v.seq++
+}
 
 // wait ends the verifier once every queued piece is processed, and
 // returns how many pieces it stored and the worker's error: the
@@ -925,42 +934,51 @@ func (v *verifier) wait(err error) (int, error) {
 	return v.got, err
 }
 
+// run hashes queued pieces, then, in arrival order, stores each good one
+// until the first failure (a bad piece or a write error), after which it
+// releases the rest unverified. The queue hands pieces out in order, so
+// the piece whose turn it is is always held by a goroutine that can go
+// on.
 func (v *verifier) run() {
 	defer v.wg.Done()
 	for r := range v.queue {
+		var good bool
+		select {
+		case <-v.failed: // refused anyway: do not hash
+		default:
+			good = sha256.Sum256(r.b) == v.d.hashes[r.i]
+		}
 		v.mu.Lock()
-		stop := v.stop
+		for v.next != r.seq {
+			v.turn.Wait()
+		}
+		refused := v.err != nil
 		v.mu.Unlock()
 		var err error
-		if !stop {
-			err = v.check(r)
+		switch {
+		case refused:
+		case !good:
+			err = fmt.Errorf("%w: piece %d does not match its SHA-256", errBadData, r.i)
+		default:
+			err = v.d.store(r.i, r.b, v.from)
 		}
 		v.mu.Lock()
 		switch {
-		case stop:
 		case err != nil:
-			if !v.stop {
-				v.stop, v.err = true, err
-				close(v.failed)
-				v.conn.Close()
-			}
-		default:
+			v.err = err
+			close(v.failed)
+			v.conn.Close()
+		case !refused:
 			v.got++
 		}
+		v.next++
+		v.turn.Broadcast()
 		v.mu.Unlock()
-		if stop || err != nil {
+		if refused || err != nil {
 			v.d.release([]flight{{i: r.i}}) // not stored: back to the others
 		}
 		v.free <- r.b[:cap(r.b)]
 	}
-}
-
-// check verifies piece r and stores it.
-func (v *verifier) check(r received) error {
-	if sha256.Sum256(r.b) != v.d.hashes[r.i] {
-		return fmt.Errorf("%w: piece %d does not match its SHA-256", errBadData, r.i)
-	}
-	return v.d.store(r.i, r.b, v.from)
 }
 
 // next picks the next piece for a worker: the lowest-numbered piece nobody
