@@ -28,6 +28,21 @@ func (f *clusterFlags) client() (*peer.MasterClient, error) {
 	return peer.NewClient(peer.ClientConfig{Masters: splitList(f.masters)})
 }
 
+// run wraps a cluster subcommand: it checks the flags, connects to
+// --masters, bounds the call by --timeout, and closes the client after.
+func (f *clusterFlags) run(body func(ctx context.Context, c *peer.MasterClient, args []string) error) func(*cobra.Command, []string) error {
+	return func(cmd *cobra.Command, args []string) error {
+		c, err := f.client()
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		ctx, cancel := context.WithTimeout(cmd.Context(), f.timeout)
+		defer cancel()
+		return body(ctx, c, args)
+	}
+}
+
 func newClusterCmd(g *globalFlags, stdout io.Writer) *cobra.Command {
 	f := &clusterFlags{}
 	cmd := &cobra.Command{
@@ -43,48 +58,27 @@ func newClusterCmd(g *globalFlags, stdout io.Writer) *cobra.Command {
 		Use:   "status",
 		Short: "Show every master's view: state, leader, term, indexes, members, digest",
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := f.client()
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			ctx, cancel := context.WithTimeout(cmd.Context(), f.timeout)
-			defer cancel()
+		RunE: f.run(func(ctx context.Context, c *peer.MasterClient, _ []string) error {
 			sts, errs := c.ClusterStatus(ctx)
 			return printStatus(stdout, f.output, c.Masters(), sts, errs)
-		},
+		}),
 	}
 	remove := &cobra.Command{
 		Use:   "remove ID",
 		Short: "Remove a master from the cluster",
 		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := f.client()
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			ctx, cancel := context.WithTimeout(cmd.Context(), f.timeout)
-			defer cancel()
+		RunE: f.run(func(ctx context.Context, c *peer.MasterClient, args []string) error {
 			if err := c.RemoveMember(ctx, args[0]); err != nil {
 				return fmt.Errorf("remove %s: %w", args[0], err)
 			}
 			return emit(stdout, f.output, map[string]string{"removed": args[0]}, fmt.Sprintf("removed %s from the cluster\n", args[0]))
-		},
+		}),
 	}
 	transfer := &cobra.Command{
 		Use:   "transfer-leader [ID]",
 		Short: "Hand leadership to ID, or to any up-to-date master",
 		Args:  cobra.MaximumNArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := f.client()
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			ctx, cancel := context.WithTimeout(cmd.Context(), f.timeout)
-			defer cancel()
+		RunE: f.run(func(ctx context.Context, c *peer.MasterClient, args []string) error {
 			target := ""
 			if len(args) == 1 {
 				target = args[0]
@@ -94,20 +88,13 @@ func newClusterCmd(g *globalFlags, stdout io.Writer) *cobra.Command {
 				return fmt.Errorf("transfer leadership: %w", err)
 			}
 			return emit(stdout, f.output, out, fmt.Sprintf("leader is now %s at %s\n", out.LeaderID, out.LeaderAddr))
-		},
+		}),
 	}
 	snapshot := &cobra.Command{
 		Use:   "snapshot",
 		Short: "Snapshot the index on every master in --masters now (e.g. before a backup)",
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := f.client()
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			ctx, cancel := context.WithTimeout(cmd.Context(), f.timeout)
-			defer cancel()
+		RunE: f.run(func(ctx context.Context, c *peer.MasterClient, _ []string) error {
 			type result struct {
 				Master string `json:"master"`
 				Index  uint64 `json:"index,omitempty"`
@@ -135,7 +122,7 @@ func newClusterCmd(g *globalFlags, stdout io.Writer) *cobra.Command {
 				return &exitCode{code: 1, msg: "no master took a snapshot"}
 			}
 			return nil
-		},
+		}),
 	}
 	cmd.AddCommand(status, remove, transfer, snapshot)
 	return cmd

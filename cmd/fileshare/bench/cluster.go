@@ -29,10 +29,11 @@ type Cluster struct {
 	Env    []string // extra environment for the processes
 	Extra  []string // extra master flags
 
-	ids   []string
-	addrs []string
-	https []string
-	procs []*exec.Cmd
+	ids    []string
+	addrs  []string
+	https  []string
+	procs  []*exec.Cmd
+	client *peer.MasterClient // for status polling, shared by every poll
 }
 
 // StartCluster starts n masters and waits until they have a leader.
@@ -55,6 +56,11 @@ func StartCluster(ctx context.Context, binary, dir string, n int, extra ...strin
 		initial = append(initial, id+"="+addr)
 	}
 	c.Extra = append(c.Extra, "--initial-cluster", strings.Join(initial, ","))
+	cl, err := peer.NewClient(peer.ClientConfig{Masters: c.addrs})
+	if err != nil {
+		return nil, err
+	}
+	c.client = cl
 	c.procs = make([]*exec.Cmd, n)
 	for i := range n {
 		if err := c.Start(i); err != nil {
@@ -117,21 +123,17 @@ func (c *Cluster) Kill(i int) {
 	}
 }
 
-// Close kills every master.
+// Close kills every master and closes the status client.
 func (c *Cluster) Close() {
 	for i := range c.procs {
 		c.Kill(i)
 	}
+	c.client.Close()
 }
 
 // WaitLeader polls until a master other than exclude (-1: any) leads and
 // every running master names it, and returns its index.
 func (c *Cluster) WaitLeader(ctx context.Context, exclude int) (int, error) {
-	cl, err := peer.NewClient(peer.ClientConfig{Masters: c.addrs})
-	if err != nil {
-		return -1, err
-	}
-	defer cl.Close()
 	for {
 		leader := -1
 		agree := true
@@ -140,7 +142,7 @@ func (c *Cluster) WaitLeader(ctx context.Context, exclude int) (int, error) {
 				continue
 			}
 			sctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
-			st, err := cl.Status(sctx, addr)
+			st, err := c.client.Status(sctx, addr)
 			cancel()
 			if err != nil || !st.Ready {
 				agree = false
@@ -163,12 +165,7 @@ func (c *Cluster) WaitLeader(ctx context.Context, exclude int) (int, error) {
 
 // LeaderIndex asks the masters who leads right now (-1 if none answers).
 func (c *Cluster) LeaderIndex(ctx context.Context) int {
-	cl, err := peer.NewClient(peer.ClientConfig{Masters: c.addrs})
-	if err != nil {
-		return -1
-	}
-	defer cl.Close()
-	sts, errs := cl.ClusterStatus(ctx)
+	sts, errs := c.client.ClusterStatus(ctx)
 	for i, st := range sts {
 		if errs[i] == nil && st.State == "Leader" {
 			return i
@@ -179,12 +176,7 @@ func (c *Cluster) LeaderIndex(ctx context.Context) int {
 
 // Status returns master i's status.
 func (c *Cluster) Status(ctx context.Context, i int) (transport.Status, error) {
-	cl, err := peer.NewClient(peer.ClientConfig{Masters: c.addrs})
-	if err != nil {
-		return transport.Status{}, err
-	}
-	defer cl.Close()
-	return cl.Status(ctx, c.addrs[i])
+	return c.client.Status(ctx, c.addrs[i])
 }
 
 // rss returns the resident set size of pid in bytes (Linux).
