@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fileshare/client"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -14,8 +15,6 @@ import (
 	"strings"
 	"sync"
 	"time"
-
-	"fileshare/transport"
 )
 
 // cluster runs N master processes of the fileshare binary, each with its
@@ -333,8 +332,8 @@ func (c *cluster) crashList() (crashes, slowStops []Crash) {
 }
 
 // status fetches master i's /v1/status.
-func (c *cluster) status(ctx context.Context, i int) (transport.Status, error) {
-	var st transport.Status
+func (c *cluster) status(ctx context.Context, i int) (client.Status, error) {
+	var st client.Status
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+c.nodes[i].addrs.HTTP+"/v1/status", nil)
@@ -357,8 +356,8 @@ func (c *cluster) status(ctx context.Context, i int) (transport.Status, error) {
 
 // statuses fetches every master's status in parallel; a master that does
 // not answer has an error in its slot.
-func (c *cluster) statuses(ctx context.Context) ([]transport.Status, []error) {
-	sts := make([]transport.Status, len(c.nodes))
+func (c *cluster) statuses(ctx context.Context) ([]client.Status, []error) {
+	sts := make([]client.Status, len(c.nodes))
 	errs := make([]error, len(c.nodes))
 	var wg sync.WaitGroup
 	for i := range c.nodes {
@@ -400,7 +399,7 @@ var errUnhealthy = errors.New("the cluster did not become healthy")
 // that leader's configuration has every master as a voter, and every
 // master is ready (its index has caught up). It returns the statuses it
 // saw last.
-func (c *cluster) waitHealthy(ctx context.Context, timeout time.Duration) ([]transport.Status, error) {
+func (c *cluster) waitHealthy(ctx context.Context, timeout time.Duration) ([]client.Status, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	var why string
@@ -417,7 +416,7 @@ func (c *cluster) waitHealthy(ctx context.Context, timeout time.Duration) ([]tra
 }
 
 // healthProblem says what keeps the cluster from being healthy, or "".
-func healthProblem(ids []string, sts []transport.Status, errs []error) string {
+func healthProblem(ids []string, sts []client.Status, errs []error) string {
 	leader := ""
 	for i, st := range sts {
 		if errs[i] != nil {

@@ -2,13 +2,12 @@ package jepsenlike
 
 import (
 	"context"
+	"fileshare/client"
 	"fmt"
 	"log/slog"
 	"slices"
 	"sync"
 	"time"
-
-	"fileshare/peer"
 )
 
 // Window is a fault as it actually happened: the planned Fault, when it
@@ -34,7 +33,7 @@ type Window struct {
 type nemesis struct {
 	cl     *cluster
 	net    netInjector
-	admin  *peer.MasterClient
+	admin  *client.Client
 	t0     time.Time
 	logger *slog.Logger
 

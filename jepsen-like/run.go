@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fileshare/client"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -13,8 +14,6 @@ import (
 	"time"
 
 	"github.com/anishathalye/porcupine"
-
-	"fileshare/peer"
 )
 
 // Results is everything a run concluded; results.json holds it.
@@ -217,7 +216,7 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 	cl.mu.Unlock()
 	res.Start = t0
 	rec := newRecorder(t0, hf)
-	admin, err := peer.NewClient(peer.ClientConfig{Masters: cl.advertised(), AttemptTimeout: time.Second})
+	admin, err := client.New(client.Config{Masters: cl.advertised(), AttemptTimeout: time.Second})
 	if err != nil {
 		return nil, err
 	}

@@ -14,8 +14,8 @@ import (
 	"sync"
 	"time"
 
+	"fileshare/client"
 	"fileshare/fsm"
-	"fileshare/peer"
 	"fileshare/transport"
 )
 
@@ -182,12 +182,12 @@ func (w *workload) newProcess() int {
 // never sees what that master serves meanwhile. (Moving to "the next"
 // master instead would herd every pinned worker onto whichever master the
 // faults happened to spare.)
-func (w *workload) newClient(rng *rand.Rand, worker int) (*peer.MasterClient, error) {
+func (w *workload) newClient(rng *rand.Rand, worker int) (*client.Client, error) {
 	masters := w.masters
 	if worker%2 == 1 {
 		masters = []string{w.masters[rng.IntN(len(w.masters))]}
 	}
-	return peer.NewClient(peer.ClientConfig{Masters: masters, AttemptTimeout: w.attemptTimeout})
+	return client.New(client.Config{Masters: masters, AttemptTimeout: w.attemptTimeout})
 }
 
 // run runs concurrency clients until stop is closed, then waits for their
@@ -210,8 +210,8 @@ func (w *workload) run(ctx context.Context, stop <-chan struct{}, concurrency in
 func (w *workload) client(ctx context.Context, stop <-chan struct{}, worker int) {
 	rng := rand.New(rand.NewPCG(uint64(w.seed), uint64(worker)+1))
 	var (
-		mc      *peer.MasterClient
-		id      *peer.Identity
+		mc      *client.Client
+		id      *client.Identity
 		process int
 		held    map[int]bool // files this peer holds
 		joined  bool
@@ -237,7 +237,7 @@ func (w *workload) client(ctx context.Context, stop <-chan struct{}, worker int)
 			for i := range secret {
 				secret[i] = byte(rng.Uint32())
 			}
-			id = &peer.Identity{PeerID: fmt.Sprintf("p%d", process), Secret: secret}
+			id = &client.Identity{PeerID: fmt.Sprintf("p%d", process), Secret: secret}
 			held, joined = map[int]bool{}, false
 		}
 		op := w.pick(rng, process, worker, id.PeerID, held)
@@ -298,7 +298,7 @@ func (w *workload) pick(rng *rand.Rand, process, worker int, peerID string, held
 
 // do executes op with a deadline of opTimeout, records it, and returns it
 // with the client's error.
-func (w *workload) do(ctx context.Context, mc *peer.MasterClient, op Op, id *peer.Identity) (Op, error) {
+func (w *workload) do(ctx context.Context, mc *client.Client, op Op, id *client.Identity) (Op, error) {
 	octx, cancel := context.WithTimeout(ctx, w.opTimeout)
 	defer cancel()
 	op.Invoke = w.rec.since()
@@ -308,18 +308,18 @@ func (w *workload) do(ctx context.Context, mc *peer.MasterClient, op Op, id *pee
 		_, err = mc.Join(octx, *id, fmt.Sprintf("127.0.0.1:%d", 20000+op.Process%40000))
 	case OpRegister:
 		f := w.files[op.Key]
-		_, err = mc.Register(octx, *id, []transport.FileEntry{{ID: f.ID, Name: f.Name, Size: fileSize, PieceSize: pieceSize}})
+		_, err = mc.Register(octx, *id, []client.FileEntry{{ID: f.ID, Name: f.Name, Size: fileSize, PieceSize: pieceSize}})
 	case OpUnregister:
 		_, err = mc.Unregister(octx, *id, []string{w.files[op.Key].ID})
 	case OpLookup:
-		var r transport.LookupReply
-		r, err = mc.Lookup(octx, w.files[op.Key].ID, transport.ReadLinearizable)
+		var r client.LookupReply
+		r, err = mc.Lookup(octx, w.files[op.Key].ID, client.ReadLinearizable)
 		if err == nil {
 			op.Holders = holderIDs(r)
 		}
 	case OpSearch:
-		var r transport.SearchReply
-		r, err = mc.Search(octx, w.files[op.Key].Name, 10, transport.ReadLinearizable)
+		var r client.SearchReply
+		r, err = mc.Search(octx, w.files[op.Key].Name, 10, client.ReadLinearizable)
 		if err == nil {
 			for _, f := range r.Files {
 				if f.ID == w.files[op.Key].ID {
@@ -337,7 +337,7 @@ func (w *workload) do(ctx context.Context, mc *peer.MasterClient, op Op, id *pee
 	return w.rec.add(op), err
 }
 
-func holderIDs(r transport.LookupReply) []string {
+func holderIDs(r client.LookupReply) []string {
 	if !r.Found {
 		return nil
 	}
@@ -361,7 +361,7 @@ func classify(err error) Outcome {
 		return OK
 	case errors.Is(err, fsm.ErrUnknownPeer), errors.Is(err, fsm.ErrInvalid), errors.Is(err, fsm.ErrUnauthorized),
 		errors.Is(err, fsm.ErrConflict), errors.Is(err, transport.ErrBadRequest), errors.Is(err, transport.ErrUnknownMethod),
-		errors.Is(err, transport.ErrBadReadLevel):
+		errors.Is(err, client.ErrBadReadLevel):
 		return Fail
 	}
 	return Info

@@ -13,9 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"fileshare/client"
 	"fileshare/fsm"
-	"fileshare/peer"
-	"fileshare/transport"
 )
 
 // testCluster runs N masters in this process over real TCP on loopback,
@@ -171,9 +170,9 @@ func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool)
 	}
 }
 
-func testClient(t *testing.T, addrs ...string) *peer.MasterClient {
+func testClient(t *testing.T, addrs ...string) *client.Client {
 	t.Helper()
-	c, err := peer.NewClient(peer.ClientConfig{Masters: addrs, AttemptTimeout: 2 * time.Second})
+	c, err := client.New(client.Config{Masters: addrs, AttemptTimeout: 2 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -181,8 +180,8 @@ func testClient(t *testing.T, addrs ...string) *peer.MasterClient {
 	return c
 }
 
-func identity(name string) peer.Identity {
-	return peer.Identity{PeerID: name, Secret: []byte("secret-of-" + name + "-0123456789")}
+func identity(name string) client.Identity {
+	return client.Identity{PeerID: name, Secret: []byte("secret-of-" + name + "-0123456789")}
 }
 
 func fileID(name string) string {
@@ -190,14 +189,14 @@ func fileID(name string) string {
 	return fmt.Sprintf("%x", sum)
 }
 
-func fileEntry(name string) transport.FileEntry {
-	return transport.FileEntry{ID: fileID(name), Name: name, Size: 1 << 20, PieceSize: 1 << 18}
+func fileEntry(name string) client.FileEntry {
+	return client.FileEntry{ID: fileID(name), Name: name, Size: 1 << 20, PieceSize: 1 << 18}
 }
 
 // registerMany registers n files named prefix-i from one peer with 8
 // concurrent writers and returns the IDs whose registration was
 // acknowledged.
-func registerMany(t *testing.T, c *peer.MasterClient, id peer.Identity, prefix string, n int) []string {
+func registerMany(t *testing.T, c *client.Client, id client.Identity, prefix string, n int) []string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
@@ -211,7 +210,7 @@ func registerMany(t *testing.T, c *peer.MasterClient, id peer.Identity, prefix s
 			defer wg.Done()
 			for i := range work {
 				f := fileEntry(fmt.Sprintf("%s-%d.bin", prefix, i))
-				if _, err := c.Register(ctx, id, []transport.FileEntry{f}); err != nil {
+				if _, err := c.Register(ctx, id, []client.FileEntry{f}); err != nil {
 					t.Errorf("register %s: %v", f.Name, err)
 					continue
 				}
@@ -229,12 +228,12 @@ func registerMany(t *testing.T, c *peer.MasterClient, id peer.Identity, prefix s
 	return acked
 }
 
-func requirePresent(t *testing.T, c *peer.MasterClient, ids []string) {
+func requirePresent(t *testing.T, c *client.Client, ids []string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
 	for _, id := range ids {
-		r, err := c.Lookup(ctx, id, transport.ReadLinearizable)
+		r, err := c.Lookup(ctx, id, client.ReadLinearizable)
 		if err != nil {
 			t.Fatalf("lookup %s: %v", id, err)
 		}
@@ -361,19 +360,19 @@ func TestMinorityAcceptsNoWritesAndServesNoLinearizableReads(t *testing.T) {
 	minority := testClient(t, c.cfgs[old].Listen)
 	lost := fileEntry("written-to-minority.bin")
 	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Second)
-	_, err := minority.Register(ctx, carol, []transport.FileEntry{lost})
+	_, err := minority.Register(ctx, carol, []client.FileEntry{lost})
 	cancel()
 	if err == nil {
 		t.Fatal("a write to the isolated minority was acknowledged")
 	}
 	// Nor does it serve a linearizable read, though a stale one is fine.
 	ctx, cancel = context.WithTimeout(t.Context(), time.Second)
-	_, err = minority.Lookup(ctx, before[0], transport.ReadLinearizable)
+	_, err = minority.Lookup(ctx, before[0], client.ReadLinearizable)
 	cancel()
 	if err == nil {
 		t.Fatal("the isolated minority served a linearizable read")
 	}
-	if r, err := minority.Lookup(t.Context(), before[0], transport.ReadStale); err != nil || !r.Found {
+	if r, err := minority.Lookup(t.Context(), before[0], client.ReadStale); err != nil || !r.Found {
 		t.Fatalf("stale read on the minority: found=%v err=%v; want found", r.Found, err)
 	}
 
@@ -389,7 +388,7 @@ func TestMinorityAcceptsNoWritesAndServesNoLinearizableReads(t *testing.T) {
 	c.heal()
 	c.converge()
 	requirePresent(t, cl, append(before, after...))
-	r, err := cl.Lookup(t.Context(), lost.ID, transport.ReadLinearizable)
+	r, err := cl.Lookup(t.Context(), lost.ID, client.ReadLinearizable)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -403,17 +402,17 @@ func TestOnlyTheOwnerCanRemoveRegistrations(t *testing.T) {
 	c.leader()
 	cl := testClient(t, c.addrs()...)
 	alice, mallory := identity("alice"), identity("mallory")
-	for _, p := range []peer.Identity{alice, mallory} {
+	for _, p := range []client.Identity{alice, mallory} {
 		if _, err := cl.Join(t.Context(), p, "127.0.0.1:9004"); err != nil {
 			t.Fatal(err)
 		}
 	}
 	f := fileEntry("alice-only.txt")
-	if _, err := cl.Register(t.Context(), alice, []transport.FileEntry{f}); err != nil {
+	if _, err := cl.Register(t.Context(), alice, []client.FileEntry{f}); err != nil {
 		t.Fatal(err)
 	}
 	// Mallory claims to be alice with the wrong secret.
-	fake := peer.Identity{PeerID: "alice", Secret: mallory.Secret}
+	fake := client.Identity{PeerID: "alice", Secret: mallory.Secret}
 	if _, err := cl.Unregister(t.Context(), fake, []string{f.ID}); !errors.Is(err, fsm.ErrUnauthorized) {
 		t.Fatalf("unregister with a wrong secret: got %v, want ErrUnauthorized", err)
 	}
@@ -424,7 +423,7 @@ func TestOnlyTheOwnerCanRemoveRegistrations(t *testing.T) {
 	if _, err := cl.Unregister(t.Context(), mallory, []string{f.ID}); err != nil {
 		t.Fatal(err)
 	}
-	r, err := cl.Lookup(t.Context(), f.ID, transport.ReadLinearizable)
+	r, err := cl.Lookup(t.Context(), f.ID, client.ReadLinearizable)
 	if err != nil || !r.Found || len(r.Holders) != 1 || r.Holders[0].PeerID != "alice" {
 		t.Fatalf("lookup after attacks: %+v, %v; want alice still holding", r, err)
 	}
@@ -435,11 +434,11 @@ func TestSilentPeersExpireAndHeartbeatingPeersStay(t *testing.T) {
 	c.leader()
 	cl := testClient(t, c.addrs()...)
 	quiet, chatty := identity("quiet"), identity("chatty")
-	for _, p := range []peer.Identity{quiet, chatty} {
+	for _, p := range []client.Identity{quiet, chatty} {
 		if _, err := cl.Join(t.Context(), p, "127.0.0.1:9005"); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := cl.Register(t.Context(), p, []transport.FileEntry{fileEntry(p.PeerID + ".txt")}); err != nil {
+		if _, err := cl.Register(t.Context(), p, []client.FileEntry{fileEntry(p.PeerID + ".txt")}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -452,10 +451,10 @@ func TestSilentPeersExpireAndHeartbeatingPeersStay(t *testing.T) {
 		}
 	}()
 	waitFor(t, 10*time.Second, "the silent peer expires", func() bool {
-		r, err := cl.Lookup(t.Context(), fileID("quiet.txt"), transport.ReadLinearizable)
+		r, err := cl.Lookup(t.Context(), fileID("quiet.txt"), client.ReadLinearizable)
 		return err == nil && !r.Found
 	})
-	r, err := cl.Lookup(t.Context(), fileID("chatty.txt"), transport.ReadLinearizable)
+	r, err := cl.Lookup(t.Context(), fileID("chatty.txt"), client.ReadLinearizable)
 	if err != nil || !r.Found {
 		t.Fatalf("heartbeating peer's file: found=%v err=%v; want found", r.Found, err)
 	}
@@ -578,7 +577,7 @@ func TestConcurrentRegistrationsShareLogEntries(t *testing.T) {
 	c := newTestCluster(t, 3, nil)
 	leader := c.leader()
 	cl := testClient(t, c.cfgs[leader].Listen)
-	ids := make([]peer.Identity, 64)
+	ids := make([]client.Identity, 64)
 	for i := range ids {
 		ids[i] = identity(fmt.Sprintf("batch-%d", i))
 		if _, err := cl.Join(t.Context(), ids[i], "127.0.0.1:9008"); err != nil {
@@ -594,7 +593,7 @@ func TestConcurrentRegistrationsShareLogEntries(t *testing.T) {
 			defer wg.Done()
 			for j := range perClient {
 				f := fileEntry(fmt.Sprintf("batched-%d-%d", i, j))
-				if _, err := cl.Register(t.Context(), ids[i], []transport.FileEntry{f}); err != nil {
+				if _, err := cl.Register(t.Context(), ids[i], []client.FileEntry{f}); err != nil {
 					t.Errorf("register: %v", err)
 				}
 			}

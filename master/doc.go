@@ -17,7 +17,7 @@
 //
 // # Reads
 //
-// Each read names its consistency (transport.ReadLevel): stale reads are
+// Each read names its consistency (client.ReadLevel): stale reads are
 // answered from the local index on any master; leader reads from the
 // leader's index; linearizable reads (the default) by the leader after a
 // coalesced VerifyLeader round that began after the read arrived, once its

@@ -123,7 +123,7 @@ func New(cfg Config) (*Master, error) {
 		return nil, fmt.Errorf("%w: advertise address %s: %v", ErrConfig, m.advertise, err)
 	}
 	m.raftTrans = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
-		Stream:  m.mux.RaftLayer(advAddr),
+		Stream:  newRaftLayer(m.mux, advAddr),
 		MaxPool: 3,
 		Timeout: 10 * time.Second,
 		Logger:  hcl,

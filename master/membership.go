@@ -8,6 +8,7 @@ import (
 
 	"github.com/hashicorp/raft"
 
+	"fileshare/client"
 	"fileshare/transport"
 )
 
@@ -36,7 +37,7 @@ func (m *Master) join() error {
 				continue
 			}
 			cctx, ccancel := context.WithTimeout(ctx, 10*time.Second)
-			err := m.client.Call(cctx, addr, transport.MethodMemberJoin, &transport.MemberJoinRequest{ID: m.cfg.ID, Addr: m.advertise}, nil)
+			err := m.client.Call(cctx, addr, client.MethodMemberJoin, &client.MemberJoinRequest{ID: m.cfg.ID, Addr: m.advertise}, nil)
 			ccancel()
 			if err == nil {
 				m.logger.Info("joined cluster", "via", addr)
@@ -68,14 +69,14 @@ func (m *Master) configuration() ([]raft.Server, error) {
 	return f.Configuration().Servers, nil
 }
 
-func (m *Master) handleMemberJoin(ctx context.Context, req *transport.MemberJoinRequest) (*transport.Empty, error) {
+func (m *Master) handleMemberJoin(ctx context.Context, req *client.MemberJoinRequest) (*client.Empty, error) {
 	if err := validID(req.ID); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrBadMember, err)
 	}
 	if err := checkDialable(req.Addr); err != nil {
 		return nil, fmt.Errorf("%w: address %q %v", ErrBadMember, req.Addr, err)
 	}
-	return route(m, ctx, transport.MethodMemberJoin, req, &req.Forwarded, func(ctx context.Context) (*transport.Empty, error) {
+	return route(m, ctx, client.MethodMemberJoin, req, &req.Forwarded, func(ctx context.Context) (*client.Empty, error) {
 		servers, err := m.configuration()
 		if err != nil {
 			return nil, err
@@ -83,7 +84,7 @@ func (m *Master) handleMemberJoin(ctx context.Context, req *transport.MemberJoin
 		for _, s := range servers {
 			switch {
 			case string(s.ID) == req.ID && string(s.Address) == req.Addr:
-				return &transport.Empty{}, nil // already a member: joining is idempotent
+				return &client.Empty{}, nil // already a member: joining is idempotent
 			case string(s.ID) == req.ID:
 				return nil, fmt.Errorf("%w: %s is already a member at %s", ErrIDClash, req.ID, s.Address)
 			case string(s.Address) == req.Addr:
@@ -94,15 +95,15 @@ func (m *Master) handleMemberJoin(ctx context.Context, req *transport.MemberJoin
 			return nil, m.raftError(err)
 		}
 		m.logger.Info("added member", "id", req.ID, "addr", req.Addr)
-		return &transport.Empty{}, nil
+		return &client.Empty{}, nil
 	})
 }
 
 // ErrBadMember means a membership request named an invalid ID or address.
 var ErrBadMember = transport.NewError("bad_member", "invalid member ID or address")
 
-func (m *Master) handleMemberRemove(ctx context.Context, req *transport.MemberRemoveRequest) (*transport.Empty, error) {
-	return route(m, ctx, transport.MethodMemberRemove, req, &req.Forwarded, func(ctx context.Context) (*transport.Empty, error) {
+func (m *Master) handleMemberRemove(ctx context.Context, req *client.MemberRemoveRequest) (*client.Empty, error) {
+	return route(m, ctx, client.MethodMemberRemove, req, &req.Forwarded, func(ctx context.Context) (*client.Empty, error) {
 		servers, err := m.configuration()
 		if err != nil {
 			return nil, err
@@ -120,12 +121,12 @@ func (m *Master) handleMemberRemove(ctx context.Context, req *transport.MemberRe
 			return nil, m.raftError(err)
 		}
 		m.logger.Info("removed member", "id", req.ID)
-		return &transport.Empty{}, nil
+		return &client.Empty{}, nil
 	})
 }
 
-func (m *Master) handleTransferLeader(ctx context.Context, req *transport.TransferLeaderRequest) (*transport.TransferLeaderReply, error) {
-	return route(m, ctx, transport.MethodTransferLeader, req, &req.Forwarded, func(ctx context.Context) (*transport.TransferLeaderReply, error) {
+func (m *Master) handleTransferLeader(ctx context.Context, req *client.TransferLeaderRequest) (*client.TransferLeaderReply, error) {
+	return route(m, ctx, client.MethodTransferLeader, req, &req.Forwarded, func(ctx context.Context) (*client.TransferLeaderReply, error) {
 		var f raft.Future
 		if req.ID == "" {
 			f = m.raft.LeadershipTransfer()
@@ -144,7 +145,7 @@ func (m *Master) handleTransferLeader(ctx context.Context, req *transport.Transf
 				return nil, fmt.Errorf("%w: %q", ErrUnknownMember, req.ID)
 			}
 			if req.ID == m.cfg.ID {
-				return &transport.TransferLeaderReply{LeaderID: m.cfg.ID, LeaderAddr: m.advertise}, nil
+				return &client.TransferLeaderReply{LeaderID: m.cfg.ID, LeaderAddr: m.advertise}, nil
 			}
 			f = m.raft.LeadershipTransferToServer(target.ID, target.Address)
 		}
@@ -155,7 +156,7 @@ func (m *Master) handleTransferLeader(ctx context.Context, req *transport.Transf
 		for {
 			id, addr := m.Leader()
 			if id != "" && id != m.cfg.ID {
-				return &transport.TransferLeaderReply{LeaderID: id, LeaderAddr: addr}, nil
+				return &client.TransferLeaderReply{LeaderID: id, LeaderAddr: addr}, nil
 			}
 			select {
 			case <-ctx.Done():

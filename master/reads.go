@@ -2,12 +2,11 @@ package master
 
 import (
 	"context"
+	"fileshare/client"
 	"fmt"
 	"sync"
 
 	"github.com/hashicorp/raft"
-
-	"fileshare/transport"
 )
 
 // verifier coalesces VerifyLeader rounds for linearizable reads.
@@ -83,16 +82,16 @@ func (v *verifier) startLocked() {
 // (Waiting on an index would also be unsound here: raft hands the FSM
 // neither its no-op nor barrier entries, so the FSM's index can sit below
 // the commit index forever on an idle cluster.)
-func (m *Master) readAt(ctx context.Context, level transport.ReadLevel) error {
+func (m *Master) readAt(ctx context.Context, level client.ReadLevel) error {
 	switch level {
-	case transport.ReadStale:
+	case client.ReadStale:
 		return nil
-	case transport.ReadLeader:
+	case client.ReadLeader:
 		if !m.leaderReady() {
 			return m.notLeader()
 		}
 		return nil
-	case transport.ReadLinearizable:
+	case client.ReadLinearizable:
 		if !m.leaderReady() {
 			return m.notLeader()
 		}
@@ -105,18 +104,18 @@ func (m *Master) readAt(ctx context.Context, level transport.ReadLevel) error {
 		}
 		return nil
 	}
-	return fmt.Errorf("%w: %q", transport.ErrBadReadLevel, level)
+	return fmt.Errorf("%w: %q", client.ErrBadReadLevel, level)
 }
 
 // routeRead runs a read at the requested level: stale reads locally on any
 // master, the others on the leader (forwarded if need be).
-func routeRead[Req, Resp any](m *Master, ctx context.Context, method string, req *Req, hdr *transport.ReadHeader, local func() (*Resp, error)) (*Resp, error) {
-	level, err := transport.ParseReadLevel(string(hdr.Level))
+func routeRead[Req, Resp any](m *Master, ctx context.Context, method string, req *Req, hdr *client.ReadHeader, local func() (*Resp, error)) (*Resp, error) {
+	level, err := client.ParseReadLevel(string(hdr.Level))
 	if err != nil {
 		return nil, err
 	}
 	hdr.Level = level
-	if level == transport.ReadStale || m.cfg.Fault == FaultStaleReads {
+	if level == client.ReadStale || m.cfg.Fault == FaultStaleReads {
 		return local()
 	}
 	return route(m, ctx, method, req, &hdr.Forwarded, func(ctx context.Context) (*Resp, error) {

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"fmt"
 
+	"fileshare/client"
 	"fileshare/fsm"
 	"fileshare/transport"
 )
@@ -20,19 +21,19 @@ var ErrBadSecret = transport.NewError("bad_secret", "peer secret must be 16 to 2
 
 func (m *Master) registerHandlers() {
 	s := m.rpc
-	transport.Handle(s, transport.MethodPeerJoin, m.handlePeerJoin)
-	transport.Handle(s, transport.MethodPeerLeave, m.handlePeerLeave)
-	transport.Handle(s, transport.MethodRegister, m.handleRegister)
-	transport.Handle(s, transport.MethodUnregister, m.handleUnregister)
-	transport.Handle(s, transport.MethodHeartbeat, m.handleHeartbeat)
-	transport.Handle(s, transport.MethodLookup, m.handleLookup)
-	transport.Handle(s, transport.MethodSearch, m.handleSearch)
-	transport.Handle(s, transport.MethodPeers, m.handlePeers)
-	transport.Handle(s, transport.MethodStatus, m.handleStatus)
-	transport.Handle(s, transport.MethodMemberJoin, m.handleMemberJoin)
-	transport.Handle(s, transport.MethodMemberRemove, m.handleMemberRemove)
-	transport.Handle(s, transport.MethodTransferLeader, m.handleTransferLeader)
-	transport.Handle(s, transport.MethodSnapshot, m.handleSnapshot)
+	transport.Handle(s, client.MethodPeerJoin, m.handlePeerJoin)
+	transport.Handle(s, client.MethodPeerLeave, m.handlePeerLeave)
+	transport.Handle(s, client.MethodRegister, m.handleRegister)
+	transport.Handle(s, client.MethodUnregister, m.handleUnregister)
+	transport.Handle(s, client.MethodHeartbeat, m.handleHeartbeat)
+	transport.Handle(s, client.MethodLookup, m.handleLookup)
+	transport.Handle(s, client.MethodSearch, m.handleSearch)
+	transport.Handle(s, client.MethodPeers, m.handlePeers)
+	transport.Handle(s, client.MethodStatus, m.handleStatus)
+	transport.Handle(s, client.MethodMemberJoin, m.handleMemberJoin)
+	transport.Handle(s, client.MethodMemberRemove, m.handleMemberRemove)
+	transport.Handle(s, client.MethodTransferLeader, m.handleTransferLeader)
+	transport.Handle(s, client.MethodSnapshot, m.handleSnapshot)
 }
 
 // token derives the FSM's proof of ownership from a peer's secret. The log
@@ -46,7 +47,7 @@ func token(secret []byte) (fsm.Token, error) {
 
 // writeCommand routes a peer write to the leader and applies it there.
 // build makes the command once the header has been checked.
-func writeCommand[Req any](m *Master, ctx context.Context, method string, req *Req, hdr *transport.WriteHeader, build func(tok fsm.Token) (fsm.Command, error)) (*transport.WriteReply, error) {
+func writeCommand[Req any](m *Master, ctx context.Context, method string, req *Req, hdr *client.WriteHeader, build func(tok fsm.Token) (fsm.Command, error)) (*client.WriteReply, error) {
 	peer := fsm.PeerID(hdr.PeerID)
 	if err := peer.Validate(); err != nil {
 		return nil, err
@@ -66,7 +67,7 @@ func writeCommand[Req any](m *Master, ctx context.Context, method string, req *R
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", fsm.ErrInvalid, err)
 	}
-	return route(m, ctx, method, req, &hdr.Forwarded, func(ctx context.Context) (*transport.WriteReply, error) {
+	return route(m, ctx, method, req, &hdr.Forwarded, func(ctx context.Context) (*client.WriteReply, error) {
 		// A request is a sign of life: renew the lease before the write
 		// applies, so the expiry loop can never see a just-joined peer
 		// without a lease.
@@ -78,24 +79,24 @@ func writeCommand[Req any](m *Master, ctx context.Context, method string, req *R
 		if resp.Err != nil {
 			return nil, resp.Err
 		}
-		return &transport.WriteReply{Index: idx, Duplicate: resp.Duplicate}, nil
+		return &client.WriteReply{Index: idx, Duplicate: resp.Duplicate}, nil
 	})
 }
 
-func (m *Master) handlePeerJoin(ctx context.Context, req *transport.PeerJoinRequest) (*transport.WriteReply, error) {
-	return writeCommand(m, ctx, transport.MethodPeerJoin, req, &req.WriteHeader, func(tok fsm.Token) (fsm.Command, error) {
+func (m *Master) handlePeerJoin(ctx context.Context, req *client.PeerJoinRequest) (*client.WriteReply, error) {
+	return writeCommand(m, ctx, client.MethodPeerJoin, req, &req.WriteHeader, func(tok fsm.Token) (fsm.Command, error) {
 		return fsm.JoinPeer{Peer: fsm.PeerID(req.PeerID), Token: tok, Addr: req.Addr, RequestID: req.RequestID, Time: m.cfg.Now().UnixNano()}, nil
 	})
 }
 
-func (m *Master) handlePeerLeave(ctx context.Context, req *transport.PeerLeaveRequest) (*transport.WriteReply, error) {
-	return writeCommand(m, ctx, transport.MethodPeerLeave, req, &req.WriteHeader, func(tok fsm.Token) (fsm.Command, error) {
+func (m *Master) handlePeerLeave(ctx context.Context, req *client.PeerLeaveRequest) (*client.WriteReply, error) {
+	return writeCommand(m, ctx, client.MethodPeerLeave, req, &req.WriteHeader, func(tok fsm.Token) (fsm.Command, error) {
 		return fsm.LeavePeer{Peer: fsm.PeerID(req.PeerID), Token: tok, RequestID: req.RequestID}, nil
 	})
 }
 
-func (m *Master) handleRegister(ctx context.Context, req *transport.RegisterRequest) (*transport.WriteReply, error) {
-	return writeCommand(m, ctx, transport.MethodRegister, req, &req.WriteHeader, func(tok fsm.Token) (fsm.Command, error) {
+func (m *Master) handleRegister(ctx context.Context, req *client.RegisterRequest) (*client.WriteReply, error) {
+	return writeCommand(m, ctx, client.MethodRegister, req, &req.WriteHeader, func(tok fsm.Token) (fsm.Command, error) {
 		if len(req.Files) == 0 {
 			return nil, fmt.Errorf("%w: register needs at least one file", fsm.ErrInvalid)
 		}
@@ -107,8 +108,8 @@ func (m *Master) handleRegister(ctx context.Context, req *transport.RegisterRequ
 	})
 }
 
-func (m *Master) handleUnregister(ctx context.Context, req *transport.UnregisterRequest) (*transport.WriteReply, error) {
-	return writeCommand(m, ctx, transport.MethodUnregister, req, &req.WriteHeader, func(tok fsm.Token) (fsm.Command, error) {
+func (m *Master) handleUnregister(ctx context.Context, req *client.UnregisterRequest) (*client.WriteReply, error) {
+	return writeCommand(m, ctx, client.MethodUnregister, req, &req.WriteHeader, func(tok fsm.Token) (fsm.Command, error) {
 		if len(req.Files) == 0 {
 			return nil, fmt.Errorf("%w: unregister needs at least one file", fsm.ErrInvalid)
 		}
@@ -122,7 +123,7 @@ func (m *Master) handleUnregister(ctx context.Context, req *transport.Unregister
 
 // handleHeartbeat renews a peer's lease on the leader. Heartbeats are soft
 // state: they never enter the log.
-func (m *Master) handleHeartbeat(ctx context.Context, req *transport.HeartbeatRequest) (*transport.HeartbeatReply, error) {
+func (m *Master) handleHeartbeat(ctx context.Context, req *client.HeartbeatRequest) (*client.HeartbeatReply, error) {
 	peer := fsm.PeerID(req.PeerID)
 	if err := peer.Validate(); err != nil {
 		return nil, err
@@ -131,47 +132,47 @@ func (m *Master) handleHeartbeat(ctx context.Context, req *transport.HeartbeatRe
 	if err != nil {
 		return nil, err
 	}
-	return route(m, ctx, transport.MethodHeartbeat, req, &req.Forwarded, func(ctx context.Context) (*transport.HeartbeatReply, error) {
+	return route(m, ctx, client.MethodHeartbeat, req, &req.Forwarded, func(ctx context.Context) (*client.HeartbeatReply, error) {
 		if err := m.fsm.Authorize(peer, tok); err != nil {
 			return nil, err
 		}
 		m.leases.touch(peer, m.cfg.Now())
-		return &transport.HeartbeatReply{LeaseMillis: m.cfg.PeerLease.Milliseconds()}, nil
+		return &client.HeartbeatReply{LeaseMillis: m.cfg.PeerLease.Milliseconds()}, nil
 	})
 }
 
-func (m *Master) handleLookup(ctx context.Context, req *transport.LookupRequest) (*transport.LookupReply, error) {
+func (m *Master) handleLookup(ctx context.Context, req *client.LookupRequest) (*client.LookupReply, error) {
 	id := fsm.FileID(req.FileID)
 	if err := id.Validate(); err != nil {
 		return nil, err
 	}
-	return routeRead(m, ctx, transport.MethodLookup, req, &req.ReadHeader, func() (*transport.LookupReply, error) {
+	return routeRead(m, ctx, client.MethodLookup, req, &req.ReadHeader, func() (*client.LookupReply, error) {
 		idx := m.fsm.AppliedIndex()
 		info, holders, ok := m.fsm.Lookup(id)
-		out := &transport.LookupReply{Found: ok, Index: idx}
+		out := &client.LookupReply{Found: ok, Index: idx}
 		if ok {
 			out.File = fileSummary(info)
-			out.Holders = make([]transport.HolderEntry, len(holders))
+			out.Holders = make([]client.HolderEntry, len(holders))
 			for i, h := range holders {
-				out.Holders[i] = transport.HolderEntry{PeerID: string(h.Peer), Addr: h.Addr, Name: h.Name}
+				out.Holders[i] = client.HolderEntry{PeerID: string(h.Peer), Addr: h.Addr, Name: h.Name}
 			}
 		}
 		return out, nil
 	})
 }
 
-func fileSummary(f fsm.FileInfo) transport.FileSummary {
-	return transport.FileSummary{
-		FileEntry: transport.FileEntry{ID: string(f.ID), Name: f.Name, Size: f.Size, PieceSize: f.PieceSize},
+func fileSummary(f fsm.FileInfo) client.FileSummary {
+	return client.FileSummary{
+		FileEntry: client.FileEntry{ID: string(f.ID), Name: f.Name, Size: f.Size, PieceSize: f.PieceSize},
 		Holders:   f.Holders,
 	}
 }
 
-func (m *Master) handleSearch(ctx context.Context, req *transport.SearchRequest) (*transport.SearchReply, error) {
-	return routeRead(m, ctx, transport.MethodSearch, req, &req.ReadHeader, func() (*transport.SearchReply, error) {
+func (m *Master) handleSearch(ctx context.Context, req *client.SearchRequest) (*client.SearchReply, error) {
+	return routeRead(m, ctx, client.MethodSearch, req, &req.ReadHeader, func() (*client.SearchReply, error) {
 		idx := m.fsm.AppliedIndex()
 		files := m.fsm.Search(req.Query, req.Limit)
-		out := &transport.SearchReply{Files: make([]transport.FileSummary, len(files)), Index: idx}
+		out := &client.SearchReply{Files: make([]client.FileSummary, len(files)), Index: idx}
 		for i, f := range files {
 			out.Files[i] = fileSummary(f)
 		}
@@ -179,13 +180,13 @@ func (m *Master) handleSearch(ctx context.Context, req *transport.SearchRequest)
 	})
 }
 
-func (m *Master) handlePeers(ctx context.Context, req *transport.PeersRequest) (*transport.PeersReply, error) {
-	return routeRead(m, ctx, transport.MethodPeers, req, &req.ReadHeader, func() (*transport.PeersReply, error) {
+func (m *Master) handlePeers(ctx context.Context, req *client.PeersRequest) (*client.PeersReply, error) {
+	return routeRead(m, ctx, client.MethodPeers, req, &req.ReadHeader, func() (*client.PeersReply, error) {
 		idx := m.fsm.AppliedIndex()
 		peers := m.fsm.Peers()
-		out := &transport.PeersReply{Peers: make([]transport.PeerSummary, len(peers)), Index: idx}
+		out := &client.PeersReply{Peers: make([]client.PeerSummary, len(peers)), Index: idx}
 		for i, p := range peers {
-			out.Peers[i] = transport.PeerSummary{ID: string(p.ID), Addr: p.Addr, JoinedAt: p.JoinedAt, Files: p.Files}
+			out.Peers[i] = client.PeerSummary{ID: string(p.ID), Addr: p.Addr, JoinedAt: p.JoinedAt, Files: p.Files}
 		}
 		return out, nil
 	})

@@ -14,16 +14,17 @@ import (
 
 	"github.com/hashicorp/raft"
 
+	"fileshare/client"
 	"fileshare/transport"
 )
 
 // Status returns this master's view. With members set, it also asks every
 // other member (briefly, in parallel) how recently it heard from the
 // leader, so the table shows each member's last contact.
-func (m *Master) Status(ctx context.Context, members bool) transport.Status {
+func (m *Master) Status(ctx context.Context, members bool) client.Status {
 	leaderID, leaderAddr := m.Leader()
 	counts := m.fsm.Counts()
-	st := transport.Status{
+	st := client.Status{
 		ID:           m.cfg.ID,
 		Addr:         m.advertise,
 		HTTPAddr:     m.HTTPAddr(),
@@ -47,7 +48,7 @@ func (m *Master) Status(ctx context.Context, members bool) transport.Status {
 			if string(s.ID) == m.cfg.ID {
 				self = true
 			}
-			st.Members = append(st.Members, transport.Member{
+			st.Members = append(st.Members, client.Member{
 				ID: string(s.ID), Addr: string(s.Address), Suffrage: s.Suffrage.String(),
 				Leader: string(s.ID) == leaderID, LastContactMillis: -1,
 			})
@@ -73,7 +74,7 @@ func (m *Master) lastLeaderContact() int64 {
 	return time.Since(t).Milliseconds()
 }
 
-func (m *Master) fillLastContact(ctx context.Context, members []transport.Member) {
+func (m *Master) fillLastContact(ctx context.Context, members []client.Member) {
 	ctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
 	defer cancel()
 	var wg sync.WaitGroup
@@ -85,8 +86,8 @@ func (m *Master) fillLastContact(ctx context.Context, members []transport.Member
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			var st transport.Status
-			if err := m.client.Call(ctx, members[i].Addr, transport.MethodStatus, &transport.StatusRequest{}, &st); err == nil {
+			var st client.Status
+			if err := m.client.Call(ctx, members[i].Addr, client.MethodStatus, &client.StatusRequest{}, &st); err == nil {
 				for _, mem := range st.Members {
 					if mem.ID == st.ID {
 						members[i].LastContactMillis = mem.LastContactMillis
@@ -128,7 +129,7 @@ var ErrNothingToSnapshot = transport.NewError("nothing_to_snapshot", "nothing ne
 
 // handleSnapshot snapshots this master's index now (operators use it
 // before a backup; the scale benchmark times it).
-func (m *Master) handleSnapshot(ctx context.Context, _ *transport.SnapshotRequest) (*transport.SnapshotReply, error) {
+func (m *Master) handleSnapshot(ctx context.Context, _ *client.SnapshotRequest) (*client.SnapshotReply, error) {
 	start := time.Now()
 	f := m.raft.Snapshot()
 	if err := f.Error(); err != nil {
@@ -142,10 +143,10 @@ func (m *Master) handleSnapshot(ctx context.Context, _ *transport.SnapshotReques
 		return nil, fmt.Errorf("open snapshot: %w", err)
 	}
 	rc.Close()
-	return &transport.SnapshotReply{Index: meta.Index, DurationMillis: time.Since(start).Milliseconds()}, nil
+	return &client.SnapshotReply{Index: meta.Index, DurationMillis: time.Since(start).Milliseconds()}, nil
 }
 
-func (m *Master) handleStatus(ctx context.Context, _ *transport.StatusRequest) (*transport.Status, error) {
+func (m *Master) handleStatus(ctx context.Context, _ *client.StatusRequest) (*client.Status, error) {
 	st := m.Status(ctx, false)
 	for i := range st.Members {
 		if st.Members[i].ID == m.cfg.ID {

@@ -33,7 +33,7 @@
 // anyway (a long pause), joins again and re-registers everything. A rescan
 // every RescanInterval registers new and changed files and unregisters
 // removed ones, in batches of up to 10,000 files. Every master call goes
-// through MasterClient, which fails over between masters: a leader change
+// through client.Client, which fails over between masters: a leader change
 // is never an error the caller sees.
 //
 // Close stops the peer but leaves its registrations in the index until its

@@ -20,6 +20,7 @@ import (
 	"syscall"
 	"time"
 
+	"fileshare/client"
 	"fileshare/fsm"
 	"fileshare/transport"
 )
@@ -182,7 +183,7 @@ func (p *Peer) download(ctx context.Context, fileID, dest string, opts DownloadO
 		return DownloadResult{}, fmt.Errorf("%w: %s; remove it or choose another destination", ErrDestinationExists, dest)
 	}
 	lctx, cancel := context.WithTimeout(ctx, opts.StallTimeout)
-	look, err := p.client.Lookup(lctx, fileID, transport.ReadLinearizable)
+	look, err := p.client.Lookup(lctx, fileID, client.ReadLinearizable)
 	cancel()
 	if err != nil {
 		return DownloadResult{}, fmt.Errorf("look up file %s: %w; check that the masters are reachable", fileID, err)
@@ -333,7 +334,7 @@ type rateSample struct {
 func (d *download) pieceLen(i int) int64 { return pieceLen(d.size, d.pieceSize, i) }
 
 // mergeHolders updates the holder set from a lookup, skipping this peer.
-func (d *download) mergeHolders(hs []transport.HolderEntry) {
+func (d *download) mergeHolders(hs []client.HolderEntry) {
 	seen := map[string]bool{}
 	for _, h := range hs {
 		if h.PeerID == d.p.id.PeerID || h.Addr == "" {
@@ -515,7 +516,7 @@ func (d *download) fetchHashes(ctx context.Context) error {
 		case <-time.After(backoff):
 		}
 		backoff = min(2*backoff, 2*time.Second)
-		if look, err := d.p.client.Lookup(ctx, d.id, transport.ReadLinearizable); err == nil {
+		if look, err := d.p.client.Lookup(ctx, d.id, client.ReadLinearizable); err == nil {
 			d.mergeHolders(look.Holders)
 		}
 	}
@@ -598,7 +599,7 @@ func (d *download) run(ctx context.Context) error {
 	wctx, wcancel := context.WithCancel(ctx)
 	exits := make(chan workerExit)
 	type lookupResult struct {
-		reply transport.LookupReply
+		reply client.LookupReply
 		err   error
 	}
 	lookups := make(chan lookupResult, 1)
@@ -634,7 +635,7 @@ func (d *download) run(ctx context.Context) error {
 		lookupStarted = time.Now()
 		go func() {
 			lctx, cancel := context.WithTimeout(wctx, 10*time.Second)
-			r, err := d.p.client.Lookup(lctx, d.id, transport.ReadLinearizable)
+			r, err := d.p.client.Lookup(lctx, d.id, client.ReadLinearizable)
 			cancel()
 			lookups <- lookupResult{r, err}
 		}()

@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"fileshare/client"
 	"fileshare/fsm"
 	"fileshare/master"
 	"fileshare/transport"
@@ -78,7 +79,7 @@ func TestDownloadFromTwoHoldersSurvivesLeaderKill(t *testing.T) {
 		t.Fatalf("leader is still %d", nl)
 	}
 	hs := waitHolders(t, mc, id, 3)
-	if !slices.ContainsFunc(hs, func(h transport.HolderEntry) bool { return h.PeerID == "carol" }) {
+	if !slices.ContainsFunc(hs, func(h client.HolderEntry) bool { return h.PeerID == "carol" }) {
 		t.Fatalf("holders %v do not include carol", hs)
 	}
 	if _, err := os.Stat(dest + PartialSuffix); !errors.Is(err, os.ErrNotExist) {
@@ -331,7 +332,7 @@ func TestPieceServerRefusesTraversalAndSymlinkEscapes(t *testing.T) {
 	}
 	// The rescan the refused open triggered drops the escaped file.
 	waitFor(t, 10*time.Second, "public.txt unregistered", func() bool {
-		r, err := c.client().Lookup(t.Context(), pubID, transport.ReadLinearizable)
+		r, err := c.client().Lookup(t.Context(), pubID, client.ReadLinearizable)
 		return err == nil && !r.Found
 	})
 }
@@ -370,7 +371,7 @@ func TestShareFolderChangesReachTheIndex(t *testing.T) {
 	startPeer(t, c, "alice", share, nil)
 	mc := c.client()
 	names := func() []string {
-		r, err := mc.Search(t.Context(), "notes", 0, transport.ReadLinearizable)
+		r, err := mc.Search(t.Context(), "notes", 0, client.ReadLinearizable)
 		if err != nil {
 			return nil
 		}
@@ -401,7 +402,7 @@ func TestDeadPeerDisappearsWhenItsLeaseExpires(t *testing.T) {
 	alice.Close()
 	start := time.Now()
 	waitFor(t, 10*time.Second, "alice's file expires", func() bool {
-		r, err := mc.Lookup(t.Context(), idOf(t, a), transport.ReadLinearizable)
+		r, err := mc.Lookup(t.Context(), idOf(t, a), client.ReadLinearizable)
 		return err == nil && !r.Found
 	})
 	// Her lease ran from her last heartbeat, at most a third of a lease
@@ -409,13 +410,13 @@ func TestDeadPeerDisappearsWhenItsLeaseExpires(t *testing.T) {
 	if time.Since(start) < 600*time.Millisecond {
 		t.Fatalf("alice expired %v after she stopped, before her 1 s lease could have run out", time.Since(start))
 	}
-	if r, err := mc.Lookup(t.Context(), idOf(t, b), transport.ReadLinearizable); err != nil || !r.Found {
+	if r, err := mc.Lookup(t.Context(), idOf(t, b), client.ReadLinearizable); err != nil || !r.Found {
 		t.Fatalf("bob, who heartbeats, lost his file: found=%v err=%v", r.Found, err)
 	}
 	if err := bob.Leave(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	if r, err := mc.Lookup(t.Context(), idOf(t, b), transport.ReadLinearizable); err != nil || r.Found {
+	if r, err := mc.Lookup(t.Context(), idOf(t, b), client.ReadLinearizable); err != nil || r.Found {
 		t.Fatalf("after Leave bob's file is still found=%v (err %v)", r.Found, err)
 	}
 }
@@ -432,7 +433,7 @@ func TestExpiredPeerRejoinsAndReregisters(t *testing.T) {
 	id := idOf(t, a)
 	waitHolders(t, mc, id, 1)
 	waitFor(t, 10*time.Second, "alice expires", func() bool {
-		r, err := mc.Lookup(t.Context(), id, transport.ReadLinearizable)
+		r, err := mc.Lookup(t.Context(), id, client.ReadLinearizable)
 		return err == nil && !r.Found
 	})
 	waitHolders(t, mc, id, 1)
@@ -448,14 +449,14 @@ func TestOnePeerCannotUnregisterAnothersFile(t *testing.T) {
 	mc := c.client()
 	waitHolders(t, mc, id, 1)
 
-	mallory := Identity{PeerID: "mallory", Secret: []byte("mallory-secret-0123456789abcdef")}
+	mallory := client.Identity{PeerID: "mallory", Secret: []byte("mallory-secret-0123456789abcdef")}
 	if _, err := mc.Join(t.Context(), mallory, "127.0.0.1:9"); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := mc.Unregister(t.Context(), mallory, []string{id}); err != nil {
 		t.Fatalf("unregister with mallory's identity: %v", err)
 	}
-	forged := Identity{PeerID: "alice", Secret: []byte("not-alice's-secret-0123456789")}
+	forged := client.Identity{PeerID: "alice", Secret: []byte("not-alice's-secret-0123456789")}
 	if _, err := mc.Unregister(t.Context(), forged, []string{id}); !errors.Is(err, fsm.ErrUnauthorized) {
 		t.Fatalf("unregister with alice's ID and a wrong secret: err = %v, want ErrUnauthorized", err)
 	}
@@ -495,7 +496,7 @@ func TestRestartReannouncesAndForgetsDeletedFiles(t *testing.T) {
 		t.Fatalf("holder %s, want %s", hs[0].PeerID, firstID)
 	}
 	waitFor(t, 10*time.Second, "the deleted file unregistered", func() bool {
-		r, err := mc.Lookup(t.Context(), idOf(t, b), transport.ReadLinearizable)
+		r, err := mc.Lookup(t.Context(), idOf(t, b), client.ReadLinearizable)
 		return err == nil && !r.Found
 	})
 	if got := alice.Shared(); len(got) != 1 || got[0].Name != "a" {
@@ -683,7 +684,7 @@ func TestSharingSurvivesLeaderKill(t *testing.T) {
 	if got := len(alice.Shared()); got != len(files) {
 		t.Fatalf("alice serves %d files, want %d", got, len(files))
 	}
-	r, err := c.client().Search(t.Context(), "file-", 1000, transport.ReadLinearizable)
+	r, err := c.client().Search(t.Context(), "file-", 1000, client.ReadLinearizable)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,10 +2,9 @@ package peer
 
 import (
 	"errors"
+	"fileshare/client"
 	"fmt"
 	"strings"
-
-	"fileshare/transport"
 )
 
 // Sentinel errors of the peer library. Every error a Peer method returns for
@@ -63,7 +62,7 @@ type AmbiguousError struct {
 	// Query is the name the caller gave.
 	Query string
 	// Candidates are the matching files, sorted by name then ID.
-	Candidates []transport.FileSummary
+	Candidates []client.FileSummary
 }
 
 // Error names the query and the candidates (name and short ID of each).

@@ -13,8 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"fileshare/client"
 	"fileshare/master"
-	"fileshare/transport"
 )
 
 // testCluster runs three masters in this process over real TCP on
@@ -114,10 +114,10 @@ func (c *testCluster) leader() int {
 	return idx
 }
 
-// client returns a MasterClient for the cluster, closed at cleanup.
-func (c *testCluster) client() *MasterClient {
+// client returns a client.Client for the cluster, closed at cleanup.
+func (c *testCluster) client() *client.Client {
 	c.t.Helper()
-	mc, err := NewClient(ClientConfig{Masters: c.addrs(), AttemptTimeout: 2 * time.Second})
+	mc, err := client.New(client.Config{Masters: c.addrs(), AttemptTimeout: 2 * time.Second})
 	if err != nil {
 		c.t.Fatal(err)
 	}
@@ -195,11 +195,11 @@ func idOf(t testing.TB, b []byte) string {
 
 // waitHolders waits until a linearizable lookup of id lists exactly want
 // holders, and returns them.
-func waitHolders(t testing.TB, mc *MasterClient, id string, want int) []transport.HolderEntry {
+func waitHolders(t testing.TB, mc *client.Client, id string, want int) []client.HolderEntry {
 	t.Helper()
-	var hs []transport.HolderEntry
+	var hs []client.HolderEntry
 	waitFor(t, 20*time.Second, fmt.Sprintf("%d holders of %s", want, id[:12]), func() bool {
-		r, err := mc.Lookup(t.Context(), id, transport.ReadLinearizable)
+		r, err := mc.Lookup(t.Context(), id, client.ReadLinearizable)
 		if err != nil {
 			return false
 		}

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"syscall"
 
+	"fileshare/client"
 	"fileshare/fsm"
 )
 
@@ -36,42 +37,42 @@ type identityJSON struct {
 // loadIdentity reads the identity in dir, or creates one the first time:
 // the ID is want if given, else "peer-" and 12 random hex digits; the secret
 // is 32 random bytes.
-func loadIdentity(dir, want string) (Identity, error) {
+func loadIdentity(dir, want string) (client.Identity, error) {
 	path := filepath.Join(dir, identityFile)
 	b, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return createIdentity(path, want)
 	}
 	if err != nil {
-		return Identity{}, fmt.Errorf("%w: read %s: %v", ErrIdentity, path, err)
+		return client.Identity{}, fmt.Errorf("%w: read %s: %v", ErrIdentity, path, err)
 	}
 	id, err := decodeIdentity(b)
 	if err != nil {
-		return Identity{}, fmt.Errorf("%w: %s: %v; restore it from a backup, or delete it to start as a new peer", ErrIdentity, path, err)
+		return client.Identity{}, fmt.Errorf("%w: %s: %v; restore it from a backup, or delete it to start as a new peer", ErrIdentity, path, err)
 	}
 	if want != "" && id.PeerID != want {
-		return Identity{}, fmt.Errorf("%w: the data dir %s belongs to peer %q, not %q; use another --data-dir or drop --id", ErrIdentity, dir, id.PeerID, want)
+		return client.Identity{}, fmt.Errorf("%w: the data dir %s belongs to peer %q, not %q; use another --data-dir or drop --id", ErrIdentity, dir, id.PeerID, want)
 	}
 	return id, nil
 }
 
-func decodeIdentity(b []byte) (Identity, error) {
+func decodeIdentity(b []byte) (client.Identity, error) {
 	var j identityJSON
 	if err := json.Unmarshal(b, &j); err != nil {
-		return Identity{}, err
+		return client.Identity{}, err
 	}
 	if err := fsm.PeerID(j.PeerID).Validate(); err != nil {
-		return Identity{}, err
+		return client.Identity{}, err
 	}
 	secret, err := hex.DecodeString(j.Secret)
 	if err != nil || len(secret) != secretLen {
-		return Identity{}, fmt.Errorf("secret must be %d hex-encoded bytes", secretLen)
+		return client.Identity{}, fmt.Errorf("secret must be %d hex-encoded bytes", secretLen)
 	}
-	return Identity{PeerID: j.PeerID, Secret: secret}, nil
+	return client.Identity{PeerID: j.PeerID, Secret: secret}, nil
 }
 
-func createIdentity(path, want string) (Identity, error) {
-	id := Identity{PeerID: want, Secret: make([]byte, secretLen)}
+func createIdentity(path, want string) (client.Identity, error) {
+	id := client.Identity{PeerID: want, Secret: make([]byte, secretLen)}
 	rand.Read(id.Secret)
 	if id.PeerID == "" {
 		var r [6]byte
@@ -79,14 +80,14 @@ func createIdentity(path, want string) (Identity, error) {
 		id.PeerID = "peer-" + hex.EncodeToString(r[:])
 	}
 	if err := fsm.PeerID(id.PeerID).Validate(); err != nil {
-		return Identity{}, fmt.Errorf("%w: peer ID: %v", ErrConfig, err)
+		return client.Identity{}, fmt.Errorf("%w: peer ID: %v", ErrConfig, err)
 	}
 	b, err := json.MarshalIndent(identityJSON{PeerID: id.PeerID, Secret: hex.EncodeToString(id.Secret)}, "", "  ")
 	if err != nil {
-		return Identity{}, err
+		return client.Identity{}, err
 	}
 	if err := writeFileAtomic(path, append(b, '\n'), 0o600); err != nil {
-		return Identity{}, fmt.Errorf("%w: write %s: %v", ErrIdentity, path, err)
+		return client.Identity{}, fmt.Errorf("%w: write %s: %v", ErrIdentity, path, err)
 	}
 	return id, nil
 }

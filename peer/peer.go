@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"fileshare/client"
 	"fileshare/fsm"
 	"fileshare/transport"
 )
@@ -77,7 +78,7 @@ func (c Config) withDefaults() (Config, error) {
 		return c, fmt.Errorf("%w: --data-dir is required (the peer keeps its identity and hash cache there)", ErrConfig)
 	}
 	if len(c.Masters) == 0 {
-		return c, fmt.Errorf("%w: %w", ErrConfig, ErrNoMasters)
+		return c, fmt.Errorf("%w: %w", ErrConfig, client.ErrNoMasters)
 	}
 	c.Masters = slices.Clone(c.Masters)
 	if c.Listen == "" {
@@ -130,11 +131,11 @@ func (c Config) withDefaults() (Config, error) {
 type Peer struct {
 	cfg    Config
 	logger *slog.Logger
-	id     Identity
+	id     client.Identity
 	addr   string // advertised piece-server address
 	lock   *os.File
 	mux    *transport.Mux
-	client *MasterClient
+	client *client.Client
 	store  *store // nil for a download-only peer
 
 	// served maps file ID to the file the piece server may send: files
@@ -208,7 +209,7 @@ func New(cfg Config) (*Peer, error) {
 	if p.addr, err = advertiseAddr(cfg.Advertise, p.mux.Addr().String(), cfg.Masters); err != nil {
 		return nil, err
 	}
-	if p.client, err = NewClient(ClientConfig{Masters: cfg.Masters, AttemptTimeout: cfg.MasterTimeout, Dial: p.mux.DialStream}); err != nil {
+	if p.client, err = client.New(client.Config{Masters: cfg.Masters, AttemptTimeout: cfg.MasterTimeout, Dial: p.mux.DialStream}); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrConfig, err)
 	}
 	if cfg.ShareDir != "" {
@@ -258,9 +259,9 @@ func (p *Peer) ID() string { return p.id.PeerID }
 // Addr returns the address other peers dial to fetch pieces from this peer.
 func (p *Peer) Addr() string { return p.addr }
 
-// Client returns the peer's MasterClient, for calls the Peer does not wrap
+// Client returns the peer's client.Client, for calls the Peer does not wrap
 // (Peers, ClusterStatus…). It is closed by Close.
-func (p *Peer) Client() *MasterClient { return p.client }
+func (p *Peer) Client() *client.Client { return p.client }
 
 // SharedFile describes a file this peer shares and the index has
 // acknowledged.
@@ -329,20 +330,20 @@ type syncState struct {
 	// announced is what the index holds from this peer, as far as this
 	// peer knows: the entries it registered and did not unregister since
 	// it last joined.
-	announced map[string]transport.FileEntry
+	announced map[string]client.FileEntry
 	// stale are IDs this peer shared when it last ran (from the hash
 	// cache); those no longer present are unregistered once.
 	stale map[string]bool
 	// conflicts are entries the index refused because it holds the same
 	// ID with another size or piece size; not retried until they change.
-	conflicts map[string]transport.FileEntry
+	conflicts map[string]client.FileEntry
 }
 
 // syncLoop owns the share store and the registrations: it scans every
 // RescanInterval, when kicked (a heartbeat learnt of an expiry, the piece
 // server saw a file change) and on Rescan requests, until ctx ends.
 func (p *Peer) syncLoop(ctx context.Context) {
-	st := &syncState{announced: map[string]transport.FileEntry{}, stale: p.store.cachedIDs(), conflicts: map[string]transport.FileEntry{}}
+	st := &syncState{announced: map[string]client.FileEntry{}, stale: p.store.cachedIDs(), conflicts: map[string]client.FileEntry{}}
 	tick := time.NewTicker(p.cfg.RescanInterval)
 	defer tick.Stop()
 	var waiters []chan error
@@ -444,7 +445,7 @@ func (p *Peer) reconcile(ctx context.Context, st *syncState, files map[string]*s
 		p.logger.Info("unregistered removed files", "files", len(chunk))
 	}
 	st.stale = nil
-	var add []transport.FileEntry
+	var add []client.FileEntry
 	for id, f := range files {
 		e := f.entry()
 		if st.announced[id] == e || st.conflicts[id] == e {
@@ -452,7 +453,7 @@ func (p *Peer) reconcile(ctx context.Context, st *syncState, files map[string]*s
 		}
 		add = append(add, e)
 	}
-	slices.SortFunc(add, func(a, b transport.FileEntry) int { return strings.Compare(a.Name, b.Name) })
+	slices.SortFunc(add, func(a, b client.FileEntry) int { return strings.Compare(a.Name, b.Name) })
 	for len(add) > 0 {
 		n, bytes := 0, 0
 		for n < len(add) && n < maxFilesPerCall && (n == 0 || bytes+len(add[n].ID)+len(add[n].Name)+32 <= maxBytesPerCall) {
@@ -470,7 +471,7 @@ func (p *Peer) reconcile(ctx context.Context, st *syncState, files map[string]*s
 // register registers files in one call; if the index refuses the batch for
 // a conflict (a file it holds with the same ID but another size or piece
 // size) it bisects to register all the others and sets the culprits aside.
-func (p *Peer) register(ctx context.Context, st *syncState, files []transport.FileEntry) error {
+func (p *Peer) register(ctx context.Context, st *syncState, files []client.FileEntry) error {
 	_, err := p.client.Register(ctx, p.id, files)
 	switch {
 	case err == nil:
@@ -495,7 +496,7 @@ func (p *Peer) register(ctx context.Context, st *syncState, files []transport.Fi
 
 // publish makes the piece server serve exactly the scanned files the index
 // has acknowledged.
-func (p *Peer) publish(files map[string]*sharedFile, announced map[string]transport.FileEntry) {
+func (p *Peer) publish(files map[string]*sharedFile, announced map[string]client.FileEntry) {
 	m := make(map[string]*sharedFile, len(files))
 	for id, f := range files {
 		if announced[id] == f.entry() {

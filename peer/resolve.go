@@ -5,8 +5,8 @@ import (
 	"fmt"
 	"path"
 
+	"fileshare/client"
 	"fileshare/fsm"
-	"fileshare/transport"
 )
 
 // resolveLimit is how many search results Resolve considers.
@@ -21,22 +21,22 @@ const resolveLimit = 100
 //
 // It returns ErrFileNotFound if nothing matches, and an *AmbiguousError
 // (matching ErrAmbiguous) listing the candidates if several do.
-func Resolve(ctx context.Context, c *MasterClient, ref string) (transport.FileSummary, error) {
+func Resolve(ctx context.Context, c *client.Client, ref string) (client.FileSummary, error) {
 	if fsm.FileID(ref).Validate() == nil {
-		r, err := c.Lookup(ctx, ref, transport.ReadLinearizable)
+		r, err := c.Lookup(ctx, ref, client.ReadLinearizable)
 		if err != nil {
-			return transport.FileSummary{}, fmt.Errorf("look up %s: %w", ref, err)
+			return client.FileSummary{}, fmt.Errorf("look up %s: %w", ref, err)
 		}
 		if !r.Found {
-			return transport.FileSummary{}, fmt.Errorf("%w: %s", ErrFileNotFound, ref)
+			return client.FileSummary{}, fmt.Errorf("%w: %s", ErrFileNotFound, ref)
 		}
 		return r.File, nil
 	}
-	r, err := c.Search(ctx, ref, resolveLimit, transport.ReadLinearizable)
+	r, err := c.Search(ctx, ref, resolveLimit, client.ReadLinearizable)
 	if err != nil {
-		return transport.FileSummary{}, fmt.Errorf("search for %q: %w", ref, err)
+		return client.FileSummary{}, fmt.Errorf("search for %q: %w", ref, err)
 	}
-	var exact []transport.FileSummary
+	var exact []client.FileSummary
 	for _, f := range r.Files {
 		if f.Name == ref || path.Base(f.Name) == ref {
 			exact = append(exact, f)
@@ -46,25 +46,25 @@ func Resolve(ctx context.Context, c *MasterClient, ref string) (transport.FileSu
 	case len(exact) == 1:
 		return exact[0], nil
 	case len(exact) > 1:
-		return transport.FileSummary{}, &AmbiguousError{Query: ref, Candidates: exact}
+		return client.FileSummary{}, &AmbiguousError{Query: ref, Candidates: exact}
 	case len(r.Files) == 1:
 		return r.Files[0], nil
 	case len(r.Files) == 0:
-		return transport.FileSummary{}, fmt.Errorf("%w: nothing named like %q; try fileshare search", ErrFileNotFound, ref)
+		return client.FileSummary{}, fmt.Errorf("%w: nothing named like %q; try fileshare search", ErrFileNotFound, ref)
 	}
-	return transport.FileSummary{}, &AmbiguousError{Query: ref, Candidates: r.Files}
+	return client.FileSummary{}, &AmbiguousError{Query: ref, Candidates: r.Files}
 }
 
-// Resolve is Resolve with this peer's MasterClient.
-func (p *Peer) Resolve(ctx context.Context, ref string) (transport.FileSummary, error) {
+// Resolve is Resolve with this peer's client.Client.
+func (p *Peer) Resolve(ctx context.Context, ref string) (client.FileSummary, error) {
 	return Resolve(ctx, p.client, ref)
 }
 
 // Search returns the files whose name contains every word of query (all
 // files if it is empty), at most limit (0 = the index's default), sorted
 // by name, read linearizably.
-func (p *Peer) Search(ctx context.Context, query string, limit int) ([]transport.FileSummary, error) {
-	r, err := p.client.Search(ctx, query, limit, transport.ReadLinearizable)
+func (p *Peer) Search(ctx context.Context, query string, limit int) ([]client.FileSummary, error) {
+	r, err := p.client.Search(ctx, query, limit, client.ReadLinearizable)
 	if err != nil {
 		return nil, fmt.Errorf("search for %q: %w", query, err)
 	}

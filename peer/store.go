@@ -12,8 +12,8 @@ import (
 	"strings"
 	"unicode/utf8"
 
+	"fileshare/client"
 	"fileshare/fsm"
-	"fileshare/transport"
 )
 
 // sharedFile is one file this peer offers, as found by a scan.
@@ -27,8 +27,8 @@ type sharedFile struct {
 	Hashes    []byte // raw piece-hash list, 32 bytes per piece
 }
 
-func (f *sharedFile) entry() transport.FileEntry {
-	return transport.FileEntry{ID: f.ID, Name: f.Name, Size: f.Size, PieceSize: f.PieceSize}
+func (f *sharedFile) entry() client.FileEntry {
+	return client.FileEntry{ID: f.ID, Name: f.Name, Size: f.Size, PieceSize: f.PieceSize}
 }
 
 // store is the share folder and the hash cache. Only the peer's sync

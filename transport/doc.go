@@ -5,7 +5,7 @@
 //
 // Every connection opens with one byte that names its stream kind:
 //
-//	StreamRaft  (0x01)  hashicorp/raft's NetworkTransport, over RaftLayer
+//	StreamRaft  (0x01)  hashicorp/raft's NetworkTransport (master adapts a Listener)
 //	StreamRPC   (0x02)  the msgpack RPC protocol of this package (Server, Client)
 //	StreamPiece (0x03)  raw file pieces between peers
 //

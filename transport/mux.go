@@ -8,8 +8,6 @@ import (
 	"net"
 	"sync"
 	"time"
-
-	"github.com/hashicorp/raft"
 )
 
 // Stream kinds: the first byte of every connection.
@@ -28,7 +26,7 @@ var ErrMuxClosed = errors.New("transport: listener closed")
 
 // Mux is one TCP listener demultiplexed by the first byte of each
 // connection. Create it with Listen, take the per-kind listeners with
-// Listener (or RaftLayer), and Close it once.
+// Listener, and Close it once.
 type Mux struct {
 	ln      net.Listener
 	logger  *slog.Logger
@@ -121,15 +119,6 @@ func dialStream(d *net.Dialer, addr string, kind byte, timeout time.Duration) (n
 	}
 	_ = conn.SetWriteDeadline(time.Time{})
 	return conn, nil
-}
-
-// RaftLayer returns a raft.StreamLayer over this Mux. advertise is the
-// address other nodes dial to reach this one; if nil, the listen address.
-func (m *Mux) RaftLayer(advertise net.Addr) raft.StreamLayer {
-	if advertise == nil {
-		advertise = m.ln.Addr()
-	}
-	return &raftLayer{Listener: m.Listener(StreamRaft), mux: m, advertise: advertise}
 }
 
 // Close stops accepting, closes every stream listener, and waits for the
@@ -257,15 +246,3 @@ func (s *streamListener) Close() error {
 }
 
 func (s *streamListener) Addr() net.Addr { return s.mux.ln.Addr() }
-
-type raftLayer struct {
-	net.Listener
-	mux       *Mux
-	advertise net.Addr
-}
-
-func (r *raftLayer) Addr() net.Addr { return r.advertise }
-
-func (r *raftLayer) Dial(address raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
-	return r.mux.DialStream(string(address), StreamRaft, timeout)
-}

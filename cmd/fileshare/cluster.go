@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"fileshare/client"
 	"fmt"
 	"io"
 	"strings"
@@ -10,9 +11,6 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-
-	"fileshare/peer"
-	"fileshare/transport"
 )
 
 type clusterFlags struct {
@@ -21,16 +19,16 @@ type clusterFlags struct {
 	timeout time.Duration
 }
 
-func (f *clusterFlags) client() (*peer.MasterClient, error) {
+func (f *clusterFlags) client() (*client.Client, error) {
 	if f.output != "table" && f.output != "json" {
 		return nil, fmt.Errorf("-o %q: use table or json", f.output)
 	}
-	return peer.NewClient(peer.ClientConfig{Masters: splitList(f.masters)})
+	return client.New(client.Config{Masters: splitList(f.masters)})
 }
 
 // run wraps a cluster subcommand: it checks the flags, connects to
 // --masters, bounds the call by --timeout, and closes the client after.
-func (f *clusterFlags) run(body func(ctx context.Context, c *peer.MasterClient, args []string) error) func(*cobra.Command, []string) error {
+func (f *clusterFlags) run(body func(ctx context.Context, c *client.Client, args []string) error) func(*cobra.Command, []string) error {
 	return func(cmd *cobra.Command, args []string) error {
 		c, err := f.client()
 		if err != nil {
@@ -58,7 +56,7 @@ func newClusterCmd(g *globalFlags, stdout io.Writer) *cobra.Command {
 		Use:   "status",
 		Short: "Show every master's view: state, leader, term, indexes, members, digest",
 		Args:  cobra.NoArgs,
-		RunE: f.run(func(ctx context.Context, c *peer.MasterClient, _ []string) error {
+		RunE: f.run(func(ctx context.Context, c *client.Client, _ []string) error {
 			sts, errs := c.ClusterStatus(ctx)
 			return printStatus(stdout, f.output, c.Masters(), sts, errs)
 		}),
@@ -67,7 +65,7 @@ func newClusterCmd(g *globalFlags, stdout io.Writer) *cobra.Command {
 		Use:   "remove ID",
 		Short: "Remove a master from the cluster",
 		Args:  cobra.ExactArgs(1),
-		RunE: f.run(func(ctx context.Context, c *peer.MasterClient, args []string) error {
+		RunE: f.run(func(ctx context.Context, c *client.Client, args []string) error {
 			if err := c.RemoveMember(ctx, args[0]); err != nil {
 				return fmt.Errorf("remove %s: %w", args[0], err)
 			}
@@ -78,7 +76,7 @@ func newClusterCmd(g *globalFlags, stdout io.Writer) *cobra.Command {
 		Use:   "transfer-leader [ID]",
 		Short: "Hand leadership to ID, or to any up-to-date master",
 		Args:  cobra.MaximumNArgs(1),
-		RunE: f.run(func(ctx context.Context, c *peer.MasterClient, args []string) error {
+		RunE: f.run(func(ctx context.Context, c *client.Client, args []string) error {
 			target := ""
 			if len(args) == 1 {
 				target = args[0]
@@ -94,7 +92,7 @@ func newClusterCmd(g *globalFlags, stdout io.Writer) *cobra.Command {
 		Use:   "snapshot",
 		Short: "Snapshot the index on every master in --masters now (e.g. before a backup)",
 		Args:  cobra.NoArgs,
-		RunE: f.run(func(ctx context.Context, c *peer.MasterClient, _ []string) error {
+		RunE: f.run(func(ctx context.Context, c *client.Client, _ []string) error {
 			type result struct {
 				Master string `json:"master"`
 				Index  uint64 `json:"index,omitempty"`
@@ -140,12 +138,12 @@ func emit(w io.Writer, format string, v any, text string) error {
 
 // statusEntry is one master's answer in `cluster status -o json`.
 type statusEntry struct {
-	Master string            `json:"master"`
-	Status *transport.Status `json:"status,omitempty"`
-	Error  string            `json:"error,omitempty"`
+	Master string         `json:"master"`
+	Status *client.Status `json:"status,omitempty"`
+	Error  string         `json:"error,omitempty"`
 }
 
-func printStatus(w io.Writer, format string, masters []string, sts []transport.Status, errs []error) error {
+func printStatus(w io.Writer, format string, masters []string, sts []client.Status, errs []error) error {
 	answered := 0
 	for _, e := range errs {
 		if e == nil {
@@ -200,7 +198,7 @@ func printStatus(w io.Writer, format string, masters []string, sts []transport.S
 
 // lastContact is how long ago member id heard from the leader, as that
 // member itself reported it.
-func lastContact(id string, sts []transport.Status, errs []error) string {
+func lastContact(id string, sts []client.Status, errs []error) string {
 	for i, s := range sts {
 		if errs[i] != nil || s.ID != id {
 			continue

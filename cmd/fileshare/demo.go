@@ -20,9 +20,9 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"fileshare/client"
 	"fileshare/master"
 	"fileshare/peer"
-	"fileshare/transport"
 )
 
 type demoFlags struct {
@@ -180,7 +180,7 @@ func (d *demo) run(ctx context.Context, dir string) (err error) {
 	d.note("SHA-256 of carol's copy: %s", got)
 	d.note("SHA-256 of the original: %s — they match.", big)
 
-	r, err := carol.Client().Lookup(ctx, file.ID, transport.ReadLinearizable)
+	r, err := carol.Client().Lookup(ctx, file.ID, client.ReadLinearizable)
 	if err != nil {
 		return err
 	}

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"fileshare/client"
 	"fmt"
 	"io"
 	"strings"
@@ -10,9 +11,6 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-
-	"fileshare/peer"
-	"fileshare/transport"
 )
 
 // searchResult is one file in `search -o json`.
@@ -40,11 +38,11 @@ of holders of each; fetch one with 'fileshare get ID' or 'fileshare get NAME'.`,
 			if output != "table" && output != "json" {
 				return fmt.Errorf("-o %q: use table or json", output)
 			}
-			level, err := transport.ParseReadLevel(read)
+			level, err := client.ParseReadLevel(read)
 			if err != nil {
 				return fmt.Errorf("--read: %w", err)
 			}
-			c, err := peer.NewClient(peer.ClientConfig{Masters: splitList(masters)})
+			c, err := client.New(client.Config{Masters: splitList(masters)})
 			if err != nil {
 				return err
 			}
@@ -68,7 +66,7 @@ of holders of each; fetch one with 'fileshare get ID' or 'fileshare get NAME'.`,
 	return cmd
 }
 
-func printFiles(w io.Writer, format, query string, files []transport.FileSummary) error {
+func printFiles(w io.Writer, format, query string, files []client.FileSummary) error {
 	if format == "json" {
 		out := make([]searchResult, 0, len(files))
 		for _, f := range files {

@@ -8,6 +8,7 @@ package bench
 import (
 	"context"
 	"errors"
+	"fileshare/client"
 	"fmt"
 	"net"
 	"os"
@@ -16,9 +17,6 @@ import (
 	"strings"
 	"syscall"
 	"time"
-
-	"fileshare/peer"
-	"fileshare/transport"
 )
 
 // Cluster is a set of real `fileshare master` processes on loopback,
@@ -33,7 +31,7 @@ type Cluster struct {
 	addrs  []string
 	https  []string
 	procs  []*exec.Cmd
-	client *peer.MasterClient // for status polling, shared by every poll
+	client *client.Client // for status polling, shared by every poll
 }
 
 // StartCluster starts n masters and waits until they have a leader.
@@ -56,7 +54,7 @@ func StartCluster(ctx context.Context, binary, dir string, n int, extra ...strin
 		initial = append(initial, id+"="+addr)
 	}
 	c.Extra = append(c.Extra, "--initial-cluster", strings.Join(initial, ","))
-	cl, err := peer.NewClient(peer.ClientConfig{Masters: c.addrs})
+	cl, err := client.New(client.Config{Masters: c.addrs})
 	if err != nil {
 		return nil, err
 	}
@@ -175,7 +173,7 @@ func (c *Cluster) LeaderIndex(ctx context.Context) int {
 }
 
 // Status returns master i's status.
-func (c *Cluster) Status(ctx context.Context, i int) (transport.Status, error) {
+func (c *Cluster) Status(ctx context.Context, i int) (client.Status, error) {
 	return c.client.Status(ctx, c.addrs[i])
 }
 

@@ -2,13 +2,12 @@ package bench
 
 import (
 	"context"
+	"fileshare/client"
 	"fmt"
 	"io"
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"fileshare/transport"
 )
 
 // FailoverResult holds one failover benchmark.
@@ -53,7 +52,7 @@ func Failover(ctx context.Context, c *Cluster, trials, clients int, w io.Writer)
 			for seq := 0; loadCtx.Err() == nil; seq++ {
 				octx, cancel := context.WithTimeout(loadCtx, 10*time.Second)
 				t0 := time.Now()
-				_, err := mc.Register(octx, ids[i], []transport.FileEntry{fileEntry(fmt.Sprintf("fo-%s-%d-%d", tag, i, seq))})
+				_, err := mc.Register(octx, ids[i], []client.FileEntry{fileEntry(fmt.Sprintf("fo-%s-%d-%d", tag, i, seq))})
 				cancel()
 				if loadCtx.Err() != nil {
 					return
@@ -183,7 +182,7 @@ func Scale(ctx context.Context, c *Cluster, files int, w io.Writer) (ScaleResult
 						break
 					}
 				}
-				var batch []transport.FileEntry
+				var batch []client.FileEntry
 				for j := p * perPeer; j < min((p+1)*perPeer, files); j++ {
 					batch = append(batch, fileEntry(fmt.Sprintf("scale-%s-%d.bin", tag, j)))
 				}

@@ -5,14 +5,12 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
+	"fileshare/client"
 	"fmt"
 	"io"
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"fileshare/peer"
-	"fileshare/transport"
 )
 
 // LoadConfig describes a closed-loop load: Clients goroutines each issue
@@ -52,12 +50,12 @@ type Result struct {
 // Rate is acknowledged operations per second.
 func (r Result) Rate() float64 { return float64(r.Ops) / r.Elapsed.Seconds() }
 
-// opFunc runs one operation for client i.
-type opFunc func(ctx context.Context, c *peer.MasterClient, client, seq int) error
+// opFunc runs one operation for worker i.
+type opFunc func(ctx context.Context, c *client.Client, worker, seq int) error
 
 // runLoad runs op from cfg.Clients goroutines until the duration ends and
 // returns what was acknowledged.
-func runLoad(ctx context.Context, cfg LoadConfig, clients []*peer.MasterClient, op opFunc) Result {
+func runLoad(ctx context.Context, cfg LoadConfig, clients []*client.Client, op opFunc) Result {
 	var mu sync.Mutex
 	var res Result
 	var wg sync.WaitGroup
@@ -98,10 +96,10 @@ func runLoad(ctx context.Context, cfg LoadConfig, clients []*peer.MasterClient, 
 	return res
 }
 
-func newClients(masters []string, n int) ([]*peer.MasterClient, error) {
-	var out []*peer.MasterClient
+func newClients(masters []string, n int) ([]*client.Client, error) {
+	var out []*client.Client
 	for range n {
-		c, err := peer.NewClient(peer.ClientConfig{Masters: masters})
+		c, err := client.New(client.Config{Masters: masters})
 		if err != nil {
 			return nil, err
 		}
@@ -110,7 +108,7 @@ func newClients(masters []string, n int) ([]*peer.MasterClient, error) {
 	return out, nil
 }
 
-func closeAll(cs []*peer.MasterClient) {
+func closeAll(cs []*client.Client) {
 	for _, c := range cs {
 		c.Close()
 	}
@@ -118,17 +116,17 @@ func closeAll(cs []*peer.MasterClient) {
 
 // identities returns n peer identities with random secrets, named with
 // prefix so concurrent runs do not collide.
-func identities(prefix string, n int) []peer.Identity {
-	out := make([]peer.Identity, n)
+func identities(prefix string, n int) []client.Identity {
+	out := make([]client.Identity, n)
 	for i := range out {
 		secret := make([]byte, 32)
 		_, _ = rand.Read(secret)
-		out[i] = peer.Identity{PeerID: fmt.Sprintf("%s-%d", prefix, i), Secret: secret}
+		out[i] = client.Identity{PeerID: fmt.Sprintf("%s-%d", prefix, i), Secret: secret}
 	}
 	return out
 }
 
-func joinAll(ctx context.Context, c *peer.MasterClient, ids []peer.Identity) error {
+func joinAll(ctx context.Context, c *client.Client, ids []client.Identity) error {
 	for _, id := range ids {
 		if _, err := c.Join(ctx, id, "127.0.0.1:1"); err != nil {
 			return fmt.Errorf("join %s: %w", id.PeerID, err)
@@ -137,9 +135,9 @@ func joinAll(ctx context.Context, c *peer.MasterClient, ids []peer.Identity) err
 	return nil
 }
 
-func fileEntry(name string) transport.FileEntry {
+func fileEntry(name string) client.FileEntry {
 	sum := sha256.Sum256([]byte(name))
-	return transport.FileEntry{ID: hex.EncodeToString(sum[:]), Name: name, Size: 1 << 20, PieceSize: 1 << 18}
+	return client.FileEntry{ID: hex.EncodeToString(sum[:]), Name: name, Size: 1 << 20, PieceSize: 1 << 18}
 }
 
 func runTag() string {
@@ -163,9 +161,9 @@ func Register(ctx context.Context, cfg LoadConfig, w io.Writer) (Result, error) 
 	if err := joinAll(ctx, clients[0], ids); err != nil {
 		return Result{}, err
 	}
-	res := runLoad(ctx, cfg, clients, func(ctx context.Context, c *peer.MasterClient, client, seq int) error {
-		f := fileEntry(fmt.Sprintf("bench-%s-%d-%d.bin", tag, client, seq))
-		_, err := c.Register(ctx, ids[client], []transport.FileEntry{f})
+	res := runLoad(ctx, cfg, clients, func(ctx context.Context, c *client.Client, worker, seq int) error {
+		f := fileEntry(fmt.Sprintf("bench-%s-%d-%d.bin", tag, worker, seq))
+		_, err := c.Register(ctx, ids[worker], []client.FileEntry{f})
 		return err
 	})
 	fmt.Fprintf(w, "register: %.0f acknowledged registrations/s, %s, clients=%d, ops=%d, errors=%d, duration=%s\n",
@@ -175,7 +173,7 @@ func Register(ctx context.Context, cfg LoadConfig, w io.Writer) (Result, error) 
 
 // Lookup populates files, then measures lookups at each read level for
 // cfg.Duration each, and writes one line per level and a summary line.
-func Lookup(ctx context.Context, cfg LoadConfig, files int, w io.Writer) (map[transport.ReadLevel]Result, error) {
+func Lookup(ctx context.Context, cfg LoadConfig, files int, w io.Writer) (map[client.ReadLevel]Result, error) {
 	cfg.defaults()
 	clients, err := newClients(cfg.Masters, cfg.Conns)
 	if err != nil {
@@ -184,11 +182,11 @@ func Lookup(ctx context.Context, cfg LoadConfig, files int, w io.Writer) (map[tr
 	defer closeAll(clients)
 	tag := runTag()
 	owner := identities("bench-owner-"+tag, 1)[0]
-	if err := joinAll(ctx, clients[0], []peer.Identity{owner}); err != nil {
+	if err := joinAll(ctx, clients[0], []client.Identity{owner}); err != nil {
 		return nil, err
 	}
 	ids := make([]string, files)
-	var batch []transport.FileEntry
+	var batch []client.FileEntry
 	for i := range files {
 		f := fileEntry(fmt.Sprintf("lookup-%s-%d.bin", tag, i))
 		ids[i] = f.ID
@@ -217,10 +215,10 @@ func Lookup(ctx context.Context, cfg LoadConfig, files int, w io.Writer) (map[tr
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
-	out := map[transport.ReadLevel]Result{}
-	for _, level := range []transport.ReadLevel{transport.ReadStale, transport.ReadLeader, transport.ReadLinearizable} {
-		res := runLoad(ctx, cfg, clients, func(ctx context.Context, c *peer.MasterClient, client, seq int) error {
-			r, err := c.Lookup(ctx, ids[(client*7919+seq)%len(ids)], level)
+	out := map[client.ReadLevel]Result{}
+	for _, level := range []client.ReadLevel{client.ReadStale, client.ReadLeader, client.ReadLinearizable} {
+		res := runLoad(ctx, cfg, clients, func(ctx context.Context, c *client.Client, worker, seq int) error {
+			r, err := c.Lookup(ctx, ids[(worker*7919+seq)%len(ids)], level)
 			if err == nil && !r.Found {
 				err = fmt.Errorf("lookup of a registered file found nothing at level %s", level)
 			}
@@ -230,6 +228,6 @@ func Lookup(ctx context.Context, cfg LoadConfig, files int, w io.Writer) (map[tr
 		fmt.Fprintf(w, "lookup %-12s %8.0f lookups/s, %s, errors=%d\n", level+":", res.Rate(), res.Lat.Summary(), res.Errors)
 	}
 	fmt.Fprintf(w, "lookup: stale=%.0f/s leader=%.0f/s linearizable=%.0f/s, clients=%d, files=%d\n",
-		out[transport.ReadStale].Rate(), out[transport.ReadLeader].Rate(), out[transport.ReadLinearizable].Rate(), cfg.Clients, files)
+		out[client.ReadStale].Rate(), out[client.ReadLeader].Rate(), out[client.ReadLinearizable].Rate(), cfg.Clients, files)
 	return out, nil
 }

@@ -13,8 +13,8 @@ import (
 	"path/filepath"
 	"time"
 
+	"fileshare/client"
 	"fileshare/peer"
-	"fileshare/transport"
 )
 
 // TransferResult holds one transfer benchmark: the medians of the verified
@@ -73,13 +73,13 @@ func Transfer(ctx context.Context, masters []string, dir string, size int64, sou
 		}
 		fileID = p.Shared()[0].ID
 	}
-	mc, err := peer.NewClient(peer.ClientConfig{Masters: masters})
+	mc, err := client.New(client.Config{Masters: masters})
 	if err != nil {
 		return res, err
 	}
 	defer mc.Close()
 	for {
-		r, err := mc.Lookup(ctx, fileID, transport.ReadLinearizable)
+		r, err := mc.Lookup(ctx, fileID, client.ReadLinearizable)
 		if err == nil && len(r.Holders) >= sources {
 			break
 		}

@@ -1,4 +1,4 @@
-package peer
+package client
 
 import (
 	"context"
@@ -13,8 +13,8 @@ import (
 	"fileshare/transport"
 )
 
-// ClientConfig configures a MasterClient. A zero field means its default.
-type ClientConfig struct {
+// Config configures a Client. A zero field means its default.
+type Config struct {
 	// Masters lists the cluster's masters (host:port of their cluster
 	// port). Any subset that includes a live master will do. Required.
 	Masters []string
@@ -26,17 +26,17 @@ type ClientConfig struct {
 	Dial transport.DialFunc
 }
 
-// ErrNoMasters means the ClientConfig listed no masters.
+// ErrNoMasters means the Config listed no masters.
 var ErrNoMasters = errors.New("no masters given; pass the cluster's addresses, e.g. --masters 127.0.0.1:7001,127.0.0.1:7002")
 
-// MasterClient calls the SwarmMaster cluster and hides leader changes: it
+// Client calls the SwarmMaster cluster and hides leader changes: it
 // remembers which master answered last, follows "not leader, try X" hints,
 // moves on to the next master when one is down, and retries with jittered
 // backoff until the caller's context ends. Writes carry a request ID chosen
 // once per logical call, so a retry after an unknown outcome is applied at
 // most once. Safe for concurrent use.
-type MasterClient struct {
-	cfg ClientConfig
+type Client struct {
+	cfg Config
 	rpc *transport.Client
 
 	mu      sync.Mutex
@@ -44,8 +44,8 @@ type MasterClient struct {
 	hint    string // leader address learnt from a NotLeaderError, if any
 }
 
-// NewClient returns a MasterClient for the given masters.
-func NewClient(cfg ClientConfig) (*MasterClient, error) {
+// New returns a Client for the given masters.
+func New(cfg Config) (*Client, error) {
 	var masters []string
 	for _, a := range cfg.Masters {
 		a = strings.TrimSpace(a)
@@ -64,7 +64,7 @@ func NewClient(cfg ClientConfig) (*MasterClient, error) {
 	if cfg.AttemptTimeout <= 0 {
 		cfg.AttemptTimeout = 5 * time.Second
 	}
-	return &MasterClient{
+	return &Client{
 		cfg:     cfg,
 		rpc:     transport.NewClient(transport.ClientConfig{Dial: cfg.Dial}),
 		current: rand.N(len(masters)),
@@ -72,12 +72,12 @@ func NewClient(cfg ClientConfig) (*MasterClient, error) {
 }
 
 // Close releases the client's connections.
-func (c *MasterClient) Close() error { return c.rpc.Close() }
+func (c *Client) Close() error { return c.rpc.Close() }
 
 // Masters returns the configured master addresses.
-func (c *MasterClient) Masters() []string { return append([]string(nil), c.cfg.Masters...) }
+func (c *Client) Masters() []string { return append([]string(nil), c.cfg.Masters...) }
 
-func (c *MasterClient) target() string {
+func (c *Client) target() string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.hint != "" {
@@ -88,7 +88,7 @@ func (c *MasterClient) target() string {
 
 // failed notes that addr did not serve the call, so the next attempt goes
 // elsewhere.
-func (c *MasterClient) failed(addr string) {
+func (c *Client) failed(addr string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.hint == addr {
@@ -99,7 +99,7 @@ func (c *MasterClient) failed(addr string) {
 	}
 }
 
-func (c *MasterClient) follow(leaderAddr string) {
+func (c *Client) follow(leaderAddr string) {
 	c.mu.Lock()
 	c.hint = leaderAddr
 	c.mu.Unlock()
@@ -109,7 +109,7 @@ func (c *MasterClient) follow(leaderAddr string) {
 // non-retryable error from the cluster (invalid request, unauthorized,
 // conflict…), or, once ctx ends, the last transient error wrapped with the
 // context's error.
-func (c *MasterClient) Call(ctx context.Context, method string, req, resp any) error {
+func (c *Client) Call(ctx context.Context, method string, req, resp any) error {
 	backoff := 10 * time.Millisecond
 	var lastErr error
 	hops := 0
@@ -152,7 +152,7 @@ func (c *MasterClient) Call(ctx context.Context, method string, req, resp any) e
 }
 
 // CallAt invokes method on one specific master, without failover.
-func (c *MasterClient) CallAt(ctx context.Context, addr, method string, req, resp any) error {
+func (c *Client) CallAt(ctx context.Context, addr, method string, req, resp any) error {
 	return c.rpc.Call(ctx, addr, method, req, resp)
 }
 
@@ -171,78 +171,78 @@ type Identity struct {
 	Secret []byte
 }
 
-func (id Identity) header() transport.WriteHeader {
-	return transport.WriteHeader{PeerID: id.PeerID, Secret: id.Secret, RequestID: newRequestID()}
+func (id Identity) header() WriteHeader {
+	return WriteHeader{PeerID: id.PeerID, Secret: id.Secret, RequestID: newRequestID()}
 }
 
 // Join announces the peer at addr (where it serves pieces).
-func (c *MasterClient) Join(ctx context.Context, id Identity, addr string) (transport.WriteReply, error) {
-	var out transport.WriteReply
-	err := c.Call(ctx, transport.MethodPeerJoin, &transport.PeerJoinRequest{WriteHeader: id.header(), Addr: addr}, &out)
+func (c *Client) Join(ctx context.Context, id Identity, addr string) (WriteReply, error) {
+	var out WriteReply
+	err := c.Call(ctx, MethodPeerJoin, &PeerJoinRequest{WriteHeader: id.header(), Addr: addr}, &out)
 	return out, err
 }
 
 // Leave removes the peer and all its registrations.
-func (c *MasterClient) Leave(ctx context.Context, id Identity) (transport.WriteReply, error) {
-	var out transport.WriteReply
-	err := c.Call(ctx, transport.MethodPeerLeave, &transport.PeerLeaveRequest{WriteHeader: id.header()}, &out)
+func (c *Client) Leave(ctx context.Context, id Identity) (WriteReply, error) {
+	var out WriteReply
+	err := c.Call(ctx, MethodPeerLeave, &PeerLeaveRequest{WriteHeader: id.header()}, &out)
 	return out, err
 }
 
 // Register adds the peer as a holder of files (one log entry, atomic).
-func (c *MasterClient) Register(ctx context.Context, id Identity, files []transport.FileEntry) (transport.WriteReply, error) {
-	var out transport.WriteReply
-	err := c.Call(ctx, transport.MethodRegister, &transport.RegisterRequest{WriteHeader: id.header(), Files: files}, &out)
+func (c *Client) Register(ctx context.Context, id Identity, files []FileEntry) (WriteReply, error) {
+	var out WriteReply
+	err := c.Call(ctx, MethodRegister, &RegisterRequest{WriteHeader: id.header(), Files: files}, &out)
 	return out, err
 }
 
 // Unregister removes the peer as a holder of the given file IDs.
-func (c *MasterClient) Unregister(ctx context.Context, id Identity, files []string) (transport.WriteReply, error) {
-	var out transport.WriteReply
-	err := c.Call(ctx, transport.MethodUnregister, &transport.UnregisterRequest{WriteHeader: id.header(), Files: files}, &out)
+func (c *Client) Unregister(ctx context.Context, id Identity, files []string) (WriteReply, error) {
+	var out WriteReply
+	err := c.Call(ctx, MethodUnregister, &UnregisterRequest{WriteHeader: id.header(), Files: files}, &out)
 	return out, err
 }
 
 // Heartbeat renews the peer's lease and returns its length.
-func (c *MasterClient) Heartbeat(ctx context.Context, id Identity) (time.Duration, error) {
-	var out transport.HeartbeatReply
-	err := c.Call(ctx, transport.MethodHeartbeat, &transport.HeartbeatRequest{PeerID: id.PeerID, Secret: id.Secret}, &out)
+func (c *Client) Heartbeat(ctx context.Context, id Identity) (time.Duration, error) {
+	var out HeartbeatReply
+	err := c.Call(ctx, MethodHeartbeat, &HeartbeatRequest{PeerID: id.PeerID, Secret: id.Secret}, &out)
 	return time.Duration(out.LeaseMillis) * time.Millisecond, err
 }
 
 // Lookup returns the holders of a file, read at level ("" = linearizable).
-func (c *MasterClient) Lookup(ctx context.Context, fileID string, level transport.ReadLevel) (transport.LookupReply, error) {
-	var out transport.LookupReply
-	err := c.Call(ctx, transport.MethodLookup, &transport.LookupRequest{ReadHeader: transport.ReadHeader{Level: level}, FileID: fileID}, &out)
+func (c *Client) Lookup(ctx context.Context, fileID string, level ReadLevel) (LookupReply, error) {
+	var out LookupReply
+	err := c.Call(ctx, MethodLookup, &LookupRequest{ReadHeader: ReadHeader{Level: level}, FileID: fileID}, &out)
 	return out, err
 }
 
 // Search returns files whose name contains every word of query.
-func (c *MasterClient) Search(ctx context.Context, query string, limit int, level transport.ReadLevel) (transport.SearchReply, error) {
-	var out transport.SearchReply
-	err := c.Call(ctx, transport.MethodSearch, &transport.SearchRequest{ReadHeader: transport.ReadHeader{Level: level}, Query: query, Limit: limit}, &out)
+func (c *Client) Search(ctx context.Context, query string, limit int, level ReadLevel) (SearchReply, error) {
+	var out SearchReply
+	err := c.Call(ctx, MethodSearch, &SearchRequest{ReadHeader: ReadHeader{Level: level}, Query: query, Limit: limit}, &out)
 	return out, err
 }
 
 // Peers lists the peers in the index.
-func (c *MasterClient) Peers(ctx context.Context, level transport.ReadLevel) (transport.PeersReply, error) {
-	var out transport.PeersReply
-	err := c.Call(ctx, transport.MethodPeers, &transport.PeersRequest{ReadHeader: transport.ReadHeader{Level: level}}, &out)
+func (c *Client) Peers(ctx context.Context, level ReadLevel) (PeersReply, error) {
+	var out PeersReply
+	err := c.Call(ctx, MethodPeers, &PeersRequest{ReadHeader: ReadHeader{Level: level}}, &out)
 	return out, err
 }
 
 // Status asks one master for its own view (no failover: the answer is
 // about that master).
-func (c *MasterClient) Status(ctx context.Context, addr string) (transport.Status, error) {
-	var out transport.Status
-	err := c.rpc.Call(ctx, addr, transport.MethodStatus, &transport.StatusRequest{}, &out)
+func (c *Client) Status(ctx context.Context, addr string) (Status, error) {
+	var out Status
+	err := c.rpc.Call(ctx, addr, MethodStatus, &StatusRequest{}, &out)
 	return out, err
 }
 
 // ClusterStatus asks every configured master for its status in parallel.
 // Unreachable masters get an error in their slot.
-func (c *MasterClient) ClusterStatus(ctx context.Context) ([]transport.Status, []error) {
-	sts := make([]transport.Status, len(c.cfg.Masters))
+func (c *Client) ClusterStatus(ctx context.Context) ([]Status, []error) {
+	sts := make([]Status, len(c.cfg.Masters))
 	errs := make([]error, len(c.cfg.Masters))
 	var wg sync.WaitGroup
 	for i, addr := range c.cfg.Masters {
@@ -257,27 +257,27 @@ func (c *MasterClient) ClusterStatus(ctx context.Context) ([]transport.Status, [
 }
 
 // RemoveMember removes a master from the cluster.
-func (c *MasterClient) RemoveMember(ctx context.Context, id string) error {
-	return c.Call(ctx, transport.MethodMemberRemove, &transport.MemberRemoveRequest{ID: id}, nil)
+func (c *Client) RemoveMember(ctx context.Context, id string) error {
+	return c.Call(ctx, MethodMemberRemove, &MemberRemoveRequest{ID: id}, nil)
 }
 
 // AddMember adds a master (already running, started with no --initial-cluster
 // and no state) to the cluster as a voter.
-func (c *MasterClient) AddMember(ctx context.Context, id, addr string) error {
-	return c.Call(ctx, transport.MethodMemberJoin, &transport.MemberJoinRequest{ID: id, Addr: addr}, nil)
+func (c *Client) AddMember(ctx context.Context, id, addr string) error {
+	return c.Call(ctx, MethodMemberJoin, &MemberJoinRequest{ID: id, Addr: addr}, nil)
 }
 
 // TransferLeader hands leadership to id ("" = any up-to-date voter) and
 // returns the new leader.
-func (c *MasterClient) TransferLeader(ctx context.Context, id string) (transport.TransferLeaderReply, error) {
-	var out transport.TransferLeaderReply
-	err := c.Call(ctx, transport.MethodTransferLeader, &transport.TransferLeaderRequest{ID: id}, &out)
+func (c *Client) TransferLeader(ctx context.Context, id string) (TransferLeaderReply, error) {
+	var out TransferLeaderReply
+	err := c.Call(ctx, MethodTransferLeader, &TransferLeaderRequest{ID: id}, &out)
 	return out, err
 }
 
 // Snapshot asks the master at addr to snapshot its index now.
-func (c *MasterClient) Snapshot(ctx context.Context, addr string) (transport.SnapshotReply, error) {
-	var out transport.SnapshotReply
-	err := c.rpc.Call(ctx, addr, transport.MethodSnapshot, &transport.SnapshotRequest{}, &out)
+func (c *Client) Snapshot(ctx context.Context, addr string) (SnapshotReply, error) {
+	var out SnapshotReply
+	err := c.rpc.Call(ctx, addr, MethodSnapshot, &SnapshotRequest{}, &out)
 	return out, err
 }

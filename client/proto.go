@@ -1,6 +1,10 @@
-package transport
+package client
 
-import "fmt"
+import (
+	"fmt"
+
+	"fileshare/transport"
+)
 
 // The SwarmMaster service: method names and messages. Masters serve them;
 // peers, the CLI and the fault harness call them. IDs are plain strings on
@@ -38,7 +42,7 @@ const (
 )
 
 // ErrBadReadLevel is returned for an unknown read level.
-var ErrBadReadLevel = NewError("bad_read_level", "unknown read level; use stale, leader or linearizable")
+var ErrBadReadLevel = transport.NewError("bad_read_level", "unknown read level; use stale, leader or linearizable")
 
 // ParseReadLevel parses s; "" means ReadLinearizable.
 func ParseReadLevel(s string) (ReadLevel, error) {
