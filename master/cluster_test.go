@@ -84,7 +84,7 @@ func (c *testCluster) start(i int) {
 	var err error
 	// The port was free when chosen; after a stop the OS may need a moment.
 	waitFor(c.t, 10*time.Second, fmt.Sprintf("master %s starts", c.cfgs[i].ID), func() bool {
-		m, err = New(c.cfgs[i])
+		m, err = New(c.t.Context(), c.cfgs[i])
 		return err == nil
 	})
 	c.masters[i] = m
@@ -476,7 +476,7 @@ func TestMembershipJoinTransferRemove(t *testing.T) {
 
 	// A fourth master joins through any member and catches up.
 	cfg := Config{ID: "m4", DataDir: t.TempDir(), Listen: freeAddr(t, "127.0.0.14"), Join: []string{c.cfgs[1].Listen}, Logger: testLogger(t)}
-	m4, err := New(cfg)
+	m4, err := New(t.Context(), cfg)
 	if err != nil {
 		t.Fatalf("join: %v", err)
 	}
@@ -485,7 +485,7 @@ func TestMembershipJoinTransferRemove(t *testing.T) {
 
 	// A second master claiming the ID m4 at another address is refused.
 	dup := Config{ID: "m4", DataDir: t.TempDir(), Listen: freeAddr(t, "127.0.0.15"), Join: []string{c.cfgs[0].Listen}, JoinTimeout: 5 * time.Second}
-	if _, err := New(dup); !errors.Is(err, ErrJoinFailed) || !strings.Contains(err.Error(), "already a member") {
+	if _, err := New(t.Context(), dup); !errors.Is(err, ErrJoinFailed) || !strings.Contains(err.Error(), "already a member") {
 		t.Fatalf("joining with a clashing ID: got %v, want ErrJoinFailed naming the clash", err)
 	}
 
@@ -541,7 +541,7 @@ func TestNewRejectsImpossibleConfigs(t *testing.T) {
 		{"wildcard listen without advertise", Config{ID: "m1", DataDir: t.TempDir(), Listen: "0.0.0.0:0", Join: []string{nowhere}}, "--advertise"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			m, err := New(tc.cfg)
+			m, err := New(t.Context(), tc.cfg)
 			if err == nil {
 				m.CloseNow()
 				t.Fatalf("New succeeded; want an error containing %q", tc.want)

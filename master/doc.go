@@ -33,7 +33,7 @@
 //
 // # Lifecycle
 //
-//	m, err := master.New(master.Config{ID: "m1", DataDir: dir, Listen: "127.0.0.1:7001",
+//	m, err := master.New(ctx, master.Config{ID: "m1", DataDir: dir, Listen: "127.0.0.1:7001",
 //		InitialCluster: members})
 //	...
 //	defer m.Close() // hands off leadership, then stops in order

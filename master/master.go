@@ -63,7 +63,9 @@ var ErrDataDirLocked = errors.New("the data dir is in use by another running mas
 // New starts a master: it opens the data dir, listens, starts Raft,
 // bootstraps or joins as configured, and serves RPC and HTTP. It returns
 // once the node is running (for --join, once the cluster has accepted it).
-func New(cfg Config) (*Master, error) {
+// ctx bounds only that start-up (a --join that keeps retrying stops when
+// ctx ends); the running master lives until Close.
+func New(ctx context.Context, cfg Config) (*Master, error) {
 	cfg, err := cfg.withDefaults()
 	if err != nil {
 		return nil, err
@@ -195,7 +197,7 @@ func New(cfg Config) (*Master, error) {
 		}
 	}
 	if !hasState && len(cfg.Join) > 0 {
-		if err := m.join(); err != nil {
+		if err := m.join(ctx); err != nil {
 			return nil, err
 		}
 	}
@@ -240,13 +242,6 @@ func (m *Master) HTTPAddr() string {
 	}
 	return m.httpLn.Addr().String()
 }
-
-// FSM exposes the local index for in-process inspection (tests, the
-// harness). Queries on it are stale reads.
-func (m *Master) FSM() *fsm.FSM { return m.fsm }
-
-// Raft exposes the raft node for in-process inspection and tests.
-func (m *Master) Raft() *raft.Raft { return m.raft }
 
 // IsLeader reports whether this master is the Raft leader right now.
 func (m *Master) IsLeader() bool { return m.raft.State() == raft.Leader }

@@ -25,9 +25,10 @@ var (
 )
 
 // join asks the cluster, through any address in cfg.Join, to add this
-// master as a voter, retrying until it succeeds or JoinTimeout passes.
-func (m *Master) join() error {
-	ctx, cancel := context.WithTimeout(m.ctx, m.cfg.JoinTimeout)
+// master as a voter, retrying until it succeeds, JoinTimeout passes, or
+// ctx (the caller of New) ends.
+func (m *Master) join(parent context.Context) error {
+	ctx, cancel := context.WithTimeout(parent, m.cfg.JoinTimeout)
 	defer cancel()
 	backoff := 100 * time.Millisecond
 	var lastErr error
@@ -51,6 +52,9 @@ func (m *Master) join() error {
 		}
 		select {
 		case <-ctx.Done():
+			if err := parent.Err(); err != nil {
+				return fmt.Errorf("%w: stopped before the cluster accepted this master: %w", ErrJoinFailed, err)
+			}
 			if lastErr == nil {
 				lastErr = errors.New("no --join address other than this master's own")
 			}

@@ -26,7 +26,7 @@ func Example() {
 	defer os.RemoveAll(tmp)
 
 	addr := freeLoopbackAddr()
-	m, err := master.New(master.Config{ID: "m1", DataDir: filepath.Join(tmp, "m1"), Listen: addr,
+	m, err := master.New(ctx, master.Config{ID: "m1", DataDir: filepath.Join(tmp, "m1"), Listen: addr,
 		InitialCluster: []master.Member{{ID: "m1", Addr: addr}}})
 	if err != nil {
 		log.Fatal(err)

@@ -67,7 +67,7 @@ func newTestCluster(t testing.TB, tweak func(*master.Config)) *testCluster {
 	for i := range n {
 		var err error
 		waitFor(t, 10*time.Second, "master "+c.cfgs[i].ID+" starts", func() bool {
-			c.masters[i], err = master.New(c.cfgs[i])
+			c.masters[i], err = master.New(t.Context(), c.cfgs[i])
 			return err == nil
 		})
 	}

@@ -110,7 +110,7 @@ func (d *demo) run(ctx context.Context, dir string) (err error) {
 	defer d.shutdown()
 	d.out.println("FileShare demo: 3 masters keep a replicated index of who holds which file;\npeers register their files there and fetch files directly from each other.\nEverything runs on this machine, in %s.", dir)
 
-	if err := d.startMasters(); err != nil {
+	if err := d.startMasters(ctx); err != nil {
 		return err
 	}
 	leader, err := d.waitLeader(ctx, -1)
@@ -209,7 +209,7 @@ func (d *demo) run(ctx context.Context, dir string) (err error) {
 	return nil
 }
 
-func (d *demo) startMasters() error {
+func (d *demo) startMasters(ctx context.Context) error {
 	var members []master.Member
 	for i := range 3 {
 		addr, err := freeLoopbackAddr()
@@ -225,7 +225,7 @@ func (d *demo) startMasters() error {
 	d.say("Starting 3 masters (m1, m2, m3) on %s. They elect a leader with Raft.", strings.Join(addrs, ", "))
 	for _, mem := range members {
 		cfg := master.Config{ID: mem.ID, DataDir: filepath.Join(d.dir, mem.ID), Listen: mem.Addr, InitialCluster: members, Logger: d.logger.With("master", mem.ID)}
-		m, err := master.New(cfg)
+		m, err := master.New(ctx, cfg)
 		if err != nil {
 			return fmt.Errorf("start master %s: %w", mem.ID, err)
 		}
@@ -281,7 +281,7 @@ func (d *demo) killLeader(ctx context.Context, leader int) {
 }
 
 func (d *demo) restartMaster(ctx context.Context, i int) error {
-	m, err := master.New(d.cfgs[i])
+	m, err := master.New(ctx, d.cfgs[i])
 	if err != nil {
 		return fmt.Errorf("restart %s: %w", d.cfgs[i].ID, err)
 	}
@@ -294,7 +294,7 @@ func (d *demo) restartMaster(ctx context.Context, i int) error {
 	}
 	for {
 		d.mu.Lock()
-		same := d.masters[leader] != nil && m.FSM().Digest() == d.masters[leader].FSM().Digest()
+		same := d.masters[leader] != nil && m.Status(ctx, false).Digest == d.masters[leader].Status(ctx, false).Digest
 		d.mu.Unlock()
 		if same {
 			return nil

@@ -58,7 +58,7 @@ On SIGTERM a leader hands leadership to another master before it exits.`,
 			// graceful shutdown (leadership hand-off first).
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			m, err := master.New(cfg)
+			m, err := master.New(ctx, cfg)
 			if err != nil {
 				return err
 			}

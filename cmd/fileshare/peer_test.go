@@ -29,7 +29,7 @@ func startMasters(t *testing.T) string {
 	}
 	var addrs []string
 	for _, mem := range members {
-		m, err := master.New(master.Config{ID: mem.ID, DataDir: t.TempDir(), Listen: mem.Addr, InitialCluster: members})
+		m, err := master.New(t.Context(), master.Config{ID: mem.ID, DataDir: t.TempDir(), Listen: mem.Addr, InitialCluster: members})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -1,0 +1,79 @@
+// Package freeport picks TCP ports on loopback addresses for tests, the
+// demo, benchmarks and the fault harness.
+//
+// A port is free only at the moment it is checked: whoever takes it must
+// retry if it has been taken since. Ports are chosen below the kernel's
+// ephemeral range, so a master that keeps its port across a restart does
+// not lose it to an outgoing connection that the kernel handed the same
+// number while the master was down.
+package freeport
+
+import (
+	"math/rand/v2"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+// Port returns a port that was free on ip a moment ago, below the
+// ephemeral range where one is free, else one the kernel chooses.
+func Port(ip string) (string, error) {
+	low := ephemeralLow()
+	for range 100 {
+		port := 10000 + rand.IntN(max(low-10000, 1))
+		ln, err := net.Listen("tcp", net.JoinHostPort(ip, strconv.Itoa(port)))
+		if err == nil {
+			ln.Close()
+			return strconv.Itoa(port), nil
+		}
+	}
+	ln, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
+	if err != nil {
+		return "", err
+	}
+	defer ln.Close()
+	return strconv.Itoa(ln.Addr().(*net.TCPAddr).Port), nil
+}
+
+// Addr returns ip:port with a port that was free on ip a moment ago.
+func Addr(ip string) (string, error) {
+	port, err := Port(ip)
+	if err != nil {
+		return "", err
+	}
+	return net.JoinHostPort(ip, port), nil
+}
+
+// Loopback returns 127.0.0.1:port with a free port, failing tb if none can
+// be found.
+func Loopback(tb testing.TB) string { return On(tb, "127.0.0.1") }
+
+// On returns ip:port with a free port, failing tb if none can be found.
+func On(tb testing.TB, ip string) string {
+	tb.Helper()
+	a, err := Addr(ip)
+	if err != nil {
+		tb.Fatalf("find a free port on %s: %v", ip, err)
+	}
+	return a
+}
+
+// ephemeralLow is the first port of the kernel's ephemeral range (Linux;
+// elsewhere the IANA default).
+func ephemeralLow() int {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return 32768
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return 32768
+	}
+	n, err := strconv.Atoi(f[0])
+	if err != nil || n <= 10000 {
+		return 32768
+	}
+	return n
+}
