@@ -23,9 +23,10 @@ type firewall struct {
 
 type trackedConn struct {
 	net.Conn
-	fw   *firewall
-	ip   string
-	once sync.Once
+	fw      *firewall
+	ip      string
+	release func() // nil, or frees the connection's slot once
+	once    sync.Once
 }
 
 func (c *trackedConn) Close() error {
@@ -33,6 +34,9 @@ func (c *trackedConn) Close() error {
 		c.fw.mu.Lock()
 		delete(c.fw.conns, c)
 		c.fw.mu.Unlock()
+		if c.release != nil {
+			c.release()
+		}
 	})
 	return c.Conn.Close()
 }
@@ -58,18 +62,23 @@ func remoteIP(addr net.Addr) string {
 }
 
 // track registers conn, or closes it and returns nil if its IP is blocked.
-func (f *firewall) track(conn net.Conn) net.Conn {
+// release, if not nil, runs once when the connection closes (or at once if
+// it is refused).
+func (f *firewall) track(conn net.Conn, release func()) net.Conn {
 	ip := remoteIP(conn.RemoteAddr())
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.blocked[ip] {
 		conn.Close()
+		if release != nil {
+			release()
+		}
 		return nil
 	}
 	if f.conns == nil {
 		f.conns = make(map[*trackedConn]struct{})
 	}
-	tc := &trackedConn{Conn: conn, fw: f, ip: ip}
+	tc := &trackedConn{Conn: conn, fw: f, ip: ip, release: release}
 	f.conns[tc] = struct{}{}
 	return tc
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"slices"
 	"sync"
 	"time"
 
@@ -72,10 +73,15 @@ func Unmarshal(b []byte, v any) (err error) {
 	return err
 }
 
-// readFrame reads one length-prefixed frame. It waits without a deadline for
-// the first byte (an idle connection is fine) and then gives the rest of the
-// frame DefaultIOTimeout.
-func readFrame(conn net.Conn, r *bufio.Reader) ([]byte, error) {
+// readFrame reads one length-prefixed frame. It waits up to idle (zero:
+// forever) for the first byte and then gives the rest of the frame
+// DefaultIOTimeout. The buffer grows with the bytes that arrive, so a
+// header announcing MaxFrameSize followed by silence costs no more than
+// what was sent.
+func readFrame(conn net.Conn, r *bufio.Reader, idle time.Duration) ([]byte, error) {
+	if idle > 0 {
+		_ = conn.SetReadDeadline(time.Now().Add(idle))
+	}
 	if _, err := r.Peek(1); err != nil {
 		return nil, err
 	}
@@ -89,9 +95,28 @@ func readFrame(conn net.Conn, r *bufio.Reader) ([]byte, error) {
 	if n > MaxFrameSize {
 		return nil, fmt.Errorf("%w: %d bytes, limit %d", ErrFrameTooLarge, n, MaxFrameSize)
 	}
-	buf := make([]byte, n)
-	if _, err := io.ReadFull(r, buf); err != nil {
-		return nil, err
+	return readGrowing(r, int(n))
+}
+
+// frameChunk is the most readGrowing allocates ahead of arriving bytes.
+const frameChunk = 64 << 10
+
+// readGrowing reads exactly n bytes, allocating at most frameChunk more
+// than has arrived.
+func readGrowing(r io.Reader, n int) ([]byte, error) {
+	buf := make([]byte, 0, min(n, frameChunk))
+	for len(buf) < n {
+		if len(buf) == cap(buf) {
+			buf = slices.Grow(buf, min(n-len(buf), max(len(buf), frameChunk)))
+		}
+		k, err := r.Read(buf[len(buf):min(cap(buf), n)])
+		buf = buf[:len(buf)+k]
+		if err != nil && len(buf) < n {
+			if err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
+			return nil, err
+		}
 	}
 	return buf, nil
 }

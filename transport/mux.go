@@ -1,6 +1,7 @@
 package transport
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -25,14 +26,22 @@ const DefaultHandshakeTimeout = 5 * time.Second
 var ErrMuxClosed = errors.New("transport: listener closed")
 
 // Mux is one TCP listener demultiplexed by the first byte of each
-// connection. Create it with Listen, take the per-kind listeners with
-// Listener, and Close it once.
+// connection. Create it with Listen or ListenMux, take the per-kind
+// listeners with Listener, and Close it once.
+//
+// With TLS configured, every accepted connection completes a TLS 1.3
+// handshake (bounded by the handshake timeout) before its stream byte is
+// read inside TLS, and the certificate it presented decides who it is
+// (CallerOf); Authorize may then refuse it for that stream kind before any
+// listener sees it.
 type Mux struct {
 	ln      net.Listener
+	cfg     MuxConfig
 	logger  *slog.Logger
 	localIP net.IP // dial from this IP so each node owns its address; nil = any
 
-	fw firewall
+	fw    firewall
+	conns connLimiter
 
 	mu      sync.Mutex
 	streams map[byte]*streamListener
@@ -41,21 +50,71 @@ type Mux struct {
 	wg      sync.WaitGroup
 }
 
-// Listen opens a TCP listener on addr ("host:port"; port 0 picks one) and
-// starts accepting. If host is a specific IP, outgoing connections made
-// through this Mux's dialers are bound to that IP too, so that a fault
-// injector can cut one node's links by address. logger may be nil.
+// MuxConfig configures a Mux. A zero field means its default.
+type MuxConfig struct {
+	// Addr is host:port to listen on; port 0 picks one. Required.
+	Addr string
+	// Logger receives the Mux's warnings; nil discards them.
+	Logger *slog.Logger
+	// TLS, if set, makes every connection TLS, accepted and dialled
+	// (DialStream verifies that it reached a master). Nil is plaintext.
+	TLS *TLS
+	// Authorize, if set, is asked about every accepted connection once its
+	// stream kind is known; a non-nil error closes it. A master uses it to
+	// admit Raft streams only from masters in its configuration.
+	Authorize func(kind byte, c Caller) error
+	// HandshakeTimeout bounds the TLS handshake plus the stream byte.
+	// Zero means DefaultHandshakeTimeout.
+	HandshakeTimeout time.Duration
+	// MaxConns caps accepted connections open at once; further ones are
+	// closed at once. Zero means DefaultMaxConns.
+	MaxConns int
+	// MaxConnsPerIP caps accepted connections open at once from one remote
+	// IP. Zero means DefaultMaxConnsPerIP.
+	MaxConnsPerIP int
+}
+
+// Connection caps: enough for thousands of peers behind distinct
+// addresses, few enough that one host cannot exhaust a node's descriptors.
+const (
+	DefaultMaxConns      = 8192
+	DefaultMaxConnsPerIP = 512
+)
+
+// Listen opens a plaintext Mux on addr; see ListenMux.
 func Listen(addr string, logger *slog.Logger) (*Mux, error) {
-	if logger == nil {
-		logger = slog.New(slog.DiscardHandler)
+	return ListenMux(MuxConfig{Addr: addr, Logger: logger})
+}
+
+// ListenMux opens a TCP listener on cfg.Addr and starts accepting. If the
+// host is a specific IP, outgoing connections made through this Mux's
+// dialers are bound to that IP too, so that a fault injector can cut one
+// node's links by address.
+func ListenMux(cfg MuxConfig) (*Mux, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	ln, err := net.Listen("tcp", addr)
+	if cfg.HandshakeTimeout <= 0 {
+		cfg.HandshakeTimeout = DefaultHandshakeTimeout
+	}
+	if cfg.MaxConns <= 0 {
+		cfg.MaxConns = DefaultMaxConns
+	}
+	if cfg.MaxConnsPerIP <= 0 {
+		cfg.MaxConnsPerIP = DefaultMaxConnsPerIP
+	}
+	if cfg.TLS != nil && !cfg.TLS.HasCertificate() {
+		return nil, fmt.Errorf("%w: a TLS listener needs a certificate", ErrTLSConfig)
+	}
+	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
-		return nil, fmt.Errorf("listen on %s: %w", addr, err)
+		return nil, fmt.Errorf("listen on %s: %w", cfg.Addr, err)
 	}
 	m := &Mux{
 		ln:      ln,
-		logger:  logger,
+		cfg:     cfg,
+		logger:  cfg.Logger,
+		conns:   connLimiter{max: cfg.MaxConns, maxPerIP: cfg.MaxConnsPerIP},
 		streams: make(map[byte]*streamListener),
 		closed:  make(chan struct{}),
 	}
@@ -63,9 +122,12 @@ func Listen(addr string, logger *slog.Logger) (*Mux, error) {
 		m.localIP = tcp.IP
 	}
 	m.wg.Add(1)
-	go m.acceptLoop()
+	go m.acceptLoop() // owned by m; Close waits for it
 	return m, nil
 }
+
+// TLS returns the Mux's credentials, or nil if it is plaintext.
+func (m *Mux) TLS() *TLS { return m.cfg.TLS }
 
 // Addr returns the address the Mux listens on.
 func (m *Mux) Addr() net.Addr { return m.ln.Addr() }
@@ -92,19 +154,60 @@ func (m *Mux) Dialer(timeout time.Duration) *net.Dialer {
 	return d
 }
 
-// DialStream dials addr and writes the stream-kind byte.
+// DialStream dials addr and writes the stream-kind byte. A TLS Mux
+// dials with TLS and requires the remote node to prove it is a master of
+// this cluster (TLS.MasterClientConfig); use DialStreamTLS for anything
+// else.
 func (m *Mux) DialStream(addr string, kind byte, timeout time.Duration) (net.Conn, error) {
+	var cfg *tls.Config
+	if m.cfg.TLS != nil {
+		cfg = m.cfg.TLS.MasterClientConfig()
+	}
+	return m.DialStreamTLS(addr, kind, timeout, cfg)
+}
+
+// DialStreamTLS dials addr, completes a TLS handshake with cfg (nil:
+// plaintext), and writes the stream-kind byte inside TLS.
+func (m *Mux) DialStreamTLS(addr string, kind byte, timeout time.Duration, cfg *tls.Config) (net.Conn, error) {
 	if host, _, err := net.SplitHostPort(addr); err == nil && m.fw.isBlocked(host) {
 		return nil, fmt.Errorf("dial %s: %w", addr, ErrBlocked)
 	}
-	conn, err := dialStream(m.Dialer(timeout), addr, kind, timeout)
+	raw, err := m.Dialer(timeout).Dial("tcp", addr)
 	if err != nil {
 		return nil, err
 	}
-	if tc := m.fw.track(conn); tc != nil {
-		return tc, nil
+	conn := m.fw.track(raw, nil)
+	if conn == nil {
+		return nil, fmt.Errorf("dial %s: %w", addr, ErrBlocked)
 	}
-	return nil, fmt.Errorf("dial %s: %w", addr, ErrBlocked)
+	return handshakeStream(conn, addr, kind, timeout, cfg)
+}
+
+// DialStreamTLS dials addr from any local address; see Mux.DialStreamTLS.
+func DialStreamTLS(addr string, kind byte, timeout time.Duration, cfg *tls.Config) (net.Conn, error) {
+	raw, err := (&net.Dialer{Timeout: timeout, KeepAlive: 15 * time.Second}).Dial("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	return handshakeStream(raw, addr, kind, timeout, cfg)
+}
+
+func handshakeStream(conn net.Conn, addr string, kind byte, timeout time.Duration, cfg *tls.Config) (net.Conn, error) {
+	_ = conn.SetDeadline(time.Now().Add(timeout))
+	if cfg != nil {
+		tc := tls.Client(conn, cfg)
+		if err := tc.Handshake(); err != nil {
+			conn.Close()
+			return nil, fmt.Errorf("TLS handshake with %s: %w", addr, err)
+		}
+		conn = tc
+	}
+	if _, err := conn.Write([]byte{kind}); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	_ = conn.SetDeadline(time.Time{})
+	return conn, nil
 }
 
 func dialStream(d *net.Dialer, addr string, kind byte, timeout time.Duration) (net.Conn, error) {
@@ -112,13 +215,7 @@ func dialStream(d *net.Dialer, addr string, kind byte, timeout time.Duration) (n
 	if err != nil {
 		return nil, err
 	}
-	_ = conn.SetWriteDeadline(time.Now().Add(timeout))
-	if _, err := conn.Write([]byte{kind}); err != nil {
-		conn.Close()
-		return nil, err
-	}
-	_ = conn.SetWriteDeadline(time.Time{})
-	return conn, nil
+	return handshakeStream(conn, addr, kind, timeout, nil)
 }
 
 // Close stops accepting, closes every stream listener, and waits for the
@@ -175,11 +272,17 @@ func (m *Mux) acceptLoop() {
 			return
 		}
 		backoff = 0
-		if conn = m.fw.track(conn); conn == nil {
+		ip := remoteIP(conn.RemoteAddr())
+		if !m.conns.acquire(ip) {
+			m.logger.Warn("refusing connection: too many open", "remote", conn.RemoteAddr(), "max", m.cfg.MaxConns, "max_per_ip", m.cfg.MaxConnsPerIP)
+			conn.Close()
+			continue
+		}
+		if conn = m.fw.track(conn, func() { m.conns.release(ip) }); conn == nil {
 			continue
 		}
 		m.wg.Add(1)
-		go m.route(conn)
+		go m.route(conn) // owned by m; Close waits for it
 	}
 }
 
@@ -188,16 +291,38 @@ func isTemporary(err error) bool {
 	return errors.As(err, &t) && t.Temporary()
 }
 
-// route reads the kind byte and hands conn to its listener.
+// route completes the TLS handshake (if any), reads the kind byte, asks
+// Authorize, and hands conn to its listener. Everything before the hand-off
+// runs under the handshake timeout, so a silent connection costs at most
+// that long.
 func (m *Mux) route(conn net.Conn) {
 	defer m.wg.Done()
-	_ = conn.SetReadDeadline(time.Now().Add(DefaultHandshakeTimeout))
+	_ = conn.SetDeadline(time.Now().Add(m.cfg.HandshakeTimeout))
+	caller := Caller{Insecure: true}
+	if m.cfg.TLS != nil {
+		tc := tls.Server(conn, m.cfg.TLS.ServerConfig())
+		if err := tc.Handshake(); err != nil {
+			m.logger.Debug("closing connection: TLS handshake failed", "remote", conn.RemoteAddr(), "err", err)
+			conn.Close()
+			return
+		}
+		caller = m.cfg.TLS.Classify(tc.ConnectionState().PeerCertificates)
+		conn = tc
+	}
 	var b [1]byte
 	if _, err := io.ReadFull(conn, b[:]); err != nil {
 		conn.Close()
 		return
 	}
-	_ = conn.SetReadDeadline(time.Time{})
+	_ = conn.SetDeadline(time.Time{})
+	if m.cfg.Authorize != nil {
+		if err := m.cfg.Authorize(b[0], caller); err != nil {
+			m.logger.Warn("refusing connection", "remote", conn.RemoteAddr(), "kind", b[0], "caller", caller.Role.String(), "name", caller.Name, "err", err)
+			conn.Close()
+			return
+		}
+	}
+	conn = &callerConn{Conn: conn, caller: caller}
 	m.mu.Lock()
 	s, ok := m.streams[b[0]]
 	m.mu.Unlock()
@@ -212,7 +337,7 @@ func (m *Mux) route(conn net.Conn) {
 		conn.Close()
 	case <-s.closed:
 		conn.Close()
-	case <-time.After(DefaultHandshakeTimeout):
+	case <-time.After(m.cfg.HandshakeTimeout):
 		// Nobody is accepting this kind (e.g. the owner is shutting down).
 		conn.Close()
 	}
@@ -246,3 +371,35 @@ func (s *streamListener) Close() error {
 }
 
 func (s *streamListener) Addr() net.Addr { return s.mux.ln.Addr() }
+
+// connLimiter counts accepted connections, in total and per remote IP.
+type connLimiter struct {
+	max, maxPerIP int
+
+	mu    sync.Mutex
+	total int
+	perIP map[string]int
+}
+
+func (l *connLimiter) acquire(ip string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.total >= l.max || l.perIP[ip] >= l.maxPerIP {
+		return false
+	}
+	if l.perIP == nil {
+		l.perIP = make(map[string]int)
+	}
+	l.total++
+	l.perIP[ip]++
+	return true
+}
+
+func (l *connLimiter) release(ip string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.total--
+	if l.perIP[ip]--; l.perIP[ip] <= 0 {
+		delete(l.perIP, ip)
+	}
+}

@@ -54,6 +54,14 @@ type Server struct {
 // requests wait, which pushes back on the clients' connections.
 const MaxConcurrentCalls = 8192
 
+// MaxCallsPerConn bounds the handlers one connection may have running at
+// once; its further requests wait unread.
+const MaxCallsPerConn = 512
+
+// IdleTimeout closes a server-side connection that has sent nothing for
+// this long. Clients redial on their next call.
+const IdleTimeout = 5 * time.Minute
+
 // NewServer returns a Server with no handlers. logger may be nil.
 func NewServer(logger *slog.Logger) *Server {
 	if logger == nil {
@@ -150,8 +158,10 @@ func (s *Server) serveConn(conn net.Conn) {
 		s.mu.Unlock()
 	}()
 	r := bufio.NewReaderSize(conn, 64<<10)
+	caller := CallerOf(conn)
+	connSem := make(chan struct{}, MaxCallsPerConn)
 	for {
-		frame, err := readFrame(conn, r)
+		frame, err := readFrame(conn, r, IdleTimeout)
 		if err != nil {
 			if errors.Is(err, ErrFrameTooLarge) {
 				s.logger.Warn("closing rpc connection: oversized frame", "remote", conn.RemoteAddr(), "err", err)
@@ -163,13 +173,21 @@ func (s *Server) serveConn(conn net.Conn) {
 			s.logger.Warn("closing rpc connection: malformed frame", "remote", conn.RemoteAddr(), "err", err)
 			return
 		}
+		// One connection may hold at most MaxCallsPerConn handler slots,
+		// so a client that stops reading its replies cannot take them all.
 		select {
-		case s.sem <- struct{}{}:
+		case connSem <- struct{}{}:
 		case <-s.ctx.Done():
 			return
 		}
+		select {
+		case s.sem <- struct{}{}:
+		case <-s.ctx.Done():
+			<-connSem
+			return
+		}
 		calls.Add(1)
-		j := job{fw: fw, req: &req, done: calls.Done}
+		j := job{fw: fw, req: &req, caller: caller, done: func() { <-connSem; calls.Done() }}
 		select {
 		case s.work <- j: // an idle worker takes it
 		default:
@@ -181,9 +199,10 @@ func (s *Server) serveConn(conn net.Conn) {
 
 // job is one request waiting for a worker.
 type job struct {
-	fw   *frameWriter
-	req  *request
-	done func()
+	fw     *frameWriter
+	req    *request
+	caller Caller
+	done   func()
 }
 
 // worker runs jobs until it has been idle for a while. Reusing goroutines
@@ -194,7 +213,7 @@ func (s *Server) worker(j job) {
 	idle := time.NewTimer(workerIdle)
 	defer idle.Stop()
 	for {
-		s.call(j.fw, j.req)
+		s.call(j.fw, j.req, j.caller)
 		<-s.sem
 		j.done()
 		idle.Reset(workerIdle)
@@ -211,13 +230,13 @@ func (s *Server) worker(j job) {
 // workerIdle is how long an idle worker waits for more work.
 const workerIdle = 5 * time.Second
 
-func (s *Server) call(fw *frameWriter, req *request) {
+func (s *Server) call(fw *frameWriter, req *request, caller Caller) {
 	timeout := time.Duration(req.Timeout)
 	if timeout <= 0 {
 		timeout = DefaultCallTimeout
 	}
 	timeout = min(timeout, MaxCallTimeout)
-	ctx, cancel := context.WithTimeout(s.ctx, timeout)
+	ctx, cancel := context.WithTimeout(WithCaller(s.ctx, caller), timeout)
 	defer cancel()
 
 	resp := response{ID: req.ID}
@@ -456,7 +475,7 @@ func (cc *clientConn) forget(id uint64) {
 func (cc *clientConn) readLoop() {
 	r := bufio.NewReaderSize(cc.conn, 64<<10)
 	for {
-		frame, err := readFrame(cc.conn, r)
+		frame, err := readFrame(cc.conn, r, 0)
 		if err != nil {
 			cc.fail(fmt.Errorf("%w: %v", ErrConnection, err))
 			return
