@@ -77,5 +77,5 @@ func ExampleBatch() {
 	}
 	// Output:
 	// <nil>
-	// unauthorized: the secret does not match the one peer a joined with; only a peer's owner may change its registrations
+	// unauthorized: peer a joined with another key; only the holder of a peer's key may change its registrations
 }

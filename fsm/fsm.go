@@ -128,7 +128,7 @@ func errUnknownPeer(id PeerID) error {
 }
 
 func errUnauthorized(id PeerID) error {
-	return fmt.Errorf("%w: the secret does not match the one peer %s joined with; only a peer's owner may change its registrations", ErrUnauthorized, id)
+	return fmt.Errorf("%w: peer %s joined with another key; only the holder of a peer's key may change its registrations", ErrUnauthorized, id)
 }
 
 func errConflict(id FileID) error {

@@ -1,6 +1,8 @@
 package fsm
 
 import (
+	"crypto/sha256"
+	"encoding/base32"
 	"fmt"
 	"net"
 	"strconv"
@@ -75,11 +77,35 @@ func unhex(c byte) int {
 	return -1
 }
 
-// Token proves a peer's identity: the SHA-256 of the peer's secret, computed
-// by the master that received the request. The FSM stores the token given at
-// a peer's first JoinPeer; every later command for that peer must carry the
-// same token. The zero Token is invalid, so a master that forgets to set it
-// fails loudly instead of letting peers share a token.
+// PeerKeyIDLen is the length of a PeerID derived from a key (PeerIDOf).
+const PeerKeyIDLen = 26
+
+// peerIDEncoding is lowercase RFC 4648 base32 without padding: letters and
+// digits only, so a derived ID is also a valid PeerID.
+var peerIDEncoding = base32.NewEncoding("abcdefghijklmnopqrstuvwxyz234567").WithPadding(base32.NoPadding)
+
+// PeerIDOf returns the self-certifying peer ID of an Ed25519 public key:
+// the first 128 bits of its SHA-256 in lowercase base32 (26 characters), as
+// Syncthing derives device IDs from certificates. Nobody can claim an ID
+// without the key whose hash it is, so an ID cannot be squatted by joining
+// first, nor taken over.
+func PeerIDOf(pub []byte) PeerID {
+	sum := sha256.Sum256(pub)
+	return PeerID(peerIDEncoding.EncodeToString(sum[:16]))
+}
+
+// TokenOf returns the token a peer with this public key proves itself
+// with: the key's SHA-256. The index stores it at a peer's first JoinPeer;
+// the public key is not a secret, since the master accepts a key only from
+// a caller that proved possession of it in its TLS handshake.
+func TokenOf(pub []byte) Token { return Token(sha256.Sum256(pub)) }
+
+// Token proves a peer's identity: the SHA-256 of the peer's public key
+// (TokenOf), computed by the master that authenticated the caller. The FSM
+// stores the token given at a peer's first JoinPeer; every later command
+// for that peer must carry the same token. The zero Token is invalid, so a
+// master that forgets to set it fails loudly instead of letting peers
+// share a token.
 type Token [32]byte
 
 // IsZero reports whether t is the zero (invalid) token.
