@@ -4,12 +4,11 @@ import (
 	"context"
 	"fmt"
 	"log"
-	"net"
 	"os"
 	"path/filepath"
 	"time"
 
-	"fileshare/master"
+	"fileshare/master/mastertest"
 	"fileshare/peer"
 )
 
@@ -25,13 +24,14 @@ func Example() {
 	}
 	defer os.RemoveAll(tmp)
 
-	addr := freeLoopbackAddr()
-	m, err := master.New(ctx, master.Config{ID: "m1", DataDir: filepath.Join(tmp, "m1"), Listen: addr,
-		InitialCluster: []master.Member{{ID: "m1", Addr: addr}}})
+	// mastertest runs masters in this process on free loopback ports
+	// (the master package shows how to start one yourself).
+	masters, err := mastertest.Start(ctx, 1, mastertest.Options{Dir: tmp})
 	if err != nil {
 		log.Fatal(err)
 	}
-	defer m.Close()
+	defer masters.Close()
+	addr := masters.Addr(0)
 
 	share := filepath.Join(tmp, "alice-share")
 	os.MkdirAll(share, 0o755)
@@ -71,13 +71,4 @@ func Example() {
 	// Output:
 	// found hello.txt: 13 bytes, 1 holder(s)
 	// downloaded 1 piece(s) from map[alice:1]: hello, world
-}
-
-func freeLoopbackAddr() string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		log.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
 }

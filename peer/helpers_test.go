@@ -7,133 +7,59 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
-	"net"
 	"os"
 	"path/filepath"
 	"testing"
 	"time"
 
 	"fileshare/client"
+	"fileshare/internal/freeport"
+	"fileshare/internal/poll"
 	"fileshare/master"
+	"fileshare/master/mastertest"
 )
 
 // testCluster runs three masters in this process over real TCP on
-// loopback, with real boltdb logs in temporary directories (the approach of
-// master's own newTestCluster).
+// loopback, with real boltdb logs in temporary directories: a thin layer
+// over mastertest that keeps the names the peer tests use.
 type testCluster struct {
-	t       testing.TB
-	cfgs    []master.Config
-	masters []*master.Master // nil once stopped
+	*mastertest.T
 }
 
-func testLogger(t testing.TB) *slog.Logger {
-	if os.Getenv("FILESHARE_TEST_LOG") != "" {
-		return slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))
-	}
-	return slog.New(slog.DiscardHandler)
-}
+// testLogger returns a logger writing to the test's output if
+// FILESHARE_TEST_LOG is set, else discarding.
+func testLogger(t testing.TB) *slog.Logger { return mastertest.TestLogger(t) }
 
-func freeAddr(t testing.TB) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
+// freeAddr returns 127.0.0.1:port with a port that was free a moment ago.
+func freeAddr(t testing.TB) string { return freeport.Loopback(t) }
 
+// newTestCluster starts three masters, each adjusted by tweak if it is not
+// nil, stops them at cleanup, and waits for a ready leader.
 func newTestCluster(t testing.TB, tweak func(*master.Config)) *testCluster {
 	t.Helper()
-	const n = 3
-	c := &testCluster{t: t, masters: make([]*master.Master, n)}
-	var members []master.Member
-	for i := range n {
-		members = append(members, master.Member{ID: fmt.Sprintf("m%d", i+1), Addr: freeAddr(t)})
-	}
-	for i := range n {
-		cfg := master.Config{
-			ID:             members[i].ID,
-			DataDir:        t.TempDir(),
-			Listen:         members[i].Addr,
-			InitialCluster: members,
-			Logger:         testLogger(t).With("node", members[i].ID),
-		}
-		if tweak != nil {
-			tweak(&cfg)
-		}
-		c.cfgs = append(c.cfgs, cfg)
-	}
-	for i := range n {
-		var err error
-		waitFor(t, 10*time.Second, "master "+c.cfgs[i].ID+" starts", func() bool {
-			c.masters[i], err = master.New(t.Context(), c.cfgs[i])
-			return err == nil
-		})
-	}
-	t.Cleanup(func() {
-		for i := range c.masters {
-			c.stop(i)
-		}
-	})
+	c := &testCluster{mastertest.New(t, 3, mastertest.Options{Config: tweak})}
 	c.leader()
 	return c
 }
 
-func (c *testCluster) stop(i int) {
-	if c.masters[i] != nil {
-		c.masters[i].CloseNow()
-		c.masters[i] = nil
-	}
-}
+// stop kills master i abruptly (no leadership hand-off); a no-op if it is
+// already stopped. Safe to call from any goroutine.
+func (c *testCluster) stop(i int) { c.Kill(i) }
 
-func (c *testCluster) addrs() []string {
-	var out []string
-	for _, cfg := range c.cfgs {
-		out = append(out, cfg.Listen)
-	}
-	return out
-}
+// addrs returns every master's address.
+func (c *testCluster) addrs() []string { return c.Addrs() }
 
-// leader waits for exactly one running master to lead and returns its index.
-func (c *testCluster) leader() int {
-	c.t.Helper()
-	idx := -1
-	waitFor(c.t, 15*time.Second, "one leader", func() bool {
-		idx = -1
-		for i, m := range c.masters {
-			if m != nil && m.IsLeader() {
-				if idx >= 0 {
-					return false
-				}
-				idx = i
-			}
-		}
-		return idx >= 0
-	})
-	return idx
-}
+// leader waits for exactly one running master to lead, past its term's
+// barrier, and returns its index.
+func (c *testCluster) leader() int { return c.Leader() }
 
 // client returns a client.Client for the cluster, closed at cleanup.
-func (c *testCluster) client() *client.Client {
-	c.t.Helper()
-	mc, err := client.New(client.Config{Masters: c.addrs(), AttemptTimeout: 2 * time.Second})
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	c.t.Cleanup(func() { mc.Close() })
-	return mc
-}
+func (c *testCluster) client() *client.Client { return c.Client() }
 
+// waitFor polls cond until it holds, failing t after timeout.
 func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for d := time.Millisecond; !cond(); d = min(2*d, 50*time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for: %s", timeout, what)
-		}
-		time.Sleep(d)
-	}
+	poll.Until(t, timeout, what, cond)
 }
 
 // startPeer starts a peer named name whose share folder is share ("" for a

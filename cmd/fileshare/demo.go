@@ -8,7 +8,6 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
-	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -21,7 +20,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"fileshare/client"
-	"fileshare/master"
+	"fileshare/master/mastertest"
 	"fileshare/peer"
 )
 
@@ -85,9 +84,7 @@ type demo struct {
 	keep    bool
 	start   time.Time
 	dir     string
-	cfgs    []master.Config
-	mu      sync.Mutex // guards masters (the leader is killed from a progress callback)
-	masters []*master.Master
+	masters *mastertest.Cluster // nil until startMasters; safe to use from the progress callback
 	peers   []*peer.Peer
 	step    int
 }
@@ -113,11 +110,11 @@ func (d *demo) run(ctx context.Context, dir string) (err error) {
 	if err := d.startMasters(ctx); err != nil {
 		return err
 	}
-	leader, err := d.waitLeader(ctx, -1)
+	leader, err := d.masters.WaitLeader(ctx)
 	if err != nil {
 		return err
 	}
-	d.note("%s is the leader: every change to the index goes through it and is copied to a majority before it counts.", d.cfgs[leader].ID)
+	d.note("%s is the leader: every change to the index goes through it and is copied to a majority before it counts.", d.masters.ID(leader))
 
 	big, err := d.makeFiles()
 	if err != nil {
@@ -193,11 +190,11 @@ func (d *demo) run(ctx context.Context, dir string) (err error) {
 	if !killed.Load() {
 		d.note("(the download finished before the leader could be killed; try a lower --limit-rate)")
 	} else {
-		d.say("Restarting %s from its data dir: it rejoins as a follower and catches up from the log.", d.cfgs[leader].ID)
+		d.say("Restarting %s from its data dir: it rejoins as a follower and catches up from the log.", d.masters.ID(leader))
 		if err := d.restartMaster(ctx, leader); err != nil {
 			return err
 		}
-		d.note("%s holds the same index as the leader again.", d.cfgs[leader].ID)
+		d.note("%s holds the same index as the leader again.", d.masters.ID(leader))
 	}
 
 	if d.keep {
@@ -209,102 +206,46 @@ func (d *demo) run(ctx context.Context, dir string) (err error) {
 	return nil
 }
 
+// startMasters starts the 3 masters, each in a folder of d.dir, and
+// announces their addresses.
 func (d *demo) startMasters(ctx context.Context) error {
-	var members []master.Member
-	for i := range 3 {
-		addr, err := freeLoopbackAddr()
-		if err != nil {
-			return err
-		}
-		members = append(members, master.Member{ID: fmt.Sprintf("m%d", i+1), Addr: addr})
-	}
-	var addrs []string
-	for _, m := range members {
-		addrs = append(addrs, m.Addr)
-	}
-	d.say("Starting 3 masters (m1, m2, m3) on %s. They elect a leader with Raft.", strings.Join(addrs, ", "))
-	for _, mem := range members {
-		cfg := master.Config{ID: mem.ID, DataDir: filepath.Join(d.dir, mem.ID), Listen: mem.Addr, InitialCluster: members, Logger: d.logger.With("master", mem.ID)}
-		m, err := master.New(ctx, cfg)
-		if err != nil {
-			return fmt.Errorf("start master %s: %w", mem.ID, err)
-		}
-		d.cfgs = append(d.cfgs, cfg)
-		d.mu.Lock()
-		d.masters = append(d.masters, m)
-		d.mu.Unlock()
-	}
-	return nil
-}
-
-func (d *demo) addrs() []string {
-	var out []string
-	for _, c := range d.cfgs {
-		out = append(out, c.Listen)
-	}
-	return out
-}
-
-// waitLeader waits until one running master other than not leads.
-func (d *demo) waitLeader(ctx context.Context, not int) (int, error) {
-	for {
-		d.mu.Lock()
-		for i, m := range d.masters {
-			if m != nil && i != not && m.IsLeader() {
-				d.mu.Unlock()
-				return i, nil
-			}
-		}
-		d.mu.Unlock()
-		select {
-		case <-ctx.Done():
-			return -1, ctx.Err()
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
-}
-
-func (d *demo) killLeader(ctx context.Context, leader int) {
-	d.out.println("\n%d. Killing the leader %s in the middle of the download, as if its machine had crashed…", d.step+1, d.cfgs[leader].ID)
-	d.step++
-	t0 := time.Now()
-	d.mu.Lock()
-	m := d.masters[leader]
-	d.masters[leader] = nil
-	d.mu.Unlock()
-	m.CloseNow()
-	next, err := d.waitLeader(ctx, leader)
-	if err != nil {
-		return
-	}
-	d.out.println("   %s took over as leader %s later. The download never talks to the masters for data, and\n   its rare index calls fail over to the new leader on their own, so it carries on.", d.cfgs[next].ID, time.Since(t0).Round(10*time.Millisecond))
-}
-
-func (d *demo) restartMaster(ctx context.Context, i int) error {
-	m, err := master.New(ctx, d.cfgs[i])
-	if err != nil {
-		return fmt.Errorf("restart %s: %w", d.cfgs[i].ID, err)
-	}
-	d.mu.Lock()
-	d.masters[i] = m
-	d.mu.Unlock()
-	leader, err := d.waitLeader(ctx, -1)
+	c, err := mastertest.NewUnstarted(3, mastertest.Options{Dir: d.dir, Logger: d.logger})
 	if err != nil {
 		return err
 	}
-	for {
-		d.mu.Lock()
-		same := d.masters[leader] != nil && m.Status(ctx, false).Digest == d.masters[leader].Status(ctx, false).Digest
-		d.mu.Unlock()
-		if same {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(20 * time.Millisecond):
-		}
+	d.masters = c
+	d.say("Starting 3 masters (m1, m2, m3) on %s. They elect a leader with Raft.", strings.Join(c.Addrs(), ", "))
+	return c.Start(ctx)
+}
+
+func (d *demo) addrs() []string { return d.masters.Addrs() }
+
+// killLeader kills the leader abruptly and narrates the election of the
+// next one. It runs on its own goroutine, started from the download's
+// progress callback.
+func (d *demo) killLeader(ctx context.Context, leader int) {
+	d.out.println("\n%d. Killing the leader %s in the middle of the download, as if its machine had crashed…", d.step+1, d.masters.ID(leader))
+	d.step++
+	t0 := time.Now()
+	_ = d.masters.Kill(leader)
+	next, err := d.masters.WaitLeader(ctx)
+	if err != nil {
+		return
 	}
+	d.out.println("   %s took over as leader %s later. The download never talks to the masters for data, and\n   its rare index calls fail over to the new leader on their own, so it carries on.", d.masters.ID(next), time.Since(t0).Round(10*time.Millisecond))
+}
+
+// restartMaster restarts member i from its data dir and waits until every
+// master holds the same index.
+func (d *demo) restartMaster(ctx context.Context, i int) error {
+	if err := d.masters.Restart(ctx, i); err != nil {
+		return fmt.Errorf("restart %s: %w", d.masters.ID(i), err)
+	}
+	if _, err := d.masters.WaitLeader(ctx); err != nil {
+		return err
+	}
+	_, err := d.masters.WaitConverged(ctx)
+	return err
 }
 
 // makeFiles writes the big random file into alice's and bob's share
@@ -409,24 +350,9 @@ func (d *demo) shutdown() {
 		cancel()
 	}
 	d.peers = nil
-	d.mu.Lock()
-	ms := d.masters
-	d.masters = nil
-	d.mu.Unlock()
-	for _, m := range ms {
-		if m != nil {
-			_ = m.Close()
-		}
+	if d.masters != nil {
+		_ = d.masters.Close()
 	}
-}
-
-func freeLoopbackAddr() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", fmt.Errorf("find a free port on 127.0.0.1: %w", err)
-	}
-	defer ln.Close()
-	return ln.Addr().String(), nil
 }
 
 func sha256Of(path string) (string, error) {

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/json"
-	"fmt"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -15,7 +14,8 @@ import (
 	"testing"
 	"time"
 
-	"fileshare/master"
+	"fileshare/internal/freeport"
+	"fileshare/master/mastertest"
 	"fileshare/peer"
 )
 
@@ -23,20 +23,7 @@ import (
 // returns its --masters value. The masters stop at cleanup.
 func startMasters(t *testing.T) string {
 	t.Helper()
-	var members []master.Member
-	for i := range 3 {
-		members = append(members, master.Member{ID: fmt.Sprintf("m%d", i+1), Addr: freePort(t)})
-	}
-	var addrs []string
-	for _, mem := range members {
-		m, err := master.New(t.Context(), master.Config{ID: mem.ID, DataDir: t.TempDir(), Listen: mem.Addr, InitialCluster: members})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { m.CloseNow() })
-		addrs = append(addrs, mem.Addr)
-	}
-	return strings.Join(addrs, ",")
+	return strings.Join(mastertest.New(t, 3, mastertest.Options{}).Addrs(), ",")
 }
 
 func randomFile(t *testing.T, path string, seed uint64, n int) []byte {
@@ -216,7 +203,7 @@ func sha256File(t *testing.T, path string) [32]byte {
 
 func TestPeerCLIMistakesGetClearErrors(t *testing.T) {
 	dir := t.TempDir()
-	nowhere := freePort(t)
+	nowhere := freeport.Loopback(t)
 	for _, tc := range []struct {
 		name string
 		args []string
