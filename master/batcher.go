@@ -3,6 +3,7 @@ package master
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/hashicorp/raft"
 
@@ -20,11 +21,26 @@ import (
 // to raft at once, batches would stay tiny under load. So at most
 // maxInflight batches are between raft.Apply and their commit; while they
 // are, new commands queue up and leave together as the next batch.
+//
+// A batch closes as soon as it holds maxBatchCommands commands or at least
+// maxBatchBytes bytes, so it exceeds maxBatchBytes by less than its last
+// command.
 const (
-	maxBatchCommands = 1024
+	maxBatchCommands = 1024      // at most fsm.MaxBatchCommands
 	maxBatchBytes    = 256 << 10 // well under raft's SuggestedMaxDataSize
 	maxInflight      = 2
+	maxQueued        = 4096 // commands waiting for a batch
 )
+
+// applier is the one raft call the batcher makes. *raft.Raft implements
+// it; tests pass a fake whose futures they complete by hand.
+//
+// Apply must return at once or after at most timeout (raft blocks only
+// while its own queue is full), and every future it returns must be
+// answered eventually: the batcher holds an inflight slot until it is.
+type applier interface {
+	Apply(cmd []byte, timeout time.Duration) raft.ApplyFuture
+}
 
 type writeResult struct {
 	resp  fsm.Response
@@ -34,22 +50,46 @@ type writeResult struct {
 
 type pendingWrite struct {
 	data []byte
-	done chan writeResult // buffered(1)
+	done chan writeResult // buffered(1); receives exactly one result
 }
 
+// batcher packs concurrent writes into log entries. submit may be called
+// from any goroutine; run must be running (on one goroutine) for submitted
+// writes to make progress.
 type batcher struct {
-	m        *Master
+	r       applier
+	timeout time.Duration // passed to Apply: how long to wait to enter raft's queue
+	// ackBeforeCommit is FaultAckBeforeCommit: acknowledge on Apply.
+	ackBeforeCommit bool
+	// raftError maps an error from a raft future to the error callers
+	// see (not leader, unknown outcome, busy, shutting down).
+	raftError func(error) error
+
 	queue    chan *pendingWrite
 	inflight chan struct{} // one token per batch awaiting its commit
 }
 
-func newBatcher(m *Master) *batcher {
-	return &batcher{m: m, queue: make(chan *pendingWrite, 4096), inflight: make(chan struct{}, maxInflight)}
+// newBatcher returns a batcher that proposes through r. Its run loop is
+// not started.
+func newBatcher(r applier, applyTimeout time.Duration, fault Fault, raftError func(error) error) *batcher {
+	return &batcher{
+		r:               r,
+		timeout:         applyTimeout,
+		ackBeforeCommit: fault == FaultAckBeforeCommit,
+		raftError:       raftError,
+		queue:           make(chan *pendingWrite, maxQueued),
+		inflight:        make(chan struct{}, maxInflight),
+	}
 }
 
-// submit queues an encoded command and waits for its outcome. It returns
-// ErrUnknownOutcome wrapped with ctx's error if ctx ends after the command
-// was queued (it may still commit).
+// submit queues an encoded command and blocks until its outcome: the
+// command's own fsm.Response and log index once its entry is applied, or
+// the error that stopped it (mapped by raftError, or ErrShuttingDown if
+// run ended first). Each caller receives only its own command's outcome.
+//
+// If ctx ends before the command is queued, submit returns ErrBusy wrapped
+// with ctx's error (the command certainly did not apply); if ctx ends
+// after, ErrUnknownOutcome wrapped with ctx's error (it may still commit).
 func (b *batcher) submit(ctx context.Context, data []byte) (fsm.Response, uint64, error) {
 	p := &pendingWrite{data: data, done: make(chan writeResult, 1)}
 	select {
@@ -65,8 +105,10 @@ func (b *batcher) submit(ctx context.Context, data []byte) (fsm.Response, uint64
 	}
 }
 
-// run is the batcher's loop; it owns no state beyond the queue and returns
-// when ctx ends, failing whatever is still queued.
+// run is the batcher's loop: it forms a batch whenever an inflight slot is
+// free and a command is queued, and hands it to raft. It returns when ctx
+// ends, failing whatever is still queued with ErrShuttingDown. Batches
+// already handed to raft are answered by their waiters (see apply).
 func (b *batcher) run(ctx context.Context) {
 	for {
 		select {
@@ -109,9 +151,11 @@ func (b *batcher) drain() {
 	}
 }
 
-// apply hands one batch to raft. raft.Apply blocks only while raft's own
-// queue is full; the wait for the commit happens on a separate goroutine so
-// the next batch can form meanwhile.
+// apply hands one batch, holding one inflight token, to raft. A lone
+// command enters the log as itself; several enter as one fsm.Batch.
+// raft.Apply blocks only while raft's own queue is full; the wait for the
+// commit happens on a separate goroutine so the next batch can form
+// meanwhile.
 func (b *batcher) apply(batch []*pendingWrite) {
 	data := batch[0].data
 	if len(batch) > 1 {
@@ -129,22 +173,31 @@ func (b *batcher) apply(batch []*pendingWrite) {
 			return
 		}
 	}
-	f := b.m.raft.Apply(data, b.m.cfg.ApplyTimeout)
-	if b.m.cfg.Fault == FaultAckBeforeCommit {
+	f := b.r.Apply(data, b.timeout)
+	if b.ackBeforeCommit {
 		// Deliberately broken: acknowledge before the commit.
 		for _, p := range batch {
 			p.done <- writeResult{}
 		}
+		// Owned by the batcher: returns the inflight token once raft
+		// answers the future.
 		go func() { f.Error(); <-b.inflight }()
 		return
 	}
+	// Owned by the batcher, one per batch in flight (at most
+	// maxInflight): it ends when raft answers the future. Raft answers
+	// every future it accepted, except one still queued inside raft when
+	// raft shuts down; such a waiter then blocks on that future forever,
+	// holding only its batch, whose callers have returned on their ctx.
 	go b.wait(f, batch)
 }
 
+// wait delivers one batch's outcome to each of its callers and returns
+// the batch's inflight token.
 func (b *batcher) wait(f raft.ApplyFuture, batch []*pendingWrite) {
 	defer func() { <-b.inflight }()
 	if err := f.Error(); err != nil {
-		err = b.m.raftError(err)
+		err = b.raftError(err)
 		for _, p := range batch {
 			p.done <- writeResult{err: err}
 		}

@@ -20,9 +20,9 @@
 // Each read names its consistency (client.ReadLevel): stale reads are
 // answered from the local index on any master; leader reads from the
 // leader's index; linearizable reads (the default) by the leader after a
-// coalesced VerifyLeader round that began after the read arrived, once its
-// index has applied everything committed before that round. A new leader
-// serves leader-level reads only after a Barrier in its term.
+// coalesced VerifyLeader round that began after the read arrived, in the
+// same term. A new leader serves leader and linearizable reads only after a
+// Barrier in its term has applied everything committed before it.
 //
 // # Liveness
 //
@@ -37,4 +37,18 @@
 //		InitialCluster: members})
 //	...
 //	defer m.Close() // hands off leadership, then stops in order
+//
+// Shutdown(ctx) is Close with a deadline; CloseNow skips the hand-off, the
+// closest an in-process test gets to a crash. Every goroutine a Master
+// starts ends before the first of these returns, except helpers blocked on
+// a raft future that raft abandoned when it stopped (see batcher and
+// verifier).
+//
+// # Units
+//
+// The parts of a Master that hold timing or concurrency logic take small
+// interfaces, declared next to them, instead of *raft.Raft or *Master: the
+// batcher an applier (Apply), the read gate a readRaft (VerifyLeader,
+// State, CurrentTerm), the expirer functions for peers, proposals and the
+// clock. Their unit tests run each alone against fakes, in virtual time.
 package master

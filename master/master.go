@@ -10,7 +10,6 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -23,7 +22,8 @@ import (
 )
 
 // Master is one SwarmMaster node. Create it with New; it serves until
-// Close (graceful: hands off leadership first) or CloseNow (abrupt).
+// Shutdown or Close (graceful: hands off leadership first) or CloseNow
+// (abrupt).
 type Master struct {
 	cfg       Config
 	logger    *slog.Logger
@@ -40,18 +40,20 @@ type Master struct {
 	httpLn    net.Listener
 
 	notifyCh chan bool
-	batcher  *batcher
-	verifier *verifier
-	leases   *leaseTable
+	batcher  *batcher    // group commit of every write proposed here
+	reads    *readGate   // read levels, leader readiness, VerifyLeader rounds
+	leases   *leaseTable // peer liveness while this master leads
+	expirer  *expirer    // proposes expiry of silent peers while leading
 
-	// readyTerm is the term in which this master, as leader, saw its
-	// Barrier complete: from then on its FSM holds every entry committed
-	// before the term began. Leader reads are served only while the
-	// current term equals readyTerm.
-	readyTerm atomic.Uint64
-
-	ctx       context.Context
-	cancel    context.CancelFunc
+	// ctx ends when shutdown begins; every goroutine in wg watches it.
+	ctx    context.Context
+	cancel context.CancelFunc
+	// wg tracks the goroutines New starts, each with wg.Go before New
+	// returns (so no Go races Wait in shutdown): watchLeadership (which
+	// itself owns the leader sessions), the batcher's run loop, the RPC
+	// server and the HTTP server. Short-lived helpers that wait on raft
+	// futures are owned by the batcher, the verifier and shutdown; each
+	// says so where it starts.
 	wg        sync.WaitGroup
 	closeOnce sync.Once
 	closeErr  error
@@ -176,21 +178,33 @@ func New(ctx context.Context, cfg Config) (*Master, error) {
 		m.logger.Info("restarting from existing raft state", "data_dir", cfg.DataDir)
 	}
 
-	m.batcher = newBatcher(m)
-	m.verifier = newVerifier(m.raft)
+	m.batcher = newBatcher(m.raft, cfg.ApplyTimeout, cfg.Fault, m.raftError)
+	m.reads = newReadGate(m.raft, m.notLeader, m.raftError)
 	m.leases = newLeaseTable()
+	m.expirer = &expirer{
+		leases: m.leases,
+		peers:  m.fsm.Peers,
+		propose: func(ctx context.Context, data []byte) (fsm.Response, error) {
+			resp, _, err := m.batcher.submit(ctx, data)
+			return resp, err
+		},
+		now:     cfg.Now,
+		lease:   cfg.PeerLease,
+		timeout: cfg.ApplyTimeout,
+		logger:  m.logger,
+	}
 	m.rpc = transport.NewServer(m.logger)
 	m.registerHandlers()
 
-	m.wg.Add(3)
-	go func() { defer m.wg.Done(); m.watchLeadership() }()
-	go func() { defer m.wg.Done(); m.batcher.run(m.ctx) }()
-	go func() {
-		defer m.wg.Done()
+	// Owned by m (m.wg); each ends once shutdown cancels m.ctx or closes
+	// the RPC listener.
+	m.wg.Go(m.watchLeadership)
+	m.wg.Go(func() { m.batcher.run(m.ctx) })
+	m.wg.Go(func() {
 		if err := m.rpc.Serve(m.mux.Listener(transport.StreamRPC)); err != nil {
 			m.logger.Error("rpc server stopped", "err", err)
 		}
-	}()
+	})
 	if cfg.HTTP != "" {
 		if err := m.startHTTP(); err != nil {
 			return nil, err
@@ -252,36 +266,91 @@ func (m *Master) Leader() (id, addr string) {
 	return string(i), string(a)
 }
 
-// Close shuts the master down gracefully, in this order: stop serving
-// HTTP, hand leadership to another voter if this master leads, stop
-// serving RPC, stop the background work, stop Raft, close the transport,
-// close the log store. Safe to call more than once.
-func (m *Master) Close() error {
-	m.closeOnce.Do(func() { m.closeErr = m.shutdown(true) })
+// shutdownStepGrace bounds each shutdown step that can hang on something
+// outside this process: draining HTTP requests, and raft's stop, which
+// waits for replication to followers that may be paused or cut off.
+const shutdownStepGrace = time.Second
+
+// Shutdown stops the master gracefully, in this order: stop serving HTTP,
+// hand leadership to another voter if this master leads, stop serving
+// RPC, stop the background work, stop Raft, close the transport, close the
+// log store. It blocks until every goroutine the master tracks has ended
+// (all but helpers blocked on a raft future that raft abandoned when it
+// stopped; see batcher.apply and verifier.startLocked).
+//
+// ctx bounds the graceful part. HTTP requests get until ctx ends or
+// shutdownStepGrace passes, then their connections are closed; the
+// leadership hand-off is abandoned when ctx ends; raft gets until ctx ends
+// or shutdownStepGrace passes to stop, then the connections under it are
+// closed so that a hung follower cannot hold it. Whatever ctx does,
+// Shutdown releases everything before it returns.
+//
+// It returns raft's and the log store's errors, joined with ctx's error if
+// ctx ended before the graceful steps finished. Only the first call of
+// Shutdown, Close or CloseNow does the work; later calls wait for it and
+// return its result.
+func (m *Master) Shutdown(ctx context.Context) error {
+	m.closeOnce.Do(func() { m.closeErr = m.shutdown(ctx, true) })
 	return m.closeErr
 }
+
+// Close is Shutdown with no deadline beyond each step's own grace
+// (shutdownStepGrace). Safe to call more than once.
+func (m *Master) Close() error { return m.Shutdown(context.Background()) }
 
 // CloseNow stops the master without handing off leadership: the closest an
 // in-process test gets to a crash (followers notice only by timeout).
 func (m *Master) CloseNow() error {
-	m.closeOnce.Do(func() { m.closeErr = m.shutdown(false) })
+	m.closeOnce.Do(func() { m.closeErr = m.shutdown(context.Background(), false) })
 	return m.closeErr
 }
 
 func (m *Master) closeNow() { _ = m.CloseNow() }
 
-func (m *Master) shutdown(graceful bool) error {
+// waitStep waits for done until ctx ends or grace passes. It reports
+// whether done arrived, and whether ctx ended first.
+func waitStep[T any](ctx context.Context, done <-chan T, grace time.Duration) (v T, ok, ctxEnded bool) {
+	t := time.NewTimer(grace)
+	defer t.Stop()
+	select {
+	case v = <-done:
+		return v, true, false
+	case <-ctx.Done():
+		return v, false, true
+	case <-t.C:
+		return v, false, false
+	}
+}
+
+func (m *Master) shutdown(ctx context.Context, graceful bool) error {
 	var errs []error
+	cut := false // ctx ended before a graceful step finished
 	if m.httpSrv != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		_ = m.httpSrv.Shutdown(ctx)
+		hctx, cancel := context.WithTimeout(ctx, shutdownStepGrace)
+		if err := m.httpSrv.Shutdown(hctx); err != nil {
+			cut = cut || ctx.Err() != nil
+			_ = m.httpSrv.Close()
+		}
 		cancel()
 	}
-	if graceful && m.raft != nil && m.IsLeader() && m.otherVoters() > 0 {
-		if err := m.raft.LeadershipTransfer().Error(); err != nil {
-			m.logger.Warn("leadership transfer before shutdown failed", "err", err)
-		} else {
-			m.logger.Info("handed off leadership before shutdown")
+	if graceful && m.raft != nil && m.IsLeader() && m.otherVoters() > 0 && ctx.Err() != nil {
+		cut = true // no time left to hand off leadership
+	} else if graceful && m.raft != nil && m.IsLeader() && m.otherVoters() > 0 {
+		f := m.raft.LeadershipTransfer()
+		// Owned by shutdown; ends when raft answers the transfer,
+		// which it does within its election timeout or when it stops.
+		done := make(chan error, 1)
+		go func() { done <- f.Error() }()
+		select {
+		case err := <-done:
+			if err != nil {
+				m.logger.Warn("leadership transfer before shutdown failed", "err", err)
+			} else {
+				m.logger.Info("handed off leadership before shutdown")
+			}
+		case <-ctx.Done():
+			cut = true
+			m.logger.Warn("shutdown deadline passed during leadership hand-off; stopping without it")
 		}
 	}
 	if m.rpc != nil {
@@ -294,12 +363,12 @@ func (m *Master) shutdown(graceful bool) error {
 		// transport's whole I/O timeout. If it has not finished promptly,
 		// close the connections under it.
 		f := m.raft.Shutdown()
+		// Owned by shutdown, which waits for it below.
 		done := make(chan error, 1)
 		go func() { done <- f.Error() }()
-		var err error
-		select {
-		case err = <-done:
-		case <-time.After(time.Second):
+		err, ok, ctxEnded := waitStep(ctx, done, shutdownStepGrace)
+		if !ok {
+			cut = cut || ctxEnded
 			m.logger.Warn("raft is slow to stop; closing its connections")
 			m.mux.Close()
 			m.mux.CloseConns()
@@ -324,6 +393,9 @@ func (m *Master) shutdown(graceful bool) error {
 			errs = append(errs, fmt.Errorf("close raft log: %w", err))
 		}
 	}
+	if cut {
+		errs = append(errs, fmt.Errorf("shutdown was cut short: %w", context.Cause(ctx)))
+	}
 	m.logger.Info("master stopped", "id", m.cfg.ID)
 	return errors.Join(errs...)
 }
@@ -343,8 +415,12 @@ func (m *Master) otherVoters() int {
 }
 
 // watchLeadership drains raft's NotifyCh (an unread NotifyCh would block
-// raft) and runs a leader session for each term this master leads.
+// raft) and runs a leader session for each term this master leads. It owns
+// the sessions: each is cancelled when leadership changes, and it waits for
+// all of them before it returns, once m.ctx ends.
 func (m *Master) watchLeadership() {
+	var sessions sync.WaitGroup
+	defer sessions.Wait()
 	var cancel context.CancelFunc
 	stop := func() {
 		if cancel != nil {
@@ -360,8 +436,9 @@ func (m *Master) watchLeadership() {
 			if isLeader {
 				ctx, c := context.WithCancel(m.ctx)
 				cancel = c
-				m.wg.Add(1)
-				go func() { defer m.wg.Done(); m.leaderSession(ctx) }()
+				// Only this goroutine calls sessions.Go, and it calls
+				// sessions.Wait only after its last Go.
+				sessions.Go(func() { m.leaderSession(ctx) })
 			}
 		case <-m.ctx.Done():
 			return
@@ -369,9 +446,10 @@ func (m *Master) watchLeadership() {
 	}
 }
 
-// leaderSession runs while this master leads: it waits for a Barrier so
-// the FSM holds every entry of earlier terms (only then may reads be
-// served here), gives every peer a full lease, and expires silent peers.
+// leaderSession runs while this master leads, until ctx ends: it waits for
+// a Barrier so the FSM holds every entry of earlier terms (only then may
+// reads be served here), gives every peer a full lease, and expires silent
+// peers.
 func (m *Master) leaderSession(ctx context.Context) {
 	m.logger.Info("became leader; waiting for barrier before serving reads")
 	var term uint64
@@ -391,15 +469,15 @@ func (m *Master) leaderSession(ctx context.Context) {
 			return
 		}
 	}
-	start := m.cfg.Now()
-	m.leases.reset(start)
-	m.readyTerm.Store(term)
+	if ctx.Err() != nil {
+		return // leadership moved on while the barrier completed
+	}
+	m.leases.reset(m.cfg.Now())
+	m.reads.markReady(term)
 	m.logger.Info("leader ready", "applied_index", m.fsm.AppliedIndex())
-	m.expireLoop(ctx)
+	m.expirer.run(ctx)
 }
 
 // leaderReady reports whether this master leads and its FSM has caught up
 // with its term's barrier.
-func (m *Master) leaderReady() bool {
-	return m.raft.State() == raft.Leader && m.readyTerm.Load() == m.raft.CurrentTerm()
-}
+func (m *Master) leaderReady() bool { return m.reads.leaderReady() }

@@ -83,9 +83,8 @@ func (m *Master) fillLastContact(ctx context.Context, members []client.Member) {
 			members[i].LastContactMillis = m.lastLeaderContact()
 			continue
 		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		// Owned by this call, which waits for it; ctx bounds the call.
+		wg.Go(func() {
 			var st client.Status
 			if err := m.client.Call(ctx, members[i].Addr, client.MethodStatus, &client.StatusRequest{}, &st); err == nil {
 				for _, mem := range st.Members {
@@ -94,7 +93,7 @@ func (m *Master) fillLastContact(ctx context.Context, members []client.Member) {
 					}
 				}
 			}
-		}()
+		})
 	}
 	wg.Wait()
 }
@@ -188,13 +187,13 @@ func (m *Master) startHTTP() error {
 	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 	mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
 	m.httpSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	m.wg.Add(1)
-	go func() {
-		defer m.wg.Done()
+	// Owned by m (m.wg); startHTTP runs only inside New. It ends when
+	// shutdown closes the server.
+	m.wg.Go(func() {
 		if err := m.httpSrv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			m.logger.Error("http server stopped", "err", err)
 		}
-	}()
+	})
 	return nil
 }
 
