@@ -1,5 +1,13 @@
 package peer
 
+// This file owns the Peer's configuration and lifecycle: Config, New,
+// Close, Leave, and the accessors. New sets every field before it starts a
+// goroutine, and the set fields are read-only after, except those whose
+// doc names an owner (served, joined, conns, closing). The goroutines of a
+// Peer and their owners are listed at Peer.syncWG and Peer.wg; the
+// registration loops are in registry.go, the piece server in server.go,
+// downloads in download.go.
+
 import (
 	"context"
 	"errors"
@@ -153,19 +161,29 @@ type Peer struct {
 	connMu sync.Mutex
 	conns  map[net.Conn]struct{} // upload connections; nil once closing
 
+	// Goroutines and who owns them. syncWG counts the sync and heartbeat
+	// goroutines (registry.go), started by New and stopped by syncCancel.
+	// wg counts everything else that runs peer code: the piece server's
+	// accept loop, started by New; one goroutine per upload connection,
+	// started by that loop (which holds its own count meanwhile, so these
+	// Adds never race Close's Wait); and each Download call, on its
+	// caller's goroutine, admitted by enter. A download's own goroutines
+	// (workers, lookups, verifiers) are owned by the download, which waits
+	// for them before Download returns (coordinator.go, verify.go).
 	ctx        context.Context // ends on Close
 	cancel     context.CancelFunc
 	syncCancel context.CancelFunc // stops the sync and heartbeat goroutines
 	syncWG     sync.WaitGroup
-	wg         sync.WaitGroup // every other goroutine, downloads included
+	wg         sync.WaitGroup
 	closeOnce  sync.Once
 	closeErr   error
 	leaveOnce  sync.Once
-}
 
-type rescanRequest struct {
-	add  *cacheEntry // hashes to add to the cache first (a seeded download)
-	done chan error
+	// lifeMu orders enter against Close: once closing is set, no caller
+	// joins wg, so wg.Add never runs while Close may be in wg.Wait (the
+	// rule transport.Server.Serve follows too).
+	lifeMu  sync.Mutex
+	closing bool
 }
 
 // New starts a peer: it takes the data dir's lock, loads or creates the
@@ -220,12 +238,11 @@ func New(cfg Config) (*Peer, error) {
 	p.ctx, p.cancel = context.WithCancel(context.Background())
 	syncCtx, syncCancel := context.WithCancel(p.ctx)
 	p.syncCancel = syncCancel
-	p.wg.Add(1)
-	go p.servePieces(p.mux.Listener(transport.StreamPiece))
+	ln := p.mux.Listener(transport.StreamPiece)
+	p.wg.Go(func() { p.servePieces(ln) })
 	if p.store != nil {
-		p.syncWG.Add(2)
-		go func() { defer p.syncWG.Done(); p.syncLoop(syncCtx) }()
-		go func() { defer p.syncWG.Done(); p.heartbeatLoop(syncCtx) }()
+		p.syncWG.Go(func() { p.syncLoop(syncCtx) })
+		p.syncWG.Go(func() { p.heartbeatLoop(syncCtx) })
 	}
 	p.logger.Info("peer running", "addr", p.addr, "share", cfg.ShareDir, "data_dir", cfg.DataDir)
 	ok = true
@@ -297,262 +314,6 @@ func (p *Peer) Rescan(ctx context.Context) error {
 	return p.rescan(ctx, nil)
 }
 
-func (p *Peer) rescan(ctx context.Context, add *cacheEntry) error {
-	if p.store == nil {
-		return fmt.Errorf("%w: this peer has no share folder", ErrConfig)
-	}
-	req := rescanRequest{add: add, done: make(chan error, 1)}
-	select {
-	case p.rescanReq <- req:
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-p.ctx.Done():
-		return ErrClosed
-	}
-	select {
-	case err := <-req.done:
-		return err
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
-
-func (p *Peer) kickSync() {
-	select {
-	case p.syncKick <- struct{}{}:
-	default:
-	}
-}
-
-// syncState is what the sync goroutine knows of the index's view of this
-// peer. It is owned by that goroutine.
-type syncState struct {
-	// announced is what the index holds from this peer, as far as this
-	// peer knows: the entries it registered and did not unregister since
-	// it last joined.
-	announced map[string]client.FileEntry
-	// stale are IDs this peer shared when it last ran (from the hash
-	// cache); those no longer present are unregistered once.
-	stale map[string]bool
-	// conflicts are entries the index refused because it holds the same
-	// ID with another size or piece size; not retried until they change.
-	conflicts map[string]client.FileEntry
-}
-
-// syncLoop owns the share store and the registrations: it scans every
-// RescanInterval, when kicked (a heartbeat learnt of an expiry, the piece
-// server saw a file change) and on Rescan requests, until ctx ends.
-func (p *Peer) syncLoop(ctx context.Context) {
-	st := &syncState{announced: map[string]client.FileEntry{}, stale: p.store.cachedIDs(), conflicts: map[string]client.FileEntry{}}
-	tick := time.NewTicker(p.cfg.RescanInterval)
-	defer tick.Stop()
-	var waiters []chan error
-	for {
-		err := p.syncOnce(ctx, st)
-		if err != nil && ctx.Err() == nil {
-			p.logger.Warn("sync with the index failed; will retry", "err", err)
-		}
-		for _, w := range waiters {
-			w <- err
-		}
-		waiters = nil
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-		case <-p.syncKick:
-		case req := <-p.rescanReq:
-			for {
-				if req.add != nil {
-					p.store.addCache(*req.add)
-				}
-				waiters = append(waiters, req.done)
-				select {
-				case req = <-p.rescanReq:
-					continue
-				default:
-				}
-				break
-			}
-		}
-	}
-}
-
-// Registration batches: at most fsm.MaxFilesPerCommand files per call, and
-// about 256 KiB of entries, so each lands in one Raft log entry well under
-// raft's suggested 512 KiB.
-const (
-	maxFilesPerCall = fsm.MaxFilesPerCommand
-	maxBytesPerCall = 256 << 10
-)
-
-// syncOnce joins if needed, scans, and registers and unregisters the
-// difference. On fsm.ErrUnknownPeer (the index expired this peer) it joins
-// again and registers everything, once.
-func (p *Peer) syncOnce(ctx context.Context, st *syncState) error {
-	files, err := p.store.scan(ctx)
-	if err != nil {
-		return fmt.Errorf("scan share folder %s: %w", p.store.dir, err)
-	}
-	// Stop serving removed files at once, before the index hears of it.
-	p.publish(files, st.announced)
-	for attempt := 0; ; attempt++ {
-		err = p.reconcile(ctx, st, files)
-		if errors.Is(err, fsm.ErrUnknownPeer) && attempt == 0 {
-			p.logger.Warn("the index no longer knows this peer (its lease expired); joining again and re-registering its files")
-			p.joined.Store(false)
-			continue
-		}
-		p.publish(files, st.announced)
-		return err
-	}
-}
-
-func (p *Peer) reconcile(ctx context.Context, st *syncState, files map[string]*sharedFile) error {
-	if !p.joined.Load() {
-		if _, err := p.client.Join(ctx, p.id, p.addr); err != nil {
-			return fmt.Errorf("join the index: %w", err)
-		}
-		clear(st.announced) // the index may have dropped everything: register it all again
-		p.joined.Store(true)
-		select {
-		case p.hbKick <- struct{}{}:
-		default:
-		}
-		p.logger.Info("joined the index", "addr", p.addr)
-	}
-	var remove []string
-	for id := range st.announced {
-		if files[id] == nil {
-			remove = append(remove, id)
-		}
-	}
-	for id := range st.stale {
-		if files[id] == nil {
-			if _, ok := st.announced[id]; !ok {
-				remove = append(remove, id)
-			}
-		}
-	}
-	slices.Sort(remove)
-	for chunk := range slices.Chunk(remove, maxFilesPerCall) {
-		if _, err := p.client.Unregister(ctx, p.id, chunk); err != nil {
-			return fmt.Errorf("unregister %d removed files: %w", len(chunk), err)
-		}
-		for _, id := range chunk {
-			delete(st.announced, id)
-		}
-		p.logger.Info("unregistered removed files", "files", len(chunk))
-	}
-	st.stale = nil
-	var add []client.FileEntry
-	for id, f := range files {
-		e := f.entry()
-		if st.announced[id] == e || st.conflicts[id] == e {
-			continue
-		}
-		add = append(add, e)
-	}
-	slices.SortFunc(add, func(a, b client.FileEntry) int { return strings.Compare(a.Name, b.Name) })
-	for len(add) > 0 {
-		n, bytes := 0, 0
-		for n < len(add) && n < maxFilesPerCall && (n == 0 || bytes+len(add[n].ID)+len(add[n].Name)+32 <= maxBytesPerCall) {
-			bytes += len(add[n].ID) + len(add[n].Name) + 32
-			n++
-		}
-		if err := p.register(ctx, st, add[:n]); err != nil {
-			return err
-		}
-		add = add[n:]
-	}
-	return nil
-}
-
-// register registers files in one call; if the index refuses the batch for
-// a conflict (a file it holds with the same ID but another size or piece
-// size) it bisects to register all the others and sets the culprits aside.
-func (p *Peer) register(ctx context.Context, st *syncState, files []client.FileEntry) error {
-	_, err := p.client.Register(ctx, p.id, files)
-	switch {
-	case err == nil:
-		for _, f := range files {
-			st.announced[f.ID] = f
-		}
-		p.logger.Info("registered files", "files", len(files))
-		return nil
-	case !errors.Is(err, fsm.ErrConflict):
-		return fmt.Errorf("register %d files: %w", len(files), err)
-	case len(files) == 1:
-		p.logger.Warn("the index refuses this file: it holds the same ID with another size or piece size", "name", files[0].Name, "file", files[0].ID, "err", err)
-		st.conflicts[files[0].ID] = files[0]
-		return nil
-	}
-	half := len(files) / 2
-	if err := p.register(ctx, st, files[:half]); err != nil {
-		return err
-	}
-	return p.register(ctx, st, files[half:])
-}
-
-// publish makes the piece server serve exactly the scanned files the index
-// has acknowledged.
-func (p *Peer) publish(files map[string]*sharedFile, announced map[string]client.FileEntry) {
-	m := make(map[string]*sharedFile, len(files))
-	for id, f := range files {
-		if announced[id] == f.entry() {
-			m[id] = f
-		}
-	}
-	p.served.Store(&m)
-}
-
-// heartbeatLoop renews the lease every HeartbeatInterval (default: a third
-// of the lease the masters report) while the peer is joined. When the index
-// answers fsm.ErrUnknownPeer — the peer was expired, e.g. after a long pause
-// — it wakes the sync goroutine to join again and re-register everything.
-func (p *Peer) heartbeatLoop(ctx context.Context) {
-	interval := p.cfg.HeartbeatInterval
-	if interval == 0 {
-		interval = time.Second // until the first reply tells the lease
-	}
-	timer := time.NewTimer(interval)
-	defer timer.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-timer.C:
-		case <-p.hbKick:
-		}
-		if p.joined.Load() {
-			hctx, cancel := context.WithTimeout(ctx, max(interval, time.Second))
-			lease, err := p.client.Heartbeat(hctx, p.id)
-			cancel()
-			switch {
-			case err == nil:
-				if p.cfg.HeartbeatInterval == 0 && lease > 0 {
-					interval = max(lease/3, 10*time.Millisecond)
-				}
-			case errors.Is(err, fsm.ErrUnknownPeer):
-				p.logger.Warn("heartbeat: the index no longer knows this peer (its lease expired); joining again")
-				p.joined.Store(false)
-				p.kickSync()
-			case ctx.Err() != nil:
-				return
-			default:
-				p.logger.Warn("heartbeat failed; will retry", "err", err)
-			}
-		}
-		if !timer.Stop() {
-			select {
-			case <-timer.C:
-			default:
-			}
-		}
-		timer.Reset(interval)
-	}
-}
-
 // Close stops the peer without telling the index: it stops scanning and
 // heartbeating, stops serving (severing uploads in progress), aborts
 // downloads in progress (they resume when started again), and releases the
@@ -561,6 +322,9 @@ func (p *Peer) heartbeatLoop(ctx context.Context) {
 // good. Use Leave to remove them at once. Safe to call more than once.
 func (p *Peer) Close() error {
 	p.closeOnce.Do(func() {
+		p.lifeMu.Lock()
+		p.closing = true
+		p.lifeMu.Unlock()
 		p.cancel()
 		p.syncWG.Wait()
 		_ = p.mux.Close()
@@ -570,6 +334,20 @@ func (p *Peer) Close() error {
 		p.logger.Info("peer stopped")
 	})
 	return p.closeErr
+}
+
+// enter admits a caller that must finish before Close returns (a
+// Download) by adding it to wg, and returns true; the caller must call
+// wg.Done when it ends. It returns false, adding nothing, once Close has
+// begun.
+func (p *Peer) enter() bool {
+	p.lifeMu.Lock()
+	defer p.lifeMu.Unlock()
+	if p.closing {
+		return false
+	}
+	p.wg.Add(1)
+	return true
 }
 
 // release frees what New acquired, in reverse order.

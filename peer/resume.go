@@ -24,7 +24,7 @@ const (
 
 // resumeState records which pieces of a partial download are verified and
 // durably written. It is written only after the partial file was fsynced
-// with every piece it marks (see download.checkpoint), so after a crash
+// with every piece it marks (see partialFile.checkpoint), so after a crash
 // every marked piece is on disk; the downloader still re-verifies marked
 // pieces when it resumes (hashing is far cheaper than refetching), so a
 // partial file damaged or edited in between costs only a refetch.

@@ -1,5 +1,11 @@
 package peer
 
+// This file owns the piece server: the accept loop and one goroutine per
+// upload connection, all in Peer.wg. Peer.conns, guarded by Peer.connMu,
+// is touched only here (track, untrack, closeConns); each connection's
+// open file and buffers belong to its goroutine. It reads what the sync
+// goroutine publishes through Peer.served.
+
 import (
 	"bufio"
 	"fmt"
@@ -12,9 +18,10 @@ import (
 // servePieces accepts piece connections until the listener closes. At most
 // Config.MaxUploads connections are served at once; a connection beyond
 // that gets one statusBusy answer and is closed, so its downloader turns to
-// other holders and retries this one later.
+// other holders and retries this one later. It runs in p.wg (New starts
+// it) and starts each connection's goroutine in p.wg too; since it holds a
+// count itself, those Adds never race Close's Wait.
 func (p *Peer) servePieces(ln net.Listener) {
-	defer p.wg.Done()
 	slots := make(chan struct{}, p.cfg.MaxUploads)
 	for {
 		conn, err := ln.Accept()
@@ -27,22 +34,18 @@ func (p *Peer) servePieces(ln net.Listener) {
 		}
 		select {
 		case slots <- struct{}{}:
-			p.wg.Add(1)
-			go func() {
-				defer p.wg.Done()
+			p.wg.Go(func() {
 				defer func() { <-slots }()
 				defer p.untrack(conn)
 				p.serveConn(conn)
-			}()
+			})
 		default:
-			p.wg.Add(1)
-			go func() {
-				defer p.wg.Done()
+			p.wg.Go(func() {
 				defer p.untrack(conn)
 				_ = conn.SetWriteDeadline(time.Now().Add(time.Second))
 				_, _ = conn.Write(errorResponse(statusBusy, fmt.Sprintf("serving %d uploads already; try again soon", p.cfg.MaxUploads)))
 				conn.Close()
-			}()
+			})
 		}
 	}
 }
