@@ -2,12 +2,10 @@ package jepsenlike
 
 import (
 	"fmt"
-	"math/rand/v2"
 	"net"
-	"os"
-	"strconv"
-	"strings"
 	"time"
+
+	"fileshare/internal/freeport"
 )
 
 // nodeAddrs are the addresses of one master.
@@ -49,48 +47,6 @@ func probeIP(ip string) error {
 	return nil
 }
 
-// freePort returns a port that was free on ip a moment ago, chosen below
-// the kernel's ephemeral range. A master keeps its ports across restarts,
-// and while it is down an ephemeral port handed to some outgoing
-// connection from the same IP (other tests also use 127.0.0.11 and up)
-// could take its port and make the restart fail; ports below the range
-// are never handed out that way.
-func freePort(ip string) (string, error) {
-	low := ephemeralLow()
-	for range 100 {
-		port := 10000 + rand.IntN(max(low-10000, 1))
-		ln, err := net.Listen("tcp", net.JoinHostPort(ip, strconv.Itoa(port)))
-		if err == nil {
-			ln.Close()
-			return strconv.Itoa(port), nil
-		}
-	}
-	ln, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
-	if err != nil {
-		return "", err
-	}
-	defer ln.Close()
-	return strconv.Itoa(ln.Addr().(*net.TCPAddr).Port), nil
-}
-
-// ephemeralLow is the first port of the kernel's ephemeral range (Linux;
-// 32768 elsewhere or if unreadable).
-func ephemeralLow() int {
-	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
-	if err != nil {
-		return 32768
-	}
-	f := strings.Fields(string(b))
-	if len(f) == 0 {
-		return 32768
-	}
-	n, err := strconv.Atoi(f[0])
-	if err != nil || n <= 10000 {
-		return 32768
-	}
-	return n
-}
-
 // planAddrs chooses every master's addresses. Each master gets its own
 // loopback IP if the system routes them (Linux does; macOS needs an alias
 // per address); otherwise all share 127.0.0.1 and perNodeIP is false,
@@ -112,7 +68,7 @@ func planAddrs(n int, withProxy bool) (addrs []nodeAddrs, perNodeIP bool, err er
 		a := nodeAddrs{IP: ip}
 		ports := make([]string, 3)
 		for j := range ports {
-			if ports[j], err = freePort(ip); err != nil {
+			if ports[j], err = freeport.Port(ip); err != nil {
 				return nil, false, fmt.Errorf("find a free port on %s: %w", ip, err)
 			}
 		}

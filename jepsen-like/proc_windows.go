@@ -6,14 +6,12 @@ import (
 	"context"
 	"errors"
 	"io"
-	"os"
 	"syscall"
 )
 
-// The harness drives masters with POSIX signals (SIGSTOP, SIGCONT, SIGTERM)
-// and Linux network namespaces; on Windows it can only say so.
-
-var errWindows = errors.New("the fault harness needs a Unix system (it pauses masters with SIGSTOP); run it on Linux")
+// The harness drives masters with POSIX signals (SIGSTOP, SIGCONT, SIGTERM;
+// see internal/proccluster) and Linux network namespaces; on Windows it
+// can only say so.
 
 // InPrivateNetns reports whether this process runs in a private network
 // namespace; never on Windows.
@@ -32,7 +30,3 @@ func RunInPrivateNetns(context.Context, string, []string, io.Writer, io.Writer) 
 func PrepareNetns() error { return nil }
 
 func procAttr() *syscall.SysProcAttr { return nil }
-
-func signalStop(*os.Process) error   { return errWindows }
-func signalCont(*os.Process) error   { return errWindows }
-func signalTerm(p *os.Process) error { return p.Kill() }

@@ -6,14 +6,12 @@ import (
 	"io"
 	"os"
 	"os/signal"
-	"strconv"
-	"strings"
 	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
 
-	"fileshare/cmd/fileshare/bench"
+	"fileshare/internal/bench"
 )
 
 type benchFlags struct {
@@ -143,7 +141,7 @@ the same run, not absolute figures across machines.`,
 		Short: "Verified download throughput from 1 or more holders, next to a plain HTTP fetch of the same file",
 		Args:  cobra.NoArgs,
 		RunE: run(false, func(ctx context.Context, addrs []string, _ *bench.Cluster) error {
-			n, err := parseSize(size)
+			n, err := positiveBytes(size)
 			if err != nil {
 				return fmt.Errorf("--size: %w", err)
 			}
@@ -176,22 +174,4 @@ func cmp(v, def int) int {
 		return def
 	}
 	return v
-}
-
-// parseSize parses "1GiB", "64MiB", "512KiB" or a plain byte count.
-func parseSize(s string) (int64, error) {
-	units := []struct {
-		suffix string
-		mult   int64
-	}{{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}, {"B", 1}, {"", 1}}
-	for _, u := range units {
-		if num, ok := strings.CutSuffix(s, u.suffix); ok {
-			n, err := strconv.ParseInt(strings.TrimSpace(num), 10, 64)
-			if err != nil || n <= 0 {
-				return 0, fmt.Errorf("%q is not a size like 64MiB or 1GiB", s)
-			}
-			return n * u.mult, nil
-		}
-	}
-	return 0, fmt.Errorf("%q is not a size like 64MiB or 1GiB", s)
 }

@@ -8,10 +8,16 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"fileshare/internal/freeport"
+	"fileshare/internal/poll"
+	"fileshare/internal/proccluster"
 )
 
 // The test binary doubles as the fileshare binary: run with
@@ -54,8 +60,9 @@ func fileshare(t *testing.T, timeout time.Duration, args ...string) (string, str
 	return out.String(), errb.String(), code
 }
 
-// proc is a fileshare process started in the background. The test stops
-// it by PID in Cleanup.
+// proc is a fileshare process other than a master (a peer daemon, a
+// get, the demo) started in the background. The test stops it by PID in
+// Cleanup. Masters run under masters instead.
 type proc struct {
 	cmd *exec.Cmd
 	log string
@@ -86,35 +93,42 @@ func (p *proc) kill() {
 	}
 }
 
-func freePort(t *testing.T) string {
+// waitUntil is poll.Until, for the tests that still call it by this name.
+func waitUntil(t *testing.T, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	poll.Until(t, timeout, what, cond)
+}
+
+// masters starts one master process of this binary per spec (their
+// environment and log paths filled in, logs in dir) and SIGKILLs any
+// still running when the test ends.
+func masters(t *testing.T, dir string, specs ...proccluster.Spec) *proccluster.Cluster {
+	t.Helper()
+	for i := range specs {
+		specs[i].Env = append(os.Environ(), "FILESHARE_AS_BINARY=1")
+		specs[i].LogPath = filepath.Join(dir, specs[i].ID+".log")
+	}
+	c, err := proccluster.New(proccluster.Config{Binary: binary(t), Masters: specs})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
-func waitUntil(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for d := 10 * time.Millisecond; !cond(); d = min(2*d, 200*time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for: %s", timeout, what)
+	t.Cleanup(c.Close)
+	for i := range specs {
+		if err := c.Start(i); err != nil {
+			t.Fatal(err)
 		}
-		time.Sleep(d)
 	}
+	return c
 }
 
 type statusRow struct {
 	Master string `json:"master"`
 	Status *struct {
-		ID       string `json:"id"`
-		State    string `json:"state"`
-		LeaderID string `json:"leader_id"`
-		Digest   string `json:"digest"`
-		Applied  uint64 `json:"applied_index"`
+		ID       string            `json:"id"`
+		State    proccluster.State `json:"state"`
+		LeaderID string            `json:"leader_id"`
+		Digest   string            `json:"digest"`
+		Applied  uint64            `json:"applied_index"`
 		Members  []struct {
 			ID string `json:"id"`
 		} `json:"members"`
@@ -141,7 +155,7 @@ func leaderOf(rows []statusRow) string {
 		if r.Status == nil {
 			continue
 		}
-		if r.Status.State == "Leader" {
+		if r.Status.State == proccluster.Leader {
 			leaders++
 			leader = r.Status.ID
 		}
@@ -163,34 +177,35 @@ func leaderOf(rows []statusRow) string {
 func TestProcessClusterSurvivesKillOfLeader(t *testing.T) {
 	dir := t.TempDir()
 	ids := []string{"m1", "m2", "m3"}
-	addrs := map[string]string{}
-	var initial, masters []string
+	var initial []proccluster.Voter
+	var addrs []string
 	for _, id := range ids {
-		addrs[id] = freePort(t)
-		initial = append(initial, id+"="+addrs[id])
-		masters = append(masters, addrs[id])
+		a := freeport.Loopback(t)
+		initial = append(initial, proccluster.Voter{ID: id, Addr: a})
+		addrs = append(addrs, a)
 	}
-	args := func(id string) []string {
-		return []string{"master", "--id", id, "--data-dir", filepath.Join(dir, id), "--listen", addrs[id],
-			"--http", "127.0.0.1:0", "--initial-cluster", strings.Join(initial, ","), "--log-format", "json"}
+	var specs []proccluster.Spec
+	for i, id := range ids {
+		specs = append(specs, proccluster.Spec{ID: id, DataDir: filepath.Join(dir, id), Listen: addrs[i],
+			HTTP: "127.0.0.1:0", InitialCluster: initial, Flags: []string{"--log-format", "json"}})
 	}
-	procs := map[string]*proc{}
-	for _, id := range ids {
-		procs[id] = startProc(t, filepath.Join(dir, id+".log"), args(id)...)
-	}
-	mlist := strings.Join(masters, ",")
+	procs := masters(t, dir, specs...)
+	index := func(id string) int { return slices.Index(ids, id) }
+	mlist := strings.Join(addrs, ",")
 
 	var leader string
-	waitUntil(t, 30*time.Second, "a leader all masters agree on", func() bool {
+	poll.Until(t, 30*time.Second, "a leader all masters agree on", func() bool {
 		rows, _ := clusterStatus(t, mlist)
 		leader = leaderOf(rows)
 		return leader != "" && len(rows) == 3 && rows[0].Status != nil && rows[1].Status != nil && rows[2].Status != nil
 	})
 
-	procs[leader].kill()
+	if err := procs.Kill(index(leader)); err != nil {
+		t.Fatal(err)
+	}
 	start := time.Now()
 	var newLeader string
-	waitUntil(t, 30*time.Second, "a new leader after SIGKILL", func() bool {
+	poll.Until(t, 30*time.Second, "a new leader after SIGKILL", func() bool {
 		rows, _ := clusterStatus(t, mlist)
 		newLeader = leaderOf(rows)
 		return newLeader != "" && newLeader != leader
@@ -206,8 +221,10 @@ func TestProcessClusterSurvivesKillOfLeader(t *testing.T) {
 		}
 	}
 
-	procs[leader] = startProc(t, filepath.Join(dir, leader+".log"), args(leader)...)
-	waitUntil(t, 30*time.Second, "all three masters answer with one digest", func() bool {
+	if err := procs.Start(index(leader)); err != nil {
+		t.Fatal(err)
+	}
+	poll.Until(t, 30*time.Second, "all three masters answer with one digest", func() bool {
 		rows, _ := clusterStatus(t, mlist)
 		digests := map[string]bool{}
 		for _, r := range rows {
@@ -218,15 +235,18 @@ func TestProcessClusterSurvivesKillOfLeader(t *testing.T) {
 		}
 		return len(digests) == 1 && leaderOf(rows) != ""
 	})
-	// Graceful stop: SIGTERM, exit code 0.
-	for _, id := range ids {
-		procs[id].cmd.Process.Signal(syscall.SIGTERM)
+	// Graceful stop: SIGTERM to all at once, exit code 0 from each.
+	exits := make([]proccluster.Exit, len(ids))
+	errs := make([]error, len(ids))
+	var wg sync.WaitGroup
+	for i := range ids {
+		wg.Go(func() { exits[i], errs[i] = procs.Terminate(i, time.Minute) })
 	}
-	for _, id := range ids {
-		err := procs[id].cmd.Wait()
-		if err != nil {
-			log, _ := os.ReadFile(procs[id].log)
-			t.Fatalf("%s exited with %v after SIGTERM; log:\n%s", id, err, log)
+	wg.Wait()
+	for i, id := range ids {
+		if errs[i] != nil || exits[i].Err != nil || exits[i].Killed {
+			log, _ := os.ReadFile(procs.Spec(i).LogPath)
+			t.Fatalf("%s after SIGTERM: exit %v (killed after 1m: %v), %v; log:\n%s", id, exits[i].Err, exits[i].Killed, errs[i], log)
 		}
 	}
 }
@@ -239,8 +259,8 @@ func TestCLIMistakesGetClearErrorsAndExitCode1(t *testing.T) {
 	defer busy.Close()
 	file := filepath.Join(t.TempDir(), "file")
 	os.WriteFile(file, nil, 0o600)
-	free := freePort(t)
-	nowhere := freePort(t)
+	free := freeport.Loopback(t)
+	nowhere := freeport.Loopback(t)
 	dir := t.TempDir()
 	for _, tc := range []struct {
 		name string
@@ -276,10 +296,10 @@ func TestCLIMistakesGetClearErrorsAndExitCode1(t *testing.T) {
 
 func TestClusterStatusTable(t *testing.T) {
 	dir := t.TempDir()
-	addr := freePort(t)
-	startProc(t, filepath.Join(dir, "m1.log"), "master", "--id", "m1", "--data-dir", filepath.Join(dir, "m1"), "--listen", addr, "--initial-cluster", "m1="+addr)
+	addr := freeport.Loopback(t)
+	masters(t, dir, proccluster.Spec{ID: "m1", DataDir: filepath.Join(dir, "m1"), Listen: addr, InitialCluster: []proccluster.Voter{{ID: "m1", Addr: addr}}})
 	var out string
-	waitUntil(t, 20*time.Second, "a one-master cluster with a leader", func() bool {
+	poll.Until(t, 20*time.Second, "a one-master cluster with a leader", func() bool {
 		var code int
 		out, _, code = fileshare(t, 10*time.Second, "cluster", "status", "--masters", addr)
 		return code == 0 && strings.Contains(out, "leader ")

@@ -2,12 +2,14 @@ package bench
 
 import (
 	"context"
-	"fileshare/client"
 	"fmt"
 	"io"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"fileshare/client"
+	"fileshare/internal/poll"
 )
 
 // FailoverResult holds one failover benchmark.
@@ -79,24 +81,24 @@ func Failover(ctx context.Context, c *Cluster, trials, clients int, w io.Writer)
 		}
 		time.Sleep(300 * time.Millisecond) // let the load settle on this leader
 		killAt := time.Now()
-		c.Kill(leader)
+		if err := c.Kill(leader); err != nil {
+			return res, err
+		}
+		// The gap is measured from the acknowledgements' own times, so
+		// how often this looks does not change it.
 		var gap time.Duration
-		for gap == 0 {
+		if err := poll.Wait(ctx, func() bool {
 			mu.Lock()
+			defer mu.Unlock()
 			for _, a := range acks {
 				if !a.invoked.Before(killAt) && (gap == 0 || a.done.Sub(killAt) < gap) {
 					gap = a.done.Sub(killAt)
 				}
 			}
 			acks = acks[:0]
-			mu.Unlock()
-			if gap == 0 {
-				select {
-				case <-ctx.Done():
-					return res, ctx.Err()
-				case <-time.After(2 * time.Millisecond):
-				}
-			}
+			return gap != 0
+		}); err != nil {
+			return res, err
 		}
 		res.Gaps = append(res.Gaps, gap)
 		fmt.Fprintf(w, "failover trial %d: killed leader m%d; next acknowledged registration %s later\n", trial+1, leader+1, ms(gap))
@@ -151,7 +153,10 @@ func Scale(ctx context.Context, c *Cluster, files int, w io.Writer) (ScaleResult
 	hbCtx, stopHB := context.WithCancel(ctx)
 	defer stopHB()
 	var joined atomic.Int64
+	hbDone := make(chan struct{})
+	defer func() { stopHB(); <-hbDone }()
 	go func() {
+		defer close(hbDone)
 		for hbCtx.Err() == nil {
 			for p := range int(joined.Load()) {
 				_, _ = mcs[3].Heartbeat(hbCtx, ids[p])
@@ -240,11 +245,15 @@ func Scale(ctx context.Context, c *Cluster, files int, w io.Writer) (ScaleResult
 	if _, err := mcs[0].Snapshot(ctx, c.Addrs()[follower]); err != nil {
 		return res, fmt.Errorf("snapshot on follower: %w", err)
 	}
-	c.Kill(follower)
+	if err := c.Kill(follower); err != nil {
+		return res, err
+	}
 	t0 := time.Now()
 	if err := c.Start(follower); err != nil {
 		return res, err
 	}
+	// A fixed 10 ms poll rather than poll.Wait's backoff to 50 ms: the
+	// loop's period is the measurement's resolution.
 	for {
 		sctx, cancel := context.WithTimeout(ctx, time.Second)
 		fst, err := c.Status(sctx, follower)

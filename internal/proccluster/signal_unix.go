@@ -1,6 +1,6 @@
 //go:build !windows
 
-package jepsenlike
+package proccluster
 
 import (
 	"os"

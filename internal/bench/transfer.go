@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"fileshare/client"
+	"fileshare/internal/poll"
 	"fileshare/peer"
 )
 
@@ -78,16 +79,11 @@ func Transfer(ctx context.Context, masters []string, dir string, size int64, sou
 		return res, err
 	}
 	defer mc.Close()
-	for {
+	if err := poll.Wait(ctx, func() bool {
 		r, err := mc.Lookup(ctx, fileID, client.ReadLinearizable)
-		if err == nil && len(r.Holders) >= sources {
-			break
-		}
-		select {
-		case <-ctx.Done():
-			return res, ctx.Err()
-		case <-time.After(20 * time.Millisecond):
-		}
+		return err == nil && len(r.Holders) >= sources
+	}); err != nil {
+		return res, err
 	}
 
 	// The baseline: Go's file server on loopback.

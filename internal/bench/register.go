@@ -5,12 +5,14 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
-	"fileshare/client"
 	"fmt"
 	"io"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"fileshare/client"
+	"fileshare/internal/poll"
 )
 
 // LoadConfig describes a closed-loop load: Clients goroutines each issue
@@ -200,20 +202,15 @@ func Lookup(ctx context.Context, cfg LoadConfig, files int, w io.Writer) (map[cl
 	}
 	// Stale reads are served by any master: measure them only once every
 	// master has applied the population, or they would find nothing.
-	for {
+	if err := poll.Wait(ctx, func() bool {
 		sts, errs := clients[0].ClusterStatus(ctx)
 		caught := true
 		for i, st := range sts {
 			caught = caught && errs[i] == nil && st.Files >= files
 		}
-		if caught {
-			break
-		}
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-time.After(20 * time.Millisecond):
-		}
+		return caught
+	}); err != nil {
+		return nil, err
 	}
 	out := map[client.ReadLevel]Result{}
 	for _, level := range []client.ReadLevel{client.ReadStale, client.ReadLeader, client.ReadLinearizable} {

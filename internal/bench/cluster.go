@@ -1,0 +1,127 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"fileshare/client"
+	"fileshare/internal/freeport"
+	"fileshare/internal/proccluster"
+)
+
+// Cluster is a set of real `fileshare master` processes on loopback,
+// started from a fileshare binary with data and logs in one directory,
+// and controlled through internal/proccluster. Stop it with Close.
+type Cluster struct {
+	addrs  []string
+	procs  *proccluster.Cluster
+	client *client.Client // for status polling, shared by every poll
+}
+
+// StartCluster starts n masters from binary, with data dirs dir/mI and
+// logs dir/mI.log, each run with extra master flags, and waits until they
+// have a leader.
+func StartCluster(ctx context.Context, binary, dir string, n int, extra ...string) (*Cluster, error) {
+	c := &Cluster{}
+	specs := make([]proccluster.Spec, n)
+	var initial []proccluster.Voter
+	for i := range specs {
+		id := fmt.Sprintf("m%d", i+1)
+		addr, err := freeport.Addr("127.0.0.1")
+		if err != nil {
+			return nil, err
+		}
+		hp, err := freeport.Addr("127.0.0.1")
+		if err != nil {
+			return nil, err
+		}
+		specs[i] = proccluster.Spec{
+			ID: id, DataDir: filepath.Join(dir, id), Listen: addr, HTTP: hp,
+			Flags:   append([]string{"--log-level", "warn"}, extra...),
+			LogPath: filepath.Join(dir, id+".log"),
+		}
+		c.addrs = append(c.addrs, addr)
+		initial = append(initial, proccluster.Voter{ID: id, Addr: addr})
+	}
+	for i := range specs {
+		specs[i].InitialCluster = initial
+	}
+	cl, err := client.New(client.Config{Masters: c.addrs})
+	if err != nil {
+		return nil, err
+	}
+	c.client = cl
+	c.procs, err = proccluster.New(proccluster.Config{
+		Binary:        binary,
+		Masters:       specs,
+		Status:        func(ctx context.Context, i int) (client.Status, error) { return cl.Status(ctx, c.addrs[i]) },
+		StatusTimeout: 500 * time.Millisecond,
+	})
+	if err != nil {
+		cl.Close()
+		return nil, err
+	}
+	for i := range n {
+		if err := c.Start(i); err != nil {
+			c.Close()
+			return nil, err
+		}
+	}
+	if _, err := c.WaitLeader(ctx, -1); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+// Addrs returns the masters' cluster addresses.
+func (c *Cluster) Addrs() []string { return append([]string(nil), c.addrs...) }
+
+// PID returns the process ID of master i, or 0 if it is stopped.
+func (c *Cluster) PID(i int) int { return c.procs.PID(i) }
+
+// Start (re)starts master i from its data dir.
+func (c *Cluster) Start(i int) error { return c.procs.Start(i) }
+
+// Kill sends SIGKILL to master i and reaps it.
+func (c *Cluster) Kill(i int) error { return c.procs.Kill(i) }
+
+// Close kills every master and closes the status client.
+func (c *Cluster) Close() {
+	c.procs.Close()
+	c.client.Close()
+}
+
+// WaitLeader polls until a master other than exclude (-1: any) leads and
+// every running master answers and is ready, and returns its index.
+func (c *Cluster) WaitLeader(ctx context.Context, exclude int) (int, error) {
+	return c.procs.WaitLeader(ctx, exclude)
+}
+
+// Status returns master i's status.
+func (c *Cluster) Status(ctx context.Context, i int) (client.Status, error) {
+	return c.procs.Status(ctx, i)
+}
+
+// rss returns the resident set size of pid in bytes (Linux).
+func rss(pid int) (uint64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			var kb uint64
+			if _, err := fmt.Sscanf(strings.TrimSpace(v), "%d kB", &kb); err != nil {
+				return 0, err
+			}
+			return kb << 10, nil
+		}
+	}
+	return 0, errors.New("no VmRSS line")
+}
