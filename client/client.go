@@ -2,9 +2,11 @@ package client
 
 import (
 	"context"
+	"crypto/ed25519"
+	"crypto/rand"
 	"errors"
 	"fmt"
-	"math/rand/v2"
+	mrand "math/rand/v2"
 	"net"
 	"strings"
 	"sync"
@@ -22,7 +24,14 @@ type Config struct {
 	// master costs at most this much before the client tries another.
 	// Zero means 5 s.
 	AttemptTimeout time.Duration
-	// Dial opens connections; nil means plain TCP.
+	// TLS, if set, makes every connection TLS: the client presents TLS's
+	// certificate (a peer's key, or an admin's certificate) and talks only
+	// to masters whose certificate the cluster CA signed for a master, so
+	// neither a wrong address nor a leader hint can lead it to an
+	// impostor. Nil is plaintext, for a cluster started with --insecure.
+	TLS *transport.TLS
+	// Dial opens connections; nil means TCP from any local address, with
+	// TLS if TLS is set.
 	Dial transport.DialFunc
 }
 
@@ -64,10 +73,16 @@ func New(cfg Config) (*Client, error) {
 	if cfg.AttemptTimeout <= 0 {
 		cfg.AttemptTimeout = 5 * time.Second
 	}
+	if cfg.Dial == nil && cfg.TLS != nil {
+		tlsCfg := cfg.TLS.MasterClientConfig()
+		cfg.Dial = func(addr string, kind byte, timeout time.Duration) (net.Conn, error) {
+			return transport.DialStreamTLS(addr, kind, timeout, tlsCfg)
+		}
+	}
 	return &Client{
 		cfg:     cfg,
 		rpc:     transport.NewClient(transport.ClientConfig{Dial: cfg.Dial}),
-		current: rand.N(len(masters)),
+		current: mrand.N(len(masters)),
 	}, nil
 }
 
@@ -145,7 +160,7 @@ func (c *Client) Call(ctx context.Context, method string, req, resp any) error {
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("%s: no master answered before the deadline; last error: %w", method, lastErr)
-		case <-time.After(backoff/2 + rand.N(backoff/2+1)):
+		case <-time.After(backoff/2 + mrand.N(backoff/2+1)):
 		}
 		backoff = min(2*backoff, 500*time.Millisecond)
 	}
@@ -159,20 +174,47 @@ func (c *Client) CallAt(ctx context.Context, addr, method string, req, resp any)
 // newRequestID returns a random non-zero request ID.
 func newRequestID() uint64 {
 	for {
-		if id := rand.Uint64(); id != 0 {
+		if id := mrand.Uint64(); id != 0 {
 			return id
 		}
 	}
 }
 
-// Identity is what a peer proves itself with.
+// Identity is a peer: its Ed25519 key and the ID derived from the public
+// key (PeerIDOf), so nobody can claim the ID without the key. Requests
+// carry only the public key; the key proves itself as the TLS client
+// certificate (Identity.TLS), and nothing secret ever crosses the wire.
 type Identity struct {
 	PeerID string
-	Secret []byte
+	Key    ed25519.PrivateKey
+}
+
+// NewIdentity makes a new peer identity with a fresh random key.
+func NewIdentity() (Identity, error) {
+	_, k, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return Identity{}, fmt.Errorf("generate peer key: %w", err)
+	}
+	return IdentityFromKey(k), nil
+}
+
+// IdentityFromKey returns the identity of key.
+func IdentityFromKey(key ed25519.PrivateKey) Identity {
+	return Identity{PeerID: PeerIDOf(key.Public().(ed25519.PublicKey)), Key: key}
+}
+
+// Public returns the identity's public key.
+func (id Identity) Public() ed25519.PublicKey { return id.Key.Public().(ed25519.PublicKey) }
+
+// TLS returns credentials that present this identity's key as a TLS
+// client certificate; ca (nil if the cluster runs without TLS) verifies
+// masters.
+func (id Identity) TLS(ca *transport.TLS) (*transport.TLS, error) {
+	return transport.PeerTLS(id.Key, ca)
 }
 
 func (id Identity) header() WriteHeader {
-	return WriteHeader{PeerID: id.PeerID, Secret: id.Secret, RequestID: newRequestID()}
+	return WriteHeader{PeerID: id.PeerID, Key: id.Public(), RequestID: newRequestID()}
 }
 
 // Join announces the peer at addr (where it serves pieces).
@@ -206,7 +248,7 @@ func (c *Client) Unregister(ctx context.Context, id Identity, files []string) (W
 // Heartbeat renews the peer's lease and returns its length.
 func (c *Client) Heartbeat(ctx context.Context, id Identity) (time.Duration, error) {
 	var out HeartbeatReply
-	err := c.Call(ctx, MethodHeartbeat, &HeartbeatRequest{PeerID: id.PeerID, Secret: id.Secret}, &out)
+	err := c.Call(ctx, MethodHeartbeat, &HeartbeatRequest{PeerID: id.PeerID, Key: id.Public()}, &out)
 	return time.Duration(out.LeaseMillis) * time.Millisecond, err
 }
 

@@ -55,13 +55,16 @@ func ParseReadLevel(s string) (ReadLevel, error) {
 	return "", fmt.Errorf("%w: %q", ErrBadReadLevel, s)
 }
 
-// WriteHeader is carried by every peer write. Secret proves the caller owns
-// PeerID; RequestID (non-zero, unique per peer) makes retries idempotent.
+// WriteHeader is carried by every peer write. PeerID must be derived from
+// Key (fsm.PeerIDOf), the peer's Ed25519 public key: not a secret, since a
+// master accepts it only from a caller whose TLS certificate proved
+// possession of that key (or from a master that relays such a caller's
+// write). RequestID (non-zero, unique per peer) makes retries idempotent.
 // Forwarded is set by a master that relays the write to the leader, so a
 // stale leader hint never bounces a write around the cluster.
 type WriteHeader struct {
 	PeerID    string
-	Secret    []byte
+	Key       []byte
 	RequestID uint64
 	Forwarded bool `codec:",omitempty"`
 }
@@ -116,9 +119,10 @@ type UnregisterRequest struct {
 }
 
 // HeartbeatRequest keeps a peer's lease alive. It never enters the log.
+// PeerID and Key are checked as in WriteHeader.
 type HeartbeatRequest struct {
 	PeerID    string
-	Secret    []byte
+	Key       []byte
 	Forwarded bool `codec:",omitempty"`
 }
 

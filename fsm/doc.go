@@ -22,8 +22,8 @@
 // A master turns a peer's request into a log entry like this:
 //
 //	data, err := fsm.Encode(fsm.RegisterFiles{
-//		Peer:      fsm.PeerIDOf(pub),   // pub: the key the caller's TLS certificate proved
-//		Token:     fsm.TokenOf(pub),    // the index checks it against the peer's first join
+//		Peer:      client.PeerIDOf(pub), // pub: the key the caller's TLS certificate proved
+//		Token:     fsm.TokenOf(pub),     // the index checks it against the peer's first join
 //		RequestID: reqID,                 // chosen by the client, reused on retry
 //		Files:     []fsm.FileMeta{{ID: id, Name: "talk.mp4", Size: n, PieceSize: 1 << 18}},
 //	})

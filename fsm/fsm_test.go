@@ -713,23 +713,3 @@ func TestSearchWithManyHolders(t *testing.T) {
 		checkSearch(t, n.f, universe, queries)
 	}
 }
-
-// A peer ID derived from a key is a valid PeerID, is the same for the same
-// key, differs between keys, and matches the key's token: the index can
-// tie an ID to the key that proved it.
-func TestPeerIDOfIsSelfCertifying(t *testing.T) {
-	a, b := []byte("key-a-32-bytes-long-for-the-test"), []byte("key-b-32-bytes-long-for-the-test")
-	ida, idb := PeerIDOf(a), PeerIDOf(b)
-	if err := ida.Validate(); err != nil {
-		t.Fatalf("derived ID %q is not a valid PeerID: %v", ida, err)
-	}
-	if len(ida) != PeerKeyIDLen {
-		t.Fatalf("derived ID %q has %d characters, want %d", ida, len(ida), PeerKeyIDLen)
-	}
-	if ida != PeerIDOf(a) || ida == idb {
-		t.Fatalf("PeerIDOf is not a function of the key: %q %q %q", ida, PeerIDOf(a), idb)
-	}
-	if TokenOf(a) == TokenOf(b) || TokenOf(a).IsZero() {
-		t.Fatal("tokens of different keys are equal, or zero")
-	}
-}

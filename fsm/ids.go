@@ -2,7 +2,6 @@ package fsm
 
 import (
 	"crypto/sha256"
-	"encoding/base32"
 	"fmt"
 	"net"
 	"strconv"
@@ -77,25 +76,9 @@ func unhex(c byte) int {
 	return -1
 }
 
-// PeerKeyIDLen is the length of a PeerID derived from a key (PeerIDOf).
-const PeerKeyIDLen = 26
-
-// peerIDEncoding is lowercase RFC 4648 base32 without padding: letters and
-// digits only, so a derived ID is also a valid PeerID.
-var peerIDEncoding = base32.NewEncoding("abcdefghijklmnopqrstuvwxyz234567").WithPadding(base32.NoPadding)
-
-// PeerIDOf returns the self-certifying peer ID of an Ed25519 public key:
-// the first 128 bits of its SHA-256 in lowercase base32 (26 characters), as
-// Syncthing derives device IDs from certificates. Nobody can claim an ID
-// without the key whose hash it is, so an ID cannot be squatted by joining
-// first, nor taken over.
-func PeerIDOf(pub []byte) PeerID {
-	sum := sha256.Sum256(pub)
-	return PeerID(peerIDEncoding.EncodeToString(sum[:16]))
-}
-
 // TokenOf returns the token a peer with this public key proves itself
-// with: the key's SHA-256. The index stores it at a peer's first JoinPeer;
+// with: the key's SHA-256. (A peer's ID is derived from the same hash:
+// client.PeerIDOf.) The index stores it at a peer's first JoinPeer;
 // the public key is not a secret, since the master accepts a key only from
 // a caller that proved possession of it in its TLS handshake.
 func TokenOf(pub []byte) Token { return Token(sha256.Sum256(pub)) }

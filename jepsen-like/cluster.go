@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -14,6 +15,7 @@ import (
 
 	"fileshare/client"
 	"fileshare/internal/proccluster"
+	"fileshare/transport"
 )
 
 // cluster runs N master processes of the fileshare binary through
@@ -29,6 +31,7 @@ type cluster struct {
 	pc     *proccluster.Cluster
 	logger *slog.Logger
 	nodes  []*node
+	tlsDir string // the CA and certificates the masters run with
 
 	mu        sync.Mutex
 	t0        time.Time // the run's start, for crash times
@@ -53,7 +56,24 @@ type Crash struct {
 }
 
 func newCluster(binary string, env []string, addrs []nodeAddrs, outDir string, peerLease time.Duration, logger *slog.Logger) (*cluster, error) {
-	c := &cluster{logger: logger, t0: time.Now()}
+	c := &cluster{logger: logger, t0: time.Now(), tlsDir: filepath.Join(outDir, "tls")}
+	// The masters run with TLS, as in production: a CA, a certificate per
+	// master valid for every address the harness uses, an admin one.
+	var ids, hosts []string
+	for i, a := range addrs {
+		ids = append(ids, fmt.Sprintf("m%d", i+1))
+		for _, hp := range []string{a.Listen, a.Advertise} {
+			if h, _, err := net.SplitHostPort(hp); err == nil && !slices.Contains(hosts, h) {
+				hosts = append(hosts, h)
+			}
+		}
+	}
+	if err := os.RemoveAll(c.tlsDir); err != nil {
+		return nil, err
+	}
+	if _, err := transport.InitFiles(c.tlsDir, ids, hosts, 7*24*time.Hour); err != nil {
+		return nil, fmt.Errorf("make the cluster's certificates: %w", err)
+	}
 	var initial []proccluster.Voter
 	var specs []proccluster.Spec
 	for i, a := range addrs {
@@ -64,7 +84,9 @@ func newCluster(binary string, env []string, addrs []nodeAddrs, outDir string, p
 		specs = append(specs, proccluster.Spec{
 			ID: id, DataDir: filepath.Join(outDir, "data", id),
 			Listen: a.Listen, Advertise: a.Advertise, HTTP: a.HTTP,
-			Flags:   []string{"--peer-lease", peerLease.String(), "--log-format", "text"},
+			Flags: []string{"--peer-lease", peerLease.String(), "--log-format", "text",
+				"--cert-file", filepath.Join(c.tlsDir, id+".pem"), "--key-file", filepath.Join(c.tlsDir, id+"-key.pem"),
+				"--trusted-ca-file", filepath.Join(c.tlsDir, "ca.pem")},
 			Env:     env,
 			LogPath: n.logPath,
 		})
@@ -332,4 +354,15 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 	case <-ctx.Done():
 		return false
 	}
+}
+
+// adminTLS returns the harness's admin credentials, for membership and
+// leadership faults.
+func (c *cluster) adminTLS() (*transport.TLS, error) {
+	return transport.LoadTLS(filepath.Join(c.tlsDir, "admin.pem"), filepath.Join(c.tlsDir, "admin-key.pem"), filepath.Join(c.tlsDir, "ca.pem"))
+}
+
+// caTLS returns the cluster CA, for clients that verify the masters.
+func (c *cluster) caTLS() (*transport.TLS, error) {
+	return transport.LoadTLS("", "", filepath.Join(c.tlsDir, "ca.pem"))
 }

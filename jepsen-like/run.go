@@ -216,7 +216,15 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 	cl.mu.Unlock()
 	res.Start = t0
 	rec := newRecorder(t0, hf)
-	admin, err := client.New(client.Config{Masters: cl.advertised(), AttemptTimeout: time.Second})
+	adminCreds, err := cl.adminTLS()
+	if err != nil {
+		return nil, err
+	}
+	ca, err := cl.caTLS()
+	if err != nil {
+		return nil, err
+	}
+	admin, err := client.New(client.Config{Masters: cl.advertised(), AttemptTimeout: time.Second, TLS: adminCreds})
 	if err != nil {
 		return nil, err
 	}
@@ -226,6 +234,7 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 		masters: cl.advertised(), files: makeFiles(cfg.Files), rec: rec,
 		pace: newPacer(cfg.Rate, cfg.Concurrency), seed: cfg.Seed,
 		opTimeout: cfg.OpTimeout, attemptTimeout: max(cfg.OpTimeout/3, 100*time.Millisecond),
+		ca: ca,
 	}
 
 	log.Info("workload and nemesis start", "time", cfg.Time, "faults", len(faults))

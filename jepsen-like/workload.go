@@ -3,6 +3,7 @@ package jepsenlike
 import (
 	"bufio"
 	"context"
+	"crypto/ed25519"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -161,6 +162,8 @@ type workload struct {
 	seed           int64
 	opTimeout      time.Duration
 	attemptTimeout time.Duration
+	// ca verifies the masters when they run with TLS; nil: plaintext.
+	ca *transport.TLS
 
 	mu      sync.Mutex
 	process int // the last process number handed out
@@ -182,12 +185,40 @@ func (w *workload) newProcess() int {
 // never sees what that master serves meanwhile. (Moving to "the next"
 // master instead would herd every pinned worker onto whichever master the
 // faults happened to spare.)
-func (w *workload) newClient(rng *rand.Rand, worker int) (*client.Client, error) {
+//
+// With TLS the client presents id's key (nil: a fresh key, for reads), so
+// a client speaks as one peer: a new identity needs a new client.
+func (w *workload) newClient(rng *rand.Rand, worker int, id *client.Identity) (*client.Client, error) {
 	masters := w.masters
 	if worker%2 == 1 {
 		masters = []string{w.masters[rng.IntN(len(w.masters))]}
 	}
-	return client.New(client.Config{Masters: masters, AttemptTimeout: w.attemptTimeout})
+	cfg := client.Config{Masters: masters, AttemptTimeout: w.attemptTimeout}
+	if w.ca != nil {
+		if id == nil {
+			fresh, err := client.NewIdentity()
+			if err != nil {
+				return nil, err
+			}
+			id = &fresh
+		}
+		creds, err := id.TLS(w.ca)
+		if err != nil {
+			return nil, err
+		}
+		cfg.TLS = creds
+	}
+	return client.New(cfg)
+}
+
+// identity draws a peer identity from rng, so a seed replays the same
+// peers.
+func identity(rng *rand.Rand) client.Identity {
+	var seed [ed25519.SeedSize]byte
+	for i := range seed {
+		seed[i] = byte(rng.Uint32())
+	}
+	return client.IdentityFromKey(ed25519.NewKeyFromSeed(seed[:]))
 }
 
 // run runs concurrency clients until stop is closed, then waits for their
@@ -224,21 +255,22 @@ func (w *workload) client(ctx context.Context, stop <-chan struct{}, worker int)
 	for {
 		if mc == nil {
 			process = w.newProcess()
+		}
+		if id == nil {
+			// A new peer, and a client that speaks as it.
+			ident := identity(rng)
+			if mc != nil {
+				mc.Close()
+			}
 			var err error
-			if mc, err = w.newClient(rng, worker); err != nil {
+			if mc, err = w.newClient(rng, worker, &ident); err != nil {
 				return // the address list was validated when the run began
 			}
+			id = &ident
+			held, joined = map[int]bool{}, false
 		}
 		if !w.pace.wait(ctx, stop) {
 			return
-		}
-		if id == nil {
-			secret := make([]byte, 32)
-			for i := range secret {
-				secret[i] = byte(rng.Uint32())
-			}
-			id = &client.Identity{PeerID: fmt.Sprintf("p%d", process), Secret: secret}
-			held, joined = map[int]bool{}, false
 		}
 		op := w.pick(rng, process, worker, id.PeerID, held)
 		var err error
@@ -371,7 +403,7 @@ func classify(err error) Outcome {
 // healed, retrying each until it succeeds or the budget runs out. The
 // reads are recorded as process 0 with Final set.
 func (w *workload) finalReads(ctx context.Context, budget time.Duration) error {
-	mc, err := w.newClient(nil, 0)
+	mc, err := w.newClient(nil, 0, nil)
 	if err != nil {
 		return err
 	}

@@ -2,6 +2,7 @@ package master_test
 
 import (
 	"context"
+	"crypto/ed25519"
 	"crypto/sha256"
 	"fmt"
 	"sync"
@@ -26,8 +27,11 @@ func newCluster(t *testing.T, n int, tweak func(*master.Config)) *mastertest.T {
 	return mastertest.New(t, n, mastertest.Options{OwnIPs: true, Config: tweak})
 }
 
+// identity returns the peer identity whose key is derived from name, so a
+// test's peers are the same in every run.
 func identity(name string) client.Identity {
-	return client.Identity{PeerID: name, Secret: []byte("secret-of-" + name + "-0123456789")}
+	seed := sha256.Sum256([]byte("test peer " + name))
+	return client.IdentityFromKey(ed25519.NewKeyFromSeed(seed[:]))
 }
 
 func fileID(name string) string {

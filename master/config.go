@@ -7,6 +7,9 @@ import (
 	"net"
 	"strings"
 	"time"
+
+	"fileshare/fsm"
+	"fileshare/transport"
 )
 
 // Member names one master of the initial cluster.
@@ -73,6 +76,30 @@ type Config struct {
 	// ApplyTimeout bounds how long a write may wait to enter the Raft
 	// pipeline at the leader. Zero means 5 s.
 	ApplyTimeout time.Duration
+
+	// TLS is this master's certificate and the cluster CA. With it, the
+	// cluster port speaks only TLS: masters authenticate each other, admin
+	// calls need an admin or master certificate, and peers act only as the
+	// key they present. Nil is plaintext, which New accepts only on a
+	// loopback address unless Insecure is set.
+	TLS *transport.TLS
+	// Insecure allows plaintext on a non-loopback address: anyone who can
+	// reach the port can then rewrite the index and the membership.
+	Insecure bool
+	// EnablePprof serves /debug/pprof on the HTTP port. Off by default:
+	// profiles reveal memory contents and cost CPU.
+	EnablePprof bool
+
+	// MaxFilesPerPeer caps the files one peer may hold in the index. Zero
+	// means 1,000,000; negative means no cap.
+	MaxFilesPerPeer int
+	// MaxPeersPerIP caps the peers that may join through this master from
+	// one remote IP. Zero means 1,024; negative means no cap.
+	MaxPeersPerIP int
+	// MaxCommandBytes caps one peer write's encoded log entry, so a
+	// single request never makes an entry near raft's 512 KiB suggestion.
+	// Zero means 256 KiB; it may not exceed fsm.MaxCommandSize.
+	MaxCommandBytes int
 
 	// Fault deliberately breaks the master for harness self-tests; see
 	// Fault. Zero is correct operation.
@@ -174,6 +201,25 @@ func (c Config) withDefaults() (Config, error) {
 			return c, fmt.Errorf("%w: %s is negative (%v)", ErrConfig, name, d)
 		}
 	}
+	if c.TLS == nil && !c.Insecure {
+		if err := requireLoopback(c.Listen); err != nil {
+			return c, fmt.Errorf("%w: --listen %s without TLS: %v; anyone who reaches the port could rewrite the index, so give --cert-file, --key-file and --trusted-ca-file (see 'fileshare tls init'), or --insecure if this network is trusted", ErrConfig, c.Listen, err)
+		}
+	}
+	if c.TLS != nil && (!c.TLS.HasCertificate() || !c.TLS.HasCA()) {
+		return c, fmt.Errorf("%w: a master with TLS needs its certificate and key and the cluster CA (--cert-file, --key-file, --trusted-ca-file)", ErrConfig)
+	}
+	defInt := func(v *int, d int) {
+		if *v == 0 {
+			*v = d
+		}
+	}
+	defInt(&c.MaxFilesPerPeer, 1_000_000)
+	defInt(&c.MaxPeersPerIP, 1024)
+	defInt(&c.MaxCommandBytes, 256<<10)
+	if c.MaxCommandBytes < 0 || c.MaxCommandBytes > fsm.MaxCommandSize {
+		return c, fmt.Errorf("%w: --max-entry-bytes %d: give 1..%d", ErrConfig, c.MaxCommandBytes, fsm.MaxCommandSize)
+	}
 	if _, err := ParseFault(string(c.Fault)); err != nil {
 		return c, err
 	}
@@ -199,6 +245,22 @@ func validID(id string) error {
 		}
 	}
 	return nil
+}
+
+// requireLoopback accepts only host:port whose host is a loopback IP or
+// "localhost".
+func requireLoopback(addr string) error {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return err
+	}
+	if host == "localhost" {
+		return nil
+	}
+	if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() {
+		return nil
+	}
+	return errors.New("the address is not loopback")
 }
 
 // checkDialable rejects addresses other nodes cannot dial.

@@ -36,7 +36,7 @@ func TestNewRejectsImpossibleConfigs(t *testing.T) {
 		{"data dir not a directory", master.Config{ID: "m1", DataDir: notADir + "/sub", Listen: free, InitialCluster: self}, "data dir"},
 		{"join where no master listens", master.Config{ID: "m1", DataDir: t.TempDir(), Listen: free, Join: []string{nowhere}, JoinTimeout: time.Second}, "check that a master listens"},
 		{"both bootstrap and join", master.Config{ID: "m1", DataDir: t.TempDir(), Listen: free, InitialCluster: self, Join: []string{nowhere}}, "not both"},
-		{"wildcard listen without advertise", master.Config{ID: "m1", DataDir: t.TempDir(), Listen: "0.0.0.0:0", Join: []string{nowhere}}, "--advertise"},
+		{"wildcard listen without advertise", master.Config{ID: "m1", DataDir: t.TempDir(), Listen: "0.0.0.0:0", Join: []string{nowhere}, Insecure: true}, "--advertise"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			m, err := master.New(t.Context(), tc.cfg)

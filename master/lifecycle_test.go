@@ -48,7 +48,10 @@ func exercise(t *testing.T, m *Master) {
 		t.Fatal(err)
 	}
 	defer cl.Close()
-	id := client.Identity{PeerID: "lifecycle", Secret: []byte("secret-of-lifecycle-0123456789")}
+	id, err := client.NewIdentity()
+	if err != nil {
+		t.Fatal(err)
+	}
 	if _, err := cl.Join(t.Context(), id, "127.0.0.1:9100"); err != nil {
 		t.Fatal(err)
 	}

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -38,6 +39,9 @@ type Master struct {
 	client    *transport.Client
 	httpSrv   *http.Server
 	httpLn    net.Listener
+
+	raftReady atomic.Bool // m.raft is set (read by the Mux's Authorize hook)
+	joins     joinQuota   // peers joined through this master, per remote IP
 
 	notifyCh chan bool
 	batcher  *batcher    // group commit of every write proposed here
@@ -83,7 +87,8 @@ func New(ctx context.Context, cfg Config) (*Master, error) {
 	if err := prepareDataDir(cfg.DataDir); err != nil {
 		return nil, err
 	}
-	if m.mux, err = transport.Listen(cfg.Listen, m.logger); err != nil {
+	m.joins.max = cfg.MaxPeersPerIP
+	if m.mux, err = transport.ListenMux(transport.MuxConfig{Addr: cfg.Listen, Logger: m.logger, TLS: cfg.TLS, Authorize: m.authorizeStream}); err != nil {
 		return nil, portError("cluster", "--listen", cfg.Listen, err)
 	}
 	m.advertise = cfg.Advertise
@@ -162,6 +167,7 @@ func New(ctx context.Context, cfg Config) (*Master, error) {
 	if err != nil {
 		return nil, fmt.Errorf("start raft: %w", err)
 	}
+	m.raftReady.Store(true)
 	if !hasState && len(cfg.InitialCluster) > 0 {
 		var servers []raft.Server
 		for _, mem := range cfg.InitialCluster {

@@ -74,6 +74,12 @@ func (m *Master) configuration() ([]raft.Server, error) {
 }
 
 func (m *Master) handleMemberJoin(ctx context.Context, req *client.MemberJoinRequest) (*client.Empty, error) {
+	if err := requireAdmin(ctx); err != nil {
+		return nil, err
+	}
+	if c := transport.CallerFrom(ctx); c.Role == transport.RoleMaster && !req.Forwarded && c.Name != req.ID {
+		return nil, fmt.Errorf("%w: master %s may join only as itself, not as %s", transport.ErrForbidden, c.Name, req.ID)
+	}
 	if err := validID(req.ID); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrBadMember, err)
 	}
@@ -107,6 +113,9 @@ func (m *Master) handleMemberJoin(ctx context.Context, req *client.MemberJoinReq
 var ErrBadMember = transport.NewError("bad_member", "invalid member ID or address")
 
 func (m *Master) handleMemberRemove(ctx context.Context, req *client.MemberRemoveRequest) (*client.Empty, error) {
+	if err := requireAdmin(ctx); err != nil {
+		return nil, err
+	}
 	return route(m, ctx, client.MethodMemberRemove, req, &req.Forwarded, func(ctx context.Context) (*client.Empty, error) {
 		servers, err := m.configuration()
 		if err != nil {
@@ -130,6 +139,9 @@ func (m *Master) handleMemberRemove(ctx context.Context, req *client.MemberRemov
 }
 
 func (m *Master) handleTransferLeader(ctx context.Context, req *client.TransferLeaderRequest) (*client.TransferLeaderReply, error) {
+	if err := requireAdmin(ctx); err != nil {
+		return nil, err
+	}
 	return route(m, ctx, client.MethodTransferLeader, req, &req.Forwarded, func(ctx context.Context) (*client.TransferLeaderReply, error) {
 		var f raft.Future
 		if req.ID == "" {

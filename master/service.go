@@ -2,22 +2,12 @@ package master
 
 import (
 	"context"
-	"crypto/sha256"
 	"fmt"
 
 	"fileshare/client"
 	"fileshare/fsm"
 	"fileshare/transport"
 )
-
-// Peer secrets: long enough to be unguessable, short enough to be cheap.
-const (
-	minSecretLen = 16
-	maxSecretLen = 256
-)
-
-// ErrBadSecret means a peer request carried no usable secret.
-var ErrBadSecret = transport.NewError("bad_secret", "peer secret must be 16 to 256 bytes")
 
 func (m *Master) registerHandlers() {
 	s := m.rpc
@@ -36,15 +26,6 @@ func (m *Master) registerHandlers() {
 	transport.Handle(s, client.MethodSnapshot, m.handleSnapshot)
 }
 
-// token derives the FSM's proof of ownership from a peer's secret. The log
-// stores only the hash; the secret travels only in requests.
-func token(secret []byte) (fsm.Token, error) {
-	if len(secret) < minSecretLen || len(secret) > maxSecretLen {
-		return fsm.Token{}, fmt.Errorf("%w (got %d bytes)", ErrBadSecret, len(secret))
-	}
-	return fsm.Token(sha256.Sum256(secret)), nil
-}
-
 // writeCommand routes a peer write to the leader and applies it there.
 // build makes the command once the header has been checked.
 func writeCommand[Req any](m *Master, ctx context.Context, method string, req *Req, hdr *client.WriteHeader, build func(tok fsm.Token) (fsm.Command, error)) (*client.WriteReply, error) {
@@ -55,7 +36,7 @@ func writeCommand[Req any](m *Master, ctx context.Context, method string, req *R
 	if hdr.RequestID == 0 {
 		return nil, fmt.Errorf("%w: request ID must be non-zero", fsm.ErrInvalid)
 	}
-	tok, err := token(hdr.Secret)
+	tok, err := authorizePeer(ctx, hdr.PeerID, hdr.Key, hdr.Forwarded)
 	if err != nil {
 		return nil, err
 	}
@@ -67,10 +48,30 @@ func writeCommand[Req any](m *Master, ctx context.Context, method string, req *R
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", fsm.ErrInvalid, err)
 	}
+	if len(data) > m.cfg.MaxCommandBytes {
+		return nil, fmt.Errorf("%w: the request makes a %d-byte log entry, over the %d-byte limit (--max-entry-bytes); send fewer files per call", ErrQuota, len(data), m.cfg.MaxCommandBytes)
+	}
+	_, isJoin := cmd.(fsm.JoinPeer)
+	if isJoin && !hdr.Forwarded {
+		if err := m.joins.admit(transport.CallerFrom(ctx).Addr, peer, m.goneFromIndex); err != nil {
+			return nil, err
+		}
+	}
 	return route(m, ctx, method, req, &hdr.Forwarded, func(ctx context.Context) (*client.WriteReply, error) {
+		// The leader authorizes before it proposes, so a refused write
+		// never costs a replicated, fsynced log entry; the FSM checks the
+		// token again when it applies the entry.
+		if !isJoin {
+			if err := m.fsm.Authorize(peer, tok); err != nil {
+				return nil, err
+			}
+		}
+		if err := m.checkFileQuota(peer, cmd); err != nil {
+			return nil, err
+		}
 		// A request is a sign of life: renew the lease before the write
 		// applies, so the expiry loop can never see a just-joined peer
-		// without a lease.
+		// without a lease. Only authorized peers (or a join) get here.
 		m.leases.touch(peer, m.cfg.Now())
 		resp, idx, err := m.batcher.submit(ctx, data)
 		if err != nil {
@@ -128,7 +129,7 @@ func (m *Master) handleHeartbeat(ctx context.Context, req *client.HeartbeatReque
 	if err := peer.Validate(); err != nil {
 		return nil, err
 	}
-	tok, err := token(req.Secret)
+	tok, err := authorizePeer(ctx, req.PeerID, req.Key, req.Forwarded)
 	if err != nil {
 		return nil, err
 	}
@@ -190,4 +191,25 @@ func (m *Master) handlePeers(ctx context.Context, req *client.PeersRequest) (*cl
 		}
 		return out, nil
 	})
+}
+
+// goneFromIndex reports whether a peer is no longer in the local index.
+func (m *Master) goneFromIndex(p fsm.PeerID) bool {
+	_, ok := m.fsm.Peer(p)
+	return !ok
+}
+
+// checkFileQuota refuses a registration that would take a peer past
+// MaxFilesPerPeer. It counts every file of the request as new, so it may
+// refuse a re-registration that would fit; the error says what to do.
+func (m *Master) checkFileQuota(peer fsm.PeerID, cmd fsm.Command) error {
+	reg, ok := cmd.(fsm.RegisterFiles)
+	if !ok || m.cfg.MaxFilesPerPeer < 0 {
+		return nil
+	}
+	info, _ := m.fsm.Peer(peer)
+	if info.Files+len(reg.Files) > m.cfg.MaxFilesPerPeer {
+		return fmt.Errorf("%w: peer %s holds %d files and registers %d more, over the limit of %d files per peer (--max-files-per-peer)", ErrQuota, peer, info.Files, len(reg.Files), m.cfg.MaxFilesPerPeer)
+	}
+	return nil
 }

@@ -129,6 +129,9 @@ var ErrNothingToSnapshot = transport.NewError("nothing_to_snapshot", "nothing ne
 // handleSnapshot snapshots this master's index now (operators use it
 // before a backup; the scale benchmark times it).
 func (m *Master) handleSnapshot(ctx context.Context, _ *client.SnapshotRequest) (*client.SnapshotReply, error) {
+	if err := requireAdmin(ctx); err != nil {
+		return nil, err
+	}
 	start := time.Now()
 	f := m.raft.Snapshot()
 	if err := f.Error(); err != nil {
@@ -181,11 +184,14 @@ func (m *Master) startHTTP() error {
 		}
 		writeJSON(w, code, map[string]any{"ready": ok, "reason": reason})
 	})
-	// Profiles for operators chasing a slow master (go tool pprof URL).
-	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
-	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
-	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
-	mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+	// Profiles for operators chasing a slow master (go tool pprof URL),
+	// only on request: they reveal memory contents and cost CPU.
+	if m.cfg.EnablePprof {
+		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+		mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+	}
 	m.httpSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	// Owned by m (m.wg); startHTTP runs only inside New. It ends when
 	// shutdown closes the server.

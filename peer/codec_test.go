@@ -2,6 +2,7 @@ package peer
 
 import (
 	"bytes"
+	"crypto/ed25519"
 	"crypto/sha256"
 	"errors"
 	"reflect"
@@ -236,16 +237,18 @@ func FuzzDecodeHashCache(f *testing.F) {
 	})
 }
 
-func FuzzDecodeIdentity(f *testing.F) {
-	f.Add([]byte(`{"peer_id":"alice","secret":"` + string(bytes.Repeat([]byte("ab"), 32)) + `"}`))
+func FuzzDecodeKey(f *testing.F) {
+	good, _ := encodeKey(testKey("fuzz"))
+	f.Add(good)
+	f.Add([]byte("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"))
 	f.Add([]byte(`{}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		id, err := decodeIdentity(b)
+		k, err := decodeKey(b)
 		if err != nil {
 			return
 		}
-		if len(id.Secret) != secretLen || id.PeerID == "" {
-			t.Fatalf("accepted an unusable identity %+v", id)
+		if len(k) != ed25519.PrivateKeySize {
+			t.Fatalf("accepted a key of %d bytes", len(k))
 		}
 	})
 }

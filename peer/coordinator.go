@@ -116,7 +116,7 @@ func (d *download) fetchHashes(ctx context.Context) error {
 	for {
 		cands := d.candidates()
 		for _, h := range cands {
-			hs, err := d.requestHashes(h.addr)
+			hs, err := d.requestHashes(h.id, h.addr)
 			if err == nil {
 				d.hashes = hs
 				return nil

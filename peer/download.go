@@ -192,7 +192,7 @@ type download struct {
 	start     time.Time
 	// dialStream opens a piece stream to a holder (Peer.dialPieces; a
 	// fake in unit tests).
-	dialStream func(addr string, timeout time.Duration) (net.Conn, error)
+	dialStream func(addr, peerID string, timeout time.Duration) (net.Conn, error)
 
 	file   *partialFile // see partial.go for who may call what
 	pieces *pieceTable  // set after re-verification, before any worker starts; guards itself

@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -21,9 +20,7 @@ import (
 	"time"
 
 	"fileshare/client"
-	"fileshare/fsm"
 	"fileshare/master"
-	"fileshare/transport"
 )
 
 const mib = 1 << 20
@@ -66,7 +63,7 @@ func TestDownloadFromTwoHoldersSurvivesLeaderKill(t *testing.T) {
 	if got, want := sha256File(t, dest), sha256.Sum256(big); got != want {
 		t.Fatal("downloaded file differs from the original")
 	}
-	if res.FromHolders["alice"] == 0 || res.FromHolders["bob"] == 0 {
+	if res.FromHolders[pid("alice")] == 0 || res.FromHolders[pid("bob")] == 0 {
 		t.Fatalf("pieces per holder = %v, want some from both alice and bob", res.FromHolders)
 	}
 	if res.Fetched+res.Resumed != res.Pieces || res.Pieces != 256 {
@@ -79,7 +76,7 @@ func TestDownloadFromTwoHoldersSurvivesLeaderKill(t *testing.T) {
 		t.Fatalf("leader is still %d", nl)
 	}
 	hs := waitHolders(t, mc, id, 3)
-	if !slices.ContainsFunc(hs, func(h client.HolderEntry) bool { return h.PeerID == "carol" }) {
+	if !slices.ContainsFunc(hs, func(h client.HolderEntry) bool { return h.PeerID == pid("carol") }) {
 		t.Fatalf("holders %v do not include carol", hs)
 	}
 	if _, err := os.Stat(dest + PartialSuffix); !errors.Is(err, os.ErrNotExist) {
@@ -145,7 +142,7 @@ func TestDownloadFinishesWhenAHolderStops(t *testing.T) {
 	if sha256File(t, dest) != sha256.Sum256(data) {
 		t.Fatal("downloaded file differs from the original")
 	}
-	if res.FromHolders["alice"] == 0 {
+	if res.FromHolders[pid("alice")] == 0 {
 		t.Fatalf("pieces per holder = %v, want alice to finish the file", res.FromHolders)
 	}
 }
@@ -173,10 +170,10 @@ func TestLyingHolderIsDroppedAndAnHonestOneFinishes(t *testing.T) {
 	if sha256File(t, dest) != sha256.Sum256(data) {
 		t.Fatal("downloaded file differs from the original")
 	}
-	if !slices.Equal(res.Dropped, []string{"mallory"}) {
+	if !slices.Equal(res.Dropped, []string{pid("mallory")}) {
 		t.Fatalf("dropped = %v, want [mallory]", res.Dropped)
 	}
-	if res.FromHolders["mallory"] != 0 || res.FromHolders["alice"] != res.Pieces {
+	if res.FromHolders[pid("mallory")] != 0 || res.FromHolders[pid("alice")] != res.Pieces {
 		t.Fatalf("pieces per holder = %v, want all %d from alice", res.FromHolders, res.Pieces)
 	}
 }
@@ -207,7 +204,7 @@ func TestOnlyALiarFailsWithErrNoHonestHolder(t *testing.T) {
 	if !errors.Is(err, ErrNoHonestHolder) {
 		t.Fatalf("err = %v, want ErrNoHonestHolder", err)
 	}
-	for _, want := range []string{"report.pdf", id, "mallory"} {
+	for _, want := range []string{"report.pdf", id, pid("mallory")} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q does not name %q", err, want)
 		}
@@ -315,10 +312,7 @@ func TestPieceServerRefusesTraversalAndSymlinkEscapes(t *testing.T) {
 	}
 
 	// A malformed request closes that connection only.
-	conn, err := alice.mux.DialStream(alice.Addr(), transport.StreamPiece, time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
+	conn := dialPiece(t, alice.Addr())
 	conn.Write([]byte("GET / HTTP/1.0\r\n\r\n" + strings.Repeat("x", 40)))
 	conn.SetReadDeadline(time.Now().Add(5 * time.Second))
 	rest, _ := io.ReadAll(conn)
@@ -341,13 +335,9 @@ func TestPieceServerRefusesTraversalAndSymlinkEscapes(t *testing.T) {
 // status and payload.
 func rawRequest(t *testing.T, addr string, r pieceRequest) (byte, string) {
 	t.Helper()
-	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
+	conn := dialPiece(t, addr)
 	defer conn.Close()
 	conn.SetDeadline(time.Now().Add(5 * time.Second))
-	conn.Write([]byte{transport.StreamPiece})
 	if _, err := conn.Write(r.appendTo(nil)); err != nil {
 		t.Fatal(err)
 	}
@@ -440,7 +430,8 @@ func TestExpiredPeerRejoinsAndReregisters(t *testing.T) {
 }
 
 // Only the owner can remove its registrations: another peer's unregister
-// is a no-op for the owner's holding, and a wrong secret is refused.
+// is a no-op for the owner's holding, and a request naming the owner's ID
+// without the owner's key is refused.
 func TestOnePeerCannotUnregisterAnothersFile(t *testing.T) {
 	c := newTestCluster(t, nil)
 	a := []byte("alice's file")
@@ -449,22 +440,22 @@ func TestOnePeerCannotUnregisterAnothersFile(t *testing.T) {
 	mc := c.client()
 	waitHolders(t, mc, id, 1)
 
-	mallory := client.Identity{PeerID: "mallory", Secret: []byte("mallory-secret-0123456789abcdef")}
+	mallory := client.IdentityFromKey(testKey("mallory"))
 	if _, err := mc.Join(t.Context(), mallory, "127.0.0.1:9"); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := mc.Unregister(t.Context(), mallory, []string{id}); err != nil {
 		t.Fatalf("unregister with mallory's identity: %v", err)
 	}
-	forged := client.Identity{PeerID: "alice", Secret: []byte("not-alice's-secret-0123456789")}
-	if _, err := mc.Unregister(t.Context(), forged, []string{id}); !errors.Is(err, fsm.ErrUnauthorized) {
-		t.Fatalf("unregister with alice's ID and a wrong secret: err = %v, want ErrUnauthorized", err)
+	forged := client.Identity{PeerID: pid("alice"), Key: mallory.Key}
+	if _, err := mc.Unregister(t.Context(), forged, []string{id}); !errors.Is(err, master.ErrNotYourPeerID) {
+		t.Fatalf("unregister with alice's ID and mallory's key: err = %v, want ErrNotYourPeerID", err)
 	}
-	if _, err := mc.Leave(t.Context(), forged); !errors.Is(err, fsm.ErrUnauthorized) {
-		t.Fatalf("leave with alice's ID and a wrong secret: err = %v, want ErrUnauthorized", err)
+	if _, err := mc.Leave(t.Context(), forged); !errors.Is(err, master.ErrNotYourPeerID) {
+		t.Fatalf("leave with alice's ID and mallory's key: err = %v, want ErrNotYourPeerID", err)
 	}
 	hs := waitHolders(t, mc, id, 1)
-	if hs[0].PeerID != "alice" {
+	if hs[0].PeerID != pid("alice") {
 		t.Fatalf("holder is %s, want alice", hs[0].PeerID)
 	}
 }
@@ -476,7 +467,7 @@ func TestRestartReannouncesAndForgetsDeletedFiles(t *testing.T) {
 	a, b := []byte("kept"), []byte("deleted while down")
 	share := shareFolder(t, map[string][]byte{"a": a, "b": b})
 	data := filepath.Join(t.TempDir(), "alice")
-	cfg := func(cfg *Config) { cfg.DataDir = data; cfg.PeerID = "" }
+	cfg := func(cfg *Config) { cfg.DataDir = data }
 	alice := startPeer(t, c, "alice", share, cfg)
 	mc := c.client()
 	waitHolders(t, mc, idOf(t, a), 1)
@@ -595,7 +586,9 @@ func TestCloseStopsEveryGoroutine(t *testing.T) {
 	data := randomBytes(6, 4*mib)
 	id := idOf(t, data)
 	alice := startPeer(t, c, "alice", shareFolder(t, map[string][]byte{"f": data}), nil)
-	carol := startPeer(t, c, "carol", "", nil)
+	// carol shares an (empty) folder too, so she runs every kind of
+	// goroutine a peer has; a download-only peer runs no piece server.
+	carol := startPeer(t, c, "carol", t.TempDir(), nil)
 	waitHolders(t, c.client(), id, 1)
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
@@ -646,13 +639,10 @@ func TestPieceServerCapsConcurrentUploads(t *testing.T) {
 	raw, _ := hex.DecodeString(idOf(t, a))
 	req := pieceRequest{Op: opPiece, File: [32]byte(raw)}
 
-	first, err := net.DialTimeout("tcp", alice.Addr(), time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
+	first := dialPiece(t, alice.Addr())
 	defer first.Close()
 	first.SetDeadline(time.Now().Add(5 * time.Second))
-	first.Write(append([]byte{transport.StreamPiece}, req.appendTo(nil)...))
+	first.Write(req.appendTo(nil))
 	if h, err := readHeader(bufio.NewReader(first)); err != nil || h.Status != statusOK {
 		t.Fatalf("first connection: %+v, %v", h, err)
 	}

@@ -24,9 +24,9 @@ func Example() {
 	}
 	defer os.RemoveAll(tmp)
 
-	// mastertest runs masters in this process on free loopback ports
-	// (the master package shows how to start one yourself).
-	masters, err := mastertest.Start(ctx, 1, mastertest.Options{Dir: tmp})
+	// mastertest runs masters in this process on free loopback ports,
+	// with TLS (the master package shows how to start one yourself).
+	masters, err := mastertest.Start(ctx, 1, mastertest.Options{Dir: tmp, TLS: true})
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -36,8 +36,9 @@ func Example() {
 	share := filepath.Join(tmp, "alice-share")
 	os.MkdirAll(share, 0o755)
 	os.WriteFile(filepath.Join(share, "hello.txt"), []byte("hello, world\n"), 0o644)
-	alice, err := peer.New(peer.Config{Masters: []string{addr}, DataDir: filepath.Join(tmp, "alice"),
-		ShareDir: share, Listen: "127.0.0.1:0", PeerID: "alice"})
+	// A peer is a key in its data dir; CA is how it tells real masters.
+	alice, err := peer.New(peer.Config{Masters: []string{addr}, CA: masters.CA(), DataDir: filepath.Join(tmp, "alice"),
+		ShareDir: share, Listen: "127.0.0.1:0"})
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -49,8 +50,8 @@ func Example() {
 		log.Fatal(err)
 	}
 
-	// Bob has no share folder: a download-only peer.
-	bob, err := peer.New(peer.Config{Masters: []string{addr}, DataDir: filepath.Join(tmp, "bob"), Listen: "127.0.0.1:0"})
+	// Bob has no share folder: a download-only peer, which listens nowhere.
+	bob, err := peer.New(peer.Config{Masters: []string{addr}, CA: masters.CA(), DataDir: filepath.Join(tmp, "bob")})
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -67,8 +68,8 @@ func Example() {
 		log.Fatal(err)
 	}
 	b, _ := os.ReadFile(res.Path)
-	fmt.Printf("downloaded %d piece(s) from %v: %s", res.Pieces, res.FromHolders, b)
+	fmt.Printf("downloaded %d piece(s), %d from alice: %s", res.Pieces, res.FromHolders[alice.ID()], b)
 	// Output:
 	// found hello.txt: 13 bytes, 1 holder(s)
-	// downloaded 1 piece(s) from map[alice:1]: hello, world
+	// downloaded 1 piece(s), 1 from alice: hello, world
 }

@@ -10,12 +10,14 @@ package peer
 import (
 	"bufio"
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"time"
 
+	"fileshare/client"
 	"fileshare/transport"
 )
 
@@ -23,15 +25,27 @@ import (
 // breaking the protocol: it is dropped for this file.
 var errBadData = errors.New("holder sent bad data")
 
-// dialPieces dials a piece stream to addr through the peer's Mux.
-func (p *Peer) dialPieces(addr string, timeout time.Duration) (net.Conn, error) {
-	return p.mux.DialStream(addr, transport.StreamPiece, timeout)
+// dialPieces dials a TLS piece stream to the holder peerID at addr, from
+// the peer's own IP if it listens on one. The handshake fails unless the
+// holder proves the key peerID is derived from, so an address taken over
+// by someone else, or a holder that lies about who it is, is never read.
+func (p *Peer) dialPieces(addr, peerID string, timeout time.Duration) (net.Conn, error) {
+	cfg := p.tls.PeerClientConfig(func(k ed25519.PublicKey) error {
+		if got := client.PeerIDOf(k); got != peerID {
+			return fmt.Errorf("%w: %s presented the key of peer %s, not %s", transport.ErrWrongPeer, addr, got, peerID)
+		}
+		return nil
+	})
+	if p.mux != nil {
+		return p.mux.DialStreamTLS(addr, transport.StreamPiece, timeout, cfg)
+	}
+	return transport.DialStreamTLS(addr, transport.StreamPiece, timeout, cfg)
 }
 
-// dial opens a piece stream to addr and returns it with a buffered reader
-// and a function that sets its deadline.
-func (d *download) dial(addr string) (io.ReadWriteCloser, *bufio.Reader, func(time.Time), error) {
-	conn, err := d.dialStream(addr, min(d.p.cfg.IOTimeout, 5*time.Second))
+// dial opens a piece stream to holder id at addr and returns it with a
+// buffered reader and a function that sets its deadline.
+func (d *download) dial(id, addr string) (io.ReadWriteCloser, *bufio.Reader, func(time.Time), error) {
+	conn, err := d.dialStream(addr, id, min(d.p.cfg.IOTimeout, 5*time.Second))
 	if err != nil {
 		return nil, nil, nil, err
 	}
@@ -41,8 +55,8 @@ func (d *download) dial(addr string) (io.ReadWriteCloser, *bufio.Reader, func(ti
 // requestHashes asks one holder for the piece-hash list and checks it. A
 // list of the wrong length or whose Merkle root is not the file ID is
 // errBadData.
-func (d *download) requestHashes(addr string) ([][32]byte, error) {
-	conn, br, deadline, err := d.dial(addr)
+func (d *download) requestHashes(id, addr string) ([][32]byte, error) {
+	conn, br, deadline, err := d.dial(id, addr)
 	if err != nil {
 		return nil, err
 	}
@@ -104,7 +118,7 @@ func readRemoteError(br *bufio.Reader, h respHeader) error {
 // that stops answering fails its read at the IOTimeout deadline, which
 // re-issues its pieces the same way.
 func (d *download) worker(ctx context.Context, id, addr string) (got int, err error) {
-	conn, br, deadline, err := d.dial(addr)
+	conn, br, deadline, err := d.dial(id, addr)
 	if err != nil {
 		return 0, err
 	}

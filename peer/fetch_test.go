@@ -84,7 +84,7 @@ func testWorkerDownload(t *testing.T, data []byte, h fakeHolder) *download {
 		p:  &Peer{cfg: Config{IOTimeout: 20 * time.Second}, logger: logger},
 		id: id, root: root, size: size, pieceSize: testPieceSize, n: len(hashes),
 		window: 4, hashes: hashes, file: pf, pieces: newPieceTable(st),
-		dialStream: func(string, time.Duration) (net.Conn, error) {
+		dialStream: func(string, string, time.Duration) (net.Conn, error) {
 			c, s := net.Pipe()
 			go h.serve(s)
 			return c, nil

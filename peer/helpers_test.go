@@ -2,11 +2,15 @@ package peer
 
 import (
 	"bytes"
+	"crypto/ed25519"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"math/rand/v2"
+	"net"
 	"os"
 	"path/filepath"
 	"testing"
@@ -17,6 +21,7 @@ import (
 	"fileshare/internal/poll"
 	"fileshare/master"
 	"fileshare/master/mastertest"
+	"fileshare/transport"
 )
 
 // testCluster runs three masters in this process over real TCP on
@@ -71,7 +76,6 @@ func startPeer(t testing.TB, c *testCluster, name, share string, tweak func(*Con
 		DataDir:        filepath.Join(t.TempDir(), name),
 		ShareDir:       share,
 		Listen:         "127.0.0.1:0",
-		PeerID:         name,
 		RescanInterval: 100 * time.Millisecond,
 		IOTimeout:      5 * time.Second,
 		MasterTimeout:  2 * time.Second,
@@ -79,6 +83,19 @@ func startPeer(t testing.TB, c *testCluster, name, share string, tweak func(*Con
 	}
 	if tweak != nil {
 		tweak(&cfg)
+	}
+	// The peer's key is derived from its name, so pid(name) is its ID.
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(cfg.DataDir, keyFile)); errors.Is(err, fs.ErrNotExist) {
+		b, err := encodeKey(testKey(name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(cfg.DataDir, keyFile), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
 	}
 	p, err := New(cfg)
 	if err != nil {
@@ -147,4 +164,28 @@ func sha256File(t testing.TB, path string) [32]byte {
 		t.Fatal(err)
 	}
 	return [32]byte(h.Sum(nil))
+}
+
+// testKey is the key of the test peer called name.
+func testKey(name string) ed25519.PrivateKey {
+	seed := sha256.Sum256([]byte("test peer " + name))
+	return ed25519.NewKeyFromSeed(seed[:])
+}
+
+// pid is the peer ID of the test peer called name (see startPeer).
+func pid(name string) string { return client.IdentityFromKey(testKey(name)).PeerID }
+
+// dialPiece opens a piece stream to addr as a peer with a fresh key, as
+// any downloader may.
+func dialPiece(t testing.TB, addr string) net.Conn {
+	t.Helper()
+	creds, err := transport.PeerTLS(testKey("raw-client"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := transport.DialStreamTLS(addr, transport.StreamPiece, 5*time.Second, creds.PeerClientConfig(func(ed25519.PublicKey) error { return nil }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return conn
 }

@@ -1,9 +1,10 @@
 package peer
 
 import (
+	"crypto/ed25519"
 	"crypto/rand"
-	"encoding/hex"
-	"encoding/json"
+	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -12,84 +13,79 @@ import (
 	"syscall"
 
 	"fileshare/client"
-	"fileshare/fsm"
 )
 
 // Files in a peer's data dir.
 const (
-	identityFile  = "identity.json"
+	keyFile       = "peer.key"
 	hashCacheFile = "hashes.cache"
 	lockFile      = "lock"
+	// legacyIdentityFile held an ID and a bearer secret in earlier
+	// versions; a peer refuses to start beside one (see loadIdentity).
+	legacyIdentityFile = "identity.json"
 )
 
-// secretLen is the length of a peer's random secret. The masters store only
-// its SHA-256 and require it on every write for the peer, so only this peer
-// can change or remove its registrations.
-const secretLen = 32
-
-// identityJSON is identity.json: the peer's stable ID and its secret. The
-// file is created once with mode 0600 and never rewritten.
-type identityJSON struct {
-	PeerID string `json:"peer_id"`
-	Secret string `json:"secret"` // hex
-}
-
-// loadIdentity reads the identity in dir, or creates one the first time:
-// the ID is want if given, else "peer-" and 12 random hex digits; the secret
-// is 32 random bytes.
-func loadIdentity(dir, want string) (client.Identity, error) {
-	path := filepath.Join(dir, identityFile)
+// loadIdentity reads the peer's Ed25519 key from dir, or creates one the
+// first time (mode 0600, never rewritten). The peer's ID is derived from
+// the key (client.PeerIDOf), so it is stable for as long as the key file
+// lives and nobody else can claim it.
+func loadIdentity(dir string) (client.Identity, error) {
+	if _, err := os.Lstat(filepath.Join(dir, legacyIdentityFile)); err == nil {
+		return client.Identity{}, fmt.Errorf("%w: %s holds an identity from an earlier FileShare, whose peers proved themselves with a secret; peers are now identified by a key. Move %s out of the data dir and start the peer again: it gets a new key and ID and registers its files anew, and the old ID expires from the index on its own", ErrIdentity, filepath.Join(dir, legacyIdentityFile), legacyIdentityFile)
+	}
+	path := filepath.Join(dir, keyFile)
 	b, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
-		return createIdentity(path, want)
+		return createIdentity(path)
 	}
 	if err != nil {
 		return client.Identity{}, fmt.Errorf("%w: read %s: %v", ErrIdentity, path, err)
 	}
-	id, err := decodeIdentity(b)
+	key, err := decodeKey(b)
 	if err != nil {
 		return client.Identity{}, fmt.Errorf("%w: %s: %v; restore it from a backup, or delete it to start as a new peer", ErrIdentity, path, err)
 	}
-	if want != "" && id.PeerID != want {
-		return client.Identity{}, fmt.Errorf("%w: the data dir %s belongs to peer %q, not %q; use another --data-dir or drop --id", ErrIdentity, dir, id.PeerID, want)
-	}
-	return id, nil
+	return client.IdentityFromKey(key), nil
 }
 
-func decodeIdentity(b []byte) (client.Identity, error) {
-	var j identityJSON
-	if err := json.Unmarshal(b, &j); err != nil {
-		return client.Identity{}, err
+// decodeKey parses a PEM "PRIVATE KEY" (PKCS #8) holding an Ed25519 key.
+func decodeKey(b []byte) (ed25519.PrivateKey, error) {
+	blk, _ := pem.Decode(b)
+	if blk == nil || blk.Type != "PRIVATE KEY" {
+		return nil, errors.New("not a PEM PRIVATE KEY")
 	}
-	if err := fsm.PeerID(j.PeerID).Validate(); err != nil {
-		return client.Identity{}, err
+	k, err := x509.ParsePKCS8PrivateKey(blk.Bytes)
+	if err != nil {
+		return nil, err
 	}
-	secret, err := hex.DecodeString(j.Secret)
-	if err != nil || len(secret) != secretLen {
-		return client.Identity{}, fmt.Errorf("secret must be %d hex-encoded bytes", secretLen)
+	ek, ok := k.(ed25519.PrivateKey)
+	if !ok {
+		return nil, fmt.Errorf("the key is a %T, not Ed25519", k)
 	}
-	return client.Identity{PeerID: j.PeerID, Secret: secret}, nil
+	return ek, nil
 }
 
-func createIdentity(path, want string) (client.Identity, error) {
-	id := client.Identity{PeerID: want, Secret: make([]byte, secretLen)}
-	rand.Read(id.Secret)
-	if id.PeerID == "" {
-		var r [6]byte
-		rand.Read(r[:])
-		id.PeerID = "peer-" + hex.EncodeToString(r[:])
+func encodeKey(k ed25519.PrivateKey) ([]byte, error) {
+	der, err := x509.MarshalPKCS8PrivateKey(k)
+	if err != nil {
+		return nil, err
 	}
-	if err := fsm.PeerID(id.PeerID).Validate(); err != nil {
-		return client.Identity{}, fmt.Errorf("%w: peer ID: %v", ErrConfig, err)
+	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), nil
+}
+
+func createIdentity(path string) (client.Identity, error) {
+	_, k, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return client.Identity{}, fmt.Errorf("%w: generate a key: %v", ErrIdentity, err)
 	}
-	b, err := json.MarshalIndent(identityJSON{PeerID: id.PeerID, Secret: hex.EncodeToString(id.Secret)}, "", "  ")
+	b, err := encodeKey(k)
 	if err != nil {
 		return client.Identity{}, err
 	}
-	if err := writeFileAtomic(path, append(b, '\n'), 0o600); err != nil {
+	if err := writeFileAtomic(path, b, 0o600); err != nil {
 		return client.Identity{}, fmt.Errorf("%w: write %s: %v", ErrIdentity, path, err)
 	}
-	return id, nil
+	return client.IdentityFromKey(k), nil
 }
 
 // lockDataDir takes an exclusive advisory lock on the data dir, held until

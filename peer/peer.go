@@ -10,6 +10,7 @@ package peer
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -32,10 +33,16 @@ type Config struct {
 	// Masters lists the cluster ports of the masters (host:port). Any
 	// subset that includes a live master will do. Required.
 	Masters []string
-	// DataDir holds the peer's identity (identity.json, mode 0600: a stable
-	// peer ID and a 32-byte random secret), its hash cache and a lock that
-	// keeps a second process out. Created if missing. Required.
+	// DataDir holds the peer's identity (peer.key, mode 0600: an Ed25519
+	// key from which the peer ID is derived), its hash cache and a lock
+	// that keeps a second process out. Created if missing. It is never
+	// shared, even when it lies inside ShareDir. Required.
 	DataDir string
+	// CA verifies the masters (the cluster CA, from --trusted-ca-file):
+	// with it the peer talks to masters only over TLS, presenting its key
+	// as its client certificate. Nil means the masters run without TLS
+	// (--insecure); piece connections between peers are TLS either way.
+	CA *transport.TLS
 	// ShareDir is the share folder: every regular file under it,
 	// recursively, is registered in the index and served to other peers,
 	// and a rescan keeps the index in step as files come and go. Created
@@ -50,10 +57,6 @@ type Config struct {
 	// means the listen address, or, if that is a wildcard, the local IP
 	// the kernel would use to reach the first master, with the listen port.
 	Advertise string
-	// PeerID is the ID used when the data dir has no identity yet. Empty
-	// means "peer-" and 12 random hex digits. If the data dir already holds
-	// an identity with another ID, New fails with ErrIdentity.
-	PeerID string
 
 	// RescanInterval is how often the share folder is scanned for new,
 	// changed and removed files. Zero means 2 s.
@@ -100,11 +103,6 @@ func (c Config) withDefaults() (Config, error) {
 			return c, fmt.Errorf("%w: --advertise %q must be host:port with a fixed port", ErrConfig, c.Advertise)
 		}
 	}
-	if c.PeerID != "" {
-		if err := fsm.PeerID(c.PeerID).Validate(); err != nil {
-			return c, fmt.Errorf("%w: peer ID: %v", ErrConfig, err)
-		}
-	}
 	def := func(d *time.Duration, v time.Duration) {
 		if *d == 0 {
 			*d = v
@@ -142,7 +140,8 @@ type Peer struct {
 	id     client.Identity
 	addr   string // advertised piece-server address
 	lock   *os.File
-	mux    *transport.Mux
+	mux    *transport.Mux // nil for a download-only peer: it listens nowhere
+	tls    *transport.TLS // the peer's key as a certificate, and the cluster CA
 	client *client.Client
 	store  *store // nil for a download-only peer
 
@@ -217,17 +216,24 @@ func New(cfg Config) (*Peer, error) {
 	if p.lock, err = lockDataDir(cfg.DataDir); err != nil {
 		return nil, err
 	}
-	if p.id, err = loadIdentity(cfg.DataDir, cfg.PeerID); err != nil {
+	if p.id, err = loadIdentity(cfg.DataDir); err != nil {
 		return nil, err
 	}
 	p.logger = cfg.Logger.With("peer", p.id.PeerID)
-	if p.mux, err = transport.Listen(cfg.Listen, p.logger); err != nil {
-		return nil, fmt.Errorf("%w: --listen %s: %v; choose another port or stop the process using it", ErrConfig, cfg.Listen, err)
-	}
-	if p.addr, err = advertiseAddr(cfg.Advertise, p.mux.Addr().String(), cfg.Masters); err != nil {
+	if p.tls, err = p.id.TLS(cfg.CA); err != nil {
 		return nil, err
 	}
-	if p.client, err = client.New(client.Config{Masters: cfg.Masters, AttemptTimeout: cfg.MasterTimeout, Dial: p.mux.DialStream}); err != nil {
+	// Only a sharing peer listens: a download-only peer (fileshare get
+	// without --seed) opens no port at all.
+	if cfg.ShareDir != "" {
+		if p.mux, err = transport.ListenMux(transport.MuxConfig{Addr: cfg.Listen, Logger: p.logger, TLS: p.tls}); err != nil {
+			return nil, fmt.Errorf("%w: --listen %s: %v; choose another port or stop the process using it", ErrConfig, cfg.Listen, err)
+		}
+		if p.addr, err = advertiseAddr(cfg.Advertise, p.mux.Addr().String(), cfg.Masters); err != nil {
+			return nil, err
+		}
+	}
+	if p.client, err = client.New(client.Config{Masters: cfg.Masters, AttemptTimeout: cfg.MasterTimeout, Dial: p.dialMaster}); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrConfig, err)
 	}
 	if cfg.ShareDir != "" {
@@ -238,8 +244,10 @@ func New(cfg Config) (*Peer, error) {
 	p.ctx, p.cancel = context.WithCancel(context.Background())
 	syncCtx, syncCancel := context.WithCancel(p.ctx)
 	p.syncCancel = syncCancel
-	ln := p.mux.Listener(transport.StreamPiece)
-	p.wg.Go(func() { p.servePieces(ln) })
+	if p.mux != nil {
+		ln := p.mux.Listener(transport.StreamPiece)
+		p.wg.Go(func() { p.servePieces(ln) })
+	}
 	if p.store != nil {
 		p.syncWG.Go(func() { p.syncLoop(syncCtx) })
 		p.syncWG.Go(func() { p.heartbeatLoop(syncCtx) })
@@ -247,6 +255,20 @@ func New(cfg Config) (*Peer, error) {
 	p.logger.Info("peer running", "addr", p.addr, "share", cfg.ShareDir, "data_dir", cfg.DataDir)
 	ok = true
 	return p, nil
+}
+
+// dialMaster dials a master: over TLS, verifying the cluster CA and
+// presenting the peer's key, if the peer has a CA; plaintext otherwise.
+// Connections leave from the peer's own IP when it listens on one.
+func (p *Peer) dialMaster(addr string, kind byte, timeout time.Duration) (net.Conn, error) {
+	var cfg *tls.Config
+	if p.cfg.CA != nil {
+		cfg = p.tls.MasterClientConfig()
+	}
+	if p.mux != nil {
+		return p.mux.DialStreamTLS(addr, kind, timeout, cfg)
+	}
+	return transport.DialStreamTLS(addr, kind, timeout, cfg)
 }
 
 // advertiseAddr picks the address other peers dial: adv if given, else the
@@ -327,7 +349,9 @@ func (p *Peer) Close() error {
 		p.lifeMu.Unlock()
 		p.cancel()
 		p.syncWG.Wait()
-		_ = p.mux.Close()
+		if p.mux != nil {
+			_ = p.mux.Close()
+		}
 		p.closeConns()
 		p.wg.Wait()
 		p.release()

@@ -2,9 +2,11 @@ package peer
 
 import (
 	"errors"
+	"fileshare/client"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -167,35 +169,41 @@ func TestHashCacheIsInvalidatedBySizeOrMtimeChange(t *testing.T) {
 	}
 }
 
+// A peer's identity is a key created once, private to its user, and
+// stable across loads; its ID is derived from the key. A damaged key file,
+// or a secret-based identity from an earlier version, is refused with
+// what to do.
 func TestIdentityIsStableAndPrivate(t *testing.T) {
 	dir := t.TempDir()
-	a, err := loadIdentity(dir, "")
+	a, err := loadIdentity(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(a.Secret) != secretLen {
-		t.Fatalf("secret is %d bytes, want %d", len(a.Secret), secretLen)
+	if a.PeerID != client.PeerIDOf(a.Public()) {
+		t.Fatalf("peer ID %s is not derived from the key", a.PeerID)
 	}
-	b, err := loadIdentity(dir, "")
+	b, err := loadIdentity(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if a.PeerID != b.PeerID || string(a.Secret) != string(b.Secret) {
+	if a.PeerID != b.PeerID || !a.Key.Equal(b.Key) {
 		t.Fatal("identity changed between loads")
 	}
-	st, err := os.Stat(filepath.Join(dir, identityFile))
+	st, err := os.Stat(filepath.Join(dir, keyFile))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if st.Mode().Perm() != 0o600 {
-		t.Fatalf("identity file mode %v, want 0600", st.Mode().Perm())
+		t.Fatalf("key file mode %v, want 0600", st.Mode().Perm())
 	}
-	if _, err := loadIdentity(dir, "someone-else"); !errors.Is(err, ErrIdentity) {
-		t.Fatalf("loading with another peer ID: err = %v, want ErrIdentity", err)
+	os.WriteFile(filepath.Join(dir, keyFile), []byte("garbage"), 0o600)
+	if _, err := loadIdentity(dir); !errors.Is(err, ErrIdentity) {
+		t.Fatalf("corrupt key: err = %v, want ErrIdentity", err)
 	}
-	os.WriteFile(filepath.Join(dir, identityFile), []byte("garbage"), 0o600)
-	if _, err := loadIdentity(dir, ""); !errors.Is(err, ErrIdentity) {
-		t.Fatalf("corrupt identity: err = %v, want ErrIdentity", err)
+	old := t.TempDir()
+	os.WriteFile(filepath.Join(old, legacyIdentityFile), []byte(`{"peer_id":"alice","secret":"00"}`), 0o600)
+	if _, err := loadIdentity(old); !errors.Is(err, ErrIdentity) || !strings.Contains(err.Error(), "Move "+legacyIdentityFile) {
+		t.Fatalf("legacy identity.json: err = %v, want ErrIdentity saying to move it", err)
 	}
 }
 

@@ -120,6 +120,24 @@ func (ca *CA) Issue(r Role, name string, hosts []string, validity time.Duration)
 		pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}), nil
 }
 
+// LoadCA reads a CA's certificate and private key (as InitFiles writes
+// them), to issue more certificates.
+func LoadCA(certFile, keyFile string) (*CA, error) {
+	pair, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		return nil, fmt.Errorf("%w: load CA %s: %v", ErrTLSConfig, certFile, err)
+	}
+	cert, err := x509.ParseCertificate(pair.Certificate[0])
+	if err != nil {
+		return nil, err
+	}
+	signer, ok := pair.PrivateKey.(crypto.Signer)
+	if !ok || !cert.IsCA {
+		return nil, fmt.Errorf("%w: %s is not a CA certificate with a signing key", ErrTLSConfig, certFile)
+	}
+	return &CA{Cert: cert, Key: signer}, nil
+}
+
 // CertPEM returns the CA's certificate in PEM.
 func (ca *CA) CertPEM() []byte {
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.Cert.Raw})

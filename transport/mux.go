@@ -322,6 +322,7 @@ func (m *Mux) route(conn net.Conn) {
 			return
 		}
 	}
+	caller.Addr = conn.RemoteAddr()
 	conn = &callerConn{Conn: conn, caller: caller}
 	m.mu.Lock()
 	s, ok := m.streams[b[0]]

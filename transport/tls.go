@@ -59,6 +59,8 @@ type Caller struct {
 	// Insecure means the connection is plaintext: the node was started
 	// without TLS and trusts whoever reaches its loopback port.
 	Insecure bool
+	// Addr is the remote address of the connection.
+	Addr net.Addr
 }
 
 // Allows reports whether the caller may act with role r. A plaintext
@@ -130,7 +132,7 @@ func CallerOf(conn net.Conn) Caller {
 	if cc, ok := conn.(*callerConn); ok {
 		return cc.caller
 	}
-	return Caller{Insecure: true}
+	return Caller{Insecure: true, Addr: conn.RemoteAddr()}
 }
 
 // Certificate names. A CA-signed certificate names its holder with one URI

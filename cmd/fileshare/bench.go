@@ -12,10 +12,13 @@ import (
 	"github.com/spf13/cobra"
 
 	"fileshare/internal/bench"
+	"fileshare/transport"
 )
 
 type benchFlags struct {
 	masters  string
+	caFile   string
+	insecure bool
 	nodes    int
 	dir      string
 	clients  int
@@ -24,36 +27,41 @@ type benchFlags struct {
 
 // cluster connects to --masters, or starts a loopback cluster of real
 // master processes from this binary (killed when done).
-func (f *benchFlags) cluster(ctx context.Context, needOwn bool) (addrs []string, c *bench.Cluster, cleanup func(), err error) {
+func (f *benchFlags) cluster(ctx context.Context, needOwn bool) (addrs []string, ca *transport.TLS, c *bench.Cluster, cleanup func(), err error) {
 	if f.masters != "" && !needOwn {
-		return splitList(f.masters), nil, func() {}, nil
+		if f.caFile != "" {
+			if ca, err = transport.LoadTLS("", "", f.caFile); err != nil {
+				return nil, nil, nil, nil, err
+			}
+		}
+		return splitList(f.masters), ca, nil, func() {}, nil
 	}
 	if f.masters != "" && needOwn {
-		return nil, nil, nil, fmt.Errorf("this benchmark kills and restarts masters, so it starts its own cluster; drop --masters")
+		return nil, nil, nil, nil, fmt.Errorf("this benchmark kills and restarts masters, so it starts its own cluster; drop --masters")
 	}
 	exe, err := os.Executable()
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, nil, nil, nil, err
 	}
 	dir := f.dir
 	removeDir := false
 	if dir != "" {
 		if err := os.MkdirAll(dir, 0o700); err != nil {
-			return nil, nil, nil, fmt.Errorf("--dir: %w", err)
+			return nil, nil, nil, nil, fmt.Errorf("--dir: %w", err)
 		}
 	} else {
 		if dir, err = os.MkdirTemp("", "fileshare-bench-"); err != nil {
-			return nil, nil, nil, err
+			return nil, nil, nil, nil, err
 		}
 		removeDir = true
 	}
 	sctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
-	c, err = bench.StartCluster(sctx, exe, dir, f.nodes)
+	c, err = bench.StartCluster(sctx, exe, dir, f.nodes, !f.insecure)
 	if err != nil {
-		return nil, nil, nil, fmt.Errorf("start a %d-master cluster in %s: %w", f.nodes, dir, err)
+		return nil, nil, nil, nil, fmt.Errorf("start a %d-master cluster in %s: %w", f.nodes, dir, err)
 	}
-	return c.Addrs(), c, func() {
+	return c.Addrs(), c.CA(), c, func() {
 		c.Close()
 		if removeDir {
 			os.RemoveAll(dir)
@@ -75,20 +83,22 @@ the same run, not absolute figures across machines.`,
 	pf.StringVar(&f.masters, "masters", "", "measure a running cluster at HOST:PORT,... instead of starting one")
 	pf.IntVar(&f.nodes, "nodes", 3, "masters to start when --masters is not given")
 	pf.StringVar(&f.dir, "dir", "", "directory for the started cluster's data and logs (default: a temporary one, removed)")
+	pf.StringVar(&f.caFile, "trusted-ca-file", "", "with --masters: the cluster CA, if the masters run with TLS")
+	pf.BoolVar(&f.insecure, "insecure", false, "run the started cluster without TLS (to measure what TLS costs)")
 
-	run := func(needOwn bool, body func(ctx context.Context, addrs []string, c *bench.Cluster) error) func(*cobra.Command, []string) error {
+	run := func(needOwn bool, body func(ctx context.Context, addrs []string, ca *transport.TLS, c *bench.Cluster) error) func(*cobra.Command, []string) error {
 		return func(cmd *cobra.Command, _ []string) error {
 			if f.nodes != 1 && f.nodes != 3 && f.nodes != 5 {
 				return fmt.Errorf("--nodes %d: use 1, 3 or 5", f.nodes)
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			addrs, c, cleanup, err := f.cluster(ctx, needOwn)
+			addrs, ca, c, cleanup, err := f.cluster(ctx, needOwn)
 			if err != nil {
 				return err
 			}
 			defer cleanup()
-			return body(ctx, addrs, c)
+			return body(ctx, addrs, ca, c)
 		}
 	}
 
@@ -96,8 +106,8 @@ the same run, not absolute figures across machines.`,
 		Use:   "register",
 		Short: "Acknowledged single-file registrations per second and their latency",
 		Args:  cobra.NoArgs,
-		RunE: run(false, func(ctx context.Context, addrs []string, _ *bench.Cluster) error {
-			_, err := bench.Register(ctx, bench.LoadConfig{Masters: addrs, Clients: f.clients, Duration: f.duration}, stdout)
+		RunE: run(false, func(ctx context.Context, addrs []string, ca *transport.TLS, _ *bench.Cluster) error {
+			_, err := bench.Register(ctx, bench.LoadConfig{Masters: addrs, CA: ca, Clients: f.clients, Duration: f.duration}, stdout)
 			return err
 		}),
 	}
@@ -106,8 +116,8 @@ the same run, not absolute figures across machines.`,
 		Use:   "lookup",
 		Short: "Lookups per second at each read level (stale, leader, linearizable)",
 		Args:  cobra.NoArgs,
-		RunE: run(false, func(ctx context.Context, addrs []string, _ *bench.Cluster) error {
-			_, err := bench.Lookup(ctx, bench.LoadConfig{Masters: addrs, Clients: f.clients, Duration: f.duration}, files, stdout)
+		RunE: run(false, func(ctx context.Context, addrs []string, ca *transport.TLS, _ *bench.Cluster) error {
+			_, err := bench.Lookup(ctx, bench.LoadConfig{Masters: addrs, CA: ca, Clients: f.clients, Duration: f.duration}, files, stdout)
 			return err
 		}),
 	}
@@ -117,7 +127,7 @@ the same run, not absolute figures across machines.`,
 		Use:   "failover",
 		Short: "Time from SIGKILL of the leader to the next acknowledged registration, under load",
 		Args:  cobra.NoArgs,
-		RunE: run(true, func(ctx context.Context, _ []string, c *bench.Cluster) error {
+		RunE: run(true, func(ctx context.Context, _ []string, _ *transport.TLS, c *bench.Cluster) error {
 			_, err := bench.Failover(ctx, c, trials, f.clients, stdout)
 			return err
 		}),
@@ -128,7 +138,7 @@ the same run, not absolute figures across machines.`,
 		Use:   "scale",
 		Short: "Master memory, snapshot time and restart-to-ready time with many files",
 		Args:  cobra.NoArgs,
-		RunE: run(true, func(ctx context.Context, _ []string, c *bench.Cluster) error {
+		RunE: run(true, func(ctx context.Context, _ []string, _ *transport.TLS, c *bench.Cluster) error {
 			_, err := bench.Scale(ctx, c, scaleFiles, stdout)
 			return err
 		}),
@@ -140,7 +150,7 @@ the same run, not absolute figures across machines.`,
 		Use:   "transfer",
 		Short: "Verified download throughput from 1 or more holders, next to a plain HTTP fetch of the same file",
 		Args:  cobra.NoArgs,
-		RunE: run(false, func(ctx context.Context, addrs []string, _ *bench.Cluster) error {
+		RunE: run(false, func(ctx context.Context, addrs []string, ca *transport.TLS, _ *bench.Cluster) error {
 			n, err := positiveBytes(size)
 			if err != nil {
 				return fmt.Errorf("--size: %w", err)
@@ -150,7 +160,7 @@ the same run, not absolute figures across machines.`,
 				return err
 			}
 			defer os.RemoveAll(dir)
-			_, err = bench.Transfer(ctx, addrs, dir, n, sources, rounds, stdout)
+			_, err = bench.Transfer(ctx, addrs, ca, dir, n, sources, rounds, stdout)
 			return err
 		}),
 	}

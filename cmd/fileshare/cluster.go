@@ -17,13 +17,18 @@ type clusterFlags struct {
 	masters string
 	output  string
 	timeout time.Duration
+	tls     tlsFlags
 }
 
 func (f *clusterFlags) client() (*client.Client, error) {
 	if f.output != "table" && f.output != "json" {
 		return nil, fmt.Errorf("-o %q: use table or json", f.output)
 	}
-	return client.New(client.Config{Masters: splitList(f.masters)})
+	creds, err := f.tls.load()
+	if err != nil {
+		return nil, err
+	}
+	return client.New(client.Config{Masters: splitList(f.masters), TLS: creds})
 }
 
 // run wraps a cluster subcommand: it checks the flags, connects to
@@ -51,6 +56,7 @@ func newClusterCmd(g *globalFlags, stdout io.Writer) *cobra.Command {
 	pf.StringVar(&f.masters, "masters", "127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003", "cluster ports of the masters: HOST:PORT,...")
 	pf.StringVarP(&f.output, "output", "o", "table", "output format: table or json")
 	pf.DurationVar(&f.timeout, "timeout", 10*time.Second, "give up after this long")
+	f.tls.add(pf, true, "of an admin (or a master), signed by the cluster CA; needed to change the cluster")
 
 	status := &cobra.Command{
 		Use:   "status",

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -62,7 +63,7 @@ commands that talk to it.`,
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			d := &demo{out: newProgressPrinter(stdout, isTerminal(stdout)), logger: logger, size: size, rate: rate, keep: f.keep, start: time.Now()}
+			d := &demo{out: newProgressPrinter(stdout, isTerminal(stdout)), logger: logger, size: size, rate: rate, keep: f.keep, start: time.Now(), names: map[string]string{}}
 			return d.run(ctx, f.dir)
 		},
 	}
@@ -86,6 +87,7 @@ type demo struct {
 	dir     string
 	masters *mastertest.Cluster // nil until startMasters; safe to use from the progress callback
 	peers   []*peer.Peer
+	names   map[string]string // peer ID → alice, bob, carol
 	step    int
 }
 
@@ -163,8 +165,8 @@ func (d *demo) run(ctx context.Context, dir string) (err error) {
 		return fmt.Errorf("download: %w", err)
 	}
 	var parts []string
-	for _, name := range []string{"alice", "bob"} {
-		parts = append(parts, fmt.Sprintf("%d from %s", res.FromHolders[name], name))
+	for _, p := range []*peer.Peer{alice, bob} {
+		parts = append(parts, fmt.Sprintf("%d from %s", res.FromHolders[p.ID()], d.names[p.ID()]))
 	}
 	d.say("Download complete in %s: %d pieces, %s.", res.Duration.Round(time.Millisecond), res.Pieces, strings.Join(parts, ", "))
 	got, err := sha256Of(dest)
@@ -183,8 +185,9 @@ func (d *demo) run(ctx context.Context, dir string) (err error) {
 	}
 	var names []string
 	for _, h := range r.Holders {
-		names = append(names, h.PeerID)
+		names = append(names, d.names[h.PeerID])
 	}
+	slices.Sort(names)
 	d.say("carol now seeds big.bin too. The index, answering through the new leader, lists %d holders: %s.", len(names), strings.Join(names, ", "))
 
 	if !killed.Load() {
@@ -209,7 +212,7 @@ func (d *demo) run(ctx context.Context, dir string) (err error) {
 // startMasters starts the 3 masters, each in a folder of d.dir, and
 // announces their addresses.
 func (d *demo) startMasters(ctx context.Context) error {
-	c, err := mastertest.NewUnstarted(3, mastertest.Options{Dir: d.dir, Logger: d.logger})
+	c, err := mastertest.NewUnstarted(3, mastertest.Options{Dir: d.dir, Logger: d.logger, TLS: true})
 	if err != nil {
 		return err
 	}
@@ -295,21 +298,22 @@ func (d *demo) startPeers(ctx context.Context) (alice, bob, carol *peer.Peer, er
 	for _, who := range []string{"alice", "bob", "carol"} {
 		p, err := peer.New(peer.Config{
 			Masters:  d.addrs(),
+			CA:       d.masters.CA(),
 			DataDir:  filepath.Join(d.dir, who),
 			ShareDir: filepath.Join(d.dir, who+"-share"),
 			Listen:   "127.0.0.1:0",
-			PeerID:   who,
 			Logger:   d.logger.With("peer", who),
 		})
 		if err != nil {
 			return nil, nil, nil, fmt.Errorf("start peer %s: %w", who, err)
 		}
 		d.peers = append(d.peers, p)
+		d.names[p.ID()] = who
 		ps = append(ps, p)
 	}
 	for _, p := range ps {
 		if err := p.Rescan(ctx); err != nil {
-			return nil, nil, nil, fmt.Errorf("peer %s: %w", p.ID(), err)
+			return nil, nil, nil, fmt.Errorf("peer %s: %w", d.names[p.ID()], err)
 		}
 		var names []string
 		for _, f := range p.Shared() {
@@ -318,23 +322,27 @@ func (d *demo) startPeers(ctx context.Context) (alice, bob, carol *peer.Peer, er
 		if len(names) == 0 {
 			names = []string{"nothing yet"}
 		}
-		d.note("%-5s at %s shares: %s", p.ID(), p.Addr(), strings.Join(names, ", "))
+		d.note("%-5s (peer %s…) at %s shares: %s", d.names[p.ID()], p.ID()[:8], p.Addr(), strings.Join(names, ", "))
 	}
 	return ps[0], ps[1], ps[2], nil
 }
 
 func (d *demo) waitForUser(ctx context.Context, alice, bob *peer.Peer) error {
 	m := strings.Join(d.addrs(), ",")
+	tlsDir := d.masters.TLSDir()
+	ca := "--trusted-ca-file " + filepath.Join(tlsDir, "ca.pem")
+	admin := fmt.Sprintf("--cert-file %s --key-file %s %s", filepath.Join(tlsDir, "admin.pem"), filepath.Join(tlsDir, "admin-key.pem"), ca)
 	d.out.println(`
-The network keeps running until you press Ctrl-C. In another terminal, try:
+The network keeps running until you press Ctrl-C. The masters speak only TLS;
+their CA and an admin certificate are in %s. In another terminal, try:
 
-  fileshare cluster status --masters %s
-  fileshare search notes --masters %s
-  fileshare get big.bin --masters %s --out /tmp/big.bin
-  fileshare peer --masters %s --data-dir /tmp/dave --share /tmp/dave-share --listen 127.0.0.1:0
+  fileshare cluster status --masters %s %s
+  fileshare search notes --masters %s %s
+  fileshare get big.bin --masters %s %s --out /tmp/big.bin
+  fileshare peer --masters %s %s --data-dir /tmp/dave --share /tmp/dave-share --listen 127.0.0.1:0
 
 alice serves at %s and bob at %s; their shared folders are %s and %s.`,
-		m, m, m, m, alice.Addr(), bob.Addr(), filepath.Join(d.dir, "alice-share"), filepath.Join(d.dir, "bob-share"))
+		tlsDir, m, admin, m, ca, m, ca, m, ca, alice.Addr(), bob.Addr(), filepath.Join(d.dir, "alice-share"), filepath.Join(d.dir, "bob-share"))
 	<-ctx.Done()
 	d.out.println("\nShutting down: the peers leave the index, the masters stop.")
 	d.shutdown()

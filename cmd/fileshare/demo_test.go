@@ -41,36 +41,46 @@ func TestDemoRunsToTheEnd(t *testing.T) {
 	t.Logf("demo took %v (under the test binary, with -race if the tests have it)", time.Since(start).Round(100*time.Millisecond))
 }
 
-var mastersFlagRE = regexp.MustCompile(`fileshare search notes --masters (\S+)`)
+// The commands demo --keep prints, as they appear in its output.
+var (
+	statusLineRE = regexp.MustCompile(`(?m)^  fileshare (cluster status .*)$`)
+	searchLineRE = regexp.MustCompile(`(?m)^  fileshare (search notes .*)$`)
+	getLineRE    = regexp.MustCompile(`(?m)^  fileshare get big.bin (--masters \S+ --trusted-ca-file \S+)`)
+)
 
 // demo --keep leaves the network running and prints commands that work
-// against it; SIGTERM stops it cleanly.
+// against it, TLS flags included; SIGTERM stops it cleanly.
 func TestDemoKeepPrintsWorkingCommands(t *testing.T) {
 	dir := t.TempDir()
 	p := startProc(t, filepath.Join(dir, "demo.log"), "demo", "--keep", "--size", "4MiB", "--limit-rate", "4MiB")
-	var masters string
+	var status, search, get []string
 	waitUntil(t, 90*time.Second, "the demo to print its commands", func() bool {
 		log, _ := os.ReadFile(p.log)
-		if m := mastersFlagRE.FindSubmatch(log); m != nil {
-			masters = string(m[1])
-			return true
+		st, se, ge := statusLineRE.FindSubmatch(log), searchLineRE.FindSubmatch(log), getLineRE.FindSubmatch(log)
+		if st == nil || se == nil || ge == nil {
+			return false
 		}
-		return false
+		status, search, get = strings.Fields(string(st[1])), strings.Fields(string(se[1])), strings.Fields(string(ge[1]))
+		return true
 	})
-	out, stderr, code := fileshare(t, 20*time.Second, "search", "notes", "--masters", masters)
+	out, stderr, code := fileshare(t, 20*time.Second, search...)
 	if code != 0 || !strings.Contains(out, "notes/recipe.txt") || !strings.Contains(out, "notes/shared-too.txt") {
-		t.Fatalf("the printed search command (exit %d):\n%s\n%s", code, out, stderr)
+		t.Fatalf("the printed search command %q (exit %d):\n%s\n%s", search, code, out, stderr)
 	}
-	out, stderr, code = fileshare(t, 20*time.Second, "cluster", "status", "--masters", masters)
+	out, stderr, code = fileshare(t, 20*time.Second, status...)
 	if code != 0 || !strings.Contains(out, "leader") {
-		t.Fatalf("the printed cluster status command (exit %d):\n%s\n%s", code, out, stderr)
+		t.Fatalf("the printed cluster status command %q (exit %d):\n%s\n%s", status, code, out, stderr)
 	}
 	dest := filepath.Join(dir, "recipe.txt")
-	if _, stderr, code := fileshare(t, 30*time.Second, "get", "recipe.txt", "--masters", masters, "--out", dest); code != 0 {
+	if _, stderr, code := fileshare(t, 30*time.Second, append([]string{"get", "recipe.txt", "--out", dest}, get...)...); code != 0 {
 		t.Fatalf("get from the demo network exited %d:\n%s", code, stderr)
 	}
 	if b, _ := os.ReadFile(dest); !strings.HasPrefix(string(b), "Pancakes") {
 		t.Fatalf("got %q", b)
+	}
+	// Without the CA a client refuses to talk to the masters at all.
+	if _, stderr, code := fileshare(t, 20*time.Second, "search", "notes", get[0], get[1], "--timeout", "2s"); code == 0 {
+		t.Fatalf("search without --trusted-ca-file succeeded against TLS masters: %s", stderr)
 	}
 	p.cmd.Process.Signal(syscall.SIGTERM)
 	if err := p.cmd.Wait(); err != nil {

@@ -31,6 +31,7 @@ type getFlags struct {
 	rate      string
 	stall     time.Duration
 	output    string
+	tls       tlsFlags
 }
 
 func newGetCmd(g *globalFlags, stdout, stderr io.Writer) *cobra.Command {
@@ -69,6 +70,7 @@ SIGTERM, then leaves the index.`,
 	fl.StringVar(&f.rate, "limit-rate", "", "cap the download rate, e.g. 10MiB or 500KiB (per second)")
 	fl.DurationVar(&f.stall, "stall-timeout", 30*time.Second, "give up when no piece arrives for this long")
 	fl.StringVarP(&f.output, "output", "o", "text", "output format: text (progress and a summary) or json (the summary only)")
+	f.tls.add(fl, false, "")
 	return cmd
 }
 
@@ -99,7 +101,11 @@ func runGet(cmd *cobra.Command, g *globalFlags, f *getFlags, ref string, stdout,
 		}
 		defer os.RemoveAll(dataDir)
 	}
-	cfg := peer.Config{Masters: splitList(f.masters), DataDir: dataDir, Listen: f.listen, Advertise: f.advertise, Logger: logger}
+	ca, err := f.tls.load()
+	if err != nil {
+		return err
+	}
+	cfg := peer.Config{Masters: splitList(f.masters), CA: ca, DataDir: dataDir, Listen: f.listen, Advertise: f.advertise, Logger: logger}
 	if f.seed {
 		cfg.ShareDir = filepath.Join(dataDir, "seed")
 	}

@@ -121,6 +121,30 @@ func masters(t *testing.T, dir string, specs ...proccluster.Spec) *proccluster.C
 	return c
 }
 
+// pki writes a cluster CA and certificates for the given masters into
+// dir/tls with `fileshare tls init`, as the README says, and returns it.
+type pki struct{ dir string }
+
+func tlsInit(t *testing.T, dir string, ids ...string) pki {
+	t.Helper()
+	p := pki{dir: filepath.Join(dir, "tls")}
+	if out, stderr, code := fileshare(t, 20*time.Second, "tls", "init", "--dir", p.dir, "--masters", strings.Join(ids, ","), "--hosts", "127.0.0.1"); code != 0 {
+		t.Fatalf("tls init exited %d:\n%s\n%s", code, out, stderr)
+	}
+	return p
+}
+
+// master returns the TLS flags of master id.
+func (p pki) master(id string) []string {
+	return []string{"--cert-file", filepath.Join(p.dir, id+".pem"), "--key-file", filepath.Join(p.dir, id+"-key.pem"), "--trusted-ca-file", filepath.Join(p.dir, "ca.pem")}
+}
+
+// admin returns the TLS flags of the admin.
+func (p pki) admin() []string { return p.master("admin") }
+
+// ca returns the flag that lets a client verify the masters.
+func (p pki) ca() []string { return []string{"--trusted-ca-file", filepath.Join(p.dir, "ca.pem")} }
+
 type statusRow struct {
 	Master string `json:"master"`
 	Status *struct {
@@ -136,9 +160,9 @@ type statusRow struct {
 	Error string `json:"error"`
 }
 
-func clusterStatus(t *testing.T, masters string) ([]statusRow, int) {
+func clusterStatus(t *testing.T, masters string, tlsArgs ...string) ([]statusRow, int) {
 	t.Helper()
-	out, stderr, code := fileshare(t, 20*time.Second, "cluster", "status", "-o", "json", "--masters", masters, "--timeout", "2s")
+	out, stderr, code := fileshare(t, 20*time.Second, append([]string{"cluster", "status", "-o", "json", "--masters", masters, "--timeout", "2s"}, tlsArgs...)...)
 	var rows []statusRow
 	if err := json.Unmarshal([]byte(out), &rows); err != nil {
 		t.Fatalf("cluster status -o json printed invalid JSON (%v):\n%s\nstderr: %s", err, out, stderr)
@@ -171,12 +195,14 @@ func leaderOf(rows []statusRow) string {
 	return leader
 }
 
-// Three real master processes: SIGKILL the leader, a new leader shows in
-// `cluster status -o json`, the killed master restarts from its data dir
-// and every digest matches.
+// Three real master processes with TLS: SIGKILL the leader, a new leader
+// shows in `cluster status -o json`, the killed master restarts from its
+// data dir and every digest matches. Without the admin certificate,
+// `cluster remove` is refused and the membership is unchanged.
 func TestProcessClusterSurvivesKillOfLeader(t *testing.T) {
 	dir := t.TempDir()
 	ids := []string{"m1", "m2", "m3"}
+	certs := tlsInit(t, dir, ids...)
 	var initial []proccluster.Voter
 	var addrs []string
 	for _, id := range ids {
@@ -187,7 +213,7 @@ func TestProcessClusterSurvivesKillOfLeader(t *testing.T) {
 	var specs []proccluster.Spec
 	for i, id := range ids {
 		specs = append(specs, proccluster.Spec{ID: id, DataDir: filepath.Join(dir, id), Listen: addrs[i],
-			HTTP: "127.0.0.1:0", InitialCluster: initial, Flags: []string{"--log-format", "json"}})
+			HTTP: "127.0.0.1:0", InitialCluster: initial, Flags: append([]string{"--log-format", "json"}, certs.master(id)...)})
 	}
 	procs := masters(t, dir, specs...)
 	index := func(id string) int { return slices.Index(ids, id) }
@@ -195,10 +221,15 @@ func TestProcessClusterSurvivesKillOfLeader(t *testing.T) {
 
 	var leader string
 	poll.Until(t, 30*time.Second, "a leader all masters agree on", func() bool {
-		rows, _ := clusterStatus(t, mlist)
+		rows, _ := clusterStatus(t, mlist, certs.ca()...)
 		leader = leaderOf(rows)
 		return leader != "" && len(rows) == 3 && rows[0].Status != nil && rows[1].Status != nil && rows[2].Status != nil
 	})
+	follower := ids[(index(leader)+1)%3]
+	_, stderr, code := fileshare(t, 20*time.Second, append([]string{"cluster", "remove", follower, "--masters", mlist, "--timeout", "3s"}, certs.ca()...)...)
+	if code != 1 || !strings.Contains(stderr, "admin") {
+		t.Fatalf("cluster remove without the admin certificate: exit %d, stderr:\n%s", code, stderr)
+	}
 
 	if err := procs.Kill(index(leader)); err != nil {
 		t.Fatal(err)
@@ -206,12 +237,12 @@ func TestProcessClusterSurvivesKillOfLeader(t *testing.T) {
 	start := time.Now()
 	var newLeader string
 	poll.Until(t, 30*time.Second, "a new leader after SIGKILL", func() bool {
-		rows, _ := clusterStatus(t, mlist)
+		rows, _ := clusterStatus(t, mlist, certs.ca()...)
 		newLeader = leaderOf(rows)
 		return newLeader != "" && newLeader != leader
 	})
 	t.Logf("new leader %s seen %v after SIGKILL of %s", newLeader, time.Since(start).Round(time.Millisecond), leader)
-	rows, code := clusterStatus(t, mlist)
+	rows, code := clusterStatus(t, mlist, certs.admin()...)
 	if code != 0 {
 		t.Fatalf("cluster status exit code %d with two masters up, want 0", code)
 	}
@@ -225,7 +256,7 @@ func TestProcessClusterSurvivesKillOfLeader(t *testing.T) {
 		t.Fatal(err)
 	}
 	poll.Until(t, 30*time.Second, "all three masters answer with one digest", func() bool {
-		rows, _ := clusterStatus(t, mlist)
+		rows, _ := clusterStatus(t, mlist, certs.ca()...)
 		digests := map[string]bool{}
 		for _, r := range rows {
 			if r.Status == nil {
@@ -297,11 +328,12 @@ func TestCLIMistakesGetClearErrorsAndExitCode1(t *testing.T) {
 func TestClusterStatusTable(t *testing.T) {
 	dir := t.TempDir()
 	addr := freeport.Loopback(t)
-	masters(t, dir, proccluster.Spec{ID: "m1", DataDir: filepath.Join(dir, "m1"), Listen: addr, InitialCluster: []proccluster.Voter{{ID: "m1", Addr: addr}}})
+	certs := tlsInit(t, dir, "m1")
+	masters(t, dir, proccluster.Spec{ID: "m1", DataDir: filepath.Join(dir, "m1"), Listen: addr, InitialCluster: []proccluster.Voter{{ID: "m1", Addr: addr}}, Flags: certs.master("m1")})
 	var out string
 	poll.Until(t, 20*time.Second, "a one-master cluster with a leader", func() bool {
 		var code int
-		out, _, code = fileshare(t, 10*time.Second, "cluster", "status", "--masters", addr)
+		out, _, code = fileshare(t, 10*time.Second, append([]string{"cluster", "status", "--masters", addr}, certs.admin()...)...)
 		return code == 0 && strings.Contains(out, "leader ")
 	})
 	for _, want := range []string{"MASTER", "STATE", "m1", "members (as m1 sees them)", "voter"} {

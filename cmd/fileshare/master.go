@@ -22,6 +22,7 @@ const shutdownGrace = 3 * time.Second
 func newMasterCmd(g *globalFlags, stderr io.Writer) *cobra.Command {
 	var cfg master.Config
 	var initial, join string
+	var tf tlsFlags
 	cmd := &cobra.Command{
 		Use:   "master --id ID --data-dir DIR --listen HOST:PORT --http HOST:PORT (--initial-cluster ID=ADDR,... | --join ADDR,...)",
 		Short: "Run a SwarmMaster (one node of the index cluster)",
@@ -30,9 +31,17 @@ func newMasterCmd(g *globalFlags, stderr io.Writer) *cobra.Command {
 Bootstrap a new cluster by starting every master with the same
 --initial-cluster; restarting a master with the same flags is safe (it
 bootstraps only once). Add a master to a running cluster with --join.
-On SIGTERM a leader hands leadership to another master before it exits.`,
-		Example: `  fileshare master --id m1 --data-dir /tmp/m1 --listen 127.0.0.1:7001 --http 127.0.0.1:8001 \
-    --initial-cluster m1=127.0.0.1:7001,m2=127.0.0.1:7002,m3=127.0.0.1:7003`,
+On SIGTERM a leader hands leadership to another master before it exits.
+
+With --cert-file, --key-file and --trusted-ca-file (see 'fileshare tls
+init') the cluster port speaks only TLS: masters authenticate each other,
+cluster administration needs an admin or master certificate, and a peer may
+act only as the key it presents. Without them a master listens only on a
+loopback address, unless --insecure says the network is trusted.`,
+		Example: `  fileshare tls init --dir /tmp/fs-tls --masters m1,m2,m3
+  fileshare master --id m1 --data-dir /tmp/m1 --listen 127.0.0.1:7001 --http 127.0.0.1:8001 \
+    --initial-cluster m1=127.0.0.1:7001,m2=127.0.0.1:7002,m3=127.0.0.1:7003 \
+    --cert-file /tmp/fs-tls/m1.pem --key-file /tmp/fs-tls/m1-key.pem --trusted-ca-file /tmp/fs-tls/ca.pem`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			logger, err := g.logger(stderr)
@@ -48,6 +57,12 @@ On SIGTERM a leader hands leadership to another master before it exits.`,
 				}
 			}
 			cfg.Join = splitList(join)
+			if cfg.TLS, err = tf.load(); err != nil {
+				return err
+			}
+			if cfg.TLS != nil && !cfg.TLS.HasCertificate() {
+				return fmt.Errorf("a master with TLS needs --cert-file and --key-file (its own certificate) besides --trusted-ca-file")
+			}
 			// A deliberate bug for the fault harness's self-test; see master.Fault.
 			if cfg.Fault, err = master.ParseFault(os.Getenv("FILESHARE_UNSAFE_FAULT")); err != nil {
 				return fmt.Errorf("FILESHARE_UNSAFE_FAULT: %w", err)
@@ -92,5 +107,11 @@ On SIGTERM a leader hands leadership to another master before it exits.`,
 	f.DurationVar(&cfg.ElectionTimeout, "raft-election-timeout", 0, "raft election timeout (default 400ms)")
 	f.DurationVar(&cfg.LeaderLeaseTimeout, "raft-leader-lease", 0, "raft leader lease (default 200ms)")
 	f.Uint64Var(&cfg.SnapshotThreshold, "snapshot-threshold", 0, "log entries between snapshots (default 8192)")
+	tf.add(f, true, "of this master, signed by the cluster CA")
+	f.BoolVar(&cfg.Insecure, "insecure", false, "allow plaintext on a non-loopback --listen: anyone who reaches the port can then rewrite the index")
+	f.BoolVar(&cfg.EnablePprof, "enable-pprof", false, "serve /debug/pprof on the --http port")
+	f.IntVar(&cfg.MaxFilesPerPeer, "max-files-per-peer", 1_000_000, "most files one peer may hold in the index (-1: no limit)")
+	f.IntVar(&cfg.MaxPeersPerIP, "max-peers-per-ip", 1024, "most peers that may join through this master from one IP (-1: no limit)")
+	f.IntVar(&cfg.MaxCommandBytes, "max-entry-bytes", 256<<10, "largest log entry one peer request may make, in bytes")
 	return cmd
 }

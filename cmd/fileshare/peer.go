@@ -20,6 +20,7 @@ func newPeerCmd(g *globalFlags, stderr io.Writer) *cobra.Command {
 	var cfg peer.Config
 	var masters string
 	var keep bool
+	var tf tlsFlags
 	cmd := &cobra.Command{
 		Use:   "peer --masters ADDR,... --data-dir DIR --share DIR --listen HOST:PORT",
 		Short: "Run a peer that shares a folder with the swarm",
@@ -28,9 +29,12 @@ func newPeerCmd(g *globalFlags, stderr io.Writer) *cobra.Command {
 The peer joins the index through any master, registers every regular file
 under --share (recursively), serves their pieces to other peers on --listen,
 and rescans the folder every --rescan to register new files and unregister
-removed ones. Its identity (a stable ID and a secret that proves it owns its
-registrations) and a cache of file hashes live in --data-dir, so a restart
-keeps the ID and rehashes nothing.
+removed ones. Its identity (an Ed25519 key, from which its ID is derived, so
+nobody else can act as this peer) and a cache of file hashes live in
+--data-dir, so a restart keeps the ID and rehashes nothing. The data dir is
+never shared, even inside --share. With --trusted-ca-file the peer talks to
+masters only over TLS, presenting its key; pieces travel over TLS either way,
+and a downloader checks that each holder proves the key its ID names.
 
 On SIGINT or SIGTERM the peer leaves the index, removing its registrations at
 once; with --keep-registered it just stops, and the index drops it when its
@@ -51,6 +55,9 @@ lease expires (unless it is back first).`,
 			}
 			cfg.Masters = splitList(masters)
 			cfg.Logger = logger
+			if cfg.CA, err = tf.load(); err != nil {
+				return err
+			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			p, err := peer.New(cfg)
@@ -77,9 +84,9 @@ lease expires (unless it is back first).`,
 	f.StringVar(&cfg.ShareDir, "share", "", "folder to share, recursively (required)")
 	f.StringVar(&cfg.Listen, "listen", "", "host:port where the peer serves pieces (default: any free port on all interfaces)")
 	f.StringVar(&cfg.Advertise, "advertise", "", "address other peers dial (default: --listen, or the local IP routed to the first master)")
-	f.StringVar(&cfg.PeerID, "id", "", "peer ID to use when --data-dir has no identity yet (default: random)")
 	f.DurationVar(&cfg.RescanInterval, "rescan", 2*time.Second, "how often to rescan the share folder")
 	f.IntVar(&cfg.MaxUploads, "max-uploads", 16, "most piece connections served at once")
 	f.BoolVar(&keep, "keep-registered", false, "on exit, keep the registrations until the lease expires instead of leaving")
+	tf.add(f, false, "")
 	return cmd
 }

@@ -17,14 +17,20 @@ import (
 	"fileshare/internal/freeport"
 	"fileshare/master/mastertest"
 	"fileshare/peer"
+	"fileshare/transport"
 )
 
-// startMasters runs a 3-master cluster in this process on loopback and
-// returns its --masters value. The masters stop at cleanup.
-func startMasters(t *testing.T) string {
+// startMasters runs a 3-master cluster with TLS in this process on
+// loopback and returns its --masters value and the path of its CA, for
+// --trusted-ca-file. The masters stop at cleanup.
+func startMasters(t *testing.T) (masters, ca string) {
 	t.Helper()
-	return strings.Join(mastertest.New(t, 3, mastertest.Options{}).Addrs(), ",")
+	c := mastertest.New(t, 3, mastertest.Options{TLS: true})
+	return strings.Join(c.Addrs(), ","), filepath.Join(c.TLSDir(), "ca.pem")
 }
+
+// peerIDRE finds the peer ID in a peer daemon's "sharing" log line.
+var peerIDRE = regexp.MustCompile(`msg=sharing .*peer=(\S+)`)
 
 func randomFile(t *testing.T, path string, seed uint64, n int) []byte {
 	t.Helper()
@@ -39,9 +45,9 @@ func randomFile(t *testing.T, path string, seed uint64, n int) []byte {
 	return b
 }
 
-func searchJSON(t *testing.T, masters string, words ...string) []searchResult {
+func searchJSON(t *testing.T, masters, ca string, words ...string) []searchResult {
 	t.Helper()
-	out, stderr, code := fileshare(t, 20*time.Second, append([]string{"search", "-o", "json", "--masters", masters, "--timeout", "3s"}, words...)...)
+	out, stderr, code := fileshare(t, 20*time.Second, append([]string{"search", "-o", "json", "--masters", masters, "--trusted-ca-file", ca, "--trusted-ca-file", ca, "--timeout", "3s"}, words...)...)
 	if code != 0 {
 		return nil
 	}
@@ -57,53 +63,61 @@ func searchJSON(t *testing.T, masters string, words ...string) []searchResult {
 // the candidates and exits 1; get --seed adds a holder until interrupted;
 // SIGTERM makes the daemon leave the index.
 func TestPeerSearchGetProcesses(t *testing.T) {
-	masters := startMasters(t)
+	masters, ca := startMasters(t)
 	dir := t.TempDir()
 	share := filepath.Join(dir, "share")
 	song := randomFile(t, filepath.Join(share, "music", "song.mp3"), 1, 3<<20)
 	os.WriteFile(filepath.Join(share, "report-2023.txt"), []byte("2023"), 0o644)
 	os.WriteFile(filepath.Join(share, "report-2024.txt"), []byte("2024"), 0o644)
-	daemon := startProc(t, filepath.Join(dir, "peer.log"), "peer", "--masters", masters, "--data-dir", filepath.Join(dir, "data"),
-		"--share", share, "--listen", "127.0.0.1:0", "--id", "alice", "--rescan", "200ms")
+	daemon := startProc(t, filepath.Join(dir, "peer.log"), "peer", "--masters", masters, "--trusted-ca-file", ca, "--data-dir", filepath.Join(dir, "data"),
+		"--share", share, "--listen", "127.0.0.1:0", "--rescan", "200ms")
 
-	waitUntil(t, 30*time.Second, "the daemon's files in search", func() bool { return len(searchJSON(t, masters)) == 3 })
-	rs := searchJSON(t, masters, "song")
+	waitUntil(t, 30*time.Second, "the daemon's files in search", func() bool { return len(searchJSON(t, masters, ca)) == 3 })
+	var alice string // the daemon's peer ID, derived from the key it made
+	waitUntil(t, 10*time.Second, "the daemon to log its peer ID", func() bool {
+		log, _ := os.ReadFile(daemon.log)
+		if m := peerIDRE.FindSubmatch(log); m != nil {
+			alice = string(m[1])
+		}
+		return alice != ""
+	})
+	rs := searchJSON(t, masters, ca, "song")
 	if len(rs) != 1 || rs[0].Name != "music/song.mp3" || rs[0].Size != int64(len(song)) || rs[0].Holders != 1 || len(rs[0].ID) != 64 {
 		t.Fatalf("search song = %+v, want music/song.mp3 with 1 holder", rs)
 	}
-	out, _, code := fileshare(t, 20*time.Second, "search", "report", "--masters", masters)
+	out, _, code := fileshare(t, 20*time.Second, "search", "report", "--masters", masters, "--trusted-ca-file", ca)
 	if code != 0 || !strings.Contains(out, "ID") || !strings.Contains(out, "HOLDERS") || strings.Count(out, "report-202") != 2 {
 		t.Fatalf("search table (exit %d):\n%s", code, out)
 	}
 
 	dest := filepath.Join(dir, "got", "song.mp3")
-	out, stderr, code := fileshare(t, 60*time.Second, "get", "song.mp3", "--masters", masters, "--out", dest)
+	out, stderr, code := fileshare(t, 60*time.Second, "get", "song.mp3", "--masters", masters, "--trusted-ca-file", ca, "--out", dest)
 	if code != 0 {
 		t.Fatalf("get exited %d:\n%s\n%s", code, out, stderr)
 	}
 	if b, _ := os.ReadFile(dest); !bytes.Equal(b, song) {
 		t.Fatal("downloaded song differs from the original")
 	}
-	if !strings.Contains(out, "saved "+dest) || !strings.Contains(out, "alice 12") {
+	if !strings.Contains(out, "saved "+dest) || !strings.Contains(out, alice+" 12") {
 		t.Fatalf("get's summary lacks the path or the holder:\n%s", out)
 	}
 
-	_, stderr, code = fileshare(t, 20*time.Second, "get", "report", "--masters", masters, "--out", filepath.Join(dir, "r"))
+	_, stderr, code = fileshare(t, 20*time.Second, "get", "report", "--masters", masters, "--trusted-ca-file", ca, "--out", filepath.Join(dir, "r"))
 	if code != 1 || !strings.Contains(stderr, "report-2023.txt") || !strings.Contains(stderr, "report-2024.txt") || !strings.Contains(stderr, "give the ID") {
 		t.Fatalf("ambiguous get: exit %d, stderr:\n%s", code, stderr)
 	}
-	_, stderr, code = fileshare(t, 20*time.Second, "get", "no-such-file", "--masters", masters)
+	_, stderr, code = fileshare(t, 20*time.Second, "get", "no-such-file", "--masters", masters, "--trusted-ca-file", ca)
 	if code != 1 || !strings.Contains(stderr, "nothing named like") {
 		t.Fatalf("get of an unknown name: exit %d, stderr:\n%s", code, stderr)
 	}
-	_, stderr, code = fileshare(t, 20*time.Second, "get", "song.mp3", "--masters", masters, "--out", dest)
+	_, stderr, code = fileshare(t, 20*time.Second, "get", "song.mp3", "--masters", masters, "--trusted-ca-file", ca, "--out", dest)
 	if code != 1 || !strings.Contains(stderr, "already exists") {
 		t.Fatalf("get over an existing file: exit %d, stderr:\n%s", code, stderr)
 	}
 
-	seeder := startProc(t, filepath.Join(dir, "seed.log"), "get", rs[0].ID, "--masters", masters, "--out", filepath.Join(dir, "seeded.mp3"), "--seed")
+	seeder := startProc(t, filepath.Join(dir, "seed.log"), "get", rs[0].ID, "--masters", masters, "--trusted-ca-file", ca, "--out", filepath.Join(dir, "seeded.mp3"), "--seed")
 	waitUntil(t, 30*time.Second, "the seeder as a second holder", func() bool {
-		rs := searchJSON(t, masters, "song")
+		rs := searchJSON(t, masters, ca, "song")
 		return len(rs) == 1 && rs[0].Holders == 2
 	})
 	seeder.cmd.Process.Signal(syscall.SIGTERM)
@@ -111,7 +125,7 @@ func TestPeerSearchGetProcesses(t *testing.T) {
 		log, _ := os.ReadFile(seeder.log)
 		t.Fatalf("get --seed exited with %v after SIGTERM:\n%s", err, log)
 	}
-	if rs := searchJSON(t, masters, "song"); len(rs) != 1 || rs[0].Holders != 1 {
+	if rs := searchJSON(t, masters, ca, "song"); len(rs) != 1 || rs[0].Holders != 1 {
 		t.Fatalf("after the seeder stopped, search song = %+v, want 1 holder", rs)
 	}
 
@@ -120,7 +134,7 @@ func TestPeerSearchGetProcesses(t *testing.T) {
 		log, _ := os.ReadFile(daemon.log)
 		t.Fatalf("peer exited with %v after SIGTERM:\n%s", err, log)
 	}
-	if rs := searchJSON(t, masters); len(rs) != 0 {
+	if rs := searchJSON(t, masters, ca); len(rs) != 0 {
 		t.Fatalf("after the peer left, search lists %+v", rs)
 	}
 }
@@ -135,11 +149,15 @@ var (
 // from the pieces it had verified: it fetches only the rest, and the file
 // is byte-identical.
 func TestGetResumesAfterSIGKILL(t *testing.T) {
-	masters := startMasters(t)
+	masters, ca := startMasters(t)
 	dir := t.TempDir()
 	share := filepath.Join(dir, "share")
 	data := randomFile(t, filepath.Join(share, "big.bin"), 2, 32<<20)
-	holder, err := peer.New(peer.Config{Masters: splitList(masters), DataDir: filepath.Join(dir, "holder"), ShareDir: share, Listen: "127.0.0.1:0", PeerID: "holder"})
+	caTLS, err := transport.LoadTLS("", "", ca)
+	if err != nil {
+		t.Fatal(err)
+	}
+	holder, err := peer.New(peer.Config{Masters: splitList(masters), CA: caTLS, DataDir: filepath.Join(dir, "holder"), ShareDir: share, Listen: "127.0.0.1:0"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -149,7 +167,7 @@ func TestGetResumesAfterSIGKILL(t *testing.T) {
 	}
 
 	dest := filepath.Join(dir, "out", "big.bin")
-	first := startProc(t, filepath.Join(dir, "first.log"), "get", "big.bin", "--masters", masters, "--out", dest, "--limit-rate", "8MiB")
+	first := startProc(t, filepath.Join(dir, "first.log"), "get", "big.bin", "--masters", masters, "--trusted-ca-file", ca, "--out", dest, "--limit-rate", "8MiB")
 	waitUntil(t, 60*time.Second, "the first get to verify and record some pieces", func() bool {
 		log, _ := os.ReadFile(first.log)
 		m := piecesRE.FindAllSubmatch(log, -1)
@@ -166,7 +184,7 @@ func TestGetResumesAfterSIGKILL(t *testing.T) {
 		t.Fatalf("the first get finished before it was killed:\n%s", firstLog)
 	}
 
-	out, stderr, code := fileshare(t, 60*time.Second, "get", "big.bin", "--masters", masters, "--out", dest)
+	out, stderr, code := fileshare(t, 60*time.Second, "get", "big.bin", "--masters", masters, "--trusted-ca-file", ca, "--out", dest)
 	if code != 0 {
 		t.Fatalf("second get exited %d:\n%s\n%s", code, out, stderr)
 	}

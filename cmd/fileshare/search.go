@@ -26,6 +26,7 @@ func newSearchCmd(_ *globalFlags, stdout io.Writer) *cobra.Command {
 	var masters, output, read string
 	var limit int
 	var timeout time.Duration
+	var tf tlsFlags
 	cmd := &cobra.Command{
 		Use:   "search [WORDS...] --masters ADDR,...",
 		Short: "Find files in the index whose name contains every word",
@@ -42,7 +43,11 @@ of holders of each; fetch one with 'fileshare get ID' or 'fileshare get NAME'.`,
 			if err != nil {
 				return fmt.Errorf("--read: %w", err)
 			}
-			c, err := client.New(client.Config{Masters: splitList(masters)})
+			creds, err := tf.load()
+			if err != nil {
+				return err
+			}
+			c, err := client.New(client.Config{Masters: splitList(masters), TLS: creds})
 			if err != nil {
 				return err
 			}
@@ -63,6 +68,7 @@ of holders of each; fetch one with 'fileshare get ID' or 'fileshare get NAME'.`,
 	f.IntVar(&limit, "limit", 100, "most files to list")
 	f.StringVar(&read, "read", "linearizable", "read consistency: stale, leader or linearizable")
 	f.DurationVar(&timeout, "timeout", 10*time.Second, "give up after this long")
+	tf.add(f, false, "")
 	return cmd
 }
 

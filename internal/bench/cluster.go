@@ -12,6 +12,7 @@ import (
 	"fileshare/client"
 	"fileshare/internal/freeport"
 	"fileshare/internal/proccluster"
+	"fileshare/transport"
 )
 
 // Cluster is a set of real `fileshare master` processes on loopback,
@@ -20,16 +21,40 @@ import (
 type Cluster struct {
 	addrs  []string
 	procs  *proccluster.Cluster
-	client *client.Client // for status polling, shared by every poll
+	client *client.Client // status polls and admin calls (the admin certificate with TLS)
+	ca     *transport.TLS // the cluster CA; nil when the masters run without TLS
 }
 
 // StartCluster starts n masters from binary, with data dirs dir/mI and
 // logs dir/mI.log, each run with extra master flags, and waits until they
-// have a leader.
-func StartCluster(ctx context.Context, binary, dir string, n int, extra ...string) (*Cluster, error) {
+// have a leader. With secure set the masters run with TLS, as in
+// production, from certificates written to dir/tls; otherwise plaintext
+// (--insecure on loopback), which measures what TLS costs.
+func StartCluster(ctx context.Context, binary, dir string, n int, secure bool, extra ...string) (*Cluster, error) {
 	c := &Cluster{}
 	specs := make([]proccluster.Spec, n)
 	var initial []proccluster.Voter
+	tlsDir := filepath.Join(dir, "tls")
+	var adminTLS *transport.TLS
+	if secure {
+		ids := make([]string, n)
+		for i := range ids {
+			ids[i] = fmt.Sprintf("m%d", i+1)
+		}
+		if err := os.RemoveAll(tlsDir); err != nil {
+			return nil, err
+		}
+		if _, err := transport.InitFiles(tlsDir, ids, []string{"127.0.0.1"}, 24*time.Hour); err != nil {
+			return nil, err
+		}
+		var err error
+		if c.ca, err = transport.LoadTLS("", "", filepath.Join(tlsDir, "ca.pem")); err != nil {
+			return nil, err
+		}
+		if adminTLS, err = transport.LoadTLS(filepath.Join(tlsDir, "admin.pem"), filepath.Join(tlsDir, "admin-key.pem"), filepath.Join(tlsDir, "ca.pem")); err != nil {
+			return nil, err
+		}
+	}
 	for i := range specs {
 		id := fmt.Sprintf("m%d", i+1)
 		addr, err := freeport.Addr("127.0.0.1")
@@ -40,9 +65,13 @@ func StartCluster(ctx context.Context, binary, dir string, n int, extra ...strin
 		if err != nil {
 			return nil, err
 		}
+		flags := []string{"--log-level", "warn"}
+		if secure {
+			flags = append(flags, "--cert-file", filepath.Join(tlsDir, id+".pem"), "--key-file", filepath.Join(tlsDir, id+"-key.pem"), "--trusted-ca-file", filepath.Join(tlsDir, "ca.pem"))
+		}
 		specs[i] = proccluster.Spec{
 			ID: id, DataDir: filepath.Join(dir, id), Listen: addr, HTTP: hp,
-			Flags:   append([]string{"--log-level", "warn"}, extra...),
+			Flags:   append(flags, extra...),
 			LogPath: filepath.Join(dir, id+".log"),
 		}
 		c.addrs = append(c.addrs, addr)
@@ -51,7 +80,7 @@ func StartCluster(ctx context.Context, binary, dir string, n int, extra ...strin
 	for i := range specs {
 		specs[i].InitialCluster = initial
 	}
-	cl, err := client.New(client.Config{Masters: c.addrs})
+	cl, err := client.New(client.Config{Masters: c.addrs, TLS: adminTLS})
 	if err != nil {
 		return nil, err
 	}
@@ -78,6 +107,10 @@ func StartCluster(ctx context.Context, binary, dir string, n int, extra ...strin
 	}
 	return c, nil
 }
+
+// CA returns the cluster CA that clients verify the masters with, or nil
+// if the masters run without TLS.
+func (c *Cluster) CA() *transport.TLS { return c.ca }
 
 // Addrs returns the masters' cluster addresses.
 func (c *Cluster) Addrs() []string { return append([]string(nil), c.addrs...) }

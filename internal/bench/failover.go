@@ -26,14 +26,14 @@ type FailoverResult struct {
 // trials. Callers see an error only if a registration fails outright
 // within its 10 s deadline.
 func Failover(ctx context.Context, c *Cluster, trials, clients int, w io.Writer) (FailoverResult, error) {
-	mcs, err := newClients(c.Addrs(), max(1, clients/8))
+	tag := runTag()
+	ids := identities(clients)
+	mcs, err := newClients(c.Addrs(), c.CA(), ids, max(1, clients/8))
 	if err != nil {
 		return FailoverResult{}, err
 	}
 	defer closeAll(mcs)
-	tag := runTag()
-	ids := identities("failover-"+tag, clients)
-	if err := joinAll(ctx, mcs[0], ids); err != nil {
+	if err := joinAll(ctx, mcs, ids); err != nil {
 		return FailoverResult{}, err
 	}
 
@@ -139,15 +139,18 @@ type ScaleResult struct {
 // time from restarting a follower's process to its /v1/readyz being ready.
 func Scale(ctx context.Context, c *Cluster, files int, w io.Writer) (ScaleResult, error) {
 	res := ScaleResult{Files: files}
-	mcs, err := newClients(c.Addrs(), 4)
+	mcs, err := newClients(c.Addrs(), nil, nil, 4)
+	if c.CA() != nil {
+		mcs, err = newClients(c.Addrs(), c.CA(), nil, 4) // fresh keys: these only read
+	}
 	if err != nil {
 		return res, err
 	}
 	defer closeAll(mcs)
 	tag := runTag()
-	const perPeer, perRequest = 1000, 5000
+	const perPeer, perRequest = 1000, registerBatch
 	npeers := (files + perPeer - 1) / perPeer
-	ids := identities("scale-"+tag, npeers)
+	ids := identities(npeers)
 	// The peers heartbeat like real ones, or the leader would expire the
 	// first of them before the population finishes.
 	hbCtx, stopHB := context.WithCancel(ctx)
@@ -159,7 +162,10 @@ func Scale(ctx context.Context, c *Cluster, files int, w io.Writer) (ScaleResult
 		defer close(hbDone)
 		for hbCtx.Err() == nil {
 			for p := range int(joined.Load()) {
-				_, _ = mcs[3].Heartbeat(hbCtx, ids[p])
+				_ = asPeer(c.Addrs(), c.CA(), mcs[3], ids[p], func(mc *client.Client) error {
+					_, err := mc.Heartbeat(hbCtx, ids[p])
+					return err
+				})
 			}
 			select {
 			case <-hbCtx.Done():
@@ -175,29 +181,16 @@ func Scale(ctx context.Context, c *Cluster, files int, w io.Writer) (ScaleResult
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			mc := mcs[g%len(mcs)]
 			for p := range work {
-				if _, err := mc.Join(ctx, ids[p], "127.0.0.1:1"); err != nil {
+				if err := asPeer(c.Addrs(), c.CA(), mcs[g%len(mcs)], ids[p], func(mc *client.Client) error {
+					var batch []client.FileEntry
+					for j := p * perPeer; j < min((p+1)*perPeer, files); j++ {
+						batch = append(batch, fileEntry(fmt.Sprintf("scale-%s-%d.bin", tag, j)))
+					}
+					return populatePeer(ctx, mc, ids[p], p, &joined, batch, perRequest)
+				}); err != nil {
 					errc <- err
 					return
-				}
-				for { // peers are joined in order; heartbeat a prefix
-					n := joined.Load()
-					if int(n) > p || joined.CompareAndSwap(n, int64(p+1)) {
-						break
-					}
-				}
-				var batch []client.FileEntry
-				for j := p * perPeer; j < min((p+1)*perPeer, files); j++ {
-					batch = append(batch, fileEntry(fmt.Sprintf("scale-%s-%d.bin", tag, j)))
-				}
-				for len(batch) > 0 {
-					n := min(len(batch), perRequest)
-					if _, err := mc.Register(ctx, ids[p], batch[:n]); err != nil {
-						errc <- err
-						return
-					}
-					batch = batch[n:]
 				}
 			}
 		}()
@@ -235,14 +228,14 @@ func Scale(ctx context.Context, c *Cluster, files int, w io.Writer) (ScaleResult
 	res.LeaderHeap = st.HeapBytes
 	res.LeaderRSS, _ = rss(c.PID(leader))
 
-	snap, err := mcs[0].Snapshot(ctx, c.Addrs()[leader])
+	snap, err := c.client.Snapshot(ctx, c.Addrs()[leader]) // the admin client
 	if err != nil {
 		return res, fmt.Errorf("snapshot: %w", err)
 	}
 	res.Snapshot = time.Duration(snap.DurationMillis) * time.Millisecond
 
 	follower := (leader + 1) % len(c.Addrs())
-	if _, err := mcs[0].Snapshot(ctx, c.Addrs()[follower]); err != nil {
+	if _, err := c.client.Snapshot(ctx, c.Addrs()[follower]); err != nil {
 		return res, fmt.Errorf("snapshot on follower: %w", err)
 	}
 	if err := c.Kill(follower); err != nil {
@@ -271,4 +264,26 @@ func Scale(ctx context.Context, c *Cluster, files int, w io.Writer) (ScaleResult
 	fmt.Fprintf(w, "scale: files=%d leader_rss=%.0fMiB leader_heap=%.0fMiB snapshot=%s restart_to_ready=%s\n",
 		files, float64(res.LeaderRSS)/(1<<20), float64(res.LeaderHeap)/(1<<20), ms(res.Snapshot), ms(res.RestartToReady))
 	return res, nil
+}
+
+// populatePeer joins id (the p-th peer) through mc, marks it joined so the
+// heartbeats cover it, and registers files in requests of perRequest.
+func populatePeer(ctx context.Context, mc *client.Client, id client.Identity, p int, joined *atomic.Int64, files []client.FileEntry, perRequest int) error {
+	if _, err := mc.Join(ctx, id, "127.0.0.1:1"); err != nil {
+		return err
+	}
+	for { // peers are joined in order; heartbeat a prefix
+		n := joined.Load()
+		if int(n) > p || joined.CompareAndSwap(n, int64(p+1)) {
+			break
+		}
+	}
+	for len(files) > 0 {
+		n := min(len(files), perRequest)
+		if _, err := mc.Register(ctx, id, files[:n]); err != nil {
+			return err
+		}
+		files = files[n:]
+	}
+	return nil
 }

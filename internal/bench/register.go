@@ -13,6 +13,7 @@ import (
 
 	"fileshare/client"
 	"fileshare/internal/poll"
+	"fileshare/transport"
 )
 
 // LoadConfig describes a closed-loop load: Clients goroutines each issue
@@ -21,9 +22,13 @@ type LoadConfig struct {
 	Masters  []string
 	Clients  int
 	Duration time.Duration
-	// Conns is how many client connections (MasterClients) the goroutines
-	// share; zero means one per 32 clients.
+	// Conns is how many client connections the goroutines share when the
+	// masters run without TLS; zero means one per 32 clients. With TLS
+	// every writing client has a connection of its own, since a
+	// connection speaks for the one peer whose key it presented.
 	Conns int
+	// CA verifies the masters; nil means they run without TLS.
+	CA *transport.TLS
 	// OpTimeout bounds one operation; zero means 10 s.
 	OpTimeout time.Duration
 }
@@ -98,14 +103,42 @@ func runLoad(ctx context.Context, cfg LoadConfig, clients []*client.Client, op o
 	return res
 }
 
-func newClients(masters []string, n int) ([]*client.Client, error) {
+// newClients returns the clients a load runs over: without TLS, n clients
+// shared by every identity; with TLS (ca set), one per identity, each
+// presenting that identity's key (and n fresh ones if ids is empty, for
+// reads).
+func newClients(masters []string, ca *transport.TLS, ids []client.Identity, n int) ([]*client.Client, error) {
 	var out []*client.Client
-	for range n {
-		c, err := client.New(client.Config{Masters: masters})
+	add := func(creds *transport.TLS) error {
+		c, err := client.New(client.Config{Masters: masters, TLS: creds})
 		if err != nil {
-			return nil, err
+			return err
 		}
 		out = append(out, c)
+		return nil
+	}
+	switch {
+	case ca == nil:
+		for range n {
+			if err := add(nil); err != nil {
+				closeAll(out)
+				return nil, err
+			}
+		}
+	case len(ids) == 0:
+		ids = identities(n)
+		fallthrough
+	default:
+		for _, id := range ids {
+			creds, err := id.TLS(ca)
+			if err == nil {
+				err = add(creds)
+			}
+			if err != nil {
+				closeAll(out)
+				return nil, err
+			}
+		}
 	}
 	return out, nil
 }
@@ -116,26 +149,49 @@ func closeAll(cs []*client.Client) {
 	}
 }
 
-// identities returns n peer identities with random secrets, named with
-// prefix so concurrent runs do not collide.
-func identities(prefix string, n int) []client.Identity {
+// identities returns n peer identities with fresh keys.
+func identities(n int) []client.Identity {
 	out := make([]client.Identity, n)
 	for i := range out {
-		secret := make([]byte, 32)
-		_, _ = rand.Read(secret)
-		out[i] = client.Identity{PeerID: fmt.Sprintf("%s-%d", prefix, i), Secret: secret}
+		id, err := client.NewIdentity()
+		if err != nil {
+			panic(err) // the system's random source failed
+		}
+		out[i] = id
 	}
 	return out
 }
 
-func joinAll(ctx context.Context, c *client.Client, ids []client.Identity) error {
-	for _, id := range ids {
-		if _, err := c.Join(ctx, id, "127.0.0.1:1"); err != nil {
+// joinAll joins every identity, identity i through clients[i%len(clients)]
+// (with TLS, its own client).
+func joinAll(ctx context.Context, clients []*client.Client, ids []client.Identity) error {
+	for i, id := range ids {
+		if _, err := clients[i%len(clients)].Join(ctx, id, "127.0.0.1:1"); err != nil {
 			return fmt.Errorf("join %s: %w", id.PeerID, err)
 		}
 	}
 	return nil
 }
+
+// asPeer runs fn with a client that may act as id: shared when the
+// masters run without TLS, else a client of its own for the call (closed
+// afterwards), for loads with more peers than connections are worth
+// keeping open.
+func asPeer(masters []string, ca *transport.TLS, shared *client.Client, id client.Identity, fn func(*client.Client) error) error {
+	if ca == nil {
+		return fn(shared)
+	}
+	cs, err := newClients(masters, ca, []client.Identity{id}, 1)
+	if err != nil {
+		return err
+	}
+	defer closeAll(cs)
+	return fn(cs[0])
+}
+
+// registerBatch is how many files one population request registers:
+// small enough that its log entry stays under the masters' entry cap.
+const registerBatch = 1000
 
 func fileEntry(name string) client.FileEntry {
 	sum := sha256.Sum256([]byte(name))
@@ -153,14 +209,14 @@ func runTag() string {
 // summary line to w.
 func Register(ctx context.Context, cfg LoadConfig, w io.Writer) (Result, error) {
 	cfg.defaults()
-	clients, err := newClients(cfg.Masters, cfg.Conns)
+	tag := runTag()
+	ids := identities(cfg.Clients)
+	clients, err := newClients(cfg.Masters, cfg.CA, ids, cfg.Conns)
 	if err != nil {
 		return Result{}, err
 	}
 	defer closeAll(clients)
-	tag := runTag()
-	ids := identities("bench-"+tag, cfg.Clients)
-	if err := joinAll(ctx, clients[0], ids); err != nil {
+	if err := joinAll(ctx, clients, ids); err != nil {
 		return Result{}, err
 	}
 	res := runLoad(ctx, cfg, clients, func(ctx context.Context, c *client.Client, worker, seq int) error {
@@ -177,14 +233,19 @@ func Register(ctx context.Context, cfg LoadConfig, w io.Writer) (Result, error) 
 // cfg.Duration each, and writes one line per level and a summary line.
 func Lookup(ctx context.Context, cfg LoadConfig, files int, w io.Writer) (map[client.ReadLevel]Result, error) {
 	cfg.defaults()
-	clients, err := newClients(cfg.Masters, cfg.Conns)
+	clients, err := newClients(cfg.Masters, cfg.CA, nil, cfg.Conns)
 	if err != nil {
 		return nil, err
 	}
 	defer closeAll(clients)
 	tag := runTag()
-	owner := identities("bench-owner-"+tag, 1)[0]
-	if err := joinAll(ctx, clients[0], []client.Identity{owner}); err != nil {
+	owner := identities(1)
+	ownerClients, err := newClients(cfg.Masters, cfg.CA, owner, 1)
+	if err != nil {
+		return nil, err
+	}
+	defer closeAll(ownerClients)
+	if err := joinAll(ctx, ownerClients, owner); err != nil {
 		return nil, err
 	}
 	ids := make([]string, files)
@@ -193,8 +254,8 @@ func Lookup(ctx context.Context, cfg LoadConfig, files int, w io.Writer) (map[cl
 		f := fileEntry(fmt.Sprintf("lookup-%s-%d.bin", tag, i))
 		ids[i] = f.ID
 		batch = append(batch, f)
-		if len(batch) == 5000 || i == files-1 {
-			if _, err := clients[0].Register(ctx, owner, batch); err != nil {
+		if len(batch) == registerBatch || i == files-1 {
+			if _, err := ownerClients[0].Register(ctx, owner[0], batch); err != nil {
 				return nil, fmt.Errorf("populate: %w", err)
 			}
 			batch = nil

@@ -16,6 +16,7 @@ import (
 	"fileshare/client"
 	"fileshare/internal/poll"
 	"fileshare/peer"
+	"fileshare/transport"
 )
 
 // TransferResult holds one transfer benchmark: the medians of the verified
@@ -38,7 +39,7 @@ func mbps(size int64, d time.Duration) float64 { return float64(size) / d.Second
 // (every piece verified, written in place, renamed at the end) and fetches
 // it from Go's net/http file server with a plain client writing to the
 // same disk. It prints one line per measurement and a summary line.
-func Transfer(ctx context.Context, masters []string, dir string, size int64, sources, rounds int, w io.Writer) (TransferResult, error) {
+func Transfer(ctx context.Context, masters []string, ca *transport.TLS, dir string, size int64, sources, rounds int, w io.Writer) (TransferResult, error) {
 	res := TransferResult{Size: size, Sources: sources}
 	if sources < 1 {
 		return res, errors.New("need at least one source")
@@ -62,7 +63,7 @@ func Transfer(ctx context.Context, masters []string, dir string, size int64, sou
 		if err := os.Link(src, filepath.Join(share, "big.bin")); err != nil {
 			return res, fmt.Errorf("link the source into holder %d's share folder: %w", i, err)
 		}
-		p, err := peer.New(peer.Config{Masters: masters, DataDir: filepath.Join(dir, fmt.Sprintf("holder%d-data", i)), ShareDir: share, Listen: "127.0.0.1:0"})
+		p, err := peer.New(peer.Config{Masters: masters, CA: ca, DataDir: filepath.Join(dir, fmt.Sprintf("holder%d-data", i)), ShareDir: share, Listen: "127.0.0.1:0"})
 		if err != nil {
 			return res, fmt.Errorf("start holder %d: %w", i, err)
 		}
@@ -74,11 +75,12 @@ func Transfer(ctx context.Context, masters []string, dir string, size int64, sou
 		}
 		fileID = p.Shared()[0].ID
 	}
-	mc, err := client.New(client.Config{Masters: masters})
+	readers, err := newClients(masters, ca, nil, 1)
 	if err != nil {
 		return res, err
 	}
-	defer mc.Close()
+	defer closeAll(readers)
+	mc := readers[0]
 	if err := poll.Wait(ctx, func() bool {
 		r, err := mc.Lookup(ctx, fileID, client.ReadLinearizable)
 		return err == nil && len(r.Holders) >= sources
@@ -105,7 +107,7 @@ func Transfer(ctx context.Context, masters []string, dir string, size int64, sou
 		httpTimes = append(httpTimes, d)
 		fmt.Fprintf(w, "transfer round %d: http %.0f MB/s\n", round+1, mbps(size, d))
 
-		dl, err := peer.New(peer.Config{Masters: masters, DataDir: filepath.Join(dir, fmt.Sprintf("downloader%d", round)), Listen: "127.0.0.1:0"})
+		dl, err := peer.New(peer.Config{Masters: masters, CA: ca, DataDir: filepath.Join(dir, fmt.Sprintf("downloader%d", round)), Listen: "127.0.0.1:0"})
 		if err != nil {
 			return res, err
 		}

@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
@@ -15,6 +16,7 @@ import (
 	"fileshare/internal/freeport"
 	"fileshare/internal/poll"
 	"fileshare/master"
+	"fileshare/transport"
 )
 
 // Errors the Cluster's methods return.
@@ -45,6 +47,11 @@ type Options struct {
 	// Logger receives every master's logs, each tagged master=ID. Nil
 	// discards them (New: the test's output if FILESHARE_TEST_LOG is set).
 	Logger *slog.Logger
+	// TLS runs the masters with TLS, as in production: New writes a CA, a
+	// certificate per master and an admin certificate (transport.InitFiles)
+	// to Dir/tls, and sets each master's Config.TLS. CA and AdminTLS give
+	// clients what they need. False is plaintext on loopback.
+	TLS bool
 	// Config, if set, adjusts each master's Config after the harness has
 	// filled in ID, DataDir, Listen, InitialCluster and Logger, before the
 	// master first starts. Restarts reuse the adjusted Config.
@@ -62,6 +69,7 @@ const startRetry = 10 * time.Second
 // (from 0) is master "m(i+1)". All methods are safe for concurrent use.
 type Cluster struct {
 	cfgs    []master.Config // fixed at creation
+	tlsDir  string          // the certificates with Options.TLS; "" without
 	tempDir string          // removed at Close if not ""
 
 	mu      sync.Mutex
@@ -118,6 +126,20 @@ func NewUnstarted(n int, opts Options) (*Cluster, error) {
 		}
 		members[i] = master.Member{ID: fmt.Sprintf("m%d", i+1), Addr: addr}
 	}
+	if opts.TLS {
+		c.tlsDir = filepath.Join(dir, "tls")
+		ids, hosts := make([]string, n), []string{"127.0.0.1", "localhost"}
+		for i, mem := range members {
+			ids[i] = mem.ID
+			if h, _, _ := net.SplitHostPort(mem.Addr); !slices.Contains(hosts, h) {
+				hosts = append(hosts, h)
+			}
+		}
+		if _, err := transport.InitFiles(c.tlsDir, ids, hosts, 24*time.Hour); err != nil {
+			c.removeTemp()
+			return nil, fmt.Errorf("mastertest: %w", err)
+		}
+	}
 	for _, mem := range members {
 		cfg := master.Config{
 			ID:             mem.ID,
@@ -125,6 +147,13 @@ func NewUnstarted(n int, opts Options) (*Cluster, error) {
 			Listen:         mem.Addr,
 			InitialCluster: members,
 			Logger:         logger.With("master", mem.ID),
+		}
+		if c.tlsDir != "" {
+			var err error
+			if cfg.TLS, err = c.load(mem.ID); err != nil {
+				c.removeTemp()
+				return nil, err
+			}
 		}
 		if opts.Config != nil {
 			opts.Config(&cfg)
@@ -426,4 +455,39 @@ func (c *Cluster) removeTemp() error {
 		return fmt.Errorf("mastertest: remove %s: %w", c.tempDir, err)
 	}
 	return nil
+}
+
+// TLSDir returns the folder of the cluster's certificates (ca.pem,
+// mI.pem, admin.pem and their keys), or "" if the cluster runs without TLS.
+func (c *Cluster) TLSDir() string { return c.tlsDir }
+
+// CA returns the cluster CA for clients and peers to verify the masters
+// with, or nil if the cluster runs without TLS.
+func (c *Cluster) CA() *transport.TLS {
+	if c.tlsDir == "" {
+		return nil
+	}
+	t, err := transport.LoadTLS("", "", filepath.Join(c.tlsDir, "ca.pem"))
+	if err != nil {
+		panic(fmt.Sprintf("mastertest: the CA written at start no longer loads: %v", err))
+	}
+	return t
+}
+
+// AdminTLS returns the admin's credentials, or nil if the cluster runs
+// without TLS.
+func (c *Cluster) AdminTLS() *transport.TLS {
+	if c.tlsDir == "" {
+		return nil
+	}
+	t, err := c.load("admin")
+	if err != nil {
+		panic(fmt.Sprintf("mastertest: the admin certificate written at start no longer loads: %v", err))
+	}
+	return t
+}
+
+// load reads the certificate and key named name, and the CA, from tlsDir.
+func (c *Cluster) load(name string) (*transport.TLS, error) {
+	return transport.LoadTLS(filepath.Join(c.tlsDir, name+".pem"), filepath.Join(c.tlsDir, name+"-key.pem"), filepath.Join(c.tlsDir, "ca.pem"))
 }

@@ -32,7 +32,10 @@ func Example() {
 		log.Fatal(err)
 	}
 	defer cl.Close()
-	alice := client.Identity{PeerID: "alice", Secret: []byte("alice's secret, 32 bytes or so..")}
+	alice, err := client.NewIdentity() // a peer is its key
+	if err != nil {
+		log.Fatal(err)
+	}
 	if _, err := cl.Join(ctx, alice, "127.0.0.1:9000"); err != nil {
 		log.Fatal(err)
 	}

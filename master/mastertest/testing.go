@@ -149,13 +149,34 @@ func (c *T) Status(i int) client.Status {
 
 // Client returns a failover client for the given cluster addresses, or
 // for every member if none are given, with 2 s attempts; it is closed at
-// the test's cleanup.
+// the test's cleanup. With TLS it presents the admin certificate, enough
+// for reads and cluster administration; peer writes need PeerClient.
 func (c *T) Client(addrs ...string) *client.Client {
 	c.tb.Helper()
 	if len(addrs) == 0 {
 		addrs = c.Addrs()
 	}
-	cl, err := client.New(client.Config{Masters: addrs, AttemptTimeout: 2 * time.Second})
+	cl, err := client.New(client.Config{Masters: addrs, AttemptTimeout: 2 * time.Second, TLS: c.AdminTLS()})
+	if err != nil {
+		c.tb.Fatal(err)
+	}
+	c.tb.Cleanup(func() { cl.Close() })
+	return cl
+}
+
+// PeerClient returns a client for every member that acts as peer id: with
+// TLS it presents id's key; without, it is a plain client.
+func (c *T) PeerClient(id client.Identity) *client.Client {
+	c.tb.Helper()
+	cfg := client.Config{Masters: c.Addrs(), AttemptTimeout: 2 * time.Second}
+	if ca := c.CA(); ca != nil {
+		creds, err := id.TLS(ca)
+		if err != nil {
+			c.tb.Fatal(err)
+		}
+		cfg.TLS = creds
+	}
+	cl, err := client.New(cfg)
 	if err != nil {
 		c.tb.Fatal(err)
 	}

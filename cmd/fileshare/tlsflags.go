@@ -1,0 +1,39 @@
+package main
+
+import (
+	"fmt"
+
+	"github.com/spf13/pflag"
+
+	"fileshare/transport"
+)
+
+// tlsFlags are the TLS flags of every command that talks to masters:
+// --cert-file and --key-file name this node's certificate (a master's, or
+// the admin's for 'cluster' commands), --trusted-ca-file the cluster CA
+// that every master's certificate must chain to.
+type tlsFlags struct {
+	cert, key, ca string
+}
+
+// add registers the flags; withCert also registers --cert-file and
+// --key-file (peers have a key of their own in their data dir instead).
+func (t *tlsFlags) add(f *pflag.FlagSet, withCert bool, certWhat string) {
+	if withCert {
+		f.StringVar(&t.cert, "cert-file", "", "PEM certificate "+certWhat+" (see 'fileshare tls init')")
+		f.StringVar(&t.key, "key-file", "", "PEM key of --cert-file")
+	}
+	f.StringVar(&t.ca, "trusted-ca-file", "", "PEM cluster CA: talk to masters over TLS and only to those it signed")
+}
+
+// load returns the credentials the flags name, or nil if none were given
+// (a cluster run with --insecure).
+func (t *tlsFlags) load() (*transport.TLS, error) {
+	if t.cert == "" && t.key == "" && t.ca == "" {
+		return nil, nil
+	}
+	if t.ca == "" {
+		return nil, fmt.Errorf("--cert-file and --key-file need --trusted-ca-file, the CA that signed the masters' certificates")
+	}
+	return transport.LoadTLS(t.cert, t.key, t.ca)
+}

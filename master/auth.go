@@ -1,0 +1,154 @@
+package master
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"fmt"
+	"net"
+	"slices"
+	"sync"
+
+	"github.com/hashicorp/raft"
+
+	"fileshare/client"
+	"fileshare/fsm"
+	"fileshare/transport"
+)
+
+// Who may do what on a master. The transport proves who a caller is (its
+// TLS certificate, see transport.Caller); this file decides what that
+// allows:
+//
+//   - Raft streams: only a master named in the current configuration (any
+//     master of the cluster CA while this node has no configuration yet,
+//     so that a joining master can be reached by the leader that added it).
+//   - Cluster administration (join, remove, transfer-leader, snapshot): an
+//     admin or a master certificate; a master may join only itself.
+//   - Peer writes and heartbeats: the peer whose key the TLS certificate
+//     proved, for the peer ID derived from that key; or a master relaying
+//     such a write, which checked it first.
+//   - Reads: anyone.
+//
+// On a plaintext master (--insecure, loopback only by default) nothing can
+// be proved: every caller is trusted, and a peer's ID must still be the
+// one derived from the key it names.
+
+var (
+	// ErrBadKey means a peer request named no valid Ed25519 public key.
+	ErrBadKey = transport.NewError("bad_key", "a peer request must carry the peer's 32-byte Ed25519 public key")
+	// ErrNotYourPeerID means a request named a peer ID that is not derived
+	// from its key, or a key other than the one its caller proved.
+	ErrNotYourPeerID = transport.NewError("not_your_peer_id", "the peer ID is not the one derived from the caller's key; a peer can act only as itself")
+	// ErrQuota means a request would take its caller past a quota.
+	ErrQuota = transport.NewError("quota", "quota exceeded")
+)
+
+// authorizePeer checks that the caller of ctx may act as peer id with
+// public key key, and returns the token the index knows the peer by.
+func authorizePeer(ctx context.Context, id string, key []byte, forwarded bool) (fsm.Token, error) {
+	if len(key) != ed25519.PublicKeySize {
+		return fsm.Token{}, fmt.Errorf("%w (got %d bytes)", ErrBadKey, len(key))
+	}
+	if client.PeerIDOf(key) != id {
+		return fsm.Token{}, fmt.Errorf("%w: %q is not %q", ErrNotYourPeerID, id, client.PeerIDOf(key))
+	}
+	c := transport.CallerFrom(ctx)
+	switch {
+	case c.Insecure:
+	case forwarded && c.Role == transport.RoleMaster:
+		// Relayed by a master of this cluster, which authorized it.
+	case c.Role == transport.RolePeer && bytes.Equal(c.Key, key):
+	case c.Role == transport.RolePeer:
+		return fsm.Token{}, fmt.Errorf("%w: the caller's certificate is the key of peer %s", ErrNotYourPeerID, client.PeerIDOf(c.Key))
+	default:
+		return fsm.Token{}, transport.Require(ctx, transport.RolePeer)
+	}
+	return fsm.TokenOf(key), nil
+}
+
+// requireAdmin refuses cluster administration to callers without an admin
+// or master certificate. Relayed calls arrive from a master, which checked
+// the original caller.
+func requireAdmin(ctx context.Context) error {
+	return transport.Require(ctx, transport.RoleAdmin)
+}
+
+// authorizeStream is the Mux's Authorize hook: Raft streams only from
+// masters of the cluster.
+func (m *Master) authorizeStream(kind byte, c transport.Caller) error {
+	if kind != transport.StreamRaft || c.Insecure {
+		return nil
+	}
+	if c.Role != transport.RoleMaster {
+		return fmt.Errorf("a Raft stream needs a master certificate; the caller is %s", c.Role)
+	}
+	if m.raftReady.Load() {
+		servers, err := m.configuration()
+		if err != nil {
+			return err
+		}
+		if len(servers) > 0 && !slices.ContainsFunc(servers, func(s raft.Server) bool { return string(s.ID) == c.Name }) {
+			return fmt.Errorf("master %q is not a member of this cluster", c.Name)
+		}
+	}
+	return nil
+}
+
+// joinQuota bounds how many peers may join through this master from one
+// remote IP, so that a flood of fresh keys from one host (a sybil attack)
+// is refused before it costs a log entry. It is soft state of the master
+// that received the joins: an attacker who spreads over every master gets
+// at most that many times the quota.
+type joinQuota struct {
+	max int // per IP; <= 0 disables the quota
+
+	mu    sync.Mutex
+	perIP map[string]map[fsm.PeerID]struct{}
+}
+
+// admit reports whether peer may join from addr. A peer already counted
+// is always admitted (rejoins are free). When the IP is at its quota,
+// peers that have left the index (gone reports them) are forgotten first.
+func (q *joinQuota) admit(addr net.Addr, peer fsm.PeerID, gone func(fsm.PeerID) bool) error {
+	if q.max <= 0 || addr == nil {
+		return nil
+	}
+	ip := hostOf(addr)
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	set := q.perIP[ip]
+	if _, ok := set[peer]; ok {
+		return nil
+	}
+	if len(set) >= q.max {
+		for p := range set {
+			if gone(p) {
+				delete(set, p)
+			}
+		}
+	}
+	if len(set) >= q.max {
+		return fmt.Errorf("%w: %d peers have joined from %s, the limit per address (--max-peers-per-ip); stop some, or raise the limit", ErrQuota, len(set), ip)
+	}
+	if q.perIP == nil {
+		q.perIP = make(map[string]map[fsm.PeerID]struct{})
+	}
+	if set == nil {
+		set = make(map[fsm.PeerID]struct{})
+		q.perIP[ip] = set
+	}
+	set[peer] = struct{}{}
+	return nil
+}
+
+func hostOf(a net.Addr) string {
+	if t, ok := a.(*net.TCPAddr); ok {
+		return t.IP.String()
+	}
+	h, _, err := net.SplitHostPort(a.String())
+	if err != nil {
+		return a.String()
+	}
+	return h
+}
