@@ -43,10 +43,10 @@ func TestSilentPeersExpireAndHeartbeatingPeersStay(t *testing.T) {
 		}
 	})
 	poll.Until(t, 10*time.Second, "the silent peer expires", func() bool {
-		r, err := cl.Lookup(t.Context(), fileID(quiet.PeerID + ".txt"), client.ReadLinearizable)
+		r, err := cl.Lookup(t.Context(), fileID(quiet.PeerID+".txt"), client.ReadLinearizable)
 		return err == nil && !r.Found
 	})
-	r, err := cl.Lookup(t.Context(), fileID(chatty.PeerID + ".txt"), client.ReadLinearizable)
+	r, err := cl.Lookup(t.Context(), fileID(chatty.PeerID+".txt"), client.ReadLinearizable)
 	if err != nil || !r.Found {
 		t.Fatalf("heartbeating peer's file: found=%v err=%v; want found", r.Found, err)
 	}
