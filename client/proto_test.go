@@ -1,6 +1,7 @@
 package client
 
 import (
+	"runtime"
 	"testing"
 
 	"fileshare/transport"
@@ -8,7 +9,8 @@ import (
 
 // Every API request and reply that a master or client decodes from the
 // network must survive arbitrary bytes: whatever decodes re-encodes and
-// decodes again without error.
+// decodes again without error, and no input costs the decoder much more
+// memory than its own length.
 func FuzzDecodeAPI(f *testing.F) {
 	seeds := []any{
 		&RegisterRequest{WriteHeader: WriteHeader{PeerID: "p", RequestID: 9}, Files: []FileEntry{{ID: "ab", Name: "n", Size: 3, PieceSize: 16384}}},
@@ -23,7 +25,16 @@ func FuzzDecodeAPI(f *testing.F) {
 		}
 		f.Add(b)
 	}
+	f.Add(msgpackBomb(f))
 	f.Fuzz(func(t *testing.T, b []byte) {
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		defer func() {
+			runtime.ReadMemStats(&after)
+			if got, limit := after.TotalAlloc-before.TotalAlloc, uint64(64*len(b)+4<<20); got > limit {
+				t.Fatalf("decoding %d bytes allocated %d bytes (limit %d)", len(b), got, limit)
+			}
+		}()
 		for _, v := range []func() any{
 			func() any { return new(RegisterRequest) },
 			func() any { return new(UnregisterRequest) },

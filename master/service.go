@@ -3,6 +3,7 @@ package master
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 
 	"fileshare/client"
 	"fileshare/fsm"
@@ -153,6 +154,12 @@ func (m *Master) handleLookup(ctx context.Context, req *client.LookupRequest) (*
 		out := &client.LookupReply{Found: ok, Index: idx}
 		if ok {
 			out.File = fileSummary(info)
+			if len(holders) > MaxLookupHolders {
+				// A random page, so that nobody can keep a file's real
+				// holders off every page by joining many peers.
+				rand.Shuffle(len(holders), func(i, j int) { holders[i], holders[j] = holders[j], holders[i] })
+				holders = holders[:MaxLookupHolders]
+			}
 			out.Holders = make([]client.HolderEntry, len(holders))
 			for i, h := range holders {
 				out.Holders[i] = client.HolderEntry{PeerID: string(h.Peer), Addr: h.Addr, Name: h.Name}
@@ -161,6 +168,10 @@ func (m *Master) handleLookup(ctx context.Context, req *client.LookupRequest) (*
 		return out, nil
 	})
 }
+
+// MaxLookupHolders is the most holders one lookup reply lists; a file
+// with more gets a random sample (File.Holders still counts them all).
+const MaxLookupHolders = 200
 
 func fileSummary(f fsm.FileInfo) client.FileSummary {
 	return client.FileSummary{

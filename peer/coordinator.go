@@ -106,7 +106,7 @@ func (d *download) noHolderError(why string) error {
 func (d *download) fetchHashes(ctx context.Context) error {
 	if d.size == 0 {
 		d.hashes = [][32]byte{sha256.Sum256(nil)}
-		if FileIDOf(d.hashes) != d.id {
+		if FileIDOf(d.size, d.pieceSize, d.hashes) != d.id {
 			return fmt.Errorf("download %s: the index says the file is empty, but its ID is not that of an empty file", d.id)
 		}
 		return nil
@@ -209,6 +209,9 @@ func (d *download) run(ctx context.Context) error {
 	for {
 		now := time.Now()
 		for _, h := range d.candidates() {
+			if d.c.active >= d.opts.MaxHolders {
+				break
+			}
 			if !h.active && !now.Before(h.retryAt) {
 				h.active = true
 				d.c.active++

@@ -44,10 +44,10 @@
 //
 // A file is cut into pieces of PieceSizeFor(size) bytes: 256 KiB up to
 // 1 GiB, then doubling so a file has at most 4096 pieces, capped at 16 MiB.
-// Each piece's SHA-256 is a leaf of a Merkle tree whose root, in lowercase
-// hex, is the file's ID (see MerkleRoot for the exact definition, including
-// padding and the empty file). Hashes are cached in the data dir by
-// (path, size, mtime), so a restart rehashes nothing.
+// Each piece's SHA-256 is a leaf of a Merkle tree (MerkleRoot: padding, the
+// empty file); the file's ID is a SHA-256 over the size, the piece size and
+// that root (FileIDOf), so an ID fixes all three. Hashes are cached in the
+// data dir by (path, size, mtime), so a restart rehashes nothing.
 //
 // # Serving
 //

@@ -61,6 +61,10 @@ type DownloadOptions struct {
 	// CheckpointInterval is how often the resume state is saved (after an
 	// fsync of the data). Zero means 1 s.
 	CheckpointInterval time.Duration
+	// MaxHolders caps the holders downloaded from at once, each over one
+	// connection, opened as the download needs it; the others stand by
+	// for one that fails or is dropped. Zero means 8.
+	MaxHolders int
 }
 
 // Progress is a snapshot of a download.
@@ -157,6 +161,9 @@ func (p *Peer) Download(ctx context.Context, fileID, dest string, opts DownloadO
 	}
 	if opts.CheckpointInterval <= 0 {
 		opts.CheckpointInterval = time.Second
+	}
+	if opts.MaxHolders <= 0 {
+		opts.MaxHolders = 8
 	}
 	if !p.enter() {
 		return DownloadResult{}, ErrClosed

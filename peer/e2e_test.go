@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -506,7 +507,6 @@ func TestResolveByIDAndName(t *testing.T) {
 		{idOf(t, x), "report-2023.pdf"},
 		{"report-2023.pdf", "report-2023.pdf"},
 		{"report-2024.pdf", "old/report-2024.pdf"}, // the last path element
-		{"2024", "old/report-2024.pdf"},            // the only match
 	} {
 		f, err := Resolve(t.Context(), mc, tc.ref)
 		if err != nil || f.Name != tc.want {
@@ -515,8 +515,12 @@ func TestResolveByIDAndName(t *testing.T) {
 	}
 	_, err := Resolve(t.Context(), mc, "report")
 	var amb *AmbiguousError
-	if !errors.As(err, &amb) || !errors.Is(err, ErrAmbiguous) || len(amb.Candidates) != 2 {
-		t.Fatalf("Resolve(report) = %v, want an AmbiguousError with 2 candidates", err)
+	if !errors.As(err, &amb) || !errors.Is(err, ErrAmbiguous) || len(amb.Candidates) != 2 || amb.Named {
+		t.Fatalf("Resolve(report) = %v, want an AmbiguousError with 2 part-matching candidates", err)
+	}
+	// Part of a name is never enough, even when one file contains it.
+	if _, err := Resolve(t.Context(), mc, "2024"); !errors.As(err, &amb) || len(amb.Candidates) != 1 || amb.Named {
+		t.Fatalf("Resolve(2024) = %v, want an AmbiguousError listing the one part-matching file", err)
 	}
 	if _, err := Resolve(t.Context(), mc, "nothing-like-this"); !errors.Is(err, ErrFileNotFound) {
 		t.Fatalf("Resolve of an unknown name: %v, want ErrFileNotFound", err)
@@ -680,5 +684,56 @@ func TestSharingSurvivesLeaderKill(t *testing.T) {
 	}
 	if len(r.Files) != len(files) {
 		t.Fatalf("the index lists %d files, want %d", len(r.Files), len(files))
+	}
+}
+
+// An outsider who registers a known file under another name (so search
+// shows that name for it) and their own file under the known file's name
+// does not make Resolve pick their file: every holder's name counts.
+func TestResolveIsNotFooledByRenaming(t *testing.T) {
+	c := newTestCluster(t, nil)
+	genuine, malware := []byte("the real report"), []byte("not the report")
+	startPeer(t, c, "alice", shareFolder(t, map[string][]byte{"report.pdf": genuine}), nil)
+	mallory := client.IdentityFromKey(testKey("mallory"))
+	mc := c.client()
+	waitHolders(t, mc, idOf(t, genuine), 1)
+	if _, err := mc.Join(t.Context(), mallory, "127.0.0.1:9"); err != nil {
+		t.Fatal(err)
+	}
+	entry := func(b []byte, name string) client.FileEntry {
+		return client.FileEntry{ID: idOf(t, b), Name: name, Size: int64(len(b)), PieceSize: PieceSizeFor(int64(len(b)))}
+	}
+	if _, err := mc.Register(t.Context(), mallory, []client.FileEntry{entry(genuine, "a-report.pdf"), entry(malware, "report.pdf")}); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Resolve(t.Context(), mc, "report.pdf")
+	var amb *AmbiguousError
+	if !errors.As(err, &amb) || !amb.Named || len(amb.Candidates) != 2 {
+		t.Fatalf("Resolve(report.pdf) = %v, want an AmbiguousError naming both files", err)
+	}
+}
+
+// A file a stranger registered with an impossible size (near 2^63 bytes)
+// is refused cleanly: no panic, no huge allocation, a clear error.
+func TestDownloadOfAnImpossiblySizedFileFailsCleanly(t *testing.T) {
+	c := newTestCluster(t, nil)
+	carol := startPeer(t, c, "carol", "", nil)
+	mallory := client.IdentityFromKey(testKey("mallory"))
+	mc := c.client()
+	if _, err := mc.Join(t.Context(), mallory, "127.0.0.1:9"); err != nil {
+		t.Fatal(err)
+	}
+	for _, size := range []int64{math.MaxInt64, math.MaxInt64 - 1, 1 << 62} {
+		f := client.FileEntry{ID: strings.Repeat("ef", 32), Name: fmt.Sprintf("huge-%d.bin", size), Size: size, PieceSize: 16 << 20}
+		if _, err := mc.Register(t.Context(), mallory, []client.FileEntry{f}); err != nil {
+			t.Fatalf("register a %d-byte file: %v", size, err)
+		}
+		_, err := carol.Download(t.Context(), f.ID, filepath.Join(t.TempDir(), "huge"), DownloadOptions{StallTimeout: 5 * time.Second})
+		if !errors.Is(err, ErrFileTooLarge) {
+			t.Fatalf("download of a %d-byte file: %v, want ErrFileTooLarge", size, err)
+		}
+		if _, err := mc.Unregister(t.Context(), mallory, []string{f.ID}); err != nil {
+			t.Fatal(err)
+		}
 	}
 }

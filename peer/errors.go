@@ -32,9 +32,10 @@ var (
 	// name (nobody holds it, or it never existed).
 	ErrFileNotFound = errors.New("no file with that ID or name is in the index")
 
-	// ErrAmbiguous means a name matches several files. The concrete error
-	// is an *AmbiguousError listing the candidates.
-	ErrAmbiguous = errors.New("the name matches several files")
+	// ErrAmbiguous means a name does not single out one file: several
+	// have it, or none has it and some contain it. The concrete error is
+	// an *AmbiguousError listing the candidates.
+	ErrAmbiguous = errors.New("the name does not single out one file")
 
 	// ErrNoHonestHolder means every holder that was reachable sent data that
 	// failed verification (a piece whose SHA-256 differs from the file's
@@ -56,13 +57,17 @@ var (
 	ErrFileTooLarge = errors.New("file too large to share")
 )
 
-// AmbiguousError is returned by Resolve when a name matches several files.
-// It matches ErrAmbiguous under errors.Is.
+// AmbiguousError is returned by Resolve when a name does not single out
+// one file. It matches ErrAmbiguous under errors.Is.
 type AmbiguousError struct {
 	// Query is the name the caller gave.
 	Query string
-	// Candidates are the matching files, sorted by name then ID.
+	// Candidates are the files that have the name (Named) or whose names
+	// contain it, sorted by name then ID.
 	Candidates []client.FileSummary
+	// Named is true when every candidate has exactly the name Query; false
+	// when none has it and the candidates only contain it.
+	Named bool
 }
 
 // Error names the query and the candidates (name and short ID of each).
@@ -71,7 +76,10 @@ func (e *AmbiguousError) Error() string {
 	for _, c := range e.Candidates {
 		names = append(names, fmt.Sprintf("%s (%s)", c.Name, c.ID[:12]))
 	}
-	return fmt.Sprintf("%q matches %d files: %s; give the file's ID instead", e.Query, len(e.Candidates), strings.Join(names, ", "))
+	if !e.Named {
+		return fmt.Sprintf("no file is named %q, but %d contain it: %s; give the full name or the file's ID", e.Query, len(e.Candidates), strings.Join(names, ", "))
+	}
+	return fmt.Sprintf("%d files are named %q: %s; give the file's ID instead", len(e.Candidates), e.Query, strings.Join(names, ", "))
 }
 
 // Is reports whether target is ErrAmbiguous.

@@ -53,7 +53,7 @@ func (d *download) dial(id, addr string) (io.ReadWriteCloser, *bufio.Reader, fun
 }
 
 // requestHashes asks one holder for the piece-hash list and checks it. A
-// list of the wrong length or whose Merkle root is not the file ID is
+// list of the wrong length or that does not hash to the file ID is
 // errBadData.
 func (d *download) requestHashes(id, addr string) ([][32]byte, error) {
 	conn, br, deadline, err := d.dial(id, addr)
@@ -80,8 +80,8 @@ func (d *download) requestHashes(id, addr string) ([][32]byte, error) {
 		return nil, err
 	}
 	hs := leaves(raw)
-	if FileIDOf(hs) != d.id {
-		return nil, fmt.Errorf("%w: the piece-hash list's Merkle root is not the file ID", errBadData)
+	if FileIDOf(d.size, d.pieceSize, hs) != d.id {
+		return nil, fmt.Errorf("%w: the piece-hash list does not hash to the file ID", errBadData)
 	}
 	return hs, nil
 }

@@ -69,7 +69,7 @@ func testWorkerDownload(t *testing.T, data []byte, h fakeHolder) *download {
 	for off := 0; off < len(data); off += testPieceSize {
 		hashes = append(hashes, sha256.Sum256(data[off:min(off+testPieceSize, len(data))]))
 	}
-	id := FileIDOf(hashes)
+	id := FileIDOf(int64(len(data)), testPieceSize, hashes)
 	var root [32]byte
 	raw, _ := hex.DecodeString(id)
 	copy(root[:], raw)

@@ -24,7 +24,7 @@ func TestDownloadsRacingCloseEndWithErrClosed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	id := FileIDOf([][32]byte{sha256.Sum256(nil)})
+	id := FileIDOf(0, DefaultPieceSize, [][32]byte{sha256.Sum256(nil)})
 	dir := t.TempDir()
 	var wg sync.WaitGroup
 	start := make(chan struct{})

@@ -3,9 +3,11 @@ package peer
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"fmt"
 	"io"
+	"math"
 
 	"fileshare/fsm"
 )
@@ -51,7 +53,13 @@ func PieceCount(size, pieceSize int64) int {
 	if size <= 0 {
 		return 1
 	}
-	return int((size + pieceSize - 1) / pieceSize)
+	// size/pieceSize first: size+pieceSize-1 would overflow near the
+	// largest int64, and the index describes files a stranger registered.
+	n := size / pieceSize
+	if size%pieceSize != 0 {
+		n++
+	}
+	return int(min(n, math.MaxInt32))
 }
 
 // pieceLen returns the length of piece i of a file: pieceSize for every piece
@@ -62,24 +70,21 @@ func pieceLen(size, pieceSize int64, i int) int64 {
 }
 
 // MerkleRoot returns the root of the SHA-256 Merkle tree over a file's
-// piece hashes. A file's ID (fsm.FileID) is its lowercase hex encoding.
+// piece hashes. A file's ID commits to this root (see FileIDOf).
 //
 // The tree, in the style of BitTorrent v2:
 //
 //   - leaf i is SHA-256(piece i), for the n = PieceCount(size, pieceSize)
 //     pieces in file order; the last piece may be short, and an empty file
-//     has exactly one piece, the empty string, so its leaf (and root, and
-//     ID) is SHA-256("") = e3b0c442…b855;
+//     has exactly one piece, the empty string, so its leaf (and root) is
+//     SHA-256("") = e3b0c442…b855;
 //   - the leaves are padded on the right up to the next power of two with
 //     leaves of 32 zero bytes (zero values, not hashes of anything);
 //   - an inner node is SHA-256(left || right), 64 bytes in;
 //   - a tree of one leaf has that leaf as its root.
 //
 // So for pieces a, b, c: root(a) = H(a); root(a, b) = H(H(a)||H(b));
-// root(a, b, c) = H( H(H(a)||H(b)) || H(H(c)||0³²) ). The root alone does
-// not commit to the piece size or the file size; the index stores both, and a
-// downloader checks a holder's hash list against the root using the index's
-// piece count, so the tree's shape is fixed before any byte is trusted.
+// root(a, b, c) = H( H(H(a)||H(b)) || H(H(c)||0³²) ).
 //
 // MerkleRoot panics if leaves is empty: every file has at least one piece.
 func MerkleRoot(leaves [][32]byte) [32]byte {
@@ -105,11 +110,29 @@ func MerkleRoot(leaves [][32]byte) [32]byte {
 	return level[0]
 }
 
-// FileIDOf returns the file ID (lowercase hex Merkle root) of a file whose
-// piece hashes are leaves.
-func FileIDOf(leaves [][32]byte) string {
+// fileIDDomain starts the input of every file ID, so that no other
+// SHA-256 in the system (a piece, a Merkle node) can pass for one.
+const fileIDDomain = "fileshare file id v2\x00"
+
+// FileIDOf returns the file ID of a file of size bytes cut into pieces of
+// pieceSize whose hashes are leaves: the lowercase hex of
+//
+//	SHA-256("fileshare file id v2\x00" || size || pieceSize || MerkleRoot(leaves))
+//
+// with size and pieceSize as 8-byte big-endian integers. The ID commits
+// to the size and piece size as well as the content, so nobody can
+// register a public file's ID with a wrong size or piece size and so
+// block its real seeders; and a downloader that checks a holder's hash
+// list against the ID has fixed the tree's shape before it trusts a byte.
+func FileIDOf(size, pieceSize int64, leaves [][32]byte) string {
 	root := MerkleRoot(leaves)
-	return hex.EncodeToString(root[:])
+	var b [len(fileIDDomain) + 16 + 32]byte
+	n := copy(b[:], fileIDDomain)
+	binary.BigEndian.PutUint64(b[n:], uint64(size))
+	binary.BigEndian.PutUint64(b[n+8:], uint64(pieceSize))
+	copy(b[n+16:], root[:])
+	id := sha256.Sum256(b[:])
+	return hex.EncodeToString(id[:])
 }
 
 // HashPieces reads size bytes from r and returns the SHA-256 of each piece of
@@ -155,5 +178,5 @@ func HashFile(ctx context.Context, r io.Reader, size int64) (FileHashes, error) 
 	if err != nil {
 		return FileHashes{}, err
 	}
-	return FileHashes{ID: FileIDOf(pieces), Size: size, PieceSize: ps, Pieces: pieces}, nil
+	return FileHashes{ID: FileIDOf(size, ps, pieces), Size: size, PieceSize: ps, Pieces: pieces}, nil
 }

@@ -3,6 +3,7 @@ package peer
 import (
 	"bytes"
 	"crypto/sha256"
+	"encoding/hex"
 	"strings"
 	"testing"
 
@@ -12,9 +13,9 @@ import (
 // The vectors below were computed outside Go, with Python's hashlib:
 //
 //	H = lambda b: hashlib.sha256(b).digest()
-//	H(b'')                                            # empty file
 //	H(H(b'a') + H(b'b'))                              # 2 leaves
 //	H(H(H(b'a') + H(b'b')) + H(H(b'c') + bytes(32)))  # 3 leaves, one zero pad
+//	fid = lambda size, ps, root: hashlib.sha256(b'fileshare file id v2\x00' + struct.pack('>QQ', size, ps) + root).hexdigest()
 func TestMerkleRootMatchesHandComputedVectors(t *testing.T) {
 	h := func(s string) [32]byte { return sha256.Sum256([]byte(s)) }
 	for _, tc := range []struct {
@@ -27,38 +28,45 @@ func TestMerkleRootMatchesHandComputedVectors(t *testing.T) {
 		{"three leaves padded with a zero leaf", [][32]byte{h("a"), h("b"), h("c")}, "d0a664079d491a97357efa1ce1eab5aeb566adef78a2b910e8d13e901e192832"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if got := FileIDOf(tc.leaves); got != tc.want {
-				t.Fatalf("root = %s, want %s", got, tc.want)
+			if got := MerkleRoot(tc.leaves); hex.EncodeToString(got[:]) != tc.want {
+				t.Fatalf("root = %x, want %s", got, tc.want)
 			}
 		})
 	}
 }
 
+// A file ID commits to the content, the size and the piece size: the same
+// bytes cut differently have another ID.
 func TestFileIDOfContent(t *testing.T) {
 	a, b, c := strings.Repeat("a", 16384), strings.Repeat("b", 16384), "ccccc"
 	for _, tc := range []struct {
-		name    string
-		content string
-		want    string
-		pieces  int
+		name      string
+		content   string
+		pieceSize int64
+		want      string
+		pieces    int
 	}{
-		{"empty file has one empty piece", "", "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855", 1},
-		{"two full pieces", a + b, "91ba1b58ae584fde9a26d7f74fb955d515d1c576c1c7e865a0bac16d81fa10b3", 2},
-		{"two full pieces and a short one", a + b + c, "ad5501804de246cd8ff589870cb4295d03296d356797f48a42ab08f0da9d3efb", 3},
+		{"empty file has one empty piece", "", 16384, "d2043df3d6684faaf666038e6daab1eda462eda66b0d4a08eadd470c5670bb46", 1},
+		{"two full pieces", a + b, 16384, "8cbae2032407bd3c94954c81e6c572ca4ffa4666cf0bc2fb5cafbf48c2d76730", 2},
+		{"two full pieces and a short one", a + b + c, 16384, "0faf7886dab6b8843ce18647a4875ee349b263d854fa31ced1f7ad61d29615df", 3},
+		{"the same bytes in larger pieces", a + b + c, 32768, "3371096d6f93283492cc3c996f62cc41abcfb9901ed5cbe0267df5d13495a3aa", 2},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			size := int64(len(tc.content))
-			hs, err := HashPieces(t.Context(), strings.NewReader(tc.content), size, 16384)
+			hs, err := HashPieces(t.Context(), strings.NewReader(tc.content), size, tc.pieceSize)
 			if err != nil {
 				t.Fatal(err)
 			}
 			if len(hs) != tc.pieces {
 				t.Fatalf("%d pieces, want %d", len(hs), tc.pieces)
 			}
-			if got := FileIDOf(hs); got != tc.want {
+			if got := FileIDOf(size, tc.pieceSize, hs); got != tc.want {
 				t.Fatalf("file ID = %s, want %s", got, tc.want)
 			}
-			if err := fsm.FileID(FileIDOf(hs)).Validate(); err != nil {
+			if FileIDOf(size+1, tc.pieceSize, hs) == tc.want {
+				t.Fatal("the ID does not commit to the size")
+			}
+			if err := fsm.FileID(FileIDOf(size, tc.pieceSize, hs)).Validate(); err != nil {
 				t.Fatalf("file ID is not a valid fsm.FileID: %v", err)
 			}
 		})

@@ -49,6 +49,9 @@ type Config struct {
 	// if missing. Empty means a download-only peer: it never joins the
 	// index (it has nothing to offer) and cannot seed.
 	ShareDir string
+	// IncludeHidden shares dotfiles and dot-folders (".env", ".git/")
+	// too; by default they are skipped, as they often hold secrets.
+	IncludeHidden bool
 	// Listen is the host:port of the peer's one listener, where it serves
 	// pieces. Empty means ":0" (any interface, a free port). If the host is
 	// a specific IP, the peer's outgoing connections leave from it too.
@@ -237,7 +240,7 @@ func New(cfg Config) (*Peer, error) {
 		return nil, fmt.Errorf("%w: %w", ErrConfig, err)
 	}
 	if cfg.ShareDir != "" {
-		if p.store, err = openStore(cfg.ShareDir, cfg.DataDir, p.logger); err != nil {
+		if p.store, err = openStore(cfg.ShareDir, cfg.DataDir, cfg.IncludeHidden, p.logger); err != nil {
 			return nil, err
 		}
 	}

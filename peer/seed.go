@@ -20,7 +20,7 @@ import (
 func (p *Peer) seed(ctx context.Context, dest string, size, pieceSize int64, hashes []byte) error {
 	rel, err := filepath.Rel(p.store.dir, dest)
 	if err != nil || !filepath.IsLocal(rel) {
-		rel, err = p.linkIntoShare(dest, FileIDOf(leaves(hashes))[:8])
+		rel, err = p.linkIntoShare(dest, FileIDOf(size, pieceSize, leaves(hashes))[:8])
 		if err != nil {
 			return err
 		}
@@ -36,7 +36,7 @@ func (p *Peer) seed(ctx context.Context, dest string, size, pieceSize int64, has
 	if err := p.rescan(ctx, &e); err != nil {
 		return err
 	}
-	if p.servedFile(FileIDOf(leaves(hashes))) == nil {
+	if p.servedFile(FileIDOf(size, pieceSize, leaves(hashes))) == nil {
 		return fmt.Errorf("the index did not accept %s; see the log", dest)
 	}
 	return nil

@@ -103,7 +103,7 @@ func TestServeConnPipelinesPiecesOverSendfile(t *testing.T) {
 	}
 	hs := make([]byte, h.Len)
 	io.ReadFull(br, hs)
-	if FileIDOf(leaves(hs)) != sf.ID {
+	if FileIDOf(sf.Size, sf.PieceSize, leaves(hs)) != sf.ID {
 		t.Fatal("hash list does not match the file ID")
 	}
 	// Out of range: a bad request, and the server hangs up.

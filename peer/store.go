@@ -9,6 +9,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"strings"
 	"unicode/utf8"
 
@@ -37,13 +38,20 @@ func (f *sharedFile) entry() client.FileEntry {
 type store struct {
 	dir       string   // the share folder, absolute
 	root      *os.Root // the share folder; every open goes through it
-	skip      string   // slash path of the data dir inside the share folder, or ""
 	cachePath string
 	cache     map[string]cacheEntry // by path
 	logger    *slog.Logger
+
+	// The data dir is never shared, whichever path leads to it: the share
+	// folder may be the data dir, contain it, or reach it through a
+	// symlink, and the key may be hard-linked anywhere.
+	realDir       string      // the share folder with symlinks resolved
+	realData      string      // the data dir with symlinks resolved
+	key           os.FileInfo // the peer's key file
+	includeHidden bool        // share dotfiles and dot-folders too
 }
 
-func openStore(shareDir, dataDir string, logger *slog.Logger) (*store, error) {
+func openStore(shareDir, dataDir string, includeHidden bool, logger *slog.Logger) (*store, error) {
 	abs, err := filepath.Abs(shareDir)
 	if err != nil {
 		return nil, fmt.Errorf("%w: share folder %s: %v", ErrConfig, shareDir, err)
@@ -55,11 +63,18 @@ func openStore(shareDir, dataDir string, logger *slog.Logger) (*store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: open share folder %s: %v", ErrConfig, abs, err)
 	}
-	s := &store{dir: abs, root: root, cachePath: filepath.Join(dataDir, hashCacheFile), cache: map[string]cacheEntry{}, logger: logger}
-	if absData, err := filepath.Abs(dataDir); err == nil {
-		if rel, err := filepath.Rel(abs, absData); err == nil && filepath.IsLocal(rel) {
-			s.skip = filepath.ToSlash(rel)
-		}
+	s := &store{dir: abs, root: root, cachePath: filepath.Join(dataDir, hashCacheFile), cache: map[string]cacheEntry{}, logger: logger, includeHidden: includeHidden}
+	if s.realDir, err = filepath.EvalSymlinks(abs); err != nil {
+		root.Close()
+		return nil, fmt.Errorf("%w: share folder %s: %v", ErrConfig, abs, err)
+	}
+	if s.realData, err = filepath.EvalSymlinks(dataDir); err != nil {
+		root.Close()
+		return nil, fmt.Errorf("%w: data dir %s: %v", ErrConfig, dataDir, err)
+	}
+	if s.key, err = os.Stat(filepath.Join(dataDir, keyFile)); err != nil {
+		root.Close()
+		return nil, fmt.Errorf("%w: %v", ErrIdentity, err)
 	}
 	if b, err := os.ReadFile(s.cachePath); err == nil {
 		if c, err := decodeHashCache(b); err != nil {
@@ -80,7 +95,7 @@ func (s *store) close() error { return s.root.Close() }
 func (s *store) cachedIDs() map[string]bool {
 	out := make(map[string]bool, len(s.cache))
 	for _, e := range s.cache {
-		out[FileIDOf(leaves(e.Hashes))] = true
+		out[FileIDOf(e.Size, e.PieceSize, leaves(e.Hashes))] = true
 	}
 	return out
 }
@@ -115,12 +130,12 @@ func (s *store) scan(ctx context.Context) (map[string]*sharedFile, error) {
 			return nil
 		}
 		if d.IsDir() {
-			if p == s.skip {
+			if s.hidden(p) || filepath.Join(s.realDir, p) == s.realData {
 				return fs.SkipDir
 			}
 			return nil
 		}
-		if skipName(path.Base(p)) {
+		if skipName(path.Base(p)) || s.hidden(p) || s.isDataFile(p) {
 			return nil
 		}
 		var info fs.FileInfo
@@ -138,11 +153,19 @@ func (s *store) scan(ctx context.Context) (map[string]*sharedFile, error) {
 			if !info.Mode().IsRegular() {
 				return nil // directory links are not followed: no loops
 			}
+			if s.linksIntoDataDir(p) {
+				s.logger.Warn("not sharing symlink into the data dir", "path", p)
+				return nil
+			}
 		default:
 			return nil // devices, pipes, sockets
 		}
 		if err != nil {
 			return nil // vanished since the directory was read
+		}
+		if os.SameFile(info, s.key) {
+			s.logger.Warn("not sharing a link to the peer's key", "path", p)
+			return nil
 		}
 		name := registeredName(p)
 		if name == "" {
@@ -163,7 +186,7 @@ func (s *store) scan(ctx context.Context) (map[string]*sharedFile, error) {
 			changed = true
 		}
 		seen[p] = e
-		id := FileIDOf(leaves(e.Hashes))
+		id := FileIDOf(e.Size, e.PieceSize, leaves(e.Hashes))
 		if _, dup := files[id]; !dup {
 			files[id] = &sharedFile{ID: id, Path: p, Name: name, Size: e.Size, ModTime: e.ModTime, PieceSize: e.PieceSize, Hashes: e.Hashes}
 		}
@@ -224,6 +247,32 @@ func (s *store) saveCache() error {
 
 // skipName reports whether a file name is one of ours that must never be
 // shared: a partial download, its resume state, or a temporary file.
+// hidden reports whether slash path p is a dotfile or lies in a dot-folder
+// and so is not shared without includeHidden.
+func (s *store) hidden(p string) bool {
+	return !s.includeHidden && strings.HasPrefix(path.Base(p), ".")
+}
+
+// dataFiles are the files a peer keeps in its data dir.
+var dataFiles = []string{keyFile, hashCacheFile, lockFile, legacyIdentityFile}
+
+// isDataFile reports whether slash path p is one of the data dir's own
+// files, as when the share folder is the data dir.
+func (s *store) isDataFile(p string) bool {
+	return filepath.Dir(filepath.Join(s.realDir, filepath.FromSlash(p))) == s.realData && slices.Contains(dataFiles, path.Base(p))
+}
+
+// linksIntoDataDir reports whether the symlink at slash path p resolves
+// into the data dir.
+func (s *store) linksIntoDataDir(p string) bool {
+	target, err := filepath.EvalSymlinks(filepath.Join(s.dir, filepath.FromSlash(p)))
+	if err != nil {
+		return true // cannot tell: do not share
+	}
+	rel, err := filepath.Rel(s.realData, target)
+	return err == nil && filepath.IsLocal(rel)
+}
+
 func skipName(base string) bool {
 	return strings.HasSuffix(base, PartialSuffix) || strings.HasSuffix(base, ResumeSuffix) ||
 		strings.Contains(base, PartialSuffix+".") || strings.Contains(base, ResumeSuffix+".")

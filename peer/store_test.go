@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -108,8 +109,8 @@ func TestScanSkipsEscapingSymlinksAndPartialDownloads(t *testing.T) {
 
 func TestScanSkipsTheDataDirInsideTheShareFolder(t *testing.T) {
 	share := t.TempDir()
-	data := filepath.Join(share, ".fileshare")
-	mustWrite(t, filepath.Join(data, "identity.json"), "{}")
+	data := filepath.Join(share, "fsdata") // not hidden: the data-dir rule must skip it
+	mustWrite(t, filepath.Join(data, "notes.txt"), "{}")
 	mustWrite(t, filepath.Join(share, "x.txt"), "x")
 	s := newTestStore(t, share, data)
 	files, err := s.scan(t.Context())
@@ -224,7 +225,20 @@ func TestDataDirLockKeepsASecondPeerOut(t *testing.T) {
 
 func newTestStore(t *testing.T, share, data string) *store {
 	t.Helper()
-	s, err := openStore(share, data, slog.New(slog.DiscardHandler))
+	return newTestStoreHidden(t, share, data, false)
+}
+
+// newTestStoreHidden opens a store for share whose peer keeps data, with
+// a key there as a real peer would have.
+func newTestStoreHidden(t *testing.T, share, data string, includeHidden bool) *store {
+	t.Helper()
+	if err := os.MkdirAll(data, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := loadIdentity(data); err != nil {
+		t.Fatal(err)
+	}
+	s, err := openStore(share, data, includeHidden, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -254,5 +268,84 @@ func mustWrite(t testing.TB, path, content string) {
 	}
 	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// The data dir is never shared, whatever the layout: the share folder may
+// be the data dir, contain it, reach it through a symlinked path, or hold
+// a symlink or a hard link to the key. Dotfiles are shared only on request.
+func TestTheDataDirIsNeverShared(t *testing.T) {
+	names := func(files map[string]*sharedFile) []string {
+		var out []string
+		for _, f := range files {
+			out = append(out, f.Path)
+		}
+		slices.Sort(out)
+		return out
+	}
+	for _, tc := range []struct {
+		name   string
+		layout func(t *testing.T, base string) (share, data string)
+		hidden bool
+		want   []string
+	}{
+		{"data dir is the share folder", func(t *testing.T, base string) (string, string) {
+			return base, base
+		}, false, []string{"pub.txt"}},
+		{"data dir inside the share folder", func(t *testing.T, base string) (string, string) {
+			return base, filepath.Join(base, "data")
+		}, false, []string{"pub.txt"}},
+		{"data dir inside, reached through a symlinked path", func(t *testing.T, base string) (string, string) {
+			if err := os.Symlink(base, base+"-link"); err != nil {
+				t.Fatal(err)
+			}
+			return base, filepath.Join(base+"-link", "data")
+		}, false, []string{"pub.txt"}},
+		{"a symlink to the key inside the share folder", func(t *testing.T, base string) (string, string) {
+			data := t.TempDir()
+			if _, err := loadIdentity(data); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Symlink(filepath.Join(data, keyFile), filepath.Join(base, "innocent.txt")); err != nil {
+				t.Fatal(err)
+			}
+			return base, data
+		}, false, []string{"pub.txt"}},
+		{"a hard link to the key inside the share folder", func(t *testing.T, base string) (string, string) {
+			data := base + "-data"
+			if err := os.MkdirAll(data, 0o700); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := loadIdentity(data); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Link(filepath.Join(data, keyFile), filepath.Join(base, "innocent.txt")); err != nil {
+				t.Fatal(err)
+			}
+			return base, data
+		}, false, []string{"pub.txt"}},
+		{"dotfiles are not shared", func(t *testing.T, base string) (string, string) {
+			mustWrite(t, filepath.Join(base, ".env"), "TOKEN=x")
+			mustWrite(t, filepath.Join(base, ".git", "config"), "[core]")
+			return base, t.TempDir()
+		}, false, []string{"pub.txt"}},
+		{"dotfiles are shared with includeHidden", func(t *testing.T, base string) (string, string) {
+			mustWrite(t, filepath.Join(base, ".env"), "TOKEN=x")
+			return base, t.TempDir()
+		}, true, []string{".env", "pub.txt"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			base := filepath.Join(t.TempDir(), "share")
+			mustWrite(t, filepath.Join(base, "pub.txt"), "public")
+			share, data := tc.layout(t, base)
+			s := newTestStoreHidden(t, share, data, tc.hidden)
+			files, err := s.scan(t.Context())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := names(files); !slices.Equal(got, tc.want) {
+				t.Fatalf("shared %q, want %q", got, tc.want)
+			}
+		})
 	}
 }

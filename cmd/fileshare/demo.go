@@ -142,7 +142,7 @@ func (d *demo) run(ctx context.Context, dir string) (err error) {
 	if d.rate > 0 {
 		limit = fmt.Sprintf(" (limited to %s/s so you can watch)", humanBytes(d.rate))
 	}
-	d.say("carol downloads big.bin from alice and bob at once%s.\n   Each piece's SHA-256 is checked against the file's Merkle root before it is written.", limit)
+	d.say("carol downloads big.bin from alice and bob at once%s.\n   Each piece's SHA-256 is checked against the file's ID before it is written.", limit)
 	dest := filepath.Join(dir, "carol-downloads", "big.bin")
 	var killed atomic.Bool
 	var killWG sync.WaitGroup
@@ -293,7 +293,7 @@ func (d *demo) makeFiles() (string, error) {
 }
 
 func (d *demo) startPeers(ctx context.Context) (alice, bob, carol *peer.Peer, err error) {
-	d.say("Starting 3 peers: alice and bob share folders, carol's is empty. Each peer cuts its files into\n   256 KiB pieces, hashes each piece with SHA-256, takes the Merkle root of those hashes as the\n   file's ID, and registers (ID, name, size) with the index.")
+	d.say("Starting 3 peers: alice and bob share folders, carol's is empty. Each peer cuts its files into\n   256 KiB pieces, hashes each piece with SHA-256, derives the file's ID from the Merkle root of those\n   hashes, the size and the piece size, and registers (ID, name, size) with the index.")
 	var ps []*peer.Peer
 	for _, who := range []string{"alice", "bob", "carol"} {
 		p, err := peer.New(peer.Config{

@@ -41,7 +41,7 @@ func newGetCmd(g *globalFlags, stdout, stderr io.Writer) *cobra.Command {
 		Short: "Download a file from every peer that holds it, verifying each piece",
 		Long: `Download a file by its ID or by a name that identifies one file (run
 'fileshare search' to find it). The file comes from all its holders at once;
-every piece is checked against the file's Merkle root before it is written,
+every piece is checked against the file's ID (its Merkle root) before it is written,
 and a holder that sends a bad piece is dropped.
 
 The file is written to --out (default: its name in the current folder; if
@@ -120,7 +120,11 @@ func runGet(cmd *cobra.Command, g *globalFlags, f *getFlags, ref string, stdout,
 	cancel()
 	var amb *peer.AmbiguousError
 	if errors.As(err, &amb) {
-		fmt.Fprintf(stderr, "%q matches %d files; give the ID of the one you want:\n", ref, len(amb.Candidates))
+		if amb.Named {
+			fmt.Fprintf(stderr, "%d files are named %q; give the ID of the one you want:\n", len(amb.Candidates), printable(ref))
+		} else {
+			fmt.Fprintf(stderr, "no file is named %q, but these contain it; give the full name or the ID of the one you want:\n", printable(ref))
+		}
 		printFiles(stderr, "table", ref, amb.Candidates)
 		return &exitCode{code: 1}
 	}
@@ -142,7 +146,7 @@ func runGet(cmd *cobra.Command, g *globalFlags, f *getFlags, ref string, stdout,
 	pp := newProgressPrinter(stdout, isTerminal(stdout))
 	if text {
 		pp.println("getting %s (%s, %d pieces of %s) from %d holder(s)\n  id %s\n  to %s",
-			file.Name, humanBytes(file.Size), peer.PieceCount(file.Size, file.PieceSize), humanBytes(file.PieceSize), file.Holders, file.ID, dest)
+			printable(file.Name), humanBytes(file.Size), peer.PieceCount(file.Size, file.PieceSize), humanBytes(file.PieceSize), file.Holders, file.ID, printable(dest))
 	}
 	opts := peer.DownloadOptions{Seed: f.seed, RateLimit: rate, StallTimeout: f.stall, ProgressInterval: 200 * time.Millisecond}
 	if text {
@@ -167,7 +171,7 @@ func runGet(cmd *cobra.Command, g *globalFlags, f *getFlags, ref string, stdout,
 	}
 	if f.seed {
 		if text {
-			pp.println("seeding %s as peer %s at %s until interrupted (Ctrl-C)", file.Name, p.ID(), p.Addr())
+			pp.println("seeding %s as peer %s at %s until interrupted (Ctrl-C)", printable(file.Name), p.ID(), p.Addr())
 		}
 		<-ctx.Done()
 	}
@@ -179,10 +183,7 @@ func runGet(cmd *cobra.Command, g *globalFlags, f *getFlags, ref string, stdout,
 // destination resolves --out: empty means the file's base name here; an
 // existing folder means the base name inside it.
 func destination(out, name string) (string, error) {
-	base := path.Base(name)
-	if base == "." || base == "/" || base == ".." {
-		base = "download"
-	}
+	base := safeBase(path.Base(name))
 	if out == "" {
 		return filepath.Abs(base)
 	}

@@ -87,6 +87,7 @@ lease expires (unless it is back first).`,
 	f.DurationVar(&cfg.RescanInterval, "rescan", 2*time.Second, "how often to rescan the share folder")
 	f.IntVar(&cfg.MaxUploads, "max-uploads", 16, "most piece connections served at once")
 	f.BoolVar(&keep, "keep-registered", false, "on exit, keep the registrations until the lease expires instead of leaving")
+	f.BoolVar(&cfg.IncludeHidden, "include-hidden", false, "share dotfiles and dot-folders too (skipped by default: they often hold secrets)")
 	tf.add(f, false, "")
 	return cmd
 }

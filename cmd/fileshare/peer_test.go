@@ -103,7 +103,7 @@ func TestPeerSearchGetProcesses(t *testing.T) {
 	}
 
 	_, stderr, code = fileshare(t, 20*time.Second, "get", "report", "--masters", masters, "--trusted-ca-file", ca, "--out", filepath.Join(dir, "r"))
-	if code != 1 || !strings.Contains(stderr, "report-2023.txt") || !strings.Contains(stderr, "report-2024.txt") || !strings.Contains(stderr, "give the ID") {
+	if code != 1 || !strings.Contains(stderr, "report-2023.txt") || !strings.Contains(stderr, "report-2024.txt") || !strings.Contains(stderr, "give the full name or the ID") {
 		t.Fatalf("ambiguous get: exit %d, stderr:\n%s", code, stderr)
 	}
 	_, stderr, code = fileshare(t, 20*time.Second, "get", "no-such-file", "--masters", masters, "--trusted-ca-file", ca)

@@ -89,7 +89,7 @@ func printFiles(w io.Writer, format, query string, files []client.FileSummary) e
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tNAME\tSIZE\tHOLDERS")
 	for _, f := range files {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\n", f.ID, f.Name, humanBytes(f.Size), f.Holders)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\n", f.ID, printable(f.Name), humanBytes(f.Size), f.Holders)
 	}
 	return tw.Flush()
 }
