@@ -737,3 +737,36 @@ func TestDownloadOfAnImpossiblySizedFileFailsCleanly(t *testing.T) {
 		}
 	}
 }
+
+// A folder of thousands of long-named files is registered, and later
+// unregistered, in calls whose log entries stay under the masters' entry
+// cap: none is refused for its size.
+func TestLargeFoldersFitTheMastersEntryCap(t *testing.T) {
+	c := newTestCluster(t, nil)
+	files := map[string][]byte{}
+	long := strings.Repeat("n", 200)
+	for i := range 4500 {
+		files[fmt.Sprintf("d%d/%s-%04d.txt", i%10, long, i)] = []byte(fmt.Sprintf("file %d", i))
+	}
+	share := shareFolder(t, files)
+	alice := startPeer(t, c, "alice", share, func(cfg *Config) { cfg.RescanInterval = time.Hour })
+	if err := alice.Rescan(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if got := len(alice.Shared()); got != len(files) {
+		t.Fatalf("alice shares %d files, want %d", got, len(files))
+	}
+	for i := range 10 {
+		os.RemoveAll(filepath.Join(share, fmt.Sprintf("d%d", i)))
+	}
+	if err := alice.Rescan(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if got := len(alice.Shared()); got != 0 {
+		t.Fatalf("alice still shares %d files after they were deleted", got)
+	}
+	r, err := c.client().Search(t.Context(), long, 10, client.ReadLinearizable)
+	if err != nil || len(r.Files) != 0 {
+		t.Fatalf("search after the deletions: %d files, %v; want none", len(r.Files), err)
+	}
+}

@@ -112,12 +112,16 @@ func (p *Peer) syncLoop(ctx context.Context) {
 	}
 }
 
-// Registration batches: at most fsm.MaxFilesPerCommand files per call, and
-// about 256 KiB of entries, so each lands in one Raft log entry well under
-// raft's suggested 512 KiB.
+// Registration batches: at most fsm.MaxFilesPerCommand files and about
+// 192 KiB of entries per call (an entry costs its ID, its name and about
+// 64 bytes of encoding), and unregistrations of at most 2,000 IDs, so that
+// each call's log entry stays under the masters' default cap of 256 KiB
+// (--max-entry-bytes), itself well under raft's suggested 512 KiB.
 const (
-	maxFilesPerCall = fsm.MaxFilesPerCommand
-	maxBytesPerCall = 256 << 10
+	maxFilesPerCall      = fsm.MaxFilesPerCommand
+	maxBytesPerCall      = 192 << 10
+	entryOverhead        = 64
+	maxUnregisterPerCall = 2000
 )
 
 // syncOnce joins if needed, scans, and registers and unregisters the
@@ -169,7 +173,7 @@ func (p *Peer) reconcile(ctx context.Context, st *syncState, files map[string]*s
 		}
 	}
 	slices.Sort(remove)
-	for chunk := range slices.Chunk(remove, maxFilesPerCall) {
+	for chunk := range slices.Chunk(remove, maxUnregisterPerCall) {
 		if _, err := p.client.Unregister(ctx, p.id, chunk); err != nil {
 			return fmt.Errorf("unregister %d removed files: %w", len(chunk), err)
 		}
@@ -190,8 +194,8 @@ func (p *Peer) reconcile(ctx context.Context, st *syncState, files map[string]*s
 	slices.SortFunc(add, func(a, b client.FileEntry) int { return strings.Compare(a.Name, b.Name) })
 	for len(add) > 0 {
 		n, bytes := 0, 0
-		for n < len(add) && n < maxFilesPerCall && (n == 0 || bytes+len(add[n].ID)+len(add[n].Name)+32 <= maxBytesPerCall) {
-			bytes += len(add[n].ID) + len(add[n].Name) + 32
+		for n < len(add) && n < maxFilesPerCall && (n == 0 || bytes+len(add[n].ID)+len(add[n].Name)+entryOverhead <= maxBytesPerCall) {
+			bytes += len(add[n].ID) + len(add[n].Name) + entryOverhead
 			n++
 		}
 		if err := p.register(ctx, st, add[:n]); err != nil {
