@@ -114,7 +114,7 @@ func (q *joinQuota) admit(addr net.Addr, peer fsm.PeerID, gone func(fsm.PeerID) 
 	if q.max <= 0 || addr == nil {
 		return nil
 	}
-	ip := hostOf(addr)
+	ip := transport.HostOf(addr)
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	set := q.perIP[ip]
@@ -140,15 +140,4 @@ func (q *joinQuota) admit(addr net.Addr, peer fsm.PeerID, gone func(fsm.PeerID) 
 	}
 	set[peer] = struct{}{}
 	return nil
-}
-
-func hostOf(a net.Addr) string {
-	if t, ok := a.(*net.TCPAddr); ok {
-		return t.IP.String()
-	}
-	h, _, err := net.SplitHostPort(a.String())
-	if err != nil {
-		return a.String()
-	}
-	return h
 }

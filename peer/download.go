@@ -262,7 +262,10 @@ func (p *Peer) download(ctx context.Context, fileID, dest string, opts DownloadO
 	d.file = file
 	defer d.file.close()
 	if err := d.fetchHashes(ctx); err != nil {
-		d.file.discardIfEmpty(nil)
+		// Pieces an earlier run verified stay for the next one.
+		if verified == nil || verified.count() == 0 {
+			d.file.discardIfEmpty(nil)
+		}
 		return d.result(), err
 	}
 	if err := d.file.reverify(verified, d.hashes); err != nil {

@@ -223,7 +223,9 @@ func TestDownloadResumesFromVerifiedPieces(t *testing.T) {
 	c := newTestCluster(t, nil)
 	data := randomBytes(5, 16*mib)
 	id := idOf(t, data)
-	startPeer(t, c, "alice", shareFolder(t, map[string][]byte{"f.bin": data}), nil)
+	share, aliceData := shareFolder(t, map[string][]byte{"f.bin": data}), filepath.Join(t.TempDir(), "alice")
+	keepData := func(cfg *Config) { cfg.DataDir = aliceData }
+	alice := startPeer(t, c, "alice", share, keepData)
 	carol := startPeer(t, c, "carol", "", nil)
 	waitHolders(t, c.client(), id, 1)
 
@@ -253,6 +255,18 @@ func TestDownloadResumesFromVerifiedPieces(t *testing.T) {
 	if saved < st.Pieces/2 {
 		t.Fatalf("resume state marks %d of %d pieces, want at least half", saved, st.Pieces)
 	}
+	// A run that cannot even fetch the hash list (the only holder is
+	// down) keeps what earlier runs verified.
+	alice.Close()
+	if _, err := carol.Download(t.Context(), id, dest, DownloadOptions{StallTimeout: time.Second}); !errors.Is(err, ErrNoHolders) {
+		t.Fatalf("run with the holder down: err = %v, want ErrNoHolders", err)
+	}
+	if b, err := os.ReadFile(dest + ResumeSuffix); err != nil {
+		t.Fatalf("the resume state was deleted by a run that verified nothing: %v", err)
+	} else if st, err := decodeResumeState(b); err != nil || st.count() != saved {
+		t.Fatalf("resume state after the failed run: %v, %v; want %d pieces", st, err, saved)
+	}
+	startPeer(t, c, "alice", share, keepData)
 	res, err := carol.Download(t.Context(), id, dest, DownloadOptions{})
 	if err != nil {
 		t.Fatalf("second run: %v", err)

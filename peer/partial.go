@@ -190,8 +190,9 @@ func (pf *partialFile) checkpoint(t *pieceTable) error {
 
 // discardIfEmpty removes the partial file and resume state of a failed
 // download when t is nil (the download failed before its pieces were
-// re-verified) or verified nothing: there is nothing to resume. Called by
-// the coordinator once no worker runs.
+// re-verified, and the caller knows no earlier run verified any) or t
+// verified nothing: there is nothing to resume. Called by the coordinator
+// once no worker runs.
 func (pf *partialFile) discardIfEmpty(t *pieceTable) {
 	if (t != nil && t.stats().Done != 0) || pf.f == nil {
 		return

@@ -50,7 +50,9 @@ func (c *trackedConn) ReadFrom(r io.Reader) (int64, error) {
 	return io.Copy(struct{ io.Writer }{c.Conn}, r)
 }
 
-func remoteIP(addr net.Addr) string {
+// HostOf returns the IP (or, failing that, the host) of addr, as a
+// string: the key by which the Mux caps connections per remote IP.
+func HostOf(addr net.Addr) string {
 	if tcp, ok := addr.(*net.TCPAddr); ok {
 		return tcp.IP.String()
 	}
@@ -65,7 +67,7 @@ func remoteIP(addr net.Addr) string {
 // release, if not nil, runs once when the connection closes (or at once if
 // it is refused).
 func (f *firewall) track(conn net.Conn, release func()) net.Conn {
-	ip := remoteIP(conn.RemoteAddr())
+	ip := HostOf(conn.RemoteAddr())
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.blocked[ip] {

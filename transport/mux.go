@@ -272,7 +272,7 @@ func (m *Mux) acceptLoop() {
 			return
 		}
 		backoff = 0
-		ip := remoteIP(conn.RemoteAddr())
+		ip := HostOf(conn.RemoteAddr())
 		if !m.conns.acquire(ip) {
 			m.logger.Warn("refusing connection: too many open", "remote", conn.RemoteAddr(), "max", m.cfg.MaxConns, "max_per_ip", m.cfg.MaxConnsPerIP)
 			conn.Close()
