@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"fileshare/client"
+	"fileshare/internal/poll"
 	"fileshare/master"
 )
 
@@ -340,7 +341,7 @@ func TestPieceServerRefusesTraversalAndSymlinkEscapes(t *testing.T) {
 		t.Fatalf("after the bad requests: status %d body %q, want the other file", st, body)
 	}
 	// The rescan the refused open triggered drops the escaped file.
-	waitFor(t, 10*time.Second, "public.txt unregistered", func() bool {
+	poll.Until(t, 10*time.Second, "public.txt unregistered", func() bool {
 		r, err := c.client().Lookup(t.Context(), pubID, client.ReadLinearizable)
 		return err == nil && !r.Found
 	})
@@ -386,10 +387,10 @@ func TestShareFolderChangesReachTheIndex(t *testing.T) {
 		}
 		return out
 	}
-	waitFor(t, 10*time.Second, "both notes searchable", func() bool { return slices.Equal(names(), []string{"notes/a.txt", "notes/b.txt"}) })
+	poll.Until(t, 10*time.Second, "both notes searchable", func() bool { return slices.Equal(names(), []string{"notes/a.txt", "notes/b.txt"}) })
 	os.Remove(filepath.Join(share, "notes", "a.txt"))
 	os.WriteFile(filepath.Join(share, "notes", "c.txt"), []byte("c"), 0o644)
-	waitFor(t, 10*time.Second, "a.txt gone and c.txt found", func() bool { return slices.Equal(names(), []string{"notes/b.txt", "notes/c.txt"}) })
+	poll.Until(t, 10*time.Second, "a.txt gone and c.txt found", func() bool { return slices.Equal(names(), []string{"notes/b.txt", "notes/c.txt"}) })
 }
 
 // A peer that dies (stops heartbeating without leaving) disappears from
@@ -406,7 +407,7 @@ func TestDeadPeerDisappearsWhenItsLeaseExpires(t *testing.T) {
 	// Heartbeats keep alice in the index across several leases.
 	alice.Close()
 	start := time.Now()
-	waitFor(t, 10*time.Second, "alice's file expires", func() bool {
+	poll.Until(t, 10*time.Second, "alice's file expires", func() bool {
 		r, err := mc.Lookup(t.Context(), idOf(t, a), client.ReadLinearizable)
 		return err == nil && !r.Found
 	})
@@ -437,7 +438,7 @@ func TestExpiredPeerRejoinsAndReregisters(t *testing.T) {
 	mc := c.client()
 	id := idOf(t, a)
 	waitHolders(t, mc, id, 1)
-	waitFor(t, 10*time.Second, "alice expires", func() bool {
+	poll.Until(t, 10*time.Second, "alice expires", func() bool {
 		r, err := mc.Lookup(t.Context(), id, client.ReadLinearizable)
 		return err == nil && !r.Found
 	})
@@ -501,7 +502,7 @@ func TestRestartReannouncesAndForgetsDeletedFiles(t *testing.T) {
 	if hs := waitHolders(t, mc, idOf(t, a), 1); hs[0].PeerID != firstID {
 		t.Fatalf("holder %s, want %s", hs[0].PeerID, firstID)
 	}
-	waitFor(t, 10*time.Second, "the deleted file unregistered", func() bool {
+	poll.Until(t, 10*time.Second, "the deleted file unregistered", func() bool {
 		r, err := mc.Lookup(t.Context(), idOf(t, b), client.ReadLinearizable)
 		return err == nil && !r.Found
 	})
@@ -615,7 +616,7 @@ func TestCloseStopsEveryGoroutine(t *testing.T) {
 		_, err := carol.Download(ctx, id, filepath.Join(t.TempDir(), "f"), DownloadOptions{RateLimit: mib})
 		done <- err
 	}()
-	waitFor(t, 10*time.Second, "an upload in progress", func() bool {
+	poll.Until(t, 10*time.Second, "an upload in progress", func() bool {
 		alice.connMu.Lock()
 		defer alice.connMu.Unlock()
 		return len(alice.conns) > 0
@@ -668,7 +669,7 @@ func TestPieceServerCapsConcurrentUploads(t *testing.T) {
 		t.Fatalf("second connection: status %d %q, want busy", st, body)
 	}
 	first.Close()
-	waitFor(t, 5*time.Second, "the slot to free", func() bool {
+	poll.Until(t, 5*time.Second, "the slot to free", func() bool {
 		st, _ := rawRequest(t, alice.Addr(), req)
 		return st == statusOK
 	})

@@ -17,7 +17,6 @@ import (
 	"time"
 
 	"fileshare/client"
-	"fileshare/internal/freeport"
 	"fileshare/internal/poll"
 	"fileshare/master"
 	"fileshare/master/mastertest"
@@ -34,9 +33,6 @@ type testCluster struct {
 // testLogger returns a logger writing to the test's output if
 // FILESHARE_TEST_LOG is set, else discarding.
 func testLogger(t testing.TB) *slog.Logger { return mastertest.TestLogger(t) }
-
-// freeAddr returns 127.0.0.1:port with a port that was free a moment ago.
-func freeAddr(t testing.TB) string { return freeport.Loopback(t) }
 
 // newTestCluster starts three masters, each adjusted by tweak if it is not
 // nil, stops them at cleanup, and waits for a ready leader.
@@ -60,12 +56,6 @@ func (c *testCluster) leader() int { return c.Leader() }
 
 // client returns a client.Client for the cluster, closed at cleanup.
 func (c *testCluster) client() *client.Client { return c.Client() }
-
-// waitFor polls cond until it holds, failing t after timeout.
-func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	poll.Until(t, timeout, what, cond)
-}
 
 // startPeer starts a peer named name whose share folder is share ("" for a
 // download-only peer), closed at cleanup.
@@ -141,7 +131,7 @@ func idOf(t testing.TB, b []byte) string {
 func waitHolders(t testing.TB, mc *client.Client, id string, want int) []client.HolderEntry {
 	t.Helper()
 	var hs []client.HolderEntry
-	waitFor(t, 20*time.Second, fmt.Sprintf("%d holders of %s", want, id[:12]), func() bool {
+	poll.Until(t, 20*time.Second, fmt.Sprintf("%d holders of %s", want, id[:12]), func() bool {
 		r, err := mc.Lookup(t.Context(), id, client.ReadLinearizable)
 		if err != nil {
 			return false

@@ -3,6 +3,7 @@ package peer
 import (
 	"crypto/sha256"
 	"errors"
+	"fileshare/internal/freeport"
 	"fmt"
 	"path/filepath"
 	"sync"
@@ -16,7 +17,7 @@ import (
 // waiting on it (the race detector checks that).
 func TestDownloadsRacingCloseEndWithErrClosed(t *testing.T) {
 	p, err := New(Config{
-		Masters: []string{freeAddr(t)}, // nobody there: a lookup retries until it is cancelled
+		Masters: []string{freeport.Loopback(t)}, // nobody there: a lookup retries until it is cancelled
 		DataDir: t.TempDir(),
 		Listen:  "127.0.0.1:0",
 		Logger:  testLogger(t),

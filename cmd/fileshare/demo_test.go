@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fileshare/internal/poll"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -54,7 +55,7 @@ func TestDemoKeepPrintsWorkingCommands(t *testing.T) {
 	dir := t.TempDir()
 	p := startProc(t, filepath.Join(dir, "demo.log"), "demo", "--keep", "--size", "4MiB", "--limit-rate", "4MiB")
 	var status, search, get []string
-	waitUntil(t, 90*time.Second, "the demo to print its commands", func() bool {
+	poll.Until(t, 90*time.Second, "the demo to print its commands", func() bool {
 		log, _ := os.ReadFile(p.log)
 		st, se, ge := statusLineRE.FindSubmatch(log), searchLineRE.FindSubmatch(log), getLineRE.FindSubmatch(log)
 		if st == nil || se == nil || ge == nil {

@@ -93,12 +93,6 @@ func (p *proc) kill() {
 	}
 }
 
-// waitUntil is poll.Until, for the tests that still call it by this name.
-func waitUntil(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	poll.Until(t, timeout, what, cond)
-}
-
 // masters starts one master process of this binary per spec (their
 // environment and log paths filled in, logs in dir) and SIGKILLs any
 // still running when the test ends.

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"fileshare/internal/freeport"
+	"fileshare/internal/poll"
 	"fileshare/master/mastertest"
 	"fileshare/peer"
 	"fileshare/transport"
@@ -72,9 +73,9 @@ func TestPeerSearchGetProcesses(t *testing.T) {
 	daemon := startProc(t, filepath.Join(dir, "peer.log"), "peer", "--masters", masters, "--trusted-ca-file", ca, "--data-dir", filepath.Join(dir, "data"),
 		"--share", share, "--listen", "127.0.0.1:0", "--rescan", "200ms")
 
-	waitUntil(t, 30*time.Second, "the daemon's files in search", func() bool { return len(searchJSON(t, masters, ca)) == 3 })
+	poll.Until(t, 30*time.Second, "the daemon's files in search", func() bool { return len(searchJSON(t, masters, ca)) == 3 })
 	var alice string // the daemon's peer ID, derived from the key it made
-	waitUntil(t, 10*time.Second, "the daemon to log its peer ID", func() bool {
+	poll.Until(t, 10*time.Second, "the daemon to log its peer ID", func() bool {
 		log, _ := os.ReadFile(daemon.log)
 		if m := peerIDRE.FindSubmatch(log); m != nil {
 			alice = string(m[1])
@@ -116,7 +117,7 @@ func TestPeerSearchGetProcesses(t *testing.T) {
 	}
 
 	seeder := startProc(t, filepath.Join(dir, "seed.log"), "get", rs[0].ID, "--masters", masters, "--trusted-ca-file", ca, "--out", filepath.Join(dir, "seeded.mp3"), "--seed")
-	waitUntil(t, 30*time.Second, "the seeder as a second holder", func() bool {
+	poll.Until(t, 30*time.Second, "the seeder as a second holder", func() bool {
 		rs := searchJSON(t, masters, ca, "song")
 		return len(rs) == 1 && rs[0].Holders == 2
 	})
@@ -168,7 +169,7 @@ func TestGetResumesAfterSIGKILL(t *testing.T) {
 
 	dest := filepath.Join(dir, "out", "big.bin")
 	first := startProc(t, filepath.Join(dir, "first.log"), "get", "big.bin", "--masters", masters, "--trusted-ca-file", ca, "--out", dest, "--limit-rate", "8MiB")
-	waitUntil(t, 60*time.Second, "the first get to verify and record some pieces", func() bool {
+	poll.Until(t, 60*time.Second, "the first get to verify and record some pieces", func() bool {
 		log, _ := os.ReadFile(first.log)
 		m := piecesRE.FindAllSubmatch(log, -1)
 		if len(m) == 0 {

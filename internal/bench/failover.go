@@ -161,12 +161,21 @@ func Scale(ctx context.Context, c *Cluster, files int, w io.Writer) (ScaleResult
 	go func() {
 		defer close(hbDone)
 		for hbCtx.Err() == nil {
+			// 16 at a time: with TLS each heartbeat is a handshake of its
+			// own, and a round must finish well within the lease.
+			var hb sync.WaitGroup
+			sem := make(chan struct{}, 16)
 			for p := range int(joined.Load()) {
-				_ = asPeer(c.Addrs(), c.CA(), mcs[3], ids[p], func(mc *client.Client) error {
-					_, err := mc.Heartbeat(hbCtx, ids[p])
-					return err
+				sem <- struct{}{}
+				hb.Go(func() {
+					defer func() { <-sem }()
+					_ = asPeer(c.Addrs(), c.CA(), mcs[3], ids[p], func(mc *client.Client) error {
+						_, err := mc.Heartbeat(hbCtx, ids[p])
+						return err
+					})
 				})
 			}
+			hb.Wait()
 			select {
 			case <-hbCtx.Done():
 			case <-time.After(2 * time.Second):
