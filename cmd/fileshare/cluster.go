@@ -197,7 +197,7 @@ func printStatus(w io.Writer, format string, masters []string, sts []client.Stat
 		}
 	}
 	if answered == 0 {
-		return &exitCode{code: 1, msg: fmt.Sprintf("no master answered at %s: %v; check --masters and that the masters are running", strings.Join(masters, ","), errs[0])}
+		return &exitCode{code: 1, msg: fmt.Sprintf("no master answered at %s: %v; check --masters, that the masters are running, and --trusted-ca-file if they run with TLS", strings.Join(masters, ","), errs[0])}
 	}
 	return nil
 }

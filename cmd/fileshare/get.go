@@ -129,7 +129,7 @@ func runGet(cmd *cobra.Command, g *globalFlags, f *getFlags, ref string, stdout,
 		return &exitCode{code: 1}
 	}
 	if err != nil && !errors.Is(err, peer.ErrFileNotFound) {
-		return fmt.Errorf("%w; check --masters and that the masters are running", err)
+		return fmt.Errorf("%w; check --masters, that the masters are running, and --trusted-ca-file if they run with TLS", err)
 	}
 	if err != nil {
 		return err

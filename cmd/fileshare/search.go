@@ -57,7 +57,7 @@ of holders of each; fetch one with 'fileshare get ID' or 'fileshare get NAME'.`,
 			query := strings.Join(args, " ")
 			r, err := c.Search(ctx, query, limit, level)
 			if err != nil {
-				return fmt.Errorf("search: %w; check --masters and that the masters are running", err)
+				return fmt.Errorf("search: %w; check --masters, that the masters are running, and --trusted-ca-file if they run with TLS", err)
 			}
 			return printFiles(stdout, output, query, r.Files)
 		},
