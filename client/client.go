@@ -8,6 +8,7 @@ import (
 	"fmt"
 	mrand "math/rand/v2"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -37,6 +38,28 @@ type Config struct {
 
 // ErrNoMasters means the Config listed no masters.
 var ErrNoMasters = errors.New("no masters given; pass the cluster's addresses, e.g. --masters 127.0.0.1:7001,127.0.0.1:7002")
+
+// ErrNothingListens means that, in one pass over every configured master,
+// each refused the connection (or had no route): nothing listens at any of
+// those addresses. The request reached no master, so it did not apply.
+// Call returns it at once, as a *NothingListensError, instead of retrying
+// until its deadline: the masters are not running, or the addresses are
+// wrong. Callers that outlive master restarts retry it on their own clock.
+var ErrNothingListens = errors.New("nothing listens at any of the masters' addresses")
+
+// NothingListensError is ErrNothingListens with the method and the
+// addresses tried.
+type NothingListensError struct {
+	Method string
+	Addrs  []string
+}
+
+func (e *NothingListensError) Error() string {
+	return fmt.Sprintf("%s reached no master: nothing listens at %s (connection refused); start the masters, or check that --masters names their cluster (--listen) ports", Describe(e.Method), strings.Join(e.Addrs, ", "))
+}
+
+// Is reports whether target is ErrNothingListens.
+func (e *NothingListensError) Is(target error) bool { return target == ErrNothingListens }
 
 // Client calls the SwarmMaster cluster and hides leader changes: it
 // remembers which master answered last, follows "not leader, try X" hints,
@@ -120,14 +143,23 @@ func (c *Client) follow(leaderAddr string) {
 	c.mu.Unlock()
 }
 
-// Call invokes method on the cluster with failover. It returns nil, a
+// Call invokes method on the cluster with failover. It returns nil; a
 // non-retryable error from the cluster (invalid request, unauthorized,
-// conflict…), or, once ctx ends, the last transient error wrapped with the
-// context's error.
+// conflict…); a *transport.NotFileShareError (transport.ErrNotFileShare)
+// at once if a master's address answers with another protocol or
+// disagrees about TLS; a *NothingListensError (ErrNothingListens) at once
+// if, before any attempt reached a master, every configured master has
+// refused the connection; or, once ctx ends, the last transient error
+// (timeout, no leader, reset connection) wrapped with the context's error.
 func (c *Client) Call(ctx context.Context, method string, req, resp any) error {
 	backoff := 10 * time.Millisecond
 	var lastErr error
 	hops := 0
+	// refused holds the configured masters that refused this call while
+	// every attempt so far was refused; reached records that one attempt
+	// got further, after which only the deadline ends the call.
+	refused := make(map[string]bool, len(c.cfg.Masters))
+	reached := false
 	for {
 		addr := c.target()
 		actx, cancel := context.WithTimeout(ctx, c.cfg.AttemptTimeout)
@@ -142,9 +174,22 @@ func (c *Client) Call(ctx context.Context, method string, req, resp any) error {
 			return nil
 		}
 		if !transport.Retryable(err) {
+			if errors.Is(err, transport.ErrNotFileShare) {
+				c.failed(addr) // a long-lived client tries another next time
+			}
 			return err
 		}
 		lastErr = err
+		fresh := false // a configured master refused for the first time
+		if !errors.Is(err, transport.ErrNoListener) {
+			reached = true
+		} else if !reached && slices.Contains(c.cfg.Masters, addr) && !refused[addr] {
+			refused[addr], fresh = true, true
+			if len(refused) == len(c.cfg.Masters) {
+				c.failed(addr)
+				return &NothingListensError{Method: method, Addrs: c.Masters()}
+			}
+		}
 		var nl *transport.NotLeaderError
 		if errors.As(err, &nl) && nl.LeaderAddr != "" && nl.LeaderAddr != addr && hops < 3 {
 			// A fresh hint: follow it at once.
@@ -155,11 +200,14 @@ func (c *Client) Call(ctx context.Context, method string, req, resp any) error {
 		hops = 0
 		c.failed(addr)
 		if ctx.Err() != nil {
-			return fmt.Errorf("%s: no master answered before the deadline; last error: %w", method, lastErr)
+			return fmt.Errorf("no master answered %s before the deadline; last error: %w", Describe(method), lastErr)
+		}
+		if fresh {
+			continue // nothing to wait for: try the next master at once
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("%s: no master answered before the deadline; last error: %w", method, lastErr)
+			return fmt.Errorf("no master answered %s before the deadline; last error: %w", Describe(method), lastErr)
 		case <-time.After(backoff/2 + mrand.N(backoff/2+1)):
 		}
 		backoff = min(2*backoff, 500*time.Millisecond)

@@ -393,7 +393,9 @@ func classify(err error) Outcome {
 		return OK
 	case errors.Is(err, fsm.ErrUnknownPeer), errors.Is(err, fsm.ErrInvalid), errors.Is(err, fsm.ErrUnauthorized),
 		errors.Is(err, fsm.ErrConflict), errors.Is(err, transport.ErrBadRequest), errors.Is(err, transport.ErrUnknownMethod),
-		errors.Is(err, client.ErrBadReadLevel):
+		errors.Is(err, client.ErrBadReadLevel),
+		// Every master refused the connection: the request reached none.
+		errors.Is(err, client.ErrNothingListens):
 		return Fail
 	}
 	return Info

@@ -60,7 +60,71 @@ var (
 	ErrBusy = NewError("busy", "the leader is busy (pipeline full or leadership transfer in progress); retry")
 	// ErrInternal is used for a remote error that carried no code.
 	ErrInternal = NewError("internal", "internal error")
+	// ErrNoListener means nothing listens at the address: the connection
+	// was refused, or no route leads to the host. Nothing was sent, so the
+	// call did not apply. It also matches ErrConnection (so it stays
+	// Retryable: the node may be restarting), but a caller that finds no
+	// listener at any of its addresses should say so rather than wait.
+	ErrNoListener = NewError("no_listener", "nothing listens at the address")
+	// ErrNotFileShare means the address answered, but not as a FileShare
+	// cluster port: it speaks another protocol (HTTP, say), or one side
+	// speaks TLS and the other does not. Retrying cannot help, so it is
+	// not Retryable. The concrete error is a *NotFileShareError.
+	ErrNotFileShare = NewError("not_fileshare", "the address is not a FileShare cluster port")
+	// ErrTLSMismatch means the address is a FileShare port (or at least
+	// speaks TLS) but the two sides disagree about TLS: one of them runs
+	// with TLS and the other without. It also matches ErrNotFileShare.
+	ErrTLSMismatch = NewError("tls_mismatch", "one side speaks TLS and the other plaintext")
 )
+
+// What a foreign server's first bytes looked like (NotFileShareError.Answer).
+const (
+	AnswerHTTP      = "HTTP"                // an HTTP server, e.g. a master's --http port
+	AnswerTLS       = "TLS"                 // a TLS server, when this side spoke plaintext
+	AnswerPlaintext = "plaintext FileShare" // a FileShare port without TLS, when this side spoke TLS
+	AnswerUnknown   = ""                    // bytes of no protocol we recognise
+)
+
+// NotFileShareError is returned when the server at Addr answers with bytes
+// that are not FileShare's protocol. It matches ErrNotFileShare under
+// errors.Is, and ErrTLSMismatch too when the server spoke TLS to a
+// plaintext client or plaintext FileShare to a TLS client. Its message
+// names the address and what to do.
+type NotFileShareError struct {
+	Addr string
+	// Answer says what the server answered like: AnswerHTTP, AnswerTLS,
+	// AnswerPlaintext or AnswerUnknown.
+	Answer string
+	// LocalTLS reports whether this side spoke TLS.
+	LocalTLS bool
+}
+
+func (e *NotFileShareError) Error() string {
+	switch {
+	case e.Answer == AnswerHTTP:
+		return fmt.Sprintf("%s is not a FileShare master's cluster port (it answered like HTTP); use the --listen port, not --http", e.Addr)
+	case e.mismatch() && e.LocalTLS:
+		return fmt.Sprintf("%s is a FileShare port without TLS (its cluster runs with --insecure), but this side speaks TLS; leave out --trusted-ca-file, --cert-file and --key-file to talk to it", e.Addr)
+	case e.mismatch():
+		return fmt.Sprintf("%s answered with TLS, but this side speaks plaintext: the cluster runs with TLS; pass --trusted-ca-file with the cluster CA (see README \"Security\")", e.Addr)
+	case e.LocalTLS:
+		return fmt.Sprintf("%s is not a FileShare master's cluster port (it answered with bytes that are neither TLS nor FileShare's protocol); check the port: use the masters' --listen addresses", e.Addr)
+	}
+	return fmt.Sprintf("%s is not a FileShare master's cluster port (it answered with bytes that are not FileShare's protocol); check the port: use the masters' --listen addresses", e.Addr)
+}
+
+func (e *NotFileShareError) mismatch() bool {
+	return e.Answer == AnswerTLS && !e.LocalTLS || e.Answer == AnswerPlaintext && e.LocalTLS
+}
+
+// Code returns ErrNotFileShare's code, so a relayed error keeps its meaning.
+func (e *NotFileShareError) Code() string { return ErrNotFileShare.code }
+
+// Is reports whether target is ErrNotFileShare, or ErrTLSMismatch when the
+// two sides disagree about TLS.
+func (e *NotFileShareError) Is(target error) bool {
+	return target == ErrNotFileShare || target == ErrTLSMismatch && e.mismatch()
+}
 
 // NotLeaderError is returned by a node that is not the leader. LeaderID and
 // LeaderAddr name the leader it believes in, or are empty if it knows none.

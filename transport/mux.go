@@ -7,7 +7,9 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"strings"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -198,6 +200,12 @@ func handshakeStream(conn net.Conn, addr string, kind byte, timeout time.Duratio
 		tc := tls.Client(conn, cfg)
 		if err := tc.Handshake(); err != nil {
 			conn.Close()
+			var re tls.RecordHeaderError
+			if errors.As(err, &re) && !looksLikeTLS(re.RecordHeader[:]) {
+				// The server answered, but not with TLS: a wrong port, or
+				// a FileShare port of a cluster run with --insecure.
+				return nil, &NotFileShareError{Addr: addr, Answer: answerOf(re.RecordHeader[:]), LocalTLS: true}
+			}
 			return nil, fmt.Errorf("TLS handshake with %s: %w", addr, err)
 		}
 		conn = tc
@@ -208,6 +216,74 @@ func handshakeStream(conn net.Conn, addr string, kind byte, timeout time.Duratio
 	}
 	_ = conn.SetDeadline(time.Time{})
 	return conn, nil
+}
+
+// plaintextGreeting is what a plaintext Mux answers to a TLS ClientHello,
+// so that a TLS client learns it reached a FileShare port of a cluster run
+// with --insecure (its handshake fails with a record header that begins
+// "FileS"), instead of seeing the connection close for no stated reason.
+const plaintextGreeting = "FileShare: this port speaks plaintext (its cluster runs with --insecure); connect without TLS\n"
+
+// httpGreeting is what a plaintext Mux answers to a connection whose first
+// byte is an upper-case letter (an HTTP method such as GET), so that curl
+// pointed at a cluster port says where the HTTP API is.
+const httpGreeting = "HTTP/1.0 400 Bad Request\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\nThis is a FileShare master's cluster port, not HTTP; the HTTP API is on the master's --http port.\n"
+
+// tlsAlert is a TLS fatal alert record (unexpected_message). A TLS Mux
+// writes it to a client whose first bytes are not TLS, as most TLS servers
+// do, so a plaintext FileShare client recognises a TLS port at once.
+var tlsAlert = []byte{0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x0a}
+
+// answerLinger bounds how long answerAndClose waits for a foreign client
+// to read its answer and hang up.
+const answerLinger = time.Second
+
+// answerAndClose writes msg to a client that spoke a foreign protocol,
+// then half-closes and discards what the client sent until it hangs up
+// (at most answerLinger), and closes. Closing at once with the client's
+// bytes unread would reset the connection, and the client might never see
+// msg.
+func answerAndClose(conn net.Conn, msg []byte) {
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(answerLinger))
+	if _, err := conn.Write(msg); err != nil {
+		return
+	}
+	raw := conn
+	if tc, ok := raw.(*trackedConn); ok {
+		raw = tc.Conn
+	}
+	if cw, ok := raw.(interface{ CloseWrite() error }); ok {
+		_ = cw.CloseWrite()
+	}
+	_, _ = io.Copy(io.Discard, io.LimitReader(conn, 1<<20))
+}
+
+// looksLikeTLS reports whether b begins like a TLS record: a record type
+// (change_cipher_spec, alert, handshake, application_data) and major
+// version 3.
+func looksLikeTLS(b []byte) bool {
+	return len(b) >= 2 && b[0] >= 0x14 && b[0] <= 0x17 && b[1] == 0x03
+}
+
+// answerOf names the protocol a server's first bytes look like.
+func answerOf(b []byte) string {
+	switch {
+	case len(b) >= 4 && string(b[:4]) == "HTTP":
+		return AnswerHTTP
+	case looksLikeTLS(b):
+		return AnswerTLS
+	case len(b) > 0 && strings.HasPrefix(plaintextGreeting, string(b)):
+		return AnswerPlaintext
+	}
+	return AnswerUnknown
+}
+
+// nothingListens reports whether a dial error means that no process
+// listens at the address (refused, or no route to it) rather than that
+// one is slow or the network lost a packet.
+func nothingListens(err error) bool {
+	return errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.EHOSTUNREACH) || errors.Is(err, syscall.ENETUNREACH)
 }
 
 func dialStream(d *net.Dialer, addr string, kind byte, timeout time.Duration) (net.Conn, error) {
@@ -303,6 +379,12 @@ func (m *Mux) route(conn net.Conn) {
 		tc := tls.Server(conn, m.cfg.TLS.ServerConfig())
 		if err := tc.Handshake(); err != nil {
 			m.logger.Debug("closing connection: TLS handshake failed", "remote", conn.RemoteAddr(), "err", err)
+			var re tls.RecordHeaderError
+			if errors.As(err, &re) && re.Conn != nil {
+				// A client that does not speak TLS: tell it this port does.
+				answerAndClose(conn, tlsAlert)
+				return
+			}
 			conn.Close()
 			return
 		}
@@ -313,6 +395,18 @@ func (m *Mux) route(conn net.Conn) {
 	if _, err := io.ReadFull(conn, b[:]); err != nil {
 		conn.Close()
 		return
+	}
+	if m.cfg.TLS == nil {
+		// No stream kind begins like TLS or HTTP: answer those clients
+		// with what they should do instead of closing without a word.
+		switch {
+		case b[0] == 0x16: // a TLS handshake record
+			answerAndClose(conn, []byte(plaintextGreeting))
+			return
+		case b[0] >= 'A' && b[0] <= 'Z':
+			answerAndClose(conn, []byte(httpGreeting))
+			return
+		}
 	}
 	_ = conn.SetDeadline(time.Time{})
 	if m.cfg.Authorize != nil {

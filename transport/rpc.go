@@ -3,6 +3,7 @@ package transport
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -318,8 +319,11 @@ func NewClient(cfg ClientConfig) *Client {
 // Call invokes method on the server at addr and decodes its reply into resp
 // (which may be nil). It blocks until the reply arrives or ctx ends. Errors:
 // a *NotLeaderError or *RemoteError from the server; ErrConnection if the
-// connection failed (outcome unknown); ErrTimeout (also matching ctx.Err())
-// if ctx ended first (outcome unknown).
+// connection failed (outcome unknown), which also matches ErrNoListener
+// if nothing listens at addr (nothing was sent); a *NotFileShareError
+// (ErrNotFileShare, not retryable) if addr answered with another protocol
+// or disagrees about TLS; ErrTimeout (also matching ctx.Err()) if ctx
+// ended first (outcome unknown).
 func (c *Client) Call(ctx context.Context, addr, method string, req, resp any) error {
 	body, err := Marshal(req)
 	if err != nil {
@@ -333,15 +337,19 @@ func (c *Client) Call(ctx context.Context, addr, method string, req, resp any) e
 	if dl, ok := ctx.Deadline(); ok {
 		timeout = time.Until(dl)
 		if timeout <= 0 {
-			return fmt.Errorf("%s to %s: %w (%w)", method, addr, ErrTimeout, context.DeadlineExceeded)
+			return fmt.Errorf("%s: %w (%w)", addr, ErrTimeout, context.DeadlineExceeded)
 		}
 	}
 	out, err := cc.roundTrip(ctx, &request{Method: method, Timeout: int64(timeout), Body: body})
 	if err != nil {
-		if errors.Is(err, ErrConnection) {
+		if cc.failed() {
 			c.drop(addr, cc)
 		}
-		return fmt.Errorf("%s to %s: %w", method, addr, err)
+		var nf *NotFileShareError
+		if errors.As(err, &nf) {
+			return err // it names the address and what to do
+		}
+		return fmt.Errorf("%s: %w", addr, err)
 	}
 	if out.Err != nil {
 		return out.Err.err()
@@ -391,14 +399,14 @@ func (c *Client) conn(ctx context.Context, addr string) (*clientConn, error) {
 	if dl, ok := ctx.Deadline(); ok {
 		timeout = min(timeout, time.Until(dl))
 		if timeout <= 0 {
-			return nil, fmt.Errorf("dial %s: %w (%w)", addr, ErrTimeout, context.DeadlineExceeded)
+			return nil, fmt.Errorf("%s: %w (%w)", addr, ErrTimeout, context.DeadlineExceeded)
 		}
 	}
 	conn, err := c.cfg.Dial(addr, StreamRPC, timeout)
 	if err != nil {
-		return nil, fmt.Errorf("dial %s: %w: %v", addr, ErrConnection, err)
+		return nil, dialError(addr, err)
 	}
-	cc := newClientConn(conn)
+	cc := newClientConn(conn, addr)
 
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -415,8 +423,23 @@ func (c *Client) conn(ctx context.Context, addr string) (*clientConn, error) {
 	return cc, nil
 }
 
+// dialError turns a failed dial into Call's errors: a *NotFileShareError
+// as it is, ErrConnection otherwise, with ErrNoListener when nothing
+// listens at addr.
+func dialError(addr string, err error) error {
+	var nf *NotFileShareError
+	switch {
+	case errors.As(err, &nf):
+		return err
+	case nothingListens(err):
+		return fmt.Errorf("%s: %w: %w (%v)", addr, ErrConnection, ErrNoListener, err)
+	}
+	return fmt.Errorf("%s: %w: %v", addr, ErrConnection, err)
+}
+
 type clientConn struct {
 	conn    net.Conn
+	addr    string
 	fw      *frameWriter
 	mu      sync.Mutex
 	nextID  uint64
@@ -424,10 +447,25 @@ type clientConn struct {
 	err     error // set once the connection has failed
 }
 
-func newClientConn(conn net.Conn) *clientConn {
-	cc := &clientConn{conn: conn, fw: newFrameWriter(conn), pending: make(map[uint64]chan *response)}
+// firstRequestID is one less than the ID of a connection's first request.
+// That ID is 10, whose msgpack encoding is the byte '\n', a few bytes into
+// the connection: an HTTP server reading a request line sees the line end
+// there and answers "400 Bad Request" at once, instead of waiting for a
+// line that never ends, so a client pointed at an HTTP port learns it
+// (NotFileShareError) without a timeout. Request IDs are otherwise opaque.
+const firstRequestID = 9
+
+func newClientConn(conn net.Conn, addr string) *clientConn {
+	cc := &clientConn{conn: conn, addr: addr, fw: newFrameWriter(conn), nextID: firstRequestID, pending: make(map[uint64]chan *response)}
 	go cc.readLoop()
 	return cc
+}
+
+// failed reports whether the connection has failed for good.
+func (cc *clientConn) failed() bool {
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	return cc.err != nil
 }
 
 func (cc *clientConn) roundTrip(ctx context.Context, req *request) (*response, error) {
@@ -474,6 +512,13 @@ func (cc *clientConn) forget(id uint64) {
 
 func (cc *clientConn) readLoop() {
 	r := bufio.NewReaderSize(cc.conn, 64<<10)
+	// A FileShare server's first bytes are a frame header, whose first byte
+	// is zero (MaxFrameSize < 1<<24). Anything else is another protocol.
+	if hdr, _ := r.Peek(4); len(hdr) > 0 && hdr[0] != 0 {
+		_, isTLS := cc.conn.(*tls.Conn)
+		cc.fail(&NotFileShareError{Addr: cc.addr, Answer: answerOf(hdr), LocalTLS: isTLS})
+		return
+	}
 	for {
 		frame, err := readFrame(cc.conn, r, 0)
 		if err != nil {

@@ -3,14 +3,19 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"fileshare/client"
+	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
+	"sync"
 	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
+
+	"fileshare/client"
+	"fileshare/transport"
 )
 
 type clusterFlags struct {
@@ -63,10 +68,28 @@ func newClusterCmd(g *globalFlags, stdout io.Writer) *cobra.Command {
 		Short: "Show every master's view: state, leader, term, indexes, members, digest",
 		Args:  cobra.NoArgs,
 		RunE: f.run(func(ctx context.Context, c *client.Client, _ []string) error {
-			sts, errs := c.ClusterStatus(ctx)
+			sts, errs := statuses(ctx, c, c.Masters(), perMasterTimeout(f.timeout))
 			return printStatus(stdout, f.output, c.Masters(), sts, errs)
 		}),
 	}
+	var ready bool
+	wait := &cobra.Command{
+		Use:   "wait",
+		Short: "Wait until every master in --masters answers (--ready: and a leader is known and every member is ready)",
+		Long: `Wait until every master in --masters answers; with --ready, also until a
+leader is known and every member of the cluster reports itself ready.
+Exits 0 when so, or 1 at --timeout (default 60s here) saying what is missing.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if !cmd.Flags().Changed("timeout") {
+				f.timeout = defaultWaitTimeout
+			}
+			return f.run(func(ctx context.Context, c *client.Client, _ []string) error {
+				return waitCluster(ctx, stdout, f.output, c, ready, f.timeout)
+			})(cmd, args)
+		},
+	}
+	wait.Flags().BoolVar(&ready, "ready", false, "also wait for a leader and for every member to be ready")
 	remove := &cobra.Command{
 		Use:   "remove ID",
 		Short: "Remove a master from the cluster",
@@ -91,7 +114,11 @@ func newClusterCmd(g *globalFlags, stdout io.Writer) *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("transfer leadership: %w", err)
 			}
-			return emit(stdout, f.output, out, fmt.Sprintf("leader is now %s at %s\n", out.LeaderID, out.LeaderAddr))
+			v := struct {
+				LeaderID   string `json:"leader_id"`
+				LeaderAddr string `json:"leader_addr"`
+			}{out.LeaderID, out.LeaderAddr}
+			return emit(stdout, f.output, v, fmt.Sprintf("leader is now %s at %s\n", out.LeaderID, out.LeaderAddr))
 		}),
 	}
 	snapshot := &cobra.Command{
@@ -101,8 +128,8 @@ func newClusterCmd(g *globalFlags, stdout io.Writer) *cobra.Command {
 		RunE: f.run(func(ctx context.Context, c *client.Client, _ []string) error {
 			type result struct {
 				Master string `json:"master"`
-				Index  uint64 `json:"index,omitempty"`
-				Millis int64  `json:"duration_ms,omitempty"`
+				Index  uint64 `json:"index"`
+				Millis int64  `json:"duration_ms"`
 				Error  string `json:"error,omitempty"`
 			}
 			var out []result
@@ -128,8 +155,173 @@ func newClusterCmd(g *globalFlags, stdout io.Writer) *cobra.Command {
 			return nil
 		}),
 	}
-	cmd.AddCommand(status, remove, transfer, snapshot)
+	cmd.AddCommand(status, wait, remove, transfer, snapshot)
 	return cmd
+}
+
+// defaultWaitTimeout is `cluster wait`'s --timeout unless one is given:
+// long enough for masters that were just started to elect a leader.
+const defaultWaitTimeout = 60 * time.Second
+
+// perMasterTimeout bounds the status call to one master within a command
+// whose --timeout is total, so that one paused master costs at most this
+// much: a third of total, at most 2 s.
+func perMasterTimeout(total time.Duration) time.Duration {
+	return min(total/3, 2*time.Second)
+}
+
+// errNoAnswer means a master accepted the connection but did not answer
+// within the per-master timeout (it may be paused, overloaded or cut off).
+type errNoAnswer struct{ within time.Duration }
+
+func (e errNoAnswer) Error() string { return fmt.Sprintf("no answer within %v", e.within) }
+
+// statuses asks each of addrs for its status in parallel, each bounded by
+// per; a master that does not answer in time gets an errNoAnswer.
+func statuses(ctx context.Context, c *client.Client, addrs []string, per time.Duration) ([]client.Status, []error) {
+	sts := make([]client.Status, len(addrs))
+	errs := make([]error, len(addrs))
+	var wg sync.WaitGroup
+	for i, addr := range addrs {
+		wg.Go(func() {
+			actx, cancel := context.WithTimeout(ctx, per)
+			defer cancel()
+			sts[i], errs[i] = c.Status(actx, addr)
+			if errs[i] != nil && actx.Err() != nil && ctx.Err() == nil {
+				errs[i] = errNoAnswer{within: per}
+			}
+		})
+	}
+	wg.Wait()
+	return sts, errs
+}
+
+// waitMaster is one master's line in `cluster wait -o json`.
+type waitMaster struct {
+	Master string `json:"master"`
+	ID     string `json:"id,omitempty"`
+	State  string `json:"state,omitempty"`
+	Ready  bool   `json:"ready"`
+	Error  string `json:"error,omitempty"`
+}
+
+// waitResult is `cluster wait -o json`'s output.
+type waitResult struct {
+	OK       bool         `json:"ok"`
+	LeaderID string       `json:"leader_id,omitempty"`
+	WaitedMs int64        `json:"waited_ms"`
+	Masters  []waitMaster `json:"masters"`
+	Missing  []string     `json:"missing,omitempty"`
+}
+
+// waitCluster polls the masters until every one in --masters answers and,
+// with ready, a leader is known and every member (those in --masters and
+// those the leader lists) reports Ready. It returns nil, or an exitCode
+// saying what was missing when ctx ended. An address that is not a
+// FileShare port ends the wait at once: waiting cannot fix it.
+func waitCluster(ctx context.Context, w io.Writer, format string, c *client.Client, ready bool, total time.Duration) error {
+	start := time.Now()
+	per := min(perMasterTimeout(total), time.Second)
+	for {
+		res, fatal := checkCluster(ctx, c, ready, per)
+		res.WaitedMs = time.Since(start).Milliseconds()
+		done := res.OK || fatal != nil
+		if !done {
+			select {
+			case <-ctx.Done():
+				done = true
+			case <-time.After(250 * time.Millisecond):
+			}
+		}
+		if !done {
+			continue
+		}
+		var text strings.Builder
+		if res.OK {
+			fmt.Fprintf(&text, "all %d masters answer", len(res.Masters))
+			if ready {
+				fmt.Fprintf(&text, "; leader %s; every member is ready", res.LeaderID)
+			}
+			fmt.Fprintf(&text, " (waited %d ms)\n", res.WaitedMs)
+		}
+		if err := emit(w, format, res, text.String()); err != nil {
+			return err
+		}
+		switch {
+		case fatal != nil:
+			return fatal
+		case !res.OK:
+			return &exitCode{code: 1, msg: fmt.Sprintf("after %v: %s", total, strings.Join(res.Missing, "; "))}
+		}
+		return nil
+	}
+}
+
+// checkCluster takes one look at the cluster for waitCluster. It returns
+// an error only for a mistake that waiting cannot fix.
+func checkCluster(ctx context.Context, c *client.Client, ready bool, per time.Duration) (waitResult, error) {
+	addrs := c.Masters()
+	sts, errs := statuses(ctx, c, addrs, per)
+	res := waitResult{Masters: make([]waitMaster, len(addrs))}
+	byID := map[string]client.Status{}
+	for i, addr := range addrs {
+		res.Masters[i].Master = addr
+		if errs[i] != nil {
+			if errors.Is(errs[i], transport.ErrNotFileShare) {
+				return res, errs[i]
+			}
+			res.Masters[i].Error = errs[i].Error()
+			res.Missing = append(res.Missing, fmt.Sprintf("%s does not answer: %v", addr, errs[i]))
+			continue
+		}
+		s := sts[i]
+		res.Masters[i].ID, res.Masters[i].State, res.Masters[i].Ready = s.ID, strings.ToLower(s.State), s.Ready
+		byID[s.ID] = s
+		if s.LeaderID != "" && res.LeaderID == "" {
+			res.LeaderID = s.LeaderID
+		}
+	}
+	if ready {
+		if res.LeaderID == "" {
+			res.Missing = append(res.Missing, "no master knows a leader")
+		}
+		// Every member of the configuration, including any not listed in
+		// --masters: ask those at their cluster address.
+		var members []client.Member
+		if l, ok := byID[res.LeaderID]; ok {
+			members = l.Members
+		} else {
+			for i := range addrs {
+				if errs[i] == nil {
+					members = sts[i].Members
+					break
+				}
+			}
+		}
+		for _, m := range members {
+			if _, ok := byID[m.ID]; ok || m.Addr == "" {
+				continue
+			}
+			st, errs := statuses(ctx, c, []string{m.Addr}, per)
+			if errs[0] != nil {
+				res.Missing = append(res.Missing, fmt.Sprintf("member %s at %s does not answer: %v", m.ID, m.Addr, errs[0]))
+				continue
+			}
+			byID[m.ID] = st[0]
+		}
+		for _, wm := range res.Masters {
+			if wm.Error == "" && !wm.Ready {
+				res.Missing = append(res.Missing, fmt.Sprintf("%s (%s) is not ready", wm.ID, wm.Master))
+			}
+		}
+		for _, m := range members {
+			if s, ok := byID[m.ID]; ok && !s.Ready && !slices.ContainsFunc(res.Masters, func(wm waitMaster) bool { return wm.ID == m.ID }) {
+				res.Missing = append(res.Missing, fmt.Sprintf("member %s (%s) is not ready", m.ID, m.Addr))
+			}
+		}
+	}
+	res.OK = len(res.Missing) == 0
+	return res, nil
 }
 
 func emit(w io.Writer, format string, v any, text string) error {
@@ -176,13 +368,23 @@ func printStatus(w io.Writer, format string, masters []string, sts []client.Stat
 		fmt.Fprintln(tw, "MASTER\tID\tSTATE\tLEADER\tTERM\tCOMMIT\tAPPLIED\tPEERS\tFILES\tDIGEST\tREADY")
 		for i, addr := range masters {
 			if errs[i] != nil {
-				fmt.Fprintf(tw, "%s\t-\tunreachable\t-\t-\t-\t-\t-\t-\t-\t-\n", addr)
+				state := "unreachable"
+				var na errNoAnswer
+				if errors.As(errs[i], &na) {
+					state = na.Error()
+				}
+				fmt.Fprintf(tw, "%s\t-\t%s\t-\t-\t-\t-\t-\t-\t-\t-\n", addr, state)
 				continue
 			}
 			s := sts[i]
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t%s\t%v\n", addr, s.ID, strings.ToLower(s.State), s.LeaderID, s.Term, s.CommitIndex, s.AppliedIndex, s.Peers, s.Files, short(s.Digest), s.Ready)
 		}
 		tw.Flush()
+		for i, addr := range masters {
+			if errs[i] != nil {
+				fmt.Fprintf(w, "%s: %v\n", addr, errs[i])
+			}
+		}
 		for i := range masters {
 			if errs[i] == nil {
 				fmt.Fprintf(w, "\nmembers (as %s sees them):\n", sts[i].ID)
@@ -197,6 +399,10 @@ func printStatus(w io.Writer, format string, masters []string, sts []client.Stat
 		}
 	}
 	if answered == 0 {
+		if errors.Is(errs[0], transport.ErrNotFileShare) {
+			// The error already says what to do.
+			return &exitCode{code: 1, msg: fmt.Sprintf("no master answered at %s: %v", strings.Join(masters, ","), errs[0])}
+		}
 		return &exitCode{code: 1, msg: fmt.Sprintf("no master answered at %s: %v; check --masters, that the masters are running, and --trusted-ca-file if they run with TLS", strings.Join(masters, ","), errs[0])}
 	}
 	return nil
