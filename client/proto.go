@@ -18,6 +18,7 @@ const (
 	MethodLookup         = "Swarm.Lookup"
 	MethodSearch         = "Swarm.Search"
 	MethodPeers          = "Swarm.Peers"
+	MethodFind           = "Swarm.Find"
 	MethodStatus         = "Cluster.Status"
 	MethodMemberJoin     = "Cluster.Join"
 	MethodMemberRemove   = "Cluster.Remove"
@@ -166,16 +167,56 @@ type LookupReply struct {
 	LeaderHint
 }
 
-// SearchRequest asks for files whose name contains every word of Query.
+// SearchRequest asks for files whose name contains every word of Query
+// (every file if Query is empty), sorted by name, then ID.
 type SearchRequest struct {
 	ReadHeader
 	Query string
+	// Limit is the most files the reply lists: 0 means the index's
+	// default (100), and the master caps it at 10,000.
+	Limit int
+	// After is the Next of a previous reply to the same Query: the reply
+	// then lists the files that sort after the last one that reply
+	// listed. Empty means from the start. It is opaque; a master rejects
+	// one it did not make with an error matching fsm.ErrInvalid.
+	After string `codec:",omitempty"`
+}
+
+// SearchReply answers a SearchRequest: one page of the matches.
+type SearchReply struct {
+	Files []FileSummary
+	// Total is the number of files that match Query in the whole index,
+	// on this page and every other.
+	Total int
+	// Skipped is the number of matches that sort before this page (those
+	// the request's After passed over).
+	Skipped int
+	// Next is the cursor for the following page (SearchRequest.After);
+	// empty when this page holds the last match.
+	Next  string `codec:",omitempty"`
+	Index uint64
+	LeaderHint
+}
+
+// FindRequest asks for the files whose ID starts with Prefix: 8 to 64
+// lowercase hex digits (fsm.MinIDPrefixLen to fsm.FileIDLen).
+//
+// It is a method of its own rather than a field of SearchRequest because
+// it means something else (an ID, not words of a name), and because a
+// master that predates it then fails the call with an unknown-method
+// error instead of ignoring the field and answering a name search.
+type FindRequest struct {
+	ReadHeader
+	Prefix string
+	// Limit is the most files the reply lists; 0 means 100.
 	Limit int
 }
 
-// SearchReply answers a SearchRequest.
-type SearchReply struct {
+// FindReply answers a FindRequest: the files sorted by ID, and how many
+// match in all (Total may exceed len(Files)).
+type FindReply struct {
 	Files []FileSummary
+	Total int
 	Index uint64
 	LeaderHint
 }

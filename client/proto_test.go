@@ -48,6 +48,8 @@ func FuzzDecodeAPI(f *testing.F) {
 			func() any { return new(Status) },
 			func() any { return new(MemberJoinRequest) },
 			func() any { return new(TransferLeaderReply) },
+			func() any { return new(FindRequest) },
+			func() any { return new(FindReply) },
 		} {
 			x := v()
 			if transport.Unmarshal(b, x) != nil {

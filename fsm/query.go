@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"container/heap"
 	"encoding/hex"
+	"fmt"
 	"slices"
 	"strings"
 )
@@ -93,31 +94,85 @@ func (f *FSM) Lookup(id FileID) (info FileInfo, holders []Holder, ok bool) {
 	return info, holders, true
 }
 
-// Search returns files any of whose holder names contains every
-// whitespace-separated word of query as a substring, compared after
-// strings.ToLower. An empty query matches every file. Results are sorted by
-// Name, then ID; at most limit are returned (DefaultSearchLimit if
-// limit <= 0, never more than MaxSearchLimit). A query longer than
-// MaxQueryLen matches nothing.
-//
-// The scan is linear in the number of holdings and allocates only for
-// results. To keep a long scan from stalling Apply it holds the read lock
-// for one shard (1/256 of the index) at a time, so the result is not one
-// atomic view: each file is reported as of some moment between the call and
-// the return, which is never older than the state when Search was called.
+// SearchCursor is a position in Search's order (Name, then ID): a page
+// that starts after it holds only results that sort strictly after
+// (Name, ID). The zero cursor is before every result. A caller pages by
+// passing the Name and ID of the last result of the previous page.
+type SearchCursor struct {
+	Name string
+	ID   FileID
+}
+
+// SearchPage is one page of Search results.
+type SearchPage struct {
+	// Files are the page's results, sorted by Name, then ID.
+	Files []FileInfo
+	// Total is the number of files that match the query in the whole
+	// index, on every page.
+	Total int
+	// Skipped is the number of matches that sort at or before the
+	// cursor, so Files are results Skipped+1 … Skipped+len(Files) of
+	// Total (as of the scan).
+	Skipped int
+	// More reports that matches sort after the last of Files: pass
+	// Next() as the cursor of the next page.
+	More bool
+}
+
+// Next returns the cursor of the page after p: the position of its last
+// result. It is the zero cursor if p has no results.
+func (p SearchPage) Next() SearchCursor {
+	if len(p.Files) == 0 {
+		return SearchCursor{}
+	}
+	last := p.Files[len(p.Files)-1]
+	return SearchCursor{Name: last.Name, ID: last.ID}
+}
+
+// Search returns the first page of SearchAfter with the zero cursor: files
+// any of whose holder names contains every word of query, at most limit of
+// them, sorted by Name, then ID.
 func (f *FSM) Search(query string, limit int) []FileInfo {
+	return f.SearchAfter(query, SearchCursor{}, limit).Files
+}
+
+// SearchAfter returns the files any of whose holder names contains every
+// whitespace-separated word of query as a substring, compared after
+// strings.ToLower, that sort after the cursor. An empty query matches every
+// file. Results are sorted by Name, then ID; at most limit are returned
+// (DefaultSearchLimit if limit <= 0, never more than MaxSearchLimit). The
+// page also counts every match (Total) and those the cursor skips
+// (Skipped). A query longer than MaxQueryLen matches nothing.
+//
+// The scan is linear in the number of holdings whatever the cursor, and
+// allocates only for results. To keep a long scan from stalling Apply it
+// holds the read lock for one shard (1/256 of the index) at a time, so the
+// result is not one atomic view: each file is reported as of some moment
+// between the call and the return, which is never older than the state
+// when SearchAfter was called.
+//
+// Paging with cursors never reports a file twice while the index does not
+// change between pages; a file added between pages shows up only if it
+// sorts after the cursor. A file whose Name changes between pages (its
+// holder with the smallest name leaves, or a new holder's name is smaller)
+// moves in the order, so it may be missed, or, moving later, seen again:
+// callers that follow every page should drop repeated IDs.
+func (f *FSM) SearchAfter(query string, after SearchCursor, limit int) SearchPage {
 	if limit <= 0 {
 		limit = DefaultSearchLimit
 	}
 	limit = min(limit, MaxSearchLimit)
 	if len(query) > MaxQueryLen {
-		return nil
+		return SearchPage{}
 	}
 	words := strings.Fields(strings.ToLower(query))
 	var grams uint64
 	for _, w := range words {
 		grams |= gramsOf(w)
 	}
+	cursor := FileInfo{FileMeta: FileMeta{Name: after.Name, ID: after.ID}}
+	var page SearchPage
+	later := 0 // matches after the cursor
 	top := &topK{limit: limit}
 	for i := range nShards {
 		f.mu.RLock()
@@ -129,7 +184,13 @@ func (f *FSM) Search(query string, limit int) []FileInfo {
 			if !fl.matches(words) {
 				continue
 			}
+			page.Total++
 			name := fl.minName()
+			if compareResult(name, fl.id, cursor) <= 0 {
+				page.Skipped++
+				continue
+			}
+			later++
 			if len(top.items) == limit && compareResult(name, fl.id, top.items[0]) >= 0 {
 				continue
 			}
@@ -137,9 +198,64 @@ func (f *FSM) Search(query string, limit int) []FileInfo {
 		}
 		f.mu.RUnlock()
 	}
-	out := top.items
-	slices.SortFunc(out, func(a, b FileInfo) int { return compareResult(a.Name, a.ID, b) })
-	return out
+	page.Files = top.items
+	slices.SortFunc(page.Files, func(a, b FileInfo) int { return compareResult(a.Name, a.ID, b) })
+	page.More = later > len(page.Files)
+	return page
+}
+
+// MinIDPrefixLen is the shortest file-ID prefix FilesWithPrefix accepts, in
+// hex digits: 32 bits, so that a prefix a user copies from a listing is
+// very unlikely to match a second file by chance.
+const MinIDPrefixLen = 8
+
+// ValidateIDPrefix returns nil if p is MinIDPrefixLen to FileIDLen
+// lowercase hex digits, or an error wrapping ErrInvalid that says what is
+// wrong.
+func ValidateIDPrefix(p string) error {
+	if len(p) < MinIDPrefixLen || len(p) > FileIDLen {
+		return fmt.Errorf("%w: a file id prefix must be %d to %d hex digits, got %d bytes", ErrInvalid, MinIDPrefixLen, FileIDLen, len(p))
+	}
+	for i := 0; i < len(p); i++ {
+		if unhex(p[i]) < 0 {
+			return fmt.Errorf("%w: file id prefix %q: byte %d is not a lowercase hex digit", ErrInvalid, p, i)
+		}
+	}
+	return nil
+}
+
+// FilesWithPrefix returns the files whose ID starts with prefix, sorted by
+// ID, at most limit of them (DefaultSearchLimit if limit <= 0, never more
+// than MaxSearchLimit), and the number of files that match in all. A
+// prefix that ValidateIDPrefix rejects matches nothing.
+//
+// Files are sharded by the first byte of their ID, so the scan reads one
+// shard (1/256 of the index) under one read lock: the answer is one atomic
+// view, at a cost linear in that shard.
+func (f *FSM) FilesWithPrefix(prefix string, limit int) (files []FileInfo, total int) {
+	if ValidateIDPrefix(prefix) != nil {
+		return nil, 0
+	}
+	if limit <= 0 {
+		limit = DefaultSearchLimit
+	}
+	limit = min(limit, MaxSearchLimit)
+	var ids []FileID
+	f.mu.RLock()
+	for id := range f.st.files[fileShardOf(FileID(prefix))].m {
+		if strings.HasPrefix(string(id), prefix) {
+			ids = append(ids, id)
+		}
+	}
+	slices.Sort(ids)
+	total = len(ids)
+	ids = ids[:min(len(ids), limit)]
+	files = make([]FileInfo, len(ids))
+	for i, id := range ids {
+		files[i] = f.st.file(id).info()
+	}
+	f.mu.RUnlock()
+	return files, total
 }
 
 func (fl *file) matches(words []string) bool {

@@ -9,6 +9,7 @@ import (
 
 	"github.com/hashicorp/raft"
 
+	"fileshare/client"
 	"fileshare/transport"
 )
 
@@ -66,7 +67,7 @@ func route[Req, Resp any](m *Master, ctx context.Context, method string, req *Re
 			if !transport.Retryable(err) {
 				return nil, err
 			}
-			lastErr = err
+			lastErr = forwardError(err)
 		}
 		select {
 		case <-ctx.Done():
@@ -82,12 +83,32 @@ func route[Req, Resp any](m *Master, ctx context.Context, method string, req *Re
 const forwardAttemptTimeout = 2 * time.Second
 
 // deadlineError reports that a request ran out of time while the cluster
-// was unavailable, keeping the last cause so errors.Is still sees it.
+// was unavailable, keeping the last cause so errors.Is still sees it. It
+// names the request in words ("the registration gave up …"), not by its
+// RPC method: the text reaches people running the CLI.
 func deadlineError(method string, last, ctxErr error) error {
 	if last == nil {
 		last = transport.ErrNoLeader
 	}
-	return fmt.Errorf("%s gave up when its deadline passed: %w (%w)", method, last, ctxErr)
+	return fmt.Errorf("%s gave up when its deadline passed: %w (%w)", client.Describe(method), last, ctxErr)
+}
+
+// callError is a failed call to a master, said in words: "DOING ADDR:
+// CAUSE" ("forwarding to the leader at 10.0.0.2:7000: …"), where the
+// transport's error already starts with the address. It unwraps to the
+// call's error, so errors.Is sees the cause.
+type callError struct {
+	doing string // what this master was doing, ending before the address
+	err   error
+}
+
+func (e *callError) Error() string { return e.doing + " " + e.err.Error() }
+
+func (e *callError) Unwrap() error { return e.err }
+
+// forwardError is a failed attempt to forward a request to the leader.
+func forwardError(err error) error {
+	return &callError{doing: "forwarding to the leader at", err: err}
 }
 
 func jitter(d time.Duration) time.Duration {

@@ -2,6 +2,8 @@ package master
 
 import (
 	"context"
+	"encoding/base64"
+	"encoding/hex"
 	"fmt"
 	"math/rand/v2"
 
@@ -20,6 +22,7 @@ func (m *Master) registerHandlers() {
 	transport.Handle(s, client.MethodLookup, m.handleLookup)
 	transport.Handle(s, client.MethodSearch, m.handleSearch)
 	transport.Handle(s, client.MethodPeers, m.handlePeers)
+	transport.Handle(s, client.MethodFind, m.handleFind)
 	transport.Handle(s, client.MethodStatus, m.handleStatus)
 	transport.Handle(s, client.MethodMemberJoin, m.handleMemberJoin)
 	transport.Handle(s, client.MethodMemberRemove, m.handleMemberRemove)
@@ -180,11 +183,61 @@ func fileSummary(f fsm.FileInfo) client.FileSummary {
 	}
 }
 
+// handleSearch serves one page of a name search. The page's cursor
+// (SearchRequest.After, SearchReply.Next) is the (name, ID) of the last
+// file of the previous page, encoded by encodeCursor: any master can
+// continue a page another made, since the cursor names a position in the
+// order rather than a server-side state.
 func (m *Master) handleSearch(ctx context.Context, req *client.SearchRequest) (*client.SearchReply, error) {
+	after, err := decodeCursor(req.After)
+	if err != nil {
+		return nil, err
+	}
 	return routeRead(m, ctx, client.MethodSearch, req, &req.ReadHeader, func() (*client.SearchReply, error) {
 		idx := m.fsm.AppliedIndex()
-		files := m.fsm.Search(req.Query, req.Limit)
-		out := &client.SearchReply{Files: make([]client.FileSummary, len(files)), Index: idx}
+		page := m.fsm.SearchAfter(req.Query, after, req.Limit)
+		out := &client.SearchReply{Files: make([]client.FileSummary, len(page.Files)), Total: page.Total, Skipped: page.Skipped, Index: idx}
+		for i, f := range page.Files {
+			out.Files[i] = fileSummary(f)
+		}
+		if page.More {
+			out.Next = encodeCursor(page.Next())
+		}
+		return out, nil
+	})
+}
+
+// encodeCursor makes the opaque SearchReply.Next for c: base64url (no
+// padding) of the file ID's 32 bytes followed by the name.
+func encodeCursor(c fsm.SearchCursor) string {
+	id, _ := hex.DecodeString(string(c.ID)) // valid: it names an indexed file
+	return base64.RawURLEncoding.EncodeToString(append(id, c.Name...))
+}
+
+// decodeCursor reverses encodeCursor; "" is the zero cursor. Anything
+// else it did not make is an error wrapping fsm.ErrInvalid.
+func decodeCursor(s string) (fsm.SearchCursor, error) {
+	if s == "" {
+		return fsm.SearchCursor{}, nil
+	}
+	const idBytes = fsm.FileIDLen / 2
+	b, err := base64.RawURLEncoding.DecodeString(s)
+	if err != nil || len(b) < idBytes {
+		return fsm.SearchCursor{}, fmt.Errorf("%w: search cursor %.40q is not one a search printed; pass the next-page value exactly as given, or start again without it", fsm.ErrInvalid, s)
+	}
+	return fsm.SearchCursor{ID: fsm.FileID(hex.EncodeToString(b[:idBytes])), Name: string(b[idBytes:])}, nil
+}
+
+// handleFind lists the files whose ID starts with a prefix, so that users
+// can name a file by the first digits of its ID.
+func (m *Master) handleFind(ctx context.Context, req *client.FindRequest) (*client.FindReply, error) {
+	if err := fsm.ValidateIDPrefix(req.Prefix); err != nil {
+		return nil, err
+	}
+	return routeRead(m, ctx, client.MethodFind, req, &req.ReadHeader, func() (*client.FindReply, error) {
+		idx := m.fsm.AppliedIndex()
+		files, total := m.fsm.FilesWithPrefix(req.Prefix, req.Limit)
+		out := &client.FindReply{Files: make([]client.FileSummary, len(files)), Total: total, Index: idx}
 		for i, f := range files {
 			out.Files[i] = fileSummary(f)
 		}

@@ -1,6 +1,7 @@
 package peer
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"path"
@@ -17,20 +18,32 @@ const resolveLimit = 100
 //
 //   - a file ID (64 lowercase hex digits) is looked up directly;
 //   - otherwise ref must be a file's name, or the last element of its
-//     name, as any of its holders registered it; if exactly one file has
-//     that name, that file.
+//     name, as any of its holders registered it, or a prefix of a file's
+//     ID of at least fsm.MinIDPrefixLen (8) lowercase hex digits; if
+//     exactly one file fits, that file.
 //
 // Every holder's name counts, not only the one search shows, so nobody
 // can make Resolve pick their file by renaming another: registering a
 // known file under another name does not take the name away from it. A
-// name that only part-matches is never enough.
+// name that only part-matches is never enough. Likewise a prefix that
+// fits several files, or one file by its ID and another by its name, is
+// ambiguous: someone who grinds a file ID to share a prefix that a user
+// copied can make the prefix fail, never make it pick their file.
 //
 // It returns ErrFileNotFound if nothing matches, and an *AmbiguousError
-// (matching ErrAmbiguous) listing the candidates by ID if several files
-// have the name, or if files only contain it.
+// (matching ErrAmbiguous) listing the candidates if several files fit
+// (Named is true when every candidate has the name exactly), or if files
+// only contain the name.
 func Resolve(ctx context.Context, c *client.Client, ref string) (client.FileSummary, error) {
+	return ResolveAt(ctx, c, ref, client.ReadLinearizable)
+}
+
+// ResolveAt is Resolve with every read made at level ("" =
+// linearizable). A stale level may resolve a name to a file that has
+// since left the index, or miss one just registered.
+func ResolveAt(ctx context.Context, c *client.Client, ref string, level client.ReadLevel) (client.FileSummary, error) {
 	if fsm.FileID(ref).Validate() == nil {
-		r, err := c.Lookup(ctx, ref, client.ReadLinearizable)
+		r, err := c.Lookup(ctx, ref, level)
 		if err != nil {
 			return client.FileSummary{}, fmt.Errorf("look up %s: %w", ref, err)
 		}
@@ -39,7 +52,15 @@ func Resolve(ctx context.Context, c *client.Client, ref string) (client.FileSumm
 		}
 		return r.File, nil
 	}
-	r, err := c.Search(ctx, ref, resolveLimit, client.ReadLinearizable)
+	var byID []client.FileSummary
+	if fsm.ValidateIDPrefix(ref) == nil {
+		r, err := c.Find(ctx, ref, resolveLimit, level)
+		if err != nil {
+			return client.FileSummary{}, fmt.Errorf("find files whose ID starts with %s: %w", ref, err)
+		}
+		byID = r.Files
+	}
+	r, err := c.Search(ctx, ref, resolveLimit, level)
 	if err != nil {
 		return client.FileSummary{}, fmt.Errorf("search for %q: %w", ref, err)
 	}
@@ -51,7 +72,7 @@ func Resolve(ctx context.Context, c *client.Client, ref string) (client.FileSumm
 			continue
 		}
 		// Search shows one name per file; another holder may use ref.
-		l, err := c.Lookup(ctx, f.ID, client.ReadLinearizable)
+		l, err := c.Lookup(ctx, f.ID, level)
 		if err != nil {
 			return client.FileSummary{}, fmt.Errorf("look up %s: %w", f.ID, err)
 		}
@@ -59,11 +80,20 @@ func Resolve(ctx context.Context, c *client.Client, ref string) (client.FileSumm
 			exact = append(exact, f)
 		}
 	}
+	fits := exact
+	for _, f := range byID {
+		if !slices.ContainsFunc(fits, func(e client.FileSummary) bool { return e.ID == f.ID }) {
+			fits = append(fits, f)
+		}
+	}
+	slices.SortFunc(fits, func(a, b client.FileSummary) int { return cmp.Or(cmp.Compare(a.Name, b.Name), cmp.Compare(a.ID, b.ID)) })
 	switch {
-	case len(exact) == 1:
-		return exact[0], nil
-	case len(exact) > 1:
-		return client.FileSummary{}, &AmbiguousError{Query: ref, Candidates: exact, Named: true}
+	case len(fits) == 1:
+		return fits[0], nil
+	case len(fits) > 1:
+		return client.FileSummary{}, &AmbiguousError{Query: ref, Candidates: fits, Named: len(exact) == len(fits), Prefix: len(exact) != len(fits)}
+	case len(r.Files) == 0 && fsm.ValidateIDPrefix(ref) == nil:
+		return client.FileSummary{}, fmt.Errorf("%w: nothing named like %q, and no file ID starts with it; try fileshare search", ErrFileNotFound, ref)
 	case len(r.Files) == 0:
 		return client.FileSummary{}, fmt.Errorf("%w: nothing named like %q; try fileshare search", ErrFileNotFound, ref)
 	}
