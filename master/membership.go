@@ -47,8 +47,8 @@ func (m *Master) join(parent context.Context) error {
 			if errors.Is(err, ErrIDClash) || errors.Is(err, ErrAddrClash) {
 				return fmt.Errorf("%w through %s: %v; choose another --id or --listen, or remove the old member with 'fileshare cluster remove'", ErrJoinFailed, addr, err)
 			}
-			lastErr = fmt.Errorf("via %s: %w", addr, err)
-			m.logger.Warn("join attempt failed; retrying", "via", addr, "err", err)
+			lastErr = &callError{doing: "asking to join through", err: err}
+			m.logger.Warn("join attempt failed; retrying", "err", lastErr)
 		}
 		select {
 		case <-ctx.Done():
