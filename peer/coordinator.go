@@ -1,10 +1,10 @@
 package peer
 
 // This file owns the coordinator: the goroutine that runs Peer.Download.
-// It alone touches coordState (the holder set, the dropped liars, the
-// worker count, the progress samples) and holder values; it starts every
-// worker and lookup goroutine of a download and waits for all of them
-// before run returns. Workers report back only through run's exits
+// It alone touches coordState (the holder set, the dropped liars and stale
+// holders, the worker count, the progress samples) and holder values; it
+// starts every worker and lookup goroutine of a download and waits for
+// all of them before run returns. Workers report back only through run's exits
 // channel; the piece table, which they share, guards itself.
 
 import (
@@ -25,6 +25,7 @@ type holder struct {
 	id, addr string
 	active   bool      // a worker is connected to it
 	liar     bool      // dropped for bad data
+	stale    bool      // its copy changed since it registered the file
 	gone     bool      // absent from the last lookup
 	fails    int       // consecutive failures
 	retryAt  time.Time // not before this after a failure
@@ -34,6 +35,7 @@ type holder struct {
 type coordState struct {
 	holders    map[string]*holder
 	dropped    []string // IDs of holders dropped for bad data
+	changed    []string // IDs of holders whose copy changed (stale)
 	active     int      // workers running
 	lastActive int      // active at the last wake-up, for Progress
 	lastEmit   time.Time
@@ -73,7 +75,7 @@ func (d *download) mergeHolders(hs []client.HolderEntry) {
 func (d *download) candidates() []*holder {
 	var out []*holder
 	for _, h := range d.c.holders {
-		if !h.liar && !h.gone {
+		if !h.liar && !h.stale && !h.gone {
 			out = append(out, h)
 		}
 	}
@@ -91,11 +93,27 @@ func (d *download) drop(h *holder, err error) {
 	d.p.logger.Warn("dropping holder that sent bad data for this file", "holder", h.id, "addr", h.addr, "file", d.id, "err", err)
 }
 
+// markStale sets h aside for this file: its copy changed since it
+// registered the file (it answered statusChanged). It is not a liar: it
+// said so instead of sending bad data.
+func (d *download) markStale(h *holder, err error) {
+	if h.stale {
+		return
+	}
+	h.stale = true
+	d.c.changed = append(d.c.changed, h.id)
+	d.p.logger.Info("holder's copy of the file changed since it registered it; not asking it again for this file", "holder", h.id, "addr", h.addr, "file", d.id, "err", err)
+}
+
 // noHolderError explains why no holder is left: ErrNoHonestHolder if some
-// were dropped as liars, else ErrNoHolders.
+// were dropped as liars, else ErrHoldersChanged if some said their copy
+// changed, else ErrNoHolders.
 func (d *download) noHolderError(why string) error {
 	if len(d.c.dropped) > 0 {
 		return fmt.Errorf("download %s (%s): %w: dropped %s for sending pieces that fail verification, and no other holder is left; the file cannot be trusted from this swarm", d.name, d.id, ErrNoHonestHolder, strings.Join(d.c.dropped, ", "))
+	}
+	if len(d.c.changed) > 0 {
+		return fmt.Errorf("download %s (%s): %w (%s), and no other holder is left; search again: the file may be shared under a new ID", d.name, d.id, ErrHoldersChanged, strings.Join(d.c.changed, ", "))
 	}
 	return fmt.Errorf("download %s (%s): %w: %s; try again later, or check that its holders are running", d.name, d.id, ErrNoHolders, why)
 }
@@ -125,6 +143,10 @@ func (d *download) fetchHashes(ctx context.Context) error {
 				d.drop(h, err)
 				continue
 			}
+			if errors.Is(err, errHolderChanged) {
+				d.markStale(h, err)
+				continue
+			}
 			d.p.logger.Debug("cannot fetch piece hashes from holder", "holder", h.id, "err", err)
 		}
 		if len(d.candidates()) == 0 {
@@ -139,7 +161,7 @@ func (d *download) fetchHashes(ctx context.Context) error {
 		case <-time.After(backoff):
 		}
 		backoff = min(2*backoff, 2*time.Second)
-		if look, err := d.p.client.Lookup(ctx, d.id, client.ReadLinearizable); err == nil {
+		if look, err := d.p.client.Lookup(ctx, d.id, d.opts.ReadLevel); err == nil {
 			d.mergeHolders(look.Holders)
 		}
 	}
@@ -152,7 +174,8 @@ type workerExit struct {
 }
 
 // run fetches every missing piece. It returns nil once all are verified
-// and written; ErrNoHolders or ErrNoHonestHolder when no holder is left or
+// and written; ErrNoHolders, ErrNoHonestHolder or ErrHoldersChanged (see
+// noHolderError) when no holder is left or
 // none sent a piece for StallTimeout; an errWrite error; or ctx's error.
 // Every goroutine it starts (one worker per connected holder, at most one
 // lookup) has ended when it returns.
@@ -201,7 +224,7 @@ func (d *download) run(ctx context.Context) error {
 		lookupStarted = time.Now()
 		go func() {
 			lctx, cancel := context.WithTimeout(wctx, 10*time.Second)
-			r, err := d.p.client.Lookup(lctx, d.id, client.ReadLinearizable)
+			r, err := d.p.client.Lookup(lctx, d.id, d.opts.ReadLevel)
 			cancel()
 			lookups <- lookupResult{r, err}
 		}()
@@ -245,6 +268,8 @@ func (d *download) run(ctx context.Context) error {
 				return fmt.Errorf("download %s: %w", d.name, ex.err)
 			case errors.Is(ex.err, errBadData):
 				d.drop(h, ex.err)
+			case errors.Is(ex.err, errHolderChanged):
+				d.markStale(h, ex.err)
 			default:
 				if ex.got > 0 {
 					h.fails = 0

@@ -180,26 +180,23 @@ func TestLyingHolderIsDroppedAndAnHonestOneFinishes(t *testing.T) {
 	}
 }
 
-// With only a liar holding the file — here its file was edited on disk
-// after hashing, keeping size and mtime — the download fails with
-// ErrNoHonestHolder naming the file, and keeps no bad byte.
+// With only a liar holding the file — here it flips a bit of every piece
+// it sends (a file edited on disk is not a lie: see changed_test.go) — the
+// download fails with ErrNoHonestHolder naming the file, and keeps no bad
+// byte.
 func TestOnlyALiarFailsWithErrNoHonestHolder(t *testing.T) {
 	c := newTestCluster(t, nil)
 	data := randomBytes(4, 2*mib)
 	id := idOf(t, data)
 	share := shareFolder(t, map[string][]byte{"report.pdf": data})
-	mallory := startPeer(t, c, "mallory", share, func(cfg *Config) { cfg.RescanInterval = time.Hour })
+	mallory := startPeer(t, c, "mallory", share, func(cfg *Config) {
+		cfg.corruptPieces = func(_ string, _ int, b []byte) { b[17] ^= 1 }
+	})
 	carol := startPeer(t, c, "carol", "", nil)
 	if err := mallory.Rescan(t.Context()); err != nil {
 		t.Fatal(err)
 	}
 	waitHolders(t, c.client(), id, 1)
-	p := filepath.Join(share, "report.pdf")
-	st, _ := os.Stat(p)
-	bad := slices.Clone(data)
-	bad[17] ^= 1 // piece 0, the first one asked for
-	os.WriteFile(p, bad, 0o644)
-	os.Chtimes(p, st.ModTime(), st.ModTime())
 
 	dest := filepath.Join(t.TempDir(), "report.pdf")
 	_, err := carol.Download(t.Context(), id, dest, DownloadOptions{StallTimeout: 10 * time.Second})

@@ -48,6 +48,22 @@ var (
 	// than this peer.
 	ErrNoHolders = errors.New("no holder of the file could be reached")
 
+	// ErrHoldersChanged means every holder that answered said its copy of
+	// the file changed on disk since it registered it (the file's hashes no
+	// longer match), and no other holder is left: the file under this ID may
+	// be gone from the swarm. Search again for the file's new ID. It is not
+	// a verdict on the holders' honesty.
+	ErrHoldersChanged = errors.New("the holders' copies of the file changed since they registered it")
+
+	// ErrRefused means the index refused this peer's join, registration or
+	// heartbeat for a reason retrying cannot change: the peer is not
+	// authorized, is over a quota, or sent a request the masters reject as
+	// invalid. The error wraps the masters' own error (test it with
+	// errors.Is against fsm.ErrUnauthorized, master.ErrQuota,
+	// transport.ErrForbidden…) and says what to do. A Peer that meets it
+	// stops registering and heartbeating; Peer.Err returns it.
+	ErrRefused = errors.New("the index refused this peer for good")
+
 	// ErrDestinationExists means the download's destination path already
 	// exists. Downloads never overwrite a file.
 	ErrDestinationExists = errors.New("the destination already exists")
@@ -66,8 +82,11 @@ type AmbiguousError struct {
 	// contain it, sorted by name then ID.
 	Candidates []client.FileSummary
 	// Named is true when every candidate has exactly the name Query; false
-	// when none has it and the candidates only contain it.
+	// when none has it and the candidates only contain it, or when Prefix.
 	Named bool
+	// Prefix is true when some candidates fit because their IDs start with
+	// Query (and others by ID or by name).
+	Prefix bool
 }
 
 // Error names the query and the candidates (name and short ID of each).
@@ -75,6 +94,9 @@ func (e *AmbiguousError) Error() string {
 	names := make([]string, 0, len(e.Candidates))
 	for _, c := range e.Candidates {
 		names = append(names, fmt.Sprintf("%s (%s)", c.Name, c.ID[:12]))
+	}
+	if e.Prefix {
+		return fmt.Sprintf("%q fits %d files, by name or as the start of an ID: %s; give the file's whole ID", e.Query, len(e.Candidates), strings.Join(names, ", "))
 	}
 	if !e.Named {
 		return fmt.Sprintf("no file is named %q, but %d contain it: %s; give the full name or the file's ID", e.Query, len(e.Candidates), strings.Join(names, ", "))

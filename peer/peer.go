@@ -156,6 +156,22 @@ type Peer struct {
 	// false again when a heartbeat learns that the index expired it.
 	joined atomic.Bool
 
+	// reach is what the sync and heartbeat goroutines know of whether
+	// the masters answer; it reports outages at a slow pace (registry.go).
+	reach reachability
+	// changed holds the share-folder paths the piece server found no
+	// longer matching the hashes they were registered with; the sync
+	// goroutine takes them, drops their cache entries and rescans.
+	changedMu sync.Mutex
+	changed   map[string]bool
+
+	// done is closed, once, when the peer stops for good: on a permanent
+	// refusal by the index, or when Close begins. stopErr, set before
+	// done is closed, says why (see Err).
+	done     chan struct{}
+	stopOnce sync.Once
+	stopErr  error
+
 	syncKick  chan struct{} // wakes the sync goroutine (cap 1)
 	hbKick    chan struct{} // wakes the heartbeat goroutine (cap 1)
 	rescanReq chan rescanRequest
@@ -209,6 +225,7 @@ func New(cfg Config) (*Peer, error) {
 		hbKick:    make(chan struct{}, 1),
 		rescanReq: make(chan rescanRequest),
 		conns:     make(map[net.Conn]struct{}),
+		done:      make(chan struct{}),
 	}
 	ok := false
 	defer func() {
@@ -347,6 +364,7 @@ func (p *Peer) Rescan(ctx context.Context) error {
 // good. Use Leave to remove them at once. Safe to call more than once.
 func (p *Peer) Close() error {
 	p.closeOnce.Do(func() {
+		p.stop(ErrClosed)
 		p.lifeMu.Lock()
 		p.closing = true
 		p.lifeMu.Unlock()
@@ -361,6 +379,46 @@ func (p *Peer) Close() error {
 		p.logger.Info("peer stopped")
 	})
 	return p.closeErr
+}
+
+// Done returns a channel that is closed when the peer stops for good:
+// when the index refuses its join, registrations or heartbeats for a reason
+// retrying cannot change (Err then returns an error wrapping ErrRefused),
+// or when Close or Leave begins (Err returns ErrClosed). Transient trouble
+// (no master reachable, no leader, timeouts) never closes it: the peer
+// keeps retrying and logs the outage. After a refusal the peer no longer
+// registers or heartbeats, so the index drops it when its lease expires;
+// it still serves what it had registered and may download until closed.
+// A program running a peer as a daemon selects on Done to exit with Err.
+func (p *Peer) Done() <-chan struct{} { return p.done }
+
+// Err returns nil while the peer runs; once Done is closed, it returns
+// why: an error wrapping ErrRefused (and the masters' error, for
+// errors.Is) that says what was refused and what to do, or ErrClosed.
+func (p *Peer) Err() error {
+	select {
+	case <-p.done:
+		return p.stopErr
+	default:
+		return nil
+	}
+}
+
+// stop records err as the reason the peer stopped and closes done, the
+// first time it is called; later calls do nothing. On a refusal (any err
+// but ErrClosed) it also stops the sync and heartbeat goroutines. Safe
+// from any goroutine.
+func (p *Peer) stop(err error) {
+	p.stopOnce.Do(func() {
+		p.stopErr = err
+		close(p.done)
+		if err != ErrClosed {
+			p.logger.Error("stopping: the index refuses this peer; it no longer registers files or heartbeats", "err", err)
+			if p.syncCancel != nil {
+				p.syncCancel()
+			}
+		}
+	})
 }
 
 // enter admits a caller that must finish before Close returns (a
@@ -403,6 +461,7 @@ func (p *Peer) release() {
 func (p *Peer) Leave(ctx context.Context) error {
 	var err error
 	p.leaveOnce.Do(func() {
+		p.stop(ErrClosed)
 		p.syncCancel()
 		p.syncWG.Wait()
 		if p.store != nil {

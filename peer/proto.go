@@ -22,14 +22,21 @@ import (
 //
 // Response: a 5-byte header, then Len bytes of payload:
 //
-//	status   1 byte   statusOK, statusNotFound, statusBadRequest, statusBusy, statusError
+//	status   1 byte   statusOK, statusNotFound, statusBadRequest, statusBusy,
+//	                  statusError, statusChanged
 //	len      4 bytes  big-endian payload length
 //
 // With statusOK the payload is the piece-hash list (32 bytes per piece, in
 // order) for opHashes, or the raw piece bytes for opPiece. Otherwise it is a
 // UTF-8 message of at most maxErrorMessage bytes. statusNotFound (this peer
-// does not serve the file, or it changed on disk) leaves the connection open;
-// after statusBadRequest, statusBusy or statusError the server closes it.
+// does not serve the file) and statusChanged (the file changed on disk since
+// this peer registered it: its size or mtime differ, or the piece read no
+// longer hashes to the registered piece hash; the server sends no bad data
+// and rehashes the file) leave the connection open; after statusBadRequest,
+// statusBusy or statusError the server closes it. A downloader treats a
+// holder answering statusChanged as stale for that file, not as a liar. A
+// downloader older than statusChanged sees an unknown status and drops the
+// holder for the file, as it would have for the bad piece this replaces.
 //
 // The downloader knows from the index how long every answer must be, so it
 // rejects any other length before reading the payload: a holder cannot make
@@ -48,6 +55,7 @@ const (
 	statusBadRequest byte = 2
 	statusBusy       byte = 3
 	statusError      byte = 4
+	statusChanged    byte = 5
 
 	maxErrorMessage = 1024
 )
@@ -120,7 +128,7 @@ func decodeRespHeader(b []byte) (respHeader, error) {
 	h.Len = binary.BigEndian.Uint32(b[1:])
 	switch h.Status {
 	case statusOK:
-	case statusNotFound, statusBadRequest, statusBusy, statusError:
+	case statusNotFound, statusBadRequest, statusBusy, statusError, statusChanged:
 		if h.Len > maxErrorMessage {
 			return h, fmt.Errorf("%w: error message of %d bytes, limit %d", errBadMessage, h.Len, maxErrorMessage)
 		}
@@ -148,6 +156,16 @@ type remoteError struct {
 }
 
 func (e *remoteError) Error() string {
-	name := map[byte]string{statusNotFound: "not found", statusBadRequest: "bad request", statusBusy: "busy", statusError: "error"}[e.Status]
+	name := map[byte]string{statusNotFound: "not found", statusBadRequest: "bad request", statusBusy: "busy", statusError: "error", statusChanged: "file changed"}[e.Status]
 	return fmt.Sprintf("holder answered %s: %s", name, e.Msg)
+}
+
+// errHolderChanged is matched (errors.Is) by a statusChanged answer: the
+// holder's copy of the file changed since it registered it.
+var errHolderChanged = errors.New("the holder's copy of the file changed since it registered it")
+
+// Is reports whether target is errHolderChanged and the holder answered
+// statusChanged.
+func (e *remoteError) Is(target error) bool {
+	return target == errHolderChanged && e.Status == statusChanged
 }

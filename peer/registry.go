@@ -5,10 +5,12 @@ package peer
 // Leave through Peer.syncWG, do all of it: the sync goroutine (syncLoop)
 // owns the share store's scans, the hash cache's additions and syncState;
 // the heartbeat goroutine (heartbeatLoop) owns the lease. They share only
-// Peer.joined (atomic), and wake each other through the one-slot channels
-// syncKick and hbKick. Other goroutines reach the sync goroutine only
-// through rescanReq (Rescan, seeding) and kickSync (the piece server, on a
-// changed file), and read what it publishes through Peer.served (atomic).
+// Peer.joined (atomic) and Peer.reach (its own lock: whether the masters
+// answer), wake each other through the one-slot channels syncKick and
+// hbKick, and either may stop the peer on a permanent refusal (Peer.stop).
+// Other goroutines reach the sync goroutine only through rescanReq
+// (Rescan, seeding) and noteChanged (the piece server, on a changed file),
+// and read what it publishes through Peer.served (atomic).
 
 import (
 	"context"
@@ -16,10 +18,12 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"fileshare/client"
 	"fileshare/fsm"
+	"fileshare/transport"
 )
 
 // rescanRequest asks the sync goroutine for a scan that begins after the
@@ -30,7 +34,8 @@ type rescanRequest struct {
 }
 
 // rescan hands a rescan request (with add, if not nil, to put in the hash
-// cache first) to the sync goroutine and waits for its scan.
+// cache first) to the sync goroutine and waits for its scan. Once the peer
+// has stopped (Done), it returns Err.
 func (p *Peer) rescan(ctx context.Context, add *cacheEntry) error {
 	if p.store == nil {
 		return fmt.Errorf("%w: this peer has no share folder", ErrConfig)
@@ -40,14 +45,43 @@ func (p *Peer) rescan(ctx context.Context, add *cacheEntry) error {
 	case p.rescanReq <- req:
 	case <-ctx.Done():
 		return ctx.Err()
-	case <-p.ctx.Done():
-		return ErrClosed
+	case <-p.done:
+		return p.Err()
 	}
 	select {
 	case err := <-req.done:
 		return err
 	case <-ctx.Done():
 		return ctx.Err()
+	case <-p.done:
+		return p.Err()
+	}
+}
+
+// noteChanged records that the file at slash path path no longer matches
+// the hashes it was registered with, and wakes the sync goroutine to hash
+// it again (its cache entry is dropped first, since its size and mtime may
+// not have changed). Called by the piece server; safe from any goroutine.
+func (p *Peer) noteChanged(path string) {
+	p.changedMu.Lock()
+	if p.changed == nil {
+		p.changed = map[string]bool{}
+	}
+	p.changed[path] = true
+	p.changedMu.Unlock()
+	p.kickSync()
+}
+
+// forgetChanged drops the hash-cache entries of the paths noteChanged
+// recorded, so the next scan rehashes them. Called by the sync goroutine,
+// which owns the store.
+func (p *Peer) forgetChanged() {
+	p.changedMu.Lock()
+	paths := p.changed
+	p.changed = nil
+	p.changedMu.Unlock()
+	for path := range paths {
+		delete(p.store.cache, path)
 	}
 }
 
@@ -75,24 +109,66 @@ type syncState struct {
 
 // syncLoop owns the share store and the registrations: it scans every
 // RescanInterval, when kicked (a heartbeat learnt of an expiry, the piece
-// server saw a file change) and on Rescan requests, until ctx ends.
+// server saw a file change) and on Rescan requests, until ctx ends or the
+// index refuses the peer for good (then it stops the peer, see Peer.stop).
+// A Rescan request is answered by the first scan that brings the index in
+// step, fails for a reason other than an unreachable cluster, or is
+// refused; while no master answers, the scan is retried at once for it.
+// After the first scan that succeeds it logs, once, that every file is
+// registered: the line a person or script waits for.
 func (p *Peer) syncLoop(ctx context.Context) {
 	st := &syncState{announced: map[string]client.FileEntry{}, stale: p.store.cachedIDs(), conflicts: map[string]client.FileEntry{}}
 	tick := time.NewTicker(p.cfg.RescanInterval)
 	defer tick.Stop()
 	var waiters []chan error
+	defer func() {
+		for _, w := range waiters {
+			w <- ErrClosed
+		}
+	}()
+	ready := false
 	for {
+		p.forgetChanged()
 		err := p.syncOnce(ctx, st)
-		if err != nil && ctx.Err() == nil {
+		if ctx.Err() != nil {
+			return
+		}
+		retryNow := false
+		switch {
+		case err == nil:
+			if !ready {
+				ready = true
+				p.logReady(st)
+			}
+		case refused(err):
+			err = refusedError(err)
+			for _, w := range waiters {
+				w <- err
+			}
+			waiters = nil
+			p.stop(err)
+			return
+		case unreachable(err):
+			// Reported by masterCall, at a slow pace; a waiting Rescan
+			// wants the next attempt now.
+			retryNow = len(waiters) > 0
+		default:
 			p.logger.Warn("sync with the index failed; will retry", "err", err)
 		}
-		for _, w := range waiters {
-			w <- err
+		if !retryNow {
+			for _, w := range waiters {
+				w <- err
+			}
+			waiters = nil
 		}
-		waiters = nil
+		var retry <-chan time.Time
+		if retryNow {
+			retry = time.After(100 * time.Millisecond)
+		}
 		select {
 		case <-ctx.Done():
 			return
+		case <-retry:
 		case <-tick.C:
 		case <-p.syncKick:
 		case req := <-p.rescanReq:
@@ -110,6 +186,17 @@ func (p *Peer) syncLoop(ctx context.Context) {
 			}
 		}
 	}
+}
+
+// logReady logs that the peer's files are registered and served, after
+// the first scan that brought the index in step.
+func (p *Peer) logReady(st *syncState) {
+	files := len(st.announced)
+	if len(st.conflicts) > 0 {
+		p.logger.Info("sharing: every file is registered but those the index refuses", "files", files, "refused", len(st.conflicts), "addr", p.addr)
+		return
+	}
+	p.logger.Info("sharing: every file is registered", "files", files, "addr", p.addr)
 }
 
 // Registration batches: at most fsm.MaxFilesPerCommand files and about
@@ -148,7 +235,7 @@ func (p *Peer) syncOnce(ctx context.Context, st *syncState) error {
 
 func (p *Peer) reconcile(ctx context.Context, st *syncState, files map[string]*sharedFile) error {
 	if !p.joined.Load() {
-		if _, err := p.client.Join(ctx, p.id, p.addr); err != nil {
+		if err := p.masterCall(ctx, func(ctx context.Context) error { _, err := p.client.Join(ctx, p.id, p.addr); return err }); err != nil {
 			return fmt.Errorf("join the index: %w", err)
 		}
 		clear(st.announced) // the index may have dropped everything: register it all again
@@ -174,7 +261,7 @@ func (p *Peer) reconcile(ctx context.Context, st *syncState, files map[string]*s
 	}
 	slices.Sort(remove)
 	for chunk := range slices.Chunk(remove, maxUnregisterPerCall) {
-		if _, err := p.client.Unregister(ctx, p.id, chunk); err != nil {
+		if err := p.masterCall(ctx, func(ctx context.Context) error { _, err := p.client.Unregister(ctx, p.id, chunk); return err }); err != nil {
 			return fmt.Errorf("unregister %d removed files: %w", len(chunk), err)
 		}
 		for _, id := range chunk {
@@ -210,7 +297,7 @@ func (p *Peer) reconcile(ctx context.Context, st *syncState, files map[string]*s
 // a conflict (a file it holds with the same ID but another size or piece
 // size) it bisects to register all the others and sets the culprits aside.
 func (p *Peer) register(ctx context.Context, st *syncState, files []client.FileEntry) error {
-	_, err := p.client.Register(ctx, p.id, files)
+	err := p.masterCall(ctx, func(ctx context.Context) error { _, err := p.client.Register(ctx, p.id, files); return err })
 	switch {
 	case err == nil:
 		for _, f := range files {
@@ -263,9 +350,11 @@ func (p *Peer) heartbeatLoop(ctx context.Context) {
 		case <-p.hbKick:
 		}
 		if p.joined.Load() {
-			hctx, cancel := context.WithTimeout(ctx, max(interval, time.Second))
-			lease, err := p.client.Heartbeat(hctx, p.id)
-			cancel()
+			var lease time.Duration
+			err := p.masterCallTimeout(ctx, max(interval, time.Second), func(ctx context.Context) (err error) {
+				lease, err = p.client.Heartbeat(ctx, p.id)
+				return err
+			})
 			switch {
 			case err == nil:
 				if p.cfg.HeartbeatInterval == 0 && lease > 0 {
@@ -277,8 +366,14 @@ func (p *Peer) heartbeatLoop(ctx context.Context) {
 				p.kickSync()
 			case ctx.Err() != nil:
 				return
+			case refused(err):
+				p.stop(refusedError(fmt.Errorf("heartbeat: %w", err)))
+				return
 			default:
-				p.logger.Warn("heartbeat failed; will retry", "err", err)
+				// An unreachable cluster is reported by masterCall.
+				if !unreachable(err) {
+					p.logger.Warn("heartbeat failed; will retry", "err", err)
+				}
 			}
 		}
 		if !timer.Stop() {
@@ -289,4 +384,144 @@ func (p *Peer) heartbeatLoop(ctx context.Context) {
 		}
 		timer.Reset(interval)
 	}
+}
+
+// reachability is what the sync and heartbeat goroutines know of whether
+// the masters answer. It exists to tell a person, within a few seconds and
+// then at a slow pace, that the peer cannot reach its cluster, and when it
+// can again; every retry is not worth a line. Guarded by mu: both
+// goroutines report to it.
+type reachability struct {
+	mu       sync.Mutex
+	down     time.Time // when the first failing call since the last answer began; zero while masters answer
+	lastWarn time.Time // when the outage was last logged; zero if not yet
+	lastErr  error
+}
+
+const (
+	// syncCallTimeout bounds each master call of the sync goroutine (at
+	// least Config.MasterTimeout), so an unreachable cluster is noticed
+	// and reported instead of waited on forever.
+	syncCallTimeout = 5 * time.Second
+	// unreachableGrace is how long calls must have failed before the
+	// outage is logged: a leader election alone is not worth a warning.
+	unreachableGrace = 2 * time.Second
+	// unreachableRepeat is how often an outage is logged again.
+	unreachableRepeat = 30 * time.Second
+)
+
+// masterCall runs f, one call to the cluster, bounded by syncCallTimeout
+// (or MasterTimeout if longer), and reports the outcome to p.reach.
+func (p *Peer) masterCall(ctx context.Context, f func(context.Context) error) error {
+	return p.masterCallTimeout(ctx, max(syncCallTimeout, p.cfg.MasterTimeout), f)
+}
+
+// masterCallTimeout is masterCall with the given bound. Any answer from
+// the masters, even a refusal, counts as reaching them; an unreachable
+// error (see unreachable) counts as an outage unless ctx itself ended.
+func (p *Peer) masterCallTimeout(ctx context.Context, timeout time.Duration, f func(context.Context) error) error {
+	start := time.Now()
+	cctx, cancel := context.WithTimeout(ctx, timeout)
+	err := f(cctx)
+	cancel()
+	switch {
+	case ctx.Err() != nil:
+	case err == nil || !unreachable(err):
+		p.masterAnswered()
+	default:
+		p.masterFailed(start, err)
+	}
+	return err
+}
+
+// masterFailed notes a call, begun at start, that reached no master. The
+// outage is logged at WARN once it has lasted unreachableGrace, then every
+// unreachableRepeat.
+func (p *Peer) masterFailed(start time.Time, err error) {
+	r := &p.reach
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	now := time.Now()
+	if r.down.IsZero() {
+		r.down = start
+	}
+	r.lastErr = err
+	if now.Sub(r.down) < unreachableGrace || (!r.lastWarn.IsZero() && now.Sub(r.lastWarn) < unreachableRepeat) {
+		return
+	}
+	r.lastWarn = now
+	p.logger.Warn("cannot reach any master; retrying", "masters", strings.Join(p.cfg.Masters, ","), "for", now.Sub(r.down).Round(time.Second), "err", err)
+}
+
+// masterAnswered notes that a master answered; if an outage was logged, it
+// logs the recovery at INFO.
+func (p *Peer) masterAnswered() {
+	r := &p.reach
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.down.IsZero() {
+		return
+	}
+	if !r.lastWarn.IsZero() {
+		p.logger.Info("reached the masters again", "after", time.Since(r.down).Round(time.Second))
+	}
+	r.down, r.lastWarn, r.lastErr = time.Time{}, time.Time{}, nil
+}
+
+// unreachable reports whether err means no master served the call (a
+// lost connection, no leader, a timeout, nothing listening at any master's
+// address, or an address that is not a FileShare port): retrying later may
+// succeed, as masters start or come back, so the peer retries on its own
+// clock and logs the outage.
+func unreachable(err error) bool {
+	return err != nil && (transport.Retryable(err) || errors.Is(err, context.DeadlineExceeded) ||
+		errors.Is(err, client.ErrNothingListens) || errors.Is(err, transport.ErrNotFileShare))
+}
+
+// codeQuota and codeNotYourPeerID, codeBadKey carry the wire codes of
+// master.ErrQuota, master.ErrNotYourPeerID and master.ErrBadKey, which
+// match the masters' errors under errors.Is (transport.RemoteError.Is
+// compares codes) without the peer importing the master package.
+var (
+	codeQuota         = transport.NewError("quota", "quota exceeded")
+	codeNotYourPeerID = transport.NewError("not_your_peer_id", "the peer ID is not the one derived from the caller's key")
+	codeBadKey        = transport.NewError("bad_key", "bad peer key")
+)
+
+// refused reports whether err is the masters' answer to a request that
+// retrying cannot change: a coded error (one the masters sent, or the
+// wire's own) that is neither unreachable, nor internal, nor one the sync
+// goroutine handles itself (fsm.ErrUnknownPeer: join again;
+// fsm.ErrConflict: set the file aside).
+func refused(err error) bool {
+	if err == nil || unreachable(err) || errors.Is(err, context.Canceled) {
+		return false
+	}
+	for _, handled := range []error{fsm.ErrUnknownPeer, fsm.ErrConflict, transport.ErrInternal} {
+		if errors.Is(err, handled) {
+			return false
+		}
+	}
+	var c transport.Coded
+	return errors.As(err, &c)
+}
+
+// refusedError wraps a refusal with ErrRefused and says what to do.
+func refusedError(err error) error {
+	var hint string
+	switch {
+	case errors.Is(err, codeQuota):
+		hint = "share fewer files (move some out of the share folder) or ask the masters' operator to raise the limit named above, then start the peer again"
+	case errors.Is(err, fsm.ErrUnauthorized):
+		hint = "the index knows this peer ID under another secret: run the peer with the data dir it first joined with, or wait until its lease expires"
+	case errors.Is(err, transport.ErrForbidden):
+		hint = "the masters require TLS with the peer's own key: pass --trusted-ca-file with the cluster's CA certificate (see README \"Security\")"
+	case errors.Is(err, codeNotYourPeerID), errors.Is(err, codeBadKey):
+		hint = "the peer's key and ID do not match: check peer.key in the data dir, or start with a fresh data dir (a new peer ID)"
+	case errors.Is(err, fsm.ErrInvalid), errors.Is(err, transport.ErrBadRequest):
+		hint = "the masters reject the request as invalid: move the file named above out of the share folder, or check that peer and masters run the same version"
+	default:
+		hint = "check that the peer and the masters run the same version; retrying cannot help"
+	}
+	return fmt.Errorf("%w: %w; %s", ErrRefused, err, hint)
 }

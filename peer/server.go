@@ -8,11 +8,14 @@ package peer
 
 import (
 	"bufio"
+	"crypto/sha256"
 	"fmt"
 	"io"
 	"net"
 	"os"
 	"time"
+
+	"fileshare/transport"
 )
 
 // servePieces accepts piece connections until the listener closes. At most
@@ -88,10 +91,14 @@ func (p *Peer) closeConns() {
 func (p *Peer) serveConn(conn net.Conn) {
 	defer conn.Close()
 	br := bufio.NewReaderSize(conn, 4<<10)
-	// sendfile is possible only if the connection can take a file
-	// directly; otherwise one buffered write per piece (header included)
-	// is the cheapest path.
+	// sendfile is possible only on a plaintext connection that can take
+	// a file directly (a unit test's TCP connection: the Mux's piece
+	// connections are TLS); there only size and mtime tell a changed file.
+	// Otherwise each piece is read, checked against its registered hash
+	// (the peer would rather say "changed" than send bad data), and sent
+	// in one buffered write with its header.
 	_, canSendfile := conn.(io.ReaderFrom)
+	canSendfile = canSendfile && transport.CallerOf(conn).Insecure
 	var (
 		open    *os.File
 		openFor *sharedFile
@@ -152,8 +159,8 @@ func (p *Peer) serveConn(conn net.Conn) {
 			open, openFor = f, sf
 		}
 		if st, err := open.Stat(); err != nil || st.Size() != sf.Size || st.ModTime().UnixNano() != sf.ModTime {
-			p.kickSync() // rescan: rehash, re-register under its new ID
-			if _, err := conn.Write(errorResponse(statusNotFound, "file "+sf.ID+" changed on disk since it was registered")); err != nil {
+			p.noteChanged(sf.Path) // rescan: rehash, re-register under its new ID
+			if _, err := conn.Write(errorResponse(statusChanged, changedMessage(sf))); err != nil {
 				return
 			}
 			continue
@@ -184,6 +191,14 @@ func (p *Peer) serveConn(conn net.Conn) {
 			p.logger.Warn("cannot read piece of shared file", "path", sf.Path, "piece", r.Index, "err", err)
 			return // the header is not sent yet, but the file is broken: hang up
 		}
+		if sha256.Sum256(b[respHeaderLen:]) != [32]byte(sf.Hashes[32*int(r.Index):]) {
+			p.logger.Warn("shared file changed on disk: a piece no longer matches its registered hash; rehashing it", "path", sf.Path, "file", sf.ID, "piece", r.Index)
+			p.noteChanged(sf.Path)
+			if _, err := conn.Write(errorResponse(statusChanged, changedMessage(sf))); err != nil {
+				return
+			}
+			continue
+		}
 		if p.cfg.corruptPieces != nil {
 			p.cfg.corruptPieces(sf.ID, int(r.Index), b[respHeaderLen:])
 		}
@@ -191,6 +206,11 @@ func (p *Peer) serveConn(conn net.Conn) {
 			return
 		}
 	}
+}
+
+// changedMessage is the statusChanged answer for sf.
+func changedMessage(sf *sharedFile) string {
+	return "file " + sf.ID + " changed on disk since this peer registered it; it is being rehashed and registered under its new ID"
 }
 
 // servedFile returns the file this peer serves under id, or nil.

@@ -36,6 +36,13 @@ never shared, even inside --share. With --trusted-ca-file the peer talks to
 masters only over TLS, presenting its key; pieces travel over TLS either way,
 and a downloader checks that each holder proves the key its ID names.
 
+Once every file is registered the peer logs "sharing: every file is
+registered" with their count. While no master answers it logs a warning
+within a few seconds, and again every 30 s, and keeps retrying. If the index
+refuses the peer for good (not authorized, over a quota such as
+--max-files-per-peer, an invalid request), the peer exits with status 1 and
+says what was refused and what to do.
+
 On SIGINT or SIGTERM the peer leaves the index, removing its registrations at
 once; with --keep-registered it just stops, and the index drops it when its
 lease expires (unless it is back first).`,
@@ -65,8 +72,24 @@ lease expires (unless it is back first).`,
 				return err
 			}
 			logger.Info("sharing", "folder", cfg.ShareDir, "peer", p.ID(), "addr", p.Addr())
-			<-ctx.Done()
-			logger.Info("signal received; shutting down")
+			select {
+			case <-ctx.Done():
+				logger.Info("signal received; shutting down")
+			case <-p.Done():
+				// Refused for good: retrying cannot help. Leave (unless
+				// told to keep the registrations) and exit 1 with why.
+				refusal := p.Err()
+				if keep {
+					_ = p.Close()
+					return refusal
+				}
+				lctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				defer cancel()
+				if err := p.Leave(lctx); err != nil {
+					logger.Warn("cannot leave the index; it drops this peer when its lease expires", "err", err)
+				}
+				return refusal
+			}
 			if keep {
 				return p.Close()
 			}
