@@ -20,6 +20,7 @@ package peer
 import (
 	"context"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"net"
 	"os"
@@ -65,6 +66,12 @@ type DownloadOptions struct {
 	// connection, opened as the download needs it; the others stand by
 	// for one that fails or is dropped. Zero means 8.
 	MaxHolders int
+	// ReadLevel is the consistency of the download's holder lookups, the
+	// first and every refresh. Zero means client.ReadLinearizable; with
+	// client.ReadStale the download needs only one reachable master, not
+	// a majority (the holders it learns may be out of date: one that has
+	// gone just fails and is retried, as any holder that stops answering).
+	ReadLevel client.ReadLevel
 }
 
 // Progress is a snapshot of a download.
@@ -122,14 +129,24 @@ type DownloadResult struct {
 	Dropped []string `json:"dropped,omitempty"`
 	// Seeded is true if this peer now holds and serves the file.
 	Seeded   bool          `json:"seeded"`
-	Duration time.Duration `json:"duration_ns"`
+	Duration time.Duration `json:"-"` // in JSON: duration_ms (see MarshalJSON)
+}
+
+// MarshalJSON encodes the result with its duration in milliseconds, as
+// duration_ms: the one unit every JSON output of the CLI uses.
+func (r DownloadResult) MarshalJSON() ([]byte, error) {
+	type fields DownloadResult // without this method
+	return json.Marshal(struct {
+		fields
+		DurationMillis int64 `json:"duration_ms"`
+	}{fields(r), r.Duration.Milliseconds()})
 }
 
 // Download fetches the file fileID into dest, from every holder at once,
 // verifying each piece against the file's Merkle root, and returns when the
 // file is complete and renamed to dest (or seeded, with opts.Seed).
 //
-// It looks up the holders (a linearizable read), fetches the piece-hash
+// It looks up the holders (at opts.ReadLevel), fetches the piece-hash
 // list from one and checks it against the ID, then pipelines piece requests
 // to every holder, each holder pulling the next missing piece when it has
 // room (so the least busy holder gets it). Pieces land in place in
@@ -153,6 +170,11 @@ func (p *Peer) Download(ctx context.Context, fileID, dest string, opts DownloadO
 	if opts.Seed && p.store == nil {
 		return DownloadResult{}, fmt.Errorf("%w: seeding needs a peer with a share folder", ErrConfig)
 	}
+	level, err := client.ParseReadLevel(string(opts.ReadLevel))
+	if err != nil {
+		return DownloadResult{}, fmt.Errorf("download %s: %w", fileID, err)
+	}
+	opts.ReadLevel = level
 	if opts.ProgressInterval <= 0 {
 		opts.ProgressInterval = 250 * time.Millisecond
 	}
@@ -218,7 +240,7 @@ func (p *Peer) download(ctx context.Context, fileID, dest string, opts DownloadO
 		return DownloadResult{}, fmt.Errorf("%w: %s; remove it or choose another destination", ErrDestinationExists, dest)
 	}
 	lctx, cancel := context.WithTimeout(ctx, opts.StallTimeout)
-	look, err := p.client.Lookup(lctx, fileID, client.ReadLinearizable)
+	look, err := p.client.Lookup(lctx, fileID, opts.ReadLevel)
 	cancel()
 	if err != nil {
 		return DownloadResult{}, fmt.Errorf("look up file %s: %w; check that the masters are reachable", fileID, err)

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"os"
+	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"slices"
@@ -159,11 +160,13 @@ func (d *demo) run(ctx context.Context, dir string) (err error) {
 			}
 		},
 	})
-	d.out.done()
-	killWG.Wait()
 	if err != nil {
+		d.out.done(nil)
+		killWG.Wait()
 		return fmt.Errorf("download: %w", err)
 	}
+	d.out.done(&res)
+	killWG.Wait()
 	var parts []string
 	for _, p := range []*peer.Peer{alice, bob} {
 		parts = append(parts, fmt.Sprintf("%d from %s", res.FromHolders[p.ID()], d.names[p.ID()]))
@@ -205,7 +208,8 @@ func (d *demo) run(ctx context.Context, dir string) (err error) {
 	}
 	d.say("Shutting down: the peers leave the index, the masters stop (a leader hands off first).")
 	d.shutdown()
-	d.out.println("\nDemo finished in %s. Run 'fileshare demo --keep' to explore the network yourself.", time.Since(d.start).Round(100*time.Millisecond))
+	prog, _ := selfCommand()
+	d.out.println("\nDemo finished in %s. Run '%s demo --keep' to explore the network yourself.", time.Since(d.start).Round(100*time.Millisecond), prog)
 	return nil
 }
 
@@ -330,23 +334,85 @@ func (d *demo) startPeers(ctx context.Context) (alice, bob, carol *peer.Peer, er
 func (d *demo) waitForUser(ctx context.Context, alice, bob *peer.Peer) error {
 	m := strings.Join(d.addrs(), ",")
 	tlsDir := d.masters.TLSDir()
-	ca := "--trusted-ca-file " + filepath.Join(tlsDir, "ca.pem")
-	admin := fmt.Sprintf("--cert-file %s --key-file %s %s", filepath.Join(tlsDir, "admin.pem"), filepath.Join(tlsDir, "admin-key.pem"), ca)
+	ca := "--trusted-ca-file " + shellQuote(filepath.Join(tlsDir, "ca.pem"))
+	admin := fmt.Sprintf("--cert-file %s --key-file %s %s", shellQuote(filepath.Join(tlsDir, "admin.pem")), shellQuote(filepath.Join(tlsDir, "admin-key.pem")), ca)
+	prog, where := selfCommand()
 	d.out.println(`
 The network keeps running until you press Ctrl-C. The masters speak only TLS;
-their CA and an admin certificate are in %s. In another terminal, try:
+their CA and an admin certificate are in %s. In another terminal%s, try:
 
-  fileshare cluster status --masters %s %s
-  fileshare search notes --masters %s %s
-  fileshare get big.bin --masters %s %s --out /tmp/big.bin
-  fileshare peer --masters %s %s --data-dir /tmp/dave --share /tmp/dave-share --listen 127.0.0.1:0
+  %s cluster status --masters %s %s
+  %s search notes --masters %s %s
+  %s get big.bin --masters %s %s --out /tmp/big.bin
+  mkdir -p /tmp/dave-share && %s peer --masters %s %s --data-dir /tmp/dave --share /tmp/dave-share --listen 127.0.0.1:0
 
 alice serves at %s and bob at %s; their shared folders are %s and %s.`,
-		tlsDir, m, admin, m, ca, m, ca, m, ca, alice.Addr(), bob.Addr(), filepath.Join(d.dir, "alice-share"), filepath.Join(d.dir, "bob-share"))
+		tlsDir, where, prog, m, admin, prog, m, ca, prog, m, ca, prog, m, ca, alice.Addr(), bob.Addr(), filepath.Join(d.dir, "alice-share"), filepath.Join(d.dir, "bob-share"))
 	<-ctx.Done()
 	d.out.println("\nShutting down: the peers leave the index, the masters stop.")
 	d.shutdown()
 	return nil
+}
+
+// selfCommand returns how a user types the program that is running, for
+// the commands the demo prints: "fileshare" when that is what PATH finds,
+// "go run ./cmd/fileshare" when the executable lives in Go's build cache
+// or temporary build folder (the program was started with go run, which
+// leaves nothing on PATH), else the executable's absolute path. where is
+// a note on where to run it from ("" if anywhere).
+func selfCommand() (prog, where string) {
+	exe, err := os.Executable()
+	if err != nil {
+		return "fileshare", ""
+	}
+	if real, err := filepath.EvalSymlinks(exe); err == nil {
+		exe = real
+	}
+	if builtByGoRun(exe) {
+		return "go run ./cmd/fileshare", ", in the same folder (the repository's root)"
+	}
+	if found, err := exec.LookPath(filepath.Base(exe)); err == nil {
+		if real, err := filepath.EvalSymlinks(found); err == nil && real == exe {
+			return filepath.Base(exe), ""
+		}
+	}
+	return shellQuote(exe), ""
+}
+
+// builtByGoRun reports whether exe lies in a folder where go run (or go
+// test) puts the executables it builds: $GOTMPDIR or the system's
+// temporary folder under go-build*, or the build cache ($GOCACHE, by
+// default go-build in the user's cache folder), where Go 1.24 and later
+// keep go run's executables.
+func builtByGoRun(exe string) bool {
+	under := func(dir, prefix string) bool {
+		if dir == "" {
+			return false
+		}
+		if real, err := filepath.EvalSymlinks(dir); err == nil {
+			dir = real
+		}
+		rel, err := filepath.Rel(dir, exe)
+		return err == nil && !strings.HasPrefix(rel, "..") && strings.HasPrefix(rel, prefix)
+	}
+	cache := os.Getenv("GOCACHE")
+	if cache == "" {
+		if dir, err := os.UserCacheDir(); err == nil {
+			cache = filepath.Join(dir, "go-build")
+		}
+	}
+	return under(os.Getenv("GOTMPDIR"), "go-build") || under(os.TempDir(), "go-build") || under(cache, "")
+}
+
+// shellQuote returns s as one word for a POSIX shell: as is if it holds
+// only characters no shell treats specially, else in single quotes.
+func shellQuote(s string) string {
+	if s != "" && !strings.ContainsFunc(s, func(r rune) bool {
+		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("-_./:,=+@%", r))
+	}) {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
 // shutdown stops the peers (leaving the index) and then the masters

@@ -42,11 +42,14 @@ func TestDemoRunsToTheEnd(t *testing.T) {
 	t.Logf("demo took %v (under the test binary, with -race if the tests have it)", time.Since(start).Round(100*time.Millisecond))
 }
 
-// The commands demo --keep prints, as they appear in its output.
+// The commands demo --keep prints, as they appear in its output, each
+// after the program's name: "go run ./cmd/fileshare", "fileshare" or a
+// path (the regexps skip it).
 var (
-	statusLineRE = regexp.MustCompile(`(?m)^  fileshare (cluster status .*)$`)
-	searchLineRE = regexp.MustCompile(`(?m)^  fileshare (search notes .*)$`)
-	getLineRE    = regexp.MustCompile(`(?m)^  fileshare get big.bin (--masters \S+ --trusted-ca-file \S+)`)
+	statusLineRE = regexp.MustCompile(`(?m)^  (?:go run \S+|\S+) (cluster status .*)$`)
+	searchLineRE = regexp.MustCompile(`(?m)^  (?:go run \S+|\S+) (search notes .*)$`)
+	getLineRE    = regexp.MustCompile(`(?m)^  (?:go run \S+|\S+) get big.bin (--masters \S+ --trusted-ca-file \S+)`)
+	peerLineRE   = regexp.MustCompile(`(?m)^  mkdir -p (\S+) && (go run \S+|\S+) peer .*--share (\S+) `)
 )
 
 // demo --keep leaves the network running and prints commands that work
@@ -55,6 +58,7 @@ func TestDemoKeepPrintsWorkingCommands(t *testing.T) {
 	dir := t.TempDir()
 	p := startProc(t, filepath.Join(dir, "demo.log"), "demo", "--keep", "--size", "4MiB", "--limit-rate", "4MiB")
 	var status, search, get []string
+	var peerLine [][]byte
 	poll.Until(t, 90*time.Second, "the demo to print its commands", func() bool {
 		log, _ := os.ReadFile(p.log)
 		st, se, ge := statusLineRE.FindSubmatch(log), searchLineRE.FindSubmatch(log), getLineRE.FindSubmatch(log)
@@ -62,8 +66,20 @@ func TestDemoKeepPrintsWorkingCommands(t *testing.T) {
 			return false
 		}
 		status, search, get = strings.Fields(string(st[1])), strings.Fields(string(se[1])), strings.Fields(string(ge[1]))
+		peerLine = peerLineRE.FindSubmatch(log)
 		return true
 	})
+	// The peer command creates the folder it shares, and every command
+	// names the program that is running, as the user can type it.
+	if peerLine == nil || string(peerLine[1]) != string(peerLine[3]) {
+		log, _ := os.ReadFile(p.log)
+		t.Fatalf("the printed peer command does not create its --share folder first:\n%s", log)
+	}
+	if prog := string(peerLine[2]); builtByGoRun(binary(t)) && prog != "go run ./cmd/fileshare" {
+		t.Errorf("the demo runs from Go's build folders, but its commands start with %q, not go run ./cmd/fileshare", prog)
+	} else if !builtByGoRun(binary(t)) && prog != binary(t) && prog != filepath.Base(binary(t)) {
+		t.Errorf("the demo's commands start with %q, not the running program %s", prog, binary(t))
+	}
 	out, stderr, code := fileshare(t, 20*time.Second, search...)
 	if code != 0 || !strings.Contains(out, "notes/recipe.txt") || !strings.Contains(out, "notes/shared-too.txt") {
 		t.Fatalf("the printed search command %q (exit %d):\n%s\n%s", search, code, out, stderr)
@@ -87,5 +103,28 @@ func TestDemoKeepPrintsWorkingCommands(t *testing.T) {
 	if err := p.cmd.Wait(); err != nil {
 		log, _ := os.ReadFile(p.log)
 		t.Fatalf("demo --keep exited with %v after SIGTERM:\n%s", err, log)
+	}
+}
+
+// The program name the demo prints is one a user can run: go run for an
+// executable in Go's temporary build folders or build cache (where go run
+// leaves it), the executable itself otherwise.
+func TestBuiltByGoRun(t *testing.T) {
+	cache := t.TempDir()
+	t.Setenv("GOCACHE", cache)
+	for path, want := range map[string]bool{
+		filepath.Join(os.TempDir(), "go-build1234", "b001", "exe", "fileshare"): true,
+		filepath.Join(cache, "7f", "7f3a-d", "fileshare"):                       true,
+		"/usr/local/bin/fileshare":                                              false,
+		filepath.Join(os.TempDir(), "fileshare"):                                false,
+	} {
+		if got := builtByGoRun(path); got != want {
+			t.Errorf("builtByGoRun(%s) = %v, want %v", path, got, want)
+		}
+	}
+	for in, want := range map[string]string{"/usr/bin/fileshare": "/usr/bin/fileshare", "/my dir/fileshare": "'/my dir/fileshare'", "it's": `'it'\''s'`} {
+		if got := shellQuote(in); got != want {
+			t.Errorf("shellQuote(%q) = %s, want %s", in, got, want)
+		}
 	}
 }

@@ -52,11 +52,11 @@ func searchJSON(t *testing.T, masters, ca string, words ...string) []searchResul
 	if code != 0 {
 		return nil
 	}
-	var rs []searchResult
-	if err := json.Unmarshal([]byte(out), &rs); err != nil {
+	var page searchPage
+	if err := json.Unmarshal([]byte(out), &page); err != nil {
 		t.Fatalf("search -o json printed invalid JSON (%v):\n%s\nstderr: %s", err, out, stderr)
 	}
-	return rs
+	return page.Files
 }
 
 // The peer daemon shares a folder; search finds its files (table and
@@ -99,8 +99,8 @@ func TestPeerSearchGetProcesses(t *testing.T) {
 	if b, _ := os.ReadFile(dest); !bytes.Equal(b, song) {
 		t.Fatal("downloaded song differs from the original")
 	}
-	if !strings.Contains(out, "saved "+dest) || !strings.Contains(out, alice+" 12") {
-		t.Fatalf("get's summary lacks the path or the holder:\n%s", out)
+	if !strings.Contains(stderr, "saved "+dest) || !strings.Contains(stderr, alice+" 12") {
+		t.Fatalf("get's summary (on stderr) lacks the path or the holder:\n%s", stderr)
 	}
 
 	_, stderr, code = fileshare(t, 20*time.Second, "get", "report", "--masters", masters, "--trusted-ca-file", ca, "--out", filepath.Join(dir, "r"))
@@ -189,10 +189,10 @@ func TestGetResumesAfterSIGKILL(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("second get exited %d:\n%s\n%s", code, out, stderr)
 	}
-	r := resumedRE.FindStringSubmatch(out)
-	f := fetchedRE.FindStringSubmatch(out)
+	r := resumedRE.FindStringSubmatch(stderr)
+	f := fetchedRE.FindStringSubmatch(stderr)
 	if r == nil || f == nil {
-		t.Fatalf("second get does not report resumed and fetched pieces:\n%s", out)
+		t.Fatalf("second get does not report resumed and fetched pieces on stderr:\n%s", stderr)
 	}
 	resumed, _ := strconv.Atoi(r[1])
 	total, _ := strconv.Atoi(r[2])
