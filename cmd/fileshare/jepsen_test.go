@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"strings"
@@ -108,16 +109,24 @@ func TestJepsenShortRunWithIptablesIsValid(t *testing.T) {
 // their local index (FILESHARE_UNSAFE_FAULT=stale-reads) serve stale
 // lookups while partitioned; the clients pinned to the minority see them
 // and porcupine finds no linearization. Faults last 2–4 s and a client
-// gives up after 1 s, so several stale reads land in every window.
+// gives up after 1 s, so several stale reads land in most windows. Whether
+// one lands in a window depends on timing, and on a machine loaded by other
+// tests a 20 s run can miss them all, so a second seed gets its chance:
+// the bug must be caught within two runs.
 func TestJepsenCatchesStaleReads(t *testing.T) {
-	out, code, res := runJepsen(t, []string{"FILESHARE_UNSAFE_FAULT=stale-reads"}, "--nodes", "3", "--time", "20s", "--interval", "5s",
-		"--nemesis", "partition,isolate-leader", "--seed", "3", "--op-timeout", "1s", "--concurrency", "20", "--files", "3")
-	if code != 1 || res == nil || res.Linearizable.Verdict != jepsenlike.Invalid {
-		t.Fatalf("exit code %d, want 1 with linearizability invalid:\n%s", code, describe(out, res))
+	var report []string
+	for _, seed := range []string{"3", "4"} {
+		out, code, res := runJepsen(t, []string{"FILESHARE_UNSAFE_FAULT=stale-reads"}, "--nodes", "3", "--time", "20s", "--interval", "5s",
+			"--nemesis", "partition,isolate-leader", "--seed", seed, "--op-timeout", "1s", "--concurrency", "20", "--files", "3")
+		if res != nil && res.UnsafeFault != "stale-reads" {
+			t.Fatalf("results do not record the deliberate fault: %q", res.UnsafeFault)
+		}
+		if code == 1 && res != nil && res.Linearizable.Verdict == jepsenlike.Invalid {
+			return
+		}
+		report = append(report, fmt.Sprintf("seed %s: exit code %d, want 1 with linearizability invalid:\n%s", seed, code, describe(out, res)))
 	}
-	if res.UnsafeFault != "stale-reads" {
-		t.Fatalf("results do not record the deliberate fault: %q", res.UnsafeFault)
-	}
+	t.Fatal(strings.Join(report, "\n"))
 }
 
 // A leader that acknowledges writes before they commit
