@@ -35,13 +35,11 @@ import (
 // one derived from the key it names.
 
 var (
-	// ErrBadKey means a peer request named no valid Ed25519 public key.
-	ErrBadKey = transport.NewError("bad_key", "a peer request must carry the peer's 32-byte Ed25519 public key")
-	// ErrNotYourPeerID means a request named a peer ID that is not derived
-	// from its key, or a key other than the one its caller proved.
-	ErrNotYourPeerID = transport.NewError("not_your_peer_id", "the peer ID is not the one derived from the caller's key; a peer can act only as itself")
-	// ErrQuota means a request would take its caller past a quota.
-	ErrQuota = transport.NewError("quota", "quota exceeded")
+	// ErrBadKey, ErrNotYourPeerID and ErrQuota are client's sentinels of
+	// the same names (the API's vocabulary), here for the master's callers.
+	ErrBadKey        = client.ErrBadKey
+	ErrNotYourPeerID = client.ErrNotYourPeerID
+	ErrQuota         = client.ErrQuota
 )
 
 // authorizePeer checks that the caller of ctx may act as peer id with

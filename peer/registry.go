@@ -478,16 +478,6 @@ func unreachable(err error) bool {
 		errors.Is(err, client.ErrNothingListens) || errors.Is(err, transport.ErrNotFileShare))
 }
 
-// codeQuota and codeNotYourPeerID, codeBadKey carry the wire codes of
-// master.ErrQuota, master.ErrNotYourPeerID and master.ErrBadKey, which
-// match the masters' errors under errors.Is (transport.RemoteError.Is
-// compares codes) without the peer importing the master package.
-var (
-	codeQuota         = transport.NewError("quota", "quota exceeded")
-	codeNotYourPeerID = transport.NewError("not_your_peer_id", "the peer ID is not the one derived from the caller's key")
-	codeBadKey        = transport.NewError("bad_key", "bad peer key")
-)
-
 // refused reports whether err is the masters' answer to a request that
 // retrying cannot change: a coded error (one the masters sent, or the
 // wire's own) that is neither unreachable, nor internal, nor one the sync
@@ -510,13 +500,13 @@ func refused(err error) bool {
 func refusedError(err error) error {
 	var hint string
 	switch {
-	case errors.Is(err, codeQuota):
+	case errors.Is(err, client.ErrQuota):
 		hint = "share fewer files (move some out of the share folder) or ask the masters' operator to raise the limit named above, then start the peer again"
 	case errors.Is(err, fsm.ErrUnauthorized):
 		hint = "the index knows this peer ID under another secret: run the peer with the data dir it first joined with, or wait until its lease expires"
 	case errors.Is(err, transport.ErrForbidden):
 		hint = "the masters require TLS with the peer's own key: pass --trusted-ca-file with the cluster's CA certificate (see README \"Security\")"
-	case errors.Is(err, codeNotYourPeerID), errors.Is(err, codeBadKey):
+	case errors.Is(err, client.ErrNotYourPeerID), errors.Is(err, client.ErrBadKey):
 		hint = "the peer's key and ID do not match: check peer.key in the data dir, or start with a fresh data dir (a new peer ID)"
 	case errors.Is(err, fsm.ErrInvalid), errors.Is(err, transport.ErrBadRequest):
 		hint = "the masters reject the request as invalid: move the file named above out of the share folder, or check that peer and masters run the same version"
