@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"fileshare/internal/freeport"
 	"fileshare/transport"
 )
 
@@ -16,18 +17,6 @@ import (
 // nothing (or the wrong thing) listens; without fail-fast it would wait
 // for its whole deadline.
 const failFastBudget = 900 * time.Millisecond
-
-// refusedAddr returns a loopback address nothing listens on.
-func refusedAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
-}
 
 // liveMaster serves MethodPeers on a plaintext Mux: enough of a master for
 // Call to succeed against it.
@@ -87,7 +76,7 @@ func newTestClient(t *testing.T, masters ...string) *Client {
 // When every master refuses the connection, a call fails at once with an
 // error that names every address, not after its deadline.
 func TestACallWhereNothingListensFailsAtOnce(t *testing.T) {
-	addrs := []string{refusedAddr(t), refusedAddr(t), refusedAddr(t)}
+	addrs := []string{freeport.Loopback(t), freeport.Loopback(t), freeport.Loopback(t)}
 	c := newTestClient(t, addrs...)
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
@@ -108,7 +97,7 @@ func TestACallWhereNothingListensFailsAtOnce(t *testing.T) {
 
 // One master down (refusing) does not fail a call another master serves.
 func TestARefusingMasterIsSkippedForALiveOne(t *testing.T) {
-	c := newTestClient(t, refusedAddr(t), liveMaster(t), refusedAddr(t))
+	c := newTestClient(t, freeport.Loopback(t), liveMaster(t), freeport.Loopback(t))
 	for range 5 { // the client starts at a random master
 		if _, err := c.Peers(t.Context(), ReadLinearizable); err != nil {
 			t.Fatalf("a live master was listed but the call failed: %v", err)
@@ -120,7 +109,7 @@ func TestARefusingMasterIsSkippedForALiveOne(t *testing.T) {
 // answer, so a call keeps retrying it until the deadline even when the
 // others refuse: only a pass in which every master refused fails fast.
 func TestASilentMasterIsRetriedUntilTheDeadline(t *testing.T) {
-	c := newTestClient(t, refusedAddr(t), silentMaster(t))
+	c := newTestClient(t, freeport.Loopback(t), silentMaster(t))
 	ctx, cancel := context.WithTimeout(t.Context(), 700*time.Millisecond)
 	defer cancel()
 	_, err := c.Peers(ctx, ReadLinearizable)

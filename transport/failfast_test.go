@@ -3,6 +3,7 @@ package transport
 import (
 	"bytes"
 	"errors"
+	"fileshare/internal/freeport"
 	"net"
 	"net/http"
 	"strings"
@@ -13,18 +14,6 @@ import (
 // wrongAddrBudget is how long a call to a wrong address may take to fail.
 // Each case below would otherwise wait for a timeout of a second or more.
 const wrongAddrBudget = 900 * time.Millisecond
-
-// closedPort returns a loopback address nothing listens on.
-func closedPort(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
-}
 
 // startHTTP serves HTTP on a fresh port, configured as a master's --http
 // server is, and returns its address.
@@ -50,7 +39,7 @@ func startPlainServer(t *testing.T) string {
 // A refused connection is ErrNoListener (and still ErrConnection, so a
 // node that is restarting is retried), and it is known at once.
 func TestARefusedDialIsNoListenerAtOnce(t *testing.T) {
-	addr := closedPort(t)
+	addr := freeport.Loopback(t)
 	c := NewClient(ClientConfig{})
 	defer c.Close()
 	start := time.Now()

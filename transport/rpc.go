@@ -434,7 +434,7 @@ func dialError(addr string, err error) error {
 	case nothingListens(err):
 		return fmt.Errorf("%s: %w: %w (%v)", addr, ErrConnection, ErrNoListener, err)
 	}
-	return fmt.Errorf("%s: %w: %v", addr, ErrConnection, err)
+	return fmt.Errorf("%s: %w: %w", addr, ErrConnection, err)
 }
 
 type clientConn struct {

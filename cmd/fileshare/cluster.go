@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"slices"
 	"strings"
 	"sync"
@@ -187,7 +188,11 @@ func statuses(ctx context.Context, c *client.Client, addrs []string, per time.Du
 			actx, cancel := context.WithTimeout(ctx, per)
 			defer cancel()
 			sts[i], errs[i] = c.Status(actx, addr)
-			if errs[i] != nil && actx.Err() != nil && ctx.Err() == nil {
+			// The call may end by its own connect deadline a moment
+			// before actx does: a timeout either way is no answer.
+			var ne net.Error
+			timedOut := actx.Err() != nil || errors.As(errs[i], &ne) && ne.Timeout()
+			if errs[i] != nil && timedOut && ctx.Err() == nil {
 				errs[i] = errNoAnswer{within: per}
 			}
 		})

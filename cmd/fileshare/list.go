@@ -26,26 +26,35 @@ func (f *readFlags) add(fl *pflag.FlagSet) {
 	fl.StringVar(&f.masters, "masters", defaultMasters, "cluster ports of the masters: HOST:PORT,...")
 	fl.StringVarP(&f.output, "output", "o", "table", "output format: table or json")
 	fl.StringVar(&f.read, "read", "linearizable", "read consistency: stale, leader or linearizable")
-	fl.DurationVar(&f.timeout, "timeout", 10*time.Second, "give up after this long")
+	fl.DurationVar(&f.timeout, "timeout", 10*time.Second, "give up on a request after this long")
 	f.tls.add(fl, false, "")
 }
 
-// run checks the flags, connects, and calls body with a client and a
-// context that ends after --timeout. A failure to reach the cluster gets
-// a hint about what to check.
-func (f *readFlags) run(cmd *cobra.Command, body func(ctx context.Context, c *client.Client, level client.ReadLevel) error) error {
+// connect checks the flags and returns a client for the masters (closed
+// by the caller) and the read level.
+func (f *readFlags) connect() (*client.Client, client.ReadLevel, error) {
 	if f.output != "table" && f.output != "json" {
-		return fmt.Errorf("-o %q: use table or json", f.output)
+		return nil, "", fmt.Errorf("-o %q: use table or json", f.output)
 	}
 	level, err := client.ParseReadLevel(f.read)
 	if err != nil {
-		return fmt.Errorf("--read: %w", err)
+		return nil, "", fmt.Errorf("--read: %w", err)
 	}
 	creds, err := f.tls.load()
 	if err != nil {
-		return err
+		return nil, "", err
 	}
 	c, err := client.New(client.Config{Masters: splitList(f.masters), TLS: creds})
+	if err != nil {
+		return nil, "", err
+	}
+	return c, level, nil
+}
+
+// run connects and calls body with the client and a context that ends
+// after --timeout.
+func (f *readFlags) run(cmd *cobra.Command, body func(ctx context.Context, c *client.Client, level client.ReadLevel) error) error {
+	c, level, err := f.connect()
 	if err != nil {
 		return err
 	}

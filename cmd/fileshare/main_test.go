@@ -139,6 +139,27 @@ func (p pki) admin() []string { return p.master("admin") }
 // ca returns the flag that lets a client verify the masters.
 func (p pki) ca() []string { return []string{"--trusted-ca-file", filepath.Join(p.dir, "ca.pem")} }
 
+// tlsMasters starts one master process per ID with TLS (certificates from
+// tlsInit in dir), each given flags as well, bootstrapping one cluster, and
+// returns them with their --masters value and the certificates.
+func tlsMasters(t *testing.T, dir string, ids []string, flags ...string) (*proccluster.Cluster, string, pki) {
+	t.Helper()
+	certs := tlsInit(t, dir, ids...)
+	var initial []proccluster.Voter
+	var addrs []string
+	for _, id := range ids {
+		a := freeport.Loopback(t)
+		initial = append(initial, proccluster.Voter{ID: id, Addr: a})
+		addrs = append(addrs, a)
+	}
+	var specs []proccluster.Spec
+	for i, id := range ids {
+		specs = append(specs, proccluster.Spec{ID: id, DataDir: filepath.Join(dir, id), Listen: addrs[i],
+			HTTP: "127.0.0.1:0", InitialCluster: initial, Flags: append(slices.Clone(flags), certs.master(id)...)})
+	}
+	return masters(t, dir, specs...), strings.Join(addrs, ","), certs
+}
+
 type statusRow struct {
 	Master string `json:"master"`
 	Status *struct {
@@ -196,22 +217,8 @@ func leaderOf(rows []statusRow) string {
 func TestProcessClusterSurvivesKillOfLeader(t *testing.T) {
 	dir := t.TempDir()
 	ids := []string{"m1", "m2", "m3"}
-	certs := tlsInit(t, dir, ids...)
-	var initial []proccluster.Voter
-	var addrs []string
-	for _, id := range ids {
-		a := freeport.Loopback(t)
-		initial = append(initial, proccluster.Voter{ID: id, Addr: a})
-		addrs = append(addrs, a)
-	}
-	var specs []proccluster.Spec
-	for i, id := range ids {
-		specs = append(specs, proccluster.Spec{ID: id, DataDir: filepath.Join(dir, id), Listen: addrs[i],
-			HTTP: "127.0.0.1:0", InitialCluster: initial, Flags: append([]string{"--log-format", "json"}, certs.master(id)...)})
-	}
-	procs := masters(t, dir, specs...)
+	procs, mlist, certs := tlsMasters(t, dir, ids, "--log-format", "json")
 	index := func(id string) int { return slices.Index(ids, id) }
-	mlist := strings.Join(addrs, ",")
 
 	var leader string
 	poll.Until(t, 30*time.Second, "a leader all masters agree on", func() bool {

@@ -9,7 +9,6 @@ import (
 	"strconv"
 	"strings"
 	"text/tabwriter"
-	"time"
 
 	"github.com/spf13/cobra"
 
@@ -38,11 +37,10 @@ type searchPage struct {
 }
 
 type searchFlags struct {
-	masters, output, read, after string
-	limit                        int
-	all                          bool
-	timeout                      time.Duration
-	tls                          tlsFlags
+	readFlags
+	after string
+	limit int
+	all   bool
 }
 
 func newSearchCmd(_ *globalFlags, stdout io.Writer) *cobra.Command {
@@ -68,36 +66,21 @@ in all and how to see the next page: --after with the cursor it prints, or
 		},
 	}
 	fl := cmd.Flags()
-	fl.StringVar(&f.masters, "masters", defaultMasters, "cluster ports of the masters: HOST:PORT,...")
-	fl.StringVarP(&f.output, "output", "o", "table", "output format: table or json")
+	f.readFlags.add(fl)
 	fl.IntVar(&f.limit, "limit", fsm.DefaultSearchLimit, fmt.Sprintf("most files to list per page, 1 to %d", fsm.MaxSearchLimit))
 	fl.StringVar(&f.after, "after", "", "list the page after this cursor, as a previous search printed it")
 	fl.BoolVar(&f.all, "all", false, fmt.Sprintf("list every matching file, following pages to the end (%d per request unless --limit)", fsm.MaxSearchLimit))
-	fl.StringVar(&f.read, "read", "linearizable", "read consistency: stale, leader or linearizable")
-	fl.DurationVar(&f.timeout, "timeout", 10*time.Second, "give up on a request (one page) after this long")
-	f.tls.add(fl, false, "")
 	return cmd
 }
 
 func runSearch(cmd *cobra.Command, f *searchFlags, query string, stdout io.Writer) error {
-	if f.output != "table" && f.output != "json" {
-		return fmt.Errorf("-o %q: use table or json", f.output)
-	}
 	if f.limit < 1 || f.limit > fsm.MaxSearchLimit {
 		return fmt.Errorf("--limit %d: give a page size from 1 to %d, and --after or --all for more", f.limit, fsm.MaxSearchLimit)
 	}
 	if len(query) > fsm.MaxQueryLen {
 		return fmt.Errorf("the search words are %d bytes long; the index matches at most %d: use fewer or shorter words", len(query), fsm.MaxQueryLen)
 	}
-	level, err := client.ParseReadLevel(f.read)
-	if err != nil {
-		return fmt.Errorf("--read: %w", err)
-	}
-	creds, err := f.tls.load()
-	if err != nil {
-		return err
-	}
-	c, err := client.New(client.Config{Masters: splitList(f.masters), TLS: creds})
+	c, level, err := f.connect()
 	if err != nil {
 		return err
 	}
@@ -119,7 +102,7 @@ func runSearch(cmd *cobra.Command, f *searchFlags, query string, stdout io.Write
 			return fmt.Errorf("--after: %w", err)
 		}
 		if err != nil {
-			return fmt.Errorf("search: %w; check --masters, that the masters are running, and --trusted-ca-file if they run with TLS", err)
+			return unreachable("search", err)
 		}
 		// A file whose name changes between pages can move past the
 		// cursor and come again: list it once.
