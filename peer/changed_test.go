@@ -1,38 +1,14 @@
 package peer
 
 import (
-	"bufio"
 	"encoding/hex"
 	"errors"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 )
-
-// askPiece sends one piece-protocol request to the peer at addr and
-// returns the answer's status and payload.
-func askPiece(t *testing.T, addr string, r pieceRequest) (byte, []byte) {
-	t.Helper()
-	conn := dialPiece(t, addr)
-	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(5 * time.Second))
-	if _, err := conn.Write(r.appendTo(nil)); err != nil {
-		t.Fatal(err)
-	}
-	br := bufio.NewReader(conn)
-	h, err := readHeader(br)
-	if err != nil {
-		t.Fatalf("read response: %v", err)
-	}
-	body := make([]byte, h.Len)
-	if _, err := io.ReadFull(br, body); err != nil {
-		t.Fatal(err)
-	}
-	return h.Status, body
-}
 
 // rewriteKeepingStat overwrites the file at path with b (same length) and
 // restores its mtime, so that size and mtime say nothing changed.
@@ -83,8 +59,8 @@ func TestChangedFileIsAnsweredAsChangedAndReregistered(t *testing.T) {
 
 	changed := randomBytes(23, len(old))
 	rewriteKeepingStat(t, filepath.Join(share, "f.bin"), changed)
-	st, body := askPiece(t, alice.Addr(), pieceRequest{Op: opPiece, File: rootOf(t, oldID), Index: 1})
-	if st != statusChanged || !strings.Contains(string(body), "changed on disk") {
+	st, body := rawRequest(t, alice.Addr(), pieceRequest{Op: opPiece, File: rootOf(t, oldID), Index: 1})
+	if st != statusChanged || !strings.Contains(body, "changed on disk") {
 		t.Fatalf("piece of a file rewritten in place: status %d %q, want statusChanged (%d)", st, body, statusChanged)
 	}
 	newID := idOf(t, changed)
@@ -96,7 +72,7 @@ func TestChangedFileIsAnsweredAsChangedAndReregistered(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(share, "g.bin"), randomBytes(24, 2000), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if st, body := askPiece(t, alice.Addr(), pieceRequest{Op: opPiece, File: rootOf(t, gID), Index: 0}); st != statusChanged {
+	if st, body := rawRequest(t, alice.Addr(), pieceRequest{Op: opPiece, File: rootOf(t, gID), Index: 0}); st != statusChanged {
 		t.Fatalf("piece of a file whose size changed: status %d %q, want statusChanged", st, body)
 	}
 	waitHolders(t, mc, idOf(t, randomBytes(24, 2000)), 1)

@@ -6,7 +6,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -99,11 +98,7 @@ func TestDemoKeepPrintsWorkingCommands(t *testing.T) {
 	if _, stderr, code := fileshare(t, 20*time.Second, "search", "notes", get[0], get[1], "--timeout", "2s"); code == 0 {
 		t.Fatalf("search without --trusted-ca-file succeeded against TLS masters: %s", stderr)
 	}
-	p.cmd.Process.Signal(syscall.SIGTERM)
-	if err := p.cmd.Wait(); err != nil {
-		log, _ := os.ReadFile(p.log)
-		t.Fatalf("demo --keep exited with %v after SIGTERM:\n%s", err, log)
-	}
+	p.terminate(t, "demo --keep")
 }
 
 // The program name the demo prints is one a user can run: go run for an

@@ -86,6 +86,17 @@ func startProc(t *testing.T, logPath string, args ...string) *proc {
 	return p
 }
 
+// terminate sends SIGTERM and fails t unless the process then exits 0;
+// what names it in the failure.
+func (p *proc) terminate(t *testing.T, what string) {
+	t.Helper()
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	if err := p.cmd.Wait(); err != nil {
+		log, _ := os.ReadFile(p.log)
+		t.Fatalf("%s exited with %v after SIGTERM:\n%s", what, err, log)
+	}
+}
+
 func (p *proc) kill() {
 	if p.cmd.ProcessState == nil {
 		_ = p.cmd.Process.Signal(syscall.SIGKILL)

@@ -10,7 +10,6 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -121,20 +120,12 @@ func TestPeerSearchGetProcesses(t *testing.T) {
 		rs := searchJSON(t, masters, ca, "song")
 		return len(rs) == 1 && rs[0].Holders == 2
 	})
-	seeder.cmd.Process.Signal(syscall.SIGTERM)
-	if err := seeder.cmd.Wait(); err != nil {
-		log, _ := os.ReadFile(seeder.log)
-		t.Fatalf("get --seed exited with %v after SIGTERM:\n%s", err, log)
-	}
+	seeder.terminate(t, "get --seed")
 	if rs := searchJSON(t, masters, ca, "song"); len(rs) != 1 || rs[0].Holders != 1 {
 		t.Fatalf("after the seeder stopped, search song = %+v, want 1 holder", rs)
 	}
 
-	daemon.cmd.Process.Signal(syscall.SIGTERM)
-	if err := daemon.cmd.Wait(); err != nil {
-		log, _ := os.ReadFile(daemon.log)
-		t.Fatalf("peer exited with %v after SIGTERM:\n%s", err, log)
-	}
+	daemon.terminate(t, "peer")
 	if rs := searchJSON(t, masters, ca); len(rs) != 0 {
 		t.Fatalf("after the peer left, search lists %+v", rs)
 	}

@@ -5,7 +5,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -38,11 +37,7 @@ func TestPeerDaemonLogsWhenEveryFileIsRegistered(t *testing.T) {
 	if m[1] != "2" {
 		t.Fatalf("the daemon says files=%s are registered, want 2", m[1])
 	}
-	daemon.cmd.Process.Signal(syscall.SIGTERM)
-	if err := daemon.cmd.Wait(); err != nil {
-		log, _ := os.ReadFile(daemon.log)
-		t.Fatalf("peer exited with %v after SIGTERM:\n%s", err, log)
-	}
+	daemon.terminate(t, "peer")
 }
 
 // `fileshare peer` pointed at masters that are not running warns within a
