@@ -35,34 +35,6 @@ func liveMaster(t *testing.T) string {
 	return m.Addr().String()
 }
 
-// silentMaster accepts connections and never answers, like a paused master.
-func silentMaster(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		var conns []net.Conn
-		defer func() {
-			for _, c := range conns {
-				c.Close()
-			}
-		}()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			conns = append(conns, c)
-		}
-	}()
-	t.Cleanup(func() { ln.Close(); <-done })
-	return ln.Addr().String()
-}
-
 func newTestClient(t *testing.T, masters ...string) *Client {
 	t.Helper()
 	c, err := New(Config{Masters: masters, AttemptTimeout: 200 * time.Millisecond})
@@ -109,7 +81,7 @@ func TestARefusingMasterIsSkippedForALiveOne(t *testing.T) {
 // answer, so a call keeps retrying it until the deadline even when the
 // others refuse: only a pass in which every master refused fails fast.
 func TestASilentMasterIsRetriedUntilTheDeadline(t *testing.T) {
-	c := newTestClient(t, freeport.Loopback(t), silentMaster(t))
+	c := newTestClient(t, freeport.Loopback(t), freeport.Silent(t))
 	ctx, cancel := context.WithTimeout(t.Context(), 700*time.Millisecond)
 	defer cancel()
 	_, err := c.Peers(ctx, ReadLinearizable)

@@ -2,12 +2,13 @@ package jepsenlike
 
 import (
 	"context"
-	"fileshare/client"
 	"fmt"
 	"log/slog"
 	"slices"
 	"sync"
 	"time"
+
+	"fileshare/client"
 )
 
 // Window is a fault as it actually happened: the planned Fault, when it

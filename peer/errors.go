@@ -2,9 +2,10 @@ package peer
 
 import (
 	"errors"
-	"fileshare/client"
 	"fmt"
 	"strings"
+
+	"fileshare/client"
 )
 
 // Sentinel errors of the peer library. Every error a Peer method returns for

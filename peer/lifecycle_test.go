@@ -4,11 +4,12 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
-	"net"
 	"path/filepath"
 	"sync"
 	"testing"
 	"time"
+
+	"fileshare/internal/freeport"
 )
 
 // Downloads started while the peer closes either never begin or are
@@ -17,7 +18,7 @@ import (
 // waiting on it (the race detector checks that).
 func TestDownloadsRacingCloseEndWithErrClosed(t *testing.T) {
 	p, err := New(Config{
-		Masters: []string{silentMaster(t)}, // accepts and never answers: a lookup waits until it is cancelled
+		Masters: []string{freeport.Silent(t)}, // accepts and never answers: a lookup waits until it is cancelled
 		DataDir: t.TempDir(),
 		Listen:  "127.0.0.1:0",
 		Logger:  testLogger(t),
@@ -50,40 +51,4 @@ func TestDownloadsRacingCloseEndWithErrClosed(t *testing.T) {
 	if _, err := p.Download(t.Context(), id, filepath.Join(dir, "after"), DownloadOptions{}); !errors.Is(err, ErrClosed) {
 		t.Fatalf("download on a closed peer: %v, want ErrClosed", err)
 	}
-}
-
-// silentMaster returns the address of a listener that accepts connections
-// and never answers, closed at cleanup: a call to it waits until its
-// caller gives up (where nothing listens, a call fails at once).
-func silentMaster(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var mu sync.Mutex
-	var conns []net.Conn
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		<-done
-		mu.Lock()
-		defer mu.Unlock()
-		for _, c := range conns {
-			c.Close()
-		}
-	})
-	return ln.Addr().String()
 }

@@ -2,7 +2,6 @@ package peer
 
 import (
 	"errors"
-	"fileshare/client"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -10,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"fileshare/client"
 )
 
 func TestOpenSharedRefusesPathsOutsideTheShareFolder(t *testing.T) {

@@ -3,12 +3,13 @@ package transport
 import (
 	"bytes"
 	"errors"
-	"fileshare/internal/freeport"
 	"net"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
+
+	"fileshare/internal/freeport"
 )
 
 // wrongAddrBudget is how long a call to a wrong address may take to fail.

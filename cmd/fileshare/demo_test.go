@@ -1,13 +1,14 @@
 package main
 
 import (
-	"fileshare/internal/poll"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
 	"time"
+
+	"fileshare/internal/poll"
 )
 
 // The README's first command runs to the end on its own: masters elect a

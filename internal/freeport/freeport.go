@@ -1,5 +1,6 @@
 // Package freeport picks TCP ports on loopback addresses for tests, the
-// demo, benchmarks and the fault harness.
+// demo, benchmarks and the fault harness, and, for tests, holds one with a
+// listener that never answers (Silent).
 //
 // A port is free only at the moment it is checked: whoever takes it must
 // retry if it has been taken since. Ports are chosen below the kernel's
@@ -76,4 +77,35 @@ func ephemeralLow() int {
 		return 32768
 	}
 	return n
+}
+
+// Silent returns the address of a loopback listener that accepts
+// connections and never answers, like a paused master: a call to it waits
+// until its caller gives up (where nothing listens, a call fails at once).
+// The listener and its connections close at tb's cleanup.
+func Silent(tb testing.TB) string {
+	tb.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatalf("listen on 127.0.0.1: %v", err)
+	}
+	done := make(chan struct{})
+	go func() { // owned by the cleanup below, which waits for it
+		defer close(done)
+		var conns []net.Conn
+		defer func() {
+			for _, c := range conns {
+				c.Close()
+			}
+		}()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			conns = append(conns, c)
+		}
+	}()
+	tb.Cleanup(func() { ln.Close(); <-done })
+	return ln.Addr().String()
 }
