@@ -152,12 +152,7 @@ func runGet(cmd *cobra.Command, g *globalFlags, f *getFlags, ref string, stdout,
 	cancel()
 	var amb *peer.AmbiguousError
 	if errors.As(err, &amb) {
-		if amb.Named {
-			fmt.Fprintf(stderr, "%d files are named %q; give the ID of the one you want:\n", len(amb.Candidates), printable(ref))
-		} else {
-			fmt.Fprintf(stderr, "no file is named %q, but these contain it; give the full name or the ID of the one you want:\n", printable(ref))
-		}
-		printFiles(stderr, "table", ref, amb.Candidates)
+		explainAmbiguous(stderr, ref, amb)
 		return &exitCode{code: 1}
 	}
 	if err != nil && !errors.Is(err, peer.ErrFileNotFound) {

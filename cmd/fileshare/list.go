@@ -169,12 +169,7 @@ func runHolders(ctx context.Context, c *client.Client, level client.ReadLevel, f
 	var amb *peer.AmbiguousError
 	switch {
 	case errors.As(err, &amb):
-		if amb.Named {
-			fmt.Fprintf(stderr, "%d files are named %q; give the ID (or its first 8 or more digits) of the one you want:\n", len(amb.Candidates), printable(ref))
-		} else {
-			fmt.Fprintf(stderr, "%q fits several files; give the full name, or the ID (or more of its digits), of the one you want:\n", printable(ref))
-		}
-		printFiles(stderr, "table", ref, amb.Candidates)
+		explainAmbiguous(stderr, ref, amb)
 		return &exitCode{code: 1}
 	case errors.Is(err, peer.ErrFileNotFound):
 		return err
@@ -214,4 +209,18 @@ func runHolders(ctx context.Context, c *client.Client, level client.ReadLevel, f
 		_, err = fmt.Fprintln(stdout, counted(len(r.Holders), "holder"))
 	}
 	return err
+}
+
+// explainAmbiguous tells the user why ref did not single out one file,
+// and lists the candidates by ID: for get and holders alike.
+func explainAmbiguous(w io.Writer, ref string, amb *peer.AmbiguousError) {
+	switch {
+	case amb.Named:
+		fmt.Fprintf(w, "%d files are named %q; give the ID (or its first 8 or more digits) of the one you want:\n", len(amb.Candidates), printable(ref))
+	case amb.Prefix:
+		fmt.Fprintf(w, "%q fits several files, by name or as the start of an ID; give the full name, or more of the ID, of the one you want:\n", printable(ref))
+	default:
+		fmt.Fprintf(w, "no file is named %q, but these contain it; give the full name or the ID of the one you want:\n", printable(ref))
+	}
+	printFiles(w, "table", ref, amb.Candidates)
 }

@@ -1,6 +1,11 @@
 package main
 
-import "testing"
+import (
+	"fileshare/client"
+	"fileshare/peer"
+	"strings"
+	"testing"
+)
 
 // Names from other peers reach the terminal with every control and format
 // character escaped, and a saved file never gets a hidden or empty name.
@@ -29,6 +34,28 @@ func TestNamesFromStrangersAreMadeHarmless(t *testing.T) {
 	} {
 		if got := safeBase(in); got != want {
 			t.Errorf("safeBase(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// get and holders explain an ambiguous reference the same way, by why it
+// is ambiguous: several files with the name, a prefix (or a name and an
+// ID) fitting several, or only names that contain it.
+func TestAmbiguousReferencesAreExplainedByTheirCause(t *testing.T) {
+	cands := []client.FileSummary{{FileEntry: client.FileEntry{ID: strings.Repeat("a", 64), Name: "a.txt"}}, {FileEntry: client.FileEntry{ID: strings.Repeat("b", 64), Name: "b.txt"}}}
+	for _, tc := range []struct {
+		amb  peer.AmbiguousError
+		want string
+	}{
+		{peer.AmbiguousError{Named: true}, "2 files are named"},
+		{peer.AmbiguousError{Prefix: true}, "as the start of an ID"},
+		{peer.AmbiguousError{}, "but these contain it"},
+	} {
+		tc.amb.Query, tc.amb.Candidates = "x", cands
+		var b strings.Builder
+		explainAmbiguous(&b, "x", &tc.amb)
+		if out := b.String(); !strings.Contains(out, tc.want) || !strings.Contains(out, "a.txt") || !strings.Contains(out, "b.txt") {
+			t.Errorf("Named=%v Prefix=%v: got\n%s\nwant %q and both candidates", tc.amb.Named, tc.amb.Prefix, out, tc.want)
 		}
 	}
 }
