@@ -1,9 +1,13 @@
 package tracker_test
 
 import (
+	"context"
+	"encoding/binary"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"testing"
+	"time"
 
 	"fileshare/tracker"
 	"fileshare/tracker/trackertest"
@@ -35,5 +39,39 @@ func BenchmarkHTTPAnnounce(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		h.ServeHTTP(w, r)
+	}
+}
+
+// BenchmarkUDPAnnounceLoopback measures one client's announce round trips
+// through a real loopback socket and the worker pool.
+func BenchmarkUDPAnnounceLoopback(b *testing.B) {
+	s := newUDP(b, &trackertest.MemoryBackend{}, tracker.UDPConfig{})
+	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer pc.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(ctx, pc) }()
+	defer func() { cancel(); <-done }()
+	c, err := net.Dial("udp4", pc.LocalAddr().String())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	buf := make([]byte, 2048)
+	c.Write(connectPkt(1))
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := c.Read(buf); err != nil {
+		b.Fatal(err)
+	}
+	pkt := udpAnnounce{connID: binary.BigEndian.Uint64(buf[8:]), tx: 2, port: 6881, numWant: -1}.bytes()
+	b.ReportAllocs()
+	for b.Loop() {
+		c.Write(pkt)
+		if _, err := c.Read(buf); err != nil {
+			b.Fatal(err)
+		}
 	}
 }
