@@ -212,7 +212,9 @@ func TestHTTP10WithoutHost(t *testing.T) {
 	}
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(10 * time.Second))
-	io.WriteString(c, "GET /announce?"+baseQuery(escapeAll(hash20, false))+" HTTP/1.0\r\nUser-Agent: CTorrent\r\n\r\n")
+	// Bytes 0x80 and up left literal, as some clients send them, must pass
+	// net/http's request-line parsing untouched.
+	io.WriteString(c, "GET /announce?"+baseQuery("%12%34%56%78\x9a\xbc\xde\xf0+%00ABCDEFGHIJ")+" HTTP/1.0\r\nUser-Agent: CTorrent\r\n\r\n")
 	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
 	if err != nil {
 		t.Fatal(err)
@@ -221,6 +223,9 @@ func TestHTTP10WithoutHost(t *testing.T) {
 	want := "d8:completei1e10:incompletei0e8:intervali1800e12:min intervali900e5:peers6:\x0a\x00\x00\x01\x1a\xe1e"
 	if resp.StatusCode != 200 || string(body) != want {
 		t.Errorf("got %d %q, want 200 %q", resp.StatusCode, body, want)
+	}
+	if string(b.last.InfoHash[:]) != hash20 {
+		t.Errorf("backend saw info_hash %q, want %q", b.last.InfoHash[:], hash20)
 	}
 	if b.last.Addr.Addr() != netip.MustParseAddr("127.0.0.1") {
 		t.Errorf("backend saw %v, want the loopback source", b.last.Addr)
