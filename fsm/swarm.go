@@ -180,7 +180,7 @@ type swarmShard struct {
 // ipShard counts swarm records per address key (see ipKeyOf).
 type ipShard struct {
 	gen uint64
-	m   map[uint64]uint32
+	t   ipTable
 }
 
 // ipKeyOf is the per-address counting key: an IPv4 address counts alone,
@@ -235,7 +235,7 @@ type swarmState struct {
 func (s *swarmState) initSwarms(gen uint64) {
 	for i := range s.swarms {
 		s.swarms[i] = &swarmShard{gen: gen, m: make(map[InfoHash]*swarm)}
-		s.ips[i] = &ipShard{gen: gen, m: make(map[uint64]uint32)}
+		s.ips[i] = &ipShard{gen: gen}
 	}
 	s.policy = &trackerPolicy{gen: gen, allow: map[InfoHash]struct{}{}, deny: map[InfoHash]struct{}{}}
 }
@@ -287,14 +287,10 @@ func (s *state) ipAdd(ip [16]byte, delta int) {
 	i := ipShardOf(k)
 	sh := s.ips[i]
 	if sh.gen != s.gen {
-		sh = &ipShard{gen: s.gen, m: maps.Clone(sh.m)}
+		sh = &ipShard{gen: s.gen, t: sh.t.clone()}
 		s.ips[i] = sh
 	}
-	if n := int(sh.m[k]) + delta; n > 0 {
-		sh.m[k] = uint32(n)
-	} else {
-		delete(sh.m, k)
-	}
+	sh.t.add(k, delta)
 }
 
 // ceilSecs converts Unix nanoseconds to the seconds stored in seen, rounded

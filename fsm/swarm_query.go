@@ -165,7 +165,7 @@ func (f *FSM) SwarmEntriesFrom(ip [16]byte) int {
 	k := ipKeyOf(ip)
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	return int(f.st.ips[ipShardOf(k)].m[k])
+	return int(f.st.ips[ipShardOf(k)].t.get(k))
 }
 
 // SwarmStats returns the number of swarms held (including swarms that have
