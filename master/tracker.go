@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net"
 	"net/netip"
 	"sync"
 	"time"
@@ -73,6 +74,11 @@ type TrackerConfig struct {
 }
 
 func (c *TrackerConfig) withDefaults() error {
+	for flag, a := range map[string]string{"--tracker-http": c.HTTP, "--tracker-udp": c.UDP} {
+		if _, _, err := net.SplitHostPort(a); a != "" && err != nil {
+			return fmt.Errorf("%w: %s %q is not host:port: %v", ErrConfig, flag, a, err)
+		}
+	}
 	if c.Interval == 0 {
 		c.Interval = 15 * time.Minute
 	}

@@ -26,7 +26,7 @@ type trackerServers struct {
 func (m *Master) trackerConfig() tracker.Config {
 	t := m.cfg.Tracker
 	return tracker.Config{
-		Intervals: tracker.Intervals{Interval: t.Interval, MinInterval: t.MinInterval, Jitter: t.Interval / 10},
+		Intervals:  tracker.Intervals{Interval: t.Interval, MinInterval: t.MinInterval, Jitter: t.Interval / 10},
 		MaxNumWant: t.MaxNumWant,
 		Logger:     m.logger.With("component", "tracker"),
 	}
