@@ -10,6 +10,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/hashicorp/raft"
 )
 
 var (
@@ -495,5 +497,81 @@ func TestSwarmErrorsSayWhatToDo(t *testing.T) {
 	r = n.apply(Announce{InfoHash: ihY, Peer: spA, IP: ip("10.0.0.1"), Port: 1})
 	if msg := fmt.Sprint(r.Err); !errors.Is(r.Err, ErrNotTracked) || !strings.Contains(msg, ihY.String()) || !strings.Contains(msg, "allow") {
 		t.Fatalf("got %q", msg)
+	}
+}
+
+// A large, indexed swarm under random churn agrees with a plain map model
+// after every step: records, partition counts, per-address counts, digest;
+// and it survives snapshots taken in the middle, copy-on-write included.
+func TestLargeSwarmMatchesModel(t *testing.T) {
+	r := rand.New(rand.NewPCG(5, 6))
+	n := newNode(t)
+	type rec struct {
+		ip     [16]byte
+		seeder bool
+	}
+	model := map[SwarmPeerID]rec{}
+	const peers = 300
+	var snaps []raft.FSMSnapshot
+	var digests []string
+	for step := range 6000 {
+		i := r.IntN(peers)
+		p, addr := memPeer(i), memIP(i%17)
+		var a Announce
+		switch k := r.IntN(10); {
+		case k < 6:
+			a = Announce{InfoHash: ihX, Peer: p, IP: addr, Port: 1, Seeder: r.IntN(2) == 0, Time: int64(step)}
+			if k == 0 {
+				a.Event, a.Seeder = SwarmCompleted, true
+			}
+			model[p] = rec{addr, a.Seeder}
+		default:
+			a = Announce{InfoHash: ihX, Peer: p, IP: addr, Event: SwarmStopped, Time: int64(step)}
+			delete(model, p)
+		}
+		n.mustApply(a)
+		if step%1000 == 500 {
+			s, _ := n.f.Snapshot()
+			snaps = append(snaps, s)
+			digests = append(digests, n.f.Digest())
+		}
+		if step%97 != 0 {
+			continue
+		}
+		checkDigest(t, n.f)
+		seeders := 0
+		perIP := map[[16]byte]int{}
+		for id, m := range model {
+			got, ok := n.f.SwarmPeer(ihX, id)
+			if !ok || got.IP != m.ip || got.Seeder != m.seeder {
+				t.Fatalf("step %d: SwarmPeer(%s) = %+v %v, want %+v", step, id, got, ok, m)
+			}
+			if m.seeder {
+				seeders++
+			}
+			perIP[m.ip]++
+		}
+		if c, l, _ := n.f.Scrape(ihX); c != seeders || l != len(model)-seeders {
+			t.Fatalf("step %d: Scrape %d/%d, want %d/%d", step, c, l, seeders, len(model)-seeders)
+		}
+		for j := range 17 {
+			if got := n.f.SwarmEntriesFrom(memIP(j)); got != perIP[memIP(j)] {
+				t.Fatalf("step %d: SwarmEntriesFrom(%d) = %d, want %d", step, j, got, perIP[memIP(j)])
+			}
+		}
+		all, _, _ := n.f.SwarmPeers(ihX, SwarmPeerID{}, peers, false, uint64(step))
+		if len(all) != len(model) {
+			t.Fatalf("step %d: SwarmPeers returned %d of %d", step, len(all), len(model))
+		}
+	}
+	for k, s := range snaps {
+		g := New()
+		if err := restore(g, persist(t, s)); err != nil {
+			t.Fatalf("restore a snapshot of a large swarm: %v", err)
+		}
+		checkDigest(t, g)
+		if g.Digest() != digests[k] {
+			t.Fatalf("snapshot %d: restored digest %s, at Snapshot() time %s", k, g.Digest(), digests[k])
+		}
 	}
 }
