@@ -6,8 +6,8 @@ import (
 	"sync"
 	"time"
 
-	autopilot "github.com/hashicorp/raft-autopilot"
 	"github.com/hashicorp/raft"
+	autopilot "github.com/hashicorp/raft-autopilot"
 
 	"fileshare/client"
 )

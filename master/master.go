@@ -44,12 +44,13 @@ type Master struct {
 	joins     joinQuota   // peers joined through this master, per remote IP
 
 	notifyCh chan bool
-	removed  chan struct{} // closed by watchRemoval; see Removed
-	pilot    atomic.Pointer[apDelegate] // autopilot's view while leading; nil otherwise
 	batcher  *batcher    // group commit of every write proposed here
 	reads    *readGate   // read levels, leader readiness, VerifyLeader rounds
 	leases   *leaseTable // peer liveness while this master leads
 	expirer  *expirer    // proposes expiry of silent peers while leading
+
+	removed chan struct{}              // closed by watchRemoval; see Removed
+	pilot   atomic.Pointer[apDelegate] // autopilot's view while leading; nil otherwise
 
 	// ctx ends when shutdown begins; every goroutine in wg watches it.
 	ctx    context.Context
