@@ -51,6 +51,9 @@ type Master struct {
 	renewals renewQueue  // tracker re-announces to pass to the leader
 	trackers trackerServers
 
+	removed chan struct{}              // closed by watchRemoval; see Removed
+	pilot   atomic.Pointer[apDelegate] // autopilot's view while leading; nil otherwise
+
 	// ctx ends when shutdown begins; every goroutine in wg watches it.
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -78,7 +81,7 @@ func New(ctx context.Context, cfg Config) (*Master, error) {
 	if err != nil {
 		return nil, err
 	}
-	m := &Master{cfg: cfg, logger: cfg.Logger, fsm: fsm.New(), notifyCh: make(chan bool, 8)}
+	m := &Master{cfg: cfg, logger: cfg.Logger, fsm: fsm.New(), notifyCh: make(chan bool, 8), removed: make(chan struct{})}
 	m.ctx, m.cancel = context.WithCancel(context.Background())
 	ok := false
 	defer func() {
@@ -184,6 +187,9 @@ func New(ctx context.Context, cfg Config) (*Master, error) {
 		m.logger.Info("bootstrapped new cluster", "members", len(servers))
 	} else if hasState {
 		m.logger.Info("restarting from existing raft state", "data_dir", cfg.DataDir)
+		if err := m.checkNotRemoved(ctx); err != nil {
+			return nil, err
+		}
 	}
 
 	m.batcher = newBatcher(m.raft, cfg.ApplyTimeout, cfg.Fault, m.raftError)
@@ -227,6 +233,9 @@ func New(ctx context.Context, cfg Config) (*Master, error) {
 			return nil, err
 		}
 	}
+	// Owned by m (m.wg); started after a --join succeeded, so it never
+	// mistakes a master that is still joining for a removed one.
+	m.wg.Go(m.watchRemoval)
 	if cfg.Fault != NoFault {
 		m.logger.Warn("UNSAFE FAULT ENABLED: this master is deliberately broken for harness self-tests", "fault", cfg.Fault)
 	}
@@ -489,6 +498,10 @@ func (m *Master) leaderSession(ctx context.Context) {
 	m.leases.reset(since)
 	m.reads.markReady(term)
 	m.logger.Info("leader ready", "applied_index", m.fsm.AppliedIndex())
+	// Owned by this session, which waits for it; it ends with ctx.
+	var ap sync.WaitGroup
+	defer ap.Wait()
+	ap.Go(func() { m.runAutopilot(ctx) })
 	var expiries sync.WaitGroup
 	defer expiries.Wait()
 	expiries.Go(func() { m.expireSwarms(ctx, since) })
