@@ -6,9 +6,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/sha1"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -18,14 +16,15 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
-	"sort"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"fileshare/internal/freeport"
 	"fileshare/internal/netlab"
 	"fileshare/internal/poll"
+	"fileshare/internal/proccluster"
+	"fileshare/tracker"
 )
 
 // labEnv carries the lab's netlab.Layout (JSON) to the copy of this test
@@ -33,7 +32,13 @@ import (
 const labEnv = "FILESHARE_TRACKER_LAB"
 
 // Real, unmodified BitTorrent clients find each other only through the
-// tracker. The layout, and why:
+// masters' trackers, and the swarm survives the loss of the leader and a
+// restart of every master: Transmission seeds, aria2 downloads; the leader
+// is SIGKILLed; libtorrent, started after, downloads from both; then every
+// master is SIGKILLed and restarted and every master's scrape still
+// reports the swarm. Bytes are compared, not just progress.
+//
+// The layout, and why:
 //
 //   - netlab builds a hub namespace with a bridge and one namespace per
 //     client, each with one veth into the bridge. A client sees nothing
@@ -41,7 +46,7 @@ const labEnv = "FILESHARE_TRACKER_LAB"
 //     and DHT, PEX, LSD, UPnP and NAT-PMP are off in every client, so a
 //     peer it connects to came from a tracker reply.
 //   - The test re-executes itself inside the hub. Everything it starts
-//     there (trackers, the status CLI, its HTTP scrapes) runs in the hub
+//     there (the masters, the status CLI, its HTTP scrapes) runs in the hub
 //     unchanged, with the helpers the other process tests use, and the
 //     PIDs it holds are the programs' own. Clients start through
 //     `ip netns exec CLIENT`, which also execs the program itself.
@@ -51,7 +56,7 @@ const labEnv = "FILESHARE_TRACKER_LAB"
 //
 // The outer test only builds the lab, runs the inner one, prints its
 // output, and deletes the lab, SIGKILLing by PID anything left inside.
-func TestTrackerClientsFindEachOtherThroughTheTracker(t *testing.T) {
+func TestTrackerClusterServesRealClientsAcrossLeaderKillAndFullRestart(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts real BitTorrent clients in network namespaces; skipped with -short")
 	}
@@ -67,9 +72,9 @@ func TestTrackerClientsFindEachOtherThroughTheTracker(t *testing.T) {
 	if err := netlab.Available(); err != nil {
 		missing = append(missing, err.Error())
 	}
-	for _, tool := range []string{"transmission-daemon", "transmission-remote", "aria2c", "opentracker"} {
+	for _, tool := range []string{"transmission-daemon", "transmission-remote", "aria2c"} {
 		if _, err := exec.LookPath(tool); err != nil {
-			missing = append(missing, tool+" is not installed (apt-get install aria2 transmission-daemon opentracker)")
+			missing = append(missing, tool+" is not installed (apt-get install aria2 transmission-daemon transmission-cli)")
 		}
 	}
 	if err := exec.Command("/usr/bin/python3", "-c", "import libtorrent").Run(); err != nil {
@@ -131,13 +136,26 @@ func trackerClientsInHub(t *testing.T, lay netlab.Layout) {
 	}
 	const name = "payload.bin"
 
-	trk := &testTracker{announce: "http://" + lay.HubAddrs[0].String() + ":6969/announce", scrapeURL: "http://" + lay.HubAddrs[0].String() + ":6969/scrape"}
-	torrent, hash := makeTestTorrent(t, name, data, [][]string{{trk.announce}})
+	// The masters: a TLS cluster on the hub's loopback, each master's
+	// trackers (HTTP and UDP, one port) on its own bridge address.
+	ids := []string{"m1", "m2", "m3"}
+	procs, mlist, certs, trk := trackerMasters(t, dir, lay, ids)
+	for _, id := range ids {
+		logs.add(filepath.Join(dir, id+".log"))
+	}
+	waitClusterLeader(t, mlist, certs)
+
+	// One tier with every master's URLs (BEP 12): a client moves on to
+	// the next when one does not answer.
+	torrent, hash, err := tracker.MakeTorrent(bytes.NewReader(data), tracker.TorrentSpec{Name: name, PieceLength: clientPieceLen,
+		Announce: [][]string{append(slices.Clone(trk.http), trk.udp...)}})
+	if err != nil {
+		t.Fatal(err)
+	}
 	torrentPath := filepath.Join(dir, "test.torrent")
 	if err := os.WriteFile(torrentPath, torrent, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	startOpentracker(t, dir, lay, logs, hash)
 
 	// A: Transmission seeds the file it already has.
 	seedDir := filepath.Join(dir, "a-data")
@@ -145,28 +163,128 @@ func trackerClientsInHub(t *testing.T, lay netlab.Layout) {
 	if err := os.WriteFile(filepath.Join(seedDir, name), data, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	startTransmission(t, dir, a, seedDir, torrentPath, logs)
-	poll.Until(t, 30*time.Second, "the tracker to count Transmission as a seeder", func() bool {
-		return trk.scrape(t, hash).complete >= 1
-	})
+	clients := []*exec.Cmd{startTransmission(t, dir, a, seedDir, torrentPath, logs)}
+	all := []int{0, 1, 2}
+	trk.waitScrape(t, "every master to count Transmission as a seeder", hash, all, func(s scrapeCounts) bool { return s.complete >= 1 })
 
 	// B: aria2 downloads through the tracker and keeps seeding.
 	bDir := filepath.Join(dir, "b-data")
-	startAria2(t, dir, b, bDir, torrentPath, logs)
+	clients = append(clients, startAria2(t, dir, b, bDir, torrentPath, logs))
 	waitBytes(t, 60*time.Second, "aria2", filepath.Join(bDir, name), data)
 
-	// C: libtorrent, started last, must find both A and B.
+	// The leader dies. C, started after, must still find A and B: the
+	// swarm is replicated, and the tier lists the survivors.
+	leader := waitClusterLeader(t, mlist, certs)
+	dead := slices.Index(ids, leader)
+	if err := procs.Kill(dead); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("SIGKILLed the leader %s", leader)
 	cDir := filepath.Join(dir, "c-data")
-	cLog := startLibtorrent(t, dir, c, cDir, torrentPath, logs)
-	poll.Until(t, 60*time.Second, "libtorrent to finish and to have met Transmission and aria2", func() bool {
+	cmd, cLog := startLibtorrent(t, dir, c, cDir, torrentPath, logs)
+	clients = append(clients, cmd)
+	poll.Until(t, 60*time.Second, "libtorrent, started after the leader's death, to finish having met Transmission and aria2", func() bool {
 		st, ok := lastLibtorrentStatus(cLog)
 		return ok && st.IsSeeding && slices.Contains(st.PeersSeen, a.Addr.String()) && slices.Contains(st.PeersSeen, b.Addr.String())
 	})
 	waitBytes(t, 10*time.Second, "libtorrent", filepath.Join(cDir, name), data)
+	st, _ := lastLibtorrentStatus(cLog)
+	t.Logf("libtorrent met %v; its last tracker messages: %q", st.PeersSeen, st.Tracker)
 
-	if got := trk.scrape(t, hash); got.complete < 3 {
-		t.Fatalf("scrape after three clients completed: %+v, want complete >= 3", got)
+	// Three seeders, two completed downloads, all acknowledged. The
+	// clients die without a stopped event, so nothing re-announces; then
+	// every master is SIGKILLed and restarted, and the swarm must still
+	// be there, on every master.
+	full := func(s scrapeCounts) bool { return s.complete == 3 && s.incomplete == 0 && s.downloaded >= 2 }
+	survivors := slices.DeleteFunc(slices.Clone(all), func(i int) bool { return i == dead })
+	trk.waitScrape(t, "the surviving masters to count 3 seeders and 2 completed downloads", hash, survivors, full)
+	for _, cmd := range clients {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
 	}
+	for i := range ids {
+		if err := procs.Kill(i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Log("SIGKILLed every master; restarting them")
+	for i := range ids {
+		if err := procs.Start(i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitClusterLeader(t, mlist, certs)
+	got := trk.waitScrape(t, "every restarted master's HTTP scrape to report the swarm: 3 seeders, 2 completed downloads", hash, all, full)
+	t.Logf("after restarting every master, their scrapes say %+v", got)
+}
+
+// trackerMasters starts one TLS master per ID inside the hub, as
+// tlsMasters does, but each with its own trackers: HTTP and UDP on port
+// 6969 of its own bridge address (lay.HubAddrs[i]).
+func trackerMasters(t *testing.T, dir string, lay netlab.Layout, ids []string) (*proccluster.Cluster, string, pki, *clusterTracker) {
+	t.Helper()
+	certs := tlsInit(t, dir, ids...)
+	var initial []proccluster.Voter
+	var addrs []string
+	for _, id := range ids {
+		a := freeport.Loopback(t)
+		initial = append(initial, proccluster.Voter{ID: id, Addr: a})
+		addrs = append(addrs, a)
+	}
+	trk := &clusterTracker{}
+	var specs []proccluster.Spec
+	for i, id := range ids {
+		hostPort := lay.HubAddrs[i].String() + ":6969"
+		trk.http = append(trk.http, "http://"+hostPort+"/announce")
+		trk.udp = append(trk.udp, "udp://"+hostPort+"/announce")
+		trk.scrapes = append(trk.scrapes, "http://"+hostPort+"/scrape")
+		flags := append([]string{"--tracker-http", hostPort, "--tracker-udp", hostPort, "--tracker-interval", "20s"}, certs.master(id)...)
+		specs = append(specs, proccluster.Spec{ID: id, DataDir: filepath.Join(dir, id), Listen: addrs[i],
+			HTTP: "127.0.0.1:0", InitialCluster: initial, Flags: flags})
+	}
+	return masters(t, dir, specs...), strings.Join(addrs, ","), certs, trk
+}
+
+// waitClusterLeader polls `cluster status` until the reachable masters
+// agree on a leader, and returns it.
+func waitClusterLeader(t *testing.T, mlist string, certs pki) string {
+	t.Helper()
+	var leader string
+	poll.Until(t, 30*time.Second, "a leader the masters agree on", func() bool {
+		rows, _ := clusterStatus(t, mlist, certs.ca()...)
+		leader = leaderOf(rows)
+		return leader != ""
+	})
+	return leader
+}
+
+// clusterTracker is the masters' tracker URLs, in master order.
+type clusterTracker struct{ http, udp, scrapes []string }
+
+// waitScrape polls the HTTP scrape of hash on each of masters until every
+// one answers with counts that satisfy ok, and returns them. It fails t
+// after 30 s, with what each master said last.
+func (trk *clusterTracker) waitScrape(t *testing.T, what string, hash tracker.InfoHash, masters []int, ok func(scrapeCounts) bool) []scrapeCounts {
+	t.Helper()
+	var last []string
+	var counts []scrapeCounts
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	err := poll.Wait(ctx, func() bool {
+		last, counts = last[:0], counts[:0]
+		all := true
+		for _, i := range masters {
+			s, answered := scrape(t, trk.scrapes[i], hash)
+			counts = append(counts, s)
+			last = append(last, fmt.Sprintf("%s answered=%v %+v", trk.scrapes[i], answered, s))
+			all = all && answered && ok(s)
+		}
+		return all
+	})
+	if err != nil {
+		t.Fatalf("timed out after 30s waiting for %s; last scrapes:\n%s", what, strings.Join(last, "\n"))
+	}
+	return counts
 }
 
 // clientLogs remembers the log files of what the test started, to print
@@ -196,7 +314,9 @@ func startIn(t *testing.T, ns netlab.NS, logPath string, name string, args ...st
 		t.Fatal(err)
 	}
 	defer f.Close()
-	cmd := ns.Command(t.Context(), name, args...)
+	// Not t.Context(): it ends before Cleanup runs, and the failure
+	// report below still asks the clients for their state.
+	cmd := ns.Command(context.Background(), name, args...)
 	cmd.Stdout, cmd.Stderr = f, f
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start %s in %s: %v", name, ns.Name, err)
@@ -208,67 +328,43 @@ func startIn(t *testing.T, ns netlab.NS, logPath string, name string, args ...st
 	return cmd
 }
 
-// testTracker is the tracker the clients announce to.
-type testTracker struct {
-	announce  string // the announce URL
-	scrapeURL string
-}
-
-// startOpentracker runs Debian's opentracker in the hub on its first extra
-// address. Debian builds it whitelist-only, so hash is written to its
-// whitelist first.
-func startOpentracker(t *testing.T, dir string, lay netlab.Layout, logs *clientLogs, hash [20]byte) {
-	// opentracker refuses to run as root: it chroots into root (which
-	// the user nobody must be able to read) and reads the whitelist
-	// there.
-	root := filepath.Join(dir, "opentracker")
-	if err := os.Mkdir(root, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(root, "whitelist.txt"), fmt.Appendf(nil, "%x\n", hash), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	addr := lay.HubAddrs[0].String()
-	startIn(t, lay.Hub, logs.add(filepath.Join(dir, "opentracker.log")), "opentracker", "-i", addr, "-p", "6969", "-P", "6969", "-w", "/whitelist.txt", "-d", root, "-u", "nobody")
-	poll.Until(t, 10*time.Second, "opentracker to answer", func() bool {
-		resp, err := http.Get("http://" + addr + ":6969/stats")
-		if err == nil {
-			resp.Body.Close()
-		}
-		return err == nil
-	})
-}
-
 type scrapeCounts struct{ complete, incomplete, downloaded int64 }
 
-// scrape asks the tracker's HTTP scrape for hash's counts; zero counts
-// if it does not answer.
-func (trk *testTracker) scrape(t *testing.T, hash [20]byte) scrapeCounts {
+// scrape asks the HTTP scrape at scrapeURL for hash's counts, and says
+// whether it answered.
+func scrape(t *testing.T, scrapeURL string, hash tracker.InfoHash) (scrapeCounts, bool) {
 	t.Helper()
-	resp, err := http.Get(trk.scrapeURL + "?info_hash=" + url.QueryEscape(string(hash[:])))
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, scrapeURL+"?info_hash="+url.QueryEscape(string(hash[:])), nil)
 	if err != nil {
-		return scrapeCounts{}
+		t.Fatal(err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return scrapeCounts{}, false
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(resp.Body)
 	if err != nil || resp.StatusCode != http.StatusOK {
-		return scrapeCounts{}
+		return scrapeCounts{}, false
 	}
-	v, err := bdecode(body)
+	v, err := tracker.DecodeBencode(body)
 	if err != nil {
-		t.Fatalf("scrape answered bencode that does not parse (%v): %q", err, body)
+		t.Fatalf("%s answered bencode that does not parse (%v): %q", scrapeURL, err, body)
 	}
-	files, _ := v.(map[string]any)["files"].(map[string]any)
+	top, _ := v.(map[string]any)
+	files, _ := top["files"].(map[string]any)
 	e, _ := files[string(hash[:])].(map[string]any)
 	n := func(k string) int64 { x, _ := e[k].(int64); return x }
-	return scrapeCounts{complete: n("complete"), incomplete: n("incomplete"), downloaded: n("downloaded")}
+	return scrapeCounts{complete: n("complete"), incomplete: n("incomplete"), downloaded: n("downloaded")}, true
 }
 
 // startTransmission runs transmission-daemon 3.00 in ns as the seeder and
 // adds the torrent over its RPC, with the data already in seedDir.
 // Transmission never dials a peer it got from a tracker on loopback and is
 // shy on private networks too; as the seeder it only needs to accept.
-func startTransmission(t *testing.T, dir string, ns netlab.NS, seedDir, torrent string, logs *clientLogs) {
+func startTransmission(t *testing.T, dir string, ns netlab.NS, seedDir, torrent string, logs *clientLogs) *exec.Cmd {
 	cfg := filepath.Join(dir, "a-transmission")
 	os.MkdirAll(cfg, 0o700)
 	settings := map[string]any{
@@ -285,7 +381,7 @@ func startTransmission(t *testing.T, dir string, ns netlab.NS, seedDir, torrent 
 	if err := os.WriteFile(filepath.Join(cfg, "settings.json"), b, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	startIn(t, ns, logs.add(filepath.Join(dir, "a-transmission.log")), "transmission-daemon", "-f", "-g", cfg)
+	cmd := startIn(t, ns, logs.add(filepath.Join(dir, "a-transmission.log")), "transmission-daemon", "-f", "-g", cfg)
 	rpc := ns.Addr.String() + ":9091"
 	remote := func(args ...string) (string, error) {
 		// Not t.Context(): the Cleanup below runs after it has ended.
@@ -312,19 +408,21 @@ func startTransmission(t *testing.T, dir string, ns netlab.NS, seedDir, torrent 
 		// 3.00 says Idle for a seeder nobody is downloading from.
 		return err == nil && strings.Contains(out, "Percent Done: 100%") && (strings.Contains(out, "State: Seeding") || strings.Contains(out, "State: Idle"))
 	})
+	return cmd
 }
 
 // startAria2 runs aria2c in ns: it downloads into dataDir and then seeds
 // for ever (--seed-ratio=0.0 without --seed-time).
-func startAria2(t *testing.T, dir string, ns netlab.NS, dataDir, torrent string, logs *clientLogs) {
+func startAria2(t *testing.T, dir string, ns netlab.NS, dataDir, torrent string, logs *clientLogs) *exec.Cmd {
 	os.MkdirAll(dataDir, 0o700)
 	log := logs.add(filepath.Join(dir, "b-aria2.log"))
-	startIn(t, ns, filepath.Join(dir, "b-aria2.out"), "aria2c",
+	cmd := startIn(t, ns, filepath.Join(dir, "b-aria2.out"), "aria2c",
 		"--dir="+dataDir, "--listen-port=6881", "--disable-ipv6=true",
 		"--enable-dht=false", "--enable-dht6=false", "--bt-enable-lpd=false", "--enable-peer-exchange=false",
 		"--seed-ratio=0.0", "--file-allocation=none", "--summary-interval=0",
 		"--log="+log, "--log-level=info", "--console-log-level=warn", torrent)
 	logs.add(filepath.Join(dir, "b-aria2.out"))
+	return cmd
 }
 
 // libtorrentStatus is one status line of testdata/trackerclients/lt_client.py.
@@ -337,16 +435,16 @@ type libtorrentStatus struct {
 }
 
 // startLibtorrent runs testdata/trackerclients/lt_client.py with Debian's
-// python3 (which has python3-libtorrent) in ns and returns its log.
-func startLibtorrent(t *testing.T, dir string, ns netlab.NS, dataDir, torrent string, logs *clientLogs) string {
+// python3 (which has python3-libtorrent) in ns and returns it and its log.
+func startLibtorrent(t *testing.T, dir string, ns netlab.NS, dataDir, torrent string, logs *clientLogs) (*exec.Cmd, string) {
 	os.MkdirAll(dataDir, 0o700)
 	script, err := filepath.Abs(filepath.Join("testdata", "trackerclients", "lt_client.py"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	log := logs.add(filepath.Join(dir, "c-libtorrent.log"))
-	startIn(t, ns, log, "/usr/bin/python3", script, torrent, dataDir, ns.Addr.String()+":6881")
-	return log
+	cmd := startIn(t, ns, log, "/usr/bin/python3", script, torrent, dataDir, ns.Addr.String()+":6881")
+	return cmd, log
 }
 
 // lastLibtorrentStatus returns the last complete status line in log.
@@ -367,136 +465,11 @@ func lastLibtorrentStatus(log string) (libtorrentStatus, bool) {
 	return st, ok
 }
 
-// waitBytes polls until path holds exactly want, and fails saying how far
-// the client got.
+// waitBytes polls until path holds exactly want.
 func waitBytes(t *testing.T, timeout time.Duration, who, path string, want []byte) {
 	t.Helper()
-	var size int
 	poll.Until(t, timeout, who+" to write the whole file, byte for byte", func() bool {
 		got, err := os.ReadFile(path)
-		size = len(got)
 		return err == nil && bytes.Equal(got, want)
 	})
-	_ = size
-}
-
-// makeTestTorrent builds a single-file v1 torrent of data with tiers as
-// its announce-list (BEP 12) and returns it with its info-hash.
-func makeTestTorrent(t *testing.T, name string, data []byte, tiers [][]string) ([]byte, [20]byte) {
-	var pieces []byte
-	for off := 0; off < len(data); off += clientPieceLen {
-		h := sha1.Sum(data[off:min(off+clientPieceLen, len(data))])
-		pieces = append(pieces, h[:]...)
-	}
-	info := map[string]any{"length": int64(len(data)), "name": name, "piece length": int64(clientPieceLen), "pieces": string(pieces)}
-	var list []any
-	for _, tier := range tiers {
-		var urls []any
-		for _, u := range tier {
-			urls = append(urls, u)
-		}
-		list = append(list, urls)
-	}
-	infoB := bencode(info)
-	hash := sha1.Sum(infoB)
-	var buf bytes.Buffer
-	buf.WriteString("d8:announce" + bstr(tiers[0][0]) + "13:announce-list" + string(bencode(list)) + "4:info")
-	buf.Write(infoB)
-	buf.WriteString("e")
-	return buf.Bytes(), hash
-}
-
-func bstr(s string) string { return strconv.Itoa(len(s)) + ":" + s }
-
-func bencode(v any) []byte {
-	switch v := v.(type) {
-	case int64:
-		return []byte("i" + strconv.FormatInt(v, 10) + "e")
-	case string:
-		return []byte(bstr(v))
-	case []any:
-		b := []byte("l")
-		for _, x := range v {
-			b = append(b, bencode(x)...)
-		}
-		return append(b, 'e')
-	case map[string]any:
-		keys := make([]string, 0, len(v))
-		for k := range v {
-			keys = append(keys, k)
-		}
-		sort.Strings(keys)
-		b := []byte("d")
-		for _, k := range keys {
-			b = append(b, bstr(k)...)
-			b = append(b, bencode(v[k])...)
-		}
-		return append(b, 'e')
-	}
-	panic(fmt.Sprintf("bencode: %T", v))
-}
-
-// bdecode decodes one bencoded value into int64, string, []any and
-// map[string]any.
-func bdecode(b []byte) (any, error) {
-	v, rest, err := bdecodeOne(b)
-	if err == nil && len(rest) > 0 {
-		err = errors.New("trailing bytes")
-	}
-	return v, err
-}
-
-func bdecodeOne(b []byte) (any, []byte, error) {
-	if len(b) == 0 {
-		return nil, nil, io.ErrUnexpectedEOF
-	}
-	switch c := b[0]; {
-	case c == 'i':
-		end := bytes.IndexByte(b, 'e')
-		if end < 0 {
-			return nil, nil, io.ErrUnexpectedEOF
-		}
-		n, err := strconv.ParseInt(string(b[1:end]), 10, 64)
-		return n, b[end+1:], err
-	case c >= '0' && c <= '9':
-		colon := bytes.IndexByte(b, ':')
-		if colon < 0 {
-			return nil, nil, io.ErrUnexpectedEOF
-		}
-		n, err := strconv.Atoi(string(b[:colon]))
-		if err != nil || n < 0 || colon+1+n > len(b) {
-			return nil, nil, errors.New("bad string length")
-		}
-		return string(b[colon+1 : colon+1+n]), b[colon+1+n:], nil
-	case c == 'l' || c == 'd':
-		var list []any
-		rest := b[1:]
-		for len(rest) > 0 && rest[0] != 'e' {
-			var v any
-			var err error
-			if v, rest, err = bdecodeOne(rest); err != nil {
-				return nil, nil, err
-			}
-			list = append(list, v)
-		}
-		if len(rest) == 0 {
-			return nil, nil, io.ErrUnexpectedEOF
-		}
-		if c == 'l' {
-			return list, rest[1:], nil
-		}
-		if len(list)%2 != 0 {
-			return nil, nil, errors.New("odd dictionary")
-		}
-		m := map[string]any{}
-		for i := 0; i < len(list); i += 2 {
-			k, ok := list[i].(string)
-			if !ok {
-				return nil, nil, errors.New("non-string key")
-			}
-			m[k] = list[i+1]
-		}
-		return m, rest[1:], nil
-	}
-	return nil, nil, fmt.Errorf("unexpected byte %q", b[0])
 }

@@ -7,8 +7,10 @@ Run by cmd/fileshare's tracker client test inside a private network
 namespace. DHT, LSD, UPnP and NAT-PMP are off, and the session starts
 without the default plugins, so ut_pex is absent too: the tracker is the
 only way this client learns of peers. Every half second it prints one JSON
-line: progress, state, the peers it has connected to, and the last tracker
-message, so the test can poll the log and a failure shows what happened.
+line when its status changes: progress, state, the peers it has dialled or
+talked to (peers_seen: every one came from a tracker reply), and the last
+tracker messages, so the test can poll the log and a failure shows what
+happened.
 It runs until killed.
 """
 import json
@@ -30,6 +32,7 @@ def main():
         "enable_outgoing_utp": False,
         "alert_mask": lt.alert.category_t.error_notification
         | lt.alert.category_t.tracker_notification
+        | lt.alert.category_t.connect_notification
         | lt.alert.category_t.status_notification,
         "user_agent": "fileshare-test libtorrent/" + lt.__version__,
     }
@@ -41,8 +44,11 @@ def main():
     h = ses.add_torrent(params)
     seen = set()
     tracker_msgs = []
+    last = None
     while True:
         for a in ses.pop_alerts():
+            if isinstance(a, lt.peer_connect_alert):
+                seen.add(a.endpoint[0])
             if isinstance(a, (lt.tracker_reply_alert, lt.tracker_error_alert,
                               lt.tracker_warning_alert, lt.tracker_announce_alert)):
                 tracker_msgs.append(a.message())
@@ -50,13 +56,16 @@ def main():
         s = h.status()
         for p in h.get_peer_info():
             seen.add(p.ip[0])
-        print(json.dumps({
+        line = json.dumps({
             "progress": s.progress,
             "state": str(s.state),
             "is_seeding": s.is_seeding,
             "peers_seen": sorted(seen),
             "tracker": tracker_msgs,
-        }), flush=True)
+        })
+        if line != last:
+            print(line, flush=True)
+            last = line
         time.sleep(0.5)
 
 
