@@ -53,6 +53,11 @@ const labEnv = "FILESHARE_TRACKER_LAB"
 //   - Each client gets its own address on the bridge, so the tracker sees
 //     distinct source IPs; none is 127.x, which Transmission 3.00 would
 //     refuse to dial.
+//   - The masters' Raft and status listeners are on the hub's loopback;
+//     each master's trackers (HTTP and UDP) are on its own bridge
+//     address, and the torrent lists all six URLs in one tier (BEP 12).
+//     aria2 skips the UDP ones (it announces over UDP only with DHT on);
+//     Transmission and libtorrent use either.
 //
 // The outer test only builds the lab, runs the inner one, prints its
 // output, and deletes the lab, SIGKILLing by PID anything left inside.
