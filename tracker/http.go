@@ -145,6 +145,9 @@ func (h *HTTPHandler) announce(ctx context.Context, buf []byte, rawQuery string,
 	ctx, cancel := context.WithTimeout(ctx, BackendTimeout)
 	defer cancel()
 	reply, err := h.b.Announce(ctx, &req)
+	if err == nil && reply == nil {
+		err = errors.New("backend returned neither a reply nor an error")
+	}
 	if err != nil {
 		return h.fail(buf, err)
 	}

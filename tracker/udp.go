@@ -145,6 +145,9 @@ func (s *UDPServer) Serve(ctx context.Context, pc net.PacketConn) error {
 	}
 	defer wg.Wait()
 	defer close(queue)
+	// A deadline in the past wakes the blocked read when ctx ends; one left
+	// by an earlier Serve on the same pc is cleared first.
+	pc.SetReadDeadline(time.Time{})
 	stop := context.AfterFunc(ctx, func() { pc.SetReadDeadline(time.Unix(1, 0)) })
 	defer stop()
 	udp, _ := pc.(*net.UDPConn)
@@ -337,6 +340,9 @@ func (w *udpWorker) announce(ctx context.Context, out, pkt []byte, from netip.Ad
 	ctx, cancel := context.WithTimeout(ctx, BackendTimeout)
 	defer cancel()
 	reply, err := w.s.b.Announce(ctx, &req)
+	if err == nil && reply == nil {
+		err = errors.New("backend returned neither a reply nor an error")
+	}
 	if err != nil {
 		return w.fail(out, tx, err)
 	}
