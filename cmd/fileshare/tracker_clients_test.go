@@ -20,7 +20,6 @@ import (
 	"testing"
 	"time"
 
-	"fileshare/internal/freeport"
 	"fileshare/internal/netlab"
 	"fileshare/internal/poll"
 	"fileshare/internal/proccluster"
@@ -228,26 +227,18 @@ func trackerClientsInHub(t *testing.T, lay netlab.Layout) {
 // 6969 of its own bridge address (lay.HubAddrs[i]).
 func trackerMasters(t *testing.T, dir string, lay netlab.Layout, ids []string) (*proccluster.Cluster, string, pki, *clusterTracker) {
 	t.Helper()
-	certs := tlsInit(t, dir, ids...)
-	var initial []proccluster.Voter
-	var addrs []string
-	for _, id := range ids {
-		a := freeport.Loopback(t)
-		initial = append(initial, proccluster.Voter{ID: id, Addr: a})
-		addrs = append(addrs, a)
-	}
 	trk := &clusterTracker{}
-	var specs []proccluster.Spec
-	for i, id := range ids {
+	for i := range ids {
 		hostPort := lay.HubAddrs[i].String() + ":6969"
 		trk.http = append(trk.http, "http://"+hostPort+"/announce")
 		trk.udp = append(trk.udp, "udp://"+hostPort+"/announce")
 		trk.scrapes = append(trk.scrapes, "http://"+hostPort+"/scrape")
-		flags := append([]string{"--tracker-http", hostPort, "--tracker-udp", hostPort, "--tracker-interval", "20s"}, certs.master(id)...)
-		specs = append(specs, proccluster.Spec{ID: id, DataDir: filepath.Join(dir, id), Listen: addrs[i],
-			HTTP: "127.0.0.1:0", InitialCluster: initial, Flags: flags})
 	}
-	return masters(t, dir, specs...), strings.Join(addrs, ","), certs, trk
+	c, addrs, certs := tlsMastersWith(t, dir, ids, func(i int, _ string) []string {
+		hostPort := lay.HubAddrs[i].String() + ":6969"
+		return []string{"--tracker-http", hostPort, "--tracker-udp", hostPort, "--tracker-interval", "20s"}
+	})
+	return c, addrs, certs, trk
 }
 
 // waitClusterLeader polls `cluster status` until the reachable masters
