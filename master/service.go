@@ -28,6 +28,9 @@ func (m *Master) registerHandlers() {
 	transport.Handle(s, client.MethodMemberRemove, m.handleMemberRemove)
 	transport.Handle(s, client.MethodTransferLeader, m.handleTransferLeader)
 	transport.Handle(s, client.MethodSnapshot, m.handleSnapshot)
+	transport.Handle(s, client.MethodBackupOpen, m.handleBackupOpen)
+	transport.Handle(s, client.MethodBackupRead, m.handleBackupRead)
+	transport.Handle(s, client.MethodBackupClose, m.handleBackupClose)
 }
 
 // writeCommand routes a peer write to the leader and applies it there.
