@@ -13,6 +13,8 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"os"
+	"path/filepath"
 	"runtime/debug"
 	"sync"
 	"time"
@@ -20,6 +22,7 @@ import (
 	"github.com/hashicorp/raft"
 
 	"fileshare/client"
+	"fileshare/fsm"
 	"fileshare/transport"
 )
 
@@ -415,4 +418,111 @@ func (m *Master) handleBackupClose(ctx context.Context, req *client.BackupCloseR
 	s.rc.Close()
 	s.mu.Unlock()
 	return &client.Empty{}, nil
+}
+
+// SaveBackup takes a backup of the cluster c reaches (at its leader) and
+// writes it as an archive to path. It writes a temporary file beside
+// path, syncs it, reads it back and verifies the whole archive
+// (ReadArchive), and only then renames it to path, so path is either
+// absent or a complete, verified archive. It needs admin credentials in c
+// on a TLS cluster; ctx bounds the whole backup.
+func SaveBackup(ctx context.Context, c *client.Client, path string) (ArchiveMeta, error) {
+	stream, err := c.OpenBackup(ctx)
+	if err != nil {
+		return ArchiveMeta{}, fmt.Errorf("start the backup: %w", err)
+	}
+	defer stream.Close()
+	meta := ArchiveMetaFromInfo(stream.Info)
+	dir, base := filepath.Split(path)
+	if dir == "" {
+		dir = "."
+	}
+	tmp, err := os.CreateTemp(dir, "."+base+".partial-*")
+	if err != nil {
+		return meta, fmt.Errorf("create the backup file: %w; choose an --out in a directory this user can write", err)
+	}
+	defer os.Remove(tmp.Name()) // a no-op after the rename
+	bw := bufio.NewWriterSize(tmp, 1<<20)
+	sum, err := WriteArchive(bw, meta, stream)
+	if err == nil {
+		err = bw.Flush()
+	}
+	if err != nil {
+		tmp.Close()
+		return meta, fmt.Errorf("write the backup: %w", err)
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return meta, fmt.Errorf("sync the backup file: %w", err)
+	}
+	if _, err := tmp.Seek(0, io.SeekStart); err != nil {
+		tmp.Close()
+		return meta, err
+	}
+	_, got, err := ReadArchive(tmp, io.Discard)
+	tmp.Close()
+	if err != nil {
+		return meta, fmt.Errorf("verify the backup file before keeping it: %w", err)
+	}
+	if got != sum {
+		return meta, fmt.Errorf("%w: the file on disk does not hold what was written", ErrBadArchive)
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return meta, fmt.Errorf("move the verified backup to %s: %w", path, err)
+	}
+	if d, err := os.Open(dir); err == nil {
+		_ = d.Sync() // make the rename durable where the OS allows
+		d.Close()
+	}
+	return meta, nil
+}
+
+// ArchiveContents is what InspectArchive finds in an archive.
+type ArchiveContents struct {
+	Meta   ArchiveMeta
+	SHA256 [32]byte
+	// AppliedIndex is the FSM's own applied index in the snapshot; it
+	// equals Meta.RaftIndex or precedes it by entries the FSM never sees
+	// (barriers, configuration changes).
+	AppliedIndex uint64
+	Counts       fsm.Counts
+	// Digest is the restored index's fsm.Digest, comparable with the
+	// digest a master's status reports.
+	Digest string
+}
+
+// InspectArchive verifies the archive read from r and restores its
+// snapshot into an in-memory fsm.New() to count what it holds. It reads r
+// once; the whole index is in memory while it runs. Errors wrap
+// ErrBadArchive when the file is damaged, naming what is wrong.
+func InspectArchive(r io.Reader) (ArchiveContents, error) {
+	var out ArchiveContents
+	pr, pw := io.Pipe()
+	f := fsm.New()
+	restored := make(chan error, 1)
+	// Owned by InspectArchive, which waits for it: it ends once the pipe
+	// closes, which ReadArchive's side does below in every case.
+	go func() {
+		err := f.Restore(pr)
+		pr.CloseWithError(io.ErrClosedPipe) // unblock the writer if Restore stopped early
+		restored <- err
+	}()
+	meta, sum, err := ReadArchive(r, pw)
+	pw.CloseWithError(err)
+	rerr := <-restored
+	if err != nil {
+		if errors.Is(err, io.ErrClosedPipe) && rerr != nil {
+			return out, fmt.Errorf("%w: its snapshot does not restore: %v", ErrBadArchive, rerr)
+		}
+		if errors.Is(err, io.ErrClosedPipe) {
+			return out, fmt.Errorf("%w: its snapshot section holds bytes after the index snapshot's end", ErrBadArchive)
+		}
+		return out, err
+	}
+	if rerr != nil {
+		return out, fmt.Errorf("%w: the checksum matches but the snapshot does not restore (the backup was made from a damaged or incompatible index): %v", ErrBadArchive, rerr)
+	}
+	out.Meta, out.SHA256 = meta, sum
+	out.AppliedIndex, out.Counts, out.Digest = f.AppliedIndex(), f.Counts(), f.Digest()
+	return out, nil
 }
