@@ -3,6 +3,7 @@ package master_test
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -298,4 +299,124 @@ func TestRestoreRefusesDamagedArchive(t *testing.T) {
 	if snaps, _ := filepath.Glob(filepath.Join(cfg.DataDir, "snapshots", "*")); len(snaps) != 0 {
 		t.Fatalf("a refused restore left snapshots behind: %v", snaps)
 	}
+}
+
+// registerBulk registers n files with 200-byte names from one new peer,
+// 500 per call, and returns their IDs.
+func registerBulk(tb testing.TB, c *client.Client, id client.Identity, n int) []string {
+	tb.Helper()
+	if _, err := c.Join(tb.Context(), id, "127.0.0.1:9401"); err != nil {
+		tb.Fatal(err)
+	}
+	var ids []string
+	pad := strings.Repeat("x", 180)
+	for start := 0; start < n; start += 500 {
+		var batch []client.FileEntry
+		for i := start; i < min(n, start+500); i++ {
+			f := fileEntry(fmt.Sprintf("bulk-%s-%08d", pad, i))
+			batch = append(batch, f)
+			ids = append(ids, f.ID)
+		}
+		if _, err := c.Register(tb.Context(), id, batch); err != nil {
+			tb.Fatalf("register files %d..: %v", start, err)
+		}
+	}
+	return ids
+}
+
+// The chunk protocol: a snapshot larger than one chunk arrives in order
+// and checks out; a lost reply can be asked for again and gets the same
+// bytes; an out-of-order offset, an unknown session and a session over
+// the limit are refused with their sentinels.
+func TestBackupChunkProtocol(t *testing.T) {
+	c := mastertest.New(t, 1, mastertest.Options{Config: func(cfg *master.Config) { cfg.MaxFilesPerPeer = -1 }})
+	leader := c.Leader()
+	cl := c.Client()
+	registerBulk(t, cl, identity("bulk"), 25000)
+	addr := c.Addr(leader)
+
+	var info client.BackupInfo
+	if err := cl.CallAt(t.Context(), addr, client.MethodBackupOpen, &client.BackupOpenRequest{}, &info); err != nil {
+		t.Fatal(err)
+	}
+	if info.Size <= client.BackupChunkSize {
+		t.Fatalf("snapshot of %d bytes fits one %d-byte chunk; the test needs several", info.Size, client.BackupChunkSize)
+	}
+	read := func(off int64) (client.BackupReadReply, error) {
+		var out client.BackupReadReply
+		err := cl.CallAt(t.Context(), addr, client.MethodBackupRead, &client.BackupReadRequest{Session: info.Session, Offset: off}, &out)
+		return out, err
+	}
+	first, err := read(0)
+	if err != nil || len(first.Data) != client.BackupChunkSize || first.EOF {
+		t.Fatalf("first chunk: %d bytes, EOF %v, err %v; want %d bytes", len(first.Data), first.EOF, err, client.BackupChunkSize)
+	}
+	again, err := read(0)
+	if err != nil || !bytes.Equal(again.Data, first.Data) {
+		t.Fatalf("retry of the first chunk: err %v, same bytes %v", err, bytes.Equal(again.Data, first.Data))
+	}
+	if _, err := read(7); !errors.Is(err, client.ErrBackupOffset) {
+		t.Fatalf("out-of-order read: got %v, want ErrBackupOffset", err)
+	}
+	var extra []client.BackupInfo
+	for range client.MaxBackupSessions - 1 {
+		var more client.BackupInfo
+		if err := cl.CallAt(t.Context(), addr, client.MethodBackupOpen, &client.BackupOpenRequest{}, &more); err != nil {
+			t.Fatal(err)
+		}
+		extra = append(extra, more)
+	}
+	if err := cl.CallAt(t.Context(), addr, client.MethodBackupOpen, &client.BackupOpenRequest{}, &client.BackupInfo{}); !errors.Is(err, client.ErrBackupBusy) {
+		t.Fatalf("backup over the session limit: got %v, want ErrBackupBusy", err)
+	}
+	for _, e := range extra {
+		if err := cl.CallAt(t.Context(), addr, client.MethodBackupClose, &client.BackupCloseRequest{Session: e.Session}, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := (func() (client.BackupReadReply, error) {
+		var out client.BackupReadReply
+		err := cl.CallAt(t.Context(), addr, client.MethodBackupRead, &client.BackupReadRequest{Session: extra[0].Session}, &out)
+		return out, err
+	})(); !errors.Is(err, client.ErrBackupSession) {
+		t.Fatalf("read of a closed session: got %v, want ErrBackupSession", err)
+	}
+	if err := cl.CallAt(t.Context(), addr, client.MethodBackupClose, &client.BackupCloseRequest{Session: info.Session}, nil); err != nil {
+		t.Fatal(err)
+	}
+
+	// The whole stream, through the client, verifies.
+	path := filepath.Join(t.TempDir(), "big.fsbackup")
+	meta, err := master.SaveBackup(t.Context(), cl, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fh, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fh.Close()
+	got, err := master.InspectArchive(fh)
+	if err != nil || got.Counts.Files != 25000 || got.Digest != c.Converge() {
+		t.Fatalf("inspect of a %d-byte backup: %+v, err %v; want 25000 files and the cluster's digest", meta.SnapshotSize, got, err)
+	}
+}
+
+// BenchmarkSaveBackup measures a backup of a 100,000-file index on one
+// master: b.SetBytes is the snapshot size.
+func BenchmarkSaveBackup(b *testing.B) {
+	c := mastertest.New(b, 1, mastertest.Options{Config: func(cfg *master.Config) { cfg.MaxFilesPerPeer = -1 }})
+	c.Leader()
+	cl := c.Client()
+	registerBulk(b, cl, identity("bench"), 100_000)
+	path := filepath.Join(b.TempDir(), "bench.fsbackup")
+	var size int64
+	for b.Loop() {
+		meta, err := master.SaveBackup(b.Context(), cl, path)
+		if err != nil {
+			b.Fatal(err)
+		}
+		size = meta.SnapshotSize
+	}
+	b.SetBytes(size)
 }
