@@ -58,6 +58,10 @@ var (
 	ErrBackupCorrupt = errors.New("the backup stream was damaged in transit")
 )
 
+// BackupOpenAttemptTimeout bounds one attempt of BackupOpen at least:
+// it waits for a snapshot of the whole index.
+const BackupOpenAttemptTimeout = 2 * time.Minute
+
 // MaxBackupSessions bounds the backups one master serves at once.
 const MaxBackupSessions = 2
 
@@ -112,7 +116,8 @@ type BackupStream struct {
 	c      *Client
 	ctx    context.Context
 	offset int64
-	buf    []byte
+	buf    []byte // the unread part of chunk
+	chunk  []byte // the last chunk received; reused for the next
 	eof    bool
 	sum    hash.Hash
 	want   []byte // the SHA-256 the leader sent with EOF
@@ -125,7 +130,10 @@ type BackupStream struct {
 // certificate on a TLS cluster.
 func (c *Client) OpenBackup(ctx context.Context) (*BackupStream, error) {
 	var info BackupInfo
-	if err := c.Call(ctx, MethodBackupOpen, &BackupOpenRequest{}, &info); err != nil {
+	// Opening takes a snapshot of the whole index, which may take far
+	// longer than an ordinary call; an attempt cut short would leave the
+	// leader a session nobody reads (until BackupSessionIdle).
+	if err := c.call(ctx, max(c.cfg.AttemptTimeout, BackupOpenAttemptTimeout), MethodBackupOpen, &BackupOpenRequest{}, &info); err != nil {
 		return nil, err
 	}
 	if info.Session == "" || info.LeaderAddr == "" || info.Size < 0 {
@@ -166,7 +174,9 @@ func (s *BackupStream) fetch() error {
 			case <-time.After(time.Duration(attempt) * 200 * time.Millisecond):
 			}
 		}
-		out = BackupReadReply{}
+		// Decode into the previous chunk's buffer (drained by now), so a
+		// backup allocates one chunk buffer instead of one per chunk.
+		out = BackupReadReply{Data: s.chunk[:0]}
 		actx, cancel := context.WithTimeout(s.ctx, s.c.cfg.AttemptTimeout)
 		err = s.c.CallAt(actx, s.Info.LeaderAddr, MethodBackupRead, &BackupReadRequest{Session: s.Info.Session, Offset: s.offset}, &out)
 		cancel()
@@ -185,7 +195,7 @@ func (s *BackupStream) fetch() error {
 	}
 	s.sum.Write(out.Data)
 	s.offset += int64(len(out.Data))
-	s.buf, s.eof = out.Data, out.EOF
+	s.buf, s.eof, s.chunk = out.Data, out.EOF, out.Data
 	if out.EOF {
 		s.want = out.SHA256
 	}

@@ -346,6 +346,10 @@ func (m *Master) handleBackupOpen(ctx context.Context, _ *client.BackupOpenReque
 	if err != nil {
 		return nil, fmt.Errorf("open the backup snapshot: %w", err)
 	}
+	if ctx.Err() != nil {
+		rc.Close() // the caller gave up while the snapshot was taken
+		return nil, fmt.Errorf("%w: the snapshot took longer than the caller waited", transport.ErrTimeout)
+	}
 	now := m.cfg.Now()
 	s := &backupSession{rc: rc, size: meta.Size, sum: sha256.New(), lastUsed: time.Now()}
 	id, err := m.backups.add(s)
