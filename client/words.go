@@ -21,6 +21,11 @@ var methodWords = map[string]string{
 	MethodBackupOpen:     "starting the backup",
 	MethodBackupRead:     "reading the backup",
 	MethodBackupClose:    "ending the backup",
+
+	MethodTrackerAnnounce: "the relayed announce",
+	MethodTrackerRenew:    "the relayed re-announces",
+	MethodTrackerPolicy:   "the tracker policy change",
+	MethodTrackerList:     "the tracker policy listing",
 }
 
 // Describe names method in words ("the registration"), or "the request"

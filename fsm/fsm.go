@@ -15,7 +15,8 @@ import (
 // value, never a pointer.
 type Response struct {
 	// Err is nil on success, else an error wrapping ErrInvalid,
-	// ErrUnknownCommand, ErrUnknownPeer, ErrUnauthorized or ErrConflict.
+	// ErrUnknownCommand, ErrUnknownPeer, ErrUnauthorized, ErrConflict or
+	// ErrNotTracked.
 	// For a Batch it is nil unless the batch itself was malformed; see
 	// Results.
 	Err error
@@ -24,6 +25,9 @@ type Response struct {
 	Duplicate bool
 	// Expired lists, sorted, the peers an ExpirePeers actually removed.
 	Expired []PeerID
+	// ExpiredSwarmPeers counts the records an ExpireSwarmPeers actually
+	// removed.
+	ExpiredSwarmPeers int
 	// Results holds one Response per element of a Batch, in order.
 	Results []Response
 }
@@ -32,8 +36,9 @@ type Response struct {
 //
 // Apply, ApplyBatch, Snapshot and Restore must be called from one goroutine
 // at a time (raft calls them from its FSM goroutine). The query methods
-// (Lookup, Search, Peers, Peer, PeerFiles, Counts, Digest, AppliedIndex) are
-// safe to call from any goroutine concurrently with them. They see the state
+// (Lookup, Search, Peers, Peer, PeerFiles, Counts, Digest, AppliedIndex, and
+// the swarm queries, TouchSwarmPeer included) are safe to call from any
+// goroutine concurrently with them. They see the state
 // between two log entries, never in the middle of one (Search and Peers
 // guarantee this per file and per peer), and block only while an entry or
 // batch is being applied. They read this node's state, which may lag the
@@ -111,6 +116,12 @@ func (f *FSM) applyCommand(data []byte) Response {
 		return f.unregisterFiles(c)
 	case ExpirePeers:
 		return f.expirePeers(c)
+	case Announce:
+		return f.announce(c)
+	case ExpireSwarmPeers:
+		return f.expireSwarmPeers(c)
+	case TrackerPolicy:
+		return f.trackerPolicy(c)
 	case Batch:
 		res := make([]Response, len(c.Commands))
 		for i, b := range c.Commands {

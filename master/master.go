@@ -49,6 +49,11 @@ type Master struct {
 	leases   *leaseTable // peer liveness while this master leads
 	expirer  *expirer    // proposes expiry of silent peers while leading
 	backups  *backups    // backup sessions served here (backup.go)
+	renewals renewQueue  // tracker re-announces to pass to the leader
+	trackers trackerServers
+
+	removed chan struct{}              // closed by watchRemoval; see Removed
+	pilot   atomic.Pointer[apDelegate] // autopilot's view while leading; nil otherwise
 
 	// ctx ends when shutdown begins; every goroutine in wg watches it.
 	ctx    context.Context
@@ -77,7 +82,7 @@ func New(ctx context.Context, cfg Config) (*Master, error) {
 	if err != nil {
 		return nil, err
 	}
-	m := &Master{cfg: cfg, logger: cfg.Logger, fsm: fsm.New(), notifyCh: make(chan bool, 8)}
+	m := &Master{cfg: cfg, logger: cfg.Logger, fsm: fsm.New(), notifyCh: make(chan bool, 8), removed: make(chan struct{})}
 	m.ctx, m.cancel = context.WithCancel(context.Background())
 	ok := false
 	defer func() {
@@ -194,6 +199,9 @@ func New(ctx context.Context, cfg Config) (*Master, error) {
 		m.logger.Info("bootstrapped new cluster", "members", len(servers))
 	} else if hasState {
 		m.logger.Info("restarting from existing raft state", "data_dir", cfg.DataDir)
+		if err := m.checkNotRemoved(ctx); err != nil {
+			return nil, err
+		}
 	}
 
 	m.batcher = newBatcher(m.raft, cfg.ApplyTimeout, cfg.Fault, m.raftError)
@@ -220,6 +228,7 @@ func New(ctx context.Context, cfg Config) (*Master, error) {
 	m.wg.Go(m.watchLeadership)
 	m.wg.Go(func() { m.batcher.run(m.ctx) })
 	m.wg.Go(func() { m.backups.run(m.ctx) })
+	m.wg.Go(func() { m.runRenewals(m.ctx) })
 	m.wg.Go(func() {
 		if err := m.rpc.Serve(m.mux.Listener(transport.StreamRPC)); err != nil {
 			m.logger.Error("rpc server stopped", "err", err)
@@ -230,11 +239,17 @@ func New(ctx context.Context, cfg Config) (*Master, error) {
 			return nil, err
 		}
 	}
+	if err := m.startTrackers(); err != nil {
+		return nil, err
+	}
 	if !hasState && len(cfg.Join) > 0 {
 		if err := m.join(ctx); err != nil {
 			return nil, err
 		}
 	}
+	// Owned by m (m.wg); started after a --join succeeded, so it never
+	// mistakes a master that is still joining for a removed one.
+	m.wg.Go(m.watchRemoval)
 	if cfg.Fault != NoFault {
 		m.logger.Warn("UNSAFE FAULT ENABLED: this master is deliberately broken for harness self-tests", "fault", cfg.Fault)
 	}
@@ -345,6 +360,7 @@ func waitStep[T any](ctx context.Context, done <-chan T, grace time.Duration) (v
 func (m *Master) shutdown(ctx context.Context, graceful bool) error {
 	var errs []error
 	cut := false // ctx ended before a graceful step finished
+	m.stopTrackers(ctx)
 	if m.httpSrv != nil {
 		hctx, cancel := context.WithTimeout(ctx, shutdownStepGrace)
 		if err := m.httpSrv.Shutdown(hctx); err != nil {
@@ -492,9 +508,17 @@ func (m *Master) leaderSession(ctx context.Context) {
 	if ctx.Err() != nil {
 		return // leadership moved on while the barrier completed
 	}
-	m.leases.reset(m.cfg.Now())
+	since := m.cfg.Now()
+	m.leases.reset(since)
 	m.reads.markReady(term)
 	m.logger.Info("leader ready", "applied_index", m.fsm.AppliedIndex())
+	// Owned by this session, which waits for it; it ends with ctx.
+	var ap sync.WaitGroup
+	defer ap.Wait()
+	ap.Go(func() { m.runAutopilot(ctx) })
+	var expiries sync.WaitGroup
+	defer expiries.Wait()
+	expiries.Go(func() { m.expireSwarms(ctx, since) })
 	m.expirer.run(ctx)
 }
 

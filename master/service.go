@@ -31,6 +31,10 @@ func (m *Master) registerHandlers() {
 	transport.Handle(s, client.MethodBackupOpen, m.handleBackupOpen)
 	transport.Handle(s, client.MethodBackupRead, m.handleBackupRead)
 	transport.Handle(s, client.MethodBackupClose, m.handleBackupClose)
+	transport.Handle(s, client.MethodTrackerAnnounce, m.handleTrackerAnnounce)
+	transport.Handle(s, client.MethodTrackerRenew, m.handleTrackerRenew)
+	transport.Handle(s, client.MethodTrackerPolicy, m.handleTrackerPolicy)
+	transport.Handle(s, client.MethodTrackerList, m.handleTrackerList)
 }
 
 // writeCommand routes a peer write to the leader and applies it there.
