@@ -73,6 +73,7 @@ func TestRecoverLostQuorumKeepsEveryAcknowledgedRegistration(t *testing.T) {
 	if err := master.WriteRecoveryFile(cfg.DataDir, []master.Member{{ID: cfg.ID, Addr: cfg.Listen}}); err != nil {
 		t.Fatal(err)
 	}
+	cfg.ServerStabilizationTime = 500 * time.Millisecond // promote the joiners quickly
 	m1 := startMaster(t, cfg)
 	if _, err := os.Stat(filepath.Join(cfg.DataDir, master.RecoveryFile+".applied")); err != nil {
 		t.Fatalf("the applied recovery file was not kept aside: %v", err)
@@ -91,17 +92,22 @@ func TestRecoverLostQuorumKeepsEveryAcknowledgedRegistration(t *testing.T) {
 	for _, id := range []string{"m4", "m5"} {
 		joined = append(joined, startMaster(t, master.Config{
 			ID: id, DataDir: filepath.Join(t.TempDir(), id), Listen: freeport.On(t, "127.0.0.1"),
-			Join: []string{cfg.Listen}, Logger: mastertest.TestLogger(t).With("master", id),
+			Join: []string{cfg.Listen}, ServerStabilizationTime: cfg.ServerStabilizationTime, Logger: mastertest.TestLogger(t).With("master", id),
 		}))
 	}
 	addrs := []string{cfg.Listen, joined[0].Addr(), joined[1].Addr()}
 	all := plainClient(t, addrs...)
 	requirePresent(t, all, acked)
-	poll.Until(t, 20*time.Second, "every master to hold every acknowledged registration", func() bool {
+	poll.Until(t, 30*time.Second, "every master to hold every acknowledged registration, with all three voters", func() bool {
 		for _, a := range addrs {
 			st, err := all.Status(t.Context(), a)
 			if err != nil || st.Files != len(acked) || len(st.Members) != 3 {
 				return false
+			}
+			for _, mem := range st.Members {
+				if mem.Suffrage != "Voter" {
+					return false
+				}
 			}
 		}
 		return true
