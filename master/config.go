@@ -44,6 +44,13 @@ type Config struct {
 	// will do; it forwards to the leader). Ignored if this master already
 	// has Raft state.
 	Join []string
+	// Restore names a backup archive ('fileshare cluster backup') to start
+	// a new cluster from: with InitialCluster, in an empty data dir, the
+	// master starts from the backup's index under the new membership;
+	// every member restores the same file with the same InitialCluster.
+	// A data dir that holds other raft state is refused; one restored from
+	// this same file starts normally. See restore.go.
+	Restore string
 	// JoinTimeout bounds the retries of Join. Zero means 60 s.
 	JoinTimeout time.Duration
 
@@ -171,6 +178,9 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if len(c.InitialCluster) > 0 && len(c.Join) > 0 {
 		return c, fmt.Errorf("%w: give either --initial-cluster (to bootstrap a new cluster) or --join (to join a running one), not both", ErrConfig)
+	}
+	if c.Restore != "" && len(c.InitialCluster) == 0 {
+		return c, fmt.Errorf("%w: --restore needs --initial-cluster, the new cluster's members (every member restores the same backup with the same --initial-cluster)", ErrConfig)
 	}
 	seenID := map[string]bool{}
 	seenAddr := map[string]string{}

@@ -48,6 +48,7 @@ type Master struct {
 	reads    *readGate   // read levels, leader readiness, VerifyLeader rounds
 	leases   *leaseTable // peer liveness while this master leads
 	expirer  *expirer    // proposes expiry of silent peers while leading
+	backups  *backups    // backup sessions served here (backup.go)
 	renewals renewQueue  // tracker re-announces to pass to the leader
 	trackers trackerServers
 
@@ -168,6 +169,17 @@ func New(ctx context.Context, cfg Config) (*Master, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read raft state in %s: %w", cfg.DataDir, err)
 	}
+	if cfg.Restore != "" { // a new cluster from a backup (restore.go)
+		restored, err := restoreBackup(cfg, hasState, m.store, snaps, m.raftTrans)
+		if err != nil {
+			return nil, err
+		}
+		hasState = hasState || restored
+	}
+	// Lost-quorum recovery, if the data dir holds a recovery file (recover.go).
+	if _, err := m.recoverFromFile(ctx, rc, hasState, logs, snaps); err != nil {
+		return nil, err
+	}
 	m.raft, err = raft.NewRaft(rc, m.fsm, logs, m.store, snaps, m.raftTrans)
 	if err != nil {
 		return nil, fmt.Errorf("start raft: %w", err)
@@ -207,6 +219,7 @@ func New(ctx context.Context, cfg Config) (*Master, error) {
 		timeout: cfg.ApplyTimeout,
 		logger:  m.logger,
 	}
+	m.backups = newBackups()
 	m.rpc = transport.NewServer(m.logger)
 	m.registerHandlers()
 
@@ -214,6 +227,7 @@ func New(ctx context.Context, cfg Config) (*Master, error) {
 	// the RPC listener.
 	m.wg.Go(m.watchLeadership)
 	m.wg.Go(func() { m.batcher.run(m.ctx) })
+	m.wg.Go(func() { m.backups.run(m.ctx) })
 	m.wg.Go(func() { m.runRenewals(m.ctx) })
 	m.wg.Go(func() {
 		if err := m.rpc.Serve(m.mux.Listener(transport.StreamRPC)); err != nil {

@@ -141,6 +141,7 @@ Example: FILESHARE_DATA_DIR=/var/lib/fileshare fileshare master ...`,
 	f.StringVar(&cfg.HTTP, "http", "", "host:port of the HTTP status port (/v1/status, /v1/healthz, /v1/readyz)")
 	f.StringVar(&initial, "initial-cluster", "", "bootstrap a new cluster: ID=HOST:PORT,... including this master")
 	f.StringVar(&join, "join", "", "join a running cluster through any of these masters: HOST:PORT,...")
+	f.StringVar(&cfg.Restore, "restore", "", "start a NEW cluster from this backup file ('fileshare cluster backup'); needs --initial-cluster and an empty --data-dir, the same file and --initial-cluster on every member")
 	f.DurationVar(&cfg.JoinTimeout, "join-timeout", 60*time.Second, "how long --join keeps retrying")
 	f.DurationVar(&cfg.PeerLease, "peer-lease", 15*time.Second, "how long a silent peer stays in the index")
 	f.DurationVar(&cfg.HeartbeatTimeout, "raft-heartbeat-timeout", 0, "raft heartbeat timeout (default 400ms)")
