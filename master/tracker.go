@@ -60,6 +60,10 @@ type TrackerConfig struct {
 	// late (jittered, or the client was busy) without the peer dropping
 	// out.
 	PeerLifetime time.Duration
+	// MaxConnsPerIP caps the HTTP tracker connections one source IP may
+	// hold at once. Zero means tracker.DefaultMaxConnsPerIP (64); raise it
+	// for clients behind a large NAT.
+	MaxConnsPerIP int
 	// MaxNumWant caps the peers one announce returns. Zero means 200; a
 	// client that sends no numwant gets 50 (or fewer, up to this cap).
 	MaxNumWant int
@@ -146,15 +150,16 @@ func (b trackerBackend) Announce(ctx context.Context, req *tracker.AnnounceReque
 		// here saves the round trip to the leader.
 		return nil, errOtherAddress
 	}
-	change := false
-	switch req.Event {
-	case tracker.EventStopped:
-		change = present
-	case tracker.EventCompleted:
-		change = !present || !cur.Seeder || cur.IP != ip || cur.Port != req.Addr.Port()
-	default:
-		change = !present || cur.IP != ip || cur.Port != req.Addr.Port() || cur.Seeder != seeder
-	}
+	// An explicit event (started, completed, stopped) always goes to the
+	// leader: this master's index may lag, and deciding from it would
+	// answer a stopped for a peer whose started it has not applied yet
+	// without removing the peer (or renew a peer the leader has already
+	// removed). The harness's tracker workload caught exactly that under
+	// partitions. Only a regular re-announce is judged here: if this
+	// master lists the peer unchanged it is a renewal, which is soft state
+	// anyway.
+	change := req.Event != tracker.EventNone ||
+		!present || cur.IP != ip || cur.Port != req.Addr.Port() || cur.Seeder != seeder
 	if change {
 		ev := fsm.SwarmUpdate
 		switch req.Event {

@@ -43,7 +43,7 @@ func (m *Master) startTrackers() error {
 			return portError("tracker HTTP", "--tracker-http", a, err)
 		}
 		t.httpLn = ln
-		t.http = tracker.NewHTTPServer(b, tracker.HTTPConfig{Config: m.trackerConfig()})
+		t.http = tracker.NewHTTPServer(b, tracker.HTTPConfig{Config: m.trackerConfig(), MaxConnsPerIP: m.cfg.Tracker.MaxConnsPerIP})
 		t.wg.Go(func() {
 			if err := t.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				m.logger.Error("tracker HTTP server stopped", "err", err)

@@ -108,6 +108,7 @@ func addTrackerFlags(f *pflag.FlagSet, t *master.TrackerConfig) {
 	f.StringVar(&t.UDP, "tracker-udp", "", "host:port of the UDP BitTorrent tracker (announce URL udp://HOST:PORT/announce); empty: off")
 	f.DurationVar(&t.Interval, "tracker-interval", 15*time.Minute, "re-announce interval sent to BitTorrent clients")
 	f.DurationVar(&t.PeerLifetime, "tracker-peer-lifetime", 0, "how long a swarm entry lives without a re-announce (default 2 × --tracker-interval + 2m)")
+	f.IntVar(&t.MaxConnsPerIP, "tracker-http-max-conns-per-ip", 64, "most HTTP tracker connections one source IP may hold at once")
 	f.IntVar(&t.MaxNumWant, "tracker-max-numwant", 200, "most peers one announce returns")
 	f.IntVar(&t.MaxPeers, "tracker-max-peers", 2_000_000, "most swarm entries in the whole index")
 	f.IntVar(&t.MaxSwarms, "tracker-max-swarms", 1_000_000, "most swarms in the whole index (a swarm with a completed count outlives its peers)")
