@@ -6,6 +6,9 @@ import (
 	"slices"
 )
 
+// refKey is a cowMap key: a peer or file reference (see peerRef, fileRef).
+type refKey interface{ ~uint32 }
+
 // Shape of a cowMap. Most files have one holder and most peers a handful of
 // files, so a map starts as a sorted slice (one allocation, no per-entry
 // overhead) and becomes bucketed only when it grows past smallMax entries.
@@ -15,37 +18,37 @@ const (
 	bigBuckets = 64 // buckets of a bucketed map; a clone after a snapshot copies one bucket at a time
 )
 
-type kv[K ~string, V any] struct {
+type kv[K, V any] struct {
 	k K
 	v V
 }
 
-// cowMap is a copy-on-write map from string-like keys to values: a peer's set
-// of files, or a file's holders. It is owned by an object that carries a
+// cowMap is a copy-on-write map from 32-bit references to values: a peer's
+// set of files, or a file's holders beyond the first. It is owned by an object that carries a
 // generation (see state); the object's clone calls clone, and every mutation
 // passes the current generation so that a bucketed map shared with a
 // snapshot is copied, one bucket at a time, before it is changed. Iteration
 // of a bucketed map is unordered; callers that need order use appendSorted.
 //
 // The zero value is an empty map.
-type cowMap[K ~string, V any] struct {
+type cowMap[K refKey, V any] struct {
 	small []kv[K, V] // sorted by key; used while big == nil
 	big   *bigMap[K, V]
 }
 
-type bigMap[K ~string, V any] struct {
+type bigMap[K refKey, V any] struct {
 	gen uint64
 	n   int
 	b   [bigBuckets]*bucket[K, V] // nil means empty
 }
 
-type bucket[K ~string, V any] struct {
+type bucket[K refKey, V any] struct {
 	gen uint64
 	m   map[K]V
 }
 
 // fnv32 is FNV-1a: deterministic across processes, unlike maphash, so that
-// the shape of the state never depends on a random seed.
+// the peer shard of an ID never depends on a random seed.
 func fnv32(s string) uint32 {
 	h := uint32(2166136261)
 	for i := 0; i < len(s); i++ {
@@ -55,7 +58,9 @@ func fnv32(s string) uint32 {
 	return h
 }
 
-func bucketOf[K ~string](k K) int { return int(fnv32(string(k)) % bigBuckets) }
+// bucketOf spreads references (handed out densely by the FSM itself, so
+// not chosen by any client) over the buckets by a multiplicative hash.
+func bucketOf[K refKey](k K) int { return int(uint32(k) * 0x9E3779B1 >> 26) }
 
 func (m *cowMap[K, V]) len() int {
 	if m.big != nil {
