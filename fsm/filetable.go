@@ -171,12 +171,24 @@ func (sh *fileShard) insert(r fileRec) uint32 {
 		sh.recs[slot] = r
 	} else {
 		slot = uint32(len(sh.recs))
-		sh.recs = append(sh.recs, r)
+		sh.recs = appendSmallStep(sh.recs, r)
 	}
 	pos, _, _ := sh.find(&r.id)
 	sh.index[pos] = slot + 1
 	sh.n++
 	return slot
+}
+
+// appendSmallStep appends r, growing a full slice by an eighth rather than
+// append's quarter to double: records are most of the index's memory, and
+// a shard's slice is copied whole anyway after every snapshot.
+func appendSmallStep(recs []fileRec, r fileRec) []fileRec {
+	if n := len(recs); n == cap(recs) {
+		grown := make([]fileRec, n, n+max(4, n/8))
+		copy(grown, recs)
+		recs = grown
+	}
+	return append(recs, r)
 }
 
 // remove deletes the file in slot, with its extra holders. The caller has
@@ -249,6 +261,11 @@ func (sh *fileShard) live() int { return len(sh.names) - sh.dead }
 // maxArena).
 func (sh *fileShard) addName(s string) nameRef {
 	off := len(sh.names)
+	if len(sh.names)+len(s) > cap(sh.names) {
+		grown := make([]byte, len(sh.names), len(sh.names)+max(len(s), len(sh.names)/8))
+		copy(grown, sh.names)
+		sh.names = grown
+	}
 	sh.names = append(sh.names, s...)
 	return nameRef{off: uint32(off), n: uint8(len(s))}
 }
