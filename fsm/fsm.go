@@ -241,6 +241,31 @@ func errShardFull(shard int) error {
 	return fmt.Errorf("%w: the index holds the most files (or name bytes) it can whose IDs start with %02x; unregister some of them first", ErrInvalid, shard)
 }
 
+// makeRoom checks that the shards of files can take them, and compacts the
+// arenas that would otherwise outgrow maxArena.
+func (f *FSM) makeRoom(files []FileMeta) error {
+	s := &f.st
+	var newFiles, nameBytes [nShards]int
+	for _, m := range files {
+		_, _, raw, ok := s.file(m.ID)
+		if !ok {
+			newFiles[raw[0]]++
+		}
+		nameBytes[raw[0]] += len(m.Name)
+	}
+	for i, n := range newFiles {
+		if sh := s.files[i]; sh.n+n > maxShardFiles || sh.live()+nameBytes[i] > maxArena {
+			return errShardFull(i)
+		}
+	}
+	for i, n := range nameBytes {
+		if len(s.files[i].names)+n > maxArena {
+			s.fileShardMut(i).compact(s.gen)
+		}
+	}
+	return nil
+}
+
 func (f *FSM) registerFiles(c RegisterFiles) Response {
 	s := &f.st
 	p, r, ok := f.authorize(c.Peer, c.Token, c.RequestID)
@@ -248,8 +273,8 @@ func (f *FSM) registerFiles(c RegisterFiles) Response {
 		return r
 	}
 	// Check everything before changing anything, so a rejected command
-	// changes nothing. The capacity check is exact only near the limits.
-	var newFiles, nameBytes [nShards]int
+	// changes nothing. Shards near their limits are checked exactly.
+	near := false
 	for _, m := range c.Files {
 		sh, slot, raw, ok := s.file(m.ID)
 		if ok {
@@ -258,19 +283,13 @@ func (f *FSM) registerFiles(c RegisterFiles) Response {
 				f.remember(p, c.RequestID, outcomeConflict, string(m.ID))
 				return Response{Err: errConflict(m.ID)}
 			}
-		} else {
-			newFiles[raw[0]]++
 		}
-		nameBytes[raw[0]] += len(m.Name)
+		sh = s.files[raw[0]]
+		near = near || sh.n+len(c.Files) > maxShardFiles || len(sh.names)+len(c.Files)*MaxNameLen > maxArena
 	}
-	for i, n := range newFiles {
-		if sh := s.files[i]; sh.n+n > maxShardFiles || sh.live()+nameBytes[i] > maxArena {
-			return Response{Err: errShardFull(i)}
-		}
-	}
-	for i, n := range nameBytes {
-		if len(s.files[i].names)+n > maxArena {
-			s.fileShardMut(i).compact(s.gen)
+	if near {
+		if err := f.makeRoom(c.Files); err != nil {
+			return Response{Err: err}
 		}
 	}
 	p = s.mutPeer(p)
