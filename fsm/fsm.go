@@ -2,8 +2,8 @@ package fsm
 
 import (
 	"fmt"
+	"math/bits"
 	"slices"
-	"strings"
 	"sync"
 
 	"github.com/hashicorp/go-msgpack/v2/codec"
@@ -207,6 +207,7 @@ func (f *FSM) joinPeer(c JoinPeer) Response {
 	p := s.peer(c.Peer)
 	if p == nil {
 		p = &peer{gen: s.gen, id: c.Peer, addr: c.Addr, token: c.Token, joinedAt: c.Time, lastJoin: c.Time}
+		p.ref = s.refs.alloc(p.id, s.gen)
 		s.peerShardMut(p.id).m[p.id] = p
 		s.counts.Peers++
 		f.add(f.h.peer(p))
@@ -236,43 +237,101 @@ func (f *FSM) leavePeer(c LeavePeer) Response {
 	return Response{}
 }
 
+func errShardFull(shard int) error {
+	return fmt.Errorf("%w: the index holds the most files (or name bytes) it can whose IDs start with %02x; unregister some of them first", ErrInvalid, shard)
+}
+
+// makeRoom checks that the shards of files can take them, and compacts the
+// arenas that would otherwise outgrow maxArena.
+func (f *FSM) makeRoom(files []FileMeta) error {
+	s := &f.st
+	var newFiles, nameBytes [nShards]int
+	for _, m := range files {
+		_, _, raw, ok := s.file(m.ID)
+		if !ok {
+			newFiles[raw[0]]++
+		}
+		nameBytes[raw[0]] += len(m.Name)
+	}
+	for i, n := range newFiles {
+		if sh := s.files[i]; sh.n+n > maxShardFiles || sh.live()+nameBytes[i] > maxArena {
+			return errShardFull(i)
+		}
+	}
+	for i, n := range nameBytes {
+		if len(s.files[i].names)+n > maxArena {
+			s.fileShardMut(i).compact(s.gen)
+		}
+	}
+	return nil
+}
+
 func (f *FSM) registerFiles(c RegisterFiles) Response {
 	s := &f.st
 	p, r, ok := f.authorize(c.Peer, c.Token, c.RequestID)
 	if !ok {
 		return r
 	}
+	// Check everything before changing anything, so a rejected command
+	// changes nothing. Shards near their limits are checked exactly.
+	near := false
 	for _, m := range c.Files {
-		if fl := s.file(m.ID); fl != nil && (fl.size != m.Size || fl.pieceSize != m.PieceSize) {
-			p = s.mutPeer(p)
-			f.remember(p, c.RequestID, outcomeConflict, string(m.ID))
-			return Response{Err: errConflict(m.ID)}
+		sh, slot, raw, ok := s.file(m.ID)
+		if ok {
+			if rec := &sh.recs[slot]; rec.size != m.Size || rec.pieceSize() != m.PieceSize {
+				p = s.mutPeer(p)
+				f.remember(p, c.RequestID, outcomeConflict, string(m.ID))
+				return Response{Err: errConflict(m.ID)}
+			}
+		}
+		sh = s.files[raw[0]]
+		near = near || sh.n+len(c.Files) > maxShardFiles || len(sh.names)+len(c.Files)*MaxNameLen > maxArena
+	}
+	if near {
+		if err := f.makeRoom(c.Files); err != nil {
+			return Response{Err: err}
 		}
 	}
 	p = s.mutPeer(p)
 	for _, m := range c.Files {
-		fl := s.file(m.ID)
-		if fl == nil {
-			fl = &file{gen: s.gen, id: m.ID, size: m.Size, pieceSize: m.PieceSize}
-			s.fileShardMut(fl.id).m[fl.id] = fileSlot{f: fl}
+		sh, slot, raw, ok := s.file(m.ID)
+		if !ok {
+			sh = s.fileShardMut(int(raw[0]))
+			rec := fileRec{id: raw, size: m.Size, pieceLog: uint8(bits.TrailingZeros64(uint64(m.PieceSize))),
+				peer: p.ref, holders: 1, grams: gramsOfName(m.Name)}
+			rec.setName0(sh.addName(m.Name))
+			slot = sh.insert(rec)
 			s.counts.Files++
-			f.add(f.h.file(fl))
-		} else {
-			if old, held := fl.holders.get(p.id); held && old.name == m.Name {
-				continue
-			}
-			fl = s.mutFile(fl)
+			f.add(f.h.file(&rec))
+			p.files.set(refOf(int(raw[0]), slot), struct{}{}, s.gen)
+			s.counts.Holdings++
+			f.add(f.h.holding(&raw, p.id, m.Name))
+			continue
 		}
-		lower := strings.ToLower(m.Name)
-		old, held := fl.holders.set(p.id, holderName{name: m.Name, lower: lower}, s.gen)
-		s.refreshGrams(fl, lower)
-		if held {
-			f.sub(f.h.holding(fl.id, p.id, old.name))
+		old, held := sh.holder(slot, p.ref)
+		if held && sh.name(old) == m.Name {
+			continue
+		}
+		sh = s.fileShardMut(int(raw[0]))
+		rec := &sh.recs[slot]
+		var n nameRef
+		if rec.peer != p.ref && sh.name(rec.name0()) == m.Name {
+			// Most holders call a file the same: share the bytes.
+			n = rec.name0()
+			sh.share(n)
 		} else {
-			p.files.set(fl.id, struct{}{}, s.gen)
+			n = sh.addName(m.Name)
+		}
+		if _, held := sh.setHolder(slot, p.ref, n, s.gen); held {
+			f.sub(f.h.holding(&raw, p.id, sh.name(old)))
+			sh.release(old)
+		} else {
+			p.files.set(refOf(int(raw[0]), slot), struct{}{}, s.gen)
 			s.counts.Holdings++
 		}
-		f.add(f.h.holding(fl.id, p.id, m.Name))
+		f.add(f.h.holding(&raw, p.id, m.Name))
+		sh.refreshGrams(slot, m.Name)
+		sh.maybeCompact(s.gen)
 	}
 	f.remember(p, c.RequestID, outcomeOK, "")
 	return Response{}
@@ -285,9 +344,13 @@ func (f *FSM) unregisterFiles(c UnregisterFiles) Response {
 	}
 	p = f.st.mutPeer(p)
 	for _, id := range c.Files {
-		if _, held := p.files.get(id); held {
-			f.dropHolding(p.id, id)
-			p.files.del(id, f.st.gen)
+		sh, slot, raw, ok := f.st.file(id)
+		if !ok {
+			continue
+		}
+		if _, held := sh.holder(slot, p.ref); held {
+			f.dropHolding(p, refOf(int(raw[0]), slot))
+			p.files.del(refOf(int(raw[0]), slot), f.st.gen)
 		}
 	}
 	f.remember(p, c.RequestID, outcomeOK, "")
@@ -310,46 +373,50 @@ func (f *FSM) expirePeers(c ExpirePeers) Response {
 	return Response{Expired: expired}
 }
 
-// dropHolding removes holder from file id's holders, and the file from the
-// index if that was its last holder. It leaves the holder's own file set to
-// the caller.
-func (f *FSM) dropHolding(holder PeerID, id FileID) {
+// dropHolding removes holder p from file ref's holders, and the file from
+// the index if that was its last holder. It leaves the holder's own file
+// set to the caller.
+func (f *FSM) dropHolding(p *peer, ref fileRef) {
 	s := &f.st
-	fl := s.file(id)
-	if fl == nil {
+	sh, slot := s.files[ref.shard()], ref.slot()
+	if slot >= uint32(len(sh.recs)) || sh.recs[slot].peer == 0 {
 		return // unreachable while the peer and file sides agree
 	}
-	hn, held := fl.holders.get(holder)
+	n, held := sh.holder(slot, p.ref)
 	if !held {
 		return
 	}
-	f.sub(f.h.holding(id, holder, hn.name))
+	rec := &sh.recs[slot]
+	f.sub(f.h.holding(&rec.id, p.id, sh.name(n)))
 	s.counts.Holdings--
-	if fl.holders.len() == 1 {
-		// Last holder: drop the file without copying it.
-		f.sub(f.h.file(fl))
-		delete(s.fileShardMut(id).m, id)
+	sh = s.fileShardMut(ref.shard())
+	rec = &sh.recs[slot]
+	if rec.holders == 1 {
+		f.sub(f.h.file(rec))
+		sh.release(n)
+		sh.remove(slot)
 		s.counts.Files--
-		return
+	} else {
+		sh.release(sh.delHolder(slot, p.ref, s.gen))
+		sh.refreshGrams(slot, "")
 	}
-	fl = s.mutFile(fl)
-	fl.holders.del(holder, s.gen)
-	s.refreshGrams(fl, "")
+	sh.maybeCompact(s.gen)
 }
 
 // removePeer deletes p with its holdings and dedup window. It only reads p,
-// which may be shared with a snapshot.
+// which may be shared with a snapshot. Files are dropped in reference
+// order, so every replica lays its state out the same way.
 func (f *FSM) removePeer(p *peer) {
 	s := &f.st
-	p.files.each(func(id FileID, _ struct{}) bool {
-		f.dropHolding(p.id, id)
-		return true
-	})
+	for _, e := range p.files.appendSorted(make([]kv[fileRef, struct{}], 0, p.files.len())) {
+		f.dropHolding(p, e.k)
+	}
 	p.entries(func(seq, req uint64, code outcome, detail string) {
 		f.sub(f.h.request(p.id, seq, req, code, detail))
 	})
 	f.sub(f.h.peer(p))
 	delete(s.peerShardMut(p.id).m, p.id)
+	s.refs.release(p.ref, s.gen)
 	s.counts.Peers--
 }
 

@@ -1,6 +1,7 @@
 package fsm
 
 import (
+	"bytes"
 	"cmp"
 	"container/heap"
 	"encoding/hex"
@@ -53,12 +54,15 @@ const (
 	MaxQueryLen = 1024
 )
 
-func (fl *file) info() FileInfo { return fl.infoNamed(fl.minName()) }
+func (sh *fileShard) info(slot uint32) FileInfo { return sh.infoNamed(slot, sh.minName(slot)) }
 
-func (fl *file) infoNamed(name string) FileInfo {
+// infoNamed describes the file in slot; name is cloned, so that the result
+// does not pin the arena.
+func (sh *fileShard) infoNamed(slot uint32, name string) FileInfo {
+	r := &sh.recs[slot]
 	return FileInfo{
-		FileMeta: FileMeta{ID: fl.id, Name: name, Size: fl.size, PieceSize: fl.pieceSize},
-		Holders:  fl.holders.len(),
+		FileMeta: FileMeta{ID: r.hexID(), Name: strings.Clone(name), Size: r.size, PieceSize: r.pieceSize()},
+		Holders:  int(r.holders),
 	}
 }
 
@@ -74,16 +78,16 @@ func (f *FSM) Lookup(id FileID) (info FileInfo, holders []Holder, ok bool) {
 		return FileInfo{}, nil, false
 	}
 	f.mu.RLock()
-	fl := f.st.file(id)
-	if fl == nil {
+	sh, slot, _, ok := f.st.file(id)
+	if !ok {
 		f.mu.RUnlock()
 		return FileInfo{}, nil, false
 	}
-	info = fl.info()
-	holders = make([]Holder, 0, fl.holders.len())
-	fl.holders.each(func(peer PeerID, hn holderName) bool {
-		h := Holder{Peer: peer, Name: hn.name}
-		if p := f.st.peer(peer); p != nil {
+	info = sh.info(slot)
+	holders = make([]Holder, 0, info.Holders)
+	sh.eachHolder(slot, func(ref peerRef, n nameRef) bool {
+		h := Holder{Peer: f.st.refs.id(ref), Name: strings.Clone(sh.name(n))}
+		if p := f.st.peer(h.Peer); p != nil {
 			h.Addr = p.addr
 		}
 		holders = append(holders, h)
@@ -170,31 +174,37 @@ func (f *FSM) SearchAfter(query string, after SearchCursor, limit int) SearchPag
 	for _, w := range words {
 		grams |= gramsOf(w)
 	}
+	wordBytes := make([][]byte, len(words))
+	for i, w := range words {
+		wordBytes[i] = []byte(w)
+	}
+	var lower []byte // scratch for one lower-cased name
 	cursor := FileInfo{FileMeta: FileMeta{Name: after.Name, ID: after.ID}}
 	var page SearchPage
 	later := 0 // matches after the cursor
 	top := &topK{limit: limit}
 	for i := range nShards {
 		f.mu.RLock()
-		for _, slot := range f.st.files[i].m {
-			if slot.grams&grams != grams {
-				continue // some bigram of the query is in no name
+		sh := f.st.files[i]
+		for slot := range sh.recs {
+			r := &sh.recs[slot]
+			if r.peer == 0 || r.grams&grams != grams {
+				continue // free, or some bigram of the query is in no name
 			}
-			fl := slot.f
-			if !fl.matches(words) {
+			if len(words) > 0 && !sh.matches(uint32(slot), wordBytes, &lower) {
 				continue
 			}
 			page.Total++
-			name := fl.minName()
-			if compareResult(name, fl.id, cursor) <= 0 {
+			name := sh.minName(uint32(slot))
+			if compareRec(name, r, cursor) <= 0 {
 				page.Skipped++
 				continue
 			}
 			later++
-			if len(top.items) == limit && compareResult(name, fl.id, top.items[0]) >= 0 {
+			if len(top.items) == limit && compareRec(name, r, top.items[0]) >= 0 {
 				continue
 			}
-			top.offer(fl.infoNamed(name))
+			top.offer(sh.infoNamed(uint32(slot), name))
 		}
 		f.mu.RUnlock()
 	}
@@ -240,32 +250,38 @@ func (f *FSM) FilesWithPrefix(prefix string, limit int) (files []FileInfo, total
 		limit = DefaultSearchLimit
 	}
 	limit = min(limit, MaxSearchLimit)
-	var ids []FileID
+	pre := []byte(prefix)
+	var hexID [FileIDLen]byte
+	var slots []uint32
 	f.mu.RLock()
-	for id := range f.st.files[fileShardOf(FileID(prefix))].m {
-		if strings.HasPrefix(string(id), prefix) {
-			ids = append(ids, id)
+	sh := f.st.files[unhex(prefix[0])<<4|unhex(prefix[1])]
+	for slot := range sh.recs {
+		if r := &sh.recs[slot]; r.peer != 0 {
+			hex.Encode(hexID[:], r.id[:])
+			if bytes.HasPrefix(hexID[:], pre) {
+				slots = append(slots, uint32(slot))
+			}
 		}
 	}
-	slices.Sort(ids)
-	total = len(ids)
-	ids = ids[:min(len(ids), limit)]
-	files = make([]FileInfo, len(ids))
-	for i, id := range ids {
-		files[i] = f.st.file(id).info()
+	slices.SortFunc(slots, func(a, b uint32) int { return cmpRec(&sh.recs[a], &sh.recs[b]) })
+	total = len(slots)
+	slots = slots[:min(len(slots), limit)]
+	files = make([]FileInfo, len(slots))
+	for i, slot := range slots {
+		files[i] = sh.info(slot)
 	}
 	f.mu.RUnlock()
 	return files, total
 }
 
-func (fl *file) matches(words []string) bool {
-	if len(words) == 0 {
-		return true
-	}
+// matches reports whether one holder's name of the file in slot contains
+// every word (lower-cased) after strings.ToLower. lower is scratch space.
+func (sh *fileShard) matches(slot uint32, words [][]byte, lower *[]byte) bool {
 	found := false
-	fl.holders.each(func(_ PeerID, h holderName) bool {
+	sh.eachHolder(slot, func(_ peerRef, n nameRef) bool {
+		*lower = appendLower((*lower)[:0], sh.name(n))
 		for _, w := range words {
-			if !strings.Contains(h.lower, w) {
+			if !bytes.Contains(*lower, w) {
 				return true
 			}
 		}
@@ -277,6 +293,15 @@ func (fl *file) matches(words []string) bool {
 
 func compareResult(name string, id FileID, b FileInfo) int {
 	return cmp.Or(strings.Compare(name, b.Name), strings.Compare(string(id), string(b.ID)))
+}
+
+// compareRec is compareResult for the record r named name; it encodes r's
+// ID only when the names tie.
+func compareRec(name string, r *fileRec, b FileInfo) int {
+	if c := strings.Compare(name, b.Name); c != 0 {
+		return c
+	}
+	return strings.Compare(string(r.hexID()), string(b.ID))
 }
 
 // topK keeps the limit smallest results in a max-heap.
@@ -363,8 +388,8 @@ func (f *FSM) PeerFiles(id PeerID) []FileID {
 		return nil
 	}
 	out := make([]FileID, 0, p.files.len())
-	p.files.each(func(id FileID, _ struct{}) bool {
-		out = append(out, id)
+	p.files.each(func(ref fileRef, _ struct{}) bool {
+		out = append(out, f.st.files[ref.shard()].recs[ref.slot()].hexID())
 		return true
 	})
 	f.mu.RUnlock()

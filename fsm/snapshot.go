@@ -6,10 +6,10 @@ import (
 	"cmp"
 	"crypto/sha256"
 	"encoding/binary"
-	"encoding/hex"
 	"fmt"
 	"io"
 	"math"
+	"math/bits"
 	"slices"
 	"strings"
 
@@ -148,31 +148,37 @@ func (s *fsmSnapshot) writeTo(out io.Writer) error {
 
 	w.uvarint(uint64(st.counts.Files))
 	var (
-		files   []*file
-		holders []kv[PeerID, holderName]
-		raw     [32]byte
+		slots   []uint32
+		holders []kv[PeerID, string]
 	)
-	for _, sh := range st.files { // shard order is ID order; see fileShardOf
-		files = files[:0]
-		for _, slot := range sh.m {
-			files = append(files, slot.f)
+	for _, sh := range st.files { // shard order is ID order
+		slots = slots[:0]
+		for slot := range sh.recs {
+			if sh.recs[slot].peer != 0 {
+				slots = append(slots, uint32(slot))
+			}
 		}
-		slices.SortFunc(files, func(a, b *file) int { return strings.Compare(string(a.id), string(b.id)) })
-		for _, fl := range files {
+		slices.SortFunc(slots, func(a, b uint32) int { return cmpRec(&sh.recs[a], &sh.recs[b]) })
+		for _, slot := range slots {
 			if _, err := w.w.Write(nil); err != nil {
 				return err
 			}
-			if _, err := hex.Decode(raw[:], []byte(fl.id)); err != nil {
-				return fmt.Errorf("file id %q: %w", fl.id, err) // unreachable: ids are validated
+			rec := &sh.recs[slot]
+			w.w.Write(rec.id[:])
+			w.uvarint(uint64(rec.size))
+			w.uvarint(uint64(rec.pieceSize()))
+			holders = holders[:0]
+			sh.eachHolder(slot, func(p peerRef, n nameRef) bool {
+				holders = append(holders, kv[PeerID, string]{st.refs.id(p), sh.name(n)})
+				return true
+			})
+			if len(holders) > 1 {
+				slices.SortFunc(holders, func(a, b kv[PeerID, string]) int { return strings.Compare(string(a.k), string(b.k)) })
 			}
-			w.w.Write(raw[:])
-			w.uvarint(uint64(fl.size))
-			w.uvarint(uint64(fl.pieceSize))
-			holders = fl.holders.appendSorted(holders[:0])
 			w.uvarint(uint64(len(holders)))
 			for _, h := range holders {
 				w.str(string(h.k))
-				w.str(h.v.name)
+				w.str(h.v)
 			}
 		}
 	}
@@ -343,7 +349,7 @@ func (r *snapReader) read(gen uint64) (state, error) {
 		r.readPeer(&st, &prev, i == 0)
 	}
 	nFiles := r.uvarint()
-	var prevFile FileID
+	var prevFile [32]byte
 	for i := uint64(0); i < nFiles && r.err == nil; i++ {
 		r.readFile(&st, &prevFile, i == 0)
 	}
@@ -428,33 +434,48 @@ func (r *snapReader) readPeer(st *state, prev *PeerID, first bool) {
 	if r.err != nil {
 		return
 	}
+	p.ref = st.refs.alloc(id, st.gen)
 	st.peers[peerShardOf(id)].m[id] = p
 	st.counts.Peers++
 }
 
-func (r *snapReader) readFile(st *state, prev *FileID, first bool) {
-	var raw [32]byte
-	r.full(raw[:])
-	id := FileID(hex.EncodeToString(raw[:]))
-	if !first && id <= *prev && r.err == nil {
-		r.corrupt("file %s out of order after %s", id, *prev)
+func (r *snapReader) readFile(st *state, prev *[32]byte, first bool) {
+	var rec fileRec
+	r.full(rec.id[:])
+	if r.err != nil {
+		return
 	}
-	*prev = id
-	fl := &file{gen: st.gen, id: id}
+	if !first && bytes.Compare(rec.id[:], prev[:]) <= 0 {
+		r.corrupt("file %x out of order after %x", rec.id, *prev)
+		return
+	}
+	*prev = rec.id
 	size, piece := r.uvarint(), r.uvarint()
 	if r.err != nil {
 		return
 	}
 	if size > math.MaxInt64 || piece > MaxPieceSize || !validPieceSize(int64(piece)) {
-		r.corrupt("file %s: size %d, piece size %d", id, size, piece)
+		r.corrupt("file %x: size %d, piece size %d", rec.id, size, piece)
 		return
 	}
-	fl.size, fl.pieceSize = int64(size), int64(piece)
+	rec.size, rec.pieceLog = int64(size), uint8(bits.TrailingZeros64(piece))
 	n := r.uvarint()
 	if r.err == nil && (n == 0 || n > uint64(st.counts.Peers)) {
-		r.corrupt("file %s: %d holders among %d peers", id, n, st.counts.Peers)
+		r.corrupt("file %x: %d holders among %d peers", rec.id, n, st.counts.Peers)
 	}
-	var prevHolder PeerID
+	if r.err != nil {
+		return
+	}
+	shard := int(rec.id[0])
+	sh := st.files[shard]
+	if sh.n >= maxShardFiles {
+		r.corrupt("more than %d files whose IDs start with %02x", maxShardFiles, shard)
+		return
+	}
+	var (
+		prevHolder PeerID
+		slot       uint32
+	)
 	for j := uint64(0); j < n && r.err == nil; j++ {
 		b := r.bytes("holder id", MaxPeerIDLen)
 		if r.err != nil {
@@ -462,26 +483,48 @@ func (r *snapReader) readFile(st *state, prev *FileID, first bool) {
 		}
 		p := st.peer(PeerID(b))
 		if p == nil {
-			r.corrupt("file %s: holder %q has not joined", id, b)
+			r.corrupt("file %x: holder %q has not joined", rec.id, b)
 			return
 		}
 		if j > 0 && cmp.Compare(p.id, prevHolder) <= 0 {
-			r.corrupt("file %s: holder %s out of order", id, p.id)
+			r.corrupt("file %x: holder %s out of order", rec.id, p.id)
 			return
 		}
 		prevHolder = p.id
-		name := r.str("name", MaxNameLen)
+		name := r.bytes("name", MaxNameLen)
 		if r.err != nil {
 			return
 		}
-		r.check(validateName(name))
-		fl.holders.set(p.id, holderName{name: name, lower: strings.ToLower(name)}, st.gen)
-		p.files.set(id, struct{}{}, st.gen)
+		r.check(validateName(string(name)))
+		if r.err != nil {
+			return
+		}
+		if j == 0 {
+			if len(sh.names)+len(name) > maxArena {
+				r.corrupt("more than %d name bytes in files whose IDs start with %02x", maxArena, shard)
+				return
+			}
+			rec.peer, rec.holders = p.ref, 1
+			rec.setName0(sh.addName(string(name)))
+			slot = sh.insert(rec)
+		} else {
+			h0 := sh.recs[slot].name0()
+			var nr nameRef
+			if sh.name(h0) == string(name) {
+				nr = h0
+				sh.share(nr)
+			} else {
+				if len(sh.names)+len(name) > maxArena {
+					r.corrupt("more than %d name bytes in files whose IDs start with %02x", maxArena, shard)
+					return
+				}
+				nr = sh.addName(string(name))
+			}
+			sh.setHolder(slot, p.ref, nr, st.gen)
+		}
+		p.files.set(refOf(shard, slot), struct{}{}, st.gen)
 		st.counts.Holdings++
 	}
-	if r.err != nil {
-		return
-	}
-	st.files[fileShardOf(id)].m[id] = fileSlot{f: fl, grams: exactGrams(fl)}
+	sh.recs[slot].grams = sh.exactGrams(slot)
 	st.counts.Files++
 }

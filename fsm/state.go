@@ -3,6 +3,7 @@ package fsm
 import (
 	"crypto/sha256"
 	"encoding/binary"
+	"encoding/hex"
 	"maps"
 	"math/bits"
 	"slices"
@@ -45,7 +46,8 @@ type peer struct {
 	token    Token
 	joinedAt int64
 	lastJoin int64
-	files    cowMap[FileID, struct{}]
+	ref      peerRef                   // this peer in state.refs; stable while it is joined
+	files    cowMap[fileRef, struct{}] // the files it holds
 
 	// Dedup ring: the request with sequence number s (0, 1, 2, ... in
 	// apply order) lives at index s % DedupWindow; len(reqs) ==
@@ -88,59 +90,17 @@ func (p *peer) entries(fn func(seq, req uint64, code outcome, detail string)) {
 	}
 }
 
-// holderName is what one holder calls a file, with a lower-cased copy for
-// Search (the same string when the name has no upper case).
-type holderName struct {
-	name  string
-	lower string
-}
-
-// file is one indexed file; same immutability rule as peer.
-type file struct {
-	gen       uint64
-	id        FileID
-	size      int64
-	pieceSize int64
-	holders   cowMap[PeerID, holderName]
-}
-
-// minName is the lexicographically smallest name among the holders.
-func (fl *file) minName() string {
-	var best string
-	first := true
-	fl.holders.each(func(_ PeerID, h holderName) bool {
-		if first || h.name < best {
-			best, first = h.name, false
-		}
-		return true
-	})
-	return best
-}
-
 type peerShard struct {
 	gen uint64
 	m   map[PeerID]*peer
 }
 
-type fileShard struct {
-	gen uint64
-	m   map[FileID]fileSlot
-}
-
-// fileSlot is a file shard's map value. grams lets Search reject most files
-// without dereferencing them: it has one bit set per byte bigram of the
-// holders' lower-cased names (see gramsOf). It is exact while the file has
-// at most smallMax holders and may keep stale bits above that, so it can
-// over-approximate but never under-approximate. It is a search cache, not
-// replicated state: it is in neither the digest nor the snapshot.
-type fileSlot struct {
-	f     *file
-	grams uint64
-}
-
 // gramsOf returns the bigram filter of s: for every two adjacent bytes, one
 // of 64 bits chosen by a multiplicative hash. If w is a substring of s then
-// gramsOf(w) &^ gramsOf(s) == 0.
+// gramsOf(w) &^ gramsOf(s) == 0. A file's filter (fileRec.grams) has the
+// bits of its holders' lower-cased names, so Search can reject most files
+// without reading a name. It is a search cache, not replicated state: it
+// is in neither the digest nor the snapshot.
 func gramsOf(s string) uint64 {
 	var m uint64
 	for i := 0; i+1 < len(s); i++ {
@@ -149,21 +109,7 @@ func gramsOf(s string) uint64 {
 	return m
 }
 
-// exactGrams is the filter of all of fl's holder names.
-func exactGrams(fl *file) uint64 {
-	var m uint64
-	fl.holders.each(func(_ PeerID, h holderName) bool {
-		m |= gramsOf(h.lower)
-		return true
-	})
-	return m
-}
-
 func peerShardOf(id PeerID) int { return int(fnv32(string(id)) % nShards) }
-
-// fileShardOf takes the first byte of the (valid) FileID, so that walking the
-// shards in order and each shard in sorted order visits files sorted by ID.
-func fileShardOf(id FileID) int { return unhex(id[0])<<4 | unhex(id[1]) }
 
 // state is the replicated state plus its bookkeeping. Copying a state value
 // (as Snapshot does) freezes a view: everything reachable from it has a gen
@@ -175,7 +121,8 @@ type state struct {
 	counts  Counts
 	digest  sum256
 	peers   [nShards]*peerShard
-	files   [nShards]*fileShard
+	files   [nShards]*fileShard // by the first byte of the binary ID, so shard order is ID order
+	refs    peerTable
 	swarmState
 }
 
@@ -183,13 +130,24 @@ func (s *state) init(gen uint64) {
 	s.gen = gen
 	for i := range s.peers {
 		s.peers[i] = &peerShard{gen: gen, m: make(map[PeerID]*peer)}
-		s.files[i] = &fileShard{gen: gen, m: make(map[FileID]fileSlot)}
+		s.files[i] = newFileShard(gen)
 	}
+	s.refs = peerTable{gen: gen}
 	s.initSwarms(gen)
 }
 
 func (s *state) peer(id PeerID) *peer { return s.peers[peerShardOf(id)].m[id] }
-func (s *state) file(id FileID) *file { return s.files[fileShardOf(id)].m[id].f }
+
+// file finds a file by ID; ok is false if id is malformed or not indexed.
+func (s *state) file(id FileID) (sh *fileShard, slot uint32, raw [32]byte, ok bool) {
+	raw, ok = rawID(id)
+	if !ok {
+		return nil, 0, raw, false
+	}
+	sh = s.files[raw[0]]
+	slot, ok = sh.lookup(&raw)
+	return sh, slot, raw, ok
+}
 
 func (s *state) peerShardMut(id PeerID) *peerShard {
 	i := peerShardOf(id)
@@ -201,11 +159,10 @@ func (s *state) peerShardMut(id PeerID) *peerShard {
 	return sh
 }
 
-func (s *state) fileShardMut(id FileID) *fileShard {
-	i := fileShardOf(id)
+func (s *state) fileShardMut(i int) *fileShard {
 	sh := s.files[i]
 	if sh.gen != s.gen {
-		sh = &fileShard{gen: s.gen, m: maps.Clone(sh.m)}
+		sh = sh.clone(s.gen)
 		s.files[i] = sh
 	}
 	return sh
@@ -225,34 +182,6 @@ func (s *state) mutPeer(p *peer) *peer {
 	c.notes = slices.Clone(p.notes)
 	s.peerShardMut(p.id).m[p.id] = &c
 	return &c
-}
-
-// mutFile is mutPeer for files.
-func (s *state) mutFile(fl *file) *file {
-	if fl.gen == s.gen {
-		return fl
-	}
-	c := *fl
-	c.gen = s.gen
-	c.holders = fl.holders.clone()
-	sh := s.fileShardMut(fl.id)
-	slot := sh.m[fl.id]
-	slot.f = &c
-	sh.m[fl.id] = slot
-	return &c
-}
-
-// refreshGrams updates fl's search filter after its holders changed; added
-// is the lower-cased name just added, if any.
-func (s *state) refreshGrams(fl *file, added string) {
-	sh := s.fileShardMut(fl.id)
-	slot := sh.m[fl.id]
-	if fl.holders.len() <= smallMax {
-		slot.grams = exactGrams(fl)
-	} else {
-		slot.grams |= gramsOf(added)
-	}
-	sh.m[fl.id] = slot
 }
 
 // sum256 is a 256-bit unsigned integer, least significant limb first. The
@@ -324,18 +253,24 @@ func (h *hasher) request(id PeerID, seq, req uint64, code outcome, detail string
 	return sha256.Sum256(b)
 }
 
-func (h *hasher) file(fl *file) [32]byte {
+// appendID appends a binary file ID as appendStr appends its FileID.
+func appendID(b []byte, id *[32]byte) []byte {
+	b = binary.AppendUvarint(b, FileIDLen)
+	return hex.AppendEncode(b, id[:])
+}
+
+func (h *hasher) file(r *fileRec) [32]byte {
 	b := append(h.buf[:0], recFile)
-	b = appendStr(b, string(fl.id))
-	b = binary.BigEndian.AppendUint64(b, uint64(fl.size))
-	b = binary.BigEndian.AppendUint64(b, uint64(fl.pieceSize))
+	b = appendID(b, &r.id)
+	b = binary.BigEndian.AppendUint64(b, uint64(r.size))
+	b = binary.BigEndian.AppendUint64(b, uint64(r.pieceSize()))
 	h.buf = b
 	return sha256.Sum256(b)
 }
 
-func (h *hasher) holding(id FileID, holder PeerID, name string) [32]byte {
+func (h *hasher) holding(id *[32]byte, holder PeerID, name string) [32]byte {
 	b := append(h.buf[:0], recHolding)
-	b = appendStr(b, string(id))
+	b = appendID(b, id)
 	b = appendStr(b, string(holder))
 	b = appendStr(b, name)
 	h.buf = b
@@ -354,11 +289,14 @@ func (h *hasher) recompute(s *state) sum256 {
 		}
 	}
 	for _, sh := range s.files {
-		for _, slot := range sh.m {
-			fl := slot.f
-			sum.add(h.file(fl))
-			fl.holders.each(func(id PeerID, hn holderName) bool {
-				sum.add(h.holding(fl.id, id, hn.name))
+		for slot := range sh.recs {
+			r := &sh.recs[slot]
+			if r.peer == 0 {
+				continue
+			}
+			sum.add(h.file(r))
+			sh.eachHolder(uint32(slot), func(p peerRef, n nameRef) bool {
+				sum.add(h.holding(&r.id, s.refs.id(p), sh.name(n)))
 				return true
 			})
 		}
