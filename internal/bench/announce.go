@@ -17,6 +17,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -446,24 +447,26 @@ func (h *httpAnnouncer) announce(p *announceParams) (int, error) {
 			}
 		}
 		h.conn.SetDeadline(deadline)
-		n, err := h.roundTrip()
-		if err == nil || fresh || attempt > 0 || isTimeout(err) {
+		n, unanswered, err := h.roundTrip()
+		if err == nil || !unanswered || fresh || attempt > 0 || isTimeout(err) {
 			return n, err
 		}
-		// A kept-alive connection the tracker had closed: dial again once.
-		h.close()
+		// A kept-alive connection the tracker had closed before reading
+		// the request: dial again, once.
 	}
 }
 
-func (h *httpAnnouncer) roundTrip() (int, error) {
+// roundTrip sends h.buf and reads the answer; unanswered says that the
+// connection broke before any answer came (and was closed).
+func (h *httpAnnouncer) roundTrip() (peers int, unanswered bool, err error) {
 	if _, err := h.conn.Write(h.buf); err != nil {
 		h.close()
-		return 0, err
+		return 0, true, err
 	}
 	resp, err := http.ReadResponse(h.br, nil)
 	if err != nil {
 		h.close()
-		return 0, err
+		return 0, errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET), err
 	}
 	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	resp.Body.Close()
@@ -471,19 +474,19 @@ func (h *httpAnnouncer) roundTrip() (int, error) {
 		h.close()
 	}
 	if err != nil {
-		return 0, err
+		return 0, false, err
 	}
 	if resp.StatusCode != http.StatusOK {
-		return 0, fmt.Errorf("HTTP status %s: %.100q", resp.Status, body)
+		return 0, false, fmt.Errorf("HTTP status %s: %.100q", resp.Status, body)
 	}
 	r, err := parseHTTPReply(body)
 	if err != nil {
-		return 0, err
+		return 0, false, err
 	}
 	if r.Failure != "" {
-		return 0, &failureError{r.Failure}
+		return 0, false, &failureError{r.Failure}
 	}
-	return r.Peers, nil
+	return r.Peers, false, nil
 }
 
 // udpConnIDLifetime is how long a client may use a connection ID (BEP 15:
@@ -500,6 +503,7 @@ type udpAnnouncer struct {
 	connID  uint64
 	connAt  time.Time // when connID was obtained; zero: none
 	tid     uint32
+	failRun int // error replies in a row
 	nconn   int
 	buf     []byte
 	rbuf    []byte
@@ -541,13 +545,23 @@ func (u *udpAnnouncer) announce(p *announceParams) (int, error) {
 	u.tid++
 	u.buf = appendUDPAnnounce(u.buf[:0], u.connID, u.tid, p)
 	r, err := u.exchange(udpActAnnounce)
-	if err != nil {
-		var f *failureError
-		if errors.As(err, &f) {
-			u.connAt = time.Time{} // the ID may be what was refused: get a new one
+	var f *failureError
+	switch {
+	case errors.As(err, &f):
+		// BEP 15 gives errors no codes: an expired or unknown connection
+		// ID (a restarted tracker) shows as every announce failing, a
+		// refused torrent as one. Connect again after two in a row.
+		if u.failRun++; u.failRun >= 2 {
+			u.connAt, u.failRun = time.Time{}, 0
 		}
 		return 0, err
+	case isTimeout(err):
+		u.connAt = time.Time{} // trackers drop packets with an unknown ID
+		return 0, err
+	case err != nil:
+		return 0, err
 	}
+	u.failRun = 0
 	return r.Peers, nil
 }
 
