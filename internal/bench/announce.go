@@ -33,6 +33,10 @@ type Mix struct {
 // announces are periodic re-announces.
 var DefaultMix = Mix{Changes: 10, Renew: 85, Stopped: 5}
 
+// ErrNoPeerStarted means the tracker answered no started announce of the
+// warm-up, so there is nothing to measure.
+var ErrNoPeerStarted = errors.New("the tracker started none of the warm-up's peers")
+
 // ErrBadMix means a --mix value cannot be parsed.
 var ErrBadMix = errors.New("bad announce mix")
 
@@ -664,6 +668,9 @@ func Announce(ctx context.Context, cfg AnnounceConfig, w io.Writer) (*AnnounceRe
 		proto, res.WarmupPeers, res.WarmupElapsed.Round(time.Millisecond), res.Warmup.errorSummary())
 	if err := ctx.Err(); err != nil {
 		return res, err
+	}
+	if cfg.Warmup > 0 && res.WarmupPeers == 0 {
+		return res, fmt.Errorf("%w: %s (a tracker that serves only listed torrents needs this benchmark's info-hashes: --write-swarms FILE writes them)", ErrNoPeerStarted, res.Warmup.errorSummary())
 	}
 
 	// The measurement.
