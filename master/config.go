@@ -101,6 +101,11 @@ type Config struct {
 	// Zero means 256 KiB; it may not exceed fsm.MaxCommandSize.
 	MaxCommandBytes int
 
+	// Tracker configures the BitTorrent tracker this master serves; see
+	// TrackerConfig. With neither HTTP nor UDP set there is none, but the
+	// replicated swarms and policy still apply through other masters.
+	Tracker TrackerConfig
+
 	// Fault deliberately breaks the master for harness self-tests; see
 	// Fault. Zero is correct operation.
 	Fault Fault
@@ -219,6 +224,9 @@ func (c Config) withDefaults() (Config, error) {
 	defInt(&c.MaxCommandBytes, 256<<10)
 	if c.MaxCommandBytes < 0 || c.MaxCommandBytes > fsm.MaxCommandSize {
 		return c, fmt.Errorf("%w: --max-entry-bytes %d: give 1..%d", ErrConfig, c.MaxCommandBytes, fsm.MaxCommandSize)
+	}
+	if err := c.Tracker.withDefaults(); err != nil {
+		return c, err
 	}
 	if _, err := ParseFault(string(c.Fault)); err != nil {
 		return c, err
