@@ -293,7 +293,7 @@ writes this benchmark's info-hashes in its whitelist format.`,
 				if proto == "udp" {
 					cfg.Targets = c.UDP
 				}
-				cfg.Leader = c.LeaderID
+				cfg.Cluster = c.StatusClient()
 				if cpuProfile != "" {
 					cfg.Measuring = func(ctx context.Context, d time.Duration) {
 						leader, err := c.WaitLeader(ctx, -1)

@@ -19,6 +19,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"fileshare/client"
 )
 
 // Mix is the share of each kind of announce in a load, in parts of their
@@ -212,10 +214,9 @@ type AnnounceConfig struct {
 	Timeout time.Duration
 	// Seed makes the announce sequence reproducible; zero means 1.
 	Seed uint64
-	// Leader, if set, is polled during the measurement for the
-	// cluster's leader ID ("" when none is known); each change between
-	// two known leaders is counted.
-	Leader func(ctx context.Context) string
+	// Cluster, if set, is a status client of the cluster behind Targets:
+	// the leader changes during the measurement are counted through it.
+	Cluster *client.Client
 	// Measuring, if set, is called on a goroutine of its own when the
 	// measurement starts, with its duration; the measurement's result
 	// waits for it to return (a profile taken over the measurement).
@@ -674,10 +675,9 @@ func Announce(ctx context.Context, cfg AnnounceConfig, w io.Writer) (*AnnounceRe
 	}
 
 	// The measurement.
-	mctx, stopWatch := context.WithCancel(ctx)
-	watched := make(chan int, 1)
-	if cfg.Leader != nil {
-		go func() { watched <- watchLeader(mctx, cfg.Leader) }()
+	var leaders *leaderWatch
+	if cfg.Cluster != nil {
+		leaders = watchLeaders(ctx, cfg.Cluster)
 	}
 	var hook sync.WaitGroup
 	if cfg.Measuring != nil {
@@ -694,43 +694,21 @@ func Announce(ctx context.Context, cfg AnnounceConfig, w io.Writer) (*AnnounceRe
 	}
 	wg.Wait()
 	res.Elapsed = time.Since(start)
-	stopWatch()
 	hook.Wait()
-	if cfg.Leader != nil {
-		res.LeaderChanges = <-watched
+	if leaders != nil {
+		res.LeaderChanges = leaders.finish()
 	}
 	for _, wk := range workers {
 		res.add(&wk.stats)
 		res.Connects += wk.ann.connects() // the connects of both phases
 	}
-	leaders := ""
+	changes := ""
 	if res.LeaderChanges >= 0 {
-		leaders = fmt.Sprintf(", leader_changes=%d", res.LeaderChanges)
+		changes = fmt.Sprintf(", leader_changes=%d", res.LeaderChanges)
 	}
 	fmt.Fprintf(w, "announce %s: %.0f announces/s, %s, clients=%d, swarms=%d, mix=%s, answered=%d (started=%d renew=%d stopped=%d), peers/answer=%.1f, errors=%d: %s%s, duration=%s\n",
 		proto, res.Rate(), res.Lat.Summary(), cfg.Clients, cfg.Swarms, cfg.Mix, res.Answered(),
 		res.OK[opStart], res.OK[opRenew], res.OK[opStop], float64(res.Peers)/float64(max(res.Answered(), 1)),
-		res.Errors(), res.errorSummary(), leaders, res.Elapsed.Round(time.Millisecond))
+		res.Errors(), res.errorSummary(), changes, res.Elapsed.Round(time.Millisecond))
 	return res, ctx.Err()
-}
-
-// watchLeader polls leader every 100 ms until ctx ends and returns how
-// many times a known leader was followed by a different known one.
-func watchLeader(ctx context.Context, leader func(context.Context) string) int {
-	changes, last := 0, ""
-	t := time.NewTicker(100 * time.Millisecond)
-	defer t.Stop()
-	for {
-		if id := leader(ctx); id != "" {
-			if last != "" && id != last {
-				changes++
-			}
-			last = id
-		}
-		select {
-		case <-ctx.Done():
-			return changes
-		case <-t.C:
-		}
-	}
 }

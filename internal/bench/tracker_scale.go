@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"fileshare/client"
 	"fileshare/internal/freeport"
 )
 
@@ -91,15 +92,9 @@ func freeUDP() (string, error) {
 	return "", fmt.Errorf("no free UDP port on 127.0.0.1")
 }
 
-// LeaderID returns the ID of the master that leads right now, or "" if
-// none is known.
-func (c *Cluster) LeaderID(ctx context.Context) string {
-	i := c.procs.Leader(ctx)
-	if i < 0 {
-		return ""
-	}
-	return c.procs.Spec(i).ID
-}
+// StatusClient returns the client that polls the masters' status (with
+// the admin certificate under TLS). The Cluster owns it.
+func (c *Cluster) StatusClient() *client.Client { return c.client }
 
 // HTTPAddr returns master i's status HTTP address (/v1/status, and
 // /debug/pprof when it runs with --enable-pprof).
@@ -254,7 +249,13 @@ func TrackerScale(ctx context.Context, c *TrackerCluster, peers, swarms int, w i
 	if leader, err = c.WaitLeader(ctx, -1); err != nil {
 		return res, err
 	}
-	//PENDING-TRACKERLIST
+	pol, err := c.client.TrackerList(ctx, client.ReadLinearizable)
+	if err != nil {
+		return res, fmt.Errorf("count the swarm entries: %w", err)
+	}
+	if pol.Peers < peers {
+		return res, fmt.Errorf("the tracker holds %d swarm entries, want %d", pol.Peers, peers)
+	}
 	if res.HeapAfter, err = heapAlloc(ctx, c.HTTPAddr(leader)); err != nil {
 		return res, err
 	}
