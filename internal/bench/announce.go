@@ -127,7 +127,7 @@ func WriteSwarmList(w io.Writer, n int) error {
 // gives the same sequence of announces.
 type peerModel struct {
 	worker, workers, swarms int
-	tag                     uint32 // distinguishes this run's peer IDs from another run's
+	tag                     uint32 // from the seed: runs with other seeds announce other peer IDs
 	mix                     Mix
 	rng                     *rand.Rand
 	started                 int   // peers this worker has started so far
