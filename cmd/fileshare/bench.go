@@ -319,7 +319,7 @@ writes this benchmark's info-hashes in its whitelist format.`,
 	fl.DurationVar(&cfg.Duration, "duration", 10*time.Second, "how long to measure, after the warm-up")
 	fl.IntVar(&cfg.Swarms, "swarms", 10000, "info-hashes the peers are spread over")
 	fl.StringVar(&mix, "mix", bench.DefaultMix.String(), "shares of announce kinds: changes (new peers started), renew (re-announces), stopped")
-	fl.IntVar(&cfg.Warmup, "warmup", 0, "peers to start before measuring (default: --swarms; -1: none)")
+	fl.IntVar(&cfg.Warmup, "warmup", 0, "peers to start before measuring (default: 3 × --swarms; -1: none)")
 	fl.DurationVar(&cfg.Timeout, "timeout", 5*time.Second, "an announce unanswered after this long counts as a timeout")
 	fl.Uint64Var(&cfg.Seed, "seed", 1, "seed of the announce sequence")
 	fl.StringVar(&writeSwarms, "write-swarms", "", "write the --swarms info-hashes (hex, one a line: an opentracker whitelist) to this file and exit")

@@ -207,8 +207,9 @@ type AnnounceConfig struct {
 	// Mix is the share of each announce kind; zero means DefaultMix.
 	Mix Mix
 	// Warmup is how many peers are started before measuring, so that
-	// re-announces and stops have peers to act on; zero means Swarms,
-	// negative none.
+	// re-announces and stops have peers to act on and answers hold
+	// peers; zero means 3 × Swarms (three peers in every swarm, so an
+	// answer lists the other two), negative none.
 	Warmup int
 	// Timeout bounds one announce; zero means 5 s.
 	Timeout time.Duration
@@ -243,7 +244,7 @@ func (c *AnnounceConfig) defaults() error {
 		return fmt.Errorf("%w: negative part in %s", ErrBadMix, c.Mix)
 	}
 	if c.Warmup == 0 {
-		c.Warmup = c.Swarms
+		c.Warmup = 3 * c.Swarms
 	}
 	if c.Timeout <= 0 {
 		c.Timeout = 5 * time.Second
