@@ -261,13 +261,17 @@ type AnnounceStats struct {
 	Lat      Latencies       // of the announces in OK
 	Peers    int             // peer entries the answers held
 	Timeouts int             // no answer within the timeout
+	// Closed counts HTTP announces whose connection the tracker closed
+	// or reset without answering, on a fresh connection too (a tracker
+	// over its connection cap does that).
+	Closed int
 	// Failures counts answers with a failure reason, by reason.
 	Failures map[string]int
 	// Other counts everything else (refused connections, malformed
 	// replies, HTTP errors); FirstOther is the first of them.
 	Other      int
 	FirstOther error
-	Connects   int // UDP connect exchanges made (BEP 15)
+	Connects   int // UDP connect exchanges made (BEP 15) in this phase
 }
 
 // Answered is the number of announces answered without a failure reason.
@@ -275,7 +279,7 @@ func (s *AnnounceStats) Answered() int { return s.OK[opStart] + s.OK[opRenew] + 
 
 // Errors is the number of announces that timed out, failed or broke.
 func (s *AnnounceStats) Errors() int {
-	n := s.Timeouts + s.Other
+	n := s.Timeouts + s.Closed + s.Other
 	for _, v := range s.Failures {
 		n += v
 	}
@@ -289,6 +293,7 @@ func (s *AnnounceStats) add(o *AnnounceStats) {
 	s.Lat = append(s.Lat, o.Lat...)
 	s.Peers += o.Peers
 	s.Timeouts += o.Timeouts
+	s.Closed += o.Closed
 	for r, n := range o.Failures {
 		if s.Failures == nil {
 			s.Failures = map[string]int{}
@@ -312,6 +317,8 @@ func (s *AnnounceStats) record(k opKind, peers int, d time.Duration, err error) 
 		s.Peers += peers
 	case isTimeout(err):
 		s.Timeouts++
+	case errors.Is(err, errClosed):
+		s.Closed++
 	case errors.As(err, &f):
 		if s.Failures == nil {
 			s.Failures = map[string]int{}
@@ -331,6 +338,9 @@ func (s *AnnounceStats) errorSummary() string {
 	var parts []string
 	if s.Timeouts > 0 {
 		parts = append(parts, fmt.Sprintf("timeouts=%d", s.Timeouts))
+	}
+	if s.Closed > 0 {
+		parts = append(parts, fmt.Sprintf("closed_unanswered=%d", s.Closed))
 	}
 	reasons := make([]string, 0, len(s.Failures))
 	for r := range s.Failures {
@@ -369,6 +379,10 @@ type AnnounceResult struct {
 
 // Rate is answered announces per second during the measurement.
 func (r *AnnounceResult) Rate() float64 { return float64(r.Answered()) / r.Elapsed.Seconds() }
+
+// errClosed means the tracker closed or reset an HTTP connection without
+// answering the request sent on it.
+var errClosed = errors.New("the tracker closed the connection without answering (a connection cap?)")
 
 // isTimeout reports whether err is a network timeout.
 func isTimeout(err error) bool {
@@ -467,12 +481,15 @@ func (h *httpAnnouncer) announce(p *announceParams) (int, error) {
 func (h *httpAnnouncer) roundTrip() (peers int, unanswered bool, err error) {
 	if _, err := h.conn.Write(h.buf); err != nil {
 		h.close()
-		return 0, true, err
+		return 0, true, fmt.Errorf("%w: %w", errClosed, err)
 	}
 	resp, err := http.ReadResponse(h.br, nil)
 	if err != nil {
 		h.close()
-		return 0, errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET), err
+		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET) {
+			return 0, true, fmt.Errorf("%w: %w", errClosed, err)
+		}
+		return 0, false, err
 	}
 	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	resp.Body.Close()
@@ -661,10 +678,13 @@ func Announce(ctx context.Context, cfg AnnounceConfig, w io.Writer) (*AnnounceRe
 	}
 	wg.Wait()
 	res.WarmupElapsed = time.Since(start)
+	warmConnects := 0
 	for _, wk := range workers {
 		res.Warmup.add(&wk.stats)
+		warmConnects += wk.ann.connects()
 		wk.stats = AnnounceStats{Lat: make(Latencies, 0, 4096)}
 	}
+	res.Warmup.Connects = warmConnects
 	res.WarmupPeers = res.Warmup.Answered()
 	fmt.Fprintf(w, "announce %s warm-up: started %d peers in %s, errors: %s\n",
 		proto, res.WarmupPeers, res.WarmupElapsed.Round(time.Millisecond), res.Warmup.errorSummary())
@@ -701,8 +721,9 @@ func Announce(ctx context.Context, cfg AnnounceConfig, w io.Writer) (*AnnounceRe
 	}
 	for _, wk := range workers {
 		res.add(&wk.stats)
-		res.Connects += wk.ann.connects() // the connects of both phases
+		res.Connects += wk.ann.connects()
 	}
+	res.Connects -= warmConnects
 	changes := ""
 	if res.LeaderChanges >= 0 {
 		changes = fmt.Sprintf(", leader_changes=%d", res.LeaderChanges)

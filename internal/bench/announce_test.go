@@ -162,15 +162,16 @@ func TestAnnounceStatsSplitsErrorsByKind(t *testing.T) {
 	b.record(opStop, 0, 0, &failureError{"swarm full"})
 	b.record(opStop, 0, 0, &failureError{"denied"})
 	b.record(opStart, 0, 0, errors.New("connection refused"))
+	b.record(opRenew, 0, 0, fmt.Errorf("%w: %w", errClosed, io.ErrUnexpectedEOF))
 	b.record(opStop, 0, 5*time.Millisecond, nil)
 	a.add(&b)
 	if a.OK != [numOpKinds]int{1, 1, 1} || a.Answered() != 3 || len(a.Lat) != 3 || a.Peers != 4 {
 		t.Errorf("ok=%v answered=%d lat=%d peers=%d, want [1 1 1], 3, 3, 4", a.OK, a.Answered(), len(a.Lat), a.Peers)
 	}
-	if a.Timeouts != 1 || a.Failures["swarm full"] != 2 || a.Failures["denied"] != 1 || a.Other != 1 || a.Errors() != 5 {
-		t.Errorf("timeouts=%d failures=%v other=%d errors=%d, want 1, swarm full 2 and denied 1, 1, 5", a.Timeouts, a.Failures, a.Other, a.Errors())
+	if a.Timeouts != 1 || a.Closed != 1 || a.Failures["swarm full"] != 2 || a.Failures["denied"] != 1 || a.Other != 1 || a.Errors() != 6 {
+		t.Errorf("timeouts=%d closed=%d failures=%v other=%d errors=%d, want 1, 1, swarm full 2 and denied 1, 1, 6", a.Timeouts, a.Closed, a.Failures, a.Other, a.Errors())
 	}
-	want := `timeouts=1 failure("denied")=1 failure("swarm full")=2 other=1 (first: connection refused)`
+	want := `timeouts=1 closed_unanswered=1 failure("denied")=1 failure("swarm full")=2 other=1 (first: connection refused)`
 	if got := a.errorSummary(); got != want {
 		t.Errorf("summary %q, want %q", got, want)
 	}
@@ -328,11 +329,11 @@ func TestAnnounceCountsWhatTheTrackerSaw(t *testing.T) {
 			}
 			// One connect per socket, and one more after two refusals
 			// in a row (1 in 10 of the refusals here).
-			if proto == "udp" && (res.Connects < 4 || res.Connects > 4+f.refusals/4) {
-				t.Errorf("%d UDP connects from 4 sockets within a minute and %d refusals, want 4 plus about a tenth of the refusals", res.Connects, f.refusals)
+			if proto == "udp" && (all.Connects < 4 || all.Connects > 4+f.refusals/4) {
+				t.Errorf("%d UDP connects from 4 sockets within a minute and %d refusals, want 4 plus about a tenth of the refusals", all.Connects, f.refusals)
 			}
-			if proto == "udp" && f.connects != res.Connects {
-				t.Errorf("the tracker answered %d connects, the generator counted %d", f.connects, res.Connects)
+			if proto == "udp" && f.connects != all.Connects {
+				t.Errorf("the tracker answered %d connects, the generator counted %d", f.connects, all.Connects)
 			}
 			if proto == "http" && f.httpConns > 4+f.events[3] {
 				t.Errorf("%d HTTP connections for 4 workers and %d closing answers: keep-alive is not used", f.httpConns, f.events[3])
@@ -378,5 +379,41 @@ func TestParseHeapAlloc(t *testing.T) {
 	}
 	if _, err := parseHeapAlloc(strings.NewReader("404 page not found")); err == nil {
 		t.Fatal("no error for a page without MemStats")
+	}
+}
+
+// A tracker that never answers is measured, not fatal: HTTP connections
+// closed unanswered and UDP announces unanswered are counted by kind, and
+// a warm-up that starts nobody says so.
+func TestAnnounceCountsUnansweredRequests(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	accepted := make(chan struct{})
+	go func() {
+		defer close(accepted)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	t.Cleanup(func() { ln.Close(); <-accepted })
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pc.Close() })
+
+	res, err := Announce(t.Context(), AnnounceConfig{Targets: []string{"http://" + ln.Addr().String() + "/announce"}, Clients: 1, Warmup: 5}, io.Discard)
+	if !errors.Is(err, ErrNoPeerStarted) || res.Warmup.Closed != 5 || res.Warmup.Errors() != 5 {
+		t.Errorf("HTTP: err %v, warm-up closed=%d errors=%d; want ErrNoPeerStarted and 5 closed", err, res.Warmup.Closed, res.Warmup.Errors())
+	}
+	res, err = Announce(t.Context(), AnnounceConfig{Targets: []string{"udp://" + pc.LocalAddr().String() + "/announce"}, Clients: 1, Warmup: 2, Timeout: 50 * time.Millisecond}, io.Discard)
+	if !errors.Is(err, ErrNoPeerStarted) || res.Warmup.Timeouts != 2 || res.Warmup.Connects != 2 {
+		t.Errorf("UDP: err %v, warm-up timeouts=%d connects=%d; want ErrNoPeerStarted, 2 timeouts, a connect tried for each", err, res.Warmup.Timeouts, res.Warmup.Connects)
 	}
 }
