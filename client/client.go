@@ -163,6 +163,12 @@ func (c *Client) follow(leaderAddr string) {
 // refused the connection; or, once ctx ends, the last transient error
 // (timeout, no leader, reset connection) wrapped with the context's error.
 func (c *Client) Call(ctx context.Context, method string, req, resp any) error {
+	return c.call(ctx, c.cfg.AttemptTimeout, method, req, resp)
+}
+
+// call is Call with each attempt bounded by attempt instead of
+// Config.AttemptTimeout, for calls that take long by nature.
+func (c *Client) call(ctx context.Context, attempt time.Duration, method string, req, resp any) error {
 	backoff := 10 * time.Millisecond
 	var lastErr error
 	hops := 0
@@ -174,7 +180,7 @@ func (c *Client) Call(ctx context.Context, method string, req, resp any) error {
 	stale := isStaleRead(req)
 	for {
 		addr := c.target(stale)
-		actx, cancel := context.WithTimeout(ctx, c.cfg.AttemptTimeout)
+		actx, cancel := context.WithTimeout(ctx, attempt)
 		err := c.rpc.Call(actx, addr, method, req, resp)
 		cancel()
 		if err == nil {

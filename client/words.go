@@ -18,6 +18,9 @@ var methodWords = map[string]string{
 	MethodMemberRemove:   "removing the member",
 	MethodTransferLeader: "the leadership transfer",
 	MethodSnapshot:       "the snapshot",
+	MethodBackupOpen:     "starting the backup",
+	MethodBackupRead:     "reading the backup",
+	MethodBackupClose:    "ending the backup",
 
 	MethodTrackerAnnounce: "the relayed announce",
 	MethodTrackerRenew:    "the relayed re-announces",

@@ -20,6 +20,13 @@ func sampleCommands(tb testing.TB) []Command {
 		ExpirePeers{},
 		Batch{Commands: [][]byte{mustEncode(tb, joinA(1)), {byte(CmdJoinPeer), 1, 0xc1}}},
 		Batch{},
+		keyed(ann(spA, "10.0.0.1", SwarmCompleted, true, 1<<60), 1<<32-1),
+		Announce{InfoHash: ihY, Peer: spB, IP: ip("2001:db8::1"), Event: SwarmStopped, Time: -1},
+		ExpireSwarmPeers{Entries: []SwarmRef{{ihX, spA}, {ihY, spB}}, Time: 5},
+		ExpireSwarmPeers{},
+		TrackerPolicy{SetMode: true, Mode: TrackerAllowlist, Allow: []InfoHash{ihX}, Deny: []InfoHash{ihY}, RequestID: 3},
+		TrackerPolicy{RequestID: 1},
+		Batch{Commands: [][]byte{mustEncode(tb, ann(spA, "10.0.0.1", SwarmUpdate, false, 1)), mustEncode(tb, TrackerPolicy{RequestID: 2})}},
 	}
 }
 
@@ -63,6 +70,9 @@ func TestEncodeAcceptsPointersAndTypedHelpers(t *testing.T) {
 		},
 		func() ([]byte, error) { return EncodeExpirePeers(ExpirePeers{}) },
 		func() ([]byte, error) { return EncodeBatch(Batch{}) },
+		func() ([]byte, error) { return EncodeAnnounce(ann(spA, "10.0.0.1", SwarmUpdate, false, 1)) },
+		func() ([]byte, error) { return EncodeExpireSwarmPeers(ExpireSwarmPeers{}) },
+		func() ([]byte, error) { return EncodeTrackerPolicy(TrackerPolicy{RequestID: 1}) },
 	}
 	for i, h := range helpers {
 		if _, err := h(); err != nil {

@@ -1,6 +1,6 @@
 // Package fsm is FileShare's index as a deterministic, Raft-replicated state
 // machine: which peers have joined, where they listen, which files they hold
-// and under which names.
+// and under which names — and the BitTorrent swarms every master tracks.
 //
 // # Commands
 //
@@ -13,6 +13,9 @@
 //	UnregisterFiles  a peer no longer holds these files (set semantics)
 //	ExpirePeers      the leader removes peers whose lease ran out
 //	Batch            the leader packs many encoded commands into one entry
+//	Announce         a BitTorrent peer enters, changes or leaves a swarm
+//	ExpireSwarmPeers the leader removes swarm records whose lease ran out
+//	TrackerPolicy    an operator changes which info-hashes are tracked
 //
 // The encoding is byte 0 = CommandType, byte 1 = CommandVersion, then a
 // msgpack body. Decode returns only commands that pass Validate, bounds what
@@ -37,7 +40,8 @@
 //
 // Apply does no I/O, reads no clock and no random source, and never depends
 // on map iteration order for anything it stores or encodes: time arrives in
-// JoinPeer.Time and ExpirePeers.Time, identities in the commands. Two FSMs
+// the commands' Time fields, identities in the commands, and randomness for
+// peer lists from the caller of SwarmPeers. Two FSMs
 // that applied the same log have the same Digest, which is cheap to read and
 // meant for cross-checking replicas.
 //
@@ -51,6 +55,28 @@
 // another token fails with ErrUnauthorized and is not remembered, so nobody
 // can remove another peer's files or pollute its dedup window.
 //
+// # Swarms
+//
+// A swarm record is keyed by (InfoHash, SwarmPeerID) and holds the address,
+// port, seeder flag, the client's key and the Time of the last Announce
+// applied to it. Only membership changes enter the log; a re-announce that
+// changes nothing renews the record's soft lease with TouchSwarmPeer, which
+// is not replicated, and the leader proposes ExpireSwarmPeers for what
+// SilentSwarmPeers reports:
+//
+//	if fsm.TouchSwarmPeer(ih, peer, now.UnixNano()) && !changed {
+//		reply(fsm.SwarmPeers(ih, peer, numWant, left == 0, rand.Uint64()))
+//	}
+//	// on the leader, periodically:
+//	refs := fsm.SilentSwarmPeers(now.Add(-lease).UnixNano(), fsm.MaxSwarmRefsPerExpire)
+//	data, _ := fsm.Encode(fsm.ExpireSwarmPeers{Entries: refs, Time: now.UnixNano()})
+//
+// Records are packed (56 bytes, no pointers) and a swarm's records sit in
+// one slice with the leechers first, so a peer list costs O(numwant) and
+// the state stays under 100 heap bytes per record (BenchmarkSwarmMemory).
+// SwarmEntriesFrom and SwarmStats are replicated counts the leader checks
+// quotas against before proposing.
+//
 // # Snapshots
 //
 // Snapshot is O(1) in the size of the index: state is split into shards and
@@ -63,8 +89,11 @@
 //
 // # Queries
 //
-// Lookup, Search, Peers, Peer, PeerFiles, Counts, Digest and AppliedIndex may
-// be called from any goroutine. They read this node's copy, which may trail
+// Lookup, Search, Peers, Peer, PeerFiles, Counts, Digest, AppliedIndex and
+// the swarm queries (SwarmPeer, SwarmPeers, Scrape, TrackerAllowed,
+// TrackerPolicyState, SwarmEntriesFrom, SwarmStats, SilentSwarmPeers, and
+// TouchSwarmPeer, which writes soft state only) may be called from any
+// goroutine. They read this node's copy, which may trail
 // the leader; the master decides which read level a caller gets. Search is a
 // linear scan, but a 64-bit bigram filter per file lets it skip most
 // non-matching files without touching them, and it releases the lock between

@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"net/netip"
 
 	"fileshare/fsm"
 
@@ -78,4 +79,40 @@ func ExampleBatch() {
 	// Output:
 	// <nil>
 	// unauthorized: peer a joined with another key; only the holder of a peer's key may change its registrations
+}
+
+// A master turns a BitTorrent announce that changes the swarm into an
+// Announce command, and answers from its local FSM; a re-announce that
+// changes nothing only touches the soft lease.
+func ExampleFSM_SwarmPeers() {
+	f := fsm.New()
+	ih := fsm.InfoHash{0xab}
+	index := uint64(0)
+	announce := func(peer byte, addr string, seeder bool) {
+		index++
+		data, _ := fsm.Encode(fsm.Announce{
+			InfoHash: ih, Peer: fsm.SwarmPeerID{peer}, IP: netip.MustParseAddr(addr).As16(),
+			Port: 6881, Seeder: seeder, Time: 1700000000e9,
+		})
+		f.Apply(&raft.Log{Index: index, Type: raft.LogCommand, Data: data})
+	}
+	announce(1, "192.0.2.1", true)
+	announce(2, "192.0.2.2", false)
+	announce(3, "2001:db8::3", false)
+
+	fmt.Println(f.TouchSwarmPeer(ih, fsm.SwarmPeerID{2}, 1700000060e9))
+	// A seeder gets the leechers first; rnd comes from the caller.
+	peers, complete, incomplete := f.SwarmPeers(ih, fsm.SwarmPeerID{1}, 10, true, 42)
+	fmt.Println(complete, incomplete, len(peers))
+	for _, p := range peers {
+		fmt.Println(netip.AddrFrom16(p.IP).Unmap(), p.Seeder)
+	}
+	_, _, downloaded := f.Scrape(ih)
+	fmt.Println("downloaded", downloaded)
+	// Unordered output:
+	// true
+	// 1 2 2
+	// 192.0.2.2 false
+	// 2001:db8::3 false
+	// downloaded 0
 }

@@ -36,8 +36,9 @@ type Response struct {
 //
 // Apply, ApplyBatch, Snapshot and Restore must be called from one goroutine
 // at a time (raft calls them from its FSM goroutine). The query methods
-// (Lookup, Search, Peers, Peer, PeerFiles, Counts, Digest, AppliedIndex) are
-// safe to call from any goroutine concurrently with them. They see the state
+// (Lookup, Search, Peers, Peer, PeerFiles, Counts, Digest, AppliedIndex, and
+// the swarm queries, TouchSwarmPeer included) are safe to call from any
+// goroutine concurrently with them. They see the state
 // between two log entries, never in the middle of one (Search and Peers
 // guarantee this per file and per peer), and block only while an entry or
 // batch is being applied. They read this node's state, which may lag the

@@ -129,6 +129,45 @@ type view struct {
 	PeerFiles map[PeerID][]FileID
 	Files     map[FileID]lookupResult
 	Search    map[string][]FileInfo
+	Swarms    swarmsView
+}
+
+// swarmsView is everything the swarm queries reveal over the generator's
+// hashes and addresses.
+type swarmsView struct {
+	Stats      [2]int
+	Mode       TrackerMode
+	Allow      []InfoHash
+	Deny       []InfoHash
+	Allowed    []bool
+	Scrape     [][3]int
+	Peers      [][]SwarmPeerInfo // as a leecher, then as a seeder, per hash
+	EntriesFor []int
+}
+
+func swarmsViewOf(f *FSM) swarmsView {
+	var v swarmsView
+	v.Stats[0], v.Stats[1] = f.SwarmStats()
+	v.Mode, v.Allow, v.Deny = f.TrackerPolicyState()
+	for i := range genHashes {
+		ih := genHash(i)
+		v.Allowed = append(v.Allowed, f.TrackerAllowed(ih))
+		c, in, d := f.Scrape(ih)
+		v.Scrape = append(v.Scrape, [3]int{c, in, d})
+		for _, seeder := range []bool{false, true} {
+			peers, _, _ := f.SwarmPeers(ih, genSwarmPeer(i), 5, seeder, uint64(i)*7919)
+			v.Peers = append(v.Peers, peers)
+		}
+		for j := range genSwarmPeers {
+			if p, ok := f.SwarmPeer(ih, genSwarmPeer(j)); ok {
+				v.Peers = append(v.Peers, []SwarmPeerInfo{p})
+			}
+		}
+	}
+	for _, a := range genSwarmIPs {
+		v.EntriesFor = append(v.EntriesFor, f.SwarmEntriesFrom(ip(a)))
+	}
+	return v
 }
 
 type lookupResult struct {
@@ -189,6 +228,7 @@ func viewOf(f *FSM, fileUniverse []FileID) view {
 		PeerFiles: map[PeerID][]FileID{},
 		Files:     map[FileID]lookupResult{},
 		Search:    map[string][]FileInfo{},
+		Swarms:    swarmsViewOf(f),
 	}
 	for _, p := range v.Peers {
 		v.PeerFiles[p.ID] = f.PeerFiles(p.ID)

@@ -61,9 +61,83 @@ func (g *cmdGen) fileMeta() FileMeta {
 	return m
 }
 
+// Swarm commands range over a few hashes, peers and addresses, so that
+// address changes with and without keys, completed retries, expiry races
+// and policy drops are frequent.
+const (
+	genHashes     = 6
+	genSwarmPeers = 40
+)
+
+func genHash(i int) InfoHash { return InfoHash{byte(i*37 + 5), byte(i)} }
+
+func genSwarmPeer(i int) SwarmPeerID { return SwarmPeerID{0x2d, 0x47, byte(i)} }
+
+var genSwarmIPs = []string{"10.0.0.1", "10.0.0.2", "2001:db8::1", "2001:db8::2", "2001:db8:0:1::9"}
+
+func (g *cmdGen) swarmCommand() Command {
+	switch k := g.r.IntN(100); {
+	case k < 70:
+		p := g.r.IntN(genSwarmPeers)
+		// A peer mostly announces from "its" address, sometimes from another.
+		addr := genSwarmIPs[p%len(genSwarmIPs)]
+		if g.r.IntN(6) == 0 {
+			addr = genSwarmIPs[g.r.IntN(len(genSwarmIPs))]
+		}
+		a := Announce{
+			InfoHash: genHash(g.r.IntN(genHashes)), Peer: genSwarmPeer(p), IP: ip(addr),
+			Port: uint16(6881 + g.r.IntN(3)), Seeder: g.r.IntN(3) == 0, Time: g.clock,
+		}
+		if g.r.IntN(3) > 0 {
+			a.HasKey, a.Key = true, uint32(p%7+g.r.IntN(2)*g.r.IntN(2))
+		}
+		switch e := g.r.IntN(10); {
+		case e < 2:
+			a.Event = SwarmCompleted
+		case e < 4:
+			a.Event = SwarmStopped
+			if g.r.IntN(2) == 0 {
+				a.Port = 0
+			}
+		}
+		return a
+	case k < 85:
+		refs := make([]SwarmRef, g.r.IntN(8))
+		for i := range refs {
+			refs[i] = SwarmRef{InfoHash: genHash(g.r.IntN(genHashes)), Peer: genSwarmPeer(g.r.IntN(genSwarmPeers))}
+		}
+		return ExpireSwarmPeers{Entries: refs, Time: g.clock - int64(g.r.IntN(30))}
+	default:
+		c := TrackerPolicy{RequestID: 1 + g.r.Uint64N(genReqs)}
+		if g.r.IntN(3) == 0 {
+			c.SetMode = true
+			c.Mode = TrackerMode(g.r.IntN(2))
+		} else if g.r.IntN(2) == 0 {
+			c.Mode = TrackerMode(g.r.IntN(2))
+		}
+		used := map[InfoHash]bool{}
+		for range g.r.IntN(3) {
+			h := genHash(g.r.IntN(genHashes))
+			if !used[h] {
+				used[h] = true
+				c.Allow = append(c.Allow, h)
+			}
+		}
+		if g.r.IntN(3) == 0 {
+			if h := genHash(g.r.IntN(genHashes)); !used[h] {
+				c.Deny = append(c.Deny, h)
+			}
+		}
+		return c
+	}
+}
+
 // command returns a random encoded command that is not a Batch.
 func (g *cmdGen) command() []byte {
 	g.clock += int64(g.r.IntN(10))
+	if g.r.IntN(3) == 0 {
+		return mustEncode(g.tb, g.swarmCommand())
+	}
 	var c Command
 	switch k := g.r.IntN(100); {
 	case k < 20:
@@ -105,7 +179,7 @@ func (g *cmdGen) command() []byte {
 		for i := range b {
 			b[i] = byte(g.r.Uint32())
 		}
-		b[0] = byte(1 + g.r.IntN(7))
+		b[0] = byte(1 + g.r.IntN(10))
 		b[1] = 1
 		return b
 	case k < 89:
@@ -165,7 +239,7 @@ func normalize(r any) string {
 	if !ok {
 		return fmt.Sprintf("%#v", r)
 	}
-	s := fmt.Sprintf("{err=%v dup=%v expired=%v results=[", resp.Err, resp.Duplicate, resp.Expired)
+	s := fmt.Sprintf("{err=%v dup=%v expired=%v swarmExpired=%d results=[", resp.Err, resp.Duplicate, resp.Expired, resp.ExpiredSwarmPeers)
 	for _, rr := range resp.Results {
 		s += normalize(rr) + " "
 	}
@@ -238,7 +312,7 @@ func TestPropertyReplicasAgree(t *testing.T) {
 }
 
 func errorsRoot(err error) error {
-	for _, s := range []error{ErrInvalid, ErrUnknownPeer, ErrUnauthorized, ErrConflict, ErrUnknownCommand} {
+	for _, s := range []error{ErrInvalid, ErrUnknownPeer, ErrUnauthorized, ErrConflict, ErrUnknownCommand, ErrNotTracked} {
 		if errors.Is(err, s) {
 			return s
 		}

@@ -381,7 +381,10 @@ func (f *FSM) Counts() Counts {
 
 // Digest returns 64 hex digits summarising the whole replicated state:
 // every peer (ID, address, token, join times), every file (ID, size, piece
-// size), every holding with its name, and every peer's dedup window. Nodes
+// size), every holding with its name, every peer's dedup window, every
+// swarm (info-hash, downloaded count) and swarm record (peer, address,
+// port, key, seeder flag, changed time; not the soft seen time), and the
+// tracker policy with its dedup window. Nodes
 // that applied the same log have equal digests; different states differ
 // with overwhelming probability. AppliedIndex is not included: compare
 // digests of nodes at the same AppliedIndex. It is O(1): the digest is the

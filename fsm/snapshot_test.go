@@ -27,6 +27,22 @@ func smallState(tb testing.TB) *FSM {
 	return n.f
 }
 
+// smallSwarmState is smallState plus a little of every swarm feature: a
+// keyed leecher, a seeder counted as downloaded, an IPv6 record, a swarm
+// that remembers only its downloaded count, and a policy with a mode, both
+// sets and a remembered request.
+func smallSwarmState(tb testing.TB) *FSM {
+	f := smallState(tb)
+	n := &node{tb: tb, f: f, index: 100}
+	n.mustApply(TrackerPolicy{Allow: []InfoHash{ihX, ihY, {0x44}}, Deny: []InfoHash{{0x55}}, RequestID: 1})
+	n.mustApply(TrackerPolicy{SetMode: true, Mode: TrackerAllowlist, RequestID: 2})
+	n.mustApply(keyed(ann(spA, "10.0.0.1", SwarmUpdate, false, -7), 99))
+	n.mustApply(ann(spB, "2001:db8::2", SwarmCompleted, false, 1<<40))
+	n.mustApply(Announce{InfoHash: ihY, Peer: spA, IP: ip("10.0.0.1"), Port: 1, Event: SwarmCompleted, Time: 3})
+	n.mustApply(Announce{InfoHash: ihY, Peer: spA, IP: ip("10.0.0.1"), Event: SwarmStopped, Time: 4})
+	return f
+}
+
 func TestSnapshotRoundTrip(t *testing.T) {
 	for _, tc := range []struct {
 		name string
@@ -34,6 +50,8 @@ func TestSnapshotRoundTrip(t *testing.T) {
 	}{
 		{"empty", New()},
 		{"small", smallState(t)},
+		{"swarms", smallSwarmState(t)},
+		{"large swarm", largeSwarmState(t)},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			b := snapshotBytes(t, tc.f)
@@ -50,7 +68,7 @@ func TestSnapshotRoundTrip(t *testing.T) {
 			// The remembered conflict survives: a retry is still a duplicate.
 			bad := meta(2, "mine")
 			bad.Size++
-			if tc.name == "small" {
+			if tc.name == "small" || tc.name == "swarms" {
 				n := &node{tb: t, f: g, index: 100}
 				if r := n.apply(regB(3, bad)); !r.Duplicate || !errors.Is(r.Err, ErrConflict) {
 					t.Fatalf("retry after restore: got %+v, want duplicate conflict", r)
@@ -61,7 +79,7 @@ func TestSnapshotRoundTrip(t *testing.T) {
 }
 
 func TestRestoreRejectsCorruptInput(t *testing.T) {
-	good := snapshotBytes(t, smallState(t))
+	good := snapshotBytes(t, smallSwarmState(t))
 	version2 := bytes.Clone(good)
 	version2[len(snapshotMagic)] = SnapshotVersion + 1
 
@@ -166,6 +184,9 @@ func FuzzRestore(f *testing.F) {
 	f.Add([]byte{})
 	f.Add(snapshotBytes(f, New()))
 	f.Add(snapshotBytes(f, smallState(f)))
+	f.Add(snapshotBytes(f, smallSwarmState(f)))
+	f.Add(snapshotBytes(f, largeSwarmState(f)))
+	f.Add(v1Snapshot(f, smallState(f)))
 	g := New()
 	for _, l := range newCmdGen(f, 5).log(300) {
 		g.Apply(l)
@@ -185,8 +206,65 @@ func FuzzRestore(f *testing.F) {
 			return
 		}
 		checkDigest(t, target)
-		if again := snapshotBytes(t, target); !bytes.Equal(again, data) {
+		again := snapshotBytes(t, target)
+		if data[len(snapshotMagic)] == 1 {
+			again = v1Snapshot(t, target) // an old snapshot is canonical in its own format
+		}
+		if !bytes.Equal(again, data) {
 			t.Fatalf("accepted a non-canonical snapshot: re-persisted %d bytes differ from input %d bytes", len(again), len(data))
 		}
 	})
+}
+
+// largeSwarmState holds one swarm big enough to be indexed, with leechers
+// and seeders in an order that churn produced.
+func largeSwarmState(tb testing.TB) *FSM {
+	n := newNode(tb)
+	for i := range 3 * swarmIndexMax {
+		n.mustApply(Announce{InfoHash: ihX, Peer: memPeer(i), IP: memIP(i % 5), Port: uint16(i + 1), Seeder: i%3 == 0, Time: int64(i)})
+	}
+	for i := 0; i < 3*swarmIndexMax; i += 4 {
+		n.mustApply(Announce{InfoHash: ihX, Peer: memPeer(i), IP: memIP(i % 5), Event: SwarmStopped})
+	}
+	return n.f
+}
+
+// v1Snapshot returns the snapshot that a build with format version 1 wrote
+// for f, which must hold no swarms and the default policy: version 1 is
+// version 2 without the policy and swarm sections (six bytes when empty).
+func v1Snapshot(tb testing.TB, f *FSM) []byte {
+	tb.Helper()
+	b := snapshotBytes(tb, f)
+	if b[len(snapshotMagic)] != 2 {
+		tb.Fatalf("snapshot version %d, want 2", b[len(snapshotMagic)])
+	}
+	body := bytes.Clone(b[:len(b)-32-6])
+	if !bytes.Equal(b[len(body):len(b)-32], make([]byte, 6)) {
+		tb.Fatalf("state has swarm or policy content: % x", b[len(body):len(b)-32])
+	}
+	body[len(snapshotMagic)] = 1
+	seal := sealOf(1, f.st.applied, f.st.digest)
+	return append(body, seal[:]...)
+}
+
+// A snapshot written by the previous format (no swarms) still restores, to
+// the same index and digest, and the restored FSM then tracks swarms.
+func TestRestoreVersion1Snapshot(t *testing.T) {
+	f := smallState(t)
+	old := v1Snapshot(t, f)
+	g := New()
+	if err := restore(g, old); err != nil {
+		t.Fatalf("Restore(version 1): %v", err)
+	}
+	universe := []FileID{fid(1), fid(2), fid(3)}
+	diffViews(t, viewOf(g, universe), viewOf(f, universe))
+	n := &node{tb: t, f: g, index: 100}
+	n.mustApply(ann(spA, "10.0.0.1", SwarmUpdate, false, 1))
+	checkDigest(t, g)
+	// A changed version byte no longer matches the seal.
+	bad := bytes.Clone(old)
+	bad[len(snapshotMagic)] = 2
+	if err := restore(New(), bad); !errors.Is(err, ErrCorruptSnapshot) {
+		t.Fatalf("version 1 body labelled 2: got %v, want ErrCorruptSnapshot", err)
+	}
 }

@@ -2,8 +2,11 @@ package fsm
 
 import (
 	"encoding/binary"
+	"fmt"
 	"runtime"
 	"testing"
+
+	"github.com/hashicorp/raft"
 )
 
 // memHash and memPeer are deterministic, well-spread hashes and peer IDs.
@@ -100,4 +103,64 @@ func BenchmarkSwarmMemory(b *testing.B) {
 			b.ReportMetric(per, "heap-bytes/record")
 		})
 	}
+}
+
+// BenchmarkSwarmPeers measures a 50-peer list from a 100k-record swarm, for
+// a leecher and for a seeder: it must not depend on the swarm's size.
+func BenchmarkSwarmPeers(b *testing.B) {
+	f := buildSwarms(b, 1, 100_000)
+	ih := memHash(0)
+	for _, seeder := range []bool{false, true} {
+		b.Run(fmt.Sprintf("forSeeder=%v", seeder), func(b *testing.B) {
+			b.ReportAllocs()
+			var rnd uint64
+			for b.Loop() {
+				rnd += 0x9E3779B97F4A7C15
+				if peers, _, _ := f.SwarmPeers(ih, memPeer(1), 50, seeder, rnd); len(peers) != 50 {
+					b.Fatalf("got %d peers", len(peers))
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkApplyAnnounce measures applying encoded announces (decode,
+// policy check, record update, digest update) into 10k swarms of 10.
+func BenchmarkApplyAnnounce(b *testing.B) {
+	f := buildSwarms(b, 10_000, 10)
+	logs := make([]*raft.Log, 4096)
+	for i := range logs {
+		k := i * 24 % 100_000
+		logs[i] = &raft.Log{Type: raft.LogCommand, Data: mustEncode(b, Announce{
+			InfoHash: memHash(k / 10), Peer: memPeer(k), IP: memIP(k), Port: 7000, Key: uint32(k), HasKey: true,
+			Seeder: i%2 == 0, Time: int64(i),
+		})}
+	}
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		l := logs[i%len(logs)]
+		i++
+		l.Index = uint64(i)
+		if r := f.Apply(l).(Response); r.Err != nil {
+			b.Fatal(r.Err)
+		}
+	}
+}
+
+// BenchmarkSwarmSnapshotPersist measures Snapshot plus Persist at 1M
+// records in 100k swarms.
+func BenchmarkSwarmSnapshotPersist(b *testing.B) {
+	f := buildSwarms(b, 100_000, 10)
+	var size int64
+	for b.Loop() {
+		snap, _ := f.Snapshot()
+		sink := &discardSink{}
+		if err := snap.Persist(sink); err != nil {
+			b.Fatal(err)
+		}
+		snap.Release()
+		size = sink.n
+	}
+	b.ReportMetric(float64(size)/1e6, "snapshot-bytes/record")
 }

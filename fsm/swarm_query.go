@@ -131,6 +131,14 @@ func (f *FSM) Scrape(ih InfoHash) (complete, incomplete, downloaded int) {
 	return len(sw.recs) - int(sw.nLeech), int(sw.nLeech), int(min(sw.downloaded, math.MaxInt))
 }
 
+// SwarmExists reports whether the index holds swarm ih (with records, or
+// with only a downloaded count).
+func (f *FSM) SwarmExists(ih InfoHash) bool {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.st.swarm(ih) != nil
+}
+
 // TrackerAllowed reports whether the policy tracks ih: an Announce for it
 // would not fail with ErrNotTracked.
 func (f *FSM) TrackerAllowed(ih InfoHash) bool {

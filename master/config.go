@@ -44,6 +44,13 @@ type Config struct {
 	// will do; it forwards to the leader). Ignored if this master already
 	// has Raft state.
 	Join []string
+	// Restore names a backup archive ('fileshare cluster backup') to start
+	// a new cluster from: with InitialCluster, in an empty data dir, the
+	// master starts from the backup's index under the new membership;
+	// every member restores the same file with the same InitialCluster.
+	// A data dir that holds other raft state is refused; one restored from
+	// this same file starts normally. See restore.go.
+	Restore string
 	// JoinTimeout bounds the retries of Join. Zero means 60 s.
 	JoinTimeout time.Duration
 
@@ -101,6 +108,30 @@ type Config struct {
 	// Zero means 256 KiB; it may not exceed fsm.MaxCommandSize.
 	MaxCommandBytes int
 
+	// CleanupDeadMasters lets the leader remove a master it has not
+	// reached for DeadMasterTimeout from the configuration, as long as at
+	// least MinQuorum voters remain (see autopilot.go). Off by default: a
+	// removed master must be wiped before it can join again.
+	CleanupDeadMasters bool
+	// MinQuorum is the fewest voters dead-master cleanup leaves. Zero
+	// means 3.
+	MinQuorum int
+	// DeadMasterTimeout is how long the leader must fail to reach a master
+	// before cleanup counts it as dead. Zero means 30 s.
+	DeadMasterTimeout time.Duration
+	// ServerStabilizationTime is how long a master that joined must be
+	// healthy as a non-voter before it is promoted to voter. Zero means
+	// 10 s.
+	ServerStabilizationTime time.Duration
+	// AutopilotInterval is how often the leader probes the members and
+	// promotes or removes them. Zero means 2 s.
+	AutopilotInterval time.Duration
+	// ReadyMaxLag is how many committed entries a master may not yet have
+	// applied and still report ready on /v1/readyz. Zero means 128.
+	ReadyMaxLag uint64
+	// ReadyMaxContact is how long a follower may go without hearing from
+	// the leader and still report ready. Zero means 2 s.
+	ReadyMaxContact time.Duration
 	// Tracker configures the BitTorrent tracker this master serves; see
 	// TrackerConfig. With neither HTTP nor UDP set there is none, but the
 	// replicated swarms and policy still apply through other masters.
@@ -148,6 +179,9 @@ func (c Config) withDefaults() (Config, error) {
 	if len(c.InitialCluster) > 0 && len(c.Join) > 0 {
 		return c, fmt.Errorf("%w: give either --initial-cluster (to bootstrap a new cluster) or --join (to join a running one), not both", ErrConfig)
 	}
+	if c.Restore != "" && len(c.InitialCluster) == 0 {
+		return c, fmt.Errorf("%w: --restore needs --initial-cluster, the new cluster's members (every member restores the same backup with the same --initial-cluster)", ErrConfig)
+	}
 	seenID := map[string]bool{}
 	seenAddr := map[string]string{}
 	self := false
@@ -192,6 +226,19 @@ func (c Config) withDefaults() (Config, error) {
 	def(&c.LeaderLeaseTimeout, 200*time.Millisecond)
 	def(&c.SnapshotInterval, 30*time.Second)
 	def(&c.ApplyTimeout, 5*time.Second)
+	def(&c.DeadMasterTimeout, 30*time.Second)
+	def(&c.ServerStabilizationTime, 10*time.Second)
+	def(&c.AutopilotInterval, 2*time.Second)
+	def(&c.ReadyMaxContact, 2*time.Second)
+	if c.ReadyMaxLag == 0 {
+		c.ReadyMaxLag = 128
+	}
+	if c.MinQuorum == 0 {
+		c.MinQuorum = 3
+	}
+	if c.MinQuorum < 1 {
+		return c, fmt.Errorf("%w: --min-quorum %d: give at least 1", ErrConfig, c.MinQuorum)
+	}
 	if c.SnapshotThreshold == 0 {
 		c.SnapshotThreshold = 8192
 	}
@@ -201,7 +248,7 @@ func (c Config) withDefaults() (Config, error) {
 	if c.LeaderLeaseTimeout > c.HeartbeatTimeout {
 		return c, fmt.Errorf("%w: the leader lease (%v) must not exceed the heartbeat timeout (%v)", ErrConfig, c.LeaderLeaseTimeout, c.HeartbeatTimeout)
 	}
-	for name, d := range map[string]time.Duration{"join timeout": c.JoinTimeout, "peer lease": c.PeerLease, "heartbeat timeout": c.HeartbeatTimeout, "election timeout": c.ElectionTimeout, "leader lease": c.LeaderLeaseTimeout, "snapshot interval": c.SnapshotInterval, "apply timeout": c.ApplyTimeout} {
+	for name, d := range map[string]time.Duration{"join timeout": c.JoinTimeout, "peer lease": c.PeerLease, "heartbeat timeout": c.HeartbeatTimeout, "election timeout": c.ElectionTimeout, "leader lease": c.LeaderLeaseTimeout, "snapshot interval": c.SnapshotInterval, "apply timeout": c.ApplyTimeout, "dead master timeout": c.DeadMasterTimeout, "server stabilization time": c.ServerStabilizationTime, "autopilot interval": c.AutopilotInterval, "ready max contact": c.ReadyMaxContact} {
 		if d < 0 {
 			return c, fmt.Errorf("%w: %s is negative (%v)", ErrConfig, name, d)
 		}

@@ -48,8 +48,12 @@ type Master struct {
 	reads    *readGate   // read levels, leader readiness, VerifyLeader rounds
 	leases   *leaseTable // peer liveness while this master leads
 	expirer  *expirer    // proposes expiry of silent peers while leading
+	backups  *backups    // backup sessions served here (backup.go)
 	renewals renewQueue  // tracker re-announces to pass to the leader
 	trackers trackerServers
+
+	removed chan struct{}              // closed by watchRemoval; see Removed
+	pilot   atomic.Pointer[apDelegate] // autopilot's view while leading; nil otherwise
 
 	// ctx ends when shutdown begins; every goroutine in wg watches it.
 	ctx    context.Context
@@ -78,7 +82,7 @@ func New(ctx context.Context, cfg Config) (*Master, error) {
 	if err != nil {
 		return nil, err
 	}
-	m := &Master{cfg: cfg, logger: cfg.Logger, fsm: fsm.New(), notifyCh: make(chan bool, 8)}
+	m := &Master{cfg: cfg, logger: cfg.Logger, fsm: fsm.New(), notifyCh: make(chan bool, 8), removed: make(chan struct{})}
 	m.ctx, m.cancel = context.WithCancel(context.Background())
 	ok := false
 	defer func() {
@@ -165,6 +169,17 @@ func New(ctx context.Context, cfg Config) (*Master, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read raft state in %s: %w", cfg.DataDir, err)
 	}
+	if cfg.Restore != "" { // a new cluster from a backup (restore.go)
+		restored, err := restoreBackup(cfg, hasState, m.store, snaps, m.raftTrans)
+		if err != nil {
+			return nil, err
+		}
+		hasState = hasState || restored
+	}
+	// Lost-quorum recovery, if the data dir holds a recovery file (recover.go).
+	if _, err := m.recoverFromFile(ctx, rc, hasState, logs, snaps); err != nil {
+		return nil, err
+	}
 	m.raft, err = raft.NewRaft(rc, m.fsm, logs, m.store, snaps, m.raftTrans)
 	if err != nil {
 		return nil, fmt.Errorf("start raft: %w", err)
@@ -184,6 +199,9 @@ func New(ctx context.Context, cfg Config) (*Master, error) {
 		m.logger.Info("bootstrapped new cluster", "members", len(servers))
 	} else if hasState {
 		m.logger.Info("restarting from existing raft state", "data_dir", cfg.DataDir)
+		if err := m.checkNotRemoved(ctx); err != nil {
+			return nil, err
+		}
 	}
 
 	m.batcher = newBatcher(m.raft, cfg.ApplyTimeout, cfg.Fault, m.raftError)
@@ -201,6 +219,7 @@ func New(ctx context.Context, cfg Config) (*Master, error) {
 		timeout: cfg.ApplyTimeout,
 		logger:  m.logger,
 	}
+	m.backups = newBackups()
 	m.rpc = transport.NewServer(m.logger)
 	m.registerHandlers()
 
@@ -208,6 +227,7 @@ func New(ctx context.Context, cfg Config) (*Master, error) {
 	// the RPC listener.
 	m.wg.Go(m.watchLeadership)
 	m.wg.Go(func() { m.batcher.run(m.ctx) })
+	m.wg.Go(func() { m.backups.run(m.ctx) })
 	m.wg.Go(func() { m.runRenewals(m.ctx) })
 	m.wg.Go(func() {
 		if err := m.rpc.Serve(m.mux.Listener(transport.StreamRPC)); err != nil {
@@ -227,6 +247,9 @@ func New(ctx context.Context, cfg Config) (*Master, error) {
 			return nil, err
 		}
 	}
+	// Owned by m (m.wg); started after a --join succeeded, so it never
+	// mistakes a master that is still joining for a removed one.
+	m.wg.Go(m.watchRemoval)
 	if cfg.Fault != NoFault {
 		m.logger.Warn("UNSAFE FAULT ENABLED: this master is deliberately broken for harness self-tests", "fault", cfg.Fault)
 	}
@@ -489,6 +512,10 @@ func (m *Master) leaderSession(ctx context.Context) {
 	m.leases.reset(since)
 	m.reads.markReady(term)
 	m.logger.Info("leader ready", "applied_index", m.fsm.AppliedIndex())
+	// Owned by this session, which waits for it; it ends with ctx.
+	var ap sync.WaitGroup
+	defer ap.Wait()
+	ap.Go(func() { m.runAutopilot(ctx) })
 	var expiries sync.WaitGroup
 	defer expiries.Wait()
 	expiries.Go(func() { m.expireSwarms(ctx, since) })

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -22,7 +24,128 @@ var (
 	ErrUnknownMember = transport.NewError("unknown_member", "no member with this ID")
 	// ErrJoinFailed means --join could not reach a cluster that accepted us.
 	ErrJoinFailed = errors.New("could not join the cluster")
+	// ErrRemoved means this master's data dir holds the state of a
+	// cluster that has since removed this master (fileshare cluster
+	// remove, or dead-master cleanup): New refuses to run from it.
+	ErrRemoved = errors.New("this master was removed from the cluster")
 )
+
+// Removed is closed when this master learns that it is no longer in the
+// cluster's configuration. From then on it serves nothing useful (raft
+// ignores it, so does every leader); the owner should Close it and, to add
+// it back, wipe its data dir and start it with --join. Safe to call from
+// any goroutine.
+func (m *Master) Removed() <-chan struct{} { return m.removed }
+
+// removalCheckEvery is how often a master checks whether it was removed,
+// and removalStrikes how many checks in a row must say so: a leader's
+// newest configuration may not be committed yet, and a second look one
+// interval later sees either the committed removal or a configuration that
+// includes this master again.
+const (
+	removalCheckEvery = time.Second
+	removalStrikes    = 2
+)
+
+// watchRemoval closes m.removed once removedFromCluster has said so
+// removalStrikes times in a row. Owned by m (m.wg); it ends when m.ctx
+// ends or it has closed m.removed.
+func (m *Master) watchRemoval() {
+	t := time.NewTicker(removalCheckEvery)
+	defer t.Stop()
+	strikes := 0
+	for {
+		select {
+		case <-m.ctx.Done():
+			return
+		case <-t.C:
+		}
+		by, removed := m.removedFromCluster(m.ctx)
+		if !removed {
+			strikes = 0
+			continue
+		}
+		if strikes++; strikes >= removalStrikes {
+			m.logger.Error("this master was removed from the cluster configuration and stops serving; to add it back, wipe its data dir and start it with --join",
+				"id", m.cfg.ID, "seen_by", by, "data_dir", m.cfg.DataDir)
+			close(m.removed)
+			return
+		}
+	}
+}
+
+// removedFromCluster reports whether this master looks removed from the
+// configuration, and who says so: raft itself (a leader that removed
+// itself shuts its raft down), its own newest configuration, or the
+// leader, asked with the Status RPC when this master has not heard from a
+// leader recently (a removed follower usually never receives the entry
+// that removes it: the leader stops replicating to it at once). Only a
+// leader's answer counts: a follower's configuration may be stale. It
+// reports false whenever it cannot tell.
+func (m *Master) removedFromCluster(ctx context.Context) (by string, removed bool) {
+	if m.raft.State() == raft.Shutdown {
+		return m.cfg.ID, ctx.Err() == nil
+	}
+	servers, err := m.configuration()
+	if err != nil {
+		return "", false
+	}
+	targets := map[string]bool{}
+	for _, s := range servers {
+		targets[string(s.Address)] = true
+	}
+	if len(servers) > 0 && !slices.ContainsFunc(servers, func(s raft.Server) bool { return string(s.ID) == m.cfg.ID }) {
+		return m.cfg.ID, true
+	}
+	if c := m.lastLeaderContact(); c >= 0 && time.Duration(c)*time.Millisecond < 3*m.cfg.HeartbeatTimeout {
+		return "", false // a leader replicates to this master: it is a member
+	}
+	for _, a := range m.cfg.Join {
+		targets[a] = true
+	}
+	delete(targets, m.advertise)
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for addr := range targets {
+		// Owned by this call, which waits for it; ctx bounds it.
+		wg.Go(func() {
+			var st client.Status
+			if err := m.client.Call(ctx, addr, client.MethodStatus, &client.StatusRequest{}, &st); err != nil {
+				return
+			}
+			if st.State != raft.Leader.String() || len(st.Members) == 0 {
+				return
+			}
+			if !slices.ContainsFunc(st.Members, func(mem client.Member) bool { return mem.ID == m.cfg.ID }) {
+				mu.Lock()
+				by, removed = st.ID, true
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	return by, removed
+}
+
+// checkNotRemoved runs in New on a master that restarts from existing
+// state: it fails with ErrRemoved if the cluster has removed this master,
+// instead of running (and, with --join, silently ignoring --join) on the
+// data of a membership it no longer has.
+func (m *Master) checkNotRemoved(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	by, removed := m.removedFromCluster(ctx)
+	if !removed {
+		if len(m.cfg.Join) > 0 {
+			m.logger.Info("this master already has raft state, so --join is not needed and is ignored", "data_dir", m.cfg.DataDir)
+		}
+		return nil
+	}
+	return fmt.Errorf("%w: the data dir %s belongs to a cluster that removed master %s (%s says so); wipe the data dir (or give an empty --data-dir) and start it with --join to add it again",
+		ErrRemoved, m.cfg.DataDir, m.cfg.ID, by)
+}
 
 // join asks the cluster, through any address in cfg.Join, to add this
 // master as a voter, retrying until it succeeds, JoinTimeout passes, or
@@ -101,10 +224,10 @@ func (m *Master) handleMemberJoin(ctx context.Context, req *client.MemberJoinReq
 				return nil, fmt.Errorf("%w: %s already uses %s", ErrAddrClash, s.ID, req.Addr)
 			}
 		}
-		if err := m.raft.AddVoter(raft.ServerID(req.ID), raft.ServerAddress(req.Addr), 0, m.cfg.ApplyTimeout).Error(); err != nil {
+		if err := m.addJoiner(req.ID, req.Addr); err != nil {
 			return nil, m.raftError(err)
 		}
-		m.logger.Info("added member", "id", req.ID, "addr", req.Addr)
+		m.logger.Info("added member as non-voter; it becomes a voter once stable", "id", req.ID, "addr", req.Addr, "stabilization", m.cfg.ServerStabilizationTime)
 		return &client.Empty{}, nil
 	})
 }

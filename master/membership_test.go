@@ -13,8 +13,8 @@ import (
 )
 
 func TestMembershipJoinTransferRemove(t *testing.T) {
-	c := newCluster(t, 3, nil)
-	c.Leader()
+	c := newCluster(t, 3, fastAutopilot)
+	leader := c.Leader()
 	cl := c.Client()
 	dave := identity("dave")
 	if _, err := cl.Join(t.Context(), dave, "127.0.0.1:9006"); err != nil {
@@ -36,6 +36,9 @@ func TestMembershipJoinTransferRemove(t *testing.T) {
 	if _, err := master.New(t.Context(), dup); !errors.Is(err, master.ErrJoinFailed) || !strings.Contains(err.Error(), "already a member") {
 		t.Fatalf("joining with a clashing ID: got %v, want ErrJoinFailed naming the clash", err)
 	}
+
+	// m4 joined as a non-voter; once stable, autopilot makes it a voter.
+	poll.Until(t, 20*time.Second, "m4 promoted to voter", func() bool { return members(t, c, leader)["m4"] == "Voter" })
 
 	// Hand leadership to m4.
 	out, err := cl.TransferLeader(t.Context(), "m4")

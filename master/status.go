@@ -98,20 +98,46 @@ func (m *Master) fillLastContact(ctx context.Context, members []client.Member) {
 	wg.Wait()
 }
 
-// readiness: a master is ready when it is a member of a cluster with a
-// known leader and its FSM has applied (nearly) everything it knows to be
-// committed. "Nearly" is a small constant lag so readiness does not flap
-// under write load, where apply always trails commit by a batch or two.
+// readiness says whether this master should receive traffic (what
+// /v1/readyz answers): it is a member of the cluster, it knows a leader
+// and is in touch with it, and its FSM has applied all but at most
+// Config.ReadyMaxLag of the entries the leader has committed.
+//
+// A follower learns the leader's commit index from every AppendEntries
+// (heartbeats included), so its raft.CommitIndex is the leader's as of the
+// last contact; requiring that contact to be younger than
+// Config.ReadyMaxContact is what makes a cut-off follower, whose commit
+// index froze with its last contact, unready. The leader itself is ready
+// once it has passed its term's barrier (LeaderReady) — it steps down on
+// its own when it loses touch with a quorum. The lag bound keeps readiness
+// from flapping under write load, where apply always trails commit by a
+// batch or two.
 func (m *Master) readiness(member bool, leaderID string) (bool, string) {
-	const maxLag = 64
+	select {
+	case <-m.removed:
+		return false, "this master was removed from the cluster"
+	default:
+	}
 	switch {
 	case !member:
 		return false, "not a member of a cluster yet"
 	case leaderID == "":
 		return false, "no leader is known"
+	case leaderID == m.cfg.ID:
+		if !m.leaderReady() {
+			return false, "newly elected leader is applying earlier terms' entries"
+		}
+		return true, "ready"
+	}
+	last := m.raft.LastContact()
+	if last.IsZero() {
+		return false, "has not heard from the leader yet"
+	}
+	if age := time.Since(last); age > m.cfg.ReadyMaxContact {
+		return false, fmt.Sprintf("last heard from leader %s %v ago (more than %v)", leaderID, age.Round(time.Millisecond), m.cfg.ReadyMaxContact)
 	}
 	commit, applied := m.raft.CommitIndex(), m.raft.AppliedIndex()
-	if commit > applied+maxLag {
+	if commit > applied+m.cfg.ReadyMaxLag {
 		return false, fmt.Sprintf("index is catching up: applied %d of %d", applied, commit)
 	}
 	return true, "ready"
@@ -182,7 +208,8 @@ func (m *Master) startHTTP() error {
 		if !ok {
 			code = http.StatusServiceUnavailable
 		}
-		writeJSON(w, code, map[string]any{"ready": ok, "reason": reason})
+		writeJSON(w, code, map[string]any{"ready": ok, "reason": reason, "leader_id": st.LeaderID,
+			"applied_index": st.AppliedIndex, "commit_index": st.CommitIndex, "last_contact_ms": m.lastLeaderContact()})
 	})
 	// Profiles for operators chasing a slow master (go tool pprof URL),
 	// only on request: they reveal memory contents and cost CPU.

@@ -67,6 +67,11 @@ type TrackerConfig struct {
 	// strangers announcing random info-hashes cannot exhaust the
 	// masters' memory. Zero means 2,000,000 (about 200 MB per master).
 	MaxPeers int
+	// MaxSwarms caps the swarms in the index. A swarm stays after its last
+	// peer leaves if it counted a completed download (so scrapes keep its
+	// count), so without a cap strangers could pile up empty swarms. Zero
+	// means 1,000,000.
+	MaxSwarms int
 	// MaxPeersPerIP caps the swarm entries whose address is one IPv4
 	// address or one IPv6 /64. Zero means 5,000: a seedbox with thousands
 	// of torrents fits, one host cannot fill the tracker.
@@ -97,6 +102,9 @@ func (c *TrackerConfig) withDefaults() error {
 	if c.MaxPeersPerIP == 0 {
 		c.MaxPeersPerIP = 5000
 	}
+	if c.MaxSwarms == 0 {
+		c.MaxSwarms = 1_000_000
+	}
 	switch {
 	case c.Interval < time.Second:
 		return fmt.Errorf("%w: --tracker-interval %v is under a second", ErrConfig, c.Interval)
@@ -106,8 +114,8 @@ func (c *TrackerConfig) withDefaults() error {
 		return fmt.Errorf("%w: --tracker-peer-lifetime %v must exceed --tracker-interval %v, or every peer expires before it re-announces", ErrConfig, c.PeerLifetime, c.Interval)
 	case c.MaxNumWant < 1:
 		return fmt.Errorf("%w: --tracker-max-numwant %d must be at least 1", ErrConfig, c.MaxNumWant)
-	case c.MaxPeers < 1 || c.MaxPeersPerIP < 1:
-		return fmt.Errorf("%w: --tracker-max-peers and --tracker-max-peers-per-ip must be at least 1", ErrConfig)
+	case c.MaxPeers < 1 || c.MaxPeersPerIP < 1 || c.MaxSwarms < 1:
+		return fmt.Errorf("%w: --tracker-max-peers, --tracker-max-swarms and --tracker-max-peers-per-ip must be at least 1", ErrConfig)
 	}
 	return nil
 }
@@ -116,7 +124,7 @@ func (c *TrackerConfig) withDefaults() error {
 var (
 	errNotTracked    = tracker.Refuse("this tracker does not track this torrent (it runs an allowlist; ask the operator to allow the info-hash)")
 	errOtherAddress  = tracker.Refuse("this peer_id is already in the swarm from another address; restart the client to get a new peer_id, or announce with the key it first used")
-	errTrackerFull   = tracker.Refuse("the tracker is full (--tracker-max-peers); retry later")
+	errTrackerFull   = tracker.Refuse("the tracker is full (--tracker-max-peers, --tracker-max-swarms); retry later")
 	errTooManyFromIP = tracker.Refuse("too many swarm entries from your address (--tracker-max-peers-per-ip); stop some torrents or retry later")
 )
 
@@ -230,7 +238,11 @@ func (m *Master) applyAnnounce(ctx context.Context, req *client.TrackerAnnounceR
 		return nil, fsm.ErrNotTracked
 	}
 	if _, present := m.fsm.SwarmPeer(ih, pid); !present && fsm.SwarmEvent(req.Event) != fsm.SwarmStopped {
-		if _, peers := m.fsm.SwarmStats(); peers >= m.cfg.Tracker.MaxPeers {
+		swarms, peers := m.fsm.SwarmStats()
+		if peers >= m.cfg.Tracker.MaxPeers {
+			return nil, errTrackerFull
+		}
+		if swarms >= m.cfg.Tracker.MaxSwarms && !m.fsm.SwarmExists(ih) {
 			return nil, errTrackerFull
 		}
 		if m.fsm.SwarmEntriesFrom(req.IP) >= m.cfg.Tracker.MaxPeersPerIP {

@@ -319,3 +319,22 @@ func TestTrackerPerIPCap(t *testing.T) {
 		t.Errorf("another address refused: %s", r.failure)
 	}
 }
+
+// Empty swarms cannot pile up: a swarm outlives its peers when it counted
+// a completed download, so the number of swarms is capped too.
+func TestTrackerSwarmCap(t *testing.T) {
+	c := trackerCluster(t, func(tc *master.TrackerConfig) { tc.MaxSwarms = 2 })
+	addr := c.Master(c.Leader()).TrackerHTTPAddr()
+	for i := range 2 {
+		ih, p := randomHash(), newBTPeer(7500+i)
+		if r := announce(t, addr, ih, p, "completed", 0); r.failure != "" {
+			t.Fatalf("swarm %d refused: %s", i, r.failure)
+		}
+		if r := announce(t, addr, ih, p, "stopped", 0); r.failure != "" {
+			t.Fatalf("stopped %d refused: %s", i, r.failure)
+		}
+	}
+	if r := announce(t, addr, randomHash(), newBTPeer(7510), "started", 1); !strings.Contains(r.failure, "full") {
+		t.Errorf("third swarm: failure %q, want the tracker-full refusal", r.failure)
+	}
+}

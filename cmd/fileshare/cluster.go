@@ -156,7 +156,7 @@ Exits 0 when so, or 1 at --timeout (default 60s here) saying what is missing.`,
 			return nil
 		}),
 	}
-	cmd.AddCommand(status, wait, remove, transfer, snapshot)
+	cmd.AddCommand(status, wait, remove, transfer, snapshot, newBackupCmd(f, stdout), newRecoverCmd(stdout))
 	return cmd
 }
 

@@ -55,9 +55,17 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 	root := &cobra.Command{
 		Use:           "fileshare",
 		Short:         "FileShare: peer-to-peer file sharing with a fault-tolerant Raft index",
+		Long:          "FileShare: peer-to-peer file sharing with a fault-tolerant Raft index.\n\n" + envHelp,
+		Version:       version(),
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		// Runs for every command (none defines its own), after cobra
+		// has parsed the command line, so a flag given there wins.
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			return applyEnv(cmd, os.LookupEnv)
+		},
 	}
+	root.SetVersionTemplate("fileshare {{.Version}}\n")
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.PersistentFlags().StringVar(&g.logFormat, "log-format", "text", "log format: text or json")
@@ -65,7 +73,7 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return fmt.Errorf("%w\nRun '%s --help' for usage.", err, c.CommandPath())
 	})
-	root.AddCommand(newMasterCmd(g, stderr), newClusterCmd(g, stdout), newBenchCmd(stdout), newJepsenCmd(g, stdout, stderr), newPeerCmd(g, stderr), newSearchCmd(g, stdout), newPeersCmd(stdout), newHoldersCmd(stdout, stderr), newGetCmd(g, stdout, stderr), newDemoCmd(g, stdout, stderr), newTLSCmd(stdout), newTrackerCmd(stdout))
+	root.AddCommand(newMasterCmd(g, stderr), newClusterCmd(g, stdout), newBenchCmd(stdout), newJepsenCmd(g, stdout, stderr), newPeerCmd(g, stderr), newSearchCmd(g, stdout), newPeersCmd(stdout), newHoldersCmd(stdout, stderr), newGetCmd(g, stdout, stderr), newDemoCmd(g, stdout, stderr), newTLSCmd(stdout), newTrackerCmd(stdout), newSnapshotCmd(stdout))
 	return root
 }
 

@@ -155,6 +155,13 @@ func (p pki) ca() []string { return []string{"--trusted-ca-file", filepath.Join(
 // returns them with their --masters value and the certificates.
 func tlsMasters(t *testing.T, dir string, ids []string, flags ...string) (*proccluster.Cluster, string, pki) {
 	t.Helper()
+	return tlsMastersWith(t, dir, ids, func(int, string) []string { return slices.Clone(flags) })
+}
+
+// tlsMastersWith is tlsMasters with flags of each master's own: flagsOf
+// returns master i's extra flags.
+func tlsMastersWith(t *testing.T, dir string, ids []string, flagsOf func(i int, id string) []string) (*proccluster.Cluster, string, pki) {
+	t.Helper()
 	certs := tlsInit(t, dir, ids...)
 	var initial []proccluster.Voter
 	var addrs []string
@@ -166,7 +173,7 @@ func tlsMasters(t *testing.T, dir string, ids []string, flags ...string) (*procc
 	var specs []proccluster.Spec
 	for i, id := range ids {
 		specs = append(specs, proccluster.Spec{ID: id, DataDir: filepath.Join(dir, id), Listen: addrs[i],
-			HTTP: "127.0.0.1:0", InitialCluster: initial, Flags: append(slices.Clone(flags), certs.master(id)...)})
+			HTTP: "127.0.0.1:0", InitialCluster: initial, Flags: append(flagsOf(i, id), certs.master(id)...)})
 	}
 	return masters(t, dir, specs...), strings.Join(addrs, ","), certs
 }

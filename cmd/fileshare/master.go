@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -18,6 +19,12 @@ import (
 // shutdownGrace bounds a graceful shutdown: leadership hand-off, draining
 // requests and stopping raft normally take well under a second.
 const shutdownGrace = 3 * time.Second
+
+// exitRemoved is the exit status of a master that stopped because the
+// cluster removed it (or that refused to start from the data of a
+// membership it was removed from). Restarting it will not help: the
+// systemd unit lists it in RestartPreventExitStatus.
+const exitRemoved = 3
 
 func newMasterCmd(g *globalFlags, stderr io.Writer) *cobra.Command {
 	var cfg master.Config
@@ -37,7 +44,21 @@ With --cert-file, --key-file and --trusted-ca-file (see 'fileshare tls
 init') the cluster port speaks only TLS: masters authenticate each other,
 cluster administration needs an admin or master certificate, and a peer may
 act only as the key it presents. Without them a master listens only on a
-loopback address, unless --insecure says the network is trusted.`,
+loopback address, unless --insecure says the network is trusted.
+
+A master that joins becomes a voter once it has been healthy for
+--server-stabilization-time. With --cleanup-dead-masters the leader removes
+a master it has not reached for --dead-master-timeout, never leaving fewer
+than --min-quorum voters. A master that learns it was removed from the
+cluster exits with status 3; to add it back, wipe its data dir and start it
+with --join.
+
+Under systemd with Type=notify the master reports READY=1 once it serves
+(before a leader is known, so masters started one after another do not
+wait on each other) and STOPPING=1 when it begins to shut down.
+
+` + envHelp + `
+Example: FILESHARE_DATA_DIR=/var/lib/fileshare fileshare master ...`,
 		Example: `  fileshare tls init --dir /tmp/fs-tls --masters m1,m2,m3
   fileshare master --id m1 --data-dir /tmp/m1 --listen 127.0.0.1:7001 --http 127.0.0.1:8001 \
     --initial-cluster m1=127.0.0.1:7001,m2=127.0.0.1:7002,m3=127.0.0.1:7003 \
@@ -74,16 +95,35 @@ loopback address, unless --insecure says the network is trusted.`,
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			m, err := master.New(ctx, cfg)
+			if errors.Is(err, master.ErrRemoved) {
+				return &exitCode{code: exitRemoved, msg: err.Error()}
+			}
 			if err != nil {
 				return err
 			}
-			<-ctx.Done()
+			notify := os.Getenv("NOTIFY_SOCKET")
+			if err := sdNotify(notify, "READY=1\nSTATUS=serving as master "+cfg.ID); err != nil {
+				logger.Warn("could not tell systemd the master is ready", "err", err)
+			}
+			removed := false
+			select {
+			case <-ctx.Done():
+				logger.Info("signal received; shutting down")
+			case <-m.Removed():
+				removed = true
+				logger.Error("this master was removed from the cluster; shutting down. To add it back, wipe its data dir and start it with --join", "id", cfg.ID, "data_dir", cfg.DataDir)
+			}
 			stop() // a second signal now ends the process at once
-			logger.Info("signal received; shutting down")
+			if err := sdNotify(notify, "STOPPING=1"); err != nil {
+				logger.Warn("could not tell systemd the master is stopping", "err", err)
+			}
 			done := make(chan error, 1)
 			go func() { done <- m.Close() }()
 			select {
 			case err := <-done:
+				if removed {
+					return &exitCode{code: exitRemoved, msg: fmt.Sprintf("master %s was removed from the cluster; wipe %s and start it with --join to add it again", cfg.ID, cfg.DataDir)}
+				}
 				return err
 			case <-time.After(shutdownGrace):
 				// A shutdown that hangs is a bug; leave the evidence.
@@ -101,6 +141,7 @@ loopback address, unless --insecure says the network is trusted.`,
 	f.StringVar(&cfg.HTTP, "http", "", "host:port of the HTTP status port (/v1/status, /v1/healthz, /v1/readyz)")
 	f.StringVar(&initial, "initial-cluster", "", "bootstrap a new cluster: ID=HOST:PORT,... including this master")
 	f.StringVar(&join, "join", "", "join a running cluster through any of these masters: HOST:PORT,...")
+	f.StringVar(&cfg.Restore, "restore", "", "start a NEW cluster from this backup file ('fileshare cluster backup'); needs --initial-cluster and an empty --data-dir, the same file and --initial-cluster on every member")
 	f.DurationVar(&cfg.JoinTimeout, "join-timeout", 60*time.Second, "how long --join keeps retrying")
 	f.DurationVar(&cfg.PeerLease, "peer-lease", 15*time.Second, "how long a silent peer stays in the index")
 	f.DurationVar(&cfg.HeartbeatTimeout, "raft-heartbeat-timeout", 0, "raft heartbeat timeout (default 400ms)")
@@ -113,6 +154,11 @@ loopback address, unless --insecure says the network is trusted.`,
 	f.IntVar(&cfg.MaxFilesPerPeer, "max-files-per-peer", 1_000_000, "most files one peer may hold in the index (-1: no limit)")
 	f.IntVar(&cfg.MaxPeersPerIP, "max-peers-per-ip", 1024, "most peers that may join through this master from one IP (-1: no limit)")
 	f.IntVar(&cfg.MaxCommandBytes, "max-entry-bytes", 256<<10, "largest log entry one peer request may make, in bytes")
+	f.BoolVar(&cfg.CleanupDeadMasters, "cleanup-dead-masters", false, "let the leader remove masters it has not reached for --dead-master-timeout")
+	f.IntVar(&cfg.MinQuorum, "min-quorum", 3, "fewest voters --cleanup-dead-masters leaves")
+	f.DurationVar(&cfg.DeadMasterTimeout, "dead-master-timeout", 30*time.Second, "how long a master must be unreachable before --cleanup-dead-masters removes it")
+	f.DurationVar(&cfg.ServerStabilizationTime, "server-stabilization-time", 10*time.Second, "how long a joining master must be healthy before it becomes a voter")
+	f.Uint64Var(&cfg.ReadyMaxLag, "ready-max-lag", 128, "most committed entries not yet applied for /v1/readyz to say ready")
 	addTrackerFlags(f, &cfg.Tracker)
 	return cmd
 }

@@ -110,5 +110,6 @@ func addTrackerFlags(f *pflag.FlagSet, t *master.TrackerConfig) {
 	f.DurationVar(&t.PeerLifetime, "tracker-peer-lifetime", 0, "how long a swarm entry lives without a re-announce (default 2 × --tracker-interval + 2m)")
 	f.IntVar(&t.MaxNumWant, "tracker-max-numwant", 200, "most peers one announce returns")
 	f.IntVar(&t.MaxPeers, "tracker-max-peers", 2_000_000, "most swarm entries in the whole index")
+	f.IntVar(&t.MaxSwarms, "tracker-max-swarms", 1_000_000, "most swarms in the whole index (a swarm with a completed count outlives its peers)")
 	f.IntVar(&t.MaxPeersPerIP, "tracker-max-peers-per-ip", 5000, "most swarm entries from one IPv4 address or IPv6 /64")
 }

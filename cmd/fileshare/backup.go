@@ -1,0 +1,180 @@
+package main
+
+import (
+	"context"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"fileshare/client"
+	"fileshare/master"
+)
+
+// defaultBackupTimeout is `cluster backup`'s --timeout unless one is
+// given: a 1M-file index is a few hundred MB.
+const defaultBackupTimeout = 10 * time.Minute
+
+// newBackupCmd is `fileshare cluster backup`.
+func newBackupCmd(f *clusterFlags, stdout io.Writer) *cobra.Command {
+	var out string
+	cmd := &cobra.Command{
+		Use:   "backup --out FILE",
+		Short: "Save a consistent snapshot of the index, taken at the leader, to FILE",
+		Long: `Save a consistent snapshot of the index to FILE. The leader takes a Raft
+snapshot after a barrier, so the backup holds every write acknowledged
+before the command started, and streams it in chunks. FILE is written
+to a temporary file beside it, verified, and renamed only then: it is
+either complete and verified or not there at all.
+
+The archive is: "FSBACKUP", a format version, JSON metadata (raft
+index and term, time, fileshare version, snapshot size, leader, members),
+the FSM snapshot, and a SHA-256 over all of it. 'fileshare snapshot
+inspect FILE' checks it; 'fileshare master --restore FILE' starts a new
+cluster from it. Needs the admin certificate on a TLS cluster.`,
+		Example: `  fileshare cluster backup --out /backups/index-$(date +%F).fsbackup --masters 10.0.0.1:7001,10.0.0.2:7001 \
+    --cert-file admin.pem --key-file admin-key.pem --trusted-ca-file ca.pem`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if out == "" {
+				return fmt.Errorf("give --out FILE, where to write the backup")
+			}
+			if !cmd.Flags().Changed("timeout") {
+				f.timeout = defaultBackupTimeout
+			}
+			return f.run(func(ctx context.Context, c *client.Client, _ []string) error {
+				start := time.Now()
+				meta, err := master.SaveBackup(ctx, c, out)
+				if err != nil {
+					return fmt.Errorf("backup: %w", err)
+				}
+				v := struct {
+					File      string `json:"file"`
+					RaftIndex uint64 `json:"raft_index"`
+					RaftTerm  uint64 `json:"raft_term"`
+					Bytes     int64  `json:"snapshot_bytes"`
+					LeaderID  string `json:"leader_id"`
+					Millis    int64  `json:"duration_ms"`
+				}{out, meta.RaftIndex, meta.RaftTerm, meta.SnapshotSize, meta.LeaderID, time.Since(start).Milliseconds()}
+				return emit(stdout, f.output, v, fmt.Sprintf("wrote %s: index %d, term %d, %s of snapshot from leader %s in %v\n",
+					out, meta.RaftIndex, meta.RaftTerm, humanBytes(meta.SnapshotSize), meta.LeaderID, time.Since(start).Round(time.Millisecond)))
+			})(cmd, args)
+		},
+	}
+	cmd.Flags().StringVar(&out, "out", "", "file to write the backup to")
+	return cmd
+}
+
+// newRecoverCmd is `fileshare cluster recover`: it writes the recovery
+// file (master.RecoveryFile) that a stopped master applies at its next
+// start.
+func newRecoverCmd(stdout io.Writer) *cobra.Command {
+	var dataDir, members string
+	cmd := &cobra.Command{
+		Use:   "recover --data-dir DIR --members ID=HOST:PORT,...",
+		Short: "Prepare a stopped master to recover from the loss of a majority (writes DIR/peers.json)",
+		Long: `Recover a cluster that lost a majority of its masters for good.
+
+1. Stop every surviving master.
+2. On each survivor run this command with its --data-dir and the same
+   --members: the survivors (one survivor alone lists only itself).
+3. Start the survivors with their usual flags. Each checks that no member
+   of its old configuration still reports a leader (it refuses to start,
+   and changes nothing, if one does: that would fork a working cluster),
+   then rewrites its Raft membership to --members, renames peers.json to
+   peers.json.applied, and starts; the survivors elect a leader.
+4. Add new masters with 'fileshare master --join'.
+
+Every entry the survivors hold is kept; if they differ, recover from the
+one with the highest last index ('cluster status' shows it). This
+command only writes the file; it does not talk to any master.`,
+		Example: `  fileshare cluster recover --data-dir /var/lib/fileshare/m1 --members m1=10.0.0.1:7001`,
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if dataDir == "" || members == "" {
+				return fmt.Errorf("give --data-dir (the stopped master's) and --members (the surviving masters, ID=HOST:PORT,...)")
+			}
+			list, err := master.ParseInitialCluster(members)
+			if err != nil {
+				return fmt.Errorf("--members: %w", err)
+			}
+			if err := master.WriteRecoveryFile(dataDir, list); err != nil {
+				return err
+			}
+			fmt.Fprintf(stdout, "wrote %s/%s: at its next start this master recovers with members %s\n", strings.TrimRight(dataDir, "/"), master.RecoveryFile, members)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&dataDir, "data-dir", "", "data dir of the stopped surviving master")
+	cmd.Flags().StringVar(&members, "members", "", "the surviving masters: ID=HOST:PORT,... (the same on every survivor)")
+	return cmd
+}
+
+// newSnapshotCmd is `fileshare snapshot`, which works on backup files.
+func newSnapshotCmd(stdout io.Writer) *cobra.Command {
+	var output string
+	cmd := &cobra.Command{
+		Use:   "snapshot",
+		Short: "Work with backup files ('fileshare cluster backup')",
+	}
+	inspect := &cobra.Command{
+		Use:   "inspect FILE",
+		Short: "Verify a backup file and print its metadata and what it holds",
+		Long: `Verify FILE's checksum, print its metadata, and restore its snapshot
+into memory to count the peers, files and holdings it holds. A damaged
+file is an error naming what is wrong; the exit status is then 1.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if output != "text" && output != "json" {
+				return fmt.Errorf("-o %q: use text or json", output)
+			}
+			fh, err := os.Open(args[0])
+			if err != nil {
+				return err
+			}
+			defer fh.Close()
+			c, err := master.InspectArchive(fh)
+			if err != nil {
+				return fmt.Errorf("%s: %w", args[0], err)
+			}
+			v := struct {
+				File         string                `json:"file"`
+				SHA256       string                `json:"sha256"`
+				RaftIndex    uint64                `json:"raft_index"`
+				RaftTerm     uint64                `json:"raft_term"`
+				Time         time.Time             `json:"time"`
+				Version      string                `json:"fileshare_version"`
+				Bytes        int64                 `json:"snapshot_bytes"`
+				LeaderID     string                `json:"leader_id"`
+				LeaderAddr   string                `json:"leader_addr"`
+				Members      []client.BackupMember `json:"members"`
+				AppliedIndex uint64                `json:"applied_index"`
+				Peers        int                   `json:"peers"`
+				Files        int                   `json:"files"`
+				Holdings     int                   `json:"holdings"`
+				Digest       string                `json:"digest"`
+			}{args[0], hex.EncodeToString(c.SHA256[:]), c.Meta.RaftIndex, c.Meta.RaftTerm, c.Meta.Time, c.Meta.Version,
+				c.Meta.SnapshotSize, c.Meta.LeaderID, c.Meta.LeaderAddr, c.Meta.Members, c.AppliedIndex,
+				c.Counts.Peers, c.Counts.Files, c.Counts.Holdings, c.Digest}
+			var text strings.Builder
+			fmt.Fprintf(&text, "file:        %s (checksum OK, sha256 %s)\n", v.File, v.SHA256)
+			fmt.Fprintf(&text, "raft index:  %d (term %d)\n", v.RaftIndex, v.RaftTerm)
+			fmt.Fprintf(&text, "taken:       %s by %s at %s, fileshare %s\n", v.Time.Format(time.RFC3339), v.LeaderID, v.LeaderAddr, v.Version)
+			var mem []string
+			for _, m := range v.Members {
+				mem = append(mem, m.ID+"="+m.Addr)
+			}
+			fmt.Fprintf(&text, "members:     %s\n", strings.Join(mem, ","))
+			fmt.Fprintf(&text, "snapshot:    %s\n", humanBytes(v.Bytes))
+			fmt.Fprintf(&text, "peers:       %d\nfiles:       %d\nholdings:    %d\ndigest:      %s\n", v.Peers, v.Files, v.Holdings, v.Digest)
+			return emit(stdout, output, v, text.String())
+		},
+	}
+	inspect.Flags().StringVarP(&output, "output", "o", "text", "output format: text or json")
+	cmd.AddCommand(inspect)
+	return cmd
+}
