@@ -187,6 +187,9 @@ func (f *benchFlags) startTrackerCluster(ctx context.Context, extra ...string) (
 	if f.masters != "" {
 		return nil, nil, fmt.Errorf("this benchmark starts its own cluster (or measures --target URLs); drop --masters")
 	}
+	if f.nodes != 1 && f.nodes != 3 && f.nodes != 5 {
+		return nil, nil, fmt.Errorf("--nodes %d: use 1, 3 or 5", f.nodes)
+	}
 	exe, err := os.Executable()
 	if err != nil {
 		return nil, nil, err
