@@ -635,8 +635,10 @@ func (w *announceWorker) step(kind opKind, st *AnnounceStats) {
 // Announce runs an announce load against cfg.Targets: a warm-up that
 // starts cfg.Warmup peers (split over the workers), then cfg.Duration of
 // announces drawn from cfg.Mix. It writes a warm-up line and one summary
-// line to w. It returns an error only if the load could not be set up;
-// what the trackers answered is in the result.
+// line to w. What the trackers answered, errors included, is in the
+// result; Announce itself fails only if the load cannot be set up (a bad
+// URL), if the warm-up started no peer at all (ErrNoPeerStarted, with
+// the result so far), or with ctx's error.
 func Announce(ctx context.Context, cfg AnnounceConfig, w io.Writer) (*AnnounceResult, error) {
 	if err := cfg.defaults(); err != nil {
 		return nil, err
