@@ -6,6 +6,8 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -174,7 +176,192 @@ the same run, not absolute figures across machines.`,
 	register.PreRun = func(*cobra.Command, []string) { f.clients = cmp(f.clients, 256) }
 	lookup.PreRun = register.PreRun
 	failover.PreRun = func(*cobra.Command, []string) { f.clients = cmp(f.clients, 16) }
-	cmd.AddCommand(register, lookup, failover, scale, transfer)
+	cmd.AddCommand(register, lookup, failover, scale, transfer, newBenchAnnounceCmd(f, stdout), newBenchTrackerScaleCmd(f, stdout))
+	return cmd
+}
+
+// startTrackerCluster starts a loopback cluster whose masters serve the
+// tracker, in --dir or a temporary directory (removed by cleanup), with
+// extra master flags.
+func (f *benchFlags) startTrackerCluster(ctx context.Context, extra ...string) (*bench.TrackerCluster, func(), error) {
+	if f.masters != "" {
+		return nil, nil, fmt.Errorf("this benchmark starts its own cluster (or measures --target URLs); drop --masters")
+	}
+	if f.nodes != 1 && f.nodes != 3 && f.nodes != 5 {
+		return nil, nil, fmt.Errorf("--nodes %d: use 1, 3 or 5", f.nodes)
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, nil, err
+	}
+	dir := f.dir
+	removeDir := false
+	if dir != "" {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return nil, nil, fmt.Errorf("--dir: %w", err)
+		}
+	} else {
+		if dir, err = os.MkdirTemp("", "fileshare-bench-"); err != nil {
+			return nil, nil, err
+		}
+		removeDir = true
+	}
+	sctx, cancel := context.WithTimeout(ctx, 90*time.Second)
+	defer cancel()
+	c, err := bench.StartTrackerCluster(sctx, exe, dir, f.nodes, !f.insecure, extra...)
+	if err != nil {
+		if removeDir {
+			os.RemoveAll(dir)
+		}
+		return nil, nil, fmt.Errorf("start a %d-master tracker cluster in %s: %w", f.nodes, dir, err)
+	}
+	return c, func() {
+		c.Close()
+		if removeDir {
+			os.RemoveAll(dir)
+		}
+	}, nil
+}
+
+// benchTrackerFlags are master flags that let one loopback load generator
+// fill the tracker: every simulated peer comes from 127.0.0.1.
+func benchTrackerFlags(maxPeers int) []string {
+	return []string{"--tracker-max-peers-per-ip", strconv.Itoa(maxPeers), "--tracker-max-peers", strconv.Itoa(maxPeers)}
+}
+
+// newBenchAnnounceCmd is `fileshare bench announce`.
+func newBenchAnnounceCmd(f *benchFlags, stdout io.Writer) *cobra.Command {
+	var cfg bench.AnnounceConfig
+	var proto, mix, writeSwarms, cpuProfile string
+	var targets []string
+	cmd := &cobra.Command{
+		Use:   "announce",
+		Short: "BitTorrent announces per second over HTTP or UDP, with a realistic mix, against the cluster or any tracker",
+		Long: `Announces per second and their latency, from --clients workers, each
+with its own keep-alive HTTP connection or UDP socket (BEP 15, connection
+IDs reused for a minute). Peers are spread over --swarms info-hashes; a
+warm-up starts --warmup peers first, then the measurement draws announces
+from --mix: changes (started events of new peers: Raft commits in the
+cluster), renew (re-announces of started peers: lease renewals) and stopped.
+
+Without --target it starts a loopback cluster whose masters serve the
+tracker and spreads the workers over every master's URL; with --target it
+measures any tracker (repeat it for several URLs), e.g. opentracker:
+  fileshare bench announce --proto udp --target udp://127.0.0.1:6969/announce
+Debian's opentracker tracks only whitelisted torrents; --write-swarms FILE
+writes this benchmark's info-hashes in its whitelist format.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if writeSwarms != "" {
+				out, err := os.Create(writeSwarms)
+				if err != nil {
+					return err
+				}
+				if err := bench.WriteSwarmList(out, cmp(cfg.Swarms, 10000)); err != nil {
+					out.Close()
+					return err
+				}
+				return out.Close()
+			}
+			if proto != "http" && proto != "udp" {
+				return fmt.Errorf("--proto %q: use http or udp", proto)
+			}
+			m, err := bench.ParseMix(mix)
+			if err != nil {
+				return fmt.Errorf("--mix: %w", err)
+			}
+			cfg.Mix = m
+			for _, t := range targets {
+				if !strings.HasPrefix(t, proto+"://") {
+					return fmt.Errorf("--target %s is not a %s:// URL, and --proto is %s", t, proto, proto)
+				}
+			}
+			if len(targets) > 0 && cpuProfile != "" {
+				return fmt.Errorf("--cpu-profile profiles the cluster this benchmark starts; drop --target")
+			}
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			cfg.Targets = targets
+			if len(targets) == 0 {
+				extra := benchTrackerFlags(100_000_000)
+				if cpuProfile != "" {
+					extra = append(extra, "--enable-pprof")
+				}
+				c, cleanup, err := f.startTrackerCluster(ctx, extra...)
+				if err != nil {
+					return err
+				}
+				defer cleanup()
+				cfg.Targets = c.HTTP
+				if proto == "udp" {
+					cfg.Targets = c.UDP
+				}
+				cfg.Cluster = c.StatusClient()
+				if cpuProfile != "" {
+					cfg.Measuring = func(ctx context.Context, d time.Duration) {
+						leader, err := c.WaitLeader(ctx, -1)
+						if err == nil {
+							err = c.CPUProfile(ctx, leader, d, cpuProfile)
+						}
+						if err != nil {
+							fmt.Fprintf(stdout, "announce: no CPU profile: %v\n", err)
+							return
+						}
+						fmt.Fprintf(stdout, "announce: CPU profile of master %d (the leader) written to %s\n", leader+1, cpuProfile)
+					}
+				}
+			}
+			_, err = bench.Announce(ctx, cfg, stdout)
+			return err
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&proto, "proto", "udp", "tracker protocol: http or udp")
+	fl.StringArrayVar(&targets, "target", nil, "measure this announce URL instead of a started cluster (repeatable)")
+	fl.IntVar(&cfg.Clients, "clients", 64, "workers, each with its own connection or socket")
+	fl.DurationVar(&cfg.Duration, "duration", 10*time.Second, "how long to measure, after the warm-up")
+	fl.IntVar(&cfg.Swarms, "swarms", 10000, "info-hashes the peers are spread over")
+	fl.StringVar(&mix, "mix", bench.DefaultMix.String(), "shares of announce kinds: changes (new peers started), renew (re-announces), stopped")
+	fl.IntVar(&cfg.Warmup, "warmup", 0, "peers to start before measuring (default: 3 × --swarms; -1: none)")
+	fl.DurationVar(&cfg.Timeout, "timeout", 5*time.Second, "an announce unanswered after this long counts as a timeout")
+	fl.Uint64Var(&cfg.Seed, "seed", 1, "seed of the announce sequence")
+	fl.StringVar(&writeSwarms, "write-swarms", "", "write the --swarms info-hashes (hex, one a line: an opentracker whitelist) to this file and exit")
+	fl.StringVar(&cpuProfile, "cpu-profile", "", "write a CPU profile of the leader over the measurement to this file (started cluster only)")
+	return cmd
+}
+
+// newBenchTrackerScaleCmd is `fileshare bench tracker-scale`.
+func newBenchTrackerScaleCmd(f *benchFlags, stdout io.Writer) *cobra.Command {
+	var peers, swarms int
+	cmd := &cobra.Command{
+		Use:   "tracker-scale",
+		Short: "Leader heap bytes per swarm entry, snapshot time and restart-to-ready with many tracker peers",
+		Long: `Starts a loopback cluster whose masters serve the tracker, fills it with
+--peers swarm entries over --swarms info-hashes by concurrent UDP started
+announces, and reports the leader's live heap growth per entry (read from
+/debug/pprof/heap after a collection), the time of a snapshot on the leader
+and a follower's time from SIGKILL and restart to ready and caught up.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if peers < 1 || swarms < 1 {
+				return fmt.Errorf("--peers %d --swarms %d: give at least 1 of each", peers, swarms)
+			}
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			// A long interval keeps every entry alive through a fill of
+			// any length.
+			extra := append(benchTrackerFlags(peers+1000), "--enable-pprof", "--tracker-interval", "6h")
+			c, cleanup, err := f.startTrackerCluster(ctx, extra...)
+			if err != nil {
+				return err
+			}
+			defer cleanup()
+			_, err = bench.TrackerScale(ctx, c, peers, swarms, stdout)
+			return err
+		},
+	}
+	cmd.Flags().IntVar(&peers, "peers", 1_000_000, "swarm entries to fill the tracker with")
+	cmd.Flags().IntVar(&swarms, "swarms", 100_000, "info-hashes the entries are spread over")
 	return cmd
 }
 

@@ -1,0 +1,135 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"fileshare/internal/freeport"
+)
+
+// The tracker benchmarks run once at a tiny size against a started
+// cluster, so neither rots. The numbers are not checked.
+func TestBenchTrackerCommandsRunAtTinySize(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts real clusters; skipped with -short")
+	}
+	for _, tc := range []struct {
+		name    string
+		args    []string
+		summary string
+	}{
+		{"announce udp", []string{"bench", "announce", "--proto", "udp", "--clients", "4", "--swarms", "20", "--duration", "300ms"}, "announce udp: "},
+		{"announce http", []string{"bench", "announce", "--proto", "http", "--clients", "4", "--swarms", "20", "--duration", "300ms", "--insecure"}, "announce http: "},
+		{"tracker-scale", []string{"bench", "tracker-scale", "--peers", "2000", "--swarms", "50"}, "tracker-scale: peers=2000 swarms=50 leader_heap_per_peer="},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out, stderr, code := fileshare(t, 2*time.Minute, tc.args...)
+			if code != 0 {
+				t.Fatalf("exit code %d; stdout:\n%s\nstderr:\n%s", code, out, stderr)
+			}
+			if !strings.Contains(out, tc.summary) {
+				t.Fatalf("no summary line starting %q in:\n%s", tc.summary, out)
+			}
+			if strings.HasPrefix(tc.name, "announce") && !strings.Contains(out, "errors=0: none, leader_changes=") {
+				t.Fatalf("the cluster answered with errors, or no leader changes were counted:\n%s", out)
+			}
+			t.Log(strings.TrimSpace(out))
+		})
+	}
+}
+
+// Mistakes in the announce flags are refused at once, saying what to
+// write instead.
+func TestBenchAnnounceRefusesBadFlags(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--proto", "tcp"}, "use http or udp"},
+		{[]string{"--proto", "udp", "--target", "http://127.0.0.1:1/announce"}, "is not a udp:// URL"},
+		{[]string{"--mix", "changes=1,completed=3"}, "unknown kind"},
+		{[]string{"--target", "udp://127.0.0.1:1/announce", "--cpu-profile", "x"}, "drop --target"},
+	} {
+		out, stderr, code := fileshare(t, time.Minute, append([]string{"bench", "announce"}, tc.args...)...)
+		if code == 0 || !strings.Contains(stderr, tc.want) {
+			t.Errorf("bench announce %v: exit %d, stderr %q; want a failure saying %q (stdout %q)", tc.args, code, stderr, tc.want, out)
+		}
+	}
+}
+
+// --write-swarms writes one hex info-hash a line: an opentracker
+// whitelist.
+func TestBenchAnnounceWritesTheSwarmList(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "whitelist.txt")
+	if out, stderr, code := fileshare(t, time.Minute, "bench", "announce", "--swarms", "5", "--write-swarms", path); code != 0 {
+		t.Fatalf("exit %d: %s %s", code, out, stderr)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSuffix(string(b), "\n"), "\n")
+	hex40 := regexp.MustCompile(`^[0-9a-f]{40}$`)
+	if len(lines) != 5 {
+		t.Fatalf("%d lines, want 5:\n%s", len(lines), b)
+	}
+	for _, l := range lines {
+		if !hex40.MatchString(l) {
+			t.Fatalf("line %q is not 40 hex digits", l)
+		}
+	}
+}
+
+// scripts/bench-tracker.sh measures opentracker and the cluster side by
+// side and prints both rates and their ratio for each protocol. It needs
+// Debian's opentracker: skipped without it, a failure under
+// FILESHARE_REQUIRE_ROOT_TESTS=1 (CI).
+func TestBenchTrackerScriptComparesWithOpentracker(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts real clusters and opentracker; skipped with -short")
+	}
+	if _, err := os.Stat("/usr/bin/opentracker"); err != nil {
+		msg := "needs /usr/bin/opentracker (apt-get install opentracker)"
+		if os.Getenv("FILESHARE_REQUIRE_ROOT_TESTS") == "1" {
+			t.Fatal(msg + "; failing because FILESHARE_REQUIRE_ROOT_TESTS=1")
+		}
+		t.Skip(msg + "; set FILESHARE_REQUIRE_ROOT_TESTS=1 to make this a failure")
+	}
+	port, err := freeport.Port("127.0.0.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 4*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "bash", filepath.Join("..", "..", "scripts", "bench-tracker.sh"), "--warmup", "100")
+	cmd.Env = append(os.Environ(), "FILESHARE_AS_BINARY=1", "FILESHARE="+binary(t),
+		"DURATION=300ms", "CLIENTS=4", "SWARMS=100", "OT_PORT="+port)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("bench-tracker.sh: %v\n%s", err, out.String())
+	}
+	for _, proto := range []string{"http", "udp"} {
+		re := regexp.MustCompile(`(?m)^` + proto + ` +opentracker +\d+ announces/s +fileshare 3-master cluster +\d+ announces/s +ratio [0-9.]+$`)
+		if !re.MatchString(out.String()) {
+			t.Errorf("no %s comparison line in:\n%s", proto, out.String())
+		}
+		if !strings.Contains(out.String(), "opentracker "+proto+": announce "+proto+": ") {
+			t.Errorf("no opentracker %s summary in:\n%s", proto, out.String())
+		}
+	}
+	if strings.Contains(out.String(), "not authorized") {
+		t.Errorf("opentracker refused the benchmark's swarms: the whitelist was not loaded:\n%s", out.String())
+	}
+	// The script stopped the opentracker it started.
+	if c, err := exec.Command("bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/"+port).CombinedOutput(); err == nil {
+		t.Errorf("something still listens on the script's opentracker port %s after it exited: %s", port, c)
+	}
+}
