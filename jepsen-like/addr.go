@@ -20,6 +20,11 @@ type nodeAddrs struct {
 	Advertise string
 	// HTTP is the master's status port (never faulted).
 	HTTP string
+	// Tracker is the master's BitTorrent HTTP tracker, on IP: the
+	// tracker workload's clients announce here. Client traffic is not
+	// faulted (as in Jepsen, a client reaches its node), but what the
+	// master relays to the leader crosses the faulted links.
+	Tracker string
 	// Proxy is the listen address of the proxy in front of the master, or
 	// "" when there is none.
 	Proxy string
@@ -66,7 +71,7 @@ func planAddrs(n int, withProxy bool) (addrs []nodeAddrs, perNodeIP bool, err er
 			ip = nodeIP(i)
 		}
 		a := nodeAddrs{IP: ip}
-		ports := make([]string, 3)
+		ports := make([]string, 4)
 		for j := range ports {
 			if ports[j], err = freeport.Port(ip); err != nil {
 				return nil, false, fmt.Errorf("find a free port on %s: %w", ip, err)
@@ -74,6 +79,7 @@ func planAddrs(n int, withProxy bool) (addrs []nodeAddrs, perNodeIP bool, err er
 		}
 		a.Listen = net.JoinHostPort(ip, ports[0])
 		a.HTTP = net.JoinHostPort(ip, ports[1])
+		a.Tracker = net.JoinHostPort(ip, ports[3])
 		a.Advertise = a.Listen
 		if withProxy {
 			a.Proxy = net.JoinHostPort(ip, ports[2])

@@ -55,7 +55,17 @@ type Crash struct {
 	Error string   `json:"error"`
 }
 
-func newCluster(binary string, env []string, addrs []nodeAddrs, outDir string, peerLease time.Duration, logger *slog.Logger) (*cluster, error) {
+// trackerInterval is the re-announce interval the masters' trackers send:
+// short, as the task of a test is to exercise renewals. The workload's
+// peers re-announce on their own schedule, more often than this.
+const trackerInterval = 5 * time.Second
+
+// newCluster prepares the masters. With tracker set, each also serves an
+// HTTP tracker on addrs[i].Tracker whose peer lifetime is peerLease (it
+// outlasts the run, so no entry expires and the checker needs no clock)
+// and whose per-IP cap admits every simulated peer, since they all
+// announce from one loopback address.
+func newCluster(binary string, env []string, addrs []nodeAddrs, outDir string, peerLease time.Duration, tracker bool, logger *slog.Logger) (*cluster, error) {
 	c := &cluster{logger: logger, t0: time.Now(), tlsDir: filepath.Join(outDir, "tls")}
 	// The masters run with TLS, as in production: a CA, a certificate per
 	// master valid for every address the harness uses, an admin one.
@@ -90,6 +100,11 @@ func newCluster(binary string, env []string, addrs []nodeAddrs, outDir string, p
 			Env:     env,
 			LogPath: n.logPath,
 		})
+		if tracker {
+			specs[i].Flags = append(specs[i].Flags, "--tracker-http", a.Tracker,
+				"--tracker-interval", trackerInterval.String(), "--tracker-peer-lifetime", peerLease.String(),
+				"--tracker-max-peers-per-ip", "1000000")
+		}
 	}
 	for i := range specs {
 		specs[i].InitialCluster = initial

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"slices"
+	"strings"
 	"time"
 )
 
@@ -32,6 +33,15 @@ type Config struct {
 	// Seed draws the schedule (and the clients' choices). The same seed
 	// and settings replay the same schedule.
 	Seed int64
+
+	// Workloads are what the clients do (see ParseWorkloads): the index
+	// workload (register, unregister, lookup, search), the tracker
+	// workload (BitTorrent announces over HTTP), or both side by side,
+	// each with Concurrency clients sharing one Rate. Empty means index.
+	Workloads []Workload
+	// Torrents is the number of swarms the tracker workload's peers
+	// announce in. Zero means 8.
+	Torrents int
 
 	// Rate is the target number of operations per second, over all
 	// clients. Zero means 200; negative means as fast as they can.
@@ -69,6 +79,13 @@ var ErrConfig = errors.New("invalid jepsen configuration")
 
 func (c Config) withDefaults() (Config, error) {
 	c.Kinds = slices.Clone(c.Kinds)
+	c.Workloads = slices.Clone(c.Workloads)
+	if len(c.Workloads) == 0 {
+		c.Workloads = []Workload{WorkloadIndex}
+	}
+	if c.Torrents == 0 {
+		c.Torrents = 8
+	}
 	if c.Env == nil {
 		c.Env = os.Environ()
 	} else {
@@ -117,6 +134,10 @@ func (c Config) withDefaults() (Config, error) {
 		return c, fmt.Errorf("%w: --concurrency %d: use 1 to 1000 clients", ErrConfig, c.Concurrency)
 	case c.Files < 1 || c.Files > 10000:
 		return c, fmt.Errorf("%w: --files %d: use 1 to 10000 files", ErrConfig, c.Files)
+	case c.Torrents < 1 || c.Torrents > 1000:
+		return c, fmt.Errorf("%w: --torrents %d: use 1 to 1000 swarms", ErrConfig, c.Torrents)
+	case slices.ContainsFunc(c.Workloads, func(w Workload) bool { return w != WorkloadIndex && w != WorkloadTracker }):
+		return c, fmt.Errorf("%w: unknown workload in %v; use index, tracker or index,tracker", ErrConfig, c.Workloads)
 	case c.OpTimeout < 100*time.Millisecond:
 		return c, fmt.Errorf("%w: op timeout %v is below 100ms; operations would time out in normal operation", ErrConfig, c.OpTimeout)
 	case c.PeerLease < c.Time+time.Minute:
@@ -131,3 +152,39 @@ func (c Config) withDefaults() (Config, error) {
 func (c Config) needsNetwork() bool {
 	return slices.ContainsFunc(c.Kinds, Kind.NeedsNetwork)
 }
+
+// Workload names what a run's clients do.
+type Workload string
+
+// The workloads.
+const (
+	// WorkloadIndex registers, unregisters, looks up and searches files
+	// through the SwarmMaster API (workload.go).
+	WorkloadIndex Workload = "index"
+	// WorkloadTracker announces BitTorrent peers (started, re-announce,
+	// completed, stopped) to every master's HTTP tracker
+	// (tracker_workload.go).
+	WorkloadTracker Workload = "tracker"
+)
+
+// ParseWorkloads parses a comma-separated workload list: "index",
+// "tracker", "index,tracker" (or "all"). Duplicates are dropped.
+func ParseWorkloads(s string) ([]Workload, error) {
+	var out []Workload
+	for _, part := range strings.Split(s, ",") {
+		w := Workload(strings.TrimSpace(part))
+		switch w {
+		case "all":
+			return []Workload{WorkloadIndex, WorkloadTracker}, nil
+		case WorkloadIndex, WorkloadTracker:
+			if !slices.Contains(out, w) {
+				out = append(out, w)
+			}
+		default:
+			return nil, fmt.Errorf("unknown workload %q; use index, tracker or index,tracker", w)
+		}
+	}
+	return out, nil
+}
+
+func (c Config) has(w Workload) bool { return slices.Contains(c.Workloads, w) }

@@ -29,7 +29,14 @@
 //     times and its outcome: ok, fail (certainly not applied) or info
 //     (unknown, e.g. it timed out). A client whose operation ends info
 //     continues as a new process with a new peer ID: it cannot know what
-//     its old peer holds.
+//     its old peer holds. With --workload tracker (Config.Workloads)
+//     every master also serves an HTTP BitTorrent tracker on its own IP,
+//     and C clients each run a few simulated peers, with their own peer_ids and ports, that
+//     announce started, re-announce, completed and stopped to a master
+//     drawn at random per announce (tracker_workload.go); index,tracker
+//     runs both workloads side by side, sharing --rate. The masters' peer
+//     lifetime is the peer lease, longer than the run, so no swarm entry
+//     may expire.
 //  3. Meanwhile the nemesis (nemesis.go) starts a fault every --interval,
 //     holds it for a drawn time, and heals it. The schedule is drawn from
 //     --seed alone (PlanSchedule), so a seed replays the same faults;
@@ -74,6 +81,17 @@
 //     could have undone is in the final reads (lost = 0); no acknowledged
 //     unregistration comes back (resurrected = 0); plus how long each
 //     registration took to become visible to every later read.
+//   - tracker-set (tracker workload): after the heal a watcher peer
+//     joins every swarm; once every master has applied that, it reads
+//     every swarm's peer list from every master (numwant 200, sampled
+//     until whole), each read a pure renewal. Every started or completed
+//     that was acknowledged, and that no stop could have followed, must be
+//     in every master's list (lost = 0); no acknowledged stop that no
+//     announce could have followed may be listed (resurrected = 0); no
+//     list, during the run or after, may show a peer nobody announced.
+//     A re-announce may insert a peer (the answering master's index may
+//     be stale), so it excuses a listing but acknowledges nothing.
+//   - tracker-agree: every master lists the same peers in every swarm.
 //   - digests: every master ends with the same index digest.
 //   - logs: no "panic:", "fatal error:" or "DATA RACE" in any master's
 //     log, and no master exited without being told to.
@@ -100,8 +118,8 @@
 // FILESHARE_UNSAFE_FAULT=stale-reads answer reads locally, so a
 // partitioned master serves stale lookups; with ack-before-commit the
 // leader acknowledges writes it has not committed, so isolating or
-// killing it loses them. The tests run the harness against both and
-// require the verdict invalid.
+// killing it loses them, index writes and tracker announces alike. The
+// tests run the harness against both and require the verdict invalid.
 //
 // # Using it from Go
 //

@@ -28,21 +28,61 @@ const (
 	// OpSearch searches for one file by name at the linearizable level and
 	// reads its holder count.
 	OpSearch OpType = "search"
+
+	// The tracker workload's operations (tracker_workload.go). Key is the
+	// torrent's number, Peer the BitTorrent peer_id (20 printable bytes).
+
+	// OpStarted is an HTTP announce with event=started: the peer enters
+	// the swarm. Acknowledged only after the change committed.
+	OpStarted OpType = "started"
+	// OpReannounce is an announce without an event from a peer already in
+	// the swarm: a lease renewal where the answering master lists the
+	// peer, an insert where it does not (its index may be stale), so the
+	// checker treats it as a possible insert, never as an acknowledgement.
+	OpReannounce OpType = "reannounce"
+	// OpCompleted is an announce with event=completed: the peer becomes a
+	// seeder (and is inserted if absent).
+	OpCompleted OpType = "completed"
+	// OpStopped is an announce with event=stopped: the peer leaves the
+	// swarm.
+	OpStopped OpType = "stopped"
+	// OpPeers is a final read of one swarm's peer list from one master
+	// (Master), made after the cluster healed and went quiet.
+	OpPeers OpType = "peers"
 )
 
 func (t OpType) valid() bool {
 	switch t {
-	case OpJoin, OpRegister, OpUnregister, OpLookup, OpSearch:
+	case OpJoin, OpRegister, OpUnregister, OpLookup, OpSearch, OpStarted, OpReannounce, OpCompleted, OpStopped, OpPeers:
 		return true
 	}
 	return false
 }
 
-// IsWrite reports whether the op changes the index.
-func (t OpType) IsWrite() bool { return t == OpJoin || t == OpRegister || t == OpUnregister }
+// IsWrite reports whether the op changes the index (or a swarm).
+func (t OpType) IsWrite() bool {
+	switch t {
+	case OpJoin, OpRegister, OpUnregister, OpStarted, OpCompleted, OpStopped:
+		return true
+	}
+	return false
+}
 
-// IsRead reports whether the op only reads the index.
-func (t OpType) IsRead() bool { return t == OpLookup || t == OpSearch }
+// IsRead reports whether the op only reads the index (or a swarm). A
+// re-announce counts as a read: it changes nothing when the peer is listed.
+func (t OpType) IsRead() bool {
+	return t == OpLookup || t == OpSearch || t == OpReannounce || t == OpPeers
+}
+
+// IsTracker reports whether the op belongs to the tracker workload; the
+// index checkers (linearizable, set-full) ignore such ops.
+func (t OpType) IsTracker() bool {
+	switch t {
+	case OpStarted, OpReannounce, OpCompleted, OpStopped, OpPeers:
+		return true
+	}
+	return false
+}
 
 // Outcome is how an operation ended, in Jepsen's three-valued terms.
 type Outcome string
@@ -91,12 +131,20 @@ type Op struct {
 	// Invoke and Complete are nanoseconds since the run began.
 	Invoke   int64 `json:"invoke"`
 	Complete int64 `json:"complete"`
-	// Holders is the sorted set of peer IDs an ok lookup returned.
+	// Holders is the sorted set of peer IDs an ok lookup returned, or the
+	// peer_ids an ok tracker announce listed.
 	Holders []string `json:"holders,omitempty"`
 	// Count is the holder count an ok search returned for the file.
 	Count int `json:"count,omitempty"`
-	// Final marks the linearizable reads made after the cluster healed.
+	// Final marks the linearizable reads made after the cluster healed
+	// (and the tracker's final peer-list reads and their watcher's
+	// announces).
 	Final bool `json:"final,omitempty"`
+	// Master is the master a tracker op was sent to (m1, m2, ...).
+	Master string `json:"master,omitempty"`
+	// Swarm is the swarm size (complete + incomplete) an ok tracker
+	// announce reported, the announcing peer included.
+	Swarm int `json:"swarm,omitempty"`
 	// Error is the error text of a fail or info op.
 	Error string `json:"error,omitempty"`
 }
@@ -120,8 +168,11 @@ func (op Op) Validate() error {
 	if op.Type.IsWrite() && op.Peer == "" {
 		return fmt.Errorf("op %d: %s without a peer", op.Index, op.Type)
 	}
-	if len(op.Holders) > 0 && (op.Type != OpLookup || op.Outcome != OK) {
-		return fmt.Errorf("op %d: only an ok lookup carries holders", op.Index)
+	if len(op.Holders) > 0 && ((op.Type != OpLookup && !op.Type.IsTracker()) || op.Outcome != OK) {
+		return fmt.Errorf("op %d: only an ok lookup or announce carries holders", op.Index)
+	}
+	if op.Type == OpPeers && op.Master == "" {
+		return fmt.Errorf("op %d: a peer-list read without the master it read", op.Index)
 	}
 	for i := 1; i < len(op.Holders); i++ {
 		if op.Holders[i-1] >= op.Holders[i] {

@@ -9,6 +9,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 )
@@ -157,6 +158,8 @@ th{background:#f4f4f4}.v{color:white;padding:1px 8px;border-radius:3px;font-weig
 <ul>
 <li><b>linearizable</b>: for every file, some single order of all operations, consistent with real time, explains every lookup and search result exactly (porcupine searched for it). A stale read from a deposed leader, or a lost write, has no such order.</li>
 <li><b>set-full</b>: every registration that was acknowledged, and not possibly undone later, is present in the final reads (nothing acknowledged was lost), and no acknowledged unregistration came back.</li>
+<li><b>tracker-set</b> (tracker workload): every started or completed a master acknowledged, and that no stop could have undone, is in every master's final peer list; no acknowledged stop came back; no list shows a peer nobody announced. The peer lifetime outlasts the run, so nothing may expire.</li>
+<li><b>tracker-agree</b> (tracker workload): after the faults healed, every master lists the same peers in every swarm.</li>
 <li><b>digests</b>: after the faults healed, every master holds the same index.</li>
 <li><b>logs</b>: no master panicked, hit a fatal error or a data race, or exited on its own.</li>
 <li><b>availability</b>: how much succeeded during and outside faults. Informational: a cluster may refuse work while it cannot reach a majority.</li>
@@ -164,7 +167,7 @@ th{background:#f4f4f4}.v{color:white;padding:1px 8px;border-radius:3px;font-weig
 <p><b>valid</b> means no checker found a violation; <b>invalid</b> means one did; <b>unknown</b> means a checker could not decide (never a pass). A valid run shows the absence of the bugs this schedule can expose, not of all bugs: rerun with other seeds and faults.</p>
 `)
 	p("<h2>Checkers</h2>\n<table><tr><th>checker</th><th>verdict</th><th>explanation</th></tr>\n")
-	for _, name := range []string{"linearizable", "set-full", "digests", "logs", "availability"} {
+	for _, name := range checkerNames(r) {
 		c := r.Checkers[name]
 		p(`<tr><td>%s</td><td><span class="v" style="background:%s">%s</span></td><td>%s</td></tr>`+"\n", name, color[c.Verdict], e(string(c.Verdict)), e(c.Explanation))
 	}
@@ -176,29 +179,18 @@ th{background:#f4f4f4}.v{color:white;padding:1px 8px;border-radius:3px;font-weig
 		}
 		p("</ul>\n")
 	}
-	s := r.SetFull
-	p(`<h2>Set-full</h2><table><tr><th>acknowledged holdings</th><th>lost</th><th>of which never seen</th><th>acknowledged removals</th><th>resurrected</th><th>phantoms</th><th>stale reads</th><th>visible after ack (p50 / p99 / max)</th></tr>
-<tr><td>%d</td><td>%d</td><td>%d</td><td>%d</td><td>%d</td><td>%d</td><td>%d</td><td>%.1f / %.1f / %.1f ms</td></tr></table>
-`, s.Acknowledged, len(s.Lost), len(s.NeverSeen), s.Removed, len(s.Resurrected), len(s.Phantoms), s.StaleReads, s.VisibleAfter.P50, s.VisibleAfter.P99, s.VisibleAfter.Max)
-	for _, list := range []struct {
-		name  string
-		elems []Element
-	}{{"Lost", s.Lost}, {"Resurrected", s.Resurrected}, {"Phantoms", s.Phantoms}} {
-		if len(list.elems) > 0 {
-			var parts []string
-			for i, el := range list.elems {
-				if i == 50 {
-					parts = append(parts, fmt.Sprintf("… %d more in results.json", len(list.elems)-50))
-					break
-				}
-				parts = append(parts, fmt.Sprintf("file %d held by %s", el.Key, el.Peer))
-			}
-			p("<p><b>%s:</b> %s</p>\n", list.name, e(strings.Join(parts, "; ")))
-		}
+	if r.Tracker != nil {
+		writeTrackerSection(p, e, r.Tracker)
+	}
+	if r.ranIndex() {
+		writeSetFullSection(p, e, r.SetFull)
 	}
 	p("<h2>Operations</h2><table><tr><th>type</th><th>total</th><th>ok</th><th>fail</th><th>info</th></tr>\n")
-	for _, t := range []OpType{OpJoin, OpRegister, OpUnregister, OpLookup, OpSearch} {
-		c := r.OpsByType[t]
+	for _, t := range []OpType{OpJoin, OpRegister, OpUnregister, OpLookup, OpSearch, OpStarted, OpReannounce, OpCompleted, OpStopped, OpPeers} {
+		c, ok := r.OpsByType[t]
+		if !ok {
+			continue
+		}
 		p("<tr><td>%s</td><td>%d</td><td>%d</td><td>%d</td><td>%d</td></tr>\n", t, c.Total, c.OK, c.Fail, c.Info)
 	}
 	p("<tr><th>all</th><th>%d</th><th>%d</th><th>%d</th><th>%d</th></tr></table>\n", r.Ops.Total, r.Ops.OK, r.Ops.Fail, r.Ops.Info)
@@ -299,4 +291,62 @@ func ReadResults(dir string) (*Results, error) {
 		return nil, fmt.Errorf("%s: %w", filepath.Join(dir, ResultsFile), err)
 	}
 	return &r, nil
+}
+
+// writeSetFullSection writes the index workload's set-full table.
+func writeSetFullSection(p func(string, ...any), e func(string) string, s SetFullResult) {
+	p(`<h2>Set-full</h2><table><tr><th>acknowledged holdings</th><th>lost</th><th>of which never seen</th><th>acknowledged removals</th><th>resurrected</th><th>phantoms</th><th>stale reads</th><th>visible after ack (p50 / p99 / max)</th></tr>
+<tr><td>%d</td><td>%d</td><td>%d</td><td>%d</td><td>%d</td><td>%d</td><td>%d</td><td>%.1f / %.1f / %.1f ms</td></tr></table>
+`, s.Acknowledged, len(s.Lost), len(s.NeverSeen), s.Removed, len(s.Resurrected), len(s.Phantoms), s.StaleReads, s.VisibleAfter.P50, s.VisibleAfter.P99, s.VisibleAfter.Max)
+	for _, list := range []struct {
+		name  string
+		elems []Element
+	}{{"Lost", s.Lost}, {"Resurrected", s.Resurrected}, {"Phantoms", s.Phantoms}} {
+		if len(list.elems) > 0 {
+			var parts []string
+			for i, el := range list.elems {
+				if i == 50 {
+					parts = append(parts, fmt.Sprintf("… %d more in results.json", len(list.elems)-50))
+					break
+				}
+				parts = append(parts, fmt.Sprintf("file %d held by %s", el.Key, el.Peer))
+			}
+			p("<p><b>%s:</b> %s</p>\n", list.name, e(strings.Join(parts, "; ")))
+		}
+	}
+}
+
+// writeTrackerSection writes the tracker workload's checkers.
+func writeTrackerSection(p func(string, ...any), e func(string) string, t *TrackerResult) {
+	p(`<h2>Tracker</h2><table><tr><th>swarms</th><th>entries</th><th>acknowledged entries</th><th>lost</th><th>acknowledged stops</th><th>resurrected</th><th>phantoms</th><th>swarms listed differently</th></tr>
+<tr><td>%d</td><td>%d</td><td>%d</td><td>%d</td><td>%d</td><td>%d</td><td>%d</td><td>%d</td></tr></table>
+`, t.Swarms, t.Elements, t.Acknowledged, len(t.Lost), t.Removed, len(t.Resurrected), len(t.Phantoms), len(t.Agreement.Differences))
+	for _, list := range []struct {
+		name   string
+		misses []TrackerMiss
+	}{{"Lost (missing on)", t.Lost}, {"Resurrected (listed by)", t.Resurrected}} {
+		if len(list.misses) > 0 {
+			var parts []string
+			for _, m := range first(list.misses, 50) {
+				parts = append(parts, fmt.Sprintf("torrent %d peer %s: %s", m.Key, m.Peer, strings.Join(m.Masters, ",")))
+			}
+			if len(list.misses) > 50 {
+				parts = append(parts, fmt.Sprintf("… %d more in results.json", len(list.misses)-50))
+			}
+			p("<p><b>%s:</b> %s</p>\n", list.name, e(strings.Join(parts, "; ")))
+		}
+	}
+	if len(t.Phantoms) > 0 {
+		var parts []string
+		for _, el := range first(t.Phantoms, 50) {
+			parts = append(parts, fmt.Sprintf("torrent %d peer %s", el.Key, el.Peer))
+		}
+		p("<p><b>Phantoms:</b> %s</p>\n", e(strings.Join(parts, "; ")))
+	}
+}
+
+// ranIndex reports whether the run had the index workload (results from
+// before workloads were recorded always did).
+func (r *Results) ranIndex() bool {
+	return len(r.Workloads) == 0 || slices.Contains(r.Workloads, WorkloadIndex)
 }

@@ -25,15 +25,18 @@ type Results struct {
 	// Summary says in plain words what the verdict means.
 	Summary string `json:"summary"`
 
-	Seed        int64    `json:"seed"`
-	Nodes       int      `json:"nodes"`
-	Time        Duration `json:"time"`
-	Interval    Duration `json:"interval"`
-	Kinds       []Kind   `json:"nemesis"`
-	Rate        float64  `json:"rate"`
-	Concurrency int      `json:"concurrency"`
-	Files       int      `json:"files"`
-	OpTimeout   Duration `json:"op_timeout"`
+	Seed     int64    `json:"seed"`
+	Nodes    int      `json:"nodes"`
+	Time     Duration `json:"time"`
+	Interval Duration `json:"interval"`
+	Kinds    []Kind   `json:"nemesis"`
+	// Workloads are what the clients did: index, tracker or both.
+	Workloads   []Workload `json:"workloads"`
+	Torrents    int        `json:"torrents,omitempty"`
+	Rate        float64    `json:"rate"`
+	Concurrency int        `json:"concurrency"`
+	Files       int        `json:"files"`
+	OpTimeout   Duration   `json:"op_timeout"`
 	// Net describes the network fault mechanism and why it was chosen.
 	Net string `json:"net"`
 	// UnsafeFault is the masters' FILESHARE_UNSAFE_FAULT, if any: a
@@ -45,14 +48,17 @@ type Results struct {
 	// Problems are things the harness could not do (heal, final reads).
 	Problems []string `json:"problems,omitempty"`
 
-	Ops          OpCounts                 `json:"ops"`
-	OpsByType    map[OpType]OpCounts      `json:"ops_by_type"`
-	Linearizable LinearizabilityResult    `json:"linearizable"`
-	SetFull      SetFullResult            `json:"set_full"`
-	Digests      DigestResult             `json:"digests"`
-	Availability AvailabilityResult       `json:"availability"`
-	Logs         LogsResult               `json:"logs"`
-	Checkers     map[string]CheckerResult `json:"checkers"`
+	Ops          OpCounts              `json:"ops"`
+	OpsByType    map[OpType]OpCounts   `json:"ops_by_type"`
+	Linearizable LinearizabilityResult `json:"linearizable"`
+	SetFull      SetFullResult         `json:"set_full"`
+	Digests      DigestResult          `json:"digests"`
+	Availability AvailabilityResult    `json:"availability"`
+	Logs         LogsResult            `json:"logs"`
+	// Tracker is the tracker workload's checkers (tracker-set and
+	// tracker-agree); nil when the tracker workload did not run.
+	Tracker  *TrackerResult           `json:"tracker,omitempty"`
+	Checkers map[string]CheckerResult `json:"checkers"`
 }
 
 // CheckerResult is one checker's verdict, for the summary table.
@@ -131,7 +137,7 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 	}
 	res := &Results{
 		Seed: cfg.Seed, Nodes: cfg.Nodes, Time: Duration(cfg.Time), Interval: Duration(cfg.Interval),
-		Kinds: cfg.Kinds, Rate: cfg.Rate, Concurrency: cfg.Concurrency, Files: cfg.Files,
+		Kinds: cfg.Kinds, Workloads: cfg.Workloads, Rate: cfg.Rate, Concurrency: cfg.Concurrency, Files: cfg.Files,
 		OpTimeout: Duration(cfg.OpTimeout), UnsafeFault: envValue(cfg.Env, "FILESHARE_UNSAFE_FAULT"),
 	}
 	if res.Kinds == nil {
@@ -196,7 +202,7 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 
 	// The cluster. Stopping it is deferred after the network cleanup, so
 	// it runs first: masters stop, then rules go.
-	cl, err := newCluster(cfg.Binary, cfg.Env, addrs, cfg.Out, cfg.PeerLease, log)
+	cl, err := newCluster(cfg.Binary, cfg.Env, addrs, cfg.Out, cfg.PeerLease, cfg.has(WorkloadTracker), log)
 	if err != nil {
 		return nil, err
 	}
@@ -237,13 +243,27 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 		opTimeout: cfg.OpTimeout, attemptTimeout: max(cfg.OpTimeout/3, 100*time.Millisecond),
 		ca: ca,
 	}
+	var trk *trackerWorkload
+	if cfg.has(WorkloadTracker) {
+		res.Torrents = cfg.Torrents
+		var tms []trackerMaster
+		for _, n := range cl.nodes {
+			tms = append(tms, trackerMaster{ID: n.id, URL: "http://" + n.addrs.Tracker + "/announce"})
+		}
+		trk = newTrackerWorkload(tms, cfg.Torrents, rec, wl.pace, cfg.Seed, cfg.OpTimeout, wl.newProcess)
+		defer trk.close()
+	}
 
 	log.Info("workload and nemesis start", "time", cfg.Time, "faults", len(faults))
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
-	wg.Add(2)
-	go func() { defer wg.Done(); wl.run(ctx, stop, cfg.Concurrency) }()
-	go func() { defer wg.Done(); nm.run(ctx, stop, faults) }()
+	if cfg.has(WorkloadIndex) {
+		wg.Go(func() { wl.run(ctx, stop, cfg.Concurrency) })
+	}
+	if trk != nil {
+		wg.Go(func() { trk.run(ctx, stop, cfg.Concurrency) })
+	}
+	wg.Go(func() { nm.run(ctx, stop, faults) })
 	sleepCtx(ctx, cfg.Time)
 	close(stop)
 	wg.Wait()
@@ -263,8 +283,24 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 			res.Problems = append(res.Problems, fmt.Sprintf("after the final heal: %v", err))
 		}
 		log.Info("cluster healed; final reads")
-		if err := wl.finalReads(ctx, 60*time.Second); err != nil {
-			res.Problems = append(res.Problems, err.Error())
+		if cfg.has(WorkloadIndex) {
+			if err := wl.finalReads(ctx, 60*time.Second); err != nil {
+				res.Problems = append(res.Problems, err.Error())
+			}
+		}
+		if trk != nil {
+			// The watcher joins every swarm; once every master has
+			// applied that (equal digests), each read is a renewal and
+			// changes nothing, so the masters are read in one state.
+			if err := trk.startWatcher(tctx); err != nil {
+				res.Problems = append(res.Problems, err.Error())
+			}
+			if d := settleDigests(ctx, cl, 30*time.Second); d.Verdict != Valid {
+				res.Problems = append(res.Problems, "before the final peer-list reads: "+d.Explanation)
+			}
+			if err := trk.readFinal(tctx, 60*time.Second); err != nil {
+				res.Problems = append(res.Problems, err.Error())
+			}
 		}
 		digests = settleDigests(ctx, cl, 30*time.Second)
 	}
@@ -286,11 +322,23 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 		c.add(op.Outcome)
 		res.OpsByType[op.Type] = c
 	}
-	res.Linearizable = CheckLinearizable(history, cfg.CheckTimeout, filepath.Join(cfg.Out, LinearizeFile), faultAnnotations(windows))
-	if res.Linearizable.Visualization != "" {
-		res.Linearizable.Visualization = filepath.Base(res.Linearizable.Visualization)
+	res.Checkers = map[string]CheckerResult{}
+	if cfg.has(WorkloadIndex) {
+		index := slices.DeleteFunc(slices.Clone(history), func(op Op) bool { return op.Type.IsTracker() })
+		res.Linearizable = CheckLinearizable(index, cfg.CheckTimeout, filepath.Join(cfg.Out, LinearizeFile), faultAnnotations(windows))
+		if res.Linearizable.Visualization != "" {
+			res.Linearizable.Visualization = filepath.Base(res.Linearizable.Visualization)
+		}
+		res.SetFull = CheckSetFull(index)
+		res.Checkers["linearizable"] = CheckerResult{res.Linearizable.Verdict, res.Linearizable.Explanation}
+		res.Checkers["set-full"] = CheckerResult{res.SetFull.Verdict, res.SetFull.Explanation}
 	}
-	res.SetFull = CheckSetFull(history)
+	if trk != nil {
+		t := CheckTracker(history, cl.ids())
+		res.Tracker = &t
+		res.Checkers["tracker-set"] = CheckerResult{t.Verdict, t.Explanation}
+		res.Checkers["tracker-agree"] = CheckerResult{t.Agreement.Verdict, t.Agreement.Explanation}
+	}
 	res.Digests = digests
 	res.Availability = checkAvailability(history, windows)
 	var logs []string
@@ -299,13 +347,9 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 	}
 	crashes, slowStops := cl.crashList()
 	res.Logs = checkLogs(logs, crashes, slowStops)
-	res.Checkers = map[string]CheckerResult{
-		"linearizable": {res.Linearizable.Verdict, res.Linearizable.Explanation},
-		"set-full":     {res.SetFull.Verdict, res.SetFull.Explanation},
-		"digests":      {res.Digests.Verdict, res.Digests.Explanation},
-		"availability": {res.Availability.Verdict, res.Availability.Explanation},
-		"logs":         {res.Logs.Verdict, res.Logs.Explanation},
-	}
+	res.Checkers["digests"] = CheckerResult{res.Digests.Verdict, res.Digests.Explanation}
+	res.Checkers["availability"] = CheckerResult{res.Availability.Verdict, res.Availability.Explanation}
+	res.Checkers["logs"] = CheckerResult{res.Logs.Verdict, res.Logs.Explanation}
 	res.Verdict, res.Summary = conclude(res)
 	res.Elapsed = Duration(time.Since(t0))
 
@@ -356,11 +400,15 @@ func settleDigests(ctx context.Context, cl *cluster, d time.Duration) DigestResu
 // conclude combines the checkers into the run's verdict and says it in
 // plain words.
 func conclude(r *Results) (Verdict, string) {
-	v := worst(r.Linearizable.Verdict, r.SetFull.Verdict, r.Digests.Verdict, r.Availability.Verdict, r.Logs.Verdict)
+	names := checkerNames(r)
+	var vs []Verdict
+	for _, name := range names {
+		vs = append(vs, r.Checkers[name].Verdict)
+	}
+	v := worst(vs...)
 	if v == Valid && r.Interrupted {
 		v = Unknown
 	}
-	names := []string{"linearizable", "set-full", "digests", "availability", "logs"}
 	var bad []string
 	for _, name := range names {
 		if c := r.Checkers[name]; c.Verdict != Valid {
@@ -377,8 +425,15 @@ func conclude(r *Results) (Verdict, string) {
 	}
 	switch v {
 	case Valid:
-		return v, fmt.Sprintf("VALID: over %v of %s, %d operations (%d acknowledged) kept every promise: every read was linearizable, all %d acknowledged registrations survived, no acknowledged unregistration came back, all %d masters ended with the same index, and no master panicked.",
-			time.Duration(r.Time), faults, r.Ops.Total, r.Ops.OK, r.SetFull.Acknowledged, r.Nodes)
+		var kept []string
+		if _, ok := r.Checkers["set-full"]; ok {
+			kept = append(kept, fmt.Sprintf("every read was linearizable, all %d acknowledged registrations survived, no acknowledged unregistration came back", r.SetFull.Acknowledged))
+		}
+		if r.Tracker != nil {
+			kept = append(kept, fmt.Sprintf("all %d acknowledged swarm entries are in every master's peer list, none of %d acknowledged stops came back, every master lists the same peers", r.Tracker.Acknowledged, r.Tracker.Removed))
+		}
+		return v, fmt.Sprintf("VALID: over %v of %s, %d operations (%d acknowledged) kept every promise: %s, all %d masters ended with the same index, and no master panicked.",
+			time.Duration(r.Time), faults, r.Ops.Total, r.Ops.OK, strings.Join(kept, "; "), r.Nodes)
 	case Invalid:
 		return v, "INVALID: the cluster broke a promise. " + strings.Join(bad, " ")
 	}
@@ -442,4 +497,15 @@ func writeFile(path string, fill func(*os.File) error) error {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
 	return f.Close()
+}
+
+// checkerNames lists the checkers a run has, in report order.
+func checkerNames(r *Results) []string {
+	var out []string
+	for _, name := range []string{"linearizable", "set-full", "tracker-set", "tracker-agree", "digests", "logs", "availability"} {
+		if _, ok := r.Checkers[name]; ok {
+			out = append(out, name)
+		}
+	}
+	return out
 }

@@ -23,6 +23,7 @@ func newJepsenCmd(g *globalFlags, stdout, stderr io.Writer) *cobra.Command {
 		nemesis string
 		netMode string
 		noNetns bool
+		wls     string
 	)
 	cmd := &cobra.Command{
 		Use:   "jepsen [--nodes 3|5] [--time D] [--nemesis KINDS] [--out DIR] ...",
@@ -33,6 +34,13 @@ from --seed, then heal, read everything once more, and check the history:
 linearizability of every file's holder set (porcupine), set-full (nothing
 acknowledged lost, nothing removed comes back), equal index digests on every
 master, and no panic or data race in any master's log.
+
+--workload tracker makes every master a BitTorrent HTTP tracker and has the
+clients announce simulated peers (started, re-announce, completed, stopped)
+to a master drawn at random for every announce; after the heal every master's
+peer list of every swarm is read and checked: every acknowledged started is
+listed, no acknowledged stop comes back, all masters list the same peers.
+--workload index,tracker runs both side by side.
 
 Fault kinds (--nemesis, comma-separated): kill, pause, partition, one-way,
 ring, bridge, isolate-leader, kill-leader, rolling-restart, membership,
@@ -59,6 +67,9 @@ the message says why).`,
 			}
 			if cfg.Kinds, err = jepsenlike.ParseKinds(nemesis); err != nil {
 				return &exitCode{code: 2, msg: "--nemesis: " + err.Error()}
+			}
+			if cfg.Workloads, err = jepsenlike.ParseWorkloads(wls); err != nil {
+				return &exitCode{code: 2, msg: "--workload: " + err.Error()}
 			}
 			cfg.Net = jepsenlike.NetMode(netMode)
 			if !cmd.Flags().Changed("seed") {
@@ -136,7 +147,9 @@ the message says why).`,
 	f.StringVar(&nemesis, "nemesis", "kill,pause,partition", "fault kinds to draw from (see above), or none")
 	f.Float64Var(&cfg.Rate, "rate", 200, "target operations per second over all clients")
 	f.IntVar(&cfg.Concurrency, "concurrency", 10, "number of concurrent clients")
-	f.IntVar(&cfg.Files, "files", 20, "number of files the clients share")
+	f.IntVar(&cfg.Files, "files", 20, "number of files the clients share (index workload)")
+	f.StringVar(&wls, "workload", "index", "what the clients do: index (register, unregister, lookup, search), tracker (BitTorrent announces to every master's HTTP tracker), or index,tracker")
+	f.IntVar(&cfg.Torrents, "torrents", 8, "number of swarms the tracker workload's peers announce in")
 	f.Int64Var(&cfg.Seed, "seed", 0, "seed of the fault schedule (default: random, printed for replay)")
 	f.StringVar(&cfg.Out, "out", "", "output directory (default: ./jepsen-SEED-TIME)")
 	f.StringVar(&netMode, "net", "auto", "network fault mechanism: auto, iptables (root) or proxy")
@@ -151,7 +164,7 @@ the message says why).`,
 // too), except skip, as --name=value arguments.
 func changedFlags(cmd *cobra.Command, skip ...string) []string {
 	var out []string
-	for _, name := range []string{"nodes", "time", "interval", "nemesis", "rate", "concurrency", "files", "seed", "out",
+	for _, name := range []string{"nodes", "time", "interval", "nemesis", "rate", "concurrency", "files", "workload", "torrents", "seed", "out",
 		"net", "no-netns", "keep-data", "op-timeout", "check-timeout", "log-format", "log-level"} {
 		if slices.Contains(skip, name) || !cmd.Flags().Changed(name) {
 			continue

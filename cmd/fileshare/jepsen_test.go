@@ -143,6 +143,43 @@ func TestJepsenCatchesAckBeforeCommit(t *testing.T) {
 	}
 }
 
+// The tracker workload under kills, pauses and partitions finds nothing
+// wrong with a correct cluster: every acknowledged started is in every
+// master's final peer list, no acknowledged stop comes back, and every
+// master lists the same peers.
+func TestJepsenTrackerRunIsValid(t *testing.T) {
+	out, code, res := runJepsen(t, nil, "--nodes", "3", "--time", "20s", "--interval", "4s",
+		"--nemesis", "kill,pause,partition", "--seed", "1", "--net", "proxy", "--rate", "150", "--workload", "tracker", "--torrents", "6")
+	if code != 0 || res == nil || res.Verdict != jepsenlike.Valid || res.Tracker == nil {
+		t.Fatalf("exit code %d, want 0 (valid):\n%s", code, describe(out, res))
+	}
+	if res.Tracker.Acknowledged == 0 || res.Tracker.Removed == 0 || res.OpsByType[jepsenlike.OpStarted].OK < 200 {
+		t.Fatalf("%d acknowledged entries, %d acknowledged stops, %d ok starteds: the run tested little:\n%s",
+			res.Tracker.Acknowledged, res.Tracker.Removed, res.OpsByType[jepsenlike.OpStarted].OK, describe(out, res))
+	}
+	if _, ok := res.Checkers["linearizable"]; ok || res.OpsByType[jepsenlike.OpRegister].Total != 0 {
+		t.Fatalf("--workload tracker ran the index workload too:\n%s", describe(out, res))
+	}
+	if len(res.Availability.Recovery) < 3 {
+		t.Fatalf("%d faults happened, want at least 3:\n%s", len(res.Availability.Recovery), describe(out, res))
+	}
+}
+
+// The tracker checkers catch a leader that acknowledges announces before
+// they commit (FILESHARE_UNSAFE_FAULT=ack-before-commit: the tracker's
+// membership changes go through the same batcher as index writes):
+// isolating or killing it loses acknowledged starteds and stops.
+func TestJepsenTrackerCatchesAckBeforeCommit(t *testing.T) {
+	out, code, res := runJepsen(t, []string{"FILESHARE_UNSAFE_FAULT=ack-before-commit"}, "--nodes", "3", "--time", "20s", "--interval", "4s",
+		"--nemesis", "isolate-leader,kill-leader", "--seed", "3", "--concurrency", "20", "--workload", "tracker")
+	if code != 1 || res == nil || res.Verdict != jepsenlike.Invalid || res.Tracker == nil {
+		t.Fatalf("exit code %d, want 1 (invalid):\n%s", code, describe(out, res))
+	}
+	if res.Tracker.Verdict != jepsenlike.Invalid || len(res.Tracker.Lost)+len(res.Tracker.Resurrected) == 0 {
+		t.Fatalf("tracker-set did not find lost starteds or undone stops:\n%s", describe(out, res))
+	}
+}
+
 func TestJepsenCLIMistakesExit2WithAClearMessage(t *testing.T) {
 	for _, tc := range []struct {
 		name string
@@ -152,6 +189,7 @@ func TestJepsenCLIMistakesExit2WithAClearMessage(t *testing.T) {
 		{"unknown fault kind", []string{"--nemesis", "kill,meteor"}, `unknown fault kind "meteor"`},
 		{"four nodes", []string{"--nodes", "4"}, "use 3 or 5"},
 		{"unknown flag", []string{"--bogus"}, "unknown flag: --bogus"},
+		{"unknown workload", []string{"--workload", "index,dht"}, `unknown workload "dht"`},
 		{"bad net", []string{"--net", "carrier-pigeon", "--nemesis", "partition"}, "use auto, iptables or proxy"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
