@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -46,6 +47,11 @@ type node struct {
 	logPath string
 
 	removed bool // removed from the Raft configuration; guarded by cluster.mu
+	// removing is set before the harness asks the cluster to remove the
+	// master, since a removed master stops by itself (exit status
+	// exitRemoved) and may do so before the harness stops it; guarded by
+	// cluster.mu.
+	removing bool
 }
 
 // Crash is a master that exited without being told to.
@@ -128,14 +134,25 @@ func newCluster(binary string, env []string, addrs []nodeAddrs, outDir string, p
 	return c, nil
 }
 
-// crashed records that master i exited without being told to.
+// exitRemoved is the exit status of a master that stopped because it was
+// removed from the cluster (cmd/fileshare's exitRemoved).
+const exitRemoved = 3
+
+// crashed records that master i exited without being told to, unless it
+// was being removed and stopped because of it, as a removed master must.
 func (c *cluster) crashed(i int, err error) {
 	n := c.nodes[i]
 	msg := "exited with status 0"
 	if err != nil {
 		msg = err.Error()
 	}
+	var ee *exec.ExitError
 	c.mu.Lock()
+	if (n.removing || n.removed) && errors.As(err, &ee) && ee.ExitCode() == exitRemoved {
+		c.mu.Unlock()
+		c.logger.Info("removed master stopped by itself", "node", n.id)
+		return
+	}
 	c.crashes = append(c.crashes, Crash{Node: n.id, At: Duration(time.Since(c.t0)), Error: msg})
 	c.mu.Unlock()
 	c.logger.Warn("master exited unexpectedly", "node", n.id, "err", msg, "log", n.logPath)
@@ -203,6 +220,15 @@ func (c *cluster) markRemoved(i int) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.nodes[i].removed = true
+	c.nodes[i].removing = false
+}
+
+// markRemoving records that the harness is about to remove master i (or
+// gave up trying: removing false).
+func (c *cluster) markRemoving(i int, removing bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.nodes[i].removing = removing
 }
 
 // rejoin wipes the data dir of stopped, removed master i and starts it

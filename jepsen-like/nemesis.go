@@ -263,6 +263,7 @@ func (nm *nemesis) removeMember(ctx context.Context, x int, w *Window) healFunc 
 		return nil
 	}
 	w.Targets = []string{id}
+	nm.cl.markRemoving(x, true)
 	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	err := nm.admin.RemoveMember(rctx, id)
 	cancel()
@@ -270,6 +271,7 @@ func (nm *nemesis) removeMember(ctx context.Context, x int, w *Window) healFunc 
 		// The reply may be lost while the removal happened anyway.
 		if member, known := nm.isMember(ctx, id); !known || member {
 			nm.note(w, "remove %s from the cluster: %v", id, err)
+			nm.cl.markRemoving(x, false)
 			return nil
 		}
 		nm.note(w, "remove %s reported %v, but the leader no longer lists it", id, err)
