@@ -182,6 +182,11 @@ type LogsResult struct {
 	// SIGTERM and had to be killed. Informational: a slow graceful
 	// shutdown loses nothing, but operators will notice it.
 	SlowStops []Crash `json:"slow_stops,omitempty"`
+	// SelfStops are masters that stopped on their own for a reason the
+	// fault explains and their log states: "refused to start: damaged
+	// data dir" (exit status 4 after a corrupt fault) or "stopped: disk
+	// full". They are not crashes.
+	SelfStops []Crash `json:"self_stops,omitempty"`
 }
 
 // LogFinding is one suspicious log line.
@@ -195,9 +200,10 @@ type LogFinding struct {
 // fatal runtime error, a race the race detector saw.
 func logPatterns() []string { return []string{"panic:", "fatal error:", "DATA RACE"} }
 
-// checkLogs scans every master log for logPatterns.
-func checkLogs(paths []string, crashes, slowStops []Crash) LogsResult {
-	res := LogsResult{Findings: []LogFinding{}, Crashes: crashes, SlowStops: slowStops}
+// checkLogs scans every master log for logPatterns and judges the exits:
+// crashes make it invalid; slow stops and self-stops are reported only.
+func checkLogs(paths []string, crashes, slowStops, selfStops []Crash) LogsResult {
+	res := LogsResult{Findings: []LogFinding{}, Crashes: crashes, SlowStops: slowStops, SelfStops: selfStops}
 	if res.Crashes == nil {
 		res.Crashes = []Crash{}
 	}
@@ -239,5 +245,40 @@ func checkLogs(paths []string, crashes, slowStops []Crash) LogsResult {
 	if len(res.SlowStops) > 0 {
 		res.Explanation += fmt.Sprintf("; %d times a master ignored SIGTERM for its whole grace period and was killed", len(res.SlowStops))
 	}
+	if n := len(res.SelfStops); n > 0 {
+		var damaged, full int
+		for _, s := range res.SelfStops {
+			if strings.HasPrefix(s.Error, reasonDamaged) {
+				damaged++
+			} else {
+				full++
+			}
+		}
+		res.Explanation += fmt.Sprintf("; %d times a master %s (not a crash) and %d times one %s, as its log says", damaged, reasonDamaged, full, reasonDiskFull)
+	}
 	return res
+}
+
+// checkHealDigests judges the digest comparisons made after each heal
+// (Window.HealDigests): invalid if the serving masters still disagreed
+// 15 s after a heal with no write in flight.
+func checkHealDigests(windows []Window) CheckerResult {
+	checked := 0
+	var bad []string
+	for _, w := range windows {
+		if w.HealDigests == nil {
+			continue
+		}
+		checked++
+		if w.HealDigests.Verdict == Invalid {
+			bad = append(bad, fmt.Sprintf("after fault %d (%s): %s", w.Seq, w.Kind, w.HealDigests.Explanation))
+		}
+	}
+	switch {
+	case len(bad) > 0:
+		return CheckerResult{Invalid, fmt.Sprintf("%d of %d heals left serving masters with different indexes: %s", len(bad), checked, strings.Join(bad, "; "))}
+	case checked == 0:
+		return CheckerResult{Valid, "no heal was followed by a comparison (no fault healed before the end)"}
+	}
+	return CheckerResult{Valid, fmt.Sprintf("after each of %d heals, every master that served held the same index once the writes in flight had settled", checked)}
 }

@@ -214,17 +214,17 @@ func TestLogsCatchPanicsRacesAndCrashes(t *testing.T) {
 	bad := filepath.Join(dir, "m2.log")
 	os.WriteFile(clean, []byte("level=INFO msg=\"master running\"\n"), 0o644)
 	os.WriteFile(bad, []byte("ok\nWARNING: DATA RACE\nRead at 0x00c000\n"), 0o644)
-	if r := checkLogs([]string{clean}, nil, nil); r.Verdict != Valid {
+	if r := checkLogs([]string{clean}, nil, nil, nil); r.Verdict != Valid {
 		t.Fatalf("a clean log: %s %s", r.Verdict, r.Explanation)
 	}
-	r := checkLogs([]string{clean, bad}, nil, nil)
+	r := checkLogs([]string{clean, bad}, nil, nil, nil)
 	if r.Verdict != Invalid || len(r.Findings) != 1 || r.Findings[0].File != "m2.log" || r.Findings[0].Line != 2 {
 		t.Fatalf("a data race: %s %+v", r.Verdict, r.Findings)
 	}
-	if r := checkLogs([]string{clean}, []Crash{{Node: "m1", Error: "exit status 2"}}, nil); r.Verdict != Invalid {
+	if r := checkLogs([]string{clean}, []Crash{{Node: "m1", Error: "exit status 2"}}, nil, nil); r.Verdict != Invalid {
 		t.Fatalf("a master that exited on its own: %s", r.Verdict)
 	}
-	if r := checkLogs([]string{clean}, nil, []Crash{{Node: "m2"}}); r.Verdict != Valid || !strings.Contains(r.Explanation, "ignored SIGTERM") {
+	if r := checkLogs([]string{clean}, nil, []Crash{{Node: "m2"}}, nil); r.Verdict != Valid || !strings.Contains(r.Explanation, "ignored SIGTERM") {
 		t.Fatalf("a slow stop is informational: %s %s", r.Verdict, r.Explanation)
 	}
 }

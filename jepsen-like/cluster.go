@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -38,6 +39,7 @@ type cluster struct {
 	t0        time.Time // the run's start, for crash times
 	crashes   []Crash
 	slowStops []Crash // masters SIGKILLed because SIGTERM did not stop them
+	selfStops []Crash // masters that stopped for a reason they logged and the harness expects
 }
 
 type node struct {
@@ -52,6 +54,16 @@ type node struct {
 	// exitRemoved) and may do so before the harness stops it; guarded by
 	// cluster.mu.
 	removing bool
+	// damaged is set while the data dir holds damage the harness made (a
+	// corrupt fault) and has not wiped yet; guarded by cluster.mu.
+	damaged bool
+	// refused is set when the master refused to start because its data
+	// dir is damaged (exit status exitDamaged): restarting it is useless,
+	// it must be replaced (wiped and rejoined); guarded by cluster.mu.
+	refused bool
+	// diskFull is set while a disk-full fault fills the master's
+	// filesystem; guarded by cluster.mu.
+	diskFull bool
 }
 
 // Crash is a master that exited without being told to.
@@ -66,12 +78,15 @@ type Crash struct {
 // peers re-announce on their own schedule, more often than this.
 const trackerInterval = 5 * time.Second
 
-// newCluster prepares the masters. With tracker set, each also serves an
+// newCluster prepares the masters: master i keeps its data in dataDirs[i]
+// (under outDir/data if dataDirs is nil) and, if clockFiles is not nil,
+// reads its clock offset from clockFiles[i] (FILESHARE_UNSAFE_CLOCK_FILE).
+// With tracker set, each also serves an
 // HTTP tracker on addrs[i].Tracker whose peer lifetime is peerLease (it
 // outlasts the run, so no entry expires and the checker needs no clock)
 // and whose per-IP cap admits every simulated peer, since they all
 // announce from one loopback address.
-func newCluster(binary string, env []string, addrs []nodeAddrs, outDir string, peerLease time.Duration, tracker bool, logger *slog.Logger) (*cluster, error) {
+func newCluster(binary string, env []string, addrs []nodeAddrs, outDir string, dataDirs, clockFiles []string, peerLease time.Duration, tracker bool, logger *slog.Logger) (*cluster, error) {
 	c := &cluster{logger: logger, t0: time.Now(), tlsDir: filepath.Join(outDir, "tls")}
 	// The masters run with TLS, as in production: a CA, a certificate per
 	// master valid for every address the harness uses, an admin one.
@@ -97,13 +112,21 @@ func newCluster(binary string, env []string, addrs []nodeAddrs, outDir string, p
 		n := &node{idx: i, id: id, addrs: a, logPath: filepath.Join(outDir, "logs", id+".log")}
 		c.nodes = append(c.nodes, n)
 		initial = append(initial, proccluster.Voter{ID: id, Addr: a.Advertise})
+		dataDir := filepath.Join(outDir, "data", id)
+		if dataDirs != nil {
+			dataDir = dataDirs[i]
+		}
+		nodeEnv := env
+		if clockFiles != nil {
+			nodeEnv = append(slices.Clone(env), clockFileEnv+"="+clockFiles[i])
+		}
 		specs = append(specs, proccluster.Spec{
-			ID: id, DataDir: filepath.Join(outDir, "data", id),
+			ID: id, DataDir: dataDir,
 			Listen: a.Listen, Advertise: a.Advertise, HTTP: a.HTTP,
 			Flags: []string{"--peer-lease", peerLease.String(), "--log-format", "text",
 				"--cert-file", filepath.Join(c.tlsDir, id+".pem"), "--key-file", filepath.Join(c.tlsDir, id+"-key.pem"),
 				"--trusted-ca-file", filepath.Join(c.tlsDir, "ca.pem")},
-			Env:     env,
+			Env:     nodeEnv,
 			LogPath: n.logPath,
 		})
 		if tracker {
@@ -138,24 +161,96 @@ func newCluster(binary string, env []string, addrs []nodeAddrs, outDir string, p
 // removed from the cluster (cmd/fileshare's exitRemoved).
 const exitRemoved = 3
 
-// crashed records that master i exited without being told to, unless it
-// was being removed and stopped because of it, as a removed master must.
+// exitDamaged is the exit status of a master that refused to start
+// because its data dir is damaged (cmd/fileshare's exitDamaged).
+const exitDamaged = 4
+
+// clockFileEnv is the masters' clock hook: the file holding the offset
+// of their wall clock (see writeClockOffset).
+const clockFileEnv = "FILESHARE_UNSAFE_CLOCK_FILE"
+
+// Why a master stopped on its own, when that is what the harness expects.
+const (
+	reasonDamaged  = "refused to start: damaged data dir"
+	reasonDiskFull = "stopped: disk full"
+)
+
+// crashed records that master i exited without being told to. Three
+// exits are expected and recorded as self-stops, not crashes: a master
+// being removed that stops because of it (exitRemoved); a master whose
+// data dir the harness damaged that refuses to start (exitDamaged); a
+// master whose filesystem the harness filled that stops and says in its
+// log that the disk is full. A master that refuses to start although the
+// harness did not damage it is a crash: something broke its data dir.
 func (c *cluster) crashed(i int, err error) {
 	n := c.nodes[i]
 	msg := "exited with status 0"
 	if err != nil {
 		msg = err.Error()
 	}
+	code := 0
 	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		code = ee.ExitCode()
+	}
+	at := Duration(time.Since(c.t0))
 	c.mu.Lock()
-	if (n.removing || n.removed) && errors.As(err, &ee) && ee.ExitCode() == exitRemoved {
-		c.mu.Unlock()
+	defer c.mu.Unlock()
+	switch {
+	case (n.removing || n.removed) && code == exitRemoved:
 		c.logger.Info("removed master stopped by itself", "node", n.id)
 		return
+	case code == exitDamaged:
+		n.refused = true
+		why := logReason(n.logPath, "damage", "corrupt")
+		if why == "" {
+			why = "its log does not say what is damaged"
+		}
+		if n.damaged {
+			c.selfStops = append(c.selfStops, Crash{Node: n.id, At: at, Error: reasonDamaged + ": " + why})
+			c.logger.Info("master refused to start on its damaged data dir, as it should", "node", n.id, "log", why)
+			return
+		}
+		msg = fmt.Sprintf("%s (exit status %d), but the harness had not damaged it: %s", reasonDamaged, code, why)
+	case n.diskFull:
+		if why := logReason(n.logPath, "no space left on device", "disk full", "ENOSPC"); why != "" {
+			c.selfStops = append(c.selfStops, Crash{Node: n.id, At: at, Error: fmt.Sprintf("%s (%s): %s", reasonDiskFull, msg, why)})
+			c.logger.Warn("master stopped while its disk was full; its log says why", "node", n.id, "log", why)
+			return
+		}
+		msg += "; its disk was full, but its log does not say so"
 	}
-	c.crashes = append(c.crashes, Crash{Node: n.id, At: Duration(time.Since(c.t0)), Error: msg})
-	c.mu.Unlock()
+	c.crashes = append(c.crashes, Crash{Node: n.id, At: at, Error: msg})
 	c.logger.Warn("master exited unexpectedly", "node", n.id, "err", msg, "log", n.logPath)
+}
+
+// logReason returns the last of the final 16 KiB of lines of the log at
+// path that contains one of words (case-insensitively), or "".
+func logReason(path string, words ...string) string {
+	f, err := os.Open(path)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	const tail = 16 << 10
+	if st, err := f.Stat(); err == nil && st.Size() > tail {
+		_, _ = f.Seek(st.Size()-tail, 0)
+	}
+	b, _ := io.ReadAll(f)
+	lines := strings.Split(string(b), "\n")
+	for _, l := range slices.Backward(lines) {
+		low := strings.ToLower(l)
+		for _, w := range words {
+			if strings.Contains(low, strings.ToLower(w)) {
+				l = strings.TrimSpace(l)
+				if len(l) > 300 {
+					l = l[:300] + "…"
+				}
+				return l
+			}
+		}
+	}
+	return ""
 }
 
 func (c *cluster) ids() []string {
@@ -251,7 +346,7 @@ func (c *cluster) rejoin(i int) error {
 		return err
 	}
 	c.mu.Lock()
-	n.removed = false
+	n.removed, n.refused, n.damaged = false, false, false
 	c.mu.Unlock()
 	if err := c.pc.Wipe(i); err != nil {
 		return err
@@ -262,14 +357,37 @@ func (c *cluster) rejoin(i int) error {
 // nodeState is a snapshot of what the harness knows about a master.
 type nodeState struct {
 	running, paused, removed bool
+	// refused: it refused to start on a damaged data dir and must be
+	// replaced (removed, wiped, rejoined), not restarted.
+	refused bool
 }
 
 func (c *cluster) state(i int) nodeState {
 	ps := c.pc.State(i)
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return nodeState{running: ps.Running, paused: ps.Paused, removed: c.nodes[i].removed}
+	n := c.nodes[i]
+	return nodeState{running: ps.Running, paused: ps.Paused, removed: n.removed, refused: n.refused}
 }
+
+// markDamaged records that the harness damaged master i's data dir (or,
+// false, that the damage failed and the data dir is whole). Only wiping
+// the data dir (rejoin) clears it otherwise.
+func (c *cluster) markDamaged(i int, damaged bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.nodes[i].damaged = damaged
+}
+
+// markDiskFull records whether master i's filesystem is being kept full.
+func (c *cluster) markDiskFull(i int, full bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.nodes[i].diskFull = full
+}
+
+// dataDir is master i's data dir.
+func (c *cluster) dataDir(i int) string { return c.pc.Spec(i).DataDir }
 
 // close stops every running master (SIGTERM, then SIGKILL after a few
 // seconds), in parallel, and waits for all of them. It is safe to call
@@ -287,10 +405,10 @@ func (c *cluster) close() {
 	c.pc.Close()
 }
 
-func (c *cluster) crashList() (crashes, slowStops []Crash) {
+func (c *cluster) crashList() (crashes, slowStops, selfStops []Crash) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return slices.Clone(c.crashes), slices.Clone(c.slowStops)
+	return slices.Clone(c.crashes), slices.Clone(c.slowStops), slices.Clone(c.selfStops)
 }
 
 // status fetches master i's /v1/status, within 2s.

@@ -58,7 +58,11 @@ type Config struct {
 	OpTimeout time.Duration
 	// PeerLease is the masters' --peer-lease. It must outlast the run, or
 	// the masters would expire the clients' peers and their holdings,
-	// which the model does not expect. Zero means Time + 10 minutes.
+	// which the model does not expect. Zero means Time + 10 minutes, or
+	// Time + 2 minutes with clock faults, whose jumps (up to 10 minutes)
+	// then exceed the lease: a master that lets a jump of its wall clock
+	// expire live peers loses acknowledged registrations, and set-full
+	// says so.
 	PeerLease time.Duration
 
 	// Out is the output directory; it is created if needed. Required.
@@ -99,6 +103,9 @@ func (c Config) withDefaults() (Config, error) {
 	def(&c.Time, 60*time.Second)
 	def(&c.Interval, 10*time.Second)
 	def(&c.OpTimeout, time.Second)
+	if slices.Contains(c.Kinds, KindClock) {
+		def(&c.PeerLease, c.Time+2*time.Minute)
+	}
 	def(&c.PeerLease, c.Time+10*time.Minute)
 	def(&c.CheckTimeout, 2*time.Minute)
 	if c.Nodes == 0 {
@@ -146,6 +153,20 @@ func (c Config) withDefaults() (Config, error) {
 		return c, fmt.Errorf("%w: negative check timeout", ErrConfig)
 	}
 	return c, nil
+}
+
+// NeedsPrivateNamespace reports whether a run with these faults should
+// run in a private network and mount namespace (RunInPrivateNetns): when
+// its network faults use iptables, or its disk-full faults mount a
+// filesystem per master (as root), so neither rules nor mounts reach the
+// host.
+func NeedsPrivateNamespace(kinds []Kind, net NetMode) bool {
+	if slices.ContainsFunc(kinds, Kind.NeedsNetwork) {
+		if mode, _, err := ResolveNet(net); err == nil && mode == NetIptables {
+			return true
+		}
+	}
+	return slices.Contains(kinds, KindDiskFull) && diskSupported() == ""
 }
 
 // needsNetwork reports whether any configured fault acts on links.

@@ -24,9 +24,14 @@ type Window struct {
 	Targets []string `json:"targets,omitempty"`
 	// Cuts are the link directions that dropped packets, as "m1→m2".
 	Cuts []string `json:"cuts,omitempty"`
-	// Notes say what did not go to plan (no leader found, a restart that
-	// failed, ...).
+	// Notes say what the nemesis did beyond the plan (the bytes a corrupt
+	// fault damaged, how a damaged master reacted) and what did not go to
+	// plan (no leader found, a restart that failed, ...).
 	Notes []string `json:"notes,omitempty"`
+	// HealDigests compares the index digests of the masters that serve
+	// once the fault has healed and the workload has been held back for a
+	// moment (nil: not compared, e.g. the run ended first).
+	HealDigests *DigestResult `json:"heal_digests,omitempty"`
 }
 
 // nemesis carries out a schedule against the cluster and the network,
@@ -37,6 +42,19 @@ type nemesis struct {
 	admin  *client.Client
 	t0     time.Time
 	logger *slog.Logger
+	// pace is the workload's pacer, held back after each heal while the
+	// masters' digests are compared; nil: no comparison.
+	pace *pacer
+	// opTimeout bounds the workload's operations: after holding pace
+	// back that long, none is in flight.
+	opTimeout time.Duration
+	// disks are the masters' own filesystems for disk-full faults; nil
+	// when they could not be had, and diskSkip says why.
+	disks    *disks
+	diskSkip string
+	// clockFiles are the masters' clock offset files; nil unless clock
+	// faults were asked for.
+	clockFiles []string
 
 	mu      sync.Mutex
 	windows []Window
@@ -73,6 +91,9 @@ func (nm *nemesis) run(ctx context.Context, stop <-chan struct{}, faults []Fault
 			hctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
 			heal(hctx, &w)
 			cancel()
+		}
+		if !stopped && nm.pace != nil {
+			nm.compareAfterHeal(ctx, stop, &w)
 		}
 		w.End = time.Now()
 		w.EndOffset = Duration(w.End.Sub(nm.t0))
@@ -142,6 +163,12 @@ func (nm *nemesis) apply(ctx context.Context, f Fault, w *Window) healFunc {
 		return nil
 	case KindMembership:
 		return nm.removeMember(ctx, f.Order[0], w)
+	case KindDiskFull:
+		return nm.fillDisk(ctx, f.Order[0], w)
+	case KindCorrupt:
+		return nm.corrupt(ctx, f, w)
+	case KindClock:
+		return nm.moveClock(f, w)
 	}
 	nm.note(w, "unknown fault kind %q", f.Kind)
 	return nil
@@ -325,6 +352,19 @@ func (nm *nemesis) healAll(ctx context.Context) []string {
 	if err := nm.net.Set(ctx, NetFaults{}); err != nil {
 		problems = append(problems, fmt.Sprintf("heal the network: %v", err))
 	}
+	for i, n := range nm.cl.nodes {
+		if nm.disks != nil {
+			if err := nm.disks.free(i); err != nil {
+				problems = append(problems, fmt.Sprintf("%s: %v", n.id, err))
+			}
+			nm.cl.markDiskFull(i, false)
+		}
+		if nm.clockFiles != nil {
+			if err := writeClockOffset(nm.clockFiles[i], 0); err != nil {
+				problems = append(problems, fmt.Sprintf("%s: %v", n.id, err))
+			}
+		}
+	}
 	rejoined := map[int]bool{}
 	for i, n := range nm.cl.nodes {
 		st := nm.cl.state(i)
@@ -332,6 +372,8 @@ func (nm *nemesis) healAll(ctx context.Context) []string {
 		switch {
 		case st.removed:
 			err, rejoined[i] = nm.cl.rejoin(i), true
+		case st.refused && !st.running:
+			err, rejoined[i] = nm.replace(ctx, i), true
 		case !st.running:
 			err = nm.cl.start(i)
 		case st.paused:
@@ -358,4 +400,243 @@ func (nm *nemesis) healAll(ctx context.Context) []string {
 		}
 	}
 	return problems
+}
+
+// fillDisk fills master x's filesystem until ENOSPC and returns a heal
+// that deletes the filler and, if the master stopped meanwhile (a
+// self-stop if its log said the disk was full, else a crash), starts it
+// again; either way it waits for the master to catch up.
+func (nm *nemesis) fillDisk(ctx context.Context, x int, w *Window) healFunc {
+	id := nm.cl.nodes[x].id
+	if nm.disks == nil {
+		nm.note(w, "skipped: %s", nm.diskSkip)
+		return nil
+	}
+	if st := nm.cl.state(x); !st.running || st.paused {
+		nm.note(w, "%s is not running; left alone", id)
+		return nil
+	}
+	w.Targets = []string{id}
+	nm.cl.markDiskFull(x, true)
+	n, err := nm.disks.fill(x)
+	if err != nil {
+		nm.note(w, "fill the filesystem of %s: %v", id, err)
+	} else {
+		nm.note(w, "filled the filesystem of %s (a %d MiB filler, then ENOSPC)", id, n>>20)
+	}
+	return func(ctx context.Context, w *Window) {
+		if err := nm.disks.free(x); err != nil {
+			nm.note(w, "heal: %v", err)
+		}
+		if st := nm.cl.state(x); !st.running && !st.removed && !st.refused {
+			nm.note(w, "%s had stopped while its disk was full; started it again", id)
+			if err := nm.cl.start(x); err != nil {
+				nm.note(w, "heal: %v", err)
+			}
+		}
+		nm.cl.markDiskFull(x, false)
+		if !nm.waitReady(ctx, x, 30*time.Second) {
+			nm.note(w, "%s had not caught up within 30s of the heal", id)
+		}
+	}
+}
+
+// corrupt stops master x (SIGTERM), damages its data dir as f.Variant
+// says and starts it again, then watches for up to 20 s whether it
+// refuses to start (exit status 4), becomes ready, or neither. The heal
+// replaces a master that refused or is not running (removed from the
+// configuration, wiped, rejoined with --join) and waits for one that
+// started to be ready.
+func (nm *nemesis) corrupt(ctx context.Context, f Fault, w *Window) healFunc {
+	x := f.Order[0]
+	id := nm.cl.nodes[x].id
+	if st := nm.cl.state(x); !st.running || st.paused {
+		nm.note(w, "%s is not running; left alone", id)
+		return nil
+	}
+	w.Targets = []string{id}
+	if err := nm.cl.terminate(x, 10*time.Second); err != nil {
+		nm.note(w, "%v", err)
+	}
+	// Mark first: a master that refuses at once must find it set.
+	nm.cl.markDamaged(x, true)
+	_, what, err := damage(nm.cl.dataDir(x), f.Variant, f.Salt)
+	if err != nil {
+		nm.note(w, "damage %s: %v; started it undamaged", id, err)
+		nm.cl.markDamaged(x, false)
+	} else {
+		nm.note(w, "%s: %s", id, what)
+	}
+	if err := nm.cl.start(x); err != nil {
+		nm.note(w, "start %s after the damage: %v", id, err)
+	}
+	nm.note(w, "%s %s", id, nm.awaitStart(ctx, x, 20*time.Second))
+	return func(ctx context.Context, w *Window) {
+		if st := nm.cl.state(x); st.refused || (!st.running && !st.removed) {
+			if err := nm.replace(ctx, x); err != nil {
+				nm.note(w, "heal: %v", err)
+				return
+			}
+			nm.note(w, "replaced %s: removed from the configuration, wiped, added back with --join", id)
+		}
+		if !nm.waitReady(ctx, x, 30*time.Second) {
+			nm.note(w, "%s was not ready within 30s of the heal", id)
+		}
+	}
+}
+
+// awaitStart watches master x after a start for up to d and says how it
+// went: refused to start, exited, ready, or still not ready.
+func (nm *nemesis) awaitStart(ctx context.Context, x int, d time.Duration) string {
+	deadline := time.Now().Add(d)
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		st := nm.cl.state(x)
+		switch {
+		case st.refused:
+			return reasonDamaged + " (exit status 4)"
+		case !st.running:
+			return "exited after the damage (see the logs checker)"
+		}
+		if s, err := nm.cl.status(ctx, x); err == nil && s.Ready {
+			return "started on its damaged data dir and is ready"
+		}
+		sleepCtx(ctx, 200*time.Millisecond)
+	}
+	return fmt.Sprintf("neither refused to start nor became ready within %v", d)
+}
+
+// replace takes stopped master x out of the Raft configuration (through
+// the admin client, retrying for up to 30 s while no leader answers),
+// wipes its data dir and starts it with --join.
+func (nm *nemesis) replace(ctx context.Context, x int) error {
+	id := nm.cl.nodes[x].id
+	if nm.cl.state(x).running {
+		if err := nm.cl.terminate(x, 5*time.Second); err != nil {
+			return err
+		}
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		member, known := nm.isMember(ctx, id)
+		if known && !member {
+			break
+		}
+		var err error
+		if known {
+			rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			err = nm.admin.RemoveMember(rctx, id)
+			cancel()
+			if err == nil {
+				break
+			}
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return fmt.Errorf("replace %s: could not remove it from the configuration within 30s (last error: %v)", id, err)
+		}
+		sleepCtx(ctx, 500*time.Millisecond)
+	}
+	nm.cl.markRemoved(x)
+	if err := nm.cl.rejoin(x); err != nil {
+		return fmt.Errorf("replace %s: %w", id, err)
+	}
+	return nil
+}
+
+// clockStep is how often a drifting clock moves towards its offset.
+const clockStep = 500 * time.Millisecond
+
+// moveClock sets master x's clock offset: at once to f.Offset (jump), or
+// in steps every clockStep that reach f.Offset at the end of the window
+// (drift). The heal sets it back to 0s.
+func (nm *nemesis) moveClock(f Fault, w *Window) healFunc {
+	x := f.Order[0]
+	id := nm.cl.nodes[x].id
+	if nm.clockFiles == nil {
+		nm.note(w, "skipped: the masters run without a clock offset file")
+		return nil
+	}
+	w.Targets = []string{id}
+	path, off := nm.clockFiles[x], time.Duration(f.Offset)
+	done, finished := make(chan struct{}), make(chan struct{})
+	if f.Variant == "jump" {
+		close(finished)
+		if err := writeClockOffset(path, off); err != nil {
+			nm.note(w, "%v", err)
+			return nil
+		}
+		nm.note(w, "%s's clock jumped by %v", id, off)
+	} else {
+		steps := max(int(time.Duration(f.For)/clockStep), 1)
+		nm.note(w, "%s's clock drifts to %v in %d steps", id, off, steps)
+		go func() {
+			defer close(finished)
+			t := time.NewTicker(clockStep)
+			defer t.Stop()
+			for k := 1; k <= steps; k++ {
+				if err := writeClockOffset(path, off*time.Duration(k)/time.Duration(steps)); err != nil {
+					nm.logger.Warn("nemesis: drift the clock", "node", id, "err", err)
+				}
+				select {
+				case <-t.C:
+				case <-done:
+					return
+				}
+			}
+		}()
+	}
+	return func(_ context.Context, w *Window) {
+		close(done)
+		<-finished
+		if err := writeClockOffset(path, 0); err != nil {
+			nm.note(w, "heal: %v", err)
+		}
+	}
+}
+
+// compareAfterHeal holds the workload back (no new operation starts),
+// waits until none is in flight, and compares the digests of every master
+// that serves (running, not removed, answering and ready) until they
+// agree or 15 s pass; the result goes into w.HealDigests. The workload
+// resumes afterwards.
+func (nm *nemesis) compareAfterHeal(ctx context.Context, stop <-chan struct{}, w *Window) {
+	nm.pace.hold()
+	defer nm.pace.release()
+	select {
+	case <-time.After(nm.opTimeout + 250*time.Millisecond):
+	case <-stop:
+		return
+	case <-ctx.Done():
+		return
+	}
+	r := servingDigests(ctx, nm.cl, 15*time.Second)
+	w.HealDigests = &r
+	if r.Verdict != Valid {
+		nm.logger.Warn("nemesis: masters disagree after a heal", "seq", w.Seq, "why", r.Explanation)
+	}
+}
+
+// servingDigests polls the masters that serve until all of them report
+// the same digest or d passes, and judges the last answers: Invalid if
+// they still differ, Valid otherwise (also when fewer than two serve).
+func servingDigests(ctx context.Context, cl *cluster, d time.Duration) DigestResult {
+	deadline := time.Now().Add(d)
+	for {
+		sts, errs := cl.statuses(ctx)
+		var ids []string
+		digests, applied := map[string]string{}, map[string]uint64{}
+		for i, id := range cl.ids() {
+			if st := cl.state(i); !st.running || st.paused || st.removed || errs[i] != nil || !sts[i].Ready {
+				continue
+			}
+			ids = append(ids, id)
+			digests[id], applied[id] = sts[i].Digest, sts[i].AppliedIndex
+		}
+		res := checkDigests(ids, digests, applied, nil)
+		if len(ids) == 0 {
+			res = DigestResult{Verdict: Valid, Explanation: "no master was ready to compare"}
+		}
+		if res.Verdict == Valid || time.Now().After(deadline) || !sleepCtx(ctx, 250*time.Millisecond) {
+			return res
+		}
+	}
 }

@@ -18,18 +18,21 @@ import (
 const netnsEnv = "FILESHARE_JEPSEN_NETNS"
 
 // InPrivateNetns reports whether this process was started by
-// RunInPrivateNetns, i.e. runs in a network namespace of its own.
+// RunInPrivateNetns, i.e. runs in a network namespace and a mount
+// namespace of its own.
 func InPrivateNetns() bool { return os.Getenv(netnsEnv) == "1" }
 
 // ErrNoNetns means a private network namespace could not be created (the
 // process lacks CAP_SYS_ADMIN, or the kernel forbids it).
 var ErrNoNetns = errors.New("cannot create a private network namespace")
 
-// RunInPrivateNetns runs exe with args in a new network namespace and
-// returns its exit code. The child sees only its own loopback interface,
-// so the iptables rules and the masters it starts can never touch the
-// host's network, and everything vanishes with the namespace. The child
-// must call PrepareNetns first (InPrivateNetns tells it that it should).
+// RunInPrivateNetns runs exe with args in a new network namespace and a
+// new mount namespace and returns its exit code. The child sees only its
+// own loopback interface, so the iptables rules and the masters it starts
+// can never touch the host's network, and the filesystems it mounts for
+// disk-full faults are invisible to the host; everything vanishes with
+// the namespaces. The child must call PrepareNetns first (InPrivateNetns
+// tells it that it should).
 //
 // The child runs in its own process group, so a Ctrl-C at the terminal
 // reaches only this process, which forwards one SIGINT when ctx ends; the
@@ -40,7 +43,7 @@ func RunInPrivateNetns(ctx context.Context, exe string, args []string, stdout, s
 	cmd := exec.Command(exe, args...)
 	cmd.Env = append(os.Environ(), netnsEnv+"=1")
 	cmd.Stdout, cmd.Stderr = stdout, stderr
-	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNET, Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNET | syscall.CLONE_NEWNS, Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		return 0, fmt.Errorf("%w: %v", ErrNoNetns, err)
 	}
@@ -71,8 +74,13 @@ func RunInPrivateNetns(ctx context.Context, exe string, args []string, stdout, s
 }
 
 // PrepareNetns brings up the loopback interface of a fresh network
-// namespace (it starts down), so 127.0.0.0/8 works.
+// namespace (it starts down), so 127.0.0.0/8 works, and makes every mount
+// of the fresh mount namespace private, so no mount made here reaches the
+// host.
 func PrepareNetns() error {
+	if err := privateMounts(); err != nil {
+		return err
+	}
 	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_DGRAM|syscall.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return fmt.Errorf("bring up lo: %w", err)

@@ -27,6 +27,10 @@ func kindColor(k Kind) string {
 		return "#dcefd2"
 	case KindRollingRestart, KindMembership:
 		return "#e6d9f2"
+	case KindDiskFull, KindCorrupt:
+		return "#f2dcc4"
+	case KindClock:
+		return "#d4eeee"
 	}
 	return "#e0e0e0"
 }
@@ -161,7 +165,8 @@ th{background:#f4f4f4}.v{color:white;padding:1px 8px;border-radius:3px;font-weig
 <li><b>tracker-set</b> (tracker workload): every started or completed a master acknowledged, and that no stop could have undone, is in every master's final peer list; no acknowledged stop came back; no list shows a peer nobody announced. The peer lifetime outlasts the run, so nothing may expire.</li>
 <li><b>tracker-agree</b> (tracker workload): after the faults healed, every master lists the same peers in every swarm.</li>
 <li><b>digests</b>: after the faults healed, every master holds the same index.</li>
-<li><b>logs</b>: no master panicked, hit a fatal error or a data race, or exited on its own.</li>
+<li><b>heal-digests</b>: after every single heal, with the workload held back until no write was in flight, every master that served (running, in the configuration, caught up) held the same index.</li>
+<li><b>logs</b>: no master panicked, hit a fatal error or a data race, or exited on its own. A master that refused to start because the harness damaged its data dir (exit status 4), or stopped because the harness filled its disk and said so in its log, is listed as such, not as a crash.</li>
 <li><b>availability</b>: how much succeeded during and outside faults. Informational: a cluster may refuse work while it cannot reach a majority.</li>
 </ul>
 <p><b>valid</b> means no checker found a violation; <b>invalid</b> means one did; <b>unknown</b> means a checker could not decide (never a pass). A valid run shows the absence of the bugs this schedule can expose, not of all bugs: rerun with other seeds and faults.</p>
@@ -207,6 +212,8 @@ th{background:#f4f4f4}.v{color:white;padding:1px 8px;border-radius:3px;font-weig
 	for _, win := range windows {
 		kind := string(win.Kind)
 		switch {
+		case win.Kind == KindClock:
+			kind += fmt.Sprintf(" (%s to %v)", win.Variant, time.Duration(win.Offset))
 		case win.Variant != "":
 			kind += " (" + win.Variant + ")"
 		case win.Kind == KindDelay:
@@ -219,7 +226,14 @@ th{background:#f4f4f4}.v{color:white;padding:1px 8px;border-radius:3px;font-weig
 			e(strings.Join(win.Targets, ", ")), e(strings.Join(win.Cuts, " ")), msOrNone(rec[win.Seq].AfterStartMillis), msOrNone(rec[win.Seq].AfterHealMillis), e(strings.Join(win.Notes, "; ")))
 	}
 	p("</table>\n")
-	if len(r.Logs.Findings) > 0 || len(r.Logs.Crashes) > 0 || len(r.Logs.SlowStops) > 0 {
+	if len(r.Skipped) > 0 {
+		p("<h3>Skipped</h3><ul>")
+		for _, s := range r.Skipped {
+			p("<li>%s</li>", e(s))
+		}
+		p("</ul>\n")
+	}
+	if len(r.Logs.Findings) > 0 || len(r.Logs.Crashes) > 0 || len(r.Logs.SlowStops) > 0 || len(r.Logs.SelfStops) > 0 {
 		p("<h2>Log findings</h2><ul>")
 		for _, f := range r.Logs.Findings {
 			p(`<li><a href="logs/%s">%s</a> line %d: <code>%s</code></li>`, e(f.File), e(f.File), f.Line, e(f.Text))
@@ -229,6 +243,9 @@ th{background:#f4f4f4}.v{color:white;padding:1px 8px;border-radius:3px;font-weig
 		}
 		for _, c := range r.Logs.SlowStops {
 			p("<li>%s at %v (informational): %s</li>", e(c.Node), time.Duration(c.At).Round(time.Millisecond), e(c.Error))
+		}
+		for _, c := range r.Logs.SelfStops {
+			p("<li>%s at %v (expected, not a crash): %s</li>", e(c.Node), time.Duration(c.At).Round(time.Millisecond), e(c.Error))
 		}
 		p("</ul>\n")
 	}

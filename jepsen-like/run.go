@@ -47,6 +47,9 @@ type Results struct {
 	Interrupted bool      `json:"interrupted,omitempty"`
 	// Problems are things the harness could not do (heal, final reads).
 	Problems []string `json:"problems,omitempty"`
+	// Skipped says which asked-for faults could not be injected here and
+	// why (disk-full without root); the CLI prints it.
+	Skipped []string `json:"skipped,omitempty"`
 
 	Ops          OpCounts              `json:"ops"`
 	OpsByType    map[OpType]OpCounts   `json:"ops_by_type"`
@@ -200,9 +203,63 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 	}
 	defer hf.Close()
 
+	// Disk-full faults: every master's data dir on a small filesystem of
+	// its own. Unmounting is deferred before the cluster's stop, so it
+	// runs after it.
+	var dsk *disks
+	var dataDirs []string
+	diskSkip := ""
+	if slices.Contains(cfg.Kinds, KindDiskFull) {
+		ids := make([]string, cfg.Nodes)
+		for i := range ids {
+			ids[i] = fmt.Sprintf("m%d", i+1)
+		}
+		if diskSkip = diskSupported(); diskSkip == "" {
+			if !InPrivateNetns() {
+				log.Warn("the masters' filesystems are mounted in the host's mount namespace; they are unmounted at the end, but a harness killed with SIGKILL leaves them mounted", "under", filepath.Join(cfg.Out, "disks"))
+			}
+			if dsk, err = newDisks(filepath.Join(cfg.Out, "disks"), ids); err != nil {
+				diskSkip = err.Error()
+			}
+		}
+		if dsk == nil {
+			res.Skipped = append(res.Skipped, "disk-full faults were skipped: "+diskSkip)
+			log.Warn("disk-full faults are skipped", "why", diskSkip)
+		} else {
+			for i := range ids {
+				dataDirs = append(dataDirs, dsk.dataDir(i))
+			}
+			log.Info("every master's data dir is on its own filesystem", "size_mib", diskSize>>20, "under", dsk.root)
+			defer func() {
+				keep := ""
+				if cfg.KeepData {
+					keep = filepath.Join(cfg.Out, "data")
+				}
+				if err := dsk.close(keep); err != nil {
+					log.Error("unmount the masters' filesystems", "err", err)
+				}
+			}()
+		}
+	}
+	// Clock faults: every master reads its clock offset from a file.
+	var clockFiles []string
+	if slices.Contains(cfg.Kinds, KindClock) {
+		dir := filepath.Join(cfg.Out, "clock")
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return nil, fmt.Errorf("create %s: %w", dir, err)
+		}
+		for i := range cfg.Nodes {
+			path := filepath.Join(dir, fmt.Sprintf("m%d", i+1))
+			if err := writeClockOffset(path, 0); err != nil {
+				return nil, err
+			}
+			clockFiles = append(clockFiles, path)
+		}
+	}
+
 	// The cluster. Stopping it is deferred after the network cleanup, so
 	// it runs first: masters stop, then rules go.
-	cl, err := newCluster(cfg.Binary, cfg.Env, addrs, cfg.Out, cfg.PeerLease, cfg.has(WorkloadTracker), log)
+	cl, err := newCluster(cfg.Binary, cfg.Env, addrs, cfg.Out, dataDirs, clockFiles, cfg.PeerLease, cfg.has(WorkloadTracker), log)
 	if err != nil {
 		return nil, err
 	}
@@ -236,13 +293,14 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 		return nil, err
 	}
 	defer admin.Close()
-	nm := &nemesis{cl: cl, net: inj, admin: admin, t0: t0, logger: log}
 	wl := &workload{
 		masters: cl.advertised(), files: makeFiles(cfg.Files), rec: rec,
 		pace: newPacer(cfg.Rate, cfg.Concurrency), seed: cfg.Seed,
 		opTimeout: cfg.OpTimeout, attemptTimeout: max(cfg.OpTimeout/3, 100*time.Millisecond),
 		ca: ca,
 	}
+	nm := &nemesis{cl: cl, net: inj, admin: admin, t0: t0, logger: log, pace: wl.pace, opTimeout: cfg.OpTimeout,
+		disks: dsk, diskSkip: diskSkip, clockFiles: clockFiles}
 	var trk *trackerWorkload
 	if cfg.has(WorkloadTracker) {
 		res.Torrents = cfg.Torrents
@@ -345,8 +403,9 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 	for _, n := range cl.nodes {
 		logs = append(logs, n.logPath)
 	}
-	crashes, slowStops := cl.crashList()
-	res.Logs = checkLogs(logs, crashes, slowStops)
+	crashes, slowStops, selfStops := cl.crashList()
+	res.Logs = checkLogs(logs, crashes, slowStops, selfStops)
+	res.Checkers["heal-digests"] = checkHealDigests(windows)
 	res.Checkers["digests"] = CheckerResult{res.Digests.Verdict, res.Digests.Explanation}
 	res.Checkers["availability"] = CheckerResult{res.Availability.Verdict, res.Availability.Explanation}
 	res.Checkers["logs"] = CheckerResult{res.Logs.Verdict, res.Logs.Explanation}
@@ -502,7 +561,7 @@ func writeFile(path string, fill func(*os.File) error) error {
 // checkerNames lists the checkers a run has, in report order.
 func checkerNames(r *Results) []string {
 	var out []string
-	for _, name := range []string{"linearizable", "set-full", "tracker-set", "tracker-agree", "digests", "logs", "availability"} {
+	for _, name := range []string{"linearizable", "set-full", "tracker-set", "tracker-agree", "digests", "heal-digests", "logs", "availability"} {
 		if _, ok := r.Checkers[name]; ok {
 			out = append(out, name)
 		}

@@ -46,13 +46,31 @@ const (
 	KindDelay Kind = "delay"
 	// KindLoss drops a fraction of the packets between masters.
 	KindLoss Kind = "loss"
+	// KindDiskFull fills one master's filesystem (each master's data dir
+	// has a small tmpfs of its own, root only) with a filler file written
+	// until ENOSPC; healing deletes the filler. Without root it is
+	// skipped, with a note.
+	KindDiskFull Kind = "disk-full"
+	// KindCorrupt stops one master (SIGTERM), flips bytes in or truncates
+	// its raft.db or a file of its newest snapshot (Variant names which
+	// and how), and starts it again. The master must either refuse to
+	// start (exit status 4, "refused to start: damaged data dir") or
+	// start and recover; healing replaces a master that refused: it is
+	// removed from the configuration, wiped and added back with --join.
+	KindCorrupt Kind = "corrupt"
+	// KindClock moves one master's wall clock through the masters'
+	// FILESHARE_UNSAFE_CLOCK_FILE hook: a jump to Offset at once, or a
+	// drift that reaches Offset in steps over the fault window (Variant
+	// "jump" or "drift"); healing sets it back to 0s.
+	KindClock Kind = "clock"
 )
 
 // Kinds returns every fault kind the nemesis knows, in the order the CLI
 // documents them.
 func Kinds() []Kind {
 	return []Kind{KindKill, KindPause, KindPartition, KindOneWay, KindRing, KindBridge,
-		KindIsolateLeader, KindKillLeader, KindRollingRestart, KindMembership, KindDelay, KindLoss}
+		KindIsolateLeader, KindKillLeader, KindRollingRestart, KindMembership, KindDelay, KindLoss,
+		KindDiskFull, KindCorrupt, KindClock}
 }
 
 // kindAlias expands the convenience names of the command line.
@@ -116,7 +134,10 @@ func (k Kind) NeedsNetwork() bool {
 type Fault struct {
 	Seq  int  `json:"seq"`
 	Kind Kind `json:"kind"`
-	// Variant refines the kind: "in" or "out" for one-way.
+	// Variant refines the kind: "in" or "out" for one-way; "jump" or
+	// "drift" for clock; for corrupt, the file and the damage as
+	// "FILE/HOW" with FILE raft.db, state.bin or meta.json (the last two
+	// of the newest snapshot) and HOW flip or truncate.
 	Variant string `json:"variant,omitempty"`
 	// Order is a random permutation of the node indexes. Each kind reads
 	// what it needs from it: kill and pause take the first Count nodes;
@@ -132,6 +153,12 @@ type Fault struct {
 	Delay  Duration `json:"delay,omitempty"`
 	Jitter Duration `json:"jitter,omitempty"`
 	Loss   float64  `json:"loss,omitempty"`
+	// Offset is the clock fault's final offset of the target's wall
+	// clock (±30 s … ±10 min).
+	Offset Duration `json:"offset,omitempty"`
+	// Salt seeds the corrupt fault's choice of bytes, so a seed replays
+	// the same damage.
+	Salt uint64 `json:"salt,omitempty"`
 }
 
 // Duration is a time.Duration that reads and writes as a string in JSON
@@ -194,6 +221,16 @@ func PlanSchedule(p Plan) []Fault {
 			f.Jitter = f.Delay / 4
 		case KindLoss:
 			f.Loss = float64(10+rng.IntN(21)) / 100
+		case KindCorrupt:
+			f.Variant = corruptFiles[rng.IntN(len(corruptFiles))] + "/" + []string{"flip", "truncate"}[rng.IntN(2)]
+			f.Salt = rng.Uint64()
+		case KindClock:
+			f.Variant = []string{"jump", "drift"}[rng.IntN(2)]
+			off := 30*time.Second + time.Duration(rng.IntN(571))*time.Second // 30 s … 10 min
+			if rng.IntN(2) == 0 {
+				off = -off
+			}
+			f.Offset = Duration(off)
 		}
 		out = append(out, f)
 	}

@@ -103,19 +103,65 @@ type pacer struct {
 	every time.Duration
 	burst int
 	next  time.Time
+	// gate is closed while ops may start; hold replaces it with an open
+	// (blocking) one, release closes it.
+	gate chan struct{}
 }
 
 func newPacer(rate float64, burst int) *pacer {
-	p := &pacer{burst: max(burst, 1)}
+	p := &pacer{burst: max(burst, 1), gate: make(chan struct{})}
+	close(p.gate)
 	if rate > 0 {
 		p.every = time.Duration(float64(time.Second) / rate)
 	}
 	return p
 }
 
-// wait blocks until the caller may issue one op; false if stop closed or
-// ctx ended first.
+// hold keeps every later wait from returning until release: no new op
+// starts (the nemesis compares the masters while nothing is written).
+// Ops already past wait run to completion.
+func (p *pacer) hold() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	select {
+	case <-p.gate:
+		p.gate = make(chan struct{})
+	default: // already held
+	}
+}
+
+// release undoes hold; a wait blocked by it returns.
+func (p *pacer) release() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	select {
+	case <-p.gate:
+	default:
+		close(p.gate)
+	}
+}
+
+// wait blocks until the caller may issue one op (its slot of the rate has
+// come and no hold is in force); false if stop closed or ctx ended first.
 func (p *pacer) wait(ctx context.Context, stop <-chan struct{}) bool {
+	if !p.slot(ctx, stop) {
+		return false
+	}
+	p.mu.Lock()
+	gate := p.gate
+	p.mu.Unlock()
+	select {
+	case <-gate:
+		return true
+	case <-stop:
+		return false
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// slot waits for the caller's turn under the rate.
+func (p *pacer) slot(ctx context.Context, stop <-chan struct{}) bool {
 	if p.every == 0 {
 		select {
 		case <-stop:

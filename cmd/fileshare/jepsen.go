@@ -44,12 +44,22 @@ listed, no acknowledged stop comes back, all masters list the same peers.
 
 Fault kinds (--nemesis, comma-separated): kill, pause, partition, one-way,
 ring, bridge, isolate-leader, kill-leader, rolling-restart, membership,
-delay, loss; "leader" = isolate-leader,kill-leader; "net" = every partition
-kind; "all"; "none".
+delay, loss, disk-full, corrupt, clock; "leader" = isolate-leader,kill-leader;
+"net" = every partition kind; "all"; "none".
 
 Network faults drop packets with iptables in a private network namespace
 when run as root (--net auto or iptables), and through userspace proxies
 otherwise (--net proxy): no root needed.
+
+disk-full gives every master's data dir a 256 MiB tmpfs of its own (root
+only, mounted in a private mount namespace) and fills one until ENOSPC;
+without root it is skipped, and the run says so. corrupt stops a master,
+flips bytes in or truncates its raft.db or newest snapshot, and starts it:
+it must refuse to start (exit status 4) or recover; one that refuses is
+removed, wiped and added back with --join. clock moves one master's wall
+clock (jumps and drifts of 30s to 10m) through FILESHARE_UNSAFE_CLOCK_FILE.
+After every heal the workload pauses briefly and the masters that serve
+must hold the same index (the heal-digests checker).
 
 Writes to --out: report.html (start here), results.json, history.jsonl,
 schedule.json, linearizability.html, latency.svg, logs/.
@@ -94,22 +104,21 @@ the message says why).`,
 				stop()
 			}()
 
-			if slices.ContainsFunc(cfg.Kinds, jepsenlike.Kind.NeedsNetwork) && !noNetns && !jepsenlike.InPrivateNetns() {
-				if mode, _, err := jepsenlike.ResolveNet(cfg.Net); err == nil && mode == jepsenlike.NetIptables {
-					// Run the kernel mechanism in a network namespace of
-					// its own, so no rule ever touches the host.
-					args := append([]string{"jepsen", "--seed", fmt.Sprint(cfg.Seed), "--out", cfg.Out}, changedFlags(cmd, "seed", "out")...)
-					code, err := jepsenlike.RunInPrivateNetns(ctx, cfg.Binary, args, stdout, stderr)
-					switch {
-					case errors.Is(err, jepsenlike.ErrNoNetns):
-						logger.Warn("no private network namespace; the iptables rules go into the host's namespace, in a chain of their own", "err", err)
-					case err != nil:
-						return &exitCode{code: 2, msg: err.Error()}
-					case code != 0:
-						return &exitCode{code: code}
-					default:
-						return nil
-					}
+			if jepsenlike.NeedsPrivateNamespace(cfg.Kinds, cfg.Net) && !noNetns && !jepsenlike.InPrivateNetns() {
+				// Run the kernel mechanism and the per-master filesystems
+				// in network and mount namespaces of their own, so no
+				// rule or mount ever touches the host.
+				args := append([]string{"jepsen", "--seed", fmt.Sprint(cfg.Seed), "--out", cfg.Out}, changedFlags(cmd, "seed", "out")...)
+				code, err := jepsenlike.RunInPrivateNetns(ctx, cfg.Binary, args, stdout, stderr)
+				switch {
+				case errors.Is(err, jepsenlike.ErrNoNetns):
+					logger.Warn("no private namespace; iptables rules and the masters' filesystems go into the host's namespaces (a chain of their own, mounts under --out), removed at the end", "err", err)
+				case err != nil:
+					return &exitCode{code: 2, msg: err.Error()}
+				case code != 0:
+					return &exitCode{code: code}
+				default:
+					return nil
 				}
 			}
 			if jepsenlike.InPrivateNetns() {
@@ -122,6 +131,9 @@ the message says why).`,
 			res, err := jepsenlike.Run(ctx, cfg)
 			if err != nil && res == nil {
 				return &exitCode{code: 2, msg: err.Error()}
+			}
+			for _, s := range res.Skipped {
+				fmt.Fprintf(stdout, "note: %s\n", s)
 			}
 			fmt.Fprintf(stdout, "verdict: %s\n%s\nreport: %s\n", res.Verdict, res.Summary, filepath.Join(cfg.Out, jepsenlike.ReportFile))
 			if err != nil {
@@ -153,7 +165,7 @@ the message says why).`,
 	f.Int64Var(&cfg.Seed, "seed", 0, "seed of the fault schedule (default: random, printed for replay)")
 	f.StringVar(&cfg.Out, "out", "", "output directory (default: ./jepsen-SEED-TIME)")
 	f.StringVar(&netMode, "net", "auto", "network fault mechanism: auto, iptables (root) or proxy")
-	f.BoolVar(&noNetns, "no-netns", false, "with iptables, use the host's network namespace instead of a private one")
+	f.BoolVar(&noNetns, "no-netns", false, "with iptables or disk-full, use the host's network and mount namespaces instead of private ones")
 	f.BoolVar(&cfg.KeepData, "keep-data", false, "keep the masters' data dirs in --out/data")
 	f.DurationVar(&cfg.OpTimeout, "op-timeout", time.Second, "how long a client waits before an operation's outcome is unknown")
 	f.DurationVar(&cfg.CheckTimeout, "check-timeout", 2*time.Minute, "time limit of the linearizability search")
