@@ -57,6 +57,32 @@
 // removed master must never restart from its old state); delay and loss
 // slow or drop packets between masters.
 //
+// Three faults hurt the disk and the clock:
+//
+//   - disk-full (root): every master's data dir lies on a 256 MiB tmpfs of
+//     its own, mounted inside the harness's private mount namespace (the
+//     same re-exec as the network namespace, so the host never sees it)
+//     and unmounted at the end. The fault writes a filler file into one
+//     master's filesystem until ENOSPC, holds, and deletes it. The
+//     cluster must keep serving (a majority has room), lose nothing, and
+//     the full master must not crash: it may stop only if its log says
+//     the disk is full (a self-stop, restarted at the heal). Without root
+//     the fault is skipped and the results say so (Results.Skipped).
+//   - corrupt: SIGTERM one master, flip bytes in or truncate its raft.db
+//     or a file of its newest snapshot (the fault asks the master for a
+//     snapshot first), and start it. It must refuse to start with exit
+//     status 4 (reported as "refused to start: damaged data dir", not a
+//     crash; the heal removes it from the configuration, wipes it and
+//     adds it back with --join) or start and recover without ever
+//     serving a wrong index (heal-digests, digests, linearizable).
+//   - clock: move one master's wall clock through its
+//     FILESHARE_UNSAFE_CLOCK_FILE hook, a jump or a stepwise drift of 30 s
+//     to 10 min either way; the heal sets it back to 0s. Runs with clock
+//     faults use a peer lease of only the run's length plus 2 minutes, so
+//     a master that lets a forward jump expire live peers loses their
+//     registrations and set-full fails. Whether dead peers are ever
+//     expired is not checked: the lease outlasts the run.
+//
 // Network faults drop packets rather than close connections, as a real
 // network does. Two mechanisms:
 //
@@ -93,8 +119,14 @@
 //     be stale), so it excuses a listing but acknowledges nothing.
 //   - tracker-agree: every master lists the same peers in every swarm.
 //   - digests: every master ends with the same index digest.
+//   - heal-digests: after every heal the nemesis holds the workload back
+//     until no operation is in flight, and every master that serves
+//     (running, in the configuration, ready) must report the same digest
+//     within 15 s.
 //   - logs: no "panic:", "fatal error:" or "DATA RACE" in any master's
-//     log, and no master exited without being told to.
+//     log, and no master exited without being told to. Expected exits are
+//     self-stops, listed but not failures: a removed master's status 3, a
+//     damaged master's refusal (status 4), a full master that says so.
 //   - availability (informational): the fraction of ok operations inside
 //     and outside fault windows, and how soon writes succeeded again after
 //     each fault started and healed.

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -455,6 +456,15 @@ func (nm *nemesis) corrupt(ctx context.Context, f Fault, w *Window) healFunc {
 		return nil
 	}
 	w.Targets = []string{id}
+	if !strings.HasPrefix(f.Variant, "raft.db/") {
+		// A short run may not have snapshotted yet: ask for one, so
+		// there is a snapshot to damage.
+		sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		if _, err := nm.admin.Snapshot(sctx, nm.cl.nodes[x].addrs.Advertise); err != nil {
+			nm.note(w, "snapshot %s before damaging it: %v", id, err)
+		}
+		cancel()
+	}
 	if err := nm.cl.terminate(x, 10*time.Second); err != nil {
 		nm.note(w, "%v", err)
 	}

@@ -3,9 +3,11 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -206,4 +208,97 @@ func TestJepsenHelpNamesTheExitCodes(t *testing.T) {
 	if code != 0 || !strings.Contains(stdout, "0 valid, 1 invalid") || !strings.Contains(stdout, "--nemesis") {
 		t.Fatalf("help (exit %d):\n%s", code, stdout)
 	}
+}
+
+// readSchedule reads the schedule.json of a run's output directory.
+func readSchedule(t *testing.T, out string) jepsenlike.ScheduleDoc {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(out, jepsenlike.ScheduleFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc jepsenlike.ScheduleDoc
+	if err := json.Unmarshal(b, &doc); err != nil {
+		t.Fatal(err)
+	}
+	return doc
+}
+
+// Disk-full and corrupt faults are carried out and reported for what
+// they were, whatever the masters make of them: a filled filesystem says
+// so; every corrupt fault names the damage and how the master took it; a
+// master that refused to start on the damage is listed as such, not as a
+// crash, and was replaced; one that exited otherwise is a crash; and the
+// cluster ends healthy with every master compared.
+func TestJepsenDiskAndCorruptFaultsAreReportedForWhatTheyWere(t *testing.T) {
+	if os.Geteuid() != 0 {
+		msg := "needs root (it mounts a tmpfs per master in a private mount namespace)"
+		if os.Getenv("FILESHARE_REQUIRE_ROOT_TESTS") == "1" {
+			t.Fatal(msg + "; failing because FILESHARE_REQUIRE_ROOT_TESTS=1")
+		}
+		t.Skip(msg + "; set FILESHARE_REQUIRE_ROOT_TESTS=1 to make this a failure")
+	}
+	dir := t.TempDir()
+	out, code, res := runJepsen(t, nil, "--out", dir, "--nodes", "3", "--time", "30s", "--interval", "6s",
+		"--nemesis", "disk-full,corrupt", "--seed", "2", "--rate", "150", "--files", "10")
+	if res == nil || code == 2 {
+		t.Fatalf("exit code %d: the run could not be judged:\n%s", code, describe(out, res))
+	}
+	if !strings.Contains(out, "verdict: "+string(res.Verdict)) || len(res.Skipped) != 0 {
+		t.Fatalf("stdout does not state the verdict, or disk-full was skipped as root (%v):\n%s", res.Skipped, out)
+	}
+	doc := readSchedule(t, dir)
+	selfStops := map[string]int{}
+	for _, s := range res.Logs.SelfStops {
+		selfStops[s.Node]++
+	}
+	crashed := map[string]int{}
+	for _, c := range res.Logs.Crashes {
+		crashed[c.Node]++
+	}
+	var full, corrupt int
+	for _, w := range doc.Realised {
+		notes := strings.Join(w.Notes, "; ")
+		switch w.Kind {
+		case jepsenlike.KindDiskFull:
+			full++
+			if !strings.Contains(notes, "filled the filesystem of "+w.Targets[0]) {
+				t.Errorf("disk-full fault %d: %s", w.Seq, notes)
+			}
+		case jepsenlike.KindCorrupt:
+			corrupt++
+			if len(w.Targets) != 1 || !strings.Contains(notes, "flipped bytes of") && !strings.Contains(notes, "truncated") {
+				t.Errorf("corrupt fault %d does not say what it damaged: %s", w.Seq, notes)
+				continue
+			}
+			target := w.Targets[0]
+			switch {
+			case strings.Contains(notes, "refused to start: damaged data dir"):
+				if selfStops[target] == 0 || !strings.Contains(notes, "replaced "+target) {
+					t.Errorf("corrupt fault %d: %s refused, but it is not listed as a self-stop (%v) or was not replaced: %s", w.Seq, target, res.Logs.SelfStops, notes)
+				}
+			case strings.Contains(notes, "exited after the damage"):
+				if crashed[target] == 0 {
+					t.Errorf("corrupt fault %d: %s exited without a refusal, but no crash is listed: %s", w.Seq, target, notes)
+				}
+			case !strings.Contains(notes, "started on its damaged data dir"):
+				t.Errorf("corrupt fault %d does not say how %s took the damage: %s", w.Seq, target, notes)
+			}
+		}
+		if w.HealDigests == nil {
+			t.Errorf("fault %d: the masters were not compared after its heal", w.Seq)
+		}
+	}
+	if full == 0 || corrupt == 0 {
+		t.Fatalf("seed 2 drew %d disk-full and %d corrupt faults, want both", full, corrupt)
+	}
+	for _, p := range res.Problems {
+		if strings.Contains(p, "after the final heal") {
+			t.Fatalf("the cluster did not end healthy: %s", describe(out, res))
+		}
+	}
+	if res.Digests.Verdict == jepsenlike.Unknown {
+		t.Fatalf("not every master was compared at the end: %s", res.Digests.Explanation)
+	}
+	t.Logf("verdict %s: %s", res.Verdict, res.Summary)
 }
