@@ -48,6 +48,8 @@ type Master struct {
 	reads    *readGate   // read levels, leader readiness, VerifyLeader rounds
 	leases   *leaseTable // peer liveness while this master leads
 	expirer  *expirer    // proposes expiry of silent peers while leading
+	metrics  *metrics    // /metrics registry and instruments (metrics.go)
+	dash     *dashboard  // /ui/ and its event stream (dashboard.go)
 
 	// ctx ends when shutdown begins; every goroutine in wg watches it.
 	ctx    context.Context
@@ -184,7 +186,12 @@ func New(ctx context.Context, cfg Config) (*Master, error) {
 		m.logger.Info("restarting from existing raft state", "data_dir", cfg.DataDir)
 	}
 
+	if m.metrics, err = newMetrics(m, cfg.Metrics); err != nil {
+		return nil, err
+	}
+	m.dash = newDashboard(m)
 	m.batcher = newBatcher(m.raft, cfg.ApplyTimeout, cfg.Fault, m.raftError)
+	m.batcher.observe = m.metrics
 	m.reads = newReadGate(m.raft, m.notLeader, m.raftError)
 	m.leases = newLeaseTable()
 	m.expirer = &expirer{
@@ -200,11 +207,13 @@ func New(ctx context.Context, cfg Config) (*Master, error) {
 		logger:  m.logger,
 	}
 	m.rpc = transport.NewServer(m.logger)
+	m.rpc.SetObserver(m.metrics)
 	m.registerHandlers()
 
 	// Owned by m (m.wg); each ends once shutdown cancels m.ctx or closes
 	// the RPC listener.
 	m.wg.Go(m.watchLeadership)
+	m.wg.Go(func() { m.metrics.observeRaft(m.ctx) })
 	m.wg.Go(func() { m.batcher.run(m.ctx) })
 	m.wg.Go(func() {
 		if err := m.rpc.Serve(m.mux.Listener(transport.StreamRPC)); err != nil {
@@ -338,6 +347,9 @@ func (m *Master) shutdown(ctx context.Context, graceful bool) error {
 			_ = m.httpSrv.Close()
 		}
 		cancel()
+	}
+	if m.dash != nil {
+		m.dash.close() // ends the event streams and waits for their poller
 	}
 	if graceful && m.raft != nil && m.IsLeader() && m.otherVoters() > 0 && ctx.Err() != nil {
 		cut = true // no time left to hand off leadership
