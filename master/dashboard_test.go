@@ -276,7 +276,7 @@ func TestDashboardScreenshot(t *testing.T) {
 		w, _ := chromedp.Run(nctx, chromedp.Text(chromedp.ID("rate-writes")))
 		return w != "" && w != "0.0" && w != "—"
 	})
-	png, err := chromedp.Run(nctx, chromedp.FullScreenshot(95))
+	png, err := chromedp.Run(nctx, chromedp.FullScreenshot(100)) // quality 100 means PNG
 	<-done
 	if err != nil {
 		t.Fatal(err)

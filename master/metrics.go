@@ -60,6 +60,41 @@ type metrics struct {
 	// events is the recent history of leadership (the dashboard's
 	// timeline), fed by the raft observer.
 	events eventLog
+	// failing holds the peers whose heartbeats fail, so the timeline
+	// records each outage once.
+	failing idSet
+}
+
+// idSet is a set of member IDs, safe for concurrent use.
+type idSet struct {
+	mu  sync.Mutex
+	ids map[string]bool
+}
+
+// add reports whether id was not yet in the set.
+func (s *idSet) add(id string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ids[id] {
+		return false
+	}
+	if s.ids == nil {
+		s.ids = map[string]bool{}
+	}
+	s.ids[id] = true
+	return true
+}
+
+func (s *idSet) clear() {
+	s.mu.Lock()
+	clear(s.ids)
+	s.mu.Unlock()
+}
+
+func (s *idSet) remove(id string) {
+	s.mu.Lock()
+	delete(s.ids, id)
+	s.mu.Unlock()
 }
 
 // newMetrics builds m's registry. It registers nothing on any global
@@ -340,6 +375,7 @@ func (mx *metrics) observe(data any, term uint64, now time.Time) {
 			e.Kind, e.Member, e.Text = "leader", string(d.LeaderID), fmt.Sprintf("%s is the leader", d.LeaderID)
 		}
 	case raft.RaftState:
+		mx.failing.clear() // a new term of leading starts with no failures
 		e.Kind, e.Member, e.Text = "state", mx.m.cfg.ID, fmt.Sprintf("%s became %s", mx.m.cfg.ID, d)
 	case raft.RequestVoteRequest:
 		c := string(d.ID)
@@ -356,9 +392,14 @@ func (mx *metrics) observe(data any, term uint64, now time.Time) {
 			e.Text = fmt.Sprintf("%s is in the configuration (%s)", d.Peer.ID, d.Peer.Suffrage)
 		}
 	case raft.FailedHeartbeatObservation:
+		// Raft reports every failed retry; the timeline shows the first.
+		if !mx.failing.add(string(d.PeerID)) {
+			return
+		}
 		e.Kind, e.Member = "heartbeat-failed", string(d.PeerID)
 		e.Text = fmt.Sprintf("heartbeats to %s fail (last contact %s ago)", d.PeerID, now.Sub(d.LastContact).Round(time.Millisecond))
 	case raft.ResumedHeartbeatObservation:
+		mx.failing.remove(string(d.PeerID))
 		e.Kind, e.Member, e.Text = "heartbeat-resumed", string(d.PeerID), fmt.Sprintf("heartbeats to %s resumed", d.PeerID)
 	default:
 		return

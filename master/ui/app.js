@@ -66,28 +66,33 @@ function renderMembers(s) {
 
 const STATE_COLOR = { Leader: "var(--leader)", Follower: "var(--follower)", Candidate: "var(--candidate)" };
 
+let firstSeen = 0;
 function renderTimeline(s) {
   const tl = $("timeline");
   const ids = s.members.map((m) => m.id);
   const laneH = 16, top = 6;
   tl.style.height = (top + ids.length * laneH + 22) + "px";
-  const now = s.now, from = now - WINDOW_MS;
-  const x = (t) => ((t - from) / WINDOW_MS * 100) + "%";
-  const parts = [];
+  // The window grows with the time this page has watched, up to a minute.
+  if (!firstSeen) firstSeen = s.now;
+  const win = Math.min(WINDOW_MS, Math.max(15000, Math.ceil((s.now - firstSeen) / 5000) * 5000));
+  text("window", Math.round(win / 1000));
+  const now = s.now, from = now - win;
+  const x = (t) => ((t - from) / win * 100) + "%";
+  const track = el("div", "track");
+  const parts = [track];
   ids.forEach((id, i) => {
+    const label = el("span", "lane-label", id);
+    label.style.top = (top + i * laneH) + "px";
+    parts.push(label);
     const lane = el("div", "lane");
     lane.style.top = (top + i * laneH) + "px";
-    const label = el("span", "tick", id);
-    label.style.left = "14px";
-    label.style.bottom = "auto";
-    label.style.top = "1px";
     // Segments of equal state, from the snapshot history.
     let start = null, state = null;
     const flush = (end) => {
-      if (state === null) return;
+      if (state === null || end < from) return;
       const seg = el("div", "seg");
       seg.style.left = x(Math.max(start, from));
-      seg.style.width = (Math.max(0, end - Math.max(start, from)) / WINDOW_MS * 100) + "%";
+      seg.style.width = (Math.max(0, end - Math.max(start, from)) / win * 100) + "%";
       seg.style.background = STATE_COLOR[state] || "var(--down)";
       seg.title = id + ": " + state;
       lane.append(seg);
@@ -97,8 +102,7 @@ function renderTimeline(s) {
       if (st !== state) { flush(h.t); start = h.t; state = st; }
     }
     flush(now);
-    lane.append(label);
-    parts.push(lane);
+    track.append(lane);
   });
   for (const e of s.events) {
     if (e.t < from) continue;
@@ -106,12 +110,13 @@ function renderTimeline(s) {
     mk.style.left = x(e.t);
     mk.style.height = (ids.length * laneH) + "px";
     mk.title = new Date(e.t).toLocaleTimeString() + " " + e.text;
-    parts.push(mk);
+    track.append(mk);
   }
-  for (let sec = 60; sec >= 0; sec -= 10) {
+  const step = win > 30000 ? 10 : 5;
+  for (let sec = Math.floor(win / 1000 / step) * step; sec >= 0; sec -= step) {
     const t = el("span", "tick", sec === 0 ? "now" : "−" + sec + " s");
     t.style.left = x(now - sec * 1000);
-    parts.push(t);
+    track.append(t);
   }
   tl.replaceChildren(...parts);
 }
