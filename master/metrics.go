@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net/http"
 	"runtime"
-	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -18,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"fileshare/client"
+	"fileshare/internal/buildinfo"
 )
 
 // Metrics levels (Config.Metrics).
@@ -452,37 +452,8 @@ func (l *eventLog) recent() ([]Event, uint64) {
 	return append([]Event(nil), l.buf...), l.seq
 }
 
-// Version names this build: the module version, or the VCS revision of a
-// development build, or "devel".
-func Version() string {
-	bi, ok := debug.ReadBuildInfo()
-	if !ok {
-		return "devel"
-	}
-	v := bi.Main.Version
-	if v != "" && v != "(devel)" {
-		return v
-	}
-	rev, dirty := "", false
-	for _, s := range bi.Settings {
-		switch s.Key {
-		case "vcs.revision":
-			rev = s.Value
-		case "vcs.modified":
-			dirty = s.Value == "true"
-		}
-	}
-	if rev == "" {
-		return "devel"
-	}
-	if len(rev) > 12 {
-		rev = rev[:12]
-	}
-	if dirty {
-		rev += "-dirty"
-	}
-	return "devel-" + rev
-}
+// Version names this build (see buildinfo.Version).
+func Version() string { return buildinfo.Version() }
 
 // raftSink is hashicorp/raft's go-metrics output as Prometheus metrics.
 var raftSink struct {
