@@ -115,13 +115,24 @@ func (c *Client) Close() error { return c.rpc.Close() }
 // Masters returns the configured master addresses.
 func (c *Client) Masters() []string { return append([]string(nil), c.cfg.Masters...) }
 
-func (c *Client) target() string {
+// target returns the master the next attempt goes to: the leader if the
+// client knows it, else its current pick. A stale read goes to the current
+// pick even when the leader is known, since any master serves it: each
+// client starts at a random master, so a crowd of clients spreads its
+// stale reads over the whole cluster instead of piling them on the leader.
+func (c *Client) target(stale bool) string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.hint != "" {
+	if c.hint != "" && !stale {
 		return c.hint
 	}
 	return c.cfg.Masters[c.current]
+}
+
+// isStaleRead reports whether req is a read at ReadStale.
+func isStaleRead(req any) bool {
+	h, ok := req.(interface{ readLevel() ReadLevel })
+	return ok && h.readLevel() == ReadStale
 }
 
 // failed notes that addr did not serve the call, so the next attempt goes
@@ -160,14 +171,15 @@ func (c *Client) Call(ctx context.Context, method string, req, resp any) error {
 	// got further, after which only the deadline ends the call.
 	refused := make(map[string]bool, len(c.cfg.Masters))
 	reached := false
+	stale := isStaleRead(req)
 	for {
-		addr := c.target()
+		addr := c.target(stale)
 		actx, cancel := context.WithTimeout(ctx, c.cfg.AttemptTimeout)
 		err := c.rpc.Call(actx, addr, method, req, resp)
 		cancel()
 		if err == nil {
 			if h, ok := resp.(interface{ LeaderAddr() string }); ok {
-				if l := h.LeaderAddr(); l != "" && l != addr {
+				if l := h.LeaderAddr(); l != "" && l != addr && !stale {
 					c.follow(l) // go straight to the leader next time
 				}
 			}

@@ -139,6 +139,8 @@ type ReadHeader struct {
 	Forwarded bool `codec:",omitempty"`
 }
 
+func (h *ReadHeader) readLevel() ReadLevel { return h.Level }
+
 // LookupRequest asks who holds a file.
 type LookupRequest struct {
 	ReadHeader

@@ -18,6 +18,11 @@ var methodWords = map[string]string{
 	MethodMemberRemove:   "removing the member",
 	MethodTransferLeader: "the leadership transfer",
 	MethodSnapshot:       "the snapshot",
+
+	MethodTrackerAnnounce: "the relayed announce",
+	MethodTrackerRenew:    "the relayed re-announces",
+	MethodTrackerPolicy:   "the tracker policy change",
+	MethodTrackerList:     "the tracker policy listing",
 }
 
 // Describe names method in words ("the registration"), or "the request"

@@ -20,6 +20,10 @@ const (
 	CmdUnregisterFiles CommandType = 4
 	CmdExpirePeers     CommandType = 5
 	CmdBatch           CommandType = 6
+
+	CmdAnnounce         CommandType = 7
+	CmdExpireSwarmPeers CommandType = 8
+	CmdTrackerPolicy    CommandType = 9
 )
 
 // String returns the command's Go type name, or "CommandType(n)".
@@ -37,6 +41,12 @@ func (t CommandType) String() string {
 		return "ExpirePeers"
 	case CmdBatch:
 		return "Batch"
+	case CmdAnnounce:
+		return "Announce"
+	case CmdExpireSwarmPeers:
+		return "ExpireSwarmPeers"
+	case CmdTrackerPolicy:
+		return "TrackerPolicy"
 	}
 	return fmt.Sprintf("CommandType(%d)", uint8(t))
 }
@@ -62,7 +72,7 @@ const (
 )
 
 // Command is one of JoinPeer, LeavePeer, RegisterFiles, UnregisterFiles,
-// ExpirePeers and Batch. The set is closed: other types cannot implement it.
+// ExpirePeers, Batch, Announce, ExpireSwarmPeers and TrackerPolicy. The set is closed: other types cannot implement it.
 type Command interface {
 	// Type returns the command's type byte.
 	Type() CommandType
@@ -284,7 +294,7 @@ var msgpackHandle = newMsgpackHandle()
 // Limits applied to a command body before the codec sees it.
 const (
 	maxBodyDepth     = 6
-	maxContainerSize = max(MaxFilesPerCommand, MaxPeersPerExpire, MaxBatchCommands)
+	maxContainerSize = max(MaxFilesPerCommand, MaxPeersPerExpire, MaxBatchCommands, MaxSwarmRefsPerExpire, MaxPolicyHashes)
 )
 
 // Encode validates cmd and returns its log encoding: byte 0 is cmd.Type(),
@@ -345,6 +355,21 @@ func deref(cmd Command) (Command, error) {
 			cmd = *c
 		}
 	case *Batch:
+		isNil = c == nil
+		if !isNil {
+			cmd = *c
+		}
+	case *Announce:
+		isNil = c == nil
+		if !isNil {
+			cmd = *c
+		}
+	case *ExpireSwarmPeers:
+		isNil = c == nil
+		if !isNil {
+			cmd = *c
+		}
+	case *TrackerPolicy:
 		isNil = c == nil
 		if !isNil {
 			cmd = *c
@@ -438,6 +463,27 @@ func decode(b []byte, dec *codec.Decoder) (Command, error) {
 		err = decodeBody(dec, body, &c)
 		if len(c.Commands) == 0 {
 			c.Commands = nil
+		}
+		cmd = c
+	case CmdAnnounce:
+		var c Announce
+		err = decodeBody(dec, body, &c)
+		cmd = c
+	case CmdExpireSwarmPeers:
+		var c ExpireSwarmPeers
+		err = decodeBody(dec, body, &c)
+		if len(c.Entries) == 0 {
+			c.Entries = nil
+		}
+		cmd = c
+	case CmdTrackerPolicy:
+		var c TrackerPolicy
+		err = decodeBody(dec, body, &c)
+		if len(c.Allow) == 0 {
+			c.Allow = nil
+		}
+		if len(c.Deny) == 0 {
+			c.Deny = nil
 		}
 		cmd = c
 	default:

@@ -30,8 +30,9 @@ var (
 	ErrUnknownPeer = newError("unknown_peer", "unknown peer")
 
 	// ErrUnauthorized means the command's Token differs from the one stored
-	// when the peer first joined. Nothing changed and nothing was remembered
-	// for deduplication.
+	// when the peer first joined, or an Announce for a swarm record that
+	// exists with another IP did not prove with its key that it is the same
+	// client. Nothing changed and nothing was remembered for deduplication.
 	ErrUnauthorized = newError("unauthorized", "unauthorized")
 
 	// ErrConflict means a RegisterFiles entry names a FileID that the index
@@ -43,6 +44,11 @@ var (
 	// this build does not know. A cluster must be upgraded before any node
 	// writes a newer CommandVersion.
 	ErrUnknownCommand = newError("unknown_command", "unknown command")
+
+	// ErrNotTracked means an Announce names an info-hash the tracker
+	// policy does not accept (denied, or not allowed in allowlist mode).
+	// Nothing changed. An operator allows a hash with TrackerPolicy.
+	ErrNotTracked = newError("not_tracked", "info-hash not tracked")
 
 	// ErrCorruptSnapshot means Restore rejected its input: bad framing, an
 	// unknown format version, a value that violates an invariant, or a

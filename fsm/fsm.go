@@ -15,7 +15,8 @@ import (
 // value, never a pointer.
 type Response struct {
 	// Err is nil on success, else an error wrapping ErrInvalid,
-	// ErrUnknownCommand, ErrUnknownPeer, ErrUnauthorized or ErrConflict.
+	// ErrUnknownCommand, ErrUnknownPeer, ErrUnauthorized, ErrConflict or
+	// ErrNotTracked.
 	// For a Batch it is nil unless the batch itself was malformed; see
 	// Results.
 	Err error
@@ -24,6 +25,9 @@ type Response struct {
 	Duplicate bool
 	// Expired lists, sorted, the peers an ExpirePeers actually removed.
 	Expired []PeerID
+	// ExpiredSwarmPeers counts the records an ExpireSwarmPeers actually
+	// removed.
+	ExpiredSwarmPeers int
 	// Results holds one Response per element of a Batch, in order.
 	Results []Response
 }
@@ -111,6 +115,12 @@ func (f *FSM) applyCommand(data []byte) Response {
 		return f.unregisterFiles(c)
 	case ExpirePeers:
 		return f.expirePeers(c)
+	case Announce:
+		return f.announce(c)
+	case ExpireSwarmPeers:
+		return f.expireSwarmPeers(c)
+	case TrackerPolicy:
+		return f.trackerPolicy(c)
 	case Batch:
 		res := make([]Response, len(c.Commands))
 		for i, b := range c.Commands {

@@ -16,7 +16,7 @@ import (
 	"github.com/hashicorp/raft"
 )
 
-// Snapshot format. Version 1 is a stream of:
+// Snapshot format. Version 2 is a stream of:
 //
 //	magic        8 bytes "FSHRSNAP"
 //	version      uvarint (SnapshotVersion)
@@ -29,18 +29,33 @@ import (
 //	fileCount    uvarint, then per file, sorted by ID:
 //	    id 32 bytes (binary), size uvarint, pieceSize uvarint,
 //	    holderCount uvarint, holderCount × (peer str, name str) sorted by peer
+//	policy       mode byte,
+//	    allowCount uvarint, allowCount × info-hash 20 bytes, ascending,
+//	    denyCount uvarint, denyCount × info-hash 20 bytes, ascending,
+//	    next uvarint, n uvarint (= min(next, DedupWindow)),
+//	    n × requestID uvarint, oldest first
+//	swarmCount   uvarint, then per swarm, sorted by info-hash:
+//	    info-hash 20 bytes, downloaded uvarint, recCount uvarint,
+//	    recCount × (peer 20 bytes, ip 16 bytes, port 2 bytes big-endian,
+//	    flags byte (1 seeder, 2 has key), key 4 bytes big-endian if has key,
+//	    changed varint), leechers first, in the state's slot order
 //	seal         32 bytes: SHA-256(magic, version, appliedIndex, state digest)
 //
 // where str is a uvarint length followed by that many bytes, and every
-// varint is minimal. The encoding is canonical: a given state has exactly
-// one snapshot, and Restore accepts nothing else. The seal is the checksum:
-// Restore recomputes the state digest from what it read, so any change to
-// the content, the applied index or the framing is detected.
+// varint is minimal. Version 1 is the same without the policy and swarm
+// sections; Restore still reads it (an open policy, no swarms). The
+// encoding is canonical: a given state has exactly one snapshot, and
+// Restore accepts nothing else. Swarm records keep their slot order, which
+// is not part of the digest but decides which peers SwarmPeers hands out,
+// so a restored replica answers like the one that wrote the snapshot. The
+// seal is the checksum: Restore recomputes the state digest from what it
+// read, so any change to the content, the applied index or the framing is
+// detected.
 const (
 	snapshotMagic = "FSHRSNAP"
-	// SnapshotVersion is the snapshot format version Persist writes and the
-	// only one Restore accepts.
-	SnapshotVersion = 1
+	// SnapshotVersion is the snapshot format version Persist writes.
+	// Restore reads versions 1 through SnapshotVersion.
+	SnapshotVersion = 2
 )
 
 // Snapshot captures the state in O(nShards) time, without copying it: later
@@ -161,16 +176,20 @@ func (s *fsmSnapshot) writeTo(out io.Writer) error {
 			}
 		}
 	}
-	seal := sealOf(st.applied, st.digest)
+	if err := s.writeSwarms(w); err != nil {
+		return err
+	}
+	seal := sealOf(SnapshotVersion, st.applied, st.digest)
 	w.w.Write(seal[:])
 	return w.w.Flush()
 }
 
-// sealOf binds the applied index to the state digest.
-func sealOf(applied uint64, d sum256) [32]byte {
+// sealOf binds the format version and the applied index to the state
+// digest.
+func sealOf(version, applied uint64, d sum256) [32]byte {
 	b := make([]byte, 0, len(snapshotMagic)+2+8+32)
 	b = append(b, snapshotMagic...)
-	b = binary.AppendUvarint(b, SnapshotVersion)
+	b = binary.AppendUvarint(b, version)
 	b = binary.BigEndian.AppendUint64(b, applied)
 	db := d.bytes()
 	b = append(b, db[:]...)
@@ -199,9 +218,10 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 }
 
 type snapReader struct {
-	r   *bufio.Reader
-	err error
-	buf []byte
+	r    *bufio.Reader
+	err  error
+	buf  []byte
+	recs []swarmRec // scratch for one swarm's records
 }
 
 // corrupt records the first error, wrapping ErrCorruptSnapshot.
@@ -309,8 +329,9 @@ func (r *snapReader) read(gen uint64) (state, error) {
 	if r.err == nil && string(magic[:]) != snapshotMagic {
 		r.corrupt("bad magic %q", magic[:])
 	}
-	if v := r.uvarint(); r.err == nil && v != SnapshotVersion {
-		r.corrupt("unknown format version %d (this build reads %d)", v, SnapshotVersion)
+	version := r.uvarint()
+	if r.err == nil && (version == 0 || version > SnapshotVersion) {
+		r.corrupt("unknown format version %d (this build reads 1..%d)", version, SnapshotVersion)
 	}
 	var st state
 	st.init(gen)
@@ -325,6 +346,9 @@ func (r *snapReader) read(gen uint64) (state, error) {
 	var prevFile FileID
 	for i := uint64(0); i < nFiles && r.err == nil; i++ {
 		r.readFile(&st, &prevFile, i == 0)
+	}
+	if version >= 2 {
+		r.readSwarms(&st)
 	}
 	var want [32]byte
 	r.full(want[:])
@@ -342,7 +366,7 @@ func (r *snapReader) read(gen uint64) (state, error) {
 	}
 	var h hasher
 	st.digest = h.recompute(&st)
-	if got := sealOf(st.applied, st.digest); !bytes.Equal(got[:], want[:]) {
+	if got := sealOf(version, st.applied, st.digest); !bytes.Equal(got[:], want[:]) {
 		return state{}, fmt.Errorf("%w: seal mismatch: content seals to %x, trailer says %x", ErrCorruptSnapshot, got, want)
 	}
 	return st, nil

@@ -176,6 +176,7 @@ type state struct {
 	digest  sum256
 	peers   [nShards]*peerShard
 	files   [nShards]*fileShard
+	swarmState
 }
 
 func (s *state) init(gen uint64) {
@@ -184,6 +185,7 @@ func (s *state) init(gen uint64) {
 		s.peers[i] = &peerShard{gen: gen, m: make(map[PeerID]*peer)}
 		s.files[i] = &fileShard{gen: gen, m: make(map[FileID]fileSlot)}
 	}
+	s.initSwarms(gen)
 }
 
 func (s *state) peer(id PeerID) *peer { return s.peers[peerShardOf(id)].m[id] }
@@ -361,5 +363,6 @@ func (h *hasher) recompute(s *state) sum256 {
 			})
 		}
 	}
+	h.recomputeSwarms(s, &sum)
 	return sum
 }

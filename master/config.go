@@ -104,6 +104,11 @@ type Config struct {
 	// Zero means 256 KiB; it may not exceed fsm.MaxCommandSize.
 	MaxCommandBytes int
 
+	// Tracker configures the BitTorrent tracker this master serves; see
+	// TrackerConfig. With neither HTTP nor UDP set there is none, but the
+	// replicated swarms and policy still apply through other masters.
+	Tracker TrackerConfig
+
 	// Fault deliberately breaks the master for harness self-tests; see
 	// Fault. Zero is correct operation.
 	Fault Fault
@@ -229,6 +234,9 @@ func (c Config) withDefaults() (Config, error) {
 	case MetricsBasic, MetricsExtensive:
 	default:
 		return c, fmt.Errorf("%w: --metrics %q: give %s or %s", ErrConfig, c.Metrics, MetricsBasic, MetricsExtensive)
+	}
+	if err := c.Tracker.withDefaults(); err != nil {
+		return c, err
 	}
 	if _, err := ParseFault(string(c.Fault)); err != nil {
 		return c, err

@@ -50,6 +50,8 @@ type Master struct {
 	expirer  *expirer    // proposes expiry of silent peers while leading
 	metrics  *metrics    // /metrics registry and instruments (metrics.go)
 	dash     *dashboard  // /ui/ and its event stream (dashboard.go)
+	renewals renewQueue  // tracker re-announces to pass to the leader
+	trackers trackerServers
 
 	// ctx ends when shutdown begins; every goroutine in wg watches it.
 	ctx    context.Context
@@ -215,6 +217,7 @@ func New(ctx context.Context, cfg Config) (*Master, error) {
 	m.wg.Go(m.watchLeadership)
 	m.wg.Go(func() { m.metrics.observeRaft(m.ctx) })
 	m.wg.Go(func() { m.batcher.run(m.ctx) })
+	m.wg.Go(func() { m.runRenewals(m.ctx) })
 	m.wg.Go(func() {
 		if err := m.rpc.Serve(m.mux.Listener(transport.StreamRPC)); err != nil {
 			m.logger.Error("rpc server stopped", "err", err)
@@ -224,6 +227,9 @@ func New(ctx context.Context, cfg Config) (*Master, error) {
 		if err := m.startHTTP(); err != nil {
 			return nil, err
 		}
+	}
+	if err := m.startTrackers(); err != nil {
+		return nil, err
 	}
 	if !hasState && len(cfg.Join) > 0 {
 		if err := m.join(ctx); err != nil {
@@ -340,6 +346,7 @@ func waitStep[T any](ctx context.Context, done <-chan T, grace time.Duration) (v
 func (m *Master) shutdown(ctx context.Context, graceful bool) error {
 	var errs []error
 	cut := false // ctx ended before a graceful step finished
+	m.stopTrackers(ctx)
 	if m.httpSrv != nil {
 		hctx, cancel := context.WithTimeout(ctx, shutdownStepGrace)
 		if err := m.httpSrv.Shutdown(hctx); err != nil {
@@ -490,9 +497,13 @@ func (m *Master) leaderSession(ctx context.Context) {
 	if ctx.Err() != nil {
 		return // leadership moved on while the barrier completed
 	}
-	m.leases.reset(m.cfg.Now())
+	since := m.cfg.Now()
+	m.leases.reset(since)
 	m.reads.markReady(term)
 	m.logger.Info("leader ready", "applied_index", m.fsm.AppliedIndex())
+	var expiries sync.WaitGroup
+	defer expiries.Wait()
+	expiries.Go(func() { m.expireSwarms(ctx, since) })
 	m.expirer.run(ctx)
 }
 

@@ -28,6 +28,10 @@ func (m *Master) registerHandlers() {
 	transport.Handle(s, client.MethodMemberRemove, m.handleMemberRemove)
 	transport.Handle(s, client.MethodTransferLeader, m.handleTransferLeader)
 	transport.Handle(s, client.MethodSnapshot, m.handleSnapshot)
+	transport.Handle(s, client.MethodTrackerAnnounce, m.handleTrackerAnnounce)
+	transport.Handle(s, client.MethodTrackerRenew, m.handleTrackerRenew)
+	transport.Handle(s, client.MethodTrackerPolicy, m.handleTrackerPolicy)
+	transport.Handle(s, client.MethodTrackerList, m.handleTrackerList)
 }
 
 // writeCommand routes a peer write to the leader and applies it there.

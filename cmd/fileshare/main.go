@@ -65,7 +65,7 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return fmt.Errorf("%w\nRun '%s --help' for usage.", err, c.CommandPath())
 	})
-	root.AddCommand(newMasterCmd(g, stderr), newClusterCmd(g, stdout), newBenchCmd(stdout), newJepsenCmd(g, stdout, stderr), newPeerCmd(g, stderr), newSearchCmd(g, stdout), newPeersCmd(stdout), newHoldersCmd(stdout, stderr), newGetCmd(g, stdout, stderr), newDemoCmd(g, stdout, stderr), newTLSCmd(stdout))
+	root.AddCommand(newMasterCmd(g, stderr), newClusterCmd(g, stdout), newBenchCmd(stdout), newJepsenCmd(g, stdout, stderr), newPeerCmd(g, stderr), newSearchCmd(g, stdout), newPeersCmd(stdout), newHoldersCmd(stdout, stderr), newGetCmd(g, stdout, stderr), newDemoCmd(g, stdout, stderr), newTLSCmd(stdout), newTrackerCmd(stdout))
 	return root
 }
 

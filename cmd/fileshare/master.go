@@ -114,5 +114,6 @@ loopback address, unless --insecure says the network is trusted.`,
 	f.IntVar(&cfg.MaxFilesPerPeer, "max-files-per-peer", 1_000_000, "most files one peer may hold in the index (-1: no limit)")
 	f.IntVar(&cfg.MaxPeersPerIP, "max-peers-per-ip", 1024, "most peers that may join through this master from one IP (-1: no limit)")
 	f.IntVar(&cfg.MaxCommandBytes, "max-entry-bytes", 256<<10, "largest log entry one peer request may make, in bytes")
+	addTrackerFlags(f, &cfg.Tracker)
 	return cmd
 }

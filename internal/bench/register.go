@@ -52,6 +52,8 @@ type Result struct {
 	Elapsed  time.Duration
 	Lat      Latencies
 	FirstErr error
+	// LeaderChanges counts the elections seen while the load ran.
+	LeaderChanges int
 }
 
 // Rate is acknowledged operations per second.
@@ -69,6 +71,7 @@ func runLoad(ctx context.Context, cfg LoadConfig, clients []*client.Client, op o
 	stop := time.Now().Add(cfg.Duration)
 	start := time.Now()
 	var errs atomic.Int64
+	watch := watchLeaders(ctx, clients[0])
 	for i := range cfg.Clients {
 		wg.Add(1)
 		go func() {
@@ -98,6 +101,7 @@ func runLoad(ctx context.Context, cfg LoadConfig, clients []*client.Client, op o
 	}
 	wg.Wait()
 	res.Elapsed = time.Since(start)
+	res.LeaderChanges = watch.finish()
 	res.Ops = len(res.Lat)
 	res.Errors = int(errs.Load())
 	return res
@@ -224,8 +228,8 @@ func Register(ctx context.Context, cfg LoadConfig, w io.Writer) (Result, error) 
 		_, err := c.Register(ctx, ids[worker], []client.FileEntry{f})
 		return err
 	})
-	fmt.Fprintf(w, "register: %.0f acknowledged registrations/s, %s, clients=%d, ops=%d, errors=%d, duration=%s\n",
-		res.Rate(), res.Lat.Summary(), cfg.Clients, res.Ops, res.Errors, res.Elapsed.Round(time.Millisecond))
+	fmt.Fprintf(w, "register: %.0f acknowledged registrations/s, %s, clients=%d, ops=%d, errors=%d, leader changes=%d, duration=%s\n",
+		res.Rate(), res.Lat.Summary(), cfg.Clients, res.Ops, res.Errors, res.LeaderChanges, res.Elapsed.Round(time.Millisecond))
 	return res, nil
 }
 
@@ -248,6 +252,16 @@ func Lookup(ctx context.Context, cfg LoadConfig, files int, w io.Writer) (map[cl
 	if err := joinAll(ctx, ownerClients, owner); err != nil {
 		return nil, err
 	}
+	// The owner heartbeats for as long as the lookups run, as a real peer
+	// does: without it its files would expire with its lease mid-run and
+	// every later lookup would find nothing.
+	hbCtx, stopHB := context.WithCancel(ctx)
+	hbDone := make(chan struct{})
+	go func() { // owned by Lookup, which stops and waits for it
+		defer close(hbDone)
+		heartbeat(hbCtx, ownerClients[0], owner[0])
+	}()
+	defer func() { stopHB(); <-hbDone }()
 	ids := make([]string, files)
 	var batch []client.FileEntry
 	for i := range files {
@@ -283,9 +297,25 @@ func Lookup(ctx context.Context, cfg LoadConfig, files int, w io.Writer) (map[cl
 			return err
 		})
 		out[level] = res
-		fmt.Fprintf(w, "lookup %-12s %8.0f lookups/s, %s, errors=%d\n", level+":", res.Rate(), res.Lat.Summary(), res.Errors)
+		fmt.Fprintf(w, "lookup %-12s %8.0f lookups/s, %s, errors=%d, leader changes=%d\n", level+":", res.Rate(), res.Lat.Summary(), res.Errors, res.LeaderChanges)
 	}
 	fmt.Fprintf(w, "lookup: stale=%.0f/s leader=%.0f/s linearizable=%.0f/s, clients=%d, files=%d\n",
 		out[client.ReadStale].Rate(), out[client.ReadLeader].Rate(), out[client.ReadLinearizable].Rate(), cfg.Clients, files)
 	return out, nil
+}
+
+// heartbeat renews id's lease through c at a third of the lease until ctx
+// ends.
+func heartbeat(ctx context.Context, c *client.Client, id client.Identity) {
+	every := time.Second
+	for {
+		if lease, err := c.Heartbeat(ctx, id); err == nil && lease > 0 {
+			every = lease / 3
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(every):
+		}
+	}
 }

@@ -1,0 +1,219 @@
+package fsm
+
+import (
+	"bytes"
+	"encoding/binary"
+	"slices"
+)
+
+func cmpHash(a, b InfoHash) int { return bytes.Compare(a[:], b[:]) }
+
+func sortedHashes(m map[InfoHash]struct{}) []InfoHash {
+	out := make([]InfoHash, 0, len(m))
+	for ih := range m {
+		out = append(out, ih)
+	}
+	slices.SortFunc(out, cmpHash)
+	return out
+}
+
+// writeSwarms encodes the policy and swarm sections (format version 2). It
+// reads records field by field: TouchSwarmPeer may be writing seen in a
+// slice this frozen view shares with the live state.
+func (s *fsmSnapshot) writeSwarms(w *snapWriter) error {
+	st := &s.st
+	p := st.policy
+	w.w.WriteByte(byte(p.mode))
+	for _, set := range []map[InfoHash]struct{}{p.allow, p.deny} {
+		hs := sortedHashes(set)
+		w.uvarint(uint64(len(hs)))
+		for _, ih := range hs {
+			w.w.Write(ih[:])
+		}
+	}
+	w.uvarint(p.next)
+	w.uvarint(uint64(len(p.reqs)))
+	p.entries(func(_, req uint64) { w.uvarint(req) })
+
+	w.uvarint(uint64(st.nSwarms))
+	var (
+		keys []InfoHash
+		tmp  [8]byte
+	)
+	for _, sh := range st.swarms { // shard i holds the hashes starting with byte i
+		keys = keys[:0]
+		for ih := range sh.m {
+			keys = append(keys, ih)
+		}
+		slices.SortFunc(keys, cmpHash)
+		for _, ih := range keys {
+			if _, err := w.w.Write(nil); err != nil {
+				return err
+			}
+			sw := sh.m[ih]
+			w.w.Write(ih[:])
+			w.uvarint(sw.downloaded)
+			w.uvarint(uint64(len(sw.recs)))
+			for i := range sw.recs {
+				r := &sw.recs[i]
+				w.w.Write(r.peer[:])
+				w.w.Write(r.ip[:])
+				binary.BigEndian.PutUint16(tmp[:], r.port)
+				w.w.Write(tmp[:2])
+				w.w.WriteByte(r.flags)
+				if r.flags&recHasKey != 0 {
+					binary.BigEndian.PutUint32(tmp[:], r.key)
+					w.w.Write(tmp[:4])
+				}
+				w.varint(r.changed)
+			}
+		}
+	}
+	return nil
+}
+
+// readHashSet reads a count and that many strictly ascending non-zero
+// hashes.
+func (r *snapReader) readHashSet(what string) map[InfoHash]struct{} {
+	n := r.uvarint()
+	set := make(map[InfoHash]struct{}, min(n, 4096))
+	var prev InfoHash
+	for i := uint64(0); i < n && r.err == nil; i++ {
+		var ih InfoHash
+		r.full(ih[:])
+		if r.err != nil {
+			break
+		}
+		if ih.IsZero() || (i > 0 && cmpHash(ih, prev) <= 0) {
+			r.corrupt("%s hash %s zero or out of order", what, ih)
+		}
+		prev = ih
+		set[ih] = struct{}{}
+	}
+	return set
+}
+
+// readSwarms reads the policy and swarm sections into st.
+func (r *snapReader) readSwarms(st *state) {
+	p := st.policy
+	p.mode = TrackerMode(r.byte())
+	if r.err == nil && p.mode != TrackerOpen && p.mode != TrackerAllowlist {
+		r.corrupt("unknown tracker mode %d", p.mode)
+	}
+	p.allow = r.readHashSet("allowed")
+	p.deny = r.readHashSet("denied")
+	for ih := range p.deny {
+		if _, both := p.allow[ih]; both {
+			r.corrupt("hash %s both allowed and denied", ih)
+		}
+	}
+	p.next = r.uvarint()
+	n := r.uvarint()
+	if r.err == nil && n != min(p.next, DedupWindow) {
+		r.corrupt("tracker policy: %d remembered requests, want %d", n, min(p.next, DedupWindow))
+	}
+	if r.err != nil {
+		return
+	}
+	p.reqs = make([]uint64, n)
+	for s := p.next - n; s < p.next && r.err == nil; s++ {
+		req := r.uvarint()
+		if r.err == nil && (req == 0 || slices.Contains(p.reqs, req)) {
+			r.corrupt("tracker policy: request id %d zero or repeated", req)
+		}
+		p.reqs[s%DedupWindow] = req
+	}
+
+	count := r.uvarint()
+	var prev InfoHash
+	for i := uint64(0); i < count && r.err == nil; i++ {
+		var ih InfoHash
+		r.full(ih[:])
+		if r.err != nil {
+			return
+		}
+		if ih.IsZero() || (i > 0 && cmpHash(ih, prev) <= 0) {
+			r.corrupt("swarm %s zero or out of order", ih)
+			return
+		}
+		prev = ih
+		if !p.allowed(ih) {
+			r.corrupt("swarm %s is not tracked by the policy", ih)
+			return
+		}
+		r.readSwarm(st, ih)
+	}
+}
+
+func (r *snapReader) readSwarm(st *state, ih InfoHash) {
+	sw := &swarm{gen: st.gen, downloaded: r.uvarint()}
+	n := r.uvarint()
+	if r.err != nil {
+		return
+	}
+	if n == 0 && sw.downloaded == 0 {
+		r.corrupt("swarm %s has neither records nor downloads", ih)
+		return
+	}
+	recs := r.recs[:0]
+	var tmp [4]byte
+	for j := uint64(0); j < n && r.err == nil; j++ {
+		var rec swarmRec
+		r.full(rec.peer[:])
+		r.full(rec.ip[:])
+		r.full(tmp[:2])
+		rec.port = binary.BigEndian.Uint16(tmp[:2])
+		rec.flags = r.byte()
+		if rec.flags&recHasKey != 0 {
+			r.full(tmp[:4])
+			rec.key = binary.BigEndian.Uint32(tmp[:4])
+		}
+		rec.changed = r.varint()
+		if r.err != nil {
+			break
+		}
+		switch {
+		case rec.peer.IsZero() || rec.port == 0 || rec.flags&^recFlagsMask != 0:
+			r.corrupt("swarm %s: record %d: zero peer, zero port or unknown flags %#x", ih, j, rec.flags)
+		case validSwarmIP(rec.ip) != nil:
+			r.corrupt("swarm %s: record %d: bad address", ih, j)
+		case rec.flags&recSeeder == 0 && len(recs) > int(sw.nLeech):
+			r.corrupt("swarm %s: leecher after a seeder", ih)
+		}
+		if rec.flags&recSeeder == 0 {
+			sw.nLeech++
+		}
+		rec.seen = ceilSecs(rec.changed)
+		recs = append(recs, rec)
+	}
+	r.recs = recs
+	if r.err != nil {
+		return
+	}
+	sw.recs = append(make([]swarmRec, 0, len(recs)), recs...)
+	if len(recs) > swarmIndexMax {
+		sw.idx = make(map[SwarmPeerID]int32, len(recs))
+		for i := range sw.recs {
+			sw.idx[sw.recs[i].peer] = int32(i)
+		}
+		if len(sw.idx) != len(recs) {
+			r.corrupt("swarm %s lists a peer twice", ih)
+			return
+		}
+	} else {
+		for i := range recs {
+			for j := range i {
+				if recs[i].peer == recs[j].peer {
+					r.corrupt("swarm %s lists peer %s twice", ih, recs[i].peer)
+					return
+				}
+			}
+		}
+	}
+	for i := range sw.recs {
+		st.ipAdd(sw.recs[i].ip, 1)
+	}
+	st.swarms[ih[0]].m[ih] = sw
+	st.nSwarms++
+	st.nSwarmRecs += len(recs)
+}

@@ -1,0 +1,238 @@
+package fsm
+
+import (
+	"math"
+	"slices"
+	"sync/atomic"
+)
+
+// SwarmPeerInfo is one swarm record as the queries report it.
+type SwarmPeerInfo struct {
+	Peer   SwarmPeerID
+	IP     [16]byte // IPv4 as v4-mapped
+	Port   uint16
+	Seeder bool
+	Key    uint32 // 0 unless HasKey
+	HasKey bool
+}
+
+// info reads the replicated fields one by one: TouchSwarmPeer may be
+// writing seen concurrently.
+func (r *swarmRec) info() SwarmPeerInfo {
+	return SwarmPeerInfo{
+		Peer: r.peer, IP: r.ip, Port: r.port,
+		Seeder: r.flags&recSeeder != 0, Key: r.key, HasKey: r.flags&recHasKey != 0,
+	}
+}
+
+// SwarmPeer returns the record of peer p in swarm ih; ok is false if there
+// is none.
+func (f *FSM) SwarmPeer(ih InfoHash, p SwarmPeerID) (info SwarmPeerInfo, ok bool) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	sw := f.st.swarm(ih)
+	if sw == nil {
+		return SwarmPeerInfo{}, false
+	}
+	i := sw.find(p)
+	if i < 0 {
+		return SwarmPeerInfo{}, false
+	}
+	return sw.recs[i].info(), true
+}
+
+// SwarmPeers returns at most want records of swarm ih for an announce from
+// exclude, never exclude itself, with the swarm's seeder (complete) and
+// leecher (incomplete) counts, which include exclude.
+//
+// For a seeder (forSeeder) the leechers come first, from an offset derived
+// from rnd, then seeders if want is not reached. Otherwise the records are
+// a spread sample of the whole swarm — leechers and seeders roughly in
+// proportion — chosen by a start and stride derived from rnd. The caller
+// passes fresh randomness (the FSM reads no random source); the same state
+// and rnd give the same answer. The cost is O(want), whatever the swarm's
+// size.
+func (f *FSM) SwarmPeers(ih InfoHash, exclude SwarmPeerID, want int, forSeeder bool, rnd uint64) (peers []SwarmPeerInfo, complete, incomplete int) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	sw := f.st.swarm(ih)
+	if sw == nil {
+		return nil, 0, 0
+	}
+	n, nl := len(sw.recs), int(sw.nLeech)
+	complete, incomplete = n-nl, nl
+	if want <= 0 || n == 0 {
+		return nil, complete, incomplete
+	}
+	peers = make([]SwarmPeerInfo, 0, min(want, n))
+	take := func(i int) {
+		if r := &sw.recs[i]; r.peer != exclude {
+			peers = append(peers, r.info())
+		}
+	}
+	if forSeeder {
+		for _, part := range [2][2]int{{0, nl}, {nl, n}} {
+			lo, m := part[0], part[1]-part[0]
+			start := 0
+			if m > 0 {
+				start = int(rnd % uint64(m))
+			}
+			for k := 0; k < m && len(peers) < want; k++ {
+				take(lo + (start+k)%m)
+			}
+			rnd = rnd>>32 | rnd<<32
+		}
+		return peers, complete, incomplete
+	}
+	start := rnd % uint64(n)
+	step := strideFor(n, want, rnd>>32)
+	for k, i := 0, start; k < n && len(peers) < want; k++ {
+		take(int(i))
+		i = (i + step) % uint64(n)
+	}
+	return peers, complete, incomplete
+}
+
+// strideFor returns a step coprime to n, about n/want (with some jitter from
+// r), so that want steps from any start visit distinct, evenly spread slots.
+func strideFor(n, want int, r uint64) uint64 {
+	if n <= 1 {
+		return 1
+	}
+	step := uint64(max(1, n/max(want, 1)))
+	step += r % (step/2 + 1)
+	step %= uint64(n)
+	for step == 0 || gcd(step, uint64(n)) != 1 {
+		step++
+		if step >= uint64(n) {
+			step = 1
+		}
+	}
+	return step
+}
+
+func gcd(a, b uint64) uint64 {
+	for b != 0 {
+		a, b = b, a%b
+	}
+	return a
+}
+
+// Scrape returns swarm ih's seeder and leecher counts and how many
+// completed events it has counted (kept while the swarm is tracked, even
+// when it has no records). An unknown swarm is all zeros.
+func (f *FSM) Scrape(ih InfoHash) (complete, incomplete, downloaded int) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	sw := f.st.swarm(ih)
+	if sw == nil {
+		return 0, 0, 0
+	}
+	return len(sw.recs) - int(sw.nLeech), int(sw.nLeech), int(min(sw.downloaded, math.MaxInt))
+}
+
+// TrackerAllowed reports whether the policy tracks ih: an Announce for it
+// would not fail with ErrNotTracked.
+func (f *FSM) TrackerAllowed(ih InfoHash) bool {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.st.policy.allowed(ih)
+}
+
+// TrackerPolicyState returns the tracker mode and the allow and deny sets,
+// each sorted.
+func (f *FSM) TrackerPolicyState() (mode TrackerMode, allow, deny []InfoHash) {
+	f.mu.RLock()
+	p := f.st.policy
+	mode = p.mode
+	for ih := range p.allow {
+		allow = append(allow, ih)
+	}
+	for ih := range p.deny {
+		deny = append(deny, ih)
+	}
+	f.mu.RUnlock()
+	slices.SortFunc(allow, cmpHash)
+	slices.SortFunc(deny, cmpHash)
+	return mode, allow, deny
+}
+
+// SwarmEntriesFrom returns how many swarm records, over all swarms, have
+// the address ip — for IPv6 any address in ip's /64 prefix, since one
+// subscriber usually holds a whole /64. It is replicated state, so every
+// master enforces the same per-address quota.
+func (f *FSM) SwarmEntriesFrom(ip [16]byte) int {
+	k := ipKeyOf(ip)
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return int(f.st.ips[ipShardOf(k)].t.get(k))
+}
+
+// SwarmStats returns the number of swarms held (including swarms that have
+// no records left but remember a downloaded count) and of swarm records.
+func (f *FSM) SwarmStats() (swarms, peers int) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.st.nSwarms, f.st.nSwarmRecs
+}
+
+// Soft liveness.
+//
+// Each swarm record carries a "seen" time that is NOT replicated: it is in
+// neither the digest nor the snapshot, and Apply reads it nowhere. The
+// master writes it outside Apply (TouchSwarmPeer, for a re-announce that
+// changes nothing, and when a new leader gives everyone a fresh lease);
+// applying an Announce sets it to the command's Time, and Restore sets it to
+// each record's changed time. The leader reads it with SilentSwarmPeers and
+// proposes ExpireSwarmPeers for what it returns; since the expiry compares
+// the replicated changed time, replicas whose seen times differ still apply
+// it identically. It is kept in whole seconds, rounded up when stored and
+// compared with a bound rounded down, so a record is never reported silent
+// early, and at most two seconds late.
+
+// TouchSwarmPeer records that peer p of swarm ih was heard from at
+// nowUnixNano, and reports whether the record exists. It takes only the
+// read lock and is safe concurrently with every other method.
+func (f *FSM) TouchSwarmPeer(ih InfoHash, p SwarmPeerID, nowUnixNano int64) bool {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	sw := f.st.swarm(ih)
+	if sw == nil {
+		return false
+	}
+	i := sw.find(p)
+	if i < 0 {
+		return false
+	}
+	atomic.StoreUint32(&sw.recs[i].seen, ceilSecs(nowUnixNano))
+	return true
+}
+
+// SilentSwarmPeers returns at most max records last seen before
+// beforeUnixNano (see TouchSwarmPeer), in no particular order. It scans
+// every swarm, holding the read lock for one shard (1/256 of the swarms) at
+// a time, so it never holds up Apply for long.
+func (f *FSM) SilentSwarmPeers(beforeUnixNano int64, max int) []SwarmRef {
+	if max <= 0 {
+		return nil
+	}
+	before := floorSecs(beforeUnixNano)
+	var out []SwarmRef
+	for i := range nShards {
+		f.mu.RLock()
+		for ih, sw := range f.st.swarms[i].m {
+			for j := range sw.recs {
+				r := &sw.recs[j]
+				if atomic.LoadUint32(&r.seen) < before {
+					out = append(out, SwarmRef{InfoHash: ih, Peer: r.peer})
+					if len(out) == max {
+						f.mu.RUnlock()
+						return out
+					}
+				}
+			}
+		}
+		f.mu.RUnlock()
+	}
+	return out
+}

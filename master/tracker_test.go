@@ -1,0 +1,321 @@
+package master_test
+
+import (
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"fileshare/client"
+	"fileshare/fsm"
+	"fileshare/internal/poll"
+	"fileshare/master"
+	"fileshare/master/mastertest"
+	"fileshare/tracker"
+	"fileshare/transport"
+)
+
+// trackerCluster is a 3-master TLS cluster whose every master serves an
+// HTTP tracker on a loopback port of its own.
+func trackerCluster(t *testing.T, adjust func(*master.TrackerConfig)) *mastertest.T {
+	t.Helper()
+	return mastertest.New(t, 3, mastertest.Options{TLS: true, Config: func(c *master.Config) {
+		c.Tracker.HTTP = "127.0.0.1:0"
+		if adjust != nil {
+			adjust(&c.Tracker)
+		}
+	}})
+}
+
+// btPeer is one simulated BitTorrent client.
+type btPeer struct {
+	id    tracker.PeerID
+	port  int
+	local string // source IP, "" for the default
+}
+
+func newBTPeer(port int) btPeer {
+	var p btPeer
+	rand.Read(p.id[:])
+	p.port = port
+	return p
+}
+
+func randomHash() tracker.InfoHash {
+	var h tracker.InfoHash
+	rand.Read(h[:])
+	return h
+}
+
+// escape %-escapes every byte, as many clients do.
+func escape(b []byte) string {
+	var sb strings.Builder
+	for _, c := range b {
+		fmt.Fprintf(&sb, "%%%02X", c)
+	}
+	return sb.String()
+}
+
+// announceReply is the part of an HTTP announce reply the tests read.
+type announceReply struct {
+	failure    string
+	complete   int64
+	incomplete int64
+	peers      []int // ports of the compact IPv4 peers
+}
+
+func announce(t *testing.T, trackerAddr string, ih tracker.InfoHash, p btPeer, event string, left int) announceReply {
+	t.Helper()
+	q := fmt.Sprintf("info_hash=%s&peer_id=%s&port=%d&uploaded=0&downloaded=0&left=%d&compact=1&numwant=50", escape(ih[:]), escape(p.id[:]), p.port, left)
+	if event != "" {
+		q += "&event=" + event
+	}
+	body := get(t, p.local, "http://"+trackerAddr+"/announce?"+q)
+	v, err := tracker.DecodeBencode(body)
+	if err != nil {
+		t.Fatalf("announce reply %q: %v", body, err)
+	}
+	d, _ := v.(map[string]any)
+	var out announceReply
+	if f, ok := d["failure reason"].(string); ok {
+		out.failure = f
+		return out
+	}
+	out.complete, _ = d["complete"].(int64)
+	out.incomplete, _ = d["incomplete"].(int64)
+	peers, _ := d["peers"].(string)
+	for i := 0; i+6 <= len(peers); i += 6 {
+		out.peers = append(out.peers, int(peers[i+4])<<8|int(peers[i+5]))
+	}
+	return out
+}
+
+func get(t *testing.T, localIP, url string) []byte {
+	t.Helper()
+	d := &net.Dialer{Timeout: 5 * time.Second}
+	if localIP != "" {
+		d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(localIP)}
+	}
+	hc := &http.Client{Timeout: 15 * time.Second, Transport: &http.Transport{DialContext: d.DialContext, DisableKeepAlives: true}}
+	resp, err := hc.Get(url)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return body
+}
+
+func hasPort(ports []int, p int) bool {
+	for _, q := range ports {
+		if q == p {
+			return true
+		}
+	}
+	return false
+}
+
+// An acknowledged started survives the loss of the leader: the peer a
+// follower acknowledged is in the peer list a surviving master serves
+// after the leader is killed, and a restart of every master keeps it.
+func TestTrackerStartedSurvivesLeaderLossAndFullRestart(t *testing.T) {
+	c := trackerCluster(t, nil)
+	lead := c.Leader()
+	f := c.Follower(lead)
+	ih := randomHash()
+	seeder := newBTPeer(6881)
+	if r := announce(t, c.Master(f).TrackerHTTPAddr(), ih, seeder, "started", 0); r.failure != "" {
+		t.Fatalf("started refused: %s", r.failure)
+	}
+	c.Kill(lead)
+	other := 3 - lead - f // the third master
+	leecher := newBTPeer(6882)
+	var r announceReply
+	poll.Until(t, 20*time.Second, "the third master to list the seeder a follower acknowledged before the leader died", func() bool {
+		r = announce(t, c.Master(other).TrackerHTTPAddr(), ih, leecher, "started", 100)
+		return r.failure == "" && hasPort(r.peers, seeder.port)
+	})
+	if r.complete != 1 {
+		t.Errorf("complete = %d, want 1 (the seeder)", r.complete)
+	}
+
+	c.Restart(lead)
+	for i := range 3 {
+		c.Stop(i)
+	}
+	for i := range 3 {
+		c.Restart(i)
+	}
+	c.Leader()
+	poll.Until(t, 20*time.Second, "both acknowledged peers to be listed after every master restarted", func() bool {
+		r = announce(t, c.Master(0).TrackerHTTPAddr(), ih, newBTPeer(6883), "", 100)
+		return r.failure == "" && hasPort(r.peers, seeder.port) && hasPort(r.peers, leecher.port)
+	})
+}
+
+// A re-announce that changes nothing never costs a log entry.
+func TestTrackerReannounceIsNotALogEntry(t *testing.T) {
+	c := trackerCluster(t, nil)
+	lead := c.Leader()
+	f := c.Follower(lead)
+	ih, p := randomHash(), newBTPeer(7000)
+	addr := c.Master(f).TrackerHTTPAddr()
+	if r := announce(t, addr, ih, p, "started", 10); r.failure != "" {
+		t.Fatal(r.failure)
+	}
+	c.Converge()
+	before := c.Status(lead).LastIndex
+	for range 20 {
+		if r := announce(t, addr, ih, p, "", 10); r.failure != "" {
+			t.Fatal(r.failure)
+		}
+	}
+	if after := c.Status(lead).LastIndex; after != before {
+		t.Errorf("20 re-announces moved the leader's last index from %d to %d; want no log entries", before, after)
+	}
+	// A change of seeder state is a membership change.
+	if r := announce(t, addr, ih, p, "completed", 0); r.failure != "" {
+		t.Fatal(r.failure)
+	}
+	if after := c.Status(lead).LastIndex; after == before {
+		t.Errorf("completed did not reach the log (last index still %d)", after)
+	}
+	scrape := string(get(t, "", "http://"+c.Master(lead).TrackerHTTPAddr()+"/scrape?info_hash="+escape(ih[:])))
+	poll.Until(t, 20*time.Second, "scrape to count one seeder and one completed download", func() bool {
+		scrape = string(get(t, "", "http://"+c.Master(lead).TrackerHTTPAddr()+"/scrape?info_hash="+escape(ih[:])))
+		return strings.Contains(scrape, "8:completei1e10:downloadedi1e")
+	})
+}
+
+// A stranger cannot remove or move another client's swarm entry: a stopped
+// (or any announce) with the same peer_id from another address is refused
+// unless it carries the key the entry was made with.
+func TestTrackerStoppedFromAnotherAddressIsRefused(t *testing.T) {
+	c := trackerCluster(t, nil)
+	addr := c.Master(c.Leader()).TrackerHTTPAddr()
+	ih, victim := randomHash(), newBTPeer(7100)
+	victim.local = "127.0.0.1"
+	if r := announce(t, addr, ih, victim, "started", 10); r.failure != "" {
+		t.Fatal(r.failure)
+	}
+	attacker := victim
+	attacker.local = "127.0.0.2"
+	r := announce(t, addr, ih, attacker, "stopped", 10)
+	if !strings.Contains(r.failure, "another address") {
+		t.Fatalf("stopped from another address: failure %q, want a refusal naming another address", r.failure)
+	}
+	watcher := newBTPeer(7101)
+	if r := announce(t, addr, ih, watcher, "started", 10); !hasPort(r.peers, victim.port) {
+		t.Errorf("victim gone from the swarm after a refused stopped: peers %v", r.peers)
+	}
+	// The victim itself may leave.
+	if r := announce(t, addr, ih, victim, "stopped", 10); r.failure != "" {
+		t.Fatal(r.failure)
+	}
+	if r := announce(t, addr, ih, watcher, "", 10); hasPort(r.peers, victim.port) {
+		t.Errorf("victim still listed after its own stopped: %v", r.peers)
+	}
+}
+
+// Peers that stop re-announcing leave the swarm after their lifetime;
+// peers that keep re-announcing through a follower stay (the follower
+// passes the renewals to the leader).
+func TestTrackerSilentPeersExpireRenewedOnesStay(t *testing.T) {
+	c := trackerCluster(t, func(tc *master.TrackerConfig) {
+		tc.Interval = time.Second
+		tc.PeerLifetime = 3 * time.Second
+	})
+	lead := c.Leader()
+	f := c.Follower(lead)
+	ih := randomHash()
+	silent, live := newBTPeer(7200), newBTPeer(7201)
+	addr := c.Master(f).TrackerHTTPAddr()
+	announce(t, addr, ih, silent, "started", 10)
+	announce(t, addr, ih, live, "started", 10)
+	watcher := newBTPeer(7202)
+	watcher.local = "127.0.0.3"
+	var r announceReply
+	poll.Until(t, 20*time.Second, "the silent peer to expire", func() bool {
+		announce(t, addr, ih, live, "", 10) // renew through the follower
+		r = announce(t, addr, ih, watcher, "", 10)
+		return !hasPort(r.peers, silent.port)
+	})
+	if !hasPort(r.peers, live.port) {
+		t.Errorf("the peer that kept re-announcing expired too: peers %v", r.peers)
+	}
+}
+
+// The allowlist is replicated and needs admin credentials: a peer's
+// certificate cannot change it, and in allowlist mode only allowed
+// torrents are tracked.
+func TestTrackerAllowlistNeedsAdminAndIsEnforced(t *testing.T) {
+	c := trackerCluster(t, nil)
+	ctx := t.Context()
+	id := identity("tracker-user")
+	allowed, other := randomHash(), randomHash()
+	hexOf := func(h tracker.InfoHash) string { return fmt.Sprintf("%x", h[:]) }
+	if _, err := c.PeerClient(id).TrackerPolicy(ctx, client.TrackerPolicyRequest{Mode: "allowlist"}); !errors.Is(err, transport.ErrForbidden) {
+		t.Fatalf("policy change with a peer certificate: err %v, want ErrForbidden", err)
+	}
+	admin := c.Client()
+	rep, err := admin.TrackerPolicy(ctx, client.TrackerPolicyRequest{Mode: "allowlist", Allow: []string{hexOf(allowed)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Mode != "allowlist" || len(rep.Allow) != 1 || rep.Allow[0] != hexOf(allowed) {
+		t.Fatalf("policy reply %+v", rep)
+	}
+	c.Converge()
+	for i := range 3 {
+		addr := c.Master(i).TrackerHTTPAddr()
+		if r := announce(t, addr, other, newBTPeer(7300), "started", 1); !strings.Contains(r.failure, "allowlist") {
+			t.Errorf("master %d: announce of a torrent not allowed: failure %q, want an allowlist refusal", i, r.failure)
+		}
+		if r := announce(t, addr, allowed, newBTPeer(7301+i), "started", 1); r.failure != "" {
+			t.Errorf("master %d: announce of an allowed torrent refused: %s", i, r.failure)
+		}
+	}
+	if _, err := admin.TrackerPolicy(ctx, client.TrackerPolicyRequest{Allow: []string{"not-a-hash"}}); !errors.Is(err, fsm.ErrInvalid) {
+		t.Errorf("allow of a malformed hash: err %v, want invalid input", err)
+	}
+	list, err := admin.TrackerList(ctx, client.ReadLinearizable)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if list.Swarms != 1 || list.Peers != 3 {
+		t.Errorf("list: %d swarms, %d peers; want 1 swarm of 3 peers", list.Swarms, list.Peers)
+	}
+}
+
+// One address cannot fill the tracker: past the per-IP cap new entries are
+// refused with a reason, while other addresses still get in.
+func TestTrackerPerIPCap(t *testing.T) {
+	c := trackerCluster(t, func(tc *master.TrackerConfig) { tc.MaxPeersPerIP = 3 })
+	addr := c.Master(c.Leader()).TrackerHTTPAddr()
+	ih := randomHash()
+	for i := range 3 {
+		p := newBTPeer(7400 + i)
+		p.local = "127.0.0.5"
+		if r := announce(t, addr, ih, p, "started", 1); r.failure != "" {
+			t.Fatalf("entry %d refused: %s", i, r.failure)
+		}
+	}
+	p := newBTPeer(7410)
+	p.local = "127.0.0.5"
+	if r := announce(t, addr, ih, p, "started", 1); !strings.Contains(r.failure, "per-ip") {
+		t.Errorf("fourth entry from one address: failure %q, want the per-IP refusal", r.failure)
+	}
+	q := newBTPeer(7411)
+	q.local = "127.0.0.6"
+	if r := announce(t, addr, ih, q, "started", 1); r.failure != "" {
+		t.Errorf("another address refused: %s", r.failure)
+	}
+}

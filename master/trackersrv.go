@@ -1,0 +1,129 @@
+package master
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"fileshare/tracker"
+)
+
+// trackerServers are the BitTorrent front-ends of one master; both may be
+// absent. startTrackers starts them; stopTrackers, the first step of
+// shutdown, stops them, so no announce arrives while Raft stops.
+type trackerServers struct {
+	http   *tracker.HTTPServer
+	httpLn net.Listener
+	udp    *tracker.UDPServer
+	udpPC  net.PacketConn
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+func (m *Master) trackerConfig() tracker.Config {
+	t := m.cfg.Tracker
+	return tracker.Config{
+		Intervals:  tracker.Intervals{Interval: t.Interval, MinInterval: t.MinInterval, Jitter: t.Interval / 10},
+		MaxNumWant: t.MaxNumWant,
+		Logger:     m.logger.With("component", "tracker"),
+	}
+}
+
+func (m *Master) startTrackers() error {
+	t := &m.trackers
+	b := trackerBackend{m}
+	ctx, cancel := context.WithCancel(m.ctx)
+	t.cancel = cancel
+	if a := m.cfg.Tracker.HTTP; a != "" {
+		ln, err := net.Listen("tcp", a)
+		if err != nil {
+			return portError("tracker HTTP", "--tracker-http", a, err)
+		}
+		t.httpLn = ln
+		t.http = tracker.NewHTTPServer(b, tracker.HTTPConfig{Config: m.trackerConfig()})
+		t.wg.Go(func() {
+			if err := t.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				m.logger.Error("tracker HTTP server stopped", "err", err)
+			}
+		})
+	}
+	if a := m.cfg.Tracker.UDP; a != "" {
+		pc, err := net.ListenPacket("udp", a)
+		if err != nil {
+			return portError("tracker UDP", "--tracker-udp", a, err)
+		}
+		t.udpPC = pc
+		if t.udp, err = tracker.NewUDPServer(b, tracker.UDPConfig{Config: m.trackerConfig()}); err != nil {
+			return err
+		}
+		t.wg.Go(func() {
+			if err := t.udp.Serve(ctx, pc); err != nil {
+				m.logger.Error("tracker UDP server stopped", "err", err)
+			}
+		})
+	}
+	if t.http != nil || t.udp != nil {
+		m.logger.Info("tracker serving", "http", m.TrackerHTTPAddr(), "udp", m.TrackerUDPAddr())
+	}
+	return nil
+}
+
+// stopTrackers stops both front-ends: requests in flight get until ctx
+// ends or shutdownStepGrace passes.
+func (m *Master) stopTrackers(ctx context.Context) {
+	t := &m.trackers
+	if t.http != nil {
+		hctx, cancel := context.WithTimeout(ctx, shutdownStepGrace)
+		_ = t.http.Shutdown(hctx)
+		cancel()
+	} else if t.httpLn != nil {
+		t.httpLn.Close()
+	}
+	if t.cancel != nil {
+		t.cancel()
+	}
+	done := make(chan struct{})
+	// Owned by stopTrackers, which waits for it below or gives up.
+	go func() { t.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(shutdownStepGrace):
+		m.logger.Warn("tracker front-ends are slow to stop")
+	}
+	if t.udpPC != nil {
+		t.udpPC.Close()
+	}
+}
+
+// TrackerHTTPAddr returns the HTTP tracker's listen address, or "" if it
+// is off.
+func (m *Master) TrackerHTTPAddr() string {
+	if m.trackers.httpLn == nil {
+		return ""
+	}
+	return m.trackers.httpLn.Addr().String()
+}
+
+// TrackerUDPAddr returns the UDP tracker's listen address, or "" if it is
+// off.
+func (m *Master) TrackerUDPAddr() string {
+	if m.trackers.udpPC == nil {
+		return ""
+	}
+	return m.trackers.udpPC.LocalAddr().String()
+}
+
+// TrackerStats returns the front-ends' live counters (nil for one that is
+// off).
+func (m *Master) TrackerStats() (httpStats, udpStats *tracker.Stats) {
+	if m.trackers.http != nil {
+		httpStats = m.trackers.http.Stats()
+	}
+	if m.trackers.udp != nil {
+		udpStats = m.trackers.udp.Stats()
+	}
+	return httpStats, udpStats
+}
