@@ -242,6 +242,7 @@ type Snapshot struct {
 	CanLose    int           `json:"can_lose"`  // masters the cluster can lose now and still commit
 	Tolerance  string        `json:"tolerance"` // the same, in words
 	Index      IndexView     `json:"index"`
+	Swarms     SwarmsView    `json:"swarms"`
 	Rates      RatesView     `json:"rates"`
 	Events     []Event       `json:"events"`
 	Config     DashboardConf `json:"config"`
@@ -283,6 +284,12 @@ type IndexView struct {
 	Peers    int `json:"peers"`
 }
 
+// SwarmsView is this master's copy of the BitTorrent swarms.
+type SwarmsView struct {
+	Swarms int `json:"swarms"`
+	Peers  int `json:"peers"`
+}
+
 // RatesView is per second, over the last snapshot interval. Entries is
 // the cluster's commit rate (the leader's commit index); the others count
 // the calls this master answered.
@@ -291,12 +298,14 @@ type RatesView struct {
 	Writes     float64 `json:"writes"`
 	Reads      float64 `json:"reads"`
 	Heartbeats float64 `json:"heartbeats"`
+	Announces  float64 `json:"announces"` // BitTorrent announces (HTTP and UDP)
 }
 
 type snapshotRates struct {
 	at                       time.Time
 	commit                   uint64
 	writes, reads, heartbeat uint64
+	announces                uint64
 }
 
 // snapshot gathers one frame. It runs on the poller goroutine.
@@ -336,6 +345,7 @@ func (d *dashboard) snapshot(ctx context.Context, now time.Time) Snapshot {
 		Index:  IndexView{Files: self.Files, Holdings: self.Holdings, Peers: self.Peers},
 		Config: DashboardConf{HeartbeatMillis: m.cfg.HeartbeatTimeout.Milliseconds(), ElectionMillis: m.cfg.ElectionTimeout.Milliseconds(), IntervalMillis: dashboardInterval.Milliseconds()},
 	}
+	snap.Swarms.Swarms, snap.Swarms.Peers = m.fsm.SwarmStats()
 	leader := statuses[self.LeaderID]
 	for _, mem := range self.Members {
 		v := MemberView{ID: mem.ID, Addr: mem.Addr, Suffrage: mem.Suffrage, Lag: -1, LastContactMillis: -1, DigestMatch: "unknown", State: "unreachable"}
@@ -404,7 +414,7 @@ func (d *dashboard) snapshot(ctx context.Context, now time.Time) Snapshot {
 		snap.Tolerance += fmt.Sprintf(" (%d of %d voters down; with all up it could lose %d)", snap.Voters-snap.Healthy, snap.Voters, snap.Voters-snap.Quorum)
 	}
 
-	cur := &snapshotRates{at: now, writes: m.metrics.writes.Load(), reads: m.metrics.reads.Load(), heartbeat: m.metrics.heartbeats.Load()}
+	cur := &snapshotRates{at: now, writes: m.metrics.writes.Load(), reads: m.metrics.reads.Load(), heartbeat: m.metrics.heartbeats.Load(), announces: m.announces()}
 	if leader != nil {
 		cur.commit = leader.CommitIndex
 	}
@@ -422,6 +432,7 @@ func (d *dashboard) snapshot(ctx context.Context, now time.Time) Snapshot {
 			snap.Rates.Writes = rate(cur.writes, p.writes)
 			snap.Rates.Reads = rate(cur.reads, p.reads)
 			snap.Rates.Heartbeats = rate(cur.heartbeat, p.heartbeat)
+			snap.Rates.Announces = rate(cur.announces, p.announces)
 		}
 	}
 	d.prev = cur

@@ -18,6 +18,7 @@ import (
 
 	"fileshare/client"
 	"fileshare/internal/buildinfo"
+	"fileshare/tracker"
 )
 
 // Metrics levels (Config.Metrics).
@@ -133,7 +134,7 @@ func newMetrics(m *Master, level string) (*metrics, error) {
 	info.WithLabelValues(Version(), runtime.Version()).Set(1)
 
 	mx.reg.MustRegister(mx.leaderChanges, mx.applyDuration, mx.applyErrors, mx.batchCommands, mx.batchBytes,
-		mx.rpcRequests, mx.rpcDuration, info, &stateCollector{mx: mx},
+		mx.rpcRequests, mx.rpcDuration, info, &stateCollector{mx: mx}, &trackerCollector{m: m},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if level == MetricsExtensive {
 		sink, err := sharedRaftSink()
@@ -147,11 +148,10 @@ func newMetrics(m *Master, level string) (*metrics, error) {
 	return mx, nil
 }
 
-// Register adds collectors to this master's /metrics. It is the place
-// for other parts of the master to publish their own series; the tracker
-// front-ends register fileshare_tracker_announces_total{proto,result},
-// fileshare_tracker_swarms and fileshare_tracker_peers here. It fails if a
-// collector's metrics clash with ones already registered.
+// Register adds collectors to this master's /metrics: the place for
+// other parts of the master to publish their own series (the tracker's
+// are in trackerCollector). It fails if a collector's metrics clash with
+// ones already registered.
 func (mx *metrics) Register(cs ...prometheus.Collector) error {
 	for _, c := range cs {
 		if err := mx.reg.Register(c); err != nil {
@@ -245,6 +245,61 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 			gauge(descLastContact, d.Seconds(), id)
 		}
 	}
+}
+
+var (
+	descTrackerAnnounces = prometheus.NewDesc("fileshare_tracker_announces_total",
+		"BitTorrent tracker requests this master answered, by protocol (http, udp) and result: ok (an announce answered with peers), failed (any request answered with a failure reason), dropped (not answered: full queue, bad connection ID, connection cap).",
+		[]string{"proto", "result"}, nil)
+	descTrackerScrapes = prometheus.NewDesc("fileshare_tracker_scrapes_total", "BitTorrent scrapes this master answered, by protocol.", []string{"proto"}, nil)
+	descTrackerSwarms  = prometheus.NewDesc("fileshare_tracker_swarms", "BitTorrent swarms (info hashes with at least one peer) in this master's copy of the index.", nil, nil)
+	descTrackerPeers   = prometheus.NewDesc("fileshare_tracker_peers", "BitTorrent peer records across all swarms in this master's copy of the index.", nil, nil)
+)
+
+// trackerCollector reports the tracker front-ends' counters (tracker.Stats,
+// read at scrape time; a front-end that is off has no series) and the
+// replicated swarms' size.
+type trackerCollector struct{ m *Master }
+
+func (c *trackerCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- descTrackerAnnounces
+	ch <- descTrackerScrapes
+	ch <- descTrackerSwarms
+	ch <- descTrackerPeers
+}
+
+func (c *trackerCollector) Collect(ch chan<- prometheus.Metric) {
+	httpStats, udpStats := c.m.TrackerStats()
+	for _, p := range []struct {
+		proto string
+		st    *tracker.Stats
+	}{{"http", httpStats}, {"udp", udpStats}} {
+		if p.st == nil {
+			continue
+		}
+		counter := func(d *prometheus.Desc, v uint64, labels ...string) {
+			ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
+		}
+		counter(descTrackerAnnounces, p.st.Announces.Load(), p.proto, "ok")
+		counter(descTrackerAnnounces, p.st.Failures.Load(), p.proto, "failed")
+		counter(descTrackerAnnounces, p.st.Dropped.Load(), p.proto, "dropped")
+		counter(descTrackerScrapes, p.st.Scrapes.Load(), p.proto)
+	}
+	swarms, peers := c.m.fsm.SwarmStats()
+	ch <- prometheus.MustNewConstMetric(descTrackerSwarms, prometheus.GaugeValue, float64(swarms))
+	ch <- prometheus.MustNewConstMetric(descTrackerPeers, prometheus.GaugeValue, float64(peers))
+}
+
+// announces is the tracker's answered announces, both protocols.
+func (m *Master) announces() uint64 {
+	var n uint64
+	h, u := m.TrackerStats()
+	for _, st := range []*tracker.Stats{h, u} {
+		if st != nil {
+			n += st.Announces.Load()
+		}
+	}
+	return n
 }
 
 func b2f(b bool) float64 {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"strings"
@@ -226,9 +227,15 @@ func TestMetricsUnknownMethodsShareOneLabel(t *testing.T) {
 // types, help, units, suffixes).
 func TestMetricsPassPromtool(t *testing.T) {
 	promtool := needTool(t, "promtool", "prometheus")
-	c := newCluster(t, 1, withHTTP(master.MetricsBasic))
+	c := newCluster(t, 1, func(cfg *master.Config) {
+		withHTTP(master.MetricsBasic)(cfg)
+		cfg.Tracker.HTTP, cfg.Tracker.UDP = "127.0.0.1:0", "127.0.0.1:0" // their series too
+	})
 	c.Leader()
 	b := scrape(t, c.Master(0).HTTPAddr())
+	if !bytes.Contains(b, []byte("fileshare_tracker_announces_total{")) {
+		t.Fatalf("no tracker series to check:\n%s", b)
+	}
 	cmd := exec.CommandContext(t.Context(), promtool, "check", "metrics")
 	cmd.Stdin = bytes.NewReader(b)
 	out, err := cmd.CombinedOutput()
@@ -274,5 +281,50 @@ func TestMetricsLevelValidated(t *testing.T) {
 	_, err := master.New(t.Context(), master.Config{ID: "m1", DataDir: t.TempDir(), Listen: "127.0.0.1:0", Metrics: "verbose"})
 	if err == nil || !strings.Contains(err.Error(), "basic or extensive") {
 		t.Fatalf("got %v, want an error naming basic and extensive", err)
+	}
+}
+
+// The tracker front-ends' counters and the replicated swarms reach
+// /metrics: one HTTP announce is one ok announce, one swarm, one peer.
+func TestMetricsCountTrackerAnnounces(t *testing.T) {
+	c := newCluster(t, 1, func(cfg *master.Config) {
+		withHTTP("")(cfg)
+		cfg.Tracker.HTTP = "127.0.0.1:0"
+	})
+	c.Leader()
+	m := c.Master(0)
+	q := url.Values{}
+	q.Set("info_hash", strings.Repeat("\x01", 20))
+	q.Set("peer_id", "-FS0001-abcdefghijkl")
+	q.Set("port", "6881")
+	q.Set("uploaded", "0")
+	q.Set("downloaded", "0")
+	q.Set("left", "0")
+	q.Set("compact", "1")
+	resp, err := http.Get("http://" + m.TrackerHTTPAddr() + "/announce?" + q.Encode())
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || bytes.Contains(body, []byte("failure reason")) {
+		t.Fatalf("announce: %s %q", resp.Status, body)
+	}
+	fams := parseMetrics(t, scrape(t, m.HTTPAddr()))
+	if got := value(t, fams, "fileshare_tracker_announces_total", "proto", "http", "result", "ok"); got != 1 {
+		t.Errorf("announces{http,ok} = %v, want 1", got)
+	}
+	if got := value(t, fams, "fileshare_tracker_swarms"); got != 1 {
+		t.Errorf("fileshare_tracker_swarms = %v, want 1", got)
+	}
+	if got := value(t, fams, "fileshare_tracker_peers"); got != 1 {
+		t.Errorf("fileshare_tracker_peers = %v, want 1", got)
+	}
+	for _, mm := range fams["fileshare_tracker_announces_total"].Metric {
+		for _, lp := range mm.Label {
+			if lp.GetName() == "proto" && lp.GetValue() == "udp" {
+				t.Errorf("UDP tracker is off but has series %v", mm.Label)
+			}
+		}
 	}
 }

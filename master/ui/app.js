@@ -154,6 +154,9 @@ function render(s) {
   text("rate-writes", rate(s.rates.writes));
   text("rate-reads", rate(s.rates.reads));
   text("rate-heartbeats", rate(s.rates.heartbeats));
+  text("rate-announces", rate(s.rates.announces));
+  text("swarms", s.swarms.swarms.toLocaleString());
+  text("swarm-peers", s.swarms.peers.toLocaleString());
   text("timing", "heartbeat timeout " + s.config.heartbeat_ms + " ms, election timeout " + s.config.election_ms + " ms");
   renderMembers(s);
   renderTimeline(s);
