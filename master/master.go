@@ -49,6 +49,8 @@ type Master struct {
 	leases   *leaseTable // peer liveness while this master leads
 	expirer  *expirer    // proposes expiry of silent peers while leading
 	backups  *backups    // backup sessions served here (backup.go)
+	metrics  *metrics    // /metrics registry and instruments (metrics.go)
+	dash     *dashboard  // /ui/ and its event stream (dashboard.go)
 	renewals renewQueue  // tracker re-announces to pass to the leader
 	trackers trackerServers
 
@@ -204,7 +206,12 @@ func New(ctx context.Context, cfg Config) (*Master, error) {
 		}
 	}
 
+	if m.metrics, err = newMetrics(m, cfg.Metrics); err != nil {
+		return nil, err
+	}
+	m.dash = newDashboard(m)
 	m.batcher = newBatcher(m.raft, cfg.ApplyTimeout, cfg.Fault, m.raftError)
+	m.batcher.observe = m.metrics
 	m.reads = newReadGate(m.raft, m.notLeader, m.raftError)
 	m.leases = newLeaseTable()
 	m.expirer = &expirer{
@@ -221,11 +228,13 @@ func New(ctx context.Context, cfg Config) (*Master, error) {
 	}
 	m.backups = newBackups()
 	m.rpc = transport.NewServer(m.logger)
+	m.rpc.SetObserver(m.metrics)
 	m.registerHandlers()
 
 	// Owned by m (m.wg); each ends once shutdown cancels m.ctx or closes
 	// the RPC listener.
 	m.wg.Go(m.watchLeadership)
+	m.wg.Go(func() { m.metrics.observeRaft(m.ctx) })
 	m.wg.Go(func() { m.batcher.run(m.ctx) })
 	m.wg.Go(func() { m.backups.run(m.ctx) })
 	m.wg.Go(func() { m.runRenewals(m.ctx) })
@@ -368,6 +377,9 @@ func (m *Master) shutdown(ctx context.Context, graceful bool) error {
 			_ = m.httpSrv.Close()
 		}
 		cancel()
+	}
+	if m.dash != nil {
+		m.dash.close() // ends the event streams and waits for their poller
 	}
 	if graceful && m.raft != nil && m.IsLeader() && m.otherVoters() > 0 && ctx.Err() != nil {
 		cut = true // no time left to hand off leadership
