@@ -315,6 +315,13 @@ func (m *Master) Leader() (id, addr string) {
 // waits for replication to followers that may be paused or cut off.
 const shutdownStepGrace = time.Second
 
+// raftStuckGrace is how long shutdown waits for raft after closing the
+// connections under it, before it abandons raft (see shutdown).
+const raftStuckGrace = 10 * time.Second
+
+// errRaftStuck is returned by a shutdown that had to abandon raft.
+var errRaftStuck = errors.New("raft did not stop within its grace period; abandoned it (the log store stays open until the process exits)")
+
 // Shutdown stops the master gracefully, in this order: stop serving HTTP,
 // hand leadership to another voter if this master leads, stop serving
 // RPC, stop the background work, stop Raft, close the transport, close the
@@ -420,7 +427,18 @@ func (m *Master) shutdown(ctx context.Context, graceful bool) error {
 			m.logger.Warn("raft is slow to stop; closing its connections")
 			m.mux.Close()
 			m.mux.CloseConns()
-			err = <-done
+			_ = m.raftTrans.Close()
+			if err, ok, _ = waitStep(context.Background(), done, raftStuckGrace); !ok {
+				// hashicorp/raft can leave a goroutine blocked for good
+				// when leadership moves during a hand-off (raft#696):
+				// its Shutdown then never returns. Abandon it rather
+				// than hang the process; the log store stays open (a
+				// goroutine of raft's may still hold it) until the
+				// process exits.
+				m.logger.Error("raft did not stop; abandoning it", "waited", shutdownStepGrace+raftStuckGrace)
+				m.cancel()
+				return errors.Join(append(errs, errRaftStuck)...)
+			}
 		}
 		if err != nil {
 			errs = append(errs, fmt.Errorf("raft shutdown: %w", err))
