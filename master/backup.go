@@ -15,7 +15,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"runtime/debug"
 	"sync"
 	"time"
 
@@ -208,22 +207,6 @@ func ReadArchive(r io.Reader, snapshot io.Writer) (ArchiveMeta, [32]byte, error)
 		return meta, sum, fmt.Errorf("%w: bytes follow the checksum", ErrBadArchive)
 	}
 	return meta, sum, nil
-}
-
-// Version returns this binary's fileshare version: the main module's
-// version and, when built from a checkout, its VCS revision.
-func Version() string {
-	bi, ok := debug.ReadBuildInfo()
-	if !ok {
-		return "unknown"
-	}
-	v := bi.Main.Version
-	for _, s := range bi.Settings {
-		if s.Key == "vcs.revision" && len(s.Value) >= 12 {
-			v += "+" + s.Value[:12]
-		}
-	}
-	return v
 }
 
 // backupSession is one backup being read: an open raft snapshot and the

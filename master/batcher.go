@@ -67,6 +67,20 @@ type batcher struct {
 
 	queue    chan *pendingWrite
 	inflight chan struct{} // one token per batch awaiting its commit
+
+	// observe, if set before run starts, is told about every batch handed
+	// to raft (see batchObserver). Nil observes nothing.
+	observe batchObserver
+}
+
+// batchObserver receives the batcher's measurements (metrics.go). Both
+// methods run on batcher goroutines, must be cheap and must not block.
+type batchObserver interface {
+	// batchProposed: a batch of commands totalling bytes went to raft.
+	batchProposed(commands, bytes int)
+	// batchApplied: raft answered a batch's future after d, successfully
+	// or not (err is raft's error).
+	batchApplied(d time.Duration, err error)
 }
 
 // newBatcher returns a batcher that proposes through r. Its run loop is
@@ -173,6 +187,10 @@ func (b *batcher) apply(batch []*pendingWrite) {
 			return
 		}
 	}
+	if b.observe != nil {
+		b.observe.batchProposed(len(batch), len(data))
+	}
+	start := time.Now()
 	f := b.r.Apply(data, b.timeout)
 	if b.ackBeforeCommit {
 		// Deliberately broken: acknowledge before the commit.
@@ -189,14 +207,18 @@ func (b *batcher) apply(batch []*pendingWrite) {
 	// every future it accepted, except one still queued inside raft when
 	// raft shuts down; such a waiter then blocks on that future forever,
 	// holding only its batch, whose callers have returned on their ctx.
-	go b.wait(f, batch)
+	go b.wait(f, batch, start)
 }
 
 // wait delivers one batch's outcome to each of its callers and returns
 // the batch's inflight token.
-func (b *batcher) wait(f raft.ApplyFuture, batch []*pendingWrite) {
+func (b *batcher) wait(f raft.ApplyFuture, batch []*pendingWrite, start time.Time) {
 	defer func() { <-b.inflight }()
-	if err := f.Error(); err != nil {
+	err := f.Error()
+	if b.observe != nil {
+		b.observe.batchApplied(time.Since(start), err)
+	}
+	if err != nil {
 		err = b.raftError(err)
 		for _, p := range batch {
 			p.done <- writeResult{err: err}

@@ -96,6 +96,9 @@ type Config struct {
 	// EnablePprof serves /debug/pprof on the HTTP port. Off by default:
 	// profiles reveal memory contents and cost CPU.
 	EnablePprof bool
+	// Metrics is what /metrics serves: MetricsBasic (the default, for "")
+	// or MetricsExtensive, which adds raft's own go-metrics.
+	Metrics string
 
 	// MaxFilesPerPeer caps the files one peer may hold in the index. Zero
 	// means 1,000,000; negative means no cap.
@@ -271,6 +274,13 @@ func (c Config) withDefaults() (Config, error) {
 	defInt(&c.MaxCommandBytes, 256<<10)
 	if c.MaxCommandBytes < 0 || c.MaxCommandBytes > fsm.MaxCommandSize {
 		return c, fmt.Errorf("%w: --max-entry-bytes %d: give 1..%d", ErrConfig, c.MaxCommandBytes, fsm.MaxCommandSize)
+	}
+	switch c.Metrics {
+	case "":
+		c.Metrics = MetricsBasic
+	case MetricsBasic, MetricsExtensive:
+	default:
+		return c, fmt.Errorf("%w: --metrics %q: give %s or %s", ErrConfig, c.Metrics, MetricsBasic, MetricsExtensive)
 	}
 	if err := c.Tracker.withDefaults(); err != nil {
 		return c, err

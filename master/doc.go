@@ -4,7 +4,9 @@
 // A Master wires hashicorp/raft (raft-boltdb/v2 for the log and stable
 // store, a file snapshot store) to the fsm package and to one transport.Mux
 // that carries both Raft and the RPC service peers call. It also serves
-// HTTP status endpoints on a second port.
+// HTTP on a second port: status endpoints, Prometheus /metrics (on a
+// registry of its own; metrics.go) and the /ui/ dashboard, a static page
+// fed by server-sent events (dashboard.go).
 //
 // # Writes
 //

@@ -49,6 +49,8 @@ type Master struct {
 	leases   *leaseTable // peer liveness while this master leads
 	expirer  *expirer    // proposes expiry of silent peers while leading
 	backups  *backups    // backup sessions served here (backup.go)
+	metrics  *metrics    // /metrics registry and instruments (metrics.go)
+	dash     *dashboard  // /ui/ and its event stream (dashboard.go)
 	renewals renewQueue  // tracker re-announces to pass to the leader
 	trackers trackerServers
 
@@ -204,7 +206,12 @@ func New(ctx context.Context, cfg Config) (*Master, error) {
 		}
 	}
 
+	if m.metrics, err = newMetrics(m, cfg.Metrics); err != nil {
+		return nil, err
+	}
+	m.dash = newDashboard(m)
 	m.batcher = newBatcher(m.raft, cfg.ApplyTimeout, cfg.Fault, m.raftError)
+	m.batcher.observe = m.metrics
 	m.reads = newReadGate(m.raft, m.notLeader, m.raftError)
 	m.leases = newLeaseTable()
 	m.expirer = &expirer{
@@ -221,11 +228,13 @@ func New(ctx context.Context, cfg Config) (*Master, error) {
 	}
 	m.backups = newBackups()
 	m.rpc = transport.NewServer(m.logger)
+	m.rpc.SetObserver(m.metrics)
 	m.registerHandlers()
 
 	// Owned by m (m.wg); each ends once shutdown cancels m.ctx or closes
 	// the RPC listener.
 	m.wg.Go(m.watchLeadership)
+	m.wg.Go(func() { m.metrics.observeRaft(m.ctx) })
 	m.wg.Go(func() { m.batcher.run(m.ctx) })
 	m.wg.Go(func() { m.backups.run(m.ctx) })
 	m.wg.Go(func() { m.runRenewals(m.ctx) })
@@ -306,6 +315,13 @@ func (m *Master) Leader() (id, addr string) {
 // waits for replication to followers that may be paused or cut off.
 const shutdownStepGrace = time.Second
 
+// raftStuckGrace is how long shutdown waits for raft after closing the
+// connections under it, before it abandons raft (see shutdown).
+const raftStuckGrace = 10 * time.Second
+
+// errRaftStuck is returned by a shutdown that had to abandon raft.
+var errRaftStuck = errors.New("raft did not stop within its grace period; abandoned it (the log store stays open until the process exits)")
+
 // Shutdown stops the master gracefully, in this order: stop serving HTTP,
 // hand leadership to another voter if this master leads, stop serving
 // RPC, stop the background work, stop Raft, close the transport, close the
@@ -369,6 +385,9 @@ func (m *Master) shutdown(ctx context.Context, graceful bool) error {
 		}
 		cancel()
 	}
+	if m.dash != nil {
+		m.dash.close() // ends the event streams and waits for their poller
+	}
 	if graceful && m.raft != nil && m.IsLeader() && m.otherVoters() > 0 && ctx.Err() != nil {
 		cut = true // no time left to hand off leadership
 	} else if graceful && m.raft != nil && m.IsLeader() && m.otherVoters() > 0 {
@@ -408,7 +427,18 @@ func (m *Master) shutdown(ctx context.Context, graceful bool) error {
 			m.logger.Warn("raft is slow to stop; closing its connections")
 			m.mux.Close()
 			m.mux.CloseConns()
-			err = <-done
+			_ = m.raftTrans.Close()
+			if err, ok, _ = waitStep(context.Background(), done, raftStuckGrace); !ok {
+				// hashicorp/raft can leave a goroutine blocked for good
+				// when leadership moves during a hand-off (raft#696):
+				// its Shutdown then never returns. Abandon it rather
+				// than hang the process; the log store stays open (a
+				// goroutine of raft's may still hold it) until the
+				// process exits.
+				m.logger.Error("raft did not stop; abandoning it", "waited", shutdownStepGrace+raftStuckGrace)
+				m.cancel()
+				return errors.Join(append(errs, errRaftStuck)...)
+			}
 		}
 		if err != nil {
 			errs = append(errs, fmt.Errorf("raft shutdown: %w", err))

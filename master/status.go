@@ -219,7 +219,10 @@ func (m *Master) startHTTP() error {
 		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 		mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
 	}
+	mux.Handle("GET /metrics", m.metrics.handler())
+	m.dash.mount(mux)
 	m.httpSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	m.httpSrv.RegisterOnShutdown(m.dash.close)
 	// Owned by m (m.wg); startHTTP runs only inside New. It ends when
 	// shutdown closes the server.
 	m.wg.Go(func() {

@@ -9,7 +9,7 @@ import (
 )
 
 // cacheEntry is one file's piece hashes, valid while the file at Path keeps
-// this Size and ModTime. Keying by (path, size, mtime) is what rsync, git and
+// this Size and ModTime (and, when known, this Seal: see fileSeal). Keying by (path, size, mtime) is what rsync, git and
 // Syncthing do: a changed file almost always changes one of them, and a
 // restart then rehashes nothing. An edit that keeps size and mtime (rare, and
 // only by deliberate effort) is caught by downloaders, which verify every
@@ -20,6 +20,12 @@ type cacheEntry struct {
 	ModTime   int64 // Unix nanoseconds
 	PieceSize int64
 	Hashes    []byte // SHA-256 of each piece, 32 bytes per piece
+	// Seal is the file's seal when it was hashed; zero if unknown (another
+	// OS, a cache from an older build). Settled is true if the hashing
+	// read the file only after it had settled (fileSeal.settled), so that
+	// while the file keeps Seal every piece matches Hashes.
+	Seal    fileSeal
+	Settled bool
 }
 
 // hashCache is the hash cache file: msgpack (the wire's codec) of this
@@ -31,10 +37,13 @@ type hashCache struct {
 
 const hashCacheVersion = 1
 
-// fresh reports whether e still describes a file of this size and mtime,
-// hashed with the piece size this build uses for it.
-func (e cacheEntry) fresh(size, mtime int64) bool {
-	return e.Size == size && e.ModTime == mtime && e.PieceSize == PieceSizeFor(size)
+// fresh reports whether e still describes a file of this size, mtime and
+// seal (a known seal must be equal: a file rewritten with its mtime put
+// back keeps its size and mtime but not its ctime), hashed with the piece
+// size this build uses for it.
+func (e cacheEntry) fresh(size, mtime int64, seal fileSeal) bool {
+	return e.Size == size && e.ModTime == mtime && e.PieceSize == PieceSizeFor(size) &&
+		(!e.Seal.known() || e.Seal == seal)
 }
 
 func encodeHashCache(entries map[string]cacheEntry) ([]byte, error) {

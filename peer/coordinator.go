@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -264,8 +265,11 @@ func (d *download) run(ctx context.Context) error {
 			h.active = false
 			switch {
 			case ex.err == nil || ctx.Err() != nil:
+			case errors.Is(ex.err, ErrDiskFull):
+				st := d.pieces.stats()
+				return fmt.Errorf("download %s: %w; free at least %s on the disk holding %s (or raise the quota), then run the same download again: it continues from the %d of %d pieces verified so far", d.name, ex.err, humanBytes(d.size-st.DoneBytes), filepath.Dir(d.file.path), st.Done, d.n)
 			case errors.Is(ex.err, errWrite):
-				return fmt.Errorf("download %s: %w", d.name, ex.err)
+				return fmt.Errorf("download %s: %w; check the disk holding %s, then run the same download again: it continues from the pieces verified so far", d.name, ex.err, filepath.Dir(d.file.path))
 			case errors.Is(ex.err, errBadData):
 				d.drop(h, ex.err)
 			case errors.Is(ex.err, errHolderChanged):
@@ -312,6 +316,20 @@ func (d *download) run(ctx context.Context) error {
 		d.c.lastActive = d.c.active
 		d.emit(false)
 	}
+}
+
+// humanBytes formats n bytes for a message, in the binary units the CLI's
+// --size flags take.
+func humanBytes(n int64) string {
+	switch {
+	case n >= 1<<30:
+		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%d bytes", n)
 }
 
 // emit calls the progress callback if ProgressInterval has passed, or now

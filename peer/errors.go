@@ -69,6 +69,13 @@ var (
 	// exists. Downloads never overwrite a file.
 	ErrDestinationExists = errors.New("the destination already exists")
 
+	// ErrDiskFull means a download stopped because the disk (or quota) of
+	// its destination ran out of room: a write of the partial file failed
+	// with ENOSPC or EDQUOT, which the error also wraps. The pieces verified
+	// before it are kept in the partial file and its resume state; running
+	// the same download again once there is room continues from them.
+	ErrDiskFull = errors.New("no room left on the download's disk")
+
 	// ErrFileTooLarge means a file has more pieces than MaxPieces even with
 	// the largest piece size (it is larger than 4 TiB).
 	ErrFileTooLarge = errors.New("file too large to share")

@@ -35,6 +35,9 @@ type partialFile struct {
 	logger          *slog.Logger
 
 	f *os.File // nil once finished or discarded
+	// writeAt writes to f; f.WriteAt but in tests that inject a failing
+	// disk.
+	writeAt func(b []byte, off int64) (int, error)
 
 	// writeMu serialises the writes to the partial file. Writers to one
 	// file queue on its inode lock anyway, and the kernel spins for it:
@@ -42,14 +45,17 @@ type partialFile struct {
 	// as one, for less throughput. Parked goroutines cost nothing.
 	writeMu sync.Mutex
 
-	lastSaved int   // pieces recorded by the last checkpoint (coordinator)
+	lastSaved int   // pieces recorded by the last checkpoint (coordinator); -1: none recorded the current marks
+	rewrote   bool  // openPartial replaced the state on disk with an empty one
 	lastKick  int64 // verified bytes when writeback was last started (coordinator)
 }
 
 // openPartial opens (or creates) the partial file of dest, sized to the
 // file, and returns it with the resume state found next to it if that
-// state belongs to this file (root, size, piece size); anything else there
-// is discarded, and a partial file with no resume state is emptied first.
+// state belongs to this file (root, size, piece size). A damaged state
+// (failing its checksum or format) is replaced by one marking every piece,
+// so that reverify salvages what hashes right; the state of another file is
+// discarded, and a partial file with no usable state is emptied first.
 // The returned state's marks are not yet verified: see reverify. A second
 // download to the same dest, in this process or another, gets
 // ErrDestinationExists.
@@ -74,15 +80,25 @@ func openPartial(dest string, root [32]byte, size, pieceSize int64, logger *slog
 		}
 	}()
 	st := newResumeState(root, size, pieceSize)
+	loaded := false
 	if b, err := os.ReadFile(pf.statePath); err == nil {
 		old, err := decodeResumeState(b)
 		switch {
 		case err != nil:
-			logger.Warn("discarding unreadable resume state", "path", pf.statePath, "err", err)
+			// Damaged (bit flips, a torn or truncated file): its marks
+			// cannot be trusted, but the data can be checked. Every piece
+			// is a candidate, and reverify keeps only those that hash
+			// right; the rest are fetched again.
+			logger.Warn("resume state is damaged; re-verifying every piece of the partial file instead", "path", pf.statePath, "err", err)
+			if fi, serr := f.Stat(); serr == nil && fi.Size() == size && size > 0 {
+				for i := range st.Pieces {
+					st.set(i)
+				}
+			}
 		case old.ID != root || old.Size != size || old.PieceSize != pieceSize:
 			logger.Warn("discarding resume state of another file", "path", pf.statePath)
 		default:
-			st = old
+			st, loaded = old, true
 		}
 	} else if !errors.Is(err, fs.ErrNotExist) {
 		return nil, nil, fmt.Errorf("read resume state %s: %w", pf.statePath, err)
@@ -96,6 +112,17 @@ func openPartial(dest string, root [32]byte, size, pieceSize int64, logger *slog
 		return nil, nil, fmt.Errorf("size %s: %w", pf.path, err)
 	}
 	pf.f = f
+	pf.writeAt = f.WriteAt
+	// Write the state now, while there is room, so that a checkpoint on a
+	// disk that has filled up can overwrite it in place (see saveState).
+	// A state read intact is there already; otherwise write an empty one
+	// (marks are only ever recorded after an fsync of their pieces).
+	if !loaded {
+		pf.rewrote = true
+		if err := pf.saveState(newResumeState(root, size, pieceSize).encode()); err != nil {
+			return nil, nil, fmt.Errorf("write resume state %s: %w", pf.statePath, err)
+		}
+	}
 	return pf, st, nil
 }
 
@@ -125,6 +152,9 @@ func (pf *partialFile) reverify(st *resumeState, hashes [][32]byte) error {
 		validBytes += l
 	}
 	pf.lastSaved = valid
+	if pf.rewrote {
+		pf.lastSaved = -1 // the salvaged marks are not on disk yet
+	}
 	pf.lastKick = validBytes
 	if valid < marked {
 		pf.logger.Warn("some resumed pieces failed re-verification and will be fetched again", "marked", marked, "valid", valid)
@@ -136,15 +166,26 @@ func (pf *partialFile) reverify(st *resumeState, hashes [][32]byte) error {
 }
 
 // writePiece writes verified piece i in place. Any goroutine may call it
-// while f is open; a failure wraps errWrite.
+// while f is open; a failure wraps errWrite, and also ErrDiskFull when the
+// disk or quota is full. A piece that could not be written whole is
+// deallocated again (where the file system can), so that the room its
+// first bytes took is there for the resume state, which must still record
+// the pieces verified before it.
 func (pf *partialFile) writePiece(i int, b []byte) error {
+	off := int64(i) * pf.pieceSize
 	pf.writeMu.Lock()
-	_, err := pf.f.WriteAt(b, int64(i)*pf.pieceSize)
-	pf.writeMu.Unlock()
+	_, err := pf.writeAt(b, off)
 	if err != nil {
-		return fmt.Errorf("%w %s: %w", errWrite, pf.path, err)
+		freeRange(pf.f, off, int64(len(b)))
 	}
-	return nil
+	pf.writeMu.Unlock()
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
+		return fmt.Errorf("%w: %w %s: %w", ErrDiskFull, errWrite, pf.path, err)
+	}
+	return fmt.Errorf("%w %s: %w", errWrite, pf.path, err)
 }
 
 // writebackEvery is how many verified bytes may gather in the page cache
@@ -181,11 +222,36 @@ func (pf *partialFile) checkpoint(t *pieceTable) error {
 	if err := pf.f.Sync(); err != nil {
 		return err
 	}
-	if err := writeFileAtomic(pf.statePath, snap.encode(), 0o644); err != nil {
+	if err := pf.saveState(snap.encode()); err != nil {
 		return err
 	}
 	pf.lastSaved = count
 	return nil
+}
+
+// saveState replaces the resume state with b. It writes a new file and
+// renames it over the old one; when the disk is too full for a new file it
+// overwrites the old one in place instead, which needs no new room (the
+// state of one file always has the same length, and openPartial writes it
+// first thing). A write torn by a crash then fails the state's checksum,
+// and the next run re-verifies every piece rather than trust it.
+func (pf *partialFile) saveState(b []byte) error {
+	err := writeFileAtomic(pf.statePath, b, 0o644)
+	if err == nil || !(errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT)) {
+		return err
+	}
+	f, oerr := os.OpenFile(pf.statePath, os.O_WRONLY, 0)
+	if oerr != nil {
+		return err
+	}
+	defer f.Close()
+	if fi, serr := f.Stat(); serr != nil || fi.Size() != int64(len(b)) {
+		return err
+	}
+	if _, err := f.WriteAt(b, 0); err != nil {
+		return err
+	}
+	return f.Sync()
 }
 
 // discardIfEmpty removes the partial file and resume state of a failed

@@ -25,11 +25,14 @@ func (p *Peer) seed(ctx context.Context, dest string, size, pieceSize int64, has
 			return err
 		}
 	}
+	// The hashes are those the download verified, but the file's bytes
+	// are trusted by seal only as far as the piece server proves them
+	// (Settled false): it was written a moment ago.
 	st, err := p.store.root.Stat(rel)
 	if err != nil {
 		return err
 	}
-	e := cacheEntry{Path: filepath.ToSlash(rel), Size: size, ModTime: st.ModTime().UnixNano(), PieceSize: pieceSize, Hashes: hashes}
+	e := cacheEntry{Path: filepath.ToSlash(rel), Size: size, ModTime: st.ModTime().UnixNano(), PieceSize: pieceSize, Hashes: hashes, Seal: sealOf(st)}
 	if st.Size() != size {
 		return fmt.Errorf("%s changed after the download", dest)
 	}

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"time"
 	"unicode/utf8"
 
 	"fileshare/client"
@@ -26,6 +27,9 @@ type sharedFile struct {
 	ModTime   int64 // Unix nanoseconds
 	PieceSize int64
 	Hashes    []byte // raw piece-hash list, 32 bytes per piece
+	// proof tells the piece server which pieces it may send without
+	// hashing them again (see pieceProof); never nil once published.
+	proof *pieceProof
 }
 
 func (f *sharedFile) entry() client.FileEntry {
@@ -39,7 +43,8 @@ type store struct {
 	dir       string   // the share folder, absolute
 	root      *os.Root // the share folder; every open goes through it
 	cachePath string
-	cache     map[string]cacheEntry // by path
+	cache     map[string]cacheEntry  // by path
+	proofs    map[string]*pieceProof // by path; kept across scans while the seal holds
 	logger    *slog.Logger
 
 	// The data dir is never shared, whichever path leads to it: the share
@@ -114,6 +119,7 @@ func (s *store) addCache(e cacheEntry) { s.cache[e.Path] = e }
 func (s *store) scan(ctx context.Context) (map[string]*sharedFile, error) {
 	seen := make(map[string]cacheEntry, len(s.cache))
 	files := make(map[string]*sharedFile)
+	proofs := make(map[string]*pieceProof)
 	changed := false
 	err := fs.WalkDir(s.root.FS(), ".", func(p string, d fs.DirEntry, err error) error {
 		if ctxErr := ctx.Err(); ctxErr != nil {
@@ -174,7 +180,7 @@ func (s *store) scan(ctx context.Context) (map[string]*sharedFile, error) {
 		}
 		size, mtime := info.Size(), info.ModTime().UnixNano()
 		e, ok := s.cache[p]
-		if !ok || !e.fresh(size, mtime) {
+		if !ok || !e.fresh(size, mtime, sealOf(info)) {
 			e, err = s.hash(ctx, p)
 			if err != nil {
 				if ctx.Err() != nil {
@@ -188,7 +194,12 @@ func (s *store) scan(ctx context.Context) (map[string]*sharedFile, error) {
 		seen[p] = e
 		id := FileIDOf(e.Size, e.PieceSize, leaves(e.Hashes))
 		if _, dup := files[id]; !dup {
-			files[id] = &sharedFile{ID: id, Path: p, Name: name, Size: e.Size, ModTime: e.ModTime, PieceSize: e.PieceSize, Hashes: e.Hashes}
+			pr := s.proofs[p]
+			if pr == nil || pr.seal != e.Seal || pr.id != id {
+				pr = newPieceProof(id, e.Seal, PieceCount(e.Size, e.PieceSize), e.Settled)
+			}
+			proofs[p] = pr
+			files[id] = &sharedFile{ID: id, Path: p, Name: name, Size: e.Size, ModTime: e.ModTime, PieceSize: e.PieceSize, Hashes: e.Hashes, proof: pr}
 		}
 		return nil
 	})
@@ -199,6 +210,7 @@ func (s *store) scan(ctx context.Context) (map[string]*sharedFile, error) {
 		changed = true
 	}
 	s.cache = seen
+	s.proofs = proofs
 	if changed {
 		if err := s.saveCache(); err != nil {
 			s.logger.Warn("cannot save hash cache; files will be rehashed after a restart", "path", s.cachePath, "err", err)
@@ -207,15 +219,16 @@ func (s *store) scan(ctx context.Context) (map[string]*sharedFile, error) {
 	return files, nil
 }
 
-// hash hashes the file at p. It takes size and mtime from the open file and
-// checks them again afterwards: a file written to while being hashed is
-// skipped until a later scan sees it settled.
+// hash hashes the file at p. It takes size, mtime and seal from the open
+// file and checks them again afterwards: a file written to while being
+// hashed is skipped until a later scan sees it settled.
 func (s *store) hash(ctx context.Context, p string) (cacheEntry, error) {
 	f, err := s.root.Open(filepath.FromSlash(p))
 	if err != nil {
 		return cacheEntry{}, err
 	}
 	defer f.Close()
+	readAt := time.Now() // every read below comes after this
 	before, err := f.Stat()
 	if err != nil {
 		return cacheEntry{}, err
@@ -231,10 +244,12 @@ func (s *store) hash(ctx context.Context, p string) (cacheEntry, error) {
 	if err != nil {
 		return cacheEntry{}, err
 	}
-	if after.Size() != before.Size() || !after.ModTime().Equal(before.ModTime()) {
+	seal := sealOf(before)
+	if after.Size() != before.Size() || !after.ModTime().Equal(before.ModTime()) || sealOf(after) != seal {
 		return cacheEntry{}, errors.New("file changed while being hashed")
 	}
-	return cacheEntry{Path: p, Size: fh.Size, ModTime: before.ModTime().UnixNano(), PieceSize: fh.PieceSize, Hashes: rawHashes(fh.Pieces)}, nil
+	return cacheEntry{Path: p, Size: fh.Size, ModTime: before.ModTime().UnixNano(), PieceSize: fh.PieceSize, Hashes: rawHashes(fh.Pieces),
+		Seal: seal, Settled: seal.settled(readAt)}, nil
 }
 
 func (s *store) saveCache() error {

@@ -1,6 +1,7 @@
 package peer
 
 import (
+	"bytes"
 	"errors"
 	"log/slog"
 	"os"
@@ -123,8 +124,8 @@ func TestScanSkipsTheDataDirInsideTheShareFolder(t *testing.T) {
 	}
 }
 
-// A file is rehashed when its size or mtime changes, and only then; the
-// cache survives a restart.
+// A file is rehashed when its size, mtime or seal (inode and ctime)
+// changes, and only then; the cache survives a restart.
 func TestHashCacheIsInvalidatedBySizeOrMtimeChange(t *testing.T) {
 	base := t.TempDir()
 	share, data := filepath.Join(base, "share"), filepath.Join(base, "data")
@@ -137,20 +138,72 @@ func TestHashCacheIsInvalidatedBySizeOrMtimeChange(t *testing.T) {
 	s := newTestStore(t, share, data)
 	first := scanOne(t, s)
 
-	// A restart reads the cache: an edit that keeps size and mtime is not
-	// noticed (so nothing was rehashed).
+	// A restart reads the cache: with the file untouched, the cached
+	// hashes are used as they are. Prove it by planting other hashes.
+	cachePath := filepath.Join(data, hashCacheFile)
+	b, err := os.ReadFile(cachePath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := decodeHashCache(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := c["f.txt"]
+	e.Hashes = bytes.Repeat([]byte{7}, len(e.Hashes))
+	c["f.txt"] = e
+	if b, err = encodeHashCache(c); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(cachePath, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	planted := FileIDOf(e.Size, e.PieceSize, leaves(e.Hashes))
+	if got := scanOne(t, newTestStore(t, share, data)); got.ID != planted {
+		t.Fatalf("untouched file after a restart: ID %s, want the cached %s, so the cache was not used", got.ID, planted)
+	}
+
+	// An edit that puts size and mtime back still moves the ctime, which
+	// no system call can set back: the file is rehashed.
 	mustWrite(t, p, "version two")
 	os.Chtimes(p, old, old)
 	s2 := newTestStore(t, share, data)
-	if got := scanOne(t, s2); got.ID != first.ID {
-		t.Fatalf("same size and mtime: ID changed from %s to %s, so the cache was not used", first.ID, got.ID)
+	if got := scanOne(t, s2); got.ID == first.ID || got.ID == planted || got.ID != idOf(t, []byte("version two")) {
+		t.Fatalf("edit keeping size and mtime: ID %s, want that of the new content", got.ID)
 	}
 
-	// A new mtime invalidates the entry.
+	// A cache entry from an older build has no seal: size and mtime alone
+	// decide, and a new mtime invalidates it.
+	plant := func() string {
+		t.Helper()
+		b, err := os.ReadFile(cachePath)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := decodeHashCache(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		e := c["f.txt"]
+		e.Hashes, e.Seal, e.Settled = bytes.Repeat([]byte{9}, len(e.Hashes)), fileSeal{}, false
+		c["f.txt"] = e
+		if b, err = encodeHashCache(c); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(cachePath, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return FileIDOf(e.Size, e.PieceSize, leaves(e.Hashes))
+	}
+	planted = plant()
+	s2 = newTestStore(t, share, data)
+	if got := scanOne(t, s2); got.ID != planted {
+		t.Fatalf("unsealed cache entry, file untouched: ID %s, want the cached %s", got.ID, planted)
+	}
 	newer := old.Add(time.Minute)
 	os.Chtimes(p, newer, newer)
 	second := scanOne(t, s2)
-	if second.ID == first.ID {
+	if second.ID == planted || second.ID != idOf(t, []byte("version two")) {
 		t.Fatal("mtime changed but the file was not rehashed")
 	}
 
@@ -161,11 +214,11 @@ func TestHashCacheIsInvalidatedBySizeOrMtimeChange(t *testing.T) {
 	if third.ID == second.ID || third.Size != int64(len("version three, longer")) {
 		t.Fatalf("size changed but the file was not rehashed: %+v", third)
 	}
-	b, err := os.ReadFile(filepath.Join(data, hashCacheFile))
+	b, err = os.ReadFile(filepath.Join(data, hashCacheFile))
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := decodeHashCache(b)
+	c, err = decodeHashCache(b)
 	if err != nil || len(c) != 1 || c["f.txt"].Size != third.Size {
 		t.Fatalf("saved cache = %+v, %v; want the one current entry", c, err)
 	}

@@ -26,3 +26,22 @@ func startWriteback(f *os.File) {
 		_ = syscall.SyncFileRange(int(fd), 0, 0, syncFileRangeWrite)
 	})
 }
+
+// Flags of fallocate(2) from <linux/falloc.h>.
+const (
+	fallocKeepSize  = 0x01
+	fallocPunchHole = 0x02
+)
+
+// freeRange deallocates n bytes of f at off, leaving a hole that reads as
+// zeros and takes no room (fallocate(2) with FALLOC_FL_PUNCH_HOLE). It is
+// best effort: a file system that cannot punch holes keeps the bytes.
+func freeRange(f *os.File, off, n int64) {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return
+	}
+	_ = rc.Control(func(fd uintptr) {
+		_ = syscall.Fallocate(int(fd), fallocPunchHole|fallocKeepSize, off, n)
+	})
+}

@@ -49,6 +49,7 @@ type Server struct {
 	wg          sync.WaitGroup
 	closeOnce   sync.Once
 	closeCalled bool
+	observer    observerSlot // see SetObserver
 }
 
 // MaxConcurrentCalls bounds the handlers one Server runs at once; further
@@ -240,6 +241,7 @@ func (s *Server) call(fw *frameWriter, req *request, caller Caller) {
 	ctx, cancel := context.WithTimeout(WithCaller(s.ctx, caller), timeout)
 	defer cancel()
 
+	start := time.Now()
 	resp := response{ID: req.ID}
 	h, ok := s.handlers[req.Method]
 	var out any
@@ -267,6 +269,7 @@ func (s *Server) call(fw *frameWriter, req *request, caller Caller) {
 			return
 		}
 	}
+	s.observe(req.Method, ok, resp.Err, start)
 	_ = fw.send(b)
 }
 

@@ -22,6 +22,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"fileshare/client"
+	"fileshare/master"
 	"fileshare/master/mastertest"
 	"fileshare/peer"
 )
@@ -216,7 +217,13 @@ func (d *demo) run(ctx context.Context, dir string) (err error) {
 // startMasters starts the 3 masters, each in a folder of d.dir, and
 // announces their addresses.
 func (d *demo) startMasters(ctx context.Context) error {
-	c, err := mastertest.NewUnstarted(3, mastertest.Options{Dir: d.dir, Logger: d.logger, TLS: true})
+	opts := mastertest.Options{Dir: d.dir, Logger: d.logger, TLS: true}
+	if d.keep {
+		// --keep leaves the network to explore: give each master an
+		// HTTP port for its dashboard and /metrics.
+		opts.Config = func(c *master.Config) { c.HTTP = "127.0.0.1:0" }
+	}
+	c, err := mastertest.NewUnstarted(3, opts)
 	if err != nil {
 		return err
 	}
@@ -348,6 +355,15 @@ their CA and an admin certificate are in %s. In another terminal%s, try:
 
 alice serves at %s and bob at %s; their shared folders are %s and %s.`,
 		tlsDir, where, prog, m, admin, prog, m, ca, prog, m, ca, prog, m, ca, alice.Addr(), bob.Addr(), filepath.Join(d.dir, "alice-share"), filepath.Join(d.dir, "bob-share"))
+	var dash []string
+	for i := range d.masters.Len() {
+		if mm := d.masters.Master(i); mm != nil && mm.HTTPAddr() != "" {
+			dash = append(dash, "http://"+mm.HTTPAddr()+"/ui/")
+		}
+	}
+	if len(dash) > 0 {
+		d.out.println("\nWatch the cluster live in a browser: %s\n(each master serves its dashboard at /ui/ and Prometheus metrics at /metrics)", strings.Join(dash, "  "))
+	}
 	<-ctx.Done()
 	d.out.println("\nShutting down: the peers leave the index, the masters stop.")
 	d.shutdown()

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -99,8 +100,30 @@ func TestDemoKeepPrintsWorkingCommands(t *testing.T) {
 	if _, stderr, code := fileshare(t, 20*time.Second, "search", "notes", get[0], get[1], "--timeout", "2s"); code == 0 {
 		t.Fatalf("search without --trusted-ca-file succeeded against TLS masters: %s", stderr)
 	}
+	// The printed dashboard URLs answer, and so does each master's /metrics.
+	var urls [][]byte
+	poll.Until(t, 10*time.Second, "the demo to print the dashboard URLs", func() bool {
+		log, _ := os.ReadFile(p.log)
+		urls = dashboardLineRE.FindSubmatch(log)
+		return urls != nil
+	})
+	for _, u := range strings.Fields(string(urls[1])) {
+		for _, page := range []string{u, strings.TrimSuffix(u, "ui/") + "metrics"} {
+			resp, err := http.Get(page)
+			if err != nil {
+				t.Fatalf("GET %s: %v", page, err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				t.Errorf("GET %s: %s", page, resp.Status)
+			}
+		}
+	}
 	p.terminate(t, "demo --keep")
 }
+
+// dashboardLineRE finds the dashboard URLs demo --keep prints.
+var dashboardLineRE = regexp.MustCompile(`Watch the cluster live in a browser: (.*)`)
 
 // The program name the demo prints is one a user can run: go run for an
 // executable in Go's temporary build folders or build cache (where go run

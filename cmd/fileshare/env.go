@@ -1,8 +1,9 @@
 package main
 
 import (
+	"fileshare/internal/buildinfo"
 	"fmt"
-	"runtime/debug"
+	"runtime"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -49,40 +50,8 @@ func applyEnv(cmd *cobra.Command, lookup func(string) (string, bool)) error {
 	return nil
 }
 
-// version describes this build: the module version if it was built from a
-// tagged module, else the VCS revision (with "+dirty" for uncommitted
-// changes), and the Go version. It never fails: a build without
-// information says "devel".
+// version describes this build (buildinfo.Version) and the Go version
+// that built it.
 func version() string {
-	bi, ok := debug.ReadBuildInfo()
-	if !ok {
-		return "devel (no build information)"
-	}
-	return versionOf(bi)
-}
-
-func versionOf(bi *debug.BuildInfo) string {
-	v := bi.Main.Version
-	var rev, modified string
-	for _, s := range bi.Settings {
-		switch s.Key {
-		case "vcs.revision":
-			rev = s.Value
-		case "vcs.modified":
-			modified = s.Value
-		}
-	}
-	if v == "" || v == "(devel)" {
-		v = "devel"
-		if rev != "" {
-			if len(rev) > 12 {
-				rev = rev[:12]
-			}
-			v = rev
-			if modified == "true" {
-				v += "+dirty"
-			}
-		}
-	}
-	return fmt.Sprintf("%s (%s)", v, bi.GoVersion)
+	return buildinfo.Version() + " (" + runtime.Version() + ")"
 }

@@ -20,6 +20,7 @@ func newPeerCmd(g *globalFlags, stderr io.Writer) *cobra.Command {
 	var cfg peer.Config
 	var masters string
 	var keep bool
+	var httpAddr string
 	var tf tlsFlags
 	cmd := &cobra.Command{
 		Use:   "peer --masters ADDR,... --data-dir DIR --share DIR --listen HOST:PORT",
@@ -71,6 +72,14 @@ lease expires (unless it is back first).`,
 			if err != nil {
 				return err
 			}
+			if httpAddr != "" {
+				stopHTTP, err := servePeerHTTP(httpAddr, p, logger)
+				if err != nil {
+					_ = p.Close()
+					return err
+				}
+				defer stopHTTP()
+			}
 			logger.Info("sharing", "folder", cfg.ShareDir, "peer", p.ID(), "addr", p.Addr())
 			select {
 			case <-ctx.Done():
@@ -109,6 +118,7 @@ lease expires (unless it is back first).`,
 	f.StringVar(&cfg.Advertise, "advertise", "", "address other peers dial (default: --listen, or the local IP routed to the first master)")
 	f.DurationVar(&cfg.RescanInterval, "rescan", 2*time.Second, "how often to rescan the share folder")
 	f.IntVar(&cfg.MaxUploads, "max-uploads", 16, "most piece connections served at once")
+	f.StringVar(&httpAddr, "http", "", "host:port of an HTTP status port with /metrics (Prometheus) and /healthz (default: none)")
 	f.BoolVar(&keep, "keep-registered", false, "on exit, keep the registrations until the lease expires instead of leaving")
 	f.BoolVar(&cfg.IncludeHidden, "include-hidden", false, "share dotfiles and dot-folders too (skipped by default: they often hold secrets)")
 	tf.add(f, false, "")

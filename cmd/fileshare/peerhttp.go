@@ -1,0 +1,41 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"fileshare/peer"
+)
+
+// servePeerHTTP serves p's status port (/metrics, /healthz) on addr until
+// the returned stop is called; stop waits up to a second for requests in
+// flight, then closes their connections.
+func servePeerHTTP(addr string, p *peer.Peer, logger *slog.Logger) (stop func(), err error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("--http %s: cannot listen: %w; choose another address or stop the process using it", addr, err)
+	}
+	srv := &http.Server{Handler: p.StatusHandler(), ReadHeaderTimeout: 5 * time.Second}
+	done := make(chan struct{})
+	// Owned by stop, which waits for it.
+	go func() {
+		defer close(done)
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			logger.Error("peer http server stopped", "err", err)
+		}
+	}()
+	logger.Info("status port", "http", ln.Addr().String())
+	return func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		if srv.Shutdown(ctx) != nil {
+			_ = srv.Close()
+		}
+		<-done
+	}, nil
+}
