@@ -17,10 +17,16 @@ import (
 
 // runJepsen runs `fileshare jepsen args...` (this test binary doubles as
 // fileshare, and so do the masters it starts) with extra environment, and
-// returns its output, exit code and results.json.
+// returns its output, exit code and results.json. The output directory is
+// a temporary one unless args name one with --out.
 func runJepsen(t *testing.T, env []string, args ...string) (string, int, *jepsenlike.Results) {
 	t.Helper()
 	out := t.TempDir()
+	for i, a := range args {
+		if a == "--out" && i+1 < len(args) {
+			out = args[i+1] // the caller wants to read more of the output
+		}
+	}
 	ctx, cancel := context.WithTimeout(t.Context(), 4*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, binary(t), append([]string{"jepsen", "--out", out, "--log-level", "warn"}, args...)...)
