@@ -111,6 +111,9 @@ func New(ctx context.Context, cfg Config) (*Master, error) {
 	}
 	m.client = transport.NewClient(transport.ClientConfig{Dial: m.mux.DialStream})
 
+	if err := checkBolt(cfg.DataDir, filepath.Join(cfg.DataDir, "raft.db")); err != nil {
+		return nil, err
+	}
 	m.store, err = raftboltdb.New(raftboltdb.Options{
 		Path: filepath.Join(cfg.DataDir, "raft.db"),
 		BoltOptions: &bbolt.Options{
@@ -129,9 +132,26 @@ func New(ctx context.Context, cfg Config) (*Master, error) {
 		return nil, fmt.Errorf("open raft log in %s: %w", cfg.DataDir, err)
 	}
 	hcl := newHCLogBridge(m.logger, "raft")
-	snaps, err := raft.NewFileSnapshotStoreWithLogger(cfg.DataDir, 2, hcl)
+	fileSnaps, err := raft.NewFileSnapshotStoreWithLogger(cfg.DataDir, 2, hcl)
 	if err != nil {
 		return nil, fmt.Errorf("open snapshot store in %s: %w", cfg.DataDir, err)
+	}
+	disk := &diskLog{LogStore: m.store, dir: cfg.DataDir, logger: m.logger}
+	var snaps raft.SnapshotStore = snapStore{SnapshotStore: fileSnaps, log: disk}
+	var logStore raft.LogStore = disk
+	if h := cfg.Storage.WrapLogStore; h != nil {
+		logStore = h(logStore)
+	}
+	if h := cfg.Storage.WrapSnapshotStore; h != nil {
+		snaps = h(snaps)
+	}
+	// Refuse damaged state before raft reads it (storage.go).
+	snapIndex, err := checkSnapshots(cfg.DataDir, snaps)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkLogs(cfg.DataDir, disk, snapIndex); err != nil {
+		return nil, err
 	}
 	advAddr, err := net.ResolveTCPAddr("tcp", m.advertise)
 	if err != nil {
@@ -161,7 +181,7 @@ func New(ctx context.Context, cfg Config) (*Master, error) {
 		return nil, fmt.Errorf("%w: %v", ErrConfig, err)
 	}
 
-	logs, err := raft.NewLogCache(1024, m.store)
+	logs, err := raft.NewLogCache(1024, logStore)
 	if err != nil {
 		return nil, err
 	}
