@@ -67,6 +67,10 @@ from the rest of the cluster, or start a new cluster from a backup with
 data dir, acknowledges nothing it could not persist, and catches up once
 there is room again.
 
+For fault injection only, FILESHARE_UNSAFE_CLOCK_FILE names a file holding
+one Go duration (+30s, -2m, 0s) that shifts this master's wall clock; it is
+re-read when it changes.
+
 Under systemd with Type=notify the master reports READY=1 once it serves
 (before a leader is known, so masters started one after another do not
 wait on each other) and STOPPING=1 when it begins to shut down.
@@ -103,6 +107,11 @@ Example: FILESHARE_DATA_DIR=/var/lib/fileshare fileshare master ...`,
 				return fmt.Errorf("FILESHARE_UNSAFE_FAULT: %w", err)
 			}
 			cfg.Logger = logger
+			// A skewable wall clock for the fault harness; see master.UnsafeClock.
+			if path := os.Getenv(master.UnsafeClockEnv); path != "" {
+				logger.Warn("UNSAFE CLOCK HOOK ENABLED: this master's wall clock is shifted by the offset in a file, for fault injection only", "env", master.UnsafeClockEnv, "file", path)
+				cfg.Now = master.NewUnsafeClock(path, logger).Now
+			}
 
 			// Stop on the first signal; the deferred Close runs the
 			// graceful shutdown (leadership hand-off first).
