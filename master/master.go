@@ -48,6 +48,7 @@ type Master struct {
 	reads    *readGate   // read levels, leader readiness, VerifyLeader rounds
 	leases   *leaseTable // peer liveness while this master leads
 	expirer  *expirer    // proposes expiry of silent peers while leading
+	clock    *cmdClock   // times for commands and swarm seen times (clock.go)
 	backups  *backups    // backup sessions served here (backup.go)
 	renewals renewQueue  // tracker re-announces to pass to the leader
 	trackers trackerServers
@@ -227,6 +228,7 @@ func New(ctx context.Context, cfg Config) (*Master, error) {
 	m.batcher = newBatcher(m.raft, cfg.ApplyTimeout, cfg.Fault, m.raftError)
 	m.reads = newReadGate(m.raft, m.notLeader, m.raftError)
 	m.leases = newLeaseTable()
+	m.clock = newCmdClock(cfg.Now, m.fsm.LastCommandTime)
 	m.expirer = &expirer{
 		leases: m.leases,
 		peers:  m.fsm.Peers,
@@ -234,7 +236,8 @@ func New(ctx context.Context, cfg Config) (*Master, error) {
 			resp, _, err := m.batcher.submit(ctx, data)
 			return resp, err
 		},
-		now:     cfg.Now,
+		now:     time.Now, // monotonic: lease ages ignore wall-clock jumps
+		cmdTime: m.clock.next,
 		lease:   cfg.PeerLease,
 		timeout: cfg.ApplyTimeout,
 		logger:  m.logger,
@@ -528,7 +531,12 @@ func (m *Master) leaderSession(ctx context.Context) {
 	if ctx.Err() != nil {
 		return // leadership moved on while the barrier completed
 	}
-	since := m.cfg.Now()
+	// Re-anchor the command clock on this master's wall clock, never
+	// before what the FSM has applied, and give every swarm record a full
+	// lifetime on it (clock.go). Lease ages are monotonic.
+	m.clock.anchor()
+	m.fsm.TouchAllSwarmPeers(m.clock.read())
+	since := time.Now()
 	m.leases.reset(since)
 	m.reads.markReady(term)
 	m.logger.Info("leader ready", "applied_index", m.fsm.AppliedIndex())
