@@ -137,12 +137,13 @@ func New(ctx context.Context, cfg Config) (*Master, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open snapshot store in %s: %w", cfg.DataDir, err)
 	}
-	disk := &diskLog{LogStore: m.store, dir: cfg.DataDir, logger: m.logger}
+	var boltLog raft.LogStore = m.store
+	if h := cfg.Storage.WrapLogStore; h != nil {
+		boltLog = h(boltLog)
+	}
+	disk := &diskLog{LogStore: boltLog, dir: cfg.DataDir, logger: m.logger}
 	var snaps raft.SnapshotStore = snapStore{SnapshotStore: fileSnaps, log: disk}
 	var logStore raft.LogStore = disk
-	if h := cfg.Storage.WrapLogStore; h != nil {
-		logStore = h(logStore)
-	}
 	if h := cfg.Storage.WrapSnapshotStore; h != nil {
 		snaps = h(snaps)
 	}

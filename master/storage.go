@@ -68,7 +68,8 @@ func damaged(dir, what string, err error) error {
 // inject disk faults (a full disk, a failing snapshot write) without root;
 // a nil hook means the real store. Production code leaves them nil.
 type StorageHooks struct {
-	// WrapLogStore wraps the raft log store (below raft's log cache).
+	// WrapLogStore wraps the bolt log store, below the entry checksums,
+	// the full-disk report and raft's log cache.
 	WrapLogStore func(raft.LogStore) raft.LogStore
 	// WrapSnapshotStore wraps the file snapshot store.
 	WrapSnapshotStore func(raft.SnapshotStore) raft.SnapshotStore
