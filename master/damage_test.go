@@ -3,8 +3,10 @@ package master_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/crc64"
 	"os"
 	"path/filepath"
 	"strings"
@@ -129,6 +131,39 @@ func TestDamagedDataDirIsRefusedAndRejoinCatchesUp(t *testing.T) {
 			}
 			b[len(b)/2] ^= 0xff
 			if err := os.WriteFile(p, b, 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"rewrite the newest state.bin with a matching CRC", func(t *testing.T, _ string) {
+			// Damage the CRC cannot see (as a buggy writer would make):
+			// only restoring the snapshot finds it, and raft would then
+			// quietly fall back to an older snapshot.
+			dir := newestSnapshot(t, cfg.DataDir)
+			p := filepath.Join(dir, "state.bin")
+			b, err := os.ReadFile(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b[len(b)/2] ^= 0xff
+			if err := os.WriteFile(p, b, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			mp := filepath.Join(dir, "meta.json")
+			var meta map[string]any
+			mb, err := os.ReadFile(mp)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := json.Unmarshal(mb, &meta); err != nil {
+				t.Fatal(err)
+			}
+			h := crc64.New(crc64.MakeTable(crc64.ECMA))
+			h.Write(b)
+			meta["CRC"] = h.Sum(nil) // []byte marshals as base64, as raft writes it
+			if mb, err = json.Marshal(meta); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(mp, mb, 0o600); err != nil {
 				t.Fatal(err)
 			}
 		}},

@@ -204,9 +204,13 @@ func New(ctx context.Context, cfg Config) (*Master, error) {
 	if _, err := m.recoverFromFile(ctx, rc, hasState, logs, snaps); err != nil {
 		return nil, err
 	}
-	m.raft, err = raft.NewRaft(rc, m.fsm, logs, m.store, snaps, m.raftTrans)
+	guard := &restoreGuard{FSM: m.fsm}
+	m.raft, err = raft.NewRaft(rc, guard, logs, m.store, snaps, m.raftTrans)
 	if err != nil {
 		return nil, fmt.Errorf("start raft: %w", err)
+	}
+	if err := guard.restoreFailed(); err != nil {
+		return nil, damaged(cfg.DataDir, "the newest snapshot (state.bin)", err)
 	}
 	m.raftReady.Store(true)
 	if !hasState && len(cfg.InitialCluster) > 0 {

@@ -169,9 +169,11 @@ func checkLogs(dir string, logs raft.LogStore, snapIndex uint64) (err error) {
 // checkSnapshots checks the snapshot store in dir before raft starts:
 // every snapshot directory must have a readable meta.json (raft would
 // otherwise skip it silently and start from an older state), and the
-// newest snapshot must open (raft verifies its CRC64) and restore into a
-// scratch FSM (which verifies its digest). It returns the newest
-// snapshot's index, 0 if there is none.
+// newest snapshot must open (Open verifies its CRC64 over the whole
+// state file). That its contents restore (fsm.Restore verifies their
+// digest) is checked when raft restores it at start, through
+// restoreGuard, so a large index is restored once, not twice. It returns
+// the newest snapshot's index, 0 if there is none.
 func checkSnapshots(dir string, snaps raft.SnapshotStore) (uint64, error) {
 	sdir := filepath.Join(dir, "snapshots")
 	ents, err := os.ReadDir(sdir)
@@ -199,10 +201,41 @@ func checkSnapshots(dir string, snaps raft.SnapshotStore) (uint64, error) {
 	if err != nil {
 		return 0, damaged(dir, "snapshot "+newest.ID, err)
 	}
-	if err := fsm.New().Restore(rc); err != nil {
-		return 0, damaged(dir, "snapshot "+newest.ID+" (state.bin)", err)
+	if err := rc.Close(); err != nil {
+		return 0, damaged(dir, "snapshot "+newest.ID, err)
 	}
 	return newest.Index, nil
+}
+
+// restoreGuard is the FSM raft gets: the index, with a record of the
+// first Restore that failed. At start, raft restores the newest snapshot
+// and, if that fails, quietly falls back to an older one (and with it to
+// an older index whose later entries may be gone from the log); New
+// checks the record right after raft.NewRaft and refuses to go on.
+type restoreGuard struct {
+	*fsm.FSM
+	mu     sync.Mutex
+	failed error
+}
+
+// Restore implements raft.FSM.
+func (g *restoreGuard) Restore(rc io.ReadCloser) error {
+	err := g.FSM.Restore(rc)
+	if err != nil {
+		g.mu.Lock()
+		if g.failed == nil {
+			g.failed = err
+		}
+		g.mu.Unlock()
+	}
+	return err
+}
+
+// restoreFailed returns the first Restore error, if any.
+func (g *restoreGuard) restoreFailed() error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.failed
 }
 
 // checkMetaJSON checks that a snapshot's meta.json parses and names the
