@@ -107,6 +107,7 @@ func (f *FSM) applyCommand(data []byte) Response {
 	}
 	switch c := cmd.(type) {
 	case JoinPeer:
+		f.st.lastTime = max(f.st.lastTime, c.Time)
 		return f.joinPeer(c)
 	case LeavePeer:
 		return f.leavePeer(c)
@@ -115,10 +116,13 @@ func (f *FSM) applyCommand(data []byte) Response {
 	case UnregisterFiles:
 		return f.unregisterFiles(c)
 	case ExpirePeers:
+		f.st.lastTime = max(f.st.lastTime, c.Time)
 		return f.expirePeers(c)
 	case Announce:
+		f.st.lastTime = max(f.st.lastTime, c.Time)
 		return f.announce(c)
 	case ExpireSwarmPeers:
+		f.st.lastTime = max(f.st.lastTime, c.Time)
 		return f.expireSwarmPeers(c)
 	case TrackerPolicy:
 		return f.trackerPolicy(c)
@@ -428,4 +432,18 @@ func (f *FSM) recomputeDigest() string {
 	defer f.mu.RUnlock()
 	var h hasher
 	return digestString(h.recompute(&f.st))
+}
+
+// LastCommandTime returns the latest Time carried by a command this FSM has
+// applied (JoinPeer, Announce, ExpirePeers, ExpireSwarmPeers), in Unix
+// nanoseconds, whatever the command's outcome; 0 if none. After Restore it
+// is the latest peer join or swarm record change in the snapshot, which may
+// be earlier than what was applied before the snapshot (an expiry's Time).
+// A leader proposes times after it (see package master), so a leader whose
+// clock is behind the cluster's never makes times go backwards. Safe to
+// call from any goroutine.
+func (f *FSM) LastCommandTime() int64 {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.st.lastTime
 }

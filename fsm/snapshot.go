@@ -399,6 +399,7 @@ func (r *snapReader) readPeer(st *state, prev *PeerID, first bool) {
 	}
 	p.joinedAt = r.varint()
 	p.lastJoin = r.varint()
+	st.lastTime = max(st.lastTime, p.lastJoin)
 	p.next = r.uvarint()
 	n := r.uvarint()
 	if r.err == nil && n != min(p.next, DedupWindow) {

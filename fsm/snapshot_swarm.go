@@ -184,6 +184,7 @@ func (r *snapReader) readSwarm(st *state, ih InfoHash) {
 			sw.nLeech++
 		}
 		rec.seen = ceilSecs(rec.changed)
+		st.lastTime = max(st.lastTime, rec.changed)
 		recs = append(recs, rec)
 	}
 	r.recs = recs

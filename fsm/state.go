@@ -124,6 +124,10 @@ type state struct {
 	files   [nShards]*fileShard // by the first byte of the binary ID, so shard order is ID order
 	refs    peerTable
 	swarmState
+	// lastTime is the latest Time of any applied command that carries
+	// one (see LastCommandTime). Not replicated as such: Restore derives
+	// it from the peers' and swarm records' times.
+	lastTime int64
 }
 
 func (s *state) init(gen uint64) {

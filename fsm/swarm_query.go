@@ -244,3 +244,20 @@ func (f *FSM) SilentSwarmPeers(beforeUnixNano int64, max int) []SwarmRef {
 	}
 	return out
 }
+
+// TouchAllSwarmPeers marks every swarm record seen at nowUnixNano: a new
+// leader gives every record a full lifetime on its own clock, since the
+// seen times it holds were set by other masters' clocks or by commands. It
+// takes the read lock one shard at a time, like SilentSwarmPeers.
+func (f *FSM) TouchAllSwarmPeers(nowUnixNano int64) {
+	secs := ceilSecs(nowUnixNano)
+	for i := range nShards {
+		f.mu.RLock()
+		for _, sw := range f.st.swarms[i].m {
+			for j := range sw.recs {
+				atomic.StoreUint32(&sw.recs[j].seen, secs)
+			}
+		}
+		f.mu.RUnlock()
+	}
+}

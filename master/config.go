@@ -144,6 +144,10 @@ type Config struct {
 	// Fault. Zero is correct operation.
 	Fault Fault
 
+	// Storage wraps the raft storage for tests that inject disk faults;
+	// see StorageHooks. The zero value is the real storage.
+	Storage StorageHooks
+
 	// Logger receives all logs, including Raft's. Nil discards them.
 	Logger *slog.Logger
 	// Now is the clock; nil means time.Now. Tests replace it.

@@ -79,7 +79,10 @@ type expirer struct {
 	// propose commits one encoded command and returns its response; it
 	// must return once ctx ends.
 	propose func(ctx context.Context, data []byte) (fsm.Response, error)
+	// now is the monotonic clock lease ages are measured on (time.Now);
+	// cmdTime gives each ExpirePeers its Time (cmdClock.next).
 	now     func() time.Time
+	cmdTime func() int64
 	lease   time.Duration // how long a silent peer keeps its place
 	timeout time.Duration // bounds each proposal
 	logger  *slog.Logger
@@ -116,7 +119,7 @@ func (e *expirer) expire(ctx context.Context, now time.Time) error {
 		n := min(len(silent), maxExpirePerCommand)
 		batch := silent[:n]
 		silent = silent[n:]
-		data, err := fsm.Encode(fsm.ExpirePeers{Peers: batch, Time: now.UnixNano()})
+		data, err := fsm.Encode(fsm.ExpirePeers{Peers: batch, Time: e.cmdTime()})
 		if err != nil {
 			return err
 		}

@@ -100,6 +100,7 @@ func startExpirer(t *testing.T, x *fakeIndex, leases *leaseTable) (stop func()) 
 		peers:   x.list,
 		propose: x.propose,
 		now:     time.Now,
+		cmdTime: func() int64 { return time.Now().UnixNano() },
 		lease:   testLease,
 		timeout: time.Second,
 		logger:  slog.New(slog.DiscardHandler),

@@ -48,6 +48,7 @@ type Master struct {
 	reads    *readGate   // read levels, leader readiness, VerifyLeader rounds
 	leases   *leaseTable // peer liveness while this master leads
 	expirer  *expirer    // proposes expiry of silent peers while leading
+	clock    *cmdClock   // times for commands and swarm seen times (clock.go)
 	backups  *backups    // backup sessions served here (backup.go)
 	metrics  *metrics    // /metrics registry and instruments (metrics.go)
 	dash     *dashboard  // /ui/ and its event stream (dashboard.go)
@@ -113,6 +114,9 @@ func New(ctx context.Context, cfg Config) (*Master, error) {
 	}
 	m.client = transport.NewClient(transport.ClientConfig{Dial: m.mux.DialStream})
 
+	if err := checkBolt(cfg.DataDir, filepath.Join(cfg.DataDir, "raft.db")); err != nil {
+		return nil, err
+	}
 	m.store, err = raftboltdb.New(raftboltdb.Options{
 		Path: filepath.Join(cfg.DataDir, "raft.db"),
 		BoltOptions: &bbolt.Options{
@@ -131,9 +135,27 @@ func New(ctx context.Context, cfg Config) (*Master, error) {
 		return nil, fmt.Errorf("open raft log in %s: %w", cfg.DataDir, err)
 	}
 	hcl := newHCLogBridge(m.logger, "raft")
-	snaps, err := raft.NewFileSnapshotStoreWithLogger(cfg.DataDir, 2, hcl)
+	fileSnaps, err := raft.NewFileSnapshotStoreWithLogger(cfg.DataDir, 2, hcl)
 	if err != nil {
 		return nil, fmt.Errorf("open snapshot store in %s: %w", cfg.DataDir, err)
+	}
+	var boltLog raft.LogStore = m.store
+	if h := cfg.Storage.WrapLogStore; h != nil {
+		boltLog = h(boltLog)
+	}
+	disk := &diskLog{LogStore: boltLog, dir: cfg.DataDir, logger: m.logger}
+	var snaps raft.SnapshotStore = snapStore{SnapshotStore: fileSnaps, log: disk}
+	var logStore raft.LogStore = disk
+	if h := cfg.Storage.WrapSnapshotStore; h != nil {
+		snaps = h(snaps)
+	}
+	// Refuse damaged state before raft reads it (storage.go).
+	snapIndex, err := checkSnapshots(cfg.DataDir, snaps)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkLogs(cfg.DataDir, disk, snapIndex); err != nil {
+		return nil, err
 	}
 	advAddr, err := net.ResolveTCPAddr("tcp", m.advertise)
 	if err != nil {
@@ -163,7 +185,7 @@ func New(ctx context.Context, cfg Config) (*Master, error) {
 		return nil, fmt.Errorf("%w: %v", ErrConfig, err)
 	}
 
-	logs, err := raft.NewLogCache(1024, m.store)
+	logs, err := raft.NewLogCache(1024, logStore)
 	if err != nil {
 		return nil, err
 	}
@@ -182,9 +204,13 @@ func New(ctx context.Context, cfg Config) (*Master, error) {
 	if _, err := m.recoverFromFile(ctx, rc, hasState, logs, snaps); err != nil {
 		return nil, err
 	}
-	m.raft, err = raft.NewRaft(rc, m.fsm, logs, m.store, snaps, m.raftTrans)
+	guard := &restoreGuard{FSM: m.fsm}
+	m.raft, err = raft.NewRaft(rc, guard, logs, m.store, snaps, m.raftTrans)
 	if err != nil {
 		return nil, fmt.Errorf("start raft: %w", err)
+	}
+	if err := guard.restoreFailed(); err != nil {
+		return nil, damaged(cfg.DataDir, "the newest snapshot (state.bin)", err)
 	}
 	m.raftReady.Store(true)
 	if !hasState && len(cfg.InitialCluster) > 0 {
@@ -214,6 +240,7 @@ func New(ctx context.Context, cfg Config) (*Master, error) {
 	m.batcher.observe = m.metrics
 	m.reads = newReadGate(m.raft, m.notLeader, m.raftError)
 	m.leases = newLeaseTable()
+	m.clock = newCmdClock(cfg.Now, m.fsm.LastCommandTime)
 	m.expirer = &expirer{
 		leases: m.leases,
 		peers:  m.fsm.Peers,
@@ -221,7 +248,8 @@ func New(ctx context.Context, cfg Config) (*Master, error) {
 			resp, _, err := m.batcher.submit(ctx, data)
 			return resp, err
 		},
-		now:     cfg.Now,
+		now:     time.Now, // monotonic: lease ages ignore wall-clock jumps
+		cmdTime: m.clock.next,
 		lease:   cfg.PeerLease,
 		timeout: cfg.ApplyTimeout,
 		logger:  m.logger,
@@ -538,7 +566,12 @@ func (m *Master) leaderSession(ctx context.Context) {
 	if ctx.Err() != nil {
 		return // leadership moved on while the barrier completed
 	}
-	since := m.cfg.Now()
+	// Re-anchor the command clock on this master's wall clock, never
+	// before what the FSM has applied, and give every swarm record a full
+	// lifetime on it (clock.go). Lease ages are monotonic.
+	m.clock.anchor()
+	m.fsm.TouchAllSwarmPeers(m.clock.read())
+	since := time.Now()
 	m.leases.reset(since)
 	m.reads.markReady(term)
 	m.logger.Info("leader ready", "applied_index", m.fsm.AppliedIndex())

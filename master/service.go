@@ -1,6 +1,8 @@
 package master
 
 import (
+	"time"
+
 	"context"
 	"encoding/base64"
 	"encoding/hex"
@@ -83,7 +85,7 @@ func writeCommand[Req any](m *Master, ctx context.Context, method string, req *R
 		// A request is a sign of life: renew the lease before the write
 		// applies, so the expiry loop can never see a just-joined peer
 		// without a lease. Only authorized peers (or a join) get here.
-		m.leases.touch(peer, m.cfg.Now())
+		m.leases.touch(peer, time.Now())
 		resp, idx, err := m.batcher.submit(ctx, data)
 		if err != nil {
 			return nil, err
@@ -97,7 +99,7 @@ func writeCommand[Req any](m *Master, ctx context.Context, method string, req *R
 
 func (m *Master) handlePeerJoin(ctx context.Context, req *client.PeerJoinRequest) (*client.WriteReply, error) {
 	return writeCommand(m, ctx, client.MethodPeerJoin, req, &req.WriteHeader, func(tok fsm.Token) (fsm.Command, error) {
-		return fsm.JoinPeer{Peer: fsm.PeerID(req.PeerID), Token: tok, Addr: req.Addr, RequestID: req.RequestID, Time: m.cfg.Now().UnixNano()}, nil
+		return fsm.JoinPeer{Peer: fsm.PeerID(req.PeerID), Token: tok, Addr: req.Addr, RequestID: req.RequestID, Time: m.clock.next()}, nil
 	})
 }
 
@@ -148,7 +150,7 @@ func (m *Master) handleHeartbeat(ctx context.Context, req *client.HeartbeatReque
 		if err := m.fsm.Authorize(peer, tok); err != nil {
 			return nil, err
 		}
-		m.leases.touch(peer, m.cfg.Now())
+		m.leases.touch(peer, time.Now())
 		return &client.HeartbeatReply{LeaseMillis: m.cfg.PeerLease.Milliseconds()}, nil
 	})
 }

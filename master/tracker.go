@@ -256,7 +256,7 @@ func (m *Master) applyAnnounce(ctx context.Context, req *client.TrackerAnnounceR
 	}
 	data, err := fsm.Encode(fsm.Announce{
 		InfoHash: ih, Peer: pid, IP: req.IP, Port: req.Port, Key: req.Key, HasKey: req.HasKey,
-		Event: fsm.SwarmEvent(req.Event), Seeder: req.Seeder, Time: m.cfg.Now().UnixNano(),
+		Event: fsm.SwarmEvent(req.Event), Seeder: req.Seeder, Time: m.clock.next(),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", fsm.ErrInvalid, err)
@@ -293,7 +293,7 @@ func trackerError(err error) error {
 // renewSwarmPeer is a re-announce that changed nothing: mark the record
 // seen here, and let the leader know.
 func (m *Master) renewSwarmPeer(ih fsm.InfoHash, pid fsm.SwarmPeerID) {
-	m.fsm.TouchSwarmPeer(ih, pid, m.cfg.Now().UnixNano())
+	m.fsm.TouchSwarmPeer(ih, pid, m.clock.read())
 	if !m.IsLeader() {
 		m.renewals.add(client.SwarmRef{InfoHash: ih, Peer: pid})
 	}
@@ -387,7 +387,7 @@ func (m *Master) handleTrackerRenew(ctx context.Context, req *client.TrackerRene
 	if !m.IsLeader() {
 		return nil, m.notLeader()
 	}
-	now := m.cfg.Now().UnixNano()
+	now := m.clock.read()
 	for _, r := range req.Entries {
 		m.fsm.TouchSwarmPeer(fsm.InfoHash(r.InfoHash), fsm.SwarmPeerID(r.Peer), now)
 	}
@@ -396,8 +396,9 @@ func (m *Master) handleTrackerRenew(ctx context.Context, req *client.TrackerRene
 
 // expireSwarms runs while this master leads (ctx ends with the term): it
 // proposes the expiry of swarm entries nobody has seen for PeerLifetime.
-// since is when leadership began: until a full lifetime has passed from
-// then, nothing expires, because renewals went to the previous leader.
+// since is when leadership began (monotonic): until a full lifetime has
+// passed from then, nothing expires, because renewals went to the previous
+// leader. Seen times and the expiry bound are on m.clock (clock.go).
 func (m *Master) expireSwarms(ctx context.Context, since time.Time) {
 	life := m.cfg.Tracker.PeerLifetime
 	t := time.NewTicker(min(max(life/8, time.Second), 30*time.Second))
@@ -408,15 +409,14 @@ func (m *Master) expireSwarms(ctx context.Context, since time.Time) {
 			return
 		case <-t.C:
 		}
-		now := m.cfg.Now()
-		if now.Sub(since) < life {
+		if time.Since(since) < life {
 			continue
 		}
 		// Entries changed (by a committed announce) after before are
 		// skipped by the FSM, so a peer that re-joined after the scan is
 		// never dropped. A renewal that lands between the scan and the
 		// commit is lost; that peer's next announce adds it back.
-		before := now.Add(-life).UnixNano()
+		before := m.clock.read() - int64(life)
 		for ctx.Err() == nil {
 			refs := m.fsm.SilentSwarmPeers(before, renewBatch)
 			if len(refs) == 0 {

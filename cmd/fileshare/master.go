@@ -26,6 +26,12 @@ const shutdownGrace = 3 * time.Second
 // systemd unit lists it in RestartPreventExitStatus.
 const exitRemoved = 3
 
+// exitDamaged is the exit status of a master that refused to start because
+// its raft log or newest snapshot is damaged (master.ErrDamaged).
+// Restarting it will not help: wipe the data dir and start it with --join,
+// or start a new cluster from a backup with --restore.
+const exitDamaged = 4
+
 func newMasterCmd(g *globalFlags, stderr io.Writer) *cobra.Command {
 	var cfg master.Config
 	var initial, join string
@@ -52,6 +58,18 @@ a master it has not reached for --dead-master-timeout, never leaving fewer
 than --min-quorum voters. A master that learns it was removed from the
 cluster exits with status 3; to add it back, wipe its data dir and start it
 with --join.
+
+A master that finds its raft log (raft.db) or its newest snapshot damaged
+refuses to start and exits with status 4: it never serves or replicates a
+damaged index. Wipe its data dir and start it with --join to copy the index
+from the rest of the cluster, or start a new cluster from a backup with
+--restore. A full disk does not stop a master: it logs an error naming the
+data dir, acknowledges nothing it could not persist, and catches up once
+there is room again.
+
+For fault injection only, FILESHARE_UNSAFE_CLOCK_FILE names a file holding
+one Go duration (+30s, -2m, 0s) that shifts this master's wall clock; it is
+re-read when it changes.
 
 Under systemd with Type=notify the master reports READY=1 once it serves
 (before a leader is known, so masters started one after another do not
@@ -89,6 +107,11 @@ Example: FILESHARE_DATA_DIR=/var/lib/fileshare fileshare master ...`,
 				return fmt.Errorf("FILESHARE_UNSAFE_FAULT: %w", err)
 			}
 			cfg.Logger = logger
+			// A skewable wall clock for the fault harness; see master.UnsafeClock.
+			if path := os.Getenv(master.UnsafeClockEnv); path != "" {
+				logger.Warn("UNSAFE CLOCK HOOK ENABLED: this master's wall clock is shifted by the offset in a file, for fault injection only", "env", master.UnsafeClockEnv, "file", path)
+				cfg.Now = master.NewUnsafeClock(path, logger).Now
+			}
 
 			// Stop on the first signal; the deferred Close runs the
 			// graceful shutdown (leadership hand-off first).
@@ -97,6 +120,9 @@ Example: FILESHARE_DATA_DIR=/var/lib/fileshare fileshare master ...`,
 			m, err := master.New(ctx, cfg)
 			if errors.Is(err, master.ErrRemoved) {
 				return &exitCode{code: exitRemoved, msg: err.Error()}
+			}
+			if errors.Is(err, master.ErrDamaged) {
+				return &exitCode{code: exitDamaged, msg: err.Error()}
 			}
 			if err != nil {
 				return err

@@ -40,7 +40,8 @@ func readmeBlocks(t *testing.T) (blocks []string, root string) {
 // The README's command blocks run pasted into one shell, top to bottom, on
 // a machine with Go: each block's commands succeed, and the files they
 // promise appear. The blocks use fixed paths under /tmp and ports
-// 7001-7004, 8001-8004 and 7101, as a reader's would; the test clears
+// 7001-7004, 8001-8004, 6901-6904 (trackers), 7011-7013 and 8011-8013
+// (a restored cluster) and 7101, as a reader's would; the test clears
 // those paths first and stops every process the blocks started, by PID.
 func TestREADMEBlocksRunAsWritten(t *testing.T) {
 	if _, err := exec.LookPath("go"); err != nil {

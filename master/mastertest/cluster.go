@@ -217,10 +217,11 @@ func startMaster(ctx context.Context, cfg master.Config) (*master.Master, error)
 	defer cancel()
 	var m *master.Master
 	var err error
-	// A configuration error will not go away: give up on it at once.
+	// A configuration error or a damaged data dir will not go away:
+	// give up on it at once.
 	_ = poll.Wait(ctx, func() bool {
 		m, err = master.New(ctx, cfg)
-		return err == nil || errors.Is(err, master.ErrConfig)
+		return err == nil || errors.Is(err, master.ErrConfig) || errors.Is(err, master.ErrDamaged)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("start master %s: %w", cfg.ID, err)
