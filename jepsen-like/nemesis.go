@@ -2,6 +2,7 @@ package jepsenlike
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -266,13 +267,16 @@ func (nm *nemesis) rollingRestart(ctx context.Context, order []int, w *Window) {
 }
 
 // waitReady polls master i's status until it is a voter that knows a
-// leader and has caught up.
+// leader and has caught up. A master that rejoined is a non-voter until
+// the leader promotes it (after the masters' server stabilization time):
+// until then it does not count towards a quorum, so the next fault must
+// not start before.
 func (nm *nemesis) waitReady(ctx context.Context, i int, d time.Duration) bool {
 	deadline := time.Now().Add(d)
 	for time.Now().Before(deadline) && ctx.Err() == nil {
 		if st, err := nm.cl.status(ctx, i); err == nil && st.Ready {
 			for _, m := range st.Members {
-				if m.ID == st.ID {
+				if m.ID == st.ID && strings.EqualFold(m.Suffrage, "voter") {
 					return true
 				}
 			}
@@ -313,8 +317,8 @@ func (nm *nemesis) removeMember(ctx context.Context, x int, w *Window) healFunc 
 			nm.note(w, "rejoin: %v", err)
 			return
 		}
-		if !nm.waitReady(ctx, x, 30*time.Second) {
-			nm.note(w, "%s had not rejoined within 30s", id)
+		if !nm.waitReady(ctx, x, 45*time.Second) {
+			nm.note(w, "%s had not rejoined as a voter within 45s", id)
 		}
 	}
 }
@@ -489,8 +493,8 @@ func (nm *nemesis) corrupt(ctx context.Context, f Fault, w *Window) healFunc {
 			}
 			nm.note(w, "replaced %s: removed from the configuration, wiped, added back with --join", id)
 		}
-		if !nm.waitReady(ctx, x, 30*time.Second) {
-			nm.note(w, "%s was not ready within 30s of the heal", id)
+		if !nm.waitReady(ctx, x, 45*time.Second) {
+			nm.note(w, "%s was not a ready voter within 45s of the heal", id)
 		}
 	}
 }
@@ -531,7 +535,7 @@ func (nm *nemesis) replace(ctx context.Context, x int) error {
 		if known && !member {
 			break
 		}
-		var err error
+		err := errors.New("no leader answered")
 		if known {
 			rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 			err = nm.admin.RemoveMember(rctx, id)
