@@ -77,7 +77,9 @@
 //     serving a wrong index (heal-digests, digests, linearizable).
 //   - clock: move one master's wall clock through its
 //     FILESHARE_UNSAFE_CLOCK_FILE hook, a jump or a stepwise drift of 30 s
-//     to 10 min either way; the heal sets it back to 0s. Runs with clock
+//     to 10 min either way, and hand it leadership (a master reads its
+//     wall clock when it becomes leader; the leader runs the peer leases);
+//     the heal sets it back to 0s. Runs with clock
 //     faults use a peer lease of only the run's length plus 2 minutes, so
 //     a master that lets a forward jump expire live peers loses their
 //     registrations and set-full fails. Whether dead peers are ever

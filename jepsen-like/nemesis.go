@@ -170,7 +170,7 @@ func (nm *nemesis) apply(ctx context.Context, f Fault, w *Window) healFunc {
 	case KindCorrupt:
 		return nm.corrupt(ctx, f, w)
 	case KindClock:
-		return nm.moveClock(f, w)
+		return nm.moveClock(ctx, f, w)
 	}
 	nm.note(w, "unknown fault kind %q", f.Kind)
 	return nil
@@ -559,10 +559,14 @@ func (nm *nemesis) replace(ctx context.Context, x int) error {
 // clockStep is how often a drifting clock moves towards its offset.
 const clockStep = 500 * time.Millisecond
 
-// moveClock sets master x's clock offset: at once to f.Offset (jump), or
-// in steps every clockStep that reach f.Offset at the end of the window
-// (drift). The heal sets it back to 0s.
-func (nm *nemesis) moveClock(f Fault, w *Window) healFunc {
+// moveClock sets master x = f.Order[0]'s clock offset: at once to
+// f.Offset (jump), or in steps every clockStep that reach f.Offset at the
+// end of the window (drift). Once the offset is set (for a drift, half
+// way), it hands leadership to x: a master reads its wall clock when it
+// starts and when it becomes leader, and the leader runs the peer leases
+// and expiry, so that is where a wrong clock could drop live peers. The
+// heal sets the offset back to 0s.
+func (nm *nemesis) moveClock(ctx context.Context, f Fault, w *Window) healFunc {
 	x := f.Order[0]
 	id := nm.cl.nodes[x].id
 	if nm.clockFiles == nil {
@@ -579,6 +583,7 @@ func (nm *nemesis) moveClock(f Fault, w *Window) healFunc {
 			return nil
 		}
 		nm.note(w, "%s's clock jumped by %v", id, off)
+		nm.makeLeader(ctx, x, w)
 	} else {
 		steps := max(int(time.Duration(f.For)/clockStep), 1)
 		nm.note(w, "%s's clock drifts to %v in %d steps", id, off, steps)
@@ -589,6 +594,9 @@ func (nm *nemesis) moveClock(f Fault, w *Window) healFunc {
 			for k := 1; k <= steps; k++ {
 				if err := writeClockOffset(path, off*time.Duration(k)/time.Duration(steps)); err != nil {
 					nm.logger.Warn("nemesis: drift the clock", "node", id, "err", err)
+				}
+				if k == (steps+1)/2 {
+					nm.makeLeader(ctx, x, w)
 				}
 				select {
 				case <-t.C:
@@ -605,6 +613,44 @@ func (nm *nemesis) moveClock(f Fault, w *Window) healFunc {
 			nm.note(w, "heal: %v", err)
 		}
 	}
+}
+
+// makeLeader hands leadership to master x (unless it leads already) and
+// notes how that went. It is called from the drift goroutine too, while
+// the fault is in force, so it records its note under nm.mu.
+func (nm *nemesis) makeLeader(ctx context.Context, x int, w *Window) {
+	id := nm.cl.nodes[x].id
+	transfer := func(to string) (string, error) {
+		tctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		rep, err := nm.admin.TransferLeader(tctx, to)
+		return rep.LeaderID, err
+	}
+	msg, via := "", ""
+	if l := nm.cl.findLeader(ctx, 3*time.Second); l == x {
+		// It became leader before its clock moved: hand leadership away
+		// and back, so it takes over again with the skewed clock.
+		other := nm.cl.nodes[(x+1)%len(nm.cl.nodes)].id
+		if _, err := transfer(other); err != nil {
+			msg = fmt.Sprintf("%s leads with the clock it had before; handing leadership to %s first failed: %v", id, other, err)
+		}
+		via = " (via " + other + ")"
+	}
+	if msg == "" {
+		leader, err := transfer(id)
+		switch {
+		case err != nil:
+			msg = fmt.Sprintf("hand leadership to %s%s: %v", id, via, err)
+		case leader != id:
+			msg = fmt.Sprintf("asked to hand leadership to %s%s, %s leads", id, via, leader)
+		default:
+			msg = "handed leadership to " + id + via + ", which reads its skewed clock as it takes over"
+		}
+	}
+	nm.mu.Lock()
+	w.Notes = append(w.Notes, msg)
+	nm.mu.Unlock()
+	nm.logger.Warn("nemesis: "+msg, "seq", w.Seq)
 }
 
 // compareAfterHeal holds the workload back (no new operation starts),

@@ -61,7 +61,9 @@ const (
 	// KindClock moves one master's wall clock through the masters'
 	// FILESHARE_UNSAFE_CLOCK_FILE hook: a jump to Offset at once, or a
 	// drift that reaches Offset in steps over the fault window (Variant
-	// "jump" or "drift"); healing sets it back to 0s.
+	// "jump" or "drift"), and hands that master leadership (a master reads
+	// its wall clock when it becomes leader, and the leader runs the peer
+	// leases); healing sets it back to 0s.
 	KindClock Kind = "clock"
 )
 
