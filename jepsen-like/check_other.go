@@ -245,7 +245,7 @@ func checkLogs(paths []string, crashes, slowStops, selfStops []Crash) LogsResult
 	if len(res.SlowStops) > 0 {
 		res.Explanation += fmt.Sprintf("; %d times a master ignored SIGTERM for its whole grace period and was killed", len(res.SlowStops))
 	}
-	if n := len(res.SelfStops); n > 0 {
+	if len(res.SelfStops) > 0 {
 		var damaged, full int
 		for _, s := range res.SelfStops {
 			if strings.HasPrefix(s.Error, reasonDamaged) {
@@ -254,7 +254,12 @@ func checkLogs(paths []string, crashes, slowStops, selfStops []Crash) LogsResult
 				full++
 			}
 		}
-		res.Explanation += fmt.Sprintf("; %d times a master %s (not a crash) and %d times one %s, as its log says", damaged, reasonDamaged, full, reasonDiskFull)
+		if damaged > 0 {
+			res.Explanation += fmt.Sprintf("; %d times a master %s after the harness damaged it (not a crash)", damaged, reasonDamaged)
+		}
+		if full > 0 {
+			res.Explanation += fmt.Sprintf("; %d times a master %s, as its log says (not a crash)", full, reasonDiskFull)
+		}
 	}
 	return res
 }
