@@ -291,7 +291,9 @@ func TestJepsenDiskAndCorruptFaultsAreReportedForWhatTheyWere(t *testing.T) {
 				t.Errorf("corrupt fault %d does not say how %s took the damage: %s", w.Seq, target, notes)
 			}
 		}
-		if w.HealDigests == nil {
+		// The run may end while the last heal's comparison waits for the
+		// writes in flight; the final digests check covers that one.
+		if w.HealDigests == nil && w.Seq != doc.Realised[len(doc.Realised)-1].Seq {
 			t.Errorf("fault %d: the masters were not compared after its heal", w.Seq)
 		}
 	}
