@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-msgpack/v2/codec"
+
+	"fileshare/transport/wire"
 )
 
 // MaxFrameSize caps one RPC frame (a request or a response with its body).
@@ -40,8 +42,12 @@ var (
 	decoderPool = sync.Pool{New: func() any { return codec.NewDecoderBytes(nil, msgpackHandle) }}
 )
 
-// Marshal encodes v with the wire's msgpack configuration.
+// Marshal encodes v with the wire's msgpack configuration. A v with a
+// hand-written encoder (wire.Encoder) is encoded by it, to the same bytes.
 func Marshal(v any) ([]byte, error) {
+	if e, ok := v.(wire.Encoder); ok {
+		return e.AppendWire(nil), nil
+	}
 	var b []byte
 	enc := encoderPool.Get().(*codec.Encoder)
 	enc.ResetBytes(&b)
@@ -56,8 +62,15 @@ func Marshal(v any) ([]byte, error) {
 
 // Unmarshal decodes b into v with the wire's msgpack configuration. Decoding
 // from a byte slice never allocates more than len(b) for one string or
-// slice, which is what makes frame caps effective.
+// slice, which is what makes frame caps effective. A v with a hand-written
+// decoder (wire.Decoder) tries it first; input it does not take goes to
+// the reflective decoder, so both accept and reject the same messages.
 func Unmarshal(b []byte, v any) (err error) {
+	if d, ok := v.(wire.Decoder); ok {
+		if d.DecodeWire(b) == nil {
+			return nil
+		}
+	}
 	defer func() {
 		// The codec is documented not to panic on bad input, but a
 		// malformed message must never take a node down.
@@ -77,8 +90,9 @@ func Unmarshal(b []byte, v any) (err error) {
 // forever) for the first byte and then gives the rest of the frame
 // DefaultIOTimeout. The buffer grows with the bytes that arrive, so a
 // header announcing MaxFrameSize followed by silence costs no more than
-// what was sent.
-func readFrame(conn net.Conn, r *bufio.Reader, idle time.Duration) ([]byte, error) {
+// what was sent. A frame up to maxPooledBuf comes in a pooled buffer, which
+// the caller returns with putBuf once nothing aliases it.
+func readFrame(conn net.Conn, r *bufio.Reader, idle time.Duration) (*[]byte, error) {
 	if idle > 0 {
 		_ = conn.SetReadDeadline(time.Now().Add(idle))
 	}
@@ -95,7 +109,20 @@ func readFrame(conn net.Conn, r *bufio.Reader, idle time.Duration) ([]byte, erro
 	if n > MaxFrameSize {
 		return nil, fmt.Errorf("%w: %d bytes, limit %d", ErrFrameTooLarge, n, MaxFrameSize)
 	}
-	return readGrowing(r, int(n))
+	if n <= maxPooledBuf {
+		p := getBuf()
+		*p = slices.Grow((*p)[:0], int(n))[:n]
+		if _, err := io.ReadFull(r, *p); err != nil {
+			putBuf(p)
+			return nil, err
+		}
+		return p, nil
+	}
+	b, err := readGrowing(r, int(n))
+	if err != nil {
+		return nil, err
+	}
+	return &b, nil
 }
 
 // frameChunk is the most readGrowing allocates ahead of arriving bytes.
@@ -123,11 +150,11 @@ func readGrowing(r io.Reader, n int) ([]byte, error) {
 
 // frameWriter serialises frames from many goroutines onto one connection and
 // flushes only when no more frames are waiting, so concurrent calls share
-// system calls.
+// system calls (and, with TLS, records).
 type frameWriter struct {
 	conn  net.Conn
 	w     *bufio.Writer
-	queue chan []byte
+	queue chan *[]byte
 	done  chan struct{}
 	once  sync.Once
 	err   error // set before done is closed
@@ -137,20 +164,35 @@ func newFrameWriter(conn net.Conn) *frameWriter {
 	fw := &frameWriter{
 		conn:  conn,
 		w:     bufio.NewWriterSize(conn, 64<<10),
-		queue: make(chan []byte, 256),
+		queue: make(chan *[]byte, 256),
 		done:  make(chan struct{}),
 	}
 	go fw.run()
 	return fw
 }
 
-// send queues one frame payload. It fails if the writer has stopped.
-func (fw *frameWriter) send(payload []byte) error {
-	if len(payload) > MaxFrameSize {
-		return fmt.Errorf("%w: %d bytes, limit %d", ErrFrameTooLarge, len(payload), MaxFrameSize)
+// frameHeaderLen is the length prefix of a frame. Frames are built in
+// place: startFrame reserves the prefix, send fills it in.
+const frameHeaderLen = 4
+
+// startFrame returns a pooled buffer holding room for a frame header.
+func startFrame() *[]byte {
+	p := getBuf()
+	*p = append((*p)[:0], 0, 0, 0, 0)
+	return p
+}
+
+// send queues one frame built with startFrame, and takes the buffer: the
+// writer returns it to the pool once written. It fails if the payload is
+// over MaxFrameSize or the writer has stopped.
+func (fw *frameWriter) send(p *[]byte) error {
+	n := len(*p) - frameHeaderLen
+	if n > MaxFrameSize {
+		return fmt.Errorf("%w: %d bytes, limit %d", ErrFrameTooLarge, n, MaxFrameSize)
 	}
+	binary.BigEndian.PutUint32(*p, uint32(n))
 	select {
-	case fw.queue <- payload:
+	case fw.queue <- p:
 		return nil
 	case <-fw.done:
 		return fw.err
@@ -165,9 +207,8 @@ func (fw *frameWriter) stop(err error) {
 }
 
 func (fw *frameWriter) run() {
-	var hdr [4]byte
 	for {
-		var p []byte
+		var p *[]byte
 		select {
 		case p = <-fw.queue:
 		case <-fw.done:
@@ -175,12 +216,9 @@ func (fw *frameWriter) run() {
 		}
 		_ = fw.conn.SetWriteDeadline(time.Now().Add(DefaultIOTimeout))
 		for {
-			binary.BigEndian.PutUint32(hdr[:], uint32(len(p)))
-			if _, err := fw.w.Write(hdr[:]); err != nil {
-				fw.stop(fmt.Errorf("%w: %v", ErrConnection, err))
-				return
-			}
-			if _, err := fw.w.Write(p); err != nil {
+			_, err := fw.w.Write(*p)
+			putBuf(p)
+			if err != nil {
 				fw.stop(fmt.Errorf("%w: %v", ErrConnection, err))
 				return
 			}
