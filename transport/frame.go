@@ -148,26 +148,32 @@ func readGrowing(r io.Reader, n int) ([]byte, error) {
 	return buf, nil
 }
 
-// frameWriter serialises frames from many goroutines onto one connection and
-// flushes only when no more frames are waiting, so concurrent calls share
-// system calls (and, with TLS, records).
+// frameWriter serialises frames from many goroutines onto one connection
+// without a goroutine of its own. A sender appends its frame to the
+// pending bytes; if nobody is writing, it becomes the flusher and writes
+// everything pending, again and again until nothing is, so frames that
+// arrive during a write share the next system call (and, with TLS, record)
+// and a lone frame costs no goroutine hand-off. Pending bytes are bounded
+// by maxPendingBytes: past it a sender waits for the flusher, which is the
+// back-pressure a client that stops reading meets. A write error (or the
+// DefaultIOTimeout deadline) closes the connection, so that its reader
+// fails every call in flight at once.
 type frameWriter struct {
-	conn  net.Conn
-	w     *bufio.Writer
-	queue chan *[]byte
-	done  chan struct{}
-	once  sync.Once
-	err   error // set before done is closed
+	conn     net.Conn
+	mu       sync.Mutex
+	drained  sync.Cond // signalled when a flush writes the pending bytes
+	pending  []byte
+	spare    []byte // the last written buffer, reused
+	flushing bool
+	err      error // once set, every send fails with it
 }
 
+// maxPendingBytes bounds the bytes queued behind a write in progress.
+const maxPendingBytes = 1 << 20
+
 func newFrameWriter(conn net.Conn) *frameWriter {
-	fw := &frameWriter{
-		conn:  conn,
-		w:     bufio.NewWriterSize(conn, 64<<10),
-		queue: make(chan *[]byte, 256),
-		done:  make(chan struct{}),
-	}
-	go fw.run()
+	fw := &frameWriter{conn: conn}
+	fw.drained.L = &fw.mu
 	return fw
 }
 
@@ -182,56 +188,69 @@ func startFrame() *[]byte {
 	return p
 }
 
-// send queues one frame built with startFrame, and takes the buffer: the
-// writer returns it to the pool once written. It fails if the payload is
-// over MaxFrameSize or the writer has stopped.
+// send writes one frame built with startFrame, or queues it behind a write
+// in progress, and returns the buffer to the pool. It may block for as
+// long as a write takes (at most DefaultIOTimeout). It fails if the
+// payload is over MaxFrameSize or the writer has stopped; a nil error
+// means the frame was queued, not that it reached the other side.
 func (fw *frameWriter) send(p *[]byte) error {
 	n := len(*p) - frameHeaderLen
 	if n > MaxFrameSize {
+		putBuf(p)
 		return fmt.Errorf("%w: %d bytes, limit %d", ErrFrameTooLarge, n, MaxFrameSize)
 	}
 	binary.BigEndian.PutUint32(*p, uint32(n))
-	select {
-	case fw.queue <- p:
+	fw.mu.Lock()
+	for fw.err == nil && fw.flushing && len(fw.pending) >= maxPendingBytes {
+		fw.drained.Wait()
+	}
+	if fw.err != nil {
+		err := fw.err
+		fw.mu.Unlock()
+		putBuf(p)
+		return err
+	}
+	fw.pending = append(fw.pending, *p...)
+	putBuf(p)
+	if fw.flushing {
+		fw.mu.Unlock()
 		return nil
-	case <-fw.done:
-		return fw.err
 	}
-}
-
-func (fw *frameWriter) stop(err error) {
-	fw.once.Do(func() {
-		fw.err = err
-		close(fw.done)
-	})
-}
-
-func (fw *frameWriter) run() {
-	for {
-		var p *[]byte
-		select {
-		case p = <-fw.queue:
-		case <-fw.done:
-			return
-		}
+	fw.flushing = true
+	for len(fw.pending) > 0 && fw.err == nil {
+		out := fw.pending
+		fw.pending = fw.spare[:0]
+		fw.mu.Unlock()
 		_ = fw.conn.SetWriteDeadline(time.Now().Add(DefaultIOTimeout))
-		for {
-			_, err := fw.w.Write(*p)
-			putBuf(p)
-			if err != nil {
-				fw.stop(fmt.Errorf("%w: %v", ErrConnection, err))
-				return
-			}
-			select {
-			case p = <-fw.queue:
-				continue
-			default:
-			}
-			break
+		_, werr := fw.conn.Write(out)
+		fw.mu.Lock()
+		if cap(out) <= maxPendingBytes {
+			fw.spare = out[:0]
+		} else {
+			fw.spare = nil // one big frame: do not keep its buffer
 		}
-		if err := fw.w.Flush(); err != nil {
-			fw.stop(fmt.Errorf("%w: %v", ErrConnection, err))
-			return
+		if werr != nil && fw.err == nil {
+			fw.err = fmt.Errorf("%w: %v", ErrConnection, werr)
+			fw.conn.Close()
 		}
+		fw.drained.Broadcast()
 	}
+	fw.flushing = false
+	if fw.err != nil {
+		fw.pending = nil
+	}
+	fw.mu.Unlock()
+	return nil
+}
+
+// stop makes every later send fail with err (the first error sticks). It
+// does not close the connection; its owner does.
+func (fw *frameWriter) stop(err error) {
+	fw.mu.Lock()
+	if fw.err == nil {
+		fw.err = err
+	}
+	fw.pending = nil
+	fw.drained.Broadcast()
+	fw.mu.Unlock()
 }
