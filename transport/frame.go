@@ -86,28 +86,60 @@ func Unmarshal(b []byte, v any) (err error) {
 	return err
 }
 
-// readFrame reads one length-prefixed frame. It waits up to idle (zero:
-// forever) for the first byte and then gives the rest of the frame
-// DefaultIOTimeout. The buffer grows with the bytes that arrive, so a
-// header announcing MaxFrameSize followed by silence costs no more than
-// what was sent. A frame up to maxPooledBuf comes in a pooled buffer, which
-// the caller returns with putBuf once nothing aliases it.
-func readFrame(conn net.Conn, r *bufio.Reader, idle time.Duration) (*[]byte, error) {
-	if idle > 0 {
-		_ = conn.SetReadDeadline(time.Now().Add(idle))
+// frameReader reads the frames of one connection through one buffer. It
+// touches the connection's read deadline only before a read that may
+// block, so a frame that arrived whole with the previous read costs no
+// timer operation (and a client, which waits forever, none at all).
+type frameReader struct {
+	conn     net.Conn
+	r        *bufio.Reader
+	idle     time.Duration // wait for a frame's first byte; zero: forever
+	deadline bool          // conn has a read deadline set
+}
+
+func newFrameReader(conn net.Conn, idle time.Duration) *frameReader {
+	return &frameReader{conn: conn, r: bufio.NewReaderSize(conn, 64<<10), idle: idle}
+}
+
+// setDeadline gives the next blocking read d (zero: no deadline).
+func (fr *frameReader) setDeadline(d time.Duration) {
+	switch {
+	case d > 0:
+		_ = fr.conn.SetReadDeadline(time.Now().Add(d))
+		fr.deadline = true
+	case fr.deadline:
+		_ = fr.conn.SetReadDeadline(time.Time{})
+		fr.deadline = false
 	}
-	if _, err := r.Peek(1); err != nil {
-		return nil, err
+}
+
+// next reads one length-prefixed frame. It waits up to idle for the first
+// byte and then gives the rest of the frame DefaultIOTimeout. The buffer
+// grows with the bytes that arrive, so a header announcing MaxFrameSize
+// followed by silence costs no more than what was sent. A frame up to
+// maxPooledBuf comes in a pooled buffer, which the caller returns with
+// putBuf once nothing aliases it.
+func (fr *frameReader) next() (*[]byte, error) {
+	r := fr.r
+	if r.Buffered() == 0 {
+		fr.setDeadline(fr.idle)
+		if _, err := r.Peek(1); err != nil {
+			return nil, err
+		}
 	}
-	_ = conn.SetReadDeadline(time.Now().Add(DefaultIOTimeout))
-	defer conn.SetReadDeadline(time.Time{})
-	var hdr [4]byte
+	if r.Buffered() < frameHeaderLen {
+		fr.setDeadline(DefaultIOTimeout)
+	}
+	var hdr [frameHeaderLen]byte
 	if _, err := io.ReadFull(r, hdr[:]); err != nil {
 		return nil, err
 	}
 	n := binary.BigEndian.Uint32(hdr[:])
 	if n > MaxFrameSize {
 		return nil, fmt.Errorf("%w: %d bytes, limit %d", ErrFrameTooLarge, n, MaxFrameSize)
+	}
+	if r.Buffered() < int(n) {
+		fr.setDeadline(DefaultIOTimeout)
 	}
 	if n <= maxPooledBuf {
 		p := getBuf()

@@ -86,9 +86,10 @@ func TestFramesQueuedDuringAWriteShareTheNext(t *testing.T) {
 	if n := conn.count(); n != 2 {
 		t.Fatalf("51 frames took %d writes, want 2 (the first, then the 50 queued behind it)", n)
 	}
-	r := bufio.NewReader(bytes.NewReader(conn.buf.Bytes()))
+	fr := newFrameReader(conn, 0)
+	fr.r = bufio.NewReader(bytes.NewReader(conn.buf.Bytes()))
 	for i, w := range want {
-		p, err := readFrame(conn, r, 0)
+		p, err := fr.next()
 		if err != nil {
 			t.Fatalf("frame %d: %v", i, err)
 		}
@@ -132,4 +133,45 @@ func TestOversizedFrameIsNotSent(t *testing.T) {
 	if conn.count() != 0 {
 		t.Fatal("an oversized frame reached the connection")
 	}
+}
+
+// deadlineConn reads from a fixed buffer and counts deadline changes.
+type deadlineConn struct {
+	net.Conn // nil: only the methods below are used
+	r        *bytes.Reader
+	sets     int
+}
+
+func (c *deadlineConn) Read(p []byte) (int, error)      { return c.r.Read(p) }
+func (c *deadlineConn) SetReadDeadline(time.Time) error { c.sets++; return nil }
+
+// Frames that arrive together are read with one deadline set (before the
+// read that may block), not three per frame; a client, which waits
+// forever, sets none.
+func TestBufferedFramesCostNoDeadlines(t *testing.T) {
+	var wire []byte
+	for _, m := range []string{"one", "two", "three"} {
+		wire = append(wire, *frameOf(m)...)
+		binaryPut(wire[len(wire)-len(m)-frameHeaderLen:], len(m))
+	}
+	for _, tc := range []struct {
+		idle time.Duration
+		want int
+	}{{0, 0}, {time.Minute, 1}} {
+		conn := &deadlineConn{r: bytes.NewReader(wire)}
+		fr := newFrameReader(conn, tc.idle)
+		for _, m := range []string{"one", "two", "three"} {
+			p, err := fr.next()
+			if err != nil || string(*p) != m {
+				t.Fatalf("idle %v: got %q, %v; want %q", tc.idle, *p, err, m)
+			}
+		}
+		if conn.sets != tc.want {
+			t.Fatalf("idle %v: three buffered frames set the read deadline %d times, want %d", tc.idle, conn.sets, tc.want)
+		}
+	}
+}
+
+func binaryPut(b []byte, n int) {
+	b[0], b[1], b[2], b[3] = byte(n>>24), byte(n>>16), byte(n>>8), byte(n)
 }

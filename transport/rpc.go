@@ -1,7 +1,6 @@
 package transport
 
 import (
-	"bufio"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -178,10 +177,10 @@ func (s *Server) serveConn(conn net.Conn) {
 		delete(s.conns, conn)
 		s.mu.Unlock()
 	}()
-	r := bufio.NewReaderSize(conn, 64<<10)
+	fr := newFrameReader(conn, IdleTimeout)
 	ctx := WithCaller(s.ctx, CallerOf(conn)) // one per connection, not per call
 	for {
-		frame, err := readFrame(conn, r, IdleTimeout)
+		frame, err := fr.next()
 		if err != nil {
 			if errors.Is(err, ErrFrameTooLarge) {
 				s.logger.Warn("closing rpc connection: oversized frame", "remote", conn.RemoteAddr(), "err", err)
@@ -604,16 +603,16 @@ func (cc *clientConn) forget(id uint64) bool {
 }
 
 func (cc *clientConn) readLoop() {
-	r := bufio.NewReaderSize(cc.conn, 64<<10)
+	fr := newFrameReader(cc.conn, 0)
 	// A FileShare server's first bytes are a frame header, whose first byte
 	// is zero (MaxFrameSize < 1<<24). Anything else is another protocol.
-	if hdr, _ := r.Peek(4); len(hdr) > 0 && hdr[0] != 0 {
+	if hdr, _ := fr.r.Peek(4); len(hdr) > 0 && hdr[0] != 0 {
 		_, isTLS := cc.conn.(*tls.Conn)
 		cc.fail(&NotFileShareError{Addr: cc.addr, Answer: answerOf(hdr), LocalTLS: isTLS})
 		return
 	}
 	for {
-		frame, err := readFrame(cc.conn, r, 0)
+		frame, err := fr.next()
 		if err != nil {
 			cc.fail(fmt.Errorf("%w: %v", ErrConnection, err))
 			return
