@@ -25,6 +25,19 @@
 // decoding happens from the bounded frame buffer, so a hostile client cannot
 // make a node allocate more than one frame.
 //
+// # Codecs and buffers
+//
+// The envelope (request, response) and the hot messages of the client
+// package (registration, heartbeat, lookup, the tracker relay) have
+// hand-written, reflection-free codecs (package transport/wire) that write
+// exactly the bytes go-msgpack writes, so masters of mixed versions talk
+// during a rolling upgrade with no frame version; input outside their fast
+// path goes to the reflective decoder, which decides what is valid.
+// Marshal and Unmarshal pick the hand-written codec when a message has one.
+// Frames and bodies live in pooled buffers; a connection's frames are
+// written by whichever sender finds it idle, so replies that are ready
+// together share one system call, with no writer goroutine per connection.
+//
 // One Client keeps one multiplexed connection per remote address; calls from
 // many goroutines share it, and a broken connection fails its in-flight calls
 // with ErrConnection (retryable: the outcome of a write is unknown).

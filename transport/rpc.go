@@ -1,7 +1,6 @@
 package transport
 
 import (
-	"bufio"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -31,14 +30,19 @@ type response struct {
 	Body []byte     `codec:",omitempty"`
 }
 
-// handlerFunc decodes a body, runs the handler and returns the reply.
-type handlerFunc func(ctx context.Context, body []byte) (any, error)
+// handler is one registered method: decode turns a body into the request
+// (keeping no reference to the body), run answers it.
+type handler struct {
+	name   string
+	decode func(body []byte) (any, error)
+	run    func(ctx context.Context, req any) (any, error)
+}
 
 // Server serves RPC connections. Register handlers with Handle before
 // calling Serve; Close stops it.
 type Server struct {
 	logger      *slog.Logger
-	handlers    map[string]handlerFunc
+	handlers    map[string]*handler
 	sem         chan struct{} // bounds handlers running at once
 	work        chan job      // hands requests to idle workers
 	ctx         context.Context
@@ -72,7 +76,7 @@ func NewServer(logger *slog.Logger) *Server {
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Server{
 		logger:   logger,
-		handlers: make(map[string]handlerFunc),
+		handlers: make(map[string]*handler),
 		sem:      make(chan struct{}, MaxConcurrentCalls),
 		work:     make(chan job),
 		ctx:      ctx,
@@ -84,14 +88,28 @@ func NewServer(logger *slog.Logger) *Server {
 // Handle registers fn for method. Call it before Serve. Req and Resp are
 // msgpack-encodable structs; fn runs on its own goroutine with a context that
 // ends at the caller's deadline or when the server closes. An error from fn
-// reaches the caller with its code (see Coded and NotLeaderError).
+// reaches the caller with its code (see Coded and NotLeaderError). A Req
+// or Resp with a hand-written codec (package wire) is coded by it.
 func Handle[Req, Resp any](s *Server, method string, fn func(ctx context.Context, req *Req) (*Resp, error)) {
-	s.handlers[method] = func(ctx context.Context, body []byte) (any, error) {
-		req := new(Req)
-		if err := Unmarshal(body, req); err != nil {
-			return nil, fmt.Errorf("%w: %s: %v", ErrBadRequest, method, err)
-		}
-		return fn(ctx, req)
+	s.handlers[method] = &handler{
+		name: method,
+		decode: func(body []byte) (any, error) {
+			req := new(Req)
+			if err := Unmarshal(body, req); err != nil {
+				return nil, fmt.Errorf("%w: %s: %v", ErrBadRequest, method, err)
+			}
+			return req, nil
+		},
+		run: func(ctx context.Context, req any) (any, error) {
+			resp, err := fn(ctx, req.(*Req))
+			if resp == nil {
+				if err != nil {
+					return nil, err
+				}
+				return nilReply{}, nil
+			}
+			return resp, err
+		},
 	}
 }
 
@@ -150,46 +168,54 @@ func (s *Server) Close() error {
 func (s *Server) serveConn(conn net.Conn) {
 	defer s.wg.Done()
 	fw := newFrameWriter(conn)
-	var calls sync.WaitGroup
+	cs := &connState{sem: make(chan struct{}, MaxCallsPerConn)}
 	defer func() {
-		calls.Wait()
+		cs.calls.Wait()
 		fw.stop(ErrShuttingDown)
 		conn.Close()
 		s.mu.Lock()
 		delete(s.conns, conn)
 		s.mu.Unlock()
 	}()
-	r := bufio.NewReaderSize(conn, 64<<10)
-	caller := CallerOf(conn)
-	connSem := make(chan struct{}, MaxCallsPerConn)
+	fr := newFrameReader(conn, IdleTimeout)
+	ctx := WithCaller(s.ctx, CallerOf(conn)) // one per connection, not per call
 	for {
-		frame, err := readFrame(conn, r, IdleTimeout)
+		frame, err := fr.next()
 		if err != nil {
 			if errors.Is(err, ErrFrameTooLarge) {
 				s.logger.Warn("closing rpc connection: oversized frame", "remote", conn.RemoteAddr(), "err", err)
 			}
 			return
 		}
-		var req request
-		if err := Unmarshal(frame, &req); err != nil {
+		req, err := decodeRequest(*frame)
+		if err != nil {
+			putBuf(frame)
 			s.logger.Warn("closing rpc connection: malformed frame", "remote", conn.RemoteAddr(), "err", err)
 			return
 		}
 		// One connection may hold at most MaxCallsPerConn handler slots,
 		// so a client that stops reading its replies cannot take them all.
 		select {
-		case connSem <- struct{}{}:
+		case cs.sem <- struct{}{}:
 		case <-s.ctx.Done():
+			putBuf(frame)
 			return
 		}
 		select {
 		case s.sem <- struct{}{}:
 		case <-s.ctx.Done():
-			<-connSem
+			<-cs.sem
+			putBuf(frame)
 			return
 		}
-		calls.Add(1)
-		j := job{fw: fw, req: &req, caller: caller, done: func() { <-connSem; calls.Done() }}
+		cs.calls.Add(1)
+		j := job{fw: fw, ctx: ctx, cs: cs, frame: frame, id: req.ID, timeout: req.Timeout, body: req.Body}
+		// A map lookup by string(bytes) does not allocate.
+		if h, ok := s.handlers[string(req.Method)]; ok {
+			j.h = h
+		} else {
+			j.unknown = string(req.Method)
+		}
 		select {
 		case s.work <- j: // an idle worker takes it
 		default:
@@ -199,12 +225,25 @@ func (s *Server) serveConn(conn net.Conn) {
 	}
 }
 
-// job is one request waiting for a worker.
+// connState is what a connection's calls share: its handler slots and
+// the count of calls its close waits for.
+type connState struct {
+	sem   chan struct{}
+	calls sync.WaitGroup
+}
+
+// job is one request waiting for a worker. body aliases frame, a pooled
+// buffer the worker returns once the request is decoded.
 type job struct {
-	fw     *frameWriter
-	req    *request
-	caller Caller
-	done   func()
+	fw      *frameWriter
+	ctx     context.Context // the server's, with the caller
+	cs      *connState
+	frame   *[]byte
+	h       *handler // nil for an unknown method
+	unknown string   // the method asked for, when h is nil
+	id      uint64
+	timeout int64
+	body    []byte
 }
 
 // worker runs jobs until it has been idle for a while. Reusing goroutines
@@ -215,9 +254,10 @@ func (s *Server) worker(j job) {
 	idle := time.NewTimer(workerIdle)
 	defer idle.Stop()
 	for {
-		s.call(j.fw, j.req, j.caller)
+		s.call(&j)
 		<-s.sem
-		j.done()
+		<-j.cs.sem
+		j.cs.calls.Done()
 		idle.Reset(workerIdle)
 		select {
 		case j = <-s.work:
@@ -232,57 +272,70 @@ func (s *Server) worker(j job) {
 // workerIdle is how long an idle worker waits for more work.
 const workerIdle = 5 * time.Second
 
-func (s *Server) call(fw *frameWriter, req *request, caller Caller) {
-	timeout := time.Duration(req.Timeout)
+func (s *Server) call(j *job) {
+	timeout := time.Duration(j.timeout)
 	if timeout <= 0 {
 		timeout = DefaultCallTimeout
 	}
 	timeout = min(timeout, MaxCallTimeout)
-	ctx, cancel := context.WithTimeout(WithCaller(s.ctx, caller), timeout)
+	ctx, cancel := context.WithTimeout(j.ctx, timeout)
 	defer cancel()
 
 	start := time.Now()
-	resp := response{ID: req.ID}
-	h, ok := s.handlers[req.Method]
+	method := j.unknown
 	var out any
 	var err error
-	if !ok {
-		err = fmt.Errorf("%w %q", ErrUnknownMethod, req.Method)
+	if j.h == nil {
+		putBuf(j.frame)
+		err = fmt.Errorf("%w %q", ErrUnknownMethod, method)
 	} else {
-		out, err = s.safeCall(ctx, h, req)
+		method = j.h.name
+		out, err = s.safeCall(ctx, j)
 	}
+	j.frame, j.body = nil, nil
+
+	var body *[]byte
 	if err == nil && out != nil {
-		resp.Body, err = Marshal(out)
+		body = getBuf()
+		*body, err = appendMessage((*body)[:0], out)
 	}
+	var werr *wireError
 	if err != nil {
-		resp.Err = toWire(err)
-		resp.Body = nil
+		werr = toWire(err)
 	}
-	b, err := Marshal(&resp)
-	if err != nil {
-		s.logger.Error("encode rpc response", "method", req.Method, "err", err)
-		return
+	fb := startFrame()
+	if werr != nil {
+		*fb = appendResponse(*fb, j.id, werr, nil)
+	} else {
+		*fb = appendResponse(*fb, j.id, nil, *body)
 	}
-	if len(b) > MaxFrameSize {
-		resp = response{ID: req.ID, Err: toWire(fmt.Errorf("%w: reply to %s is %d bytes; ask for less (e.g. a smaller limit)", ErrFrameTooLarge, req.Method, len(b)))}
-		if b, err = Marshal(&resp); err != nil {
-			return
-		}
+	putBuf(body)
+	if len(*fb)-frameHeaderLen > MaxFrameSize {
+		n := len(*fb) - frameHeaderLen
+		fb = startFrame() // the big one is left to the collector
+		werr = toWire(fmt.Errorf("%w: reply to %s is %d bytes; ask for less (e.g. a smaller limit)", ErrFrameTooLarge, method, n))
+		*fb = appendResponse(*fb, j.id, werr, nil)
 	}
-	s.observe(req.Method, ok, resp.Err, start)
-	_ = fw.send(b)
+	s.observe(method, j.h != nil, werr, start)
+	_ = j.fw.send(fb)
 }
 
-// safeCall runs a handler, turning a panic into an error so one bad request
-// cannot take the node down.
-func (s *Server) safeCall(ctx context.Context, h handlerFunc, req *request) (out any, err error) {
+// safeCall decodes and runs a request, turning a panic into an error so
+// one bad request cannot take the node down. It returns the request's
+// frame to the pool as soon as the request is decoded.
+func (s *Server) safeCall(ctx context.Context, j *job) (out any, err error) {
 	defer func() {
 		if r := recover(); r != nil {
-			s.logger.Error("rpc handler panicked", "method", req.Method, "panic", r)
-			out, err = nil, fmt.Errorf("%w: handler for %s failed", ErrInternal, req.Method)
+			s.logger.Error("rpc handler panicked", "method", j.h.name, "panic", r)
+			out, err = nil, fmt.Errorf("%w: handler for %s failed", ErrInternal, j.h.name)
 		}
 	}()
-	return h(ctx, req.Body)
+	req, err := j.h.decode(j.body)
+	putBuf(j.frame)
+	if err != nil {
+		return nil, err
+	}
+	return j.h.run(ctx, req)
 }
 
 // DialFunc opens a connection to addr for the given stream kind.
@@ -328,8 +381,10 @@ func NewClient(cfg ClientConfig) *Client {
 // or disagrees about TLS; ErrTimeout (also matching ctx.Err()) if ctx
 // ended first (outcome unknown).
 func (c *Client) Call(ctx context.Context, addr, method string, req, resp any) error {
-	body, err := Marshal(req)
-	if err != nil {
+	body := getBuf()
+	defer putBuf(body)
+	var err error
+	if *body, err = appendMessage((*body)[:0], req); err != nil {
 		return fmt.Errorf("encode %s request: %w", method, err)
 	}
 	cc, err := c.conn(ctx, addr)
@@ -343,7 +398,7 @@ func (c *Client) Call(ctx context.Context, addr, method string, req, resp any) e
 			return fmt.Errorf("%s: %w (%w)", addr, ErrTimeout, context.DeadlineExceeded)
 		}
 	}
-	out, err := cc.roundTrip(ctx, &request{Method: method, Timeout: int64(timeout), Body: body})
+	pc, err := cc.roundTrip(ctx, method, int64(timeout), *body)
 	if err != nil {
 		if cc.failed() {
 			c.drop(addr, cc)
@@ -354,11 +409,12 @@ func (c *Client) Call(ctx context.Context, addr, method string, req, resp any) e
 		}
 		return fmt.Errorf("%s: %w", addr, err)
 	}
-	if out.Err != nil {
-		return out.Err.err()
+	defer pc.release()
+	if pc.werr != nil {
+		return pc.werr.err()
 	}
 	if resp != nil {
-		if err := Unmarshal(out.Body, resp); err != nil {
+		if err := Unmarshal(pc.body, resp); err != nil {
 			return fmt.Errorf("decode %s reply from %s: %w", method, addr, err)
 		}
 	}
@@ -446,8 +502,27 @@ type clientConn struct {
 	fw      *frameWriter
 	mu      sync.Mutex
 	nextID  uint64
-	pending map[uint64]chan *response
+	pending map[uint64]*pendingCall
 	err     error // set once the connection has failed
+}
+
+// pendingCall is one call waiting for its reply. They are pooled: the
+// reply's frame, decoded in place, reaches the caller without a copy.
+type pendingCall struct {
+	ch    chan struct{} // receives one value when the reply is in
+	frame *[]byte       // the reply's pooled buffer; body aliases it
+	body  []byte
+	werr  *wireError
+}
+
+var pendingPool = sync.Pool{New: func() any { return &pendingCall{ch: make(chan struct{}, 1)} }}
+
+// release returns the reply's buffer and the call to their pools. Only
+// the caller that received on ch may call it.
+func (pc *pendingCall) release() {
+	putBuf(pc.frame)
+	*pc = pendingCall{ch: pc.ch}
+	pendingPool.Put(pc)
 }
 
 // firstRequestID is one less than the ID of a connection's first request.
@@ -459,7 +534,7 @@ type clientConn struct {
 const firstRequestID = 9
 
 func newClientConn(conn net.Conn, addr string) *clientConn {
-	cc := &clientConn{conn: conn, addr: addr, fw: newFrameWriter(conn), nextID: firstRequestID, pending: make(map[uint64]chan *response)}
+	cc := &clientConn{conn: conn, addr: addr, fw: newFrameWriter(conn), nextID: firstRequestID, pending: make(map[uint64]*pendingCall)}
 	go cc.readLoop()
 	return cc
 }
@@ -471,75 +546,93 @@ func (cc *clientConn) failed() bool {
 	return cc.err != nil
 }
 
-func (cc *clientConn) roundTrip(ctx context.Context, req *request) (*response, error) {
-	ch := make(chan *response, 1)
+// roundTrip sends one request and waits for its reply, which the caller
+// must release.
+func (cc *clientConn) roundTrip(ctx context.Context, method string, timeout int64, body []byte) (*pendingCall, error) {
+	pc := pendingPool.Get().(*pendingCall)
 	cc.mu.Lock()
 	if cc.err != nil {
 		err := cc.err
 		cc.mu.Unlock()
+		pendingPool.Put(pc)
 		return nil, err
 	}
 	cc.nextID++
-	req.ID = cc.nextID
-	cc.pending[req.ID] = ch
+	id := cc.nextID
+	cc.pending[id] = pc
 	cc.mu.Unlock()
 
-	b, err := Marshal(req)
-	if err == nil {
-		err = cc.fw.send(b)
-	}
-	if err != nil {
-		cc.forget(req.ID)
+	fb := startFrame()
+	*fb = appendRequest(*fb, id, method, timeout, body)
+	if err := cc.fw.send(fb); err != nil {
+		if cc.forget(id) {
+			pendingPool.Put(pc)
+		}
 		return nil, err
 	}
 	select {
-	case resp, ok := <-ch:
-		if !ok {
+	case <-pc.ch:
+		if pc.frame == nil { // the connection failed first
 			cc.mu.Lock()
 			err := cc.err
 			cc.mu.Unlock()
+			pendingPool.Put(pc)
 			return nil, err
 		}
-		return resp, nil
+		return pc, nil
 	case <-ctx.Done():
-		cc.forget(req.ID)
+		// If the reply is being delivered right now, pc is the read
+		// loop's to finish with; it is then left to the collector.
+		if cc.forget(id) {
+			pendingPool.Put(pc)
+		}
 		return nil, fmt.Errorf("%w (%w)", ErrTimeout, ctx.Err())
 	}
 }
 
-func (cc *clientConn) forget(id uint64) {
+// forget removes call id and reports whether it was still pending (so
+// nobody else will touch its pendingCall).
+func (cc *clientConn) forget(id uint64) bool {
 	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	if _, ok := cc.pending[id]; !ok {
+		return false
+	}
 	delete(cc.pending, id)
-	cc.mu.Unlock()
+	return true
 }
 
 func (cc *clientConn) readLoop() {
-	r := bufio.NewReaderSize(cc.conn, 64<<10)
+	fr := newFrameReader(cc.conn, 0)
 	// A FileShare server's first bytes are a frame header, whose first byte
 	// is zero (MaxFrameSize < 1<<24). Anything else is another protocol.
-	if hdr, _ := r.Peek(4); len(hdr) > 0 && hdr[0] != 0 {
+	if hdr, _ := fr.r.Peek(4); len(hdr) > 0 && hdr[0] != 0 {
 		_, isTLS := cc.conn.(*tls.Conn)
 		cc.fail(&NotFileShareError{Addr: cc.addr, Answer: answerOf(hdr), LocalTLS: isTLS})
 		return
 	}
 	for {
-		frame, err := readFrame(cc.conn, r, 0)
+		frame, err := fr.next()
 		if err != nil {
 			cc.fail(fmt.Errorf("%w: %v", ErrConnection, err))
 			return
 		}
-		resp := new(response)
-		if err := Unmarshal(frame, resp); err != nil {
+		resp, err := decodeResponse(*frame)
+		if err != nil {
+			putBuf(frame)
 			cc.fail(fmt.Errorf("%w: malformed reply: %v", ErrConnection, err))
 			return
 		}
 		cc.mu.Lock()
-		ch, ok := cc.pending[resp.ID]
+		pc, ok := cc.pending[resp.ID]
 		delete(cc.pending, resp.ID)
 		cc.mu.Unlock()
-		if ok {
-			ch <- resp
+		if !ok {
+			putBuf(frame) // its caller gave up
+			continue
 		}
+		pc.frame, pc.body, pc.werr = frame, resp.Body, resp.Err
+		pc.ch <- struct{}{}
 	}
 }
 
@@ -556,7 +649,7 @@ func (cc *clientConn) fail(err error) {
 	cc.mu.Unlock()
 	cc.fw.stop(err)
 	cc.conn.Close()
-	for _, ch := range pending {
-		close(ch)
+	for _, pc := range pending {
+		pc.ch <- struct{}{} // frame nil: failed
 	}
 }
