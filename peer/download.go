@@ -118,7 +118,9 @@ type DownloadResult struct {
 	// partial file; Fetched + Resumed = Pieces.
 	Pieces  int `json:"pieces"`
 	Fetched int `json:"fetched"`
-	Resumed int `json:"resumed"`
+	// FetchedBytes is the bytes of the Fetched pieces.
+	FetchedBytes int64 `json:"fetched_bytes"`
+	Resumed      int   `json:"resumed"`
 	// Duplicates counts pieces received twice (end-game requests sent to
 	// two holders); the second copy is discarded.
 	Duplicates int `json:"duplicates"`
@@ -201,6 +203,12 @@ func (p *Peer) Download(ctx context.Context, fileID, dest string, opts DownloadO
 	res, err := p.download(ctx, fileID, dest, opts)
 	if err != nil && p.ctx.Err() != nil && ctx.Err() != nil {
 		err = fmt.Errorf("%w: %w", ErrClosed, err)
+	}
+	if err != nil {
+		p.counters.downloadsFail.Add(1)
+	} else {
+		p.counters.downloadsOK.Add(1)
+		p.counters.bytesDownloaded.Add(uint64(res.FetchedBytes))
 	}
 	return res, err
 }
@@ -328,7 +336,7 @@ func (d *download) result() DownloadResult {
 	}
 	if d.pieces != nil {
 		st := d.pieces.stats()
-		r.Fetched, r.Resumed, r.Duplicates = st.Fetched, st.Resumed, st.Dups
+		r.Fetched, r.FetchedBytes, r.Resumed, r.Duplicates = st.Fetched, st.FetchBytes, st.Resumed, st.Dups
 		r.FromHolders = d.pieces.fromHolders()
 	}
 	sort.Strings(r.Dropped)

@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"runtime"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -63,13 +64,29 @@ var (
 	descUploadsMax = prometheus.NewDesc("fileshare_peer_uploads_max", "Most piece connections served at once (--max-uploads).", nil, nil)
 	descReachable  = prometheus.NewDesc("fileshare_peer_masters_reachable", "1 while the masters answer this peer's calls, 0 during an outage.", nil, nil)
 	descOutage     = prometheus.NewDesc("fileshare_peer_masters_unreachable_seconds", "How long the masters have not answered (0 while they do).", nil, nil)
+
+	descPiecesServed = prometheus.NewDesc("fileshare_peer_served_pieces_total", "Pieces this peer sent to other peers.", nil, nil)
+	descBytesServed  = prometheus.NewDesc("fileshare_peer_served_bytes_total", "Piece bytes this peer sent to other peers.", nil, nil)
+	descRefused      = prometheus.NewDesc("fileshare_peer_served_refusals_total", "Piece requests answered with an error (file not here, or changed on disk), by reason.", []string{"reason"}, nil)
+	descDownloads    = prometheus.NewDesc("fileshare_peer_downloads_total", "Downloads this peer finished, by result (ok or failed).", []string{"result"}, nil)
+	descDownloaded   = prometheus.NewDesc("fileshare_peer_downloaded_bytes_total", "Piece bytes this peer fetched and verified, in downloads that finished.", nil, nil)
 )
+
+// peerCounters are what a peer counts as it serves and downloads; every
+// field is updated atomically.
+type peerCounters struct {
+	piecesServed, bytesServed   atomic.Uint64
+	refusedGone, refusedChanged atomic.Uint64
+	downloadsOK, downloadsFail  atomic.Uint64
+	bytesDownloaded             atomic.Uint64
+}
 
 // peerCollector reads the peer's state at scrape time.
 type peerCollector struct{ p *Peer }
 
 func (c *peerCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descPeerJoined, descPeerFiles, descPeerBytes, descUploads, descUploadsMax, descReachable, descOutage} {
+	for _, d := range []*prometheus.Desc{descPeerJoined, descPeerFiles, descPeerBytes, descUploads, descUploadsMax, descReachable, descOutage,
+		descPiecesServed, descBytesServed, descRefused, descDownloads, descDownloaded} {
 		ch <- d
 	}
 }
@@ -106,4 +123,15 @@ func (c *peerCollector) Collect(ch chan<- prometheus.Metric) {
 		gauge(descReachable, 0)
 		gauge(descOutage, time.Since(down).Seconds())
 	}
+	counter := func(d *prometheus.Desc, v *atomic.Uint64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v.Load()), labels...)
+	}
+	n := &p.counters
+	counter(descPiecesServed, &n.piecesServed)
+	counter(descBytesServed, &n.bytesServed)
+	counter(descRefused, &n.refusedGone, "gone")
+	counter(descRefused, &n.refusedChanged, "changed")
+	counter(descDownloads, &n.downloadsOK, "ok")
+	counter(descDownloads, &n.downloadsFail, "failed")
+	counter(descDownloaded, &n.bytesDownloaded)
 }

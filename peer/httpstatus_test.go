@@ -96,3 +96,60 @@ func TestPeerStatusPortReportsSharing(t *testing.T) {
 		t.Errorf("/healthz of a closed peer: %d %v, want 503 stopped", code, body)
 	}
 }
+
+func counterOf(fams map[string]*dto.MetricFamily, name string, labels ...string) float64 {
+	f := fams[name]
+	if f == nil {
+		return -1
+	}
+next:
+	for _, m := range f.Metric {
+		for i := 0; i+1 < len(labels); i += 2 {
+			ok := false
+			for _, l := range m.Label {
+				ok = ok || l.GetName() == labels[i] && l.GetValue() == labels[i+1]
+			}
+			if !ok {
+				continue next
+			}
+		}
+		return m.GetCounter().GetValue()
+	}
+	return -1
+}
+
+// The status port counts what a peer serves and what it downloads: after
+// one download of a file, the holder has served its bytes and the
+// downloader has fetched them.
+func TestPeerStatusPortCountsServedAndDownloadedBytes(t *testing.T) {
+	c := newTestCluster(t, nil)
+	data := randomBytes(41, 3*DefaultPieceSize+11)
+	alice := startPeer(t, c, "alice", shareFolder(t, map[string][]byte{"f.bin": data}), nil)
+	id := idOf(t, data)
+	waitHolders(t, c.client(), id, 1)
+	bob := startPeer(t, c, "bob", "", nil)
+	aliceSrv := httptest.NewServer(alice.StatusHandler())
+	defer aliceSrv.Close()
+	bobSrv := httptest.NewServer(bob.StatusHandler())
+	defer bobSrv.Close()
+
+	if _, err := bob.Download(t.Context(), id, t.TempDir()+"/f.bin", DownloadOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	a, b := peerMetrics(t, aliceSrv.URL), peerMetrics(t, bobSrv.URL)
+	if got := counterOf(a, "fileshare_peer_served_bytes_total"); got < float64(len(data)) {
+		t.Errorf("holder served_bytes_total = %v, want at least the file's %d bytes", got, len(data))
+	}
+	if got := counterOf(a, "fileshare_peer_served_pieces_total"); got < 4 {
+		t.Errorf("holder served_pieces_total = %v, want at least the file's 4 pieces", got)
+	}
+	if got := counterOf(b, "fileshare_peer_downloaded_bytes_total"); got != float64(len(data)) {
+		t.Errorf("downloader downloaded_bytes_total = %v, want %d", got, len(data))
+	}
+	if got := counterOf(b, "fileshare_peer_downloads_total", "result", "ok"); got != 1 {
+		t.Errorf("downloads_total{result=ok} = %v, want 1", got)
+	}
+	if got := counterOf(b, "fileshare_peer_downloads_total", "result", "failed"); got != 0 {
+		t.Errorf("downloads_total{result=failed} = %v, want 0", got)
+	}
+}

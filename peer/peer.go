@@ -148,6 +148,8 @@ type Peer struct {
 	client *client.Client
 	store  *store // nil for a download-only peer
 
+	counters peerCounters // for /metrics (httpstatus.go)
+
 	// served maps file ID to the file the piece server may send: files
 	// found by the last scan that the index has acknowledged. Written by
 	// the sync goroutine only, read by the piece server.

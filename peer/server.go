@@ -155,6 +155,7 @@ func (p *Peer) serveConn(conn net.Conn) {
 			if err != nil {
 				p.logger.Warn("refusing to serve a path that is not a regular file inside the share folder", "path", sf.Path, "file", sf.ID, "err", err)
 				p.kickSync()
+				p.counters.refusedGone.Add(1)
 				if _, err := conn.Write(errorResponse(statusNotFound, "file "+sf.ID+" is no longer available here")); err != nil {
 					return
 				}
@@ -164,6 +165,7 @@ func (p *Peer) serveConn(conn net.Conn) {
 		}
 		if st, err := open.Stat(); err != nil || st.Size() != sf.Size || st.ModTime().UnixNano() != sf.ModTime {
 			p.noteChanged(sf.Path) // rescan: rehash, re-register under its new ID
+			p.counters.refusedChanged.Add(1)
 			if _, err := conn.Write(errorResponse(statusChanged, changedMessage(sf))); err != nil {
 				return
 			}
@@ -184,6 +186,8 @@ func (p *Peer) serveConn(conn net.Conn) {
 			if n, err := io.Copy(conn, &io.LimitedReader{R: open, N: l}); err != nil || n != l {
 				return // the stream is out of step: hang up
 			}
+			p.counters.piecesServed.Add(1)
+			p.counters.bytesServed.Add(uint64(l))
 			continue
 		}
 		if cap(buf) < respHeaderLen+int(sf.PieceSize) {
@@ -206,6 +210,7 @@ func (p *Peer) serveConn(conn net.Conn) {
 			if sha256.Sum256(b[respHeaderLen:]) != [32]byte(sf.Hashes[32*int(r.Index):]) {
 				p.logger.Warn("shared file changed on disk: a piece no longer matches its registered hash; rehashing it", "path", sf.Path, "file", sf.ID, "piece", r.Index)
 				p.noteChanged(sf.Path)
+				p.counters.refusedChanged.Add(1)
 				if _, err := conn.Write(errorResponse(statusChanged, changedMessage(sf))); err != nil {
 					return
 				}
@@ -219,6 +224,8 @@ func (p *Peer) serveConn(conn net.Conn) {
 		if _, err := conn.Write(b); err != nil {
 			return
 		}
+		p.counters.piecesServed.Add(1)
+		p.counters.bytesServed.Add(uint64(l))
 	}
 }
 
