@@ -15,19 +15,47 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 )
 
+// handedOut holds every ip:port Port has returned in this process, so it
+// never returns one twice: a caller that asks for three ports before it
+// binds any would otherwise get the same free port twice now and then
+// (seen: a demo whose m1 and m2 were given one port).
+var handedOut struct {
+	sync.Mutex
+	m map[string]bool
+}
+
+// claim records addr as handed out, reporting false if it already was.
+func claim(addr string) bool {
+	handedOut.Lock()
+	defer handedOut.Unlock()
+	if handedOut.m == nil {
+		handedOut.m = make(map[string]bool)
+	}
+	if handedOut.m[addr] {
+		return false
+	}
+	handedOut.m[addr] = true
+	return true
+}
+
 // Port returns a port that was free on ip a moment ago, below the
-// ephemeral range where one is free, else one the kernel chooses.
+// ephemeral range where one is free, else one the kernel chooses. It
+// never returns the same port on the same ip twice in one process.
 func Port(ip string) (string, error) {
 	low := ephemeralLow()
 	for range 100 {
 		port := 10000 + rand.IntN(max(low-10000, 1))
-		ln, err := net.Listen("tcp", net.JoinHostPort(ip, strconv.Itoa(port)))
+		addr := net.JoinHostPort(ip, strconv.Itoa(port))
+		ln, err := net.Listen("tcp", addr)
 		if err == nil {
 			ln.Close()
-			return strconv.Itoa(port), nil
+			if claim(addr) {
+				return strconv.Itoa(port), nil
+			}
 		}
 	}
 	ln, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
