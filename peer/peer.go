@@ -413,12 +413,14 @@ func (p *Peer) Err() error {
 func (p *Peer) stop(err error) {
 	p.stopOnce.Do(func() {
 		p.stopErr = err
-		close(p.done)
+		// Log before closing done: whoever waits on Done may read the
+		// log next.
 		if err != ErrClosed {
 			p.logger.Error("stopping: the index refuses this peer; it no longer registers files or heartbeats", "err", err)
-			if p.syncCancel != nil {
-				p.syncCancel()
-			}
+		}
+		close(p.done)
+		if err != ErrClosed && p.syncCancel != nil {
+			p.syncCancel()
 		}
 	})
 }
