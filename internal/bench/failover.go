@@ -243,33 +243,9 @@ func Scale(ctx context.Context, c *Cluster, files int, w io.Writer) (ScaleResult
 	}
 	res.Snapshot = time.Duration(snap.DurationMillis) * time.Millisecond
 
-	follower := (leader + 1) % len(c.Addrs())
-	if _, err := c.client.Snapshot(ctx, c.Addrs()[follower]); err != nil {
-		return res, fmt.Errorf("snapshot on follower: %w", err)
-	}
-	if err := c.Kill(follower); err != nil {
+	if res.RestartToReady, err = c.restartFollowerToReady(ctx, leader, func(st client.Status) bool { return st.Files >= files }); err != nil {
 		return res, err
 	}
-	t0 := time.Now()
-	if err := c.Start(follower); err != nil {
-		return res, err
-	}
-	// A fixed 10 ms poll rather than poll.Wait's backoff to 50 ms: the
-	// loop's period is the measurement's resolution.
-	for {
-		sctx, cancel := context.WithTimeout(ctx, time.Second)
-		fst, err := c.Status(sctx, follower)
-		cancel()
-		if err == nil && fst.Ready && fst.Files >= files {
-			break
-		}
-		select {
-		case <-ctx.Done():
-			return res, fmt.Errorf("restarted master never became ready: %w", ctx.Err())
-		case <-time.After(10 * time.Millisecond):
-		}
-	}
-	res.RestartToReady = time.Since(t0)
 	fmt.Fprintf(w, "scale: files=%d leader_rss=%.0fMiB leader_heap=%.0fMiB snapshot=%s restart_to_ready=%s\n",
 		files, float64(res.LeaderRSS)/(1<<20), float64(res.LeaderHeap)/(1<<20), ms(res.Snapshot), ms(res.RestartToReady))
 	return res, nil
@@ -295,4 +271,36 @@ func populatePeer(ctx context.Context, mc *client.Client, id client.Identity, p 
 		files = files[n:]
 	}
 	return nil
+}
+
+// restartFollowerToReady snapshots a follower of leader, SIGKILLs it,
+// starts it again, and returns how long it took from the start until it
+// reports ready and caught is true of its status.
+func (c *Cluster) restartFollowerToReady(ctx context.Context, leader int, caught func(client.Status) bool) (time.Duration, error) {
+	follower := (leader + 1) % len(c.Addrs())
+	if _, err := c.client.Snapshot(ctx, c.Addrs()[follower]); err != nil {
+		return 0, fmt.Errorf("snapshot on follower: %w", err)
+	}
+	if err := c.Kill(follower); err != nil {
+		return 0, err
+	}
+	t0 := time.Now()
+	if err := c.Start(follower); err != nil {
+		return 0, err
+	}
+	// A fixed 10 ms poll rather than poll.Wait's backoff to 50 ms: the
+	// loop's period is the measurement's resolution.
+	for {
+		sctx, cancel := context.WithTimeout(ctx, time.Second)
+		st, err := c.Status(sctx, follower)
+		cancel()
+		if err == nil && st.Ready && caught(st) {
+			return time.Since(t0), nil
+		}
+		select {
+		case <-ctx.Done():
+			return 0, fmt.Errorf("restarted master never became ready: %w", ctx.Err())
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
 }

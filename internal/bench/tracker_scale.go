@@ -265,37 +265,13 @@ func TrackerScale(ctx context.Context, c *TrackerCluster, peers, swarms int, w i
 		return res, fmt.Errorf("snapshot: %w", err)
 	}
 	res.Snapshot = time.Duration(snap.DurationMillis) * time.Millisecond
-	follower := (leader + 1) % len(c.Addrs())
-	if _, err := c.client.Snapshot(ctx, c.Addrs()[follower]); err != nil {
-		return res, fmt.Errorf("snapshot on follower: %w", err)
-	}
 	lst, err := c.Status(ctx, leader)
 	if err != nil {
 		return res, err
 	}
-	if err := c.Kill(follower); err != nil {
+	if res.RestartToReady, err = c.restartFollowerToReady(ctx, leader, func(st client.Status) bool { return st.AppliedIndex >= lst.AppliedIndex }); err != nil {
 		return res, err
 	}
-	t0 := time.Now()
-	if err := c.Start(follower); err != nil {
-		return res, err
-	}
-	// A fixed 10 ms poll rather than poll.Wait's backoff to 50 ms: the
-	// loop's period is the measurement's resolution.
-	for {
-		sctx, cancel := context.WithTimeout(ctx, time.Second)
-		fst, err := c.Status(sctx, follower)
-		cancel()
-		if err == nil && fst.Ready && fst.AppliedIndex >= lst.AppliedIndex {
-			break
-		}
-		select {
-		case <-ctx.Done():
-			return res, fmt.Errorf("restarted master never became ready: %w", ctx.Err())
-		case <-time.After(10 * time.Millisecond):
-		}
-	}
-	res.RestartToReady = time.Since(t0)
 	fmt.Fprintf(w, "tracker-scale: peers=%d swarms=%d leader_heap_per_peer=%.1fB (live heap %.1fMiB -> %.1fMiB) fill=%s snapshot=%s restart_to_ready=%s\n",
 		peers, swarms, res.BytesPerPeer(), float64(res.HeapBefore)/(1<<20), float64(res.HeapAfter)/(1<<20),
 		res.Fill.Round(time.Millisecond), ms(res.Snapshot), ms(res.RestartToReady))
