@@ -1,7 +1,6 @@
 package master_test
 
 import (
-	"context"
 	"sync"
 	"testing"
 	"time"
@@ -98,22 +97,7 @@ func TestClockJumpsNeitherDropLivePeersNorKeepDeadOnes(t *testing.T) {
 			announce(t, trackerAt(), ih, liveBT, "started", 10)
 			announce(t, trackerAt(), ih, deadBT, "started", 10)
 
-			ctx, cancel := context.WithCancel(t.Context())
-			var wg sync.WaitGroup
-			defer wg.Wait()
-			defer cancel()
-			wg.Go(func() {
-				tick := time.NewTicker(100 * time.Millisecond)
-				defer tick.Stop()
-				for {
-					cl.Heartbeat(ctx, live)
-					select {
-					case <-ctx.Done():
-						return
-					case <-tick.C:
-					}
-				}
-			})
+			heartbeatInBackground(t, cl, live)
 			// Let the leader hear from the live peer before the jump.
 			poll.Until(t, 5*time.Second, "a heartbeat of the live peer", func() bool {
 				_, err := cl.Heartbeat(t.Context(), live)

@@ -26,22 +26,7 @@ func TestSilentPeersExpireAndHeartbeatingPeersStay(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	ctx, cancel := context.WithCancel(t.Context())
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	defer cancel()
-	wg.Go(func() {
-		tick := time.NewTicker(100 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			cl.Heartbeat(ctx, chatty)
-			select {
-			case <-ctx.Done():
-				return
-			case <-tick.C:
-			}
-		}
-	})
+	heartbeatInBackground(t, cl, chatty)
 	poll.Until(t, 10*time.Second, "the silent peer expires", func() bool {
 		r, err := cl.Lookup(t.Context(), fileID(quiet.PeerID+".txt"), client.ReadLinearizable)
 		return err == nil && !r.Found
@@ -54,4 +39,24 @@ func TestSilentPeersExpireAndHeartbeatingPeersStay(t *testing.T) {
 	if _, err := cl.Heartbeat(t.Context(), quiet); !errors.Is(err, fsm.ErrUnknownPeer) {
 		t.Fatalf("heartbeat of an expired peer: got %v, want ErrUnknownPeer", err)
 	}
+}
+
+// heartbeatInBackground heartbeats id through cl every 100 ms until the
+// test ends.
+func heartbeatInBackground(t *testing.T, cl *client.Client, id client.Identity) {
+	ctx, cancel := context.WithCancel(t.Context())
+	var wg sync.WaitGroup
+	t.Cleanup(func() { cancel(); wg.Wait() })
+	wg.Go(func() {
+		tick := time.NewTicker(100 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			cl.Heartbeat(ctx, id)
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+		}
+	})
 }
