@@ -206,11 +206,14 @@ func New(ctx context.Context, cfg Config) (*Master, error) {
 	}
 	guard := &restoreGuard{FSM: m.fsm}
 	m.raft, err = raft.NewRaft(rc, guard, logs, m.store, snaps, m.raftTrans)
+	// A failed restore is damage whether raft then fell back to an older
+	// snapshot or, having none that restores, failed itself ("failed to
+	// load any existing snapshots").
+	if rerr := guard.restoreFailed(); rerr != nil {
+		return nil, damaged(cfg.DataDir, "the newest snapshot (state.bin)", rerr)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("start raft: %w", err)
-	}
-	if err := guard.restoreFailed(); err != nil {
-		return nil, damaged(cfg.DataDir, "the newest snapshot (state.bin)", err)
 	}
 	m.raftReady.Store(true)
 	if !hasState && len(cfg.InitialCluster) > 0 {
