@@ -10,6 +10,7 @@ import (
 	"reflect"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/hashicorp/go-msgpack/v2/codec"
@@ -263,4 +264,18 @@ func checkDigest(tb testing.TB, f *FSM) {
 	if got, want := f.Digest(), f.recomputeDigest(); got != want {
 		tb.Fatalf("incremental digest %s, recomputed %s", got, want)
 	}
+}
+
+// persistInBackground takes a snapshot of f and persists it on another
+// goroutine, as raft does while Apply goes on; wg tracks it.
+func persistInBackground(t *testing.T, f *FSM, wg *sync.WaitGroup) {
+	t.Helper()
+	snap, _ := f.Snapshot()
+	wg.Go(func() {
+		var sink memSink
+		if err := snap.Persist(&sink); err != nil {
+			t.Error(err)
+		}
+		snap.Release()
+	})
 }

@@ -440,14 +440,7 @@ func TestQueriesConcurrentWithApply(t *testing.T) {
 	for i, l := range logs {
 		f.Apply(l)
 		if i%300 == 150 {
-			snap, _ := f.Snapshot()
-			persisted.Go(func() {
-				var sink memSink
-				if err := snap.Persist(&sink); err != nil {
-					t.Error(err)
-				}
-				snap.Release()
-			})
+			persistInBackground(t, f, &persisted)
 		}
 	}
 	close(stop)

@@ -470,14 +470,7 @@ func TestSwarmTouchConcurrentWithApplyAndPersist(t *testing.T) {
 		}
 		n.apply(a)
 		if i%500 == 250 {
-			snap, _ := f.Snapshot()
-			persisted.Go(func() {
-				var sink memSink
-				if err := snap.Persist(&sink); err != nil {
-					t.Error(err)
-				}
-				snap.Release()
-			})
+			persistInBackground(t, f, &persisted)
 		}
 	}
 	close(stop)
