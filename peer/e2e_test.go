@@ -16,7 +16,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -563,7 +562,9 @@ func TestDownloadRefusals(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer lock.Close()
-	syscall.Flock(int(lock.Fd()), syscall.LOCK_EX)
+	if err := tryLock(lock); err != nil {
+		t.Fatalf("lock %s: %v", lock.Name(), err)
+	}
 	if _, err := carol.Download(t.Context(), idOf(t, a), busy, DownloadOptions{}); !errors.Is(err, ErrDestinationExists) || !strings.Contains(err.Error(), "another download") {
 		t.Errorf("download to a destination another download holds: %v, want ErrDestinationExists", err)
 	}

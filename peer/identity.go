@@ -10,7 +10,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"syscall"
 
 	"fileshare/client"
 )
@@ -95,9 +94,9 @@ func lockDataDir(dir string) (*os.File, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: open lock in data dir %s: %v; choose a --data-dir this user can write", ErrConfig, dir, err)
 	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+	if err := tryLock(f); err != nil {
 		f.Close()
-		if errors.Is(err, syscall.EWOULDBLOCK) {
+		if errors.Is(err, errLocked) {
 			return nil, fmt.Errorf("%w: %s; stop the other peer or choose another --data-dir", ErrDataDirLocked, dir)
 		}
 		return nil, fmt.Errorf("lock data dir %s: %w", dir, err)

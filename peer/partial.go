@@ -70,7 +70,7 @@ func openPartial(dest string, root [32]byte, size, pieceSize int64, logger *slog
 		return nil, nil, fmt.Errorf("open %s: %w", pf.path, err)
 	}
 	// One download per destination: the lock ends with the process.
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+	if err := tryLock(f); err != nil {
 		f.Close()
 		return nil, nil, fmt.Errorf("%w: another download to %s is running (%s is locked)", ErrDestinationExists, dest, pf.path)
 	}

@@ -1,0 +1,6 @@
+package peer
+
+import "errors"
+
+// errLocked is tryLock's answer when another holder has the lock.
+var errLocked = errors.New("locked by another process")
