@@ -71,7 +71,7 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 	root.PersistentFlags().StringVar(&g.logFormat, "log-format", "text", "log format: text or json")
 	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
-		return fmt.Errorf("%w\nRun '%s --help' for usage.", err, c.CommandPath())
+		return fmt.Errorf("%w%s\nRun '%s --help' for usage.", err, certFlagHint(err), c.CommandPath())
 	})
 	root.AddCommand(newMasterCmd(g, stderr), newClusterCmd(g, stdout), newBenchCmd(stdout), newJepsenCmd(g, stdout, stderr), newPeerCmd(g, stderr), newSearchCmd(g, stdout), newPeersCmd(stdout), newHoldersCmd(stdout, stderr), newGetCmd(g, stdout, stderr), newDemoCmd(g, stdout, stderr), newTLSCmd(stdout), newTrackerCmd(stdout), newSnapshotCmd(stdout))
 	return root

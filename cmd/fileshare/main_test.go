@@ -319,6 +319,7 @@ func TestCLIMistakesGetClearErrorsAndExitCode1(t *testing.T) {
 	}{
 		{"unknown flag", []string{"master", "--bogus"}, "unknown flag: --bogus"},
 		{"unknown command", []string{"frobnicate"}, "unknown command"},
+		{"certificate on a peer-side command", []string{"search", "x", "--cert-file", file}, "present the peer's own key"},
 		{"no bootstrap or join", []string{"master", "--id", "m1", "--data-dir", dir, "--listen", free}, "--initial-cluster"},
 		{"data dir not writable", []string{"master", "--id", "m1", "--data-dir", file + "/x", "--listen", free, "--initial-cluster", "m1=" + free}, "data dir"},
 		{"port in use", []string{"master", "--id", "m1", "--data-dir", dir, "--listen", busy.Addr().String(), "--initial-cluster", "m1=" + busy.Addr().String()}, "already in use"},

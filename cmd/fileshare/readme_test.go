@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -37,12 +39,53 @@ func readmeBlocks(t *testing.T) (blocks []string, root string) {
 	return blocks, root
 }
 
+// readmePorts are the fixed loopback ports the README's blocks listen on:
+// masters 7001-7004, their HTTP 8001-8004, trackers 6901-6904 (TCP and
+// UDP), a restored cluster 7011-7013 and 8011-8013, a peer 7101.
+func readmePorts() []int {
+	var ports []int
+	for _, base := range []int{7000, 8000, 6900} {
+		for i := 1; i <= 4; i++ {
+			ports = append(ports, base+i)
+		}
+	}
+	for i := 1; i <= 3; i++ {
+		ports = append(ports, 7010+i, 8010+i)
+	}
+	return append(ports, 7101)
+}
+
+// takenReadmePort returns a one-line description of the first README port
+// that something on this machine already holds ("" when all are free), so a
+// reader who left the README's cluster running learns why the test skips.
+func takenReadmePort() string {
+	for _, port := range readmePorts() {
+		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+		ln, err := net.Listen("tcp", addr)
+		if err == nil {
+			ln.Close()
+			continue
+		}
+		owner := "another process"
+		if out, err := exec.Command("ss", "-Hltnp", "sport = :"+strconv.Itoa(port)).Output(); err == nil {
+			if m := regexp.MustCompile(`users:\(\("([^"]+)",pid=(\d+)`).FindSubmatch(out); m != nil {
+				owner = fmt.Sprintf("%s (pid %s)", m[1], m[2])
+			}
+		}
+		return fmt.Sprintf("port %d, which the README's cluster uses, is taken by %s", port, owner)
+	}
+	return ""
+}
+
 // The README's command blocks run pasted into one shell, top to bottom, on
 // a machine with Go: each block's commands succeed, and the files they
-// promise appear. The blocks use fixed paths under /tmp and ports
-// 7001-7004, 8001-8004, 6901-6904 (trackers), 7011-7013 and 8011-8013
-// (a restored cluster) and 7101, as a reader's would; the test clears
-// those paths first and stops every process the blocks started, by PID.
+// promise appear. The blocks use fixed paths under /tmp and the fixed
+// ports of readmePorts, as a reader's would. As root (CI) the blocks run in
+// a network and mount namespace of their own, with a private /tmp, so a
+// README cluster a reader left running beside the test cannot meet them;
+// elsewhere the test first checks that the ports are free and skips,
+// naming the port and its holder, when they are not. Either way it stops
+// every process the blocks started, by PID.
 func TestREADMEBlocksRunAsWritten(t *testing.T) {
 	if _, err := exec.LookPath("go"); err != nil {
 		if os.Getenv("CI") != "" {
@@ -57,10 +100,27 @@ func TestREADMEBlocksRunAsWritten(t *testing.T) {
 	if len(blocks) < 3 {
 		t.Fatalf("found %d shell blocks in README.md, want the cluster, kill and share blocks at least", len(blocks))
 	}
-	paths := []string{"/tmp/fileshare", "/tmp/alice-share", "/tmp/hello-copy.txt", "/tmp/jepsen"}
+	// tmp is where the blocks' /tmp is: a private directory mounted over
+	// /tmp inside the namespaces, or the machine's own /tmp.
+	tmp := "/tmp"
+	isolated := os.Geteuid() == 0 && haveTools("unshare", "mount", "ip")
+	if isolated {
+		tmp = t.TempDir()
+		os.Chmod(tmp, 0o1777)
+	} else {
+		if os.Getenv("FILESHARE_REQUIRE_ROOT_TESTS") == "1" {
+			t.Fatal("the README's blocks must run isolated (root with unshare, mount and ip) because FILESHARE_REQUIRE_ROOT_TESTS=1")
+		}
+		if taken := takenReadmePort(); taken != "" {
+			t.Skip(taken + "; stop it (or run the tests as root, where the blocks get a network namespace of their own)")
+		}
+	}
+	paths := []string{"fileshare", "alice-share", "hello-copy.txt", "jepsen"}
 	clear := func() {
-		for _, p := range paths {
-			os.RemoveAll(p)
+		if !isolated {
+			for _, p := range paths {
+				os.RemoveAll(filepath.Join(tmp, p))
+			}
 		}
 		os.Remove(filepath.Join(root, "fileshare"))
 	}
@@ -83,12 +143,29 @@ trap cleanup EXIT
 	ctx, cancel := context.WithTimeout(t.Context(), 8*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "bash", "-c", script.String())
+	if isolated {
+		// A new network namespace has only a loopback that is down; a
+		// private mount namespace lets the bind mount over /tmp stay
+		// invisible to the rest of the machine.
+		cmd = exec.CommandContext(ctx, "unshare", "--net", "--mount", "--propagation", "private",
+			"bash", "-c", `ip link set lo up && mount --bind "$1" /tmp && exec bash -c "$2"`, "readme", tmp, script.String())
+	}
 	cmd.Dir = root
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		t.Fatalf("the README's blocks failed (%v); output:\n%s", err, out)
 	}
-	if b, err := os.ReadFile("/tmp/hello-copy.txt"); err != nil || string(b) != "hello\n" {
+	if b, err := os.ReadFile(filepath.Join(tmp, "hello-copy.txt")); err != nil || string(b) != "hello\n" {
 		t.Fatalf("the README's get did not produce /tmp/hello-copy.txt with \"hello\": %q, %v\noutput:\n%s", b, err, out)
 	}
+}
+
+// haveTools reports whether every named command is on PATH.
+func haveTools(names ...string) bool {
+	for _, n := range names {
+		if _, err := exec.LookPath(n); err != nil {
+			return false
+		}
+	}
+	return true
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"strings"
 
 	"github.com/spf13/pflag"
 
@@ -36,4 +37,16 @@ func (t *tlsFlags) load() (*transport.TLS, error) {
 		return nil, fmt.Errorf("--cert-file and --key-file need --trusted-ca-file, the CA that signed the masters' certificates")
 	}
 	return transport.LoadTLS(t.cert, t.key, t.ca)
+}
+
+// certFlagHint explains a refused --cert-file or --key-file on a peer-side
+// command (peer, search, get, peers, holders): those commands prove who
+// they are with the peer's own key, not with a certificate, so the flags
+// do not exist there.
+func certFlagHint(err error) string {
+	msg := err.Error()
+	if !strings.HasPrefix(msg, "unknown flag: --cert-file") && !strings.HasPrefix(msg, "unknown flag: --key-file") {
+		return ""
+	}
+	return "\npeer-side commands present the peer's own key (kept in its --data-dir), not a certificate: drop --cert-file and --key-file and keep --trusted-ca-file"
 }
