@@ -88,6 +88,7 @@ type demo struct {
 	start   time.Time
 	dir     string
 	masters *mastertest.Cluster // nil until startMasters; safe to use from the progress callback
+	tracker *demoTracker        // the BitTorrent part; set by startMasters
 	peers   []*peer.Peer
 	names   map[string]string // peer ID → alice, bob, carol
 	step    int
@@ -204,6 +205,10 @@ func (d *demo) run(ctx context.Context, dir string) (err error) {
 		d.note("%s holds the same index as the leader again.", d.masters.ID(leader))
 	}
 
+	if err := d.tracker.run(ctx, filepath.Join(dir, "alice-share", "big.bin")); err != nil {
+		return fmt.Errorf("tracker: %w", err)
+	}
+
 	if d.keep {
 		return d.waitForUser(ctx, alice, bob)
 	}
@@ -217,11 +222,19 @@ func (d *demo) run(ctx context.Context, dir string) (err error) {
 // startMasters starts the 3 masters, each in a folder of d.dir, and
 // announces their addresses.
 func (d *demo) startMasters(ctx context.Context) error {
+	d.tracker = &demoTracker{d: d}
+	withTracker, err := d.tracker.trackerConfig(3)
+	if err != nil {
+		return err
+	}
 	opts := mastertest.Options{Dir: d.dir, Logger: d.logger, TLS: true}
-	if d.keep {
-		// --keep leaves the network to explore: give each master an
-		// HTTP port for its dashboard and /metrics.
-		opts.Config = func(c *master.Config) { c.HTTP = "127.0.0.1:0" }
+	opts.Config = func(c *master.Config) {
+		withTracker(c)
+		if d.keep {
+			// --keep leaves the network to explore: give each master an
+			// HTTP port for its dashboard and /metrics.
+			c.HTTP = "127.0.0.1:0"
+		}
 	}
 	c, err := mastertest.NewUnstarted(3, opts)
 	if err != nil {
