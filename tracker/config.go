@@ -99,4 +99,10 @@ type Stats struct {
 	// ID, or were not BEP 15; TCP connections closed at once because a
 	// connection cap was reached.
 	Dropped atomic.Uint64
+	// BadConnIDs counts UDP packets dropped for a wrong or expired
+	// connection ID (also counted in Dropped).
+	BadConnIDs atomic.Uint64
+	// RateLimited counts UDP packets dropped because their source was
+	// over its rate or banned (also counted in Dropped).
+	RateLimited atomic.Uint64
 }

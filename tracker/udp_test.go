@@ -331,8 +331,9 @@ func (b *blocking) Scrape(ctx context.Context, hashes []tracker.InfoHash) ([]tra
 	return make([]tracker.ScrapeEntry, len(hashes)), nil
 }
 
-// With every worker busy and the queue full, packets are dropped and
-// counted instead of piling up; the server still stops when asked.
+// With every worker busy and the queue full, announces that carry an
+// event (the ones handed to workers) are dropped and counted instead of
+// piling up; the server still stops when asked.
 func TestUDPSaturationDrops(t *testing.T) {
 	b := &blocking{release: make(chan struct{})}
 	s := newUDP(t, b, tracker.UDPConfig{Workers: 1, Queue: 1})
@@ -346,7 +347,7 @@ func TestUDPSaturationDrops(t *testing.T) {
 	}
 	defer c.Close()
 	id := binary.BigEndian.Uint64(exchange(t, c, connectPkt(1))[8:])
-	ann := udpAnnounce{connID: id, tx: 2, port: 6881, numWant: -1}
+	ann := udpAnnounce{connID: id, tx: 2, port: 6881, numWant: -1, event: 2}
 	poll.Until(t, 10*time.Second, "a packet dropped while the only worker is blocked", func() bool {
 		c.Write(ann.bytes())
 		return s.Stats().Dropped.Load() > 0
