@@ -291,7 +291,9 @@ func (r *udpRun) work() {
 	}
 }
 
-func beUint32(b []byte) uint32 { return uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3]) }
+func beUint32(b []byte) uint32 {
+	return uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
+}
 
 // writeOne sends one reply (from a worker).
 func writeOne(s *UDPServer, pc net.PacketConn, reply []byte, to netip.AddrPort) {
