@@ -20,9 +20,16 @@ type HTTPConfig struct {
 	// connection beyond it is closed as soon as it is accepted (and counted
 	// in Stats.Dropped). Zero means DefaultMaxConns.
 	MaxConns int
-	// MaxConnsPerIP caps the connections from one source IP. Zero means
-	// DefaultMaxConnsPerIP.
+	// MaxConnsPerIP caps the connections from one source IP (an IPv4
+	// address or one IPv6 address). Zero means DefaultMaxConnsPerIP.
 	MaxConnsPerIP int
+	// MaxConnsPer64 caps the connections from one IPv6 /64 (one
+	// subscriber's LAN, whose owner can use any of its 2⁶⁴ addresses).
+	// Zero means 2 × MaxConnsPerIP.
+	MaxConnsPer64 int
+	// MaxConnsPer48 caps the connections from one IPv6 /48 (one site).
+	// Zero means 8 × MaxConnsPerIP.
+	MaxConnsPer48 int
 }
 
 // Limits of HTTPServer. A connection costs about 10 KiB while it waits for
@@ -281,7 +288,12 @@ func compareHash(a, b *InfoHash) int {
 
 // HTTPServer is an http.Server around an HTTPHandler with the limits
 // above: timeouts, MaxHeaderBytes, and caps on connections in all and per
-// source IP, so that a stranger opening connections cannot exhaust memory.
+// source, so that a stranger opening connections cannot exhaust memory.
+// The per-source caps are hierarchical for IPv6: a connection counts
+// against its address, its /64 and its /48, and is refused if any of them
+// is full, so one subscriber cannot fill the global cap by rotating
+// through the addresses of its prefix. Keep-alive is on (IdleTimeout), so
+// a client announcing many torrents reuses one connection.
 type HTTPServer struct {
 	h   *HTTPHandler
 	srv *http.Server
@@ -298,6 +310,14 @@ func NewHTTPServer(b Backend, cfg HTTPConfig) *HTTPServer {
 		cfg.MaxConnsPerIP = DefaultMaxConnsPerIP
 	}
 	cfg.MaxConnsPerIP = min(cfg.MaxConnsPerIP, cfg.MaxConns)
+	if cfg.MaxConnsPer64 <= 0 {
+		cfg.MaxConnsPer64 = 2 * cfg.MaxConnsPerIP
+	}
+	if cfg.MaxConnsPer48 <= 0 {
+		cfg.MaxConnsPer48 = 8 * cfg.MaxConnsPerIP
+	}
+	cfg.MaxConnsPer64 = min(max(cfg.MaxConnsPer64, cfg.MaxConnsPerIP), cfg.MaxConns)
+	cfg.MaxConnsPer48 = min(max(cfg.MaxConnsPer48, cfg.MaxConnsPer64), cfg.MaxConns)
 	h := NewHTTPHandler(b, cfg)
 	s := &HTTPServer{h: h, cfg: cfg}
 	s.srv = &http.Server{
@@ -319,13 +339,7 @@ func (s *HTTPServer) Stats() *Stats { return s.h.Stats() }
 // http.ErrServerClosed; any other accept error is returned as is. ln is
 // closed when Serve returns.
 func (s *HTTPServer) Serve(ln net.Listener) error {
-	return s.srv.Serve(&limitListener{
-		Listener: ln,
-		max:      s.cfg.MaxConns,
-		perIP:    s.cfg.MaxConnsPerIP,
-		byIP:     make(map[netip.Addr]int),
-		dropped:  &s.h.stats,
-	})
+	return s.srv.Serve(newLimitListener(ln, s.cfg, &s.h.stats))
 }
 
 // ListenAndServe listens on TCP addr and calls Serve.
@@ -346,12 +360,47 @@ func (s *HTTPServer) Shutdown(ctx context.Context) error { return s.srv.Shutdown
 // accepted: cheaper than holding them, and the client retries later.
 type limitListener struct {
 	net.Listener
-	max, perIP int
-	dropped    *Stats
+	max     int
+	caps    [3]int // per address, per /64, per /48
+	dropped *Stats
 
 	mu    sync.Mutex
 	total int
-	byIP  map[netip.Addr]int
+	by    map[sourcePrefix]int
+}
+
+// sourcePrefix is an address masked to a prefix: an IPv4 address (bits
+// 32), or an IPv6 /128, /64 or /48.
+type sourcePrefix struct {
+	addr [16]byte
+	bits uint8
+}
+
+func newLimitListener(ln net.Listener, cfg HTTPConfig, st *Stats) *limitListener {
+	return &limitListener{
+		Listener: ln,
+		max:      cfg.MaxConns,
+		caps:     [3]int{cfg.MaxConnsPerIP, cfg.MaxConnsPer64, cfg.MaxConnsPer48},
+		dropped:  st,
+		by:       make(map[sourcePrefix]int),
+	}
+}
+
+// sourcePrefixes returns the prefixes ip counts against: one for IPv4,
+// three for IPv6.
+func sourcePrefixes(ip netip.Addr) (p [3]sourcePrefix, n int) {
+	ip = ip.Unmap()
+	if !ip.Is6() {
+		p[0] = sourcePrefix{addr: ip.As16(), bits: 32}
+		return p, 1
+	}
+	a := ip.As16()
+	p[0] = sourcePrefix{addr: a, bits: 128}
+	clear(a[8:])
+	p[1] = sourcePrefix{addr: a, bits: 64}
+	clear(a[6:])
+	p[2] = sourcePrefix{addr: a, bits: 48}
+	return p, 3
 }
 
 func (l *limitListener) Accept() (net.Conn, error) {
@@ -364,46 +413,61 @@ func (l *limitListener) Accept() (net.Conn, error) {
 		if ta, ok := c.RemoteAddr().(*net.TCPAddr); ok {
 			ip = ta.AddrPort().Addr().Unmap()
 		}
-		if !l.acquire(ip) {
+		lc := &limitConn{Conn: c, l: l}
+		lc.keys, lc.n = sourcePrefixes(ip)
+		if !l.acquire(lc.keys[:lc.n]) {
 			c.Close()
 			l.dropped.Dropped.Add(1)
 			continue
 		}
-		return &limitConn{Conn: c, l: l, ip: ip}, nil
+		return lc, nil
 	}
 }
 
-func (l *limitListener) acquire(ip netip.Addr) bool {
+// acquire counts a connection against every prefix in keys if none of
+// them (nor the total) is full. Check and count happen under one lock,
+// so the caps hold exactly however many connections arrive at once.
+func (l *limitListener) acquire(keys []sourcePrefix) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.total >= l.max || l.byIP[ip] >= l.perIP {
+	if l.total >= l.max {
 		return false
 	}
+	for i, k := range keys {
+		if l.by[k] >= l.caps[i] {
+			return false
+		}
+	}
 	l.total++
-	l.byIP[ip]++
+	for _, k := range keys {
+		l.by[k]++
+	}
 	return true
 }
 
-func (l *limitListener) release(ip netip.Addr) {
+func (l *limitListener) release(keys []sourcePrefix) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.total--
-	if n := l.byIP[ip] - 1; n > 0 {
-		l.byIP[ip] = n
-	} else {
-		delete(l.byIP, ip)
+	for _, k := range keys {
+		if n := l.by[k] - 1; n > 0 {
+			l.by[k] = n
+		} else {
+			delete(l.by, k)
+		}
 	}
 }
 
 type limitConn struct {
 	net.Conn
 	l    *limitListener
-	ip   netip.Addr
+	keys [3]sourcePrefix
+	n    int
 	once sync.Once
 }
 
 func (c *limitConn) Close() error {
 	err := c.Conn.Close()
-	c.once.Do(func() { c.l.release(c.ip) })
+	c.once.Do(func() { c.l.release(c.keys[:c.n]) })
 	return err
 }
