@@ -61,20 +61,33 @@ const (
 // a bencoded failure. Failures of a request are HTTP 200 with
 // d14:failure reason…e, which is what clients show their user.
 //
-// ServeHTTP is safe for concurrent use; it calls the Backend with the
-// request's context bounded by BackendTimeout.
+// ServeHTTP is safe for concurrent use; each Backend call ends within
+// BackendTimeout (a context shared by the calls of the same quarter
+// second, not the request's: a client that hangs up does not undo a
+// change it started). Per announce, the handler itself allocates
+// nothing: the query is parsed in place and the reply is encoded into a
+// pooled buffer.
 type HTTPHandler struct {
 	b     Backend
 	cfg   Config
 	stats Stats
-	bufs  sync.Pool // *[]byte reply buffers
+	dl    *deadlines
+	state sync.Pool // *httpState
+}
+
+// httpState is one request's reusable memory.
+type httpState struct {
+	buf    []byte
+	req    AnnounceRequest
+	hashes [8]InfoHash
+	clen   [1]string
 }
 
 // NewHTTPHandler returns a handler answering from b. cfg is copied; its
 // zero fields mean the defaults.
 func NewHTTPHandler(b Backend, cfg HTTPConfig) *HTTPHandler {
-	h := &HTTPHandler{b: b, cfg: cfg.Config.normalized()}
-	h.bufs.New = func() any { b := make([]byte, 0, 2048); return &b }
+	h := &HTTPHandler{b: b, cfg: cfg.Config.normalized(), dl: newDeadlines(context.Background())}
+	h.state.New = func() any { return &httpState{buf: make([]byte, 0, 2048)} }
 	return h
 }
 
@@ -85,8 +98,8 @@ var contentTypePlain = []string{"text/plain"}
 
 // ServeHTTP answers one announce or scrape.
 func (h *HTTPHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	bp := h.bufs.Get().(*[]byte)
-	buf := (*bp)[:0]
+	st := h.state.Get().(*httpState)
+	buf := st.buf[:0]
 	status := http.StatusOK
 	switch {
 	case r.URL.Path != "/announce" && r.URL.Path != "/scrape":
@@ -105,22 +118,30 @@ func (h *HTTPHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			h.cfg.Logger.Warn("tracker: unparsable remote address", "remote", r.RemoteAddr)
 			break
 		}
+		ctx := h.dl.get(time.Now().UnixNano())
 		if r.URL.Path == "/announce" {
-			buf = h.announce(r.Context(), buf, r.URL.RawQuery, src)
+			buf = h.announce(ctx, st, buf, r.URL.RawQuery, src)
 		} else {
-			buf = h.scrape(r.Context(), buf, r.URL.RawQuery)
+			buf = h.scrape(ctx, st, buf, r.URL.RawQuery)
 		}
 	}
 	hdr := w.Header()
 	hdr["Content-Type"] = contentTypePlain
-	hdr["Content-Length"] = []string{strconv.Itoa(len(buf))}
+	// net/http sets Content-Length itself, without allocating, for a body
+	// written whole before the handler returns that fits its 2 KiB
+	// buffer; a longer one (or a HEAD, which writes none) gets it here.
+	if len(buf) >= 2048 || r.Method == http.MethodHead {
+		st.clen[0] = strconv.Itoa(len(buf))
+		hdr["Content-Length"] = st.clen[:]
+	}
 	w.WriteHeader(status)
 	if r.Method != http.MethodHead {
 		w.Write(buf) // a write error means the client went away
 	}
 	if cap(buf) <= 64<<10 {
-		*bp = buf
-		h.bufs.Put(bp)
+		st.buf = buf
+		st.req = AnnounceRequest{}
+		h.state.Put(st)
 	}
 }
 
@@ -144,14 +165,15 @@ func (h *HTTPHandler) fail(buf []byte, err error) []byte {
 	return AppendBencodeFailure(buf, reason)
 }
 
-func (h *HTTPHandler) announce(ctx context.Context, buf []byte, rawQuery string, src netip.Addr) []byte {
-	req, format, err := ParseAnnounce(rawQuery, src, &h.cfg)
+func (h *HTTPHandler) announce(ctx context.Context, st *httpState, buf []byte, rawQuery string, src netip.Addr) []byte {
+	var format ReplyFormat
+	var err error
+	st.req, format, err = ParseAnnounce(rawQuery, src, &h.cfg)
 	if err != nil {
 		return h.fail(buf, err)
 	}
-	ctx, cancel := context.WithTimeout(ctx, BackendTimeout)
-	defer cancel()
-	reply, err := h.b.Announce(ctx, &req)
+	req := &st.req
+	reply, err := h.b.Announce(ctx, req)
 	if err == nil && reply == nil {
 		err = errors.New("backend returned neither a reply nor an error")
 	}
@@ -238,17 +260,14 @@ func appendCompactPeer(buf []byte, a netip.Addr, port uint16) []byte {
 	return append(buf, byte(port>>8), byte(port))
 }
 
-func (h *HTTPHandler) scrape(ctx context.Context, buf []byte, rawQuery string) []byte {
-	var arr [8]InfoHash
-	hashes, err := ParseScrape(rawQuery, arr[:0])
+func (h *HTTPHandler) scrape(ctx context.Context, st *httpState, buf []byte, rawQuery string) []byte {
+	hashes, err := ParseScrape(rawQuery, st.hashes[:0])
 	if err != nil {
 		return h.fail(buf, err)
 	}
 	// The files dictionary needs its keys sorted and unique.
 	slices.SortFunc(hashes, func(a, b InfoHash) int { return compareHash(&a, &b) })
 	hashes = slices.Compact(hashes)
-	ctx, cancel := context.WithTimeout(ctx, BackendTimeout)
-	defer cancel()
 	entries, err := h.b.Scrape(ctx, hashes)
 	if err != nil {
 		return h.fail(buf, err)
