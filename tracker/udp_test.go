@@ -381,3 +381,74 @@ func FuzzUDPHandlePacket(f *testing.F) {
 		}
 	})
 }
+
+// Many datagrams arriving at once are read and answered in batches, each
+// reply to its own request.
+func TestUDPBatchesAnswerEveryDatagram(t *testing.T) {
+	for _, network := range []string{"udp4", "udp6"} {
+		t.Run(network, func(t *testing.T) {
+			addr := "127.0.0.1:0"
+			if network == "udp6" {
+				addr = "[::1]:0"
+			}
+			s := newUDP(t, &trackertest.MemoryBackend{}, tracker.UDPConfig{Readers: 1})
+			pc := listenUDP(t, network, addr)
+			serveUDP(t, s, pc)
+			c, err := net.Dial(network, pc.LocalAddr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			const n = 100 // more than one batch
+			for i := range n {
+				c.Write(connectPkt(uint32(1000 + i)))
+			}
+			seen := map[uint32]bool{}
+			buf := make([]byte, 2048)
+			for len(seen) < n {
+				c.SetReadDeadline(time.Now().Add(10 * time.Second))
+				m, err := c.Read(buf)
+				if err != nil {
+					t.Fatalf("after %d of %d replies: %v", len(seen), n, err)
+				}
+				tx := binary.BigEndian.Uint32(buf[4:])
+				if m != 16 || tx < 1000 || tx >= 1000+n || seen[tx] {
+					t.Fatalf("reply %x: not a connect reply to a request sent once", buf[:m])
+				}
+				seen[tx] = true
+			}
+		})
+	}
+}
+
+// ListenUDP's sockets share one address, and Serve answers on each of
+// them; a UDPConns is also usable as a single PacketConn.
+func TestUDPListenReusePort(t *testing.T) {
+	g, err := tracker.ListenUDP(t.Context(), "udp4", "127.0.0.1:0", 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { g.Close() })
+	for _, c := range g.Conns() {
+		if c.LocalAddr().String() != g.LocalAddr().String() {
+			t.Errorf("socket on %s, want every socket on %s", c.LocalAddr(), g.LocalAddr())
+		}
+	}
+	s := newUDP(t, &trackertest.MemoryBackend{}, tracker.UDPConfig{})
+	serveUDP(t, s, g)
+	for i := range 16 { // different source ports spread over the sockets
+		c, err := net.Dial("udp4", g.LocalAddr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		id := binary.BigEndian.Uint64(exchange(t, c, connectPkt(uint32(i)))[8:])
+		r := exchange(t, c, udpAnnounce{connID: id, tx: 7, port: 6881, numWant: 5, event: 2, id: tracker.PeerID{byte(i)}}.bytes())
+		if len(r) < 20 || binary.BigEndian.Uint32(r) != 1 || binary.BigEndian.Uint32(r[4:]) != 7 {
+			t.Errorf("client %d: announce reply %x", i, r)
+		}
+		c.Close()
+	}
+	if got := s.Stats().Announces.Load(); got != 16 {
+		t.Errorf("%d announces answered, want 16", got)
+	}
+}

@@ -2,6 +2,7 @@ package tracker
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
@@ -72,7 +73,6 @@ type udpJob struct {
 	buf  [udpMaxPacket]byte
 	n    int
 	from netip.AddrPort
-	now  time.Time
 	pc   net.PacketConn
 }
 
@@ -230,10 +230,8 @@ func (l *udpLoop) loop() {
 	for !l.replaced.Load() {
 		n, err := l.io.read(l.rx)
 		if err != nil {
-			if r.ctx.Err() == nil && !errors.Is(err, net.ErrClosed) {
+			if r.ctx.Err() == nil {
 				r.fail(fmt.Errorf("tracker: udp read: %w", err))
-			} else if r.ctx.Err() == nil {
-				r.fail(nil)
 			}
 			return
 		}
@@ -265,7 +263,7 @@ func (l *udpLoop) loop() {
 func (r *udpRun) hand(m *rxMsg, now time.Time, pc net.PacketConn) {
 	j := r.s.jobs.Get().(*udpJob)
 	j.n = copy(j.buf[:], m.buf[:m.n])
-	j.from, j.now, j.pc = m.from, now, pc
+	j.from, j.pc = m.from, pc
 	select {
 	case r.queue <- j:
 	default:
@@ -284,15 +282,11 @@ func (r *udpRun) work() {
 		from := netip.AddrPortFrom(j.from.Addr().Unmap().WithZone(""), j.from.Port())
 		pkt := j.buf[:j.n]
 		ctx := r.dl.get(time.Now().UnixNano())
-		reply := w.announce(ctx, out[:0], pkt, from, beUint32(pkt[12:]))
+		reply := w.announce(ctx, out[:0], pkt, from, binary.BigEndian.Uint32(pkt[12:]))
 		writeOne(s, j.pc, reply, j.from)
 		j.pc = nil
 		s.jobs.Put(j)
 	}
-}
-
-func beUint32(b []byte) uint32 {
-	return uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
 }
 
 // writeOne sends one reply (from a worker).
