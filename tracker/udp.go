@@ -73,7 +73,9 @@ type UDPConfig struct {
 	// completed, stopped) are handled at once per Serve call. Those
 	// usually change membership and so block in the Backend until the
 	// change commits; they are handed to these workers so that the read
-	// loops go on answering renewals. Zero means 64.
+	// loops go on answering renewals. The changes answered per second are
+	// at most Workers divided by the commit latency (256 / 5 ms ≈ 50,000),
+	// and a waiting worker costs about 10 KiB. Zero means 256.
 	Workers int
 	// Queue is how many such announces may wait for a worker; one
 	// arriving when the queue is full is dropped and counted in
@@ -157,7 +159,7 @@ type UDPServer struct {
 func NewUDPServer(b Backend, cfg UDPConfig) (*UDPServer, error) {
 	cfg.Config = cfg.Config.normalized()
 	if cfg.Workers <= 0 {
-		cfg.Workers = 64
+		cfg.Workers = 256
 	}
 	if cfg.Queue <= 0 {
 		cfg.Queue = 1024

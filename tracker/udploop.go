@@ -40,10 +40,14 @@ import (
 // call two ticks later is replaced: the monitor starts a new loop on the
 // same socket, and the stalled one exits when its batch is done. So a
 // blocked renewal costs the datagrams of its own batch some latency, never
-// the socket. Replacements are bounded (UDPConfig.Workers extra loops in
-// all); past that a stalled socket waits, as the workers do.
+// the socket. Replacements are bounded (maxStalledLoops extra loops in
+// all, 128 KiB of buffers each); past that a stalled socket waits, as the
+// workers do.
 
-const stallTick = 5 * time.Millisecond
+const (
+	stallTick       = 5 * time.Millisecond
+	maxStalledLoops = 64
+)
 
 // rxMsg is one received datagram.
 type rxMsg struct {
@@ -128,7 +132,7 @@ func (s *UDPServer) Serve(ctx context.Context, pc net.PacketConn) error {
 	r := &udpRun{
 		s: s, ctx: ctx, dl: newDeadlines(ctx), cancel: cancel,
 		queue:  make(chan *udpJob, s.cfg.Queue),
-		maxNew: s.cfg.Workers,
+		maxNew: maxStalledLoops,
 		loops:  make(map[*udpLoop]struct{}),
 	}
 	r.epoch.Store(1)
