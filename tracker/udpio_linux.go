@@ -5,6 +5,7 @@ package tracker
 import (
 	"net"
 	"net/netip"
+	"strconv"
 	"syscall"
 	"unsafe"
 
@@ -139,7 +140,11 @@ func (m *mmsgIO) sockaddr(i int) netip.AddrPort {
 	}
 	switch sa.Family {
 	case unix.AF_INET6:
-		return netip.AddrPortFrom(netip.AddrFrom16(sa.Addr), port(&sa.Port))
+		a := netip.AddrFrom16(sa.Addr)
+		if sa.Scope_id != 0 { // link-local: the reply needs the interface
+			a = a.WithZone(strconv.FormatUint(uint64(sa.Scope_id), 10))
+		}
+		return netip.AddrPortFrom(a, port(&sa.Port))
 	case unix.AF_INET:
 		sa4 := (*unix.RawSockaddrInet4)(unsafe.Pointer(sa))
 		return netip.AddrPortFrom(netip.AddrFrom4(sa4.Addr), port(&sa4.Port))
@@ -157,6 +162,13 @@ func (m *mmsgIO) setSockaddr(i int, to netip.AddrPort) bool {
 	if m.v6 {
 		sa.Family = unix.AF_INET6
 		sa.Addr = a.As16()
+		if z := a.Zone(); z != "" {
+			id, err := strconv.ParseUint(z, 10, 32)
+			if err != nil {
+				return false
+			}
+			sa.Scope_id = uint32(id)
+		}
 		m.hdrs[i].hdr.Namelen = unix.SizeofSockaddrInet6
 		return true
 	}
