@@ -283,3 +283,44 @@ func TestUDPBlockedRenewalDoesNotStallTheSocket(t *testing.T) {
 	once.Do(func() { close(b.release) })
 	c.SetReadDeadline(time.Now().Add(10 * time.Second))
 }
+
+// The datagrams read in the same batch as a renewal that blocks are
+// answered by the loop that replaces the stalled one, not after the
+// blocked call returns.
+func TestUDPBlockedRenewalDoesNotDelayItsBatch(t *testing.T) {
+	b := &blocking{release: make(chan struct{})}
+	var once sync.Once
+	t.Cleanup(func() { once.Do(func() { close(b.release) }) })
+	s := newUDP(t, b, tracker.UDPConfig{Readers: 1})
+	pc := listenUDP(t, "udp4", "127.0.0.1:0")
+	c, err := net.Dial("udp4", pc.LocalAddr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	from := netip.MustParseAddrPort(c.LocalAddr().String())
+	id := trackertest.Connect(t, s, from) // IDs are stateless: valid on the socket too
+	// Both datagrams wait in the socket before Serve starts, so its first
+	// read takes them in one batch: the blocking announce first.
+	c.Write(udpAnnounce{connID: id, tx: 2, port: 6881, numWant: -1}.bytes())
+	c.Write(connectPkt(3))
+	serveUDP(t, s, pc)
+	if r := exchangeRead(t, c); len(r) != 16 || binary.BigEndian.Uint32(r[4:]) != 3 {
+		t.Errorf("the connect read with a blocked renewal: reply %x, want the connect reply", r)
+	}
+	if got := b.entered.Load(); got != 1 {
+		t.Errorf("%d announces in the backend, want the blocked one", got)
+	}
+	once.Do(func() { close(b.release) })
+}
+
+func exchangeRead(t *testing.T, c net.Conn) []byte {
+	t.Helper()
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	buf := make([]byte, 2048)
+	n, err := c.Read(buf)
+	if err != nil {
+		t.Fatalf("read reply: %v", err)
+	}
+	return buf[:n]
+}

@@ -239,9 +239,11 @@ type udpWorker struct {
 	mac  connIDMAC
 	keys *connIDKeys
 	// inCall, if set, holds the stall epoch while the goroutine is in a
-	// Backend call, 0 otherwise (see udpLoop).
+	// Backend call, 0 otherwise; the monitor adds takenMark to replace
+	// the loop, and leaving the call then sets taken (see udploop.go).
 	inCall *atomic.Uint64
 	epoch  *atomic.Uint64
+	taken  *atomic.Bool
 	// req and hashes are handed to the Backend, which may not keep them
 	// past the call; here they cost no allocation per packet.
 	req    AnnounceRequest
@@ -326,8 +328,8 @@ func (w *udpWorker) enterCall() {
 }
 
 func (w *udpWorker) leaveCall() {
-	if w.inCall != nil {
-		w.inCall.Store(0)
+	if w.inCall != nil && w.inCall.Swap(0)&takenMark != 0 {
+		w.taken.Store(true)
 	}
 }
 

@@ -38,9 +38,10 @@ import (
 // cannot tell before it calls. So a monitor ticks every stallTick; a loop
 // marks each Backend call with the tick it started in, and one still in a
 // call two ticks later is replaced: the monitor starts a new loop on the
-// same socket, and the stalled one exits when its batch is done. So a
-// blocked renewal costs the datagrams of its own batch some latency, never
-// the socket. Replacements are bounded (maxStalledLoops extra loops in
+// same socket, which first answers the rest of the stalled loop's batch
+// (datagrams are claimed one at a time), and the stalled one exits when
+// its call returns. So a blocked renewal delays the others of its batch
+// by two ticks at most, and never stalls the socket. Replacements are bounded (maxStalledLoops extra loops in
 // all, 128 KiB of buffers each); past that a stalled socket waits, as the
 // workers do.
 
@@ -105,11 +106,26 @@ type udpLoop struct {
 	pc       net.PacketConn
 	io       batchIO
 	w        *udpWorker
-	inCall   atomic.Uint64
+	inCall   atomic.Uint64 // see udpWorker.inCall
 	replaced atomic.Bool
-	rx       []rxMsg
+	own      *rxBatch                // the batch this loop reads into
+	cur      atomic.Pointer[rxBatch] // the batch it is answering
+	inherit  *rxBatch                // a stalled loop's batch, answered first
 	tx       []txMsg
 }
+
+// rxBatch is the datagrams of one read. Loops claim them one at a time
+// (next), so a loop that replaces a stalled one answers the rest of its
+// batch while the stalled one waits in its call.
+type rxBatch struct {
+	rx   []rxMsg
+	n    int // set before the batch is shared, then read-only
+	next atomic.Int32
+}
+
+// takenMark, set in a loop's inCall by the monitor, says the loop was
+// replaced during that call.
+const takenMark = 1 << 63
 
 // Serve reads packets from pc and answers them until ctx ends (then it
 // returns nil) or a read fails (then it returns the error). It blocks; its
@@ -160,7 +176,7 @@ func (s *UDPServer) Serve(ctx context.Context, pc net.PacketConn) error {
 	r.mu.Lock()
 	for _, c := range socks {
 		for range per {
-			r.startLoop(c)
+			r.startLoop(c, nil)
 		}
 	}
 	r.mu.Unlock()
@@ -177,10 +193,10 @@ func (s *UDPServer) Serve(ctx context.Context, pc net.PacketConn) error {
 }
 
 // startLoop starts a read loop on pc. r.mu is held.
-func (r *udpRun) startLoop(pc net.PacketConn) {
-	l := &udpLoop{run: r, pc: pc, io: newBatchIO(pc), w: r.s.newWorker()}
-	l.w.inCall, l.w.epoch = &l.inCall, &r.epoch
-	l.rx = make([]rxMsg, udpBatch)
+func (r *udpRun) startLoop(pc net.PacketConn, inherit *rxBatch) {
+	l := &udpLoop{run: r, pc: pc, io: newBatchIO(pc), w: r.s.newWorker(), inherit: inherit}
+	l.w.inCall, l.w.epoch, l.w.taken = &l.inCall, &r.epoch, &l.replaced
+	l.own = &rxBatch{rx: make([]rxMsg, udpBatch)}
 	l.tx = make([]txMsg, udpBatch)
 	for i := range l.tx {
 		l.tx[i].buf = make([]byte, 0, udpMaxPacket)
@@ -209,10 +225,16 @@ func (r *udpRun) monitor() {
 		now := r.epoch.Add(1)
 		r.mu.Lock()
 		for l := range r.loops {
-			if e := l.inCall.Load(); e != 0 && now-e >= 2 && !l.replaced.Load() && r.started < r.maxNew && !r.stopping {
-				l.replaced.Store(true)
+			e := l.inCall.Load()
+			if e == 0 || e&takenMark != 0 || now-e < 2 || r.started >= r.maxNew || r.stopping {
+				continue
+			}
+			// The CAS succeeds only while l is still in the call it
+			// started at e, so l.cur is the batch it is answering and
+			// stays so until l leaves the call and sees the mark.
+			if l.inCall.CompareAndSwap(e, e|takenMark) {
 				r.started++
-				r.startLoop(l.pc)
+				r.startLoop(l.pc, l.cur.Load())
 			}
 		}
 		r.mu.Unlock()
@@ -230,35 +252,54 @@ func (l *udpLoop) loop() {
 		r.mu.Unlock()
 		r.wg.Done()
 	}()
-	s := r.s
+	if l.inherit != nil {
+		l.cur.Store(l.inherit)
+		l.answer(l.inherit)
+	}
 	for !l.replaced.Load() {
-		n, err := l.io.read(l.rx)
+		b := l.own
+		n, err := l.io.read(b.rx)
 		if err != nil {
 			if r.ctx.Err() == nil {
 				r.fail(fmt.Errorf("tracker: udp read: %w", err))
 			}
 			return
 		}
-		now := s.cfg.Now()
-		ctx := r.dl.get(time.Now().UnixNano())
-		l.w.keys = s.ring.keys()
-		out := 0
-		for i := range n {
-			m := &l.rx[i]
-			reply, deferred := l.w.handle(ctx, l.tx[out].buf[:0], m.buf[:m.n], m.from, now, true)
-			if deferred {
-				r.hand(m, now, l.pc)
-				continue
-			}
-			if reply != nil {
-				l.tx[out].buf, l.tx[out].to = reply, m.from
-				out++
-			}
+		b.n = n
+		b.next.Store(0)
+		l.cur.Store(b)
+		l.answer(b)
+	}
+}
+
+// answer claims and answers b's datagrams until none is left, then sends
+// the replies in one batch.
+func (l *udpLoop) answer(b *rxBatch) {
+	r := l.run
+	s := r.s
+	now := s.cfg.Now()
+	ctx := r.dl.get(time.Now().UnixNano())
+	l.w.keys = s.ring.keys()
+	out := 0
+	for {
+		i := int(b.next.Add(1)) - 1
+		if i >= b.n {
+			break
 		}
-		if out > 0 {
-			if err := l.io.write(l.tx[:out]); err != nil && !errors.Is(err, net.ErrClosed) {
-				s.cfg.Logger.Debug("tracker: udp write failed", "err", err)
-			}
+		m := &b.rx[i]
+		reply, deferred := l.w.handle(ctx, l.tx[out].buf[:0], m.buf[:m.n], m.from, now, true)
+		if deferred {
+			r.hand(m, now, l.pc)
+			continue
+		}
+		if reply != nil {
+			l.tx[out].buf, l.tx[out].to = reply, m.from
+			out++
+		}
+	}
+	if out > 0 {
+		if err := l.io.write(l.tx[:out]); err != nil && !errors.Is(err, net.ErrClosed) {
+			s.cfg.Logger.Debug("tracker: udp write failed", "err", err)
 		}
 	}
 }
