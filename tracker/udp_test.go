@@ -364,7 +364,8 @@ func TestUDPSaturationDrops(t *testing.T) {
 func FuzzUDPHandlePacket(f *testing.F) {
 	clk := &clock{}
 	clk.ns.Store(time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC).UnixNano())
-	s := newUDP(f, &trackertest.MemoryBackend{}, tracker.UDPConfig{Now: clk.now})
+	// No rate limit: the clock stands still, so a source would run dry.
+	s := newUDP(f, &trackertest.MemoryBackend{}, tracker.UDPConfig{Now: clk.now, SourceRate: -1})
 	id := connID(f, s, client4)
 	f.Add(connectPkt(1))
 	f.Add(udpAnnounce{connID: id, tx: 2, port: 6881, numWant: -1, opts: []byte{0x2, 3, 'a', 'b', 'c', 0x1, 0x0}}.bytes())
