@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"net"
 	"net/netip"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -425,31 +426,38 @@ func TestUDPBatchesAnswerEveryDatagram(t *testing.T) {
 // ListenUDP's sockets share one address, and Serve answers on each of
 // them; a UDPConns is also usable as a single PacketConn.
 func TestUDPListenReusePort(t *testing.T) {
-	g, err := tracker.ListenUDP(t.Context(), "udp4", "127.0.0.1:0", 4)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { g.Close() })
-	for _, c := range g.Conns() {
-		if c.LocalAddr().String() != g.LocalAddr().String() {
-			t.Errorf("socket on %s, want every socket on %s", c.LocalAddr(), g.LocalAddr())
-		}
-	}
-	s := newUDP(t, &trackertest.MemoryBackend{}, tracker.UDPConfig{})
-	serveUDP(t, s, g)
-	for i := range 16 { // different source ports spread over the sockets
-		c, err := net.Dial("udp4", g.LocalAddr().String())
-		if err != nil {
-			t.Fatal(err)
-		}
-		id := binary.BigEndian.Uint64(exchange(t, c, connectPkt(uint32(i)))[8:])
-		r := exchange(t, c, udpAnnounce{connID: id, tx: 7, port: 6881, numWant: 5, event: 2, id: tracker.PeerID{byte(i)}}.bytes())
-		if len(r) < 20 || binary.BigEndian.Uint32(r) != 1 || binary.BigEndian.Uint32(r[4:]) != 7 {
-			t.Errorf("client %d: announce reply %x", i, r)
-		}
-		c.Close()
-	}
-	if got := s.Stats().Announces.Load(); got != 16 {
-		t.Errorf("%d announces answered, want 16", got)
+	for _, tc := range []struct{ network, addr string }{{"udp4", "127.0.0.1:0"}, {"udp6", "[::1]:0"}} {
+		t.Run(tc.network, func(t *testing.T) {
+			g, err := tracker.ListenUDP(t.Context(), tc.network, tc.addr, 4)
+			if err != nil {
+				t.Skipf("no %s loopback here (%v)", tc.network, err)
+			}
+			t.Cleanup(func() { g.Close() })
+			if got := len(g.Conns()); got != 4 && runtime.GOOS == "linux" {
+				t.Errorf("%d sockets, want 4 on Linux", got)
+			}
+			for _, c := range g.Conns() {
+				if c.LocalAddr().String() != g.LocalAddr().String() {
+					t.Errorf("socket on %s, want every socket on %s", c.LocalAddr(), g.LocalAddr())
+				}
+			}
+			s := newUDP(t, &trackertest.MemoryBackend{}, tracker.UDPConfig{})
+			serveUDP(t, s, g)
+			for i := range 16 { // different source ports spread over the sockets
+				c, err := net.Dial(tc.network, g.LocalAddr().String())
+				if err != nil {
+					t.Fatal(err)
+				}
+				id := binary.BigEndian.Uint64(exchange(t, c, connectPkt(uint32(i)))[8:])
+				r := exchange(t, c, udpAnnounce{connID: id, tx: 7, port: 6881, numWant: 5, event: 2, id: tracker.PeerID{byte(i)}}.bytes())
+				if len(r) < 20 || binary.BigEndian.Uint32(r) != 1 || binary.BigEndian.Uint32(r[4:]) != 7 {
+					t.Errorf("client %d: announce reply %x", i, r)
+				}
+				c.Close()
+			}
+			if got := s.Stats().Announces.Load(); got != 16 {
+				t.Errorf("%d announces answered, want 16", got)
+			}
+		})
 	}
 }
