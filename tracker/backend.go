@@ -74,6 +74,9 @@ type ScrapeEntry struct {
 
 // Backend is what a front-end needs from the index. master implements it;
 // a test can implement it in memory. Both methods are called concurrently.
+// A front-end reuses the request and the hashes it passes once the call
+// returns (so it allocates none per request): a Backend must not keep
+// them past the call.
 type Backend interface {
 	// Announce applies req and returns the peer list. A membership change
 	// returns only after it has been committed.

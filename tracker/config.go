@@ -95,8 +95,15 @@ type Stats struct {
 	// counted in Failures).
 	BackendErrors atomic.Uint64
 	// Dropped counts requests not answered at all: UDP packets dropped
-	// because the worker queue was full, had a bad or expired connection
-	// ID, or were not BEP 15; TCP connections closed at once because a
-	// connection cap was reached.
+	// because the worker queue was full, their source was over its rate
+	// or banned, they had a bad or expired connection ID, or were not
+	// BEP 15; TCP connections closed at once because a connection cap was
+	// reached.
 	Dropped atomic.Uint64
+	// BadConnIDs counts UDP packets dropped for a wrong or expired
+	// connection ID (also counted in Dropped).
+	BadConnIDs atomic.Uint64
+	// RateLimited counts UDP packets dropped because their source was
+	// over its rate or banned (also counted in Dropped).
+	RateLimited atomic.Uint64
 }

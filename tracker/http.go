@@ -20,9 +20,16 @@ type HTTPConfig struct {
 	// connection beyond it is closed as soon as it is accepted (and counted
 	// in Stats.Dropped). Zero means DefaultMaxConns.
 	MaxConns int
-	// MaxConnsPerIP caps the connections from one source IP. Zero means
-	// DefaultMaxConnsPerIP.
+	// MaxConnsPerIP caps the connections from one source IP (an IPv4
+	// address or one IPv6 address). Zero means DefaultMaxConnsPerIP.
 	MaxConnsPerIP int
+	// MaxConnsPer64 caps the connections from one IPv6 /64 (one
+	// subscriber's LAN, whose owner can use any of its 2⁶⁴ addresses).
+	// Zero means 2 × MaxConnsPerIP.
+	MaxConnsPer64 int
+	// MaxConnsPer48 caps the connections from one IPv6 /48 (one site).
+	// Zero means 8 × MaxConnsPerIP.
+	MaxConnsPer48 int
 }
 
 // Limits of HTTPServer. A connection costs about 10 KiB while it waits for
@@ -54,20 +61,33 @@ const (
 // a bencoded failure. Failures of a request are HTTP 200 with
 // d14:failure reason…e, which is what clients show their user.
 //
-// ServeHTTP is safe for concurrent use; it calls the Backend with the
-// request's context bounded by BackendTimeout.
+// ServeHTTP is safe for concurrent use; each Backend call ends within
+// BackendTimeout (a context shared by the calls of the same quarter
+// second, not the request's: a client that hangs up does not undo a
+// change it started). Per announce, the handler itself allocates
+// nothing: the query is parsed in place and the reply is encoded into a
+// pooled buffer.
 type HTTPHandler struct {
 	b     Backend
 	cfg   Config
 	stats Stats
-	bufs  sync.Pool // *[]byte reply buffers
+	dl    *deadlines
+	state sync.Pool // *httpState
+}
+
+// httpState is one request's reusable memory.
+type httpState struct {
+	buf    []byte
+	req    AnnounceRequest
+	hashes [8]InfoHash
+	clen   [1]string
 }
 
 // NewHTTPHandler returns a handler answering from b. cfg is copied; its
 // zero fields mean the defaults.
 func NewHTTPHandler(b Backend, cfg HTTPConfig) *HTTPHandler {
-	h := &HTTPHandler{b: b, cfg: cfg.Config.normalized()}
-	h.bufs.New = func() any { b := make([]byte, 0, 2048); return &b }
+	h := &HTTPHandler{b: b, cfg: cfg.Config.normalized(), dl: newDeadlines(context.Background())}
+	h.state.New = func() any { return &httpState{buf: make([]byte, 0, 2048)} }
 	return h
 }
 
@@ -78,8 +98,8 @@ var contentTypePlain = []string{"text/plain"}
 
 // ServeHTTP answers one announce or scrape.
 func (h *HTTPHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	bp := h.bufs.Get().(*[]byte)
-	buf := (*bp)[:0]
+	st := h.state.Get().(*httpState)
+	buf := st.buf[:0]
 	status := http.StatusOK
 	switch {
 	case r.URL.Path != "/announce" && r.URL.Path != "/scrape":
@@ -98,22 +118,30 @@ func (h *HTTPHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			h.cfg.Logger.Warn("tracker: unparsable remote address", "remote", r.RemoteAddr)
 			break
 		}
+		ctx := h.dl.get(time.Now().UnixNano())
 		if r.URL.Path == "/announce" {
-			buf = h.announce(r.Context(), buf, r.URL.RawQuery, src)
+			buf = h.announce(ctx, st, buf, r.URL.RawQuery, src)
 		} else {
-			buf = h.scrape(r.Context(), buf, r.URL.RawQuery)
+			buf = h.scrape(ctx, st, buf, r.URL.RawQuery)
 		}
 	}
 	hdr := w.Header()
 	hdr["Content-Type"] = contentTypePlain
-	hdr["Content-Length"] = []string{strconv.Itoa(len(buf))}
+	// net/http sets Content-Length itself, without allocating, for a body
+	// written whole before the handler returns that fits its 2 KiB
+	// buffer; a longer one (or a HEAD, which writes none) gets it here.
+	if len(buf) >= 2048 || r.Method == http.MethodHead {
+		st.clen[0] = strconv.Itoa(len(buf))
+		hdr["Content-Length"] = st.clen[:]
+	}
 	w.WriteHeader(status)
 	if r.Method != http.MethodHead {
 		w.Write(buf) // a write error means the client went away
 	}
 	if cap(buf) <= 64<<10 {
-		*bp = buf
-		h.bufs.Put(bp)
+		st.buf = buf
+		st.req = AnnounceRequest{}
+		h.state.Put(st)
 	}
 }
 
@@ -137,14 +165,15 @@ func (h *HTTPHandler) fail(buf []byte, err error) []byte {
 	return AppendBencodeFailure(buf, reason)
 }
 
-func (h *HTTPHandler) announce(ctx context.Context, buf []byte, rawQuery string, src netip.Addr) []byte {
-	req, format, err := ParseAnnounce(rawQuery, src, &h.cfg)
+func (h *HTTPHandler) announce(ctx context.Context, st *httpState, buf []byte, rawQuery string, src netip.Addr) []byte {
+	var format ReplyFormat
+	var err error
+	st.req, format, err = ParseAnnounce(rawQuery, src, &h.cfg)
 	if err != nil {
 		return h.fail(buf, err)
 	}
-	ctx, cancel := context.WithTimeout(ctx, BackendTimeout)
-	defer cancel()
-	reply, err := h.b.Announce(ctx, &req)
+	req := &st.req
+	reply, err := h.b.Announce(ctx, req)
 	if err == nil && reply == nil {
 		err = errors.New("backend returned neither a reply nor an error")
 	}
@@ -231,17 +260,14 @@ func appendCompactPeer(buf []byte, a netip.Addr, port uint16) []byte {
 	return append(buf, byte(port>>8), byte(port))
 }
 
-func (h *HTTPHandler) scrape(ctx context.Context, buf []byte, rawQuery string) []byte {
-	var arr [8]InfoHash
-	hashes, err := ParseScrape(rawQuery, arr[:0])
+func (h *HTTPHandler) scrape(ctx context.Context, st *httpState, buf []byte, rawQuery string) []byte {
+	hashes, err := ParseScrape(rawQuery, st.hashes[:0])
 	if err != nil {
 		return h.fail(buf, err)
 	}
 	// The files dictionary needs its keys sorted and unique.
 	slices.SortFunc(hashes, func(a, b InfoHash) int { return compareHash(&a, &b) })
 	hashes = slices.Compact(hashes)
-	ctx, cancel := context.WithTimeout(ctx, BackendTimeout)
-	defer cancel()
 	entries, err := h.b.Scrape(ctx, hashes)
 	if err != nil {
 		return h.fail(buf, err)
@@ -281,7 +307,12 @@ func compareHash(a, b *InfoHash) int {
 
 // HTTPServer is an http.Server around an HTTPHandler with the limits
 // above: timeouts, MaxHeaderBytes, and caps on connections in all and per
-// source IP, so that a stranger opening connections cannot exhaust memory.
+// source, so that a stranger opening connections cannot exhaust memory.
+// The per-source caps are hierarchical for IPv6: a connection counts
+// against its address, its /64 and its /48, and is refused if any of them
+// is full, so one subscriber cannot fill the global cap by rotating
+// through the addresses of its prefix. Keep-alive is on (IdleTimeout), so
+// a client announcing many torrents reuses one connection.
 type HTTPServer struct {
 	h   *HTTPHandler
 	srv *http.Server
@@ -298,6 +329,14 @@ func NewHTTPServer(b Backend, cfg HTTPConfig) *HTTPServer {
 		cfg.MaxConnsPerIP = DefaultMaxConnsPerIP
 	}
 	cfg.MaxConnsPerIP = min(cfg.MaxConnsPerIP, cfg.MaxConns)
+	if cfg.MaxConnsPer64 <= 0 {
+		cfg.MaxConnsPer64 = 2 * cfg.MaxConnsPerIP
+	}
+	if cfg.MaxConnsPer48 <= 0 {
+		cfg.MaxConnsPer48 = 8 * cfg.MaxConnsPerIP
+	}
+	cfg.MaxConnsPer64 = min(max(cfg.MaxConnsPer64, cfg.MaxConnsPerIP), cfg.MaxConns)
+	cfg.MaxConnsPer48 = min(max(cfg.MaxConnsPer48, cfg.MaxConnsPer64), cfg.MaxConns)
 	h := NewHTTPHandler(b, cfg)
 	s := &HTTPServer{h: h, cfg: cfg}
 	s.srv = &http.Server{
@@ -319,13 +358,7 @@ func (s *HTTPServer) Stats() *Stats { return s.h.Stats() }
 // http.ErrServerClosed; any other accept error is returned as is. ln is
 // closed when Serve returns.
 func (s *HTTPServer) Serve(ln net.Listener) error {
-	return s.srv.Serve(&limitListener{
-		Listener: ln,
-		max:      s.cfg.MaxConns,
-		perIP:    s.cfg.MaxConnsPerIP,
-		byIP:     make(map[netip.Addr]int),
-		dropped:  &s.h.stats,
-	})
+	return s.srv.Serve(newLimitListener(ln, s.cfg, &s.h.stats))
 }
 
 // ListenAndServe listens on TCP addr and calls Serve.
@@ -346,12 +379,47 @@ func (s *HTTPServer) Shutdown(ctx context.Context) error { return s.srv.Shutdown
 // accepted: cheaper than holding them, and the client retries later.
 type limitListener struct {
 	net.Listener
-	max, perIP int
-	dropped    *Stats
+	max     int
+	caps    [3]int // per address, per /64, per /48
+	dropped *Stats
 
 	mu    sync.Mutex
 	total int
-	byIP  map[netip.Addr]int
+	by    map[sourcePrefix]int
+}
+
+// sourcePrefix is an address masked to a prefix: an IPv4 address (bits
+// 32), or an IPv6 /128, /64 or /48.
+type sourcePrefix struct {
+	addr [16]byte
+	bits uint8
+}
+
+func newLimitListener(ln net.Listener, cfg HTTPConfig, st *Stats) *limitListener {
+	return &limitListener{
+		Listener: ln,
+		max:      cfg.MaxConns,
+		caps:     [3]int{cfg.MaxConnsPerIP, cfg.MaxConnsPer64, cfg.MaxConnsPer48},
+		dropped:  st,
+		by:       make(map[sourcePrefix]int),
+	}
+}
+
+// sourcePrefixes returns the prefixes ip counts against: one for IPv4,
+// three for IPv6.
+func sourcePrefixes(ip netip.Addr) (p [3]sourcePrefix, n int) {
+	ip = ip.Unmap()
+	if !ip.Is6() {
+		p[0] = sourcePrefix{addr: ip.As16(), bits: 32}
+		return p, 1
+	}
+	a := ip.As16()
+	p[0] = sourcePrefix{addr: a, bits: 128}
+	clear(a[8:])
+	p[1] = sourcePrefix{addr: a, bits: 64}
+	clear(a[6:])
+	p[2] = sourcePrefix{addr: a, bits: 48}
+	return p, 3
 }
 
 func (l *limitListener) Accept() (net.Conn, error) {
@@ -364,46 +432,61 @@ func (l *limitListener) Accept() (net.Conn, error) {
 		if ta, ok := c.RemoteAddr().(*net.TCPAddr); ok {
 			ip = ta.AddrPort().Addr().Unmap()
 		}
-		if !l.acquire(ip) {
+		lc := &limitConn{Conn: c, l: l}
+		lc.keys, lc.n = sourcePrefixes(ip)
+		if !l.acquire(lc.keys[:lc.n]) {
 			c.Close()
 			l.dropped.Dropped.Add(1)
 			continue
 		}
-		return &limitConn{Conn: c, l: l, ip: ip}, nil
+		return lc, nil
 	}
 }
 
-func (l *limitListener) acquire(ip netip.Addr) bool {
+// acquire counts a connection against every prefix in keys if none of
+// them (nor the total) is full. Check and count happen under one lock,
+// so the caps hold exactly however many connections arrive at once.
+func (l *limitListener) acquire(keys []sourcePrefix) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.total >= l.max || l.byIP[ip] >= l.perIP {
+	if l.total >= l.max {
 		return false
 	}
+	for i, k := range keys {
+		if l.by[k] >= l.caps[i] {
+			return false
+		}
+	}
 	l.total++
-	l.byIP[ip]++
+	for _, k := range keys {
+		l.by[k]++
+	}
 	return true
 }
 
-func (l *limitListener) release(ip netip.Addr) {
+func (l *limitListener) release(keys []sourcePrefix) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.total--
-	if n := l.byIP[ip] - 1; n > 0 {
-		l.byIP[ip] = n
-	} else {
-		delete(l.byIP, ip)
+	for _, k := range keys {
+		if n := l.by[k] - 1; n > 0 {
+			l.by[k] = n
+		} else {
+			delete(l.by, k)
+		}
 	}
 }
 
 type limitConn struct {
 	net.Conn
 	l    *limitListener
-	ip   netip.Addr
+	keys [3]sourcePrefix
+	n    int
 	once sync.Once
 }
 
 func (c *limitConn) Close() error {
 	err := c.Conn.Close()
-	c.once.Do(func() { c.l.release(c.ip) })
+	c.once.Do(func() { c.l.release(c.keys[:c.n]) })
 	return err
 }

@@ -2,18 +2,16 @@ package tracker
 
 import (
 	"context"
-	"crypto/hmac"
 	"crypto/rand"
-	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"hash"
 	"log/slog"
-	"net"
 	"net/netip"
+	"runtime"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -38,249 +36,300 @@ const (
 	// fragments are often lost on the internet: at most 79 IPv6 peers
 	// (IPv4 replies are never limited by it: 200 peers take 1220 bytes).
 	udpReplyBudget = 1500 - 48
+	// udpBatch is how many datagrams one read or write system call moves
+	// (recvmmsg and sendmmsg on Linux).
+	udpBatch = 32
+)
 
-	// connIDSlot is the length of one connection-ID time slot. An ID is
-	// accepted in the slot it was made in and the two after, so it works
-	// for at least two minutes (BEP 15: clients use an ID for one minute,
-	// trackers accept it for two) and at most three.
-	connIDSlot  = 60 * time.Second
-	connIDSlots = 3
+// Defaults of UDPConfig.
+const (
+	// DefaultSourceRate is the datagrams per second one source (an IPv4
+	// address or an IPv6 /64) may send on average. A client sends two per
+	// announce at most (connect and announce) and re-announces each
+	// torrent every few minutes, so this is thousands of torrents, or a
+	// NAT with many users.
+	DefaultSourceRate = 200
+	// DefaultSourceBurst is how many datagrams a source may send at once
+	// above its rate (a client starting with many torrents).
+	DefaultSourceBurst = 1000
+	// DefaultMaxSources is the number of sources whose buckets are kept;
+	// the table takes about 40 bytes per source.
+	DefaultMaxSources = 1 << 16
+	// DefaultBanAfterBadIDs is how many bad connection IDs in a row (with
+	// no good one between) get a source banned. A real client sends a
+	// few after its ID expires, then connects again.
+	DefaultBanAfterBadIDs = 256
+	// DefaultBanFor is how long a ban lasts.
+	DefaultBanFor = time.Minute
+	// DefaultDropLogInterval is the least time between two log lines for
+	// the same kind of dropped datagram.
+	DefaultDropLogInterval = 10 * time.Second
 )
 
 // UDPConfig configures the BEP 15 front-end. The zero value is usable.
 type UDPConfig struct {
 	Config
-	// Workers is how many packets are handled at once per Serve call
-	// (each blocks in a Backend call while a membership change commits).
-	// Zero means 64.
+	// Workers is how many announces that carry an event (started,
+	// completed, stopped) are handled at once per Serve call. Those
+	// usually change membership and so block in the Backend until the
+	// change commits; they are handed to these workers so that the read
+	// loops go on answering renewals. The changes answered per second are
+	// at most Workers divided by the commit latency (256 / 5 ms ≈ 50,000),
+	// and a waiting worker costs about 10 KiB. Zero means 256.
 	Workers int
-	// Queue is how many received packets may wait for a worker; a packet
+	// Queue is how many such announces may wait for a worker; one
 	// arriving when the queue is full is dropped and counted in
 	// Stats.Dropped (the client retries, BEP 15's 15·2ⁿ s schedule).
 	// Zero means 1024, which bounds queued memory to 1024 × 2 KiB = 2 MiB.
 	Queue int
-	// Now is the clock connection IDs are made and checked with; nil means
-	// time.Now. Tests use it to expire IDs.
+	// Readers is how many read loops Serve runs on a single socket (each
+	// reads and writes udpBatch datagrams per system call). Zero means
+	// GOMAXPROCS. A UDPConns from ListenUDP gets one loop per socket
+	// instead.
+	Readers int
+	// SourceRate is the datagrams per second one source (an IPv4 address
+	// or an IPv6 /64; an IPv6 /48 gets 8 times as much) may send on
+	// average; datagrams above it are dropped and counted in
+	// Stats.RateLimited. Zero means DefaultSourceRate; negative turns the
+	// limit (and bans) off.
+	SourceRate float64
+	// SourceBurst is how many datagrams above SourceRate a source may send
+	// at once. Zero means DefaultSourceBurst.
+	SourceBurst int
+	// MaxSources is how many sources the rate limiter keeps (about 40
+	// bytes each); when it is full a new source takes the place of an
+	// idle one. Zero means DefaultMaxSources.
+	MaxSources int
+	// BanAfterBadIDs bans a source that sends this many bad or expired
+	// connection IDs with no good one between, for BanFor. Zero means
+	// DefaultBanAfterBadIDs; negative never bans. UDP sources can be
+	// forged, so a forger can get an address banned for as long as it
+	// keeps sending: keep BanFor short.
+	BanAfterBadIDs int
+	// BanFor is how long a ban lasts. Zero means DefaultBanFor.
+	BanFor time.Duration
+	// LimitLoopback applies the rate limit to loopback sources too. By
+	// default they are exempt: only processes on this machine can send
+	// from a loopback address (benchmarks, a local proxy).
+	LimitLoopback bool
+	// DropLogInterval is the least time between two warnings about
+	// dropped datagrams of one kind (each counts the drops it stands
+	// for). Zero means DefaultDropLogInterval.
+	DropLogInterval time.Duration
+	// Now is the clock connection IDs are made and checked with and rate
+	// limits are kept by; nil means time.Now. Tests use it to expire IDs.
 	Now func() time.Time
 }
 
 // UDPServer is a BEP 15 tracker: connect, announce (with BEP 41 options
 // tolerated), scrape and error replies.
 //
-// Connection IDs are stateless: HMAC-SHA256 under a random per-server
-// secret of the client's IP and port and a 60-second time slot, truncated
-// to 64 bits, accepted for two to three minutes. A packet whose connection
-// ID is wrong or expired is dropped without a reply (and counted in
-// Stats.Dropped), as opentracker does: BEP 15 defines no reply for it, a
-// client that gets no answer connects again, and a reply would let a
-// spoofed source use the tracker as a reflector. The announce's ip field
-// is ignored (see ParseAnnounce for why); a num_want of -1 (any negative)
-// means the default.
+// Connection IDs are stateless: a MAC of the client's IP and port and a
+// 60-second time slot (see connid.go), accepted for two to three
+// minutes. The key is the backend's (ConnIDSecrets) when it has one, so
+// that every server sharing it accepts the IDs of the others — masters on
+// one IP, a restarted master — else a random one of this server's. A
+// packet whose connection ID is wrong or expired is dropped without a
+// reply (counted in Stats.Dropped and Stats.BadConnIDs, and logged at
+// most every DropLogInterval), as opentracker does: BEP 15 defines no
+// reply for it, a client that gets no answer connects again, and a reply
+// would let a spoofed source use the tracker as a reflector. A source
+// that keeps sending bad IDs is banned for a while, and every source is
+// held to a packet rate, so one client cannot crowd out the others. The
+// announce's ip field is ignored (see ParseAnnounce for why); a num_want
+// of -1 (any negative) means the default.
 //
 // A reply to an IPv4 packet (including IPv4-mapped ones on a dual-stack
 // socket) carries 6-byte IPv4 peers; to an IPv6 packet, 18-byte IPv6 peers:
 // the client can only use its own family. Peers of the other family are
 // left out, so such a reply may hold fewer than num_want peers.
 type UDPServer struct {
-	b      Backend
-	cfg    UDPConfig
-	secret [32]byte
-	stats  Stats
-	bufs   sync.Pool // *[udpMaxPacket]byte
+	b     Backend
+	cfg   UDPConfig
+	ring  connIDRing
+	limit *sourceLimiter // nil: no rate limit
+	drops *dropLog
+	stats Stats
+	jobs  sync.Pool // *udpJob
 }
 
-type udpPacket struct {
-	buf  *[udpMaxPacket]byte
-	n    int
-	from netip.AddrPort
-}
-
-// NewUDPServer returns a server answering from b with a fresh random
-// secret. cfg is copied; zero fields mean the defaults. It fails only if
-// the system's random source does.
+// NewUDPServer returns a server answering from b. cfg is copied; zero
+// fields mean the defaults. It fails only if the system's random source
+// does.
 func NewUDPServer(b Backend, cfg UDPConfig) (*UDPServer, error) {
 	cfg.Config = cfg.Config.normalized()
 	if cfg.Workers <= 0 {
-		cfg.Workers = 64
+		cfg.Workers = 256
 	}
 	if cfg.Queue <= 0 {
 		cfg.Queue = 1024
 	}
+	if cfg.Readers <= 0 {
+		cfg.Readers = runtime.GOMAXPROCS(0)
+	}
+	if cfg.SourceRate == 0 {
+		cfg.SourceRate = DefaultSourceRate
+	}
+	if cfg.SourceBurst <= 0 {
+		cfg.SourceBurst = DefaultSourceBurst
+	}
+	if cfg.MaxSources <= 0 {
+		cfg.MaxSources = DefaultMaxSources
+	}
+	if cfg.BanAfterBadIDs == 0 {
+		cfg.BanAfterBadIDs = DefaultBanAfterBadIDs
+	}
+	cfg.BanAfterBadIDs = max(cfg.BanAfterBadIDs, 0)
+	if cfg.BanFor <= 0 {
+		cfg.BanFor = DefaultBanFor
+	}
+	if cfg.DropLogInterval <= 0 {
+		cfg.DropLogInterval = DefaultDropLogInterval
+	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	s := &UDPServer{b: b, cfg: cfg}
-	if _, err := rand.Read(s.secret[:]); err != nil {
+	s := &UDPServer{b: b, cfg: cfg, drops: newDropLog(cfg.Logger, cfg.DropLogInterval)}
+	var own [32]byte
+	if _, err := rand.Read(own[:]); err != nil {
 		return nil, fmt.Errorf("tracker: read a connection-ID secret: %w", err)
 	}
-	s.bufs.New = func() any { return new([udpMaxPacket]byte) }
+	s.ring.own = newConnIDKeys([][]byte{own[:]})
+	s.ring.src, _ = b.(ConnIDSecrets)
+	if cfg.SourceRate > 0 {
+		s.limit = newSourceLimiter(cfg.SourceRate, cfg.SourceBurst, cfg.MaxSources, cfg.BanAfterBadIDs, cfg.BanFor)
+	}
+	s.jobs.New = func() any { return new(udpJob) }
 	return s, nil
 }
 
 // Stats returns the server's live counters.
 func (s *UDPServer) Stats() *Stats { return &s.stats }
 
-// Serve reads packets from pc and answers them until ctx ends (then it
-// returns nil) or a read fails (then it returns the error). It blocks; it
-// starts cfg.Workers goroutines and waits for all of them before
-// returning. It does not close pc. Serve may run on several PacketConns at
-// once (say an IPv4 and an IPv6 socket); each call has its own workers and
-// queue.
-func (s *UDPServer) Serve(ctx context.Context, pc net.PacketConn) error {
-	queue := make(chan udpPacket, s.cfg.Queue)
-	var wg sync.WaitGroup
-	for range s.cfg.Workers {
-		wg.Add(1)
-		go func() { // owned by Serve, which waits for it
-			defer wg.Done()
-			w := s.newWorker()
-			for p := range queue {
-				reply := w.handle(ctx, p.buf[:p.n], p.from)
-				s.bufs.Put(p.buf)
-				if reply != nil {
-					s.write(pc, reply, p.from)
-				}
-			}
-		}()
+// drop counts and (rate-limited) logs a datagram that gets no reply.
+func (s *UDPServer) drop(r dropReason, from netip.AddrPort, now int64) {
+	s.stats.Dropped.Add(1)
+	switch r {
+	case dropBadConnID:
+		s.stats.BadConnIDs.Add(1)
+	case dropRateLimited, dropBanned:
+		s.stats.RateLimited.Add(1)
 	}
-	defer wg.Wait()
-	defer close(queue)
-	// A deadline in the past wakes the blocked read when ctx ends; one left
-	// by an earlier Serve on the same pc is cleared first.
-	pc.SetReadDeadline(time.Time{})
-	stop := context.AfterFunc(ctx, func() { pc.SetReadDeadline(time.Unix(1, 0)) })
-	defer stop()
-	udp, _ := pc.(*net.UDPConn)
-	for {
-		buf := s.bufs.Get().(*[udpMaxPacket]byte)
-		var n int
-		var from netip.AddrPort
-		var err error
-		if udp != nil {
-			n, from, err = udp.ReadFromUDPAddrPort(buf[:])
-		} else {
-			var a net.Addr
-			n, a, err = pc.ReadFrom(buf[:])
-			if ua, ok := a.(*net.UDPAddr); ok {
-				from = ua.AddrPort()
-			}
-		}
-		if err != nil {
-			s.bufs.Put(buf)
-			if ctx.Err() != nil {
-				return nil
-			}
-			return fmt.Errorf("tracker: udp read: %w", err)
-		}
-		if !from.IsValid() || from.Port() == 0 {
-			s.bufs.Put(buf)
-			s.stats.Dropped.Add(1)
-			continue
-		}
-		select {
-		case queue <- udpPacket{buf: buf, n: n, from: from}:
-		default:
-			s.bufs.Put(buf)
-			s.stats.Dropped.Add(1)
-		}
-	}
-}
-
-func (s *UDPServer) write(pc net.PacketConn, reply []byte, to netip.AddrPort) {
-	var err error
-	if udp, ok := pc.(*net.UDPConn); ok {
-		_, err = udp.WriteToUDPAddrPort(reply, to)
-	} else {
-		_, err = pc.WriteTo(reply, net.UDPAddrFromAddrPort(to))
-	}
-	if err != nil && !errors.Is(err, net.ErrClosed) {
-		s.cfg.Logger.Debug("tracker: udp write failed", "to", to, "err", err)
-	}
+	s.drops.drop(r, from, now)
 }
 
 // HandlePacket answers one request packet from `from` as Serve would, and
 // returns the reply (appended to out[:0]), or nil when the packet gets no
 // reply. It is for tests and fuzzing and for callers with their own socket
-// loop; it is safe for concurrent use, but slower than Serve's workers
-// (it sets up its own HMAC state each call).
+// loop; it is safe for concurrent use, but slower than Serve's loops (it
+// sets up its own state each call). The Backend call is bounded by
+// BackendTimeout.
 func (s *UDPServer) HandlePacket(ctx context.Context, pkt []byte, from netip.AddrPort, out []byte) []byte {
 	w := s.newWorker()
-	w.out = out[:0]
-	return w.handle(ctx, pkt, from)
+	w.keys = s.ring.keys()
+	ctx, cancel := context.WithTimeout(ctx, BackendTimeout)
+	defer cancel()
+	reply, _ := w.handle(ctx, out[:0], pkt, from, s.cfg.Now(), false)
+	return reply
 }
 
-// udpWorker is one worker's reusable state; it is used by one goroutine.
+// udpWorker is the reusable state of one goroutine that answers packets.
 type udpWorker struct {
-	s   *UDPServer
-	mac hash.Hash
-	sum [sha256.Size]byte
-	out []byte
+	s    *UDPServer
+	mac  connIDMAC
+	keys *connIDKeys
+	// inCall, if set, holds the stall epoch while the goroutine is in a
+	// Backend call, 0 otherwise; the monitor adds takenMark to replace
+	// the loop, and leaving the call then sets taken (see udploop.go).
+	inCall *atomic.Uint64
+	epoch  *atomic.Uint64
+	taken  *atomic.Bool
+	// req and hashes are handed to the Backend, which may not keep them
+	// past the call; here they cost no allocation per packet.
+	req    AnnounceRequest
+	hashes [MaxScrapeHashes]InfoHash
 }
 
-func (s *UDPServer) newWorker() *udpWorker {
-	return &udpWorker{s: s, mac: hmac.New(sha256.New, s.secret[:]), out: make([]byte, 0, udpMaxPacket)}
-}
+func (s *UDPServer) newWorker() *udpWorker { return &udpWorker{s: s} }
 
-// connID is the connection ID for from in time slot slot.
-func (w *udpWorker) connID(from netip.AddrPort, slot int64) uint64 {
-	var b [16 + 2 + 8]byte
-	a := from.Addr().As16()
-	copy(b[:16], a[:])
-	binary.BigEndian.PutUint16(b[16:], from.Port())
-	binary.BigEndian.PutUint64(b[18:], uint64(slot))
-	w.mac.Reset()
-	w.mac.Write(b[:])
-	return binary.BigEndian.Uint64(w.mac.Sum(w.sum[:0]))
-}
-
-func (w *udpWorker) slot() int64 {
-	return w.s.cfg.Now().Unix() / int64(connIDSlot/time.Second)
-}
-
-func (w *udpWorker) validConnID(id uint64, from netip.AddrPort) bool {
-	slot := w.slot()
-	for i := range int64(connIDSlots) {
-		if w.connID(from, slot-i) == id {
-			return true
+// handle answers one packet from raw (the socket's source address) at
+// now. It returns the reply appended to out (nil: no reply), or
+// deferred=true, without a reply, for an announce that carries an event
+// when canDefer is set: the caller hands it to a worker (its checks are
+// done) that calls announce.
+func (w *udpWorker) handle(ctx context.Context, out, pkt []byte, raw netip.AddrPort, now time.Time, canDefer bool) (reply []byte, deferred bool) {
+	s := w.s
+	from := netip.AddrPortFrom(raw.Addr().Unmap().WithZone(""), raw.Port())
+	nowNS := now.UnixNano()
+	if !from.IsValid() || from.Port() == 0 {
+		s.drop(dropBadSource, from, nowNS)
+		return nil, false
+	}
+	verdict := limitAllow
+	limited := s.limit != nil && (s.cfg.LimitLoopback || !from.Addr().IsLoopback())
+	if limited {
+		switch verdict = s.limit.allow(from.Addr(), nowNS); verdict {
+		case limitRate:
+			s.drop(dropRateLimited, from, nowNS)
+			return nil, false
+		case limitBanned:
+			s.drop(dropBanned, from, nowNS)
+			return nil, false
 		}
 	}
-	return false
-}
-
-// handle answers one packet; nil means no reply.
-func (w *udpWorker) handle(ctx context.Context, pkt []byte, from netip.AddrPort) []byte {
-	s := w.s
-	from = netip.AddrPortFrom(from.Addr().Unmap().WithZone(""), from.Port())
 	if len(pkt) < udpHeaderLen {
-		s.stats.Dropped.Add(1)
-		return nil
+		s.drop(dropNotBEP15, from, nowNS)
+		return nil, false
 	}
 	id := binary.BigEndian.Uint64(pkt[0:])
 	action := binary.BigEndian.Uint32(pkt[8:])
 	tx := binary.BigEndian.Uint32(pkt[12:])
-	out := w.out[:0]
 	if action == udpActionConnect {
 		if id != udpProtocolID {
-			s.stats.Dropped.Add(1) // not BEP 15
-			return nil
+			s.drop(dropNotBEP15, from, nowNS)
+			return nil, false
 		}
 		s.stats.Connects.Add(1)
 		out = binary.BigEndian.AppendUint32(out, udpActionConnect)
 		out = binary.BigEndian.AppendUint32(out, tx)
-		out = binary.BigEndian.AppendUint64(out, w.connID(from, w.slot()))
-		return out
+		out = binary.BigEndian.AppendUint64(out, w.mac.issue(w.keys, from, now))
+		return out, false
 	}
-	if !w.validConnID(id, from) {
-		s.stats.Dropped.Add(1)
-		return nil
+	if !w.mac.valid(w.keys, id, from, now) {
+		s.drop(dropBadConnID, from, nowNS)
+		if limited {
+			if s.limit.strike(from.Addr(), nowNS) {
+				s.cfg.Logger.Warn("tracker: udp source banned for bad connection ids", "source", from.Addr().String(), "for", s.cfg.BanFor.String(), "after", s.cfg.BanAfterBadIDs)
+			}
+		}
+		return nil, false
+	}
+	if verdict == limitStrikes {
+		s.limit.clear(from.Addr(), nowNS)
 	}
 	switch action {
 	case udpActionAnnounce:
-		return w.announce(ctx, out, pkt, from, tx)
+		if canDefer && len(pkt) >= udpAnnounceLen && pkt[80]|pkt[81]|pkt[82] == 0 && pkt[83] != 0 && pkt[83] <= byte(EventStopped) {
+			return nil, true
+		}
+		return w.announce(ctx, out, pkt, from, tx), false
 	case udpActionScrape:
-		return w.scrape(ctx, out, pkt, tx)
+		return w.scrape(ctx, out, pkt, tx), false
 	default:
-		return w.fail(out, tx, Refuse("unknown action "+strconv.FormatUint(uint64(action), 10)+"; this tracker speaks BEP 15 connect, announce and scrape"))
+		return w.fail(out, tx, Refuse("unknown action "+strconv.FormatUint(uint64(action), 10)+"; this tracker speaks BEP 15 connect, announce and scrape")), false
+	}
+}
+
+// enterCall and leaveCall mark a Backend call for the stall monitor.
+func (w *udpWorker) enterCall() {
+	if w.inCall != nil {
+		w.inCall.Store(w.epoch.Load())
+	}
+}
+
+func (w *udpWorker) leaveCall() {
+	if w.inCall != nil && w.inCall.Swap(0)&takenMark != 0 {
+		w.taken.Store(true)
 	}
 }
 
@@ -300,7 +349,8 @@ func (w *udpWorker) announce(ctx context.Context, out, pkt []byte, from netip.Ad
 	if len(pkt) < udpAnnounceLen {
 		return w.fail(out, tx, Refuse("truncated announce: "+strconv.Itoa(len(pkt))+" bytes, BEP 15 needs 98"))
 	}
-	var req AnnounceRequest
+	req := &w.req
+	*req = AnnounceRequest{}
 	copy(req.InfoHash[:], pkt[16:36])
 	copy(req.PeerID[:], pkt[36:56])
 	req.Downloaded = binary.BigEndian.Uint64(pkt[56:])
@@ -337,9 +387,9 @@ func (w *udpWorker) announce(ctx context.Context, out, pkt []byte, from netip.Ad
 	default:
 		req.NumWant = min(int(numWant), limit)
 	}
-	ctx, cancel := context.WithTimeout(ctx, BackendTimeout)
-	defer cancel()
-	reply, err := w.s.b.Announce(ctx, &req)
+	w.enterCall()
+	reply, err := w.s.b.Announce(ctx, req)
+	w.leaveCall()
 	if err == nil && reply == nil {
 		err = errors.New("backend returned neither a reply nor an error")
 	}
@@ -404,13 +454,13 @@ func (w *udpWorker) scrape(ctx context.Context, out, pkt []byte, tx uint32) []by
 	case len(body)/20 > MaxScrapeHashes:
 		return w.fail(out, tx, Refuse("a scrape may name at most "+strconv.Itoa(MaxScrapeHashes)+" info-hashes; split it"))
 	}
-	hashes := make([]InfoHash, len(body)/20)
+	hashes := w.hashes[:len(body)/20]
 	for i := range hashes {
 		copy(hashes[i][:], body[20*i:])
 	}
-	ctx, cancel := context.WithTimeout(ctx, BackendTimeout)
-	defer cancel()
+	w.enterCall()
 	entries, err := w.s.b.Scrape(ctx, hashes)
+	w.leaveCall()
 	if err != nil {
 		return w.fail(out, tx, err)
 	}

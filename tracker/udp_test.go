@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"net"
 	"net/netip"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -331,8 +332,9 @@ func (b *blocking) Scrape(ctx context.Context, hashes []tracker.InfoHash) ([]tra
 	return make([]tracker.ScrapeEntry, len(hashes)), nil
 }
 
-// With every worker busy and the queue full, packets are dropped and
-// counted instead of piling up; the server still stops when asked.
+// With every worker busy and the queue full, announces that carry an
+// event (the ones handed to workers) are dropped and counted instead of
+// piling up; the server still stops when asked.
 func TestUDPSaturationDrops(t *testing.T) {
 	b := &blocking{release: make(chan struct{})}
 	s := newUDP(t, b, tracker.UDPConfig{Workers: 1, Queue: 1})
@@ -346,7 +348,7 @@ func TestUDPSaturationDrops(t *testing.T) {
 	}
 	defer c.Close()
 	id := binary.BigEndian.Uint64(exchange(t, c, connectPkt(1))[8:])
-	ann := udpAnnounce{connID: id, tx: 2, port: 6881, numWant: -1}
+	ann := udpAnnounce{connID: id, tx: 2, port: 6881, numWant: -1, event: 2}
 	poll.Until(t, 10*time.Second, "a packet dropped while the only worker is blocked", func() bool {
 		c.Write(ann.bytes())
 		return s.Stats().Dropped.Load() > 0
@@ -363,7 +365,8 @@ func TestUDPSaturationDrops(t *testing.T) {
 func FuzzUDPHandlePacket(f *testing.F) {
 	clk := &clock{}
 	clk.ns.Store(time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC).UnixNano())
-	s := newUDP(f, &trackertest.MemoryBackend{}, tracker.UDPConfig{Now: clk.now})
+	// No rate limit: the clock stands still, so a source would run dry.
+	s := newUDP(f, &trackertest.MemoryBackend{}, tracker.UDPConfig{Now: clk.now, SourceRate: -1})
 	id := connID(f, s, client4)
 	f.Add(connectPkt(1))
 	f.Add(udpAnnounce{connID: id, tx: 2, port: 6881, numWant: -1, opts: []byte{0x2, 3, 'a', 'b', 'c', 0x1, 0x0}}.bytes())
@@ -379,4 +382,82 @@ func FuzzUDPHandlePacket(f *testing.F) {
 			t.Fatalf("packet %x got reply %x without its transaction ID", pkt, r)
 		}
 	})
+}
+
+// Many datagrams arriving at once are read and answered in batches, each
+// reply to its own request.
+func TestUDPBatchesAnswerEveryDatagram(t *testing.T) {
+	for _, network := range []string{"udp4", "udp6"} {
+		t.Run(network, func(t *testing.T) {
+			addr := "127.0.0.1:0"
+			if network == "udp6" {
+				addr = "[::1]:0"
+			}
+			s := newUDP(t, &trackertest.MemoryBackend{}, tracker.UDPConfig{Readers: 1})
+			pc := listenUDP(t, network, addr)
+			serveUDP(t, s, pc)
+			c, err := net.Dial(network, pc.LocalAddr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			const n = 100 // more than one batch
+			for i := range n {
+				c.Write(connectPkt(uint32(1000 + i)))
+			}
+			seen := map[uint32]bool{}
+			buf := make([]byte, 2048)
+			for len(seen) < n {
+				c.SetReadDeadline(time.Now().Add(10 * time.Second))
+				m, err := c.Read(buf)
+				if err != nil {
+					t.Fatalf("after %d of %d replies: %v", len(seen), n, err)
+				}
+				tx := binary.BigEndian.Uint32(buf[4:])
+				if m != 16 || tx < 1000 || tx >= 1000+n || seen[tx] {
+					t.Fatalf("reply %x: not a connect reply to a request sent once", buf[:m])
+				}
+				seen[tx] = true
+			}
+		})
+	}
+}
+
+// ListenUDP's sockets share one address, and Serve answers on each of
+// them; a UDPConns is also usable as a single PacketConn.
+func TestUDPListenReusePort(t *testing.T) {
+	for _, tc := range []struct{ network, addr string }{{"udp4", "127.0.0.1:0"}, {"udp6", "[::1]:0"}} {
+		t.Run(tc.network, func(t *testing.T) {
+			g, err := tracker.ListenUDP(t.Context(), tc.network, tc.addr, 4)
+			if err != nil {
+				t.Skipf("no %s loopback here (%v)", tc.network, err)
+			}
+			t.Cleanup(func() { g.Close() })
+			if got := len(g.Conns()); got != 4 && runtime.GOOS == "linux" {
+				t.Errorf("%d sockets, want 4 on Linux", got)
+			}
+			for _, c := range g.Conns() {
+				if c.LocalAddr().String() != g.LocalAddr().String() {
+					t.Errorf("socket on %s, want every socket on %s", c.LocalAddr(), g.LocalAddr())
+				}
+			}
+			s := newUDP(t, &trackertest.MemoryBackend{}, tracker.UDPConfig{})
+			serveUDP(t, s, g)
+			for i := range 16 { // different source ports spread over the sockets
+				c, err := net.Dial(tc.network, g.LocalAddr().String())
+				if err != nil {
+					t.Fatal(err)
+				}
+				id := binary.BigEndian.Uint64(exchange(t, c, connectPkt(uint32(i)))[8:])
+				r := exchange(t, c, udpAnnounce{connID: id, tx: 7, port: 6881, numWant: 5, event: 2, id: tracker.PeerID{byte(i)}}.bytes())
+				if len(r) < 20 || binary.BigEndian.Uint32(r) != 1 || binary.BigEndian.Uint32(r[4:]) != 7 {
+					t.Errorf("client %d: announce reply %x", i, r)
+				}
+				c.Close()
+			}
+			if got := s.Stats().Announces.Load(); got != 16 {
+				t.Errorf("%d announces answered, want 16", got)
+			}
+		})
+	}
 }
