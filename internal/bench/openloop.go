@@ -323,11 +323,13 @@ type openFlight struct {
 const connectTID = 1 << 31
 
 func (o *openLoad) runUDP(ctx context.Context, rate float64, d time.Duration, res *OpenResult) {
+	// A ring holds two timeouts' worth of a socket's announces (at most
+	// 1<<16: 4 million a second in flight over 64 sockets).
+	perSocket := rate / float64(len(o.udp))
+	ring := 1 << min(bits.Len(uint(2*perSocket*o.timeout.Seconds()+64)), 16)
 	// Connection IDs first, younger than half their lifetime, so that a
 	// run of up to half a minute needs no refresh (longer ones refresh in
 	// the background).
-	perSocket := rate / float64(len(o.udp))
-	ring := 1 << bits.Len(uint(2*perSocket*o.timeout.Seconds()+64))
 	var wg sync.WaitGroup
 	for _, s := range o.udp {
 		wg.Go(func() { s.prepare(o.timeout, ring) })
