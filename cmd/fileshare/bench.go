@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -224,9 +225,11 @@ func (f *benchFlags) startTrackerCluster(ctx context.Context, extra ...string) (
 }
 
 // benchTrackerFlags are master flags that let one loopback load generator
-// fill the tracker: every simulated peer comes from 127.0.0.1.
+// fill the tracker: every simulated peer, and every HTTP connection of an
+// open loop, comes from 127.0.0.1.
 func benchTrackerFlags(maxPeers int) []string {
-	return []string{"--tracker-max-peers-per-ip", strconv.Itoa(maxPeers), "--tracker-max-peers", strconv.Itoa(maxPeers)}
+	return []string{"--tracker-max-peers-per-ip", strconv.Itoa(maxPeers), "--tracker-max-peers", strconv.Itoa(maxPeers),
+		"--tracker-http-max-conns-per-ip", "4096"}
 }
 
 // newBenchAnnounceCmd is `fileshare bench announce`.
@@ -234,6 +237,10 @@ func newBenchAnnounceCmd(f *benchFlags, stdout io.Writer) *cobra.Command {
 	var cfg bench.AnnounceConfig
 	var proto, mix, writeSwarms, cpuProfile string
 	var targets []string
+	var findMax, flashCrowd bool
+	var measure string
+	var cpuPIDs []int
+	search := bench.DefaultMaxSearch()
 	cmd := &cobra.Command{
 		Use:   "announce",
 		Short: "BitTorrent announces per second over HTTP or UDP, with a realistic mix, against the cluster or any tracker",
@@ -243,6 +250,24 @@ IDs reused for a minute). Peers are spread over --swarms info-hashes; a
 warm-up starts --warmup peers first, then the measurement draws announces
 from --mix: changes (started events of new peers: Raft commits in the
 cluster), renew (re-announces of started peers: lease renewals) and stopped.
+
+--measure lists what to measure after the one warm-up, in order:
+  closed       each worker waits for its answer before its next announce
+               (a closed loop), for --duration; the default
+  open         --rate announces a second offered whatever the answers (an
+               open loop), for --duration: answered/s, p50/p99 from when
+               each announce was due, the share unanswered within --timeout
+  find-max     the highest open-loop rate held with p99 ≤ 50 ms and < 0.1 %
+               unanswered: from --rate (or the closed loop measured before
+               it) doubling or halving, then bisecting, each step --step
+               long, within --find-max-time
+  flash-crowd  a closed loop in which every announce is a new peer on one
+               of --hot-swarms swarms, for --flash-duration
+--rate alone measures open, --find-max find-max, --flash-crowd flash-crowd.
+
+The user+system CPU time of the tracker over the measurement (from
+/proc/PID/stat) is reported per answered announce: of every started master,
+or of --cpu-pids with --target.
 
 Without --target it starts a loopback cluster whose masters serve the
 tracker and spreads the workers over every master's URL; with --target it
@@ -271,6 +296,38 @@ writes this benchmark's info-hashes in its whitelist format.`,
 				return fmt.Errorf("--mix: %w", err)
 			}
 			cfg.Mix = m
+			if cfg.Rate < 0 {
+				return fmt.Errorf("--rate %v: give announces a second > 0", cfg.Rate)
+			}
+			switch {
+			case measure != "" && (findMax || flashCrowd):
+				return fmt.Errorf("--measure lists the measurements; drop --find-max and --flash-crowd (write them in the list)")
+			case findMax && flashCrowd:
+				return fmt.Errorf("--find-max and --flash-crowd are two measurements; write --measure find-max,flash-crowd")
+			case findMax:
+				measure = string(bench.MeasureFindMax)
+			case flashCrowd:
+				measure = string(bench.MeasureFlashCrowd)
+			case measure == "" && cfg.Rate > 0:
+				measure = string(bench.MeasureOpen)
+			case measure == "":
+				measure = string(bench.MeasureClosed)
+			}
+			if cfg.Measure, err = bench.ParseMeasurements(measure); err != nil {
+				return fmt.Errorf("--measure: %w", err)
+			}
+			if slices.Contains(cfg.Measure, bench.MeasureOpen) && cfg.Rate == 0 {
+				return fmt.Errorf("the open measurement offers --rate announces a second; give --rate")
+			}
+			if slices.Contains(cfg.Measure, bench.MeasureFlashCrowd) && (cfg.HotSwarms < 1 || cfg.HotSwarms > cfg.Swarms) {
+				return fmt.Errorf("--hot-swarms %d: give 1 to --swarms (%d)", cfg.HotSwarms, cfg.Swarms)
+			}
+			search.Start = cfg.Rate // zero: from the closed loop, or the default
+			cfg.FindMax = search
+			if len(cpuPIDs) > 0 && len(targets) == 0 {
+				return fmt.Errorf("--cpu-pids is for a --target tracker; the CPU of the masters this benchmark starts is measured without it")
+			}
+			cfg.CPUPIDs = cpuPIDs
 			for _, t := range targets {
 				if !strings.HasPrefix(t, proto+"://") {
 					return fmt.Errorf("--target %s is not a %s:// URL, and --proto is %s", t, proto, proto)
@@ -295,6 +352,9 @@ writes this benchmark's info-hashes in its whitelist format.`,
 				cfg.Targets = c.HTTP
 				if proto == "udp" {
 					cfg.Targets = c.UDP
+				}
+				for i := range c.UDP {
+					cfg.CPUPIDs = append(cfg.CPUPIDs, c.PID(i))
 				}
 				cfg.Cluster = c.StatusClient()
 				if cpuProfile != "" {
@@ -323,10 +383,19 @@ writes this benchmark's info-hashes in its whitelist format.`,
 	fl.IntVar(&cfg.Swarms, "swarms", 10000, "info-hashes the peers are spread over")
 	fl.StringVar(&mix, "mix", bench.DefaultMix.String(), "shares of announce kinds: changes (new peers started), renew (re-announces), stopped")
 	fl.IntVar(&cfg.Warmup, "warmup", 0, "peers to start before measuring (default: 3 × --swarms; -1: none)")
-	fl.DurationVar(&cfg.Timeout, "timeout", 5*time.Second, "an announce unanswered after this long counts as a timeout")
+	fl.DurationVar(&cfg.Timeout, "timeout", 0, "an announce unanswered after this long counts as a timeout (default 5s, 1s open loop)")
 	fl.Uint64Var(&cfg.Seed, "seed", 1, "seed of the announce sequence")
 	fl.StringVar(&writeSwarms, "write-swarms", "", "write the --swarms info-hashes (hex, one a line: an opentracker whitelist) to this file and exit")
 	fl.StringVar(&cpuProfile, "cpu-profile", "", "write a CPU profile of the leader over the measurement to this file (started cluster only)")
+	fl.StringVar(&measure, "measure", "", "measurements to run after the warm-up, in order: closed, open, find-max, flash-crowd (default closed)")
+	fl.Float64Var(&cfg.Rate, "rate", 0, "open loop: offer this many announces a second (find-max: the first rate tried)")
+	fl.BoolVar(&findMax, "find-max", false, "measure find-max: the highest open-loop rate held with p99 ≤ "+search.MaxP99.String()+" and < "+strconv.FormatFloat(100*search.MaxUnanswered, 'g', -1, 64)+" % unanswered")
+	fl.DurationVar(&search.Step, "step", search.Step, "find-max: how long each rate is offered")
+	fl.DurationVar(&search.Budget, "find-max-time", search.Budget, "find-max: no step starts that would end later than this after the search began")
+	fl.BoolVar(&flashCrowd, "flash-crowd", false, "measure flash-crowd: every announce is a started event of a new peer on --hot-swarms swarms")
+	fl.IntVar(&cfg.HotSwarms, "hot-swarms", bench.DefaultHotSwarms, "flash-crowd: how many swarms the crowd falls on")
+	fl.DurationVar(&cfg.FlashDuration, "flash-duration", 0, "flash-crowd: how long to measure (default: --duration)")
+	fl.IntSliceVar(&cpuPIDs, "cpu-pids", nil, "with --target: processes whose CPU time per answered announce to report (e.g. the tracker's PID)")
 	return cmd
 }
 

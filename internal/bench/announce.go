@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -125,12 +126,21 @@ func WriteSwarmList(w io.Writer, n int) error {
 // share a port (a tracker keys peers from one IP by port) until a swarm
 // holds 64511 peers. Everything follows from the seed: the same seed
 // gives the same sequence of announces.
+//
+// In a flash crowd (hot > 0) every announce of the measurement starts a
+// new peer on one of swarms 0..hot-1: hot peer h of the worker has
+// global hot index g = worker + workers*h, is in swarm g mod hot, listens
+// on port 65535 - (g / hot) mod 64511 (counting down, away from the
+// settled peers' ports) and has the top bit of its peer-ID index set.
+// Hot peers are never renewed or stopped.
 type peerModel struct {
 	worker, workers, swarms int
 	tag                     uint32 // from the seed: runs with other seeds announce other peer IDs
 	mix                     Mix
+	hot                     int // flash crowd: hot swarms; 0: draw from mix
 	rng                     *rand.Rand
 	started                 int   // peers this worker has started so far
+	hotStarted              int   // hot peers this worker has started so far
 	active                  []int // global indices of started, not stopped peers
 }
 
@@ -172,18 +182,38 @@ func (m *peerModel) next(p *announceParams, kind opKind) opKind {
 	return kind
 }
 
+// draw picks the measurement's next announce: in a flash crowd a new hot
+// peer, else a kind drawn from the mix.
+func (m *peerModel) draw(p *announceParams) opKind {
+	if m.hot <= 0 {
+		return m.next(p, m.mix.pick(m.rng))
+	}
+	g := m.worker + m.workers*m.hotStarted
+	m.hotStarted++
+	p.Event = evStarted
+	m.fillPeer(p, g%m.hot, uint16(65535-(g/m.hot)%64511), uint64(g)|1<<63)
+	p.Left = 1 << 20 // a crowd arrives to download
+	return opStart
+}
+
 // fill sets p's identity fields for global peer g.
 func (m *peerModel) fill(p *announceParams, g int) {
-	p.InfoHash = SwarmHash(g % m.swarms)
-	copy(p.PeerID[:8], "-FB0001-")
-	binary.BigEndian.PutUint32(p.PeerID[8:], m.tag)
-	binary.BigEndian.PutUint64(p.PeerID[12:], uint64(g))
-	p.Port = uint16(1024 + (g/m.swarms)%64511)
-	p.Key = uint32(g) ^ m.tag
+	m.fillPeer(p, g%m.swarms, uint16(1024+(g/m.swarms)%64511), uint64(g))
 	p.Left = 1 << 20
 	if g%4 == 0 {
 		p.Left = 0 // a quarter of the peers seed
 	}
+}
+
+// fillPeer sets p's identity fields for the peer with index id in swarm
+// swarm, listening on port.
+func (m *peerModel) fillPeer(p *announceParams, swarm int, port uint16, id uint64) {
+	p.InfoHash = SwarmHash(swarm)
+	copy(p.PeerID[:8], "-FB0001-")
+	binary.BigEndian.PutUint32(p.PeerID[8:], m.tag)
+	binary.BigEndian.PutUint64(p.PeerID[12:], id)
+	p.Port = port
+	p.Key = uint32(id) ^ uint32(id>>32) ^ m.tag
 	p.NumWant = 50 // aria2's default; others ask 80-200
 	if p.Event == evStopped {
 		p.NumWant = 0
@@ -191,15 +221,17 @@ func (m *peerModel) fill(p *announceParams, g int) {
 }
 
 // AnnounceConfig describes an announce load: Clients workers, each with
-// its own connection (HTTP keep-alive or a UDP socket) to one of Targets,
-// send one announce, wait for its answer and send the next.
+// its own connection (HTTP keep-alive or a UDP socket) to one of Targets
+// and its own share of a simulated peer population, start Warmup peers,
+// then run the measurements Measure.
 type AnnounceConfig struct {
 	// Targets are announce URLs, all http:// or all udp://; worker i uses
 	// Targets[i % len(Targets)]. Required.
 	Targets []string
 	// Clients is the number of workers; zero means 64.
 	Clients int
-	// Duration is how long to measure after the warm-up; zero means 10 s.
+	// Duration is how long a closed or open measurement lasts; zero
+	// means 10 s.
 	Duration time.Duration
 	// Swarms is how many info-hashes the peers are spread over; zero
 	// means 10000.
@@ -211,18 +243,87 @@ type AnnounceConfig struct {
 	// peers; zero means 3 × Swarms (three peers in every swarm, so an
 	// answer lists the other two), negative none.
 	Warmup int
-	// Timeout bounds one announce; zero means 5 s.
+	// Timeout bounds one announce; zero means 5 s, or 1 s when Measure
+	// has an open-loop measurement (open, find-max), where every step
+	// waits up to a timeout for its last answers.
 	Timeout time.Duration
 	// Seed makes the announce sequence reproducible; zero means 1.
 	Seed uint64
 	// Cluster, if set, is a status client of the cluster behind Targets:
-	// the leader changes during the measurement are counted through it.
+	// the leader changes during the measurements are counted through it.
 	Cluster *client.Client
 	// Measuring, if set, is called on a goroutine of its own when the
-	// measurement starts, with its duration; the measurement's result
-	// waits for it to return (a profile taken over the measurement).
+	// first measurement of a fixed length (closed, open, flash-crowd)
+	// starts, with its duration; that measurement's result waits for it
+	// to return (a profile taken over the measurement).
 	Measuring func(ctx context.Context, d time.Duration)
+
+	// Measure lists the measurements to run, in order, after the one
+	// warm-up; nil means just MeasureClosed.
+	Measure []Measurement
+	// Rate is the open loop's rate (MeasureOpen), in announces a second.
+	Rate float64
+	// FindMax is the search of MeasureFindMax; its zero fields mean
+	// DefaultMaxSearch's, except a zero Start, which means the rate of a
+	// closed loop measured before it, if any.
+	FindMax MaxSearch
+	// HotSwarms is how many swarms a flash crowd (MeasureFlashCrowd)
+	// falls on; zero means DefaultHotSwarms. A swarm holds distinct ports
+	// for 64511 new peers; past that a new peer reuses a port.
+	HotSwarms int
+	// FlashDuration is how long a flash crowd is measured; zero means
+	// Duration.
+	FlashDuration time.Duration
+	// CPUPIDs are processes whose user+system CPU time over each
+	// measurement is reported per answered announce (Linux /proc): the
+	// tracker's, or every master's.
+	CPUPIDs []int
 }
+
+// Measurement is one measurement of an announce run.
+type Measurement string
+
+// The measurements.
+const (
+	// MeasureClosed: Clients workers, each waiting for its answer before
+	// its next announce, draw from Mix for Duration.
+	MeasureClosed Measurement = "closed"
+	// MeasureOpen: Rate announces a second drawn from Mix are offered
+	// for Duration whatever the tracker answers (paced over the Clients
+	// sockets or connections, the latency taken from when each announce
+	// was due); one without an answer within Timeout is unanswered.
+	MeasureOpen Measurement = "open"
+	// MeasureFindMax: the search FindMax for the highest open-loop rate
+	// the tracker holds.
+	MeasureFindMax Measurement = "find-max"
+	// MeasureFlashCrowd: a closed loop for FlashDuration in which every
+	// announce is a started event of a new peer on one of the first
+	// HotSwarms swarms (the warm-up spread its peers over all Swarms).
+	MeasureFlashCrowd Measurement = "flash-crowd"
+)
+
+// ErrBadMeasurement means a measurement list names an unknown one.
+var ErrBadMeasurement = errors.New("unknown measurement")
+
+// ParseMeasurements parses a comma-separated list such as
+// "closed,find-max,flash-crowd".
+func ParseMeasurements(s string) ([]Measurement, error) {
+	var out []Measurement
+	for part := range strings.SplitSeq(s, ",") {
+		m := Measurement(strings.TrimSpace(part))
+		switch m {
+		case MeasureClosed, MeasureOpen, MeasureFindMax, MeasureFlashCrowd:
+			out = append(out, m)
+		default:
+			return nil, fmt.Errorf("%w %q: use closed, open, find-max or flash-crowd, separated by commas", ErrBadMeasurement, part)
+		}
+	}
+	return out, nil
+}
+
+// DefaultHotSwarms is how many swarms a flash crowd falls on when the
+// caller names none.
+const DefaultHotSwarms = 16
 
 func (c *AnnounceConfig) defaults() error {
 	if len(c.Targets) == 0 {
@@ -246,13 +347,44 @@ func (c *AnnounceConfig) defaults() error {
 	if c.Warmup == 0 {
 		c.Warmup = 3 * c.Swarms
 	}
+	if len(c.Measure) == 0 {
+		c.Measure = []Measurement{MeasureClosed}
+	}
+	open := slices.Contains(c.Measure, MeasureOpen) || slices.Contains(c.Measure, MeasureFindMax)
 	if c.Timeout <= 0 {
 		c.Timeout = 5 * time.Second
+		if open {
+			c.Timeout = time.Second
+		}
 	}
 	if c.Seed == 0 {
 		c.Seed = 1
 	}
-	return nil
+	if c.HotSwarms <= 0 {
+		c.HotSwarms = min(DefaultHotSwarms, c.Swarms)
+	}
+	if c.HotSwarms > c.Swarms {
+		return fmt.Errorf("a flash crowd on %d hot swarms (HotSwarms) needs at least as many swarms (Swarms is %d)", c.HotSwarms, c.Swarms)
+	}
+	if c.FlashDuration <= 0 {
+		c.FlashDuration = c.Duration
+	}
+	if slices.Contains(c.Measure, MeasureOpen) && !(c.Rate > 0 && c.Rate < math.Inf(1)) {
+		return fmt.Errorf("an open-loop measurement needs a Rate in announces a second > 0, not %v", c.Rate)
+	}
+	check := c.FindMax
+	if check.Start == 0 {
+		check.Start = DefaultMaxSearch().Start
+	}
+	return check.defaults()
+}
+
+// mixName names a measurement's load for summary lines.
+func (c *AnnounceConfig) mixName(flash bool) string {
+	if flash {
+		return fmt.Sprintf("flash-crowd(hot_swarms=%d)", c.HotSwarms)
+	}
+	return c.Mix.String()
 }
 
 // AnnounceStats counts the outcomes of announces.
@@ -370,15 +502,36 @@ type AnnounceResult struct {
 	WarmupElapsed time.Duration
 	Warmup        AnnounceStats
 
+	// ClosedResult is the closed-loop measurement (MeasureClosed); zero
+	// without one.
+	ClosedResult
+	// LeaderChanges is how many times the cluster's leader changed during
+	// the measurements, or -1 when no cluster was watched.
+	LeaderChanges int
+	// Open is the open-loop measurement (MeasureOpen), Max the search
+	// (MeasureFindMax) and Flash the flash crowd (MeasureFlashCrowd); nil
+	// without one.
+	Open  *OpenResult
+	Max   *MaxResult
+	Flash *ClosedResult
+}
+
+// ClosedResult is one closed-loop measurement.
+type ClosedResult struct {
 	Elapsed time.Duration
 	AnnounceStats
-	// LeaderChanges is how many times the cluster's leader changed during
-	// the measurement, or -1 when no cluster was watched.
-	LeaderChanges int
+	// CPU is what AnnounceConfig.CPUPIDs used over the measurement; nil
+	// when no PIDs were given.
+	CPU *CPUUse
 }
 
 // Rate is answered announces per second during the measurement.
-func (r *AnnounceResult) Rate() float64 { return float64(r.Answered()) / r.Elapsed.Seconds() }
+func (r *ClosedResult) Rate() float64 {
+	if r.Elapsed <= 0 {
+		return 0
+	}
+	return float64(r.Answered()) / r.Elapsed.Seconds()
+}
 
 // errClosed means the tracker closed or reset an HTTP connection without
 // answering the request sent on it.
@@ -398,17 +551,17 @@ func (e *failureError) Error() string { return "tracker refused: " + e.reason }
 // announcer sends announces over one connection. It is used by one
 // goroutine at a time.
 type announcer interface {
-	// announce sends p and waits for the answer; it returns how many
-	// peers the answer held, an error for which isTimeout holds on a
-	// timeout, and a
-	// *failureError for a failure reason.
-	announce(p *announceParams) (int, error)
+	// announce sends p and waits for the answer until deadline; it
+	// returns how many peers the answer held, an error for which
+	// isTimeout holds on a timeout, and a *failureError for a failure
+	// reason.
+	announce(p *announceParams, deadline time.Time) (int, error)
 	close()
 	connects() int
 }
 
 // newAnnouncer returns an announcer for an http:// or udp:// announce URL.
-func newAnnouncer(target string, timeout time.Duration, seed uint64) (announcer, error) {
+func newAnnouncer(target string, seed uint64) (announcer, error) {
 	u, err := url.Parse(target)
 	if err != nil {
 		return nil, fmt.Errorf("announce URL %q: %w", target, err)
@@ -422,9 +575,9 @@ func newAnnouncer(target string, timeout time.Duration, seed uint64) (announcer,
 		if path == "" {
 			path = "/announce"
 		}
-		return &httpAnnouncer{addr: u.Host, path: path, timeout: timeout}, nil
+		return &httpAnnouncer{addr: u.Host, path: path}, nil
 	case "udp":
-		return &udpAnnouncer{addr: u.Host, timeout: timeout, tid: uint32(seed)}, nil
+		return &udpAnnouncer{addr: u.Host, tid: uint32(seed)}, nil
 	}
 	return nil, fmt.Errorf("announce URL %q: the scheme must be http or udp", target)
 }
@@ -434,7 +587,6 @@ func newAnnouncer(target string, timeout time.Duration, seed uint64) (announcer,
 // answer).
 type httpAnnouncer struct {
 	addr, path string
-	timeout    time.Duration
 	conn       net.Conn
 	br         *bufio.Reader
 	buf        []byte
@@ -449,13 +601,12 @@ func (h *httpAnnouncer) close() {
 	}
 }
 
-func (h *httpAnnouncer) announce(p *announceParams) (int, error) {
-	deadline := time.Now().Add(h.timeout)
+func (h *httpAnnouncer) announce(p *announceParams, deadline time.Time) (int, error) {
 	h.buf = appendHTTPAnnounce(h.buf[:0], h.addr, h.path, p)
 	for attempt := 0; ; attempt++ {
 		fresh := h.conn == nil
 		if fresh {
-			conn, err := net.DialTimeout("tcp", h.addr, h.timeout)
+			conn, err := net.DialTimeout("tcp", h.addr, time.Until(deadline))
 			if err != nil {
 				return 0, err
 			}
@@ -521,7 +672,6 @@ const udpConnIDLifetime = 60 * time.Second
 // packet is a timeout, which is what the benchmark reports.
 type udpAnnouncer struct {
 	addr    string
-	timeout time.Duration
 	conn    *net.UDPConn
 	connID  uint64
 	connAt  time.Time // when connID was obtained; zero: none
@@ -541,29 +691,47 @@ func (u *udpAnnouncer) close() {
 	}
 }
 
-func (u *udpAnnouncer) announce(p *announceParams) (int, error) {
-	deadline := time.Now().Add(u.timeout)
-	if u.conn == nil {
-		raddr, err := net.ResolveUDPAddr("udp", u.addr)
-		if err != nil {
-			return 0, err
-		}
-		if u.conn, err = net.DialUDP("udp", nil, raddr); err != nil {
-			return 0, err
-		}
-		u.conn.SetReadBuffer(1 << 20)
-		u.rbuf = make([]byte, 2048)
+// dial opens the announcer's socket if it has none.
+func (u *udpAnnouncer) dial() error {
+	if u.conn != nil {
+		return nil
+	}
+	raddr, err := net.ResolveUDPAddr("udp", u.addr)
+	if err != nil {
+		return err
+	}
+	if u.conn, err = net.DialUDP("udp", nil, raddr); err != nil {
+		return err
+	}
+	u.conn.SetReadBuffer(1 << 20)
+	u.rbuf = make([]byte, 2048)
+	return nil
+}
+
+// connect obtains a connection ID (BEP 15's connect exchange) if the
+// socket has none younger than maxAge. The socket's deadline must be set.
+func (u *udpAnnouncer) connect(maxAge time.Duration) error {
+	if !u.connAt.IsZero() && time.Since(u.connAt) < maxAge {
+		return nil
+	}
+	u.tid++
+	u.buf = appendUDPConnect(u.buf[:0], u.tid)
+	u.nconn++
+	r, err := u.exchange(udpActConnect)
+	if err != nil {
+		return err
+	}
+	u.connID, u.connAt = r.ConnID, time.Now()
+	return nil
+}
+
+func (u *udpAnnouncer) announce(p *announceParams, deadline time.Time) (int, error) {
+	if err := u.dial(); err != nil {
+		return 0, err
 	}
 	u.conn.SetDeadline(deadline)
-	if u.connAt.IsZero() || time.Since(u.connAt) >= udpConnIDLifetime {
-		u.tid++
-		u.buf = appendUDPConnect(u.buf[:0], u.tid)
-		u.nconn++
-		r, err := u.exchange(udpActConnect)
-		if err != nil {
-			return 0, err
-		}
-		u.connID, u.connAt = r.ConnID, time.Now()
+	if err := u.connect(udpConnIDLifetime); err != nil {
+		return 0, err
 	}
 	u.tid++
 	u.buf = appendUDPAnnounce(u.buf[:0], u.connID, u.tid, p)
@@ -623,22 +791,29 @@ type announceWorker struct {
 	stats AnnounceStats
 }
 
-// step sends one announce of kind (opStart during the warm-up, else drawn
-// from the mix) and records it in st.
-func (w *announceWorker) step(kind opKind, st *AnnounceStats) {
-	k := w.model.next(&w.p, kind)
+// step sends one announce and records it in st: a started one during the
+// warm-up (warm), else the measurement's next (peerModel.draw).
+func (w *announceWorker) step(warm bool, timeout time.Duration, st *AnnounceStats) {
+	var k opKind
+	if warm {
+		k = w.model.next(&w.p, opStart)
+	} else {
+		k = w.model.draw(&w.p)
+	}
 	t0 := time.Now()
-	n, err := w.ann.announce(&w.p)
+	n, err := w.ann.announce(&w.p, t0.Add(timeout))
 	st.record(k, n, time.Since(t0), err)
 }
 
 // Announce runs an announce load against cfg.Targets: a warm-up that
-// starts cfg.Warmup peers (split over the workers), then cfg.Duration of
-// announces drawn from cfg.Mix. It writes a warm-up line and one summary
-// line to w. What the trackers answered, errors included, is in the
-// result; Announce itself fails only if the load cannot be set up (a bad
-// URL), if the warm-up started no peer at all (ErrNoPeerStarted, with
-// the result so far), or with ctx's error.
+// starts cfg.Warmup peers (split over the workers), then the
+// measurement: cfg.Duration of announces drawn from cfg.Mix (or a flash
+// crowd, cfg.HotSwarms), in a closed loop, or open loop at cfg.Rate, or
+// the search cfg.FindMax. It writes a warm-up line and summary lines to
+// w. What the trackers answered, errors included, is in the result;
+// Announce itself fails only if the load cannot be set up (a bad URL, a
+// CPUPIDs process it cannot read), if the warm-up started no peer at all
+// (ErrNoPeerStarted, with the result so far), or with ctx's error.
 func Announce(ctx context.Context, cfg AnnounceConfig, w io.Writer) (*AnnounceResult, error) {
 	if err := cfg.defaults(); err != nil {
 		return nil, err
@@ -652,12 +827,18 @@ func Announce(ctx context.Context, cfg AnnounceConfig, w io.Writer) (*AnnounceRe
 			return nil, fmt.Errorf("announce URLs mix %s and %s; measure one protocol at a time", proto, scheme)
 		}
 		proto = scheme
-		ann, err := newAnnouncer(t, cfg.Timeout, cfg.Seed*1000003+uint64(i))
+		ann, err := newAnnouncer(t, cfg.Seed*1000003+uint64(i))
 		if err != nil {
 			return nil, err
 		}
 		defer ann.close()
 		workers[i] = &announceWorker{model: newPeerModel(cfg.Seed, i, cfg.Clients, cfg.Swarms, cfg.Mix), ann: ann}
+	}
+	if len(cfg.CPUPIDs) > 0 {
+		// Fail before the warm-up if a process cannot be read.
+		if _, err := startCPU(cfg.CPUPIDs); err != nil {
+			return nil, err
+		}
 	}
 	res := &AnnounceResult{Proto: proto, Clients: cfg.Clients, Swarms: cfg.Swarms, Mix: cfg.Mix, LeaderChanges: -1}
 
@@ -674,7 +855,7 @@ func Announce(ctx context.Context, cfg AnnounceConfig, w io.Writer) (*AnnounceRe
 				if ctx.Err() != nil {
 					return
 				}
-				wk.step(opStart, &wk.stats)
+				wk.step(true, cfg.Timeout, &wk.stats)
 			}
 		})
 	}
@@ -684,7 +865,6 @@ func Announce(ctx context.Context, cfg AnnounceConfig, w io.Writer) (*AnnounceRe
 	for _, wk := range workers {
 		res.Warmup.add(&wk.stats)
 		warmConnects += wk.ann.connects()
-		wk.stats = AnnounceStats{Lat: make(Latencies, 0, 4096)}
 	}
 	res.Warmup.Connects = warmConnects
 	res.WarmupPeers = res.Warmup.Answered()
@@ -697,42 +877,156 @@ func Announce(ctx context.Context, cfg AnnounceConfig, w io.Writer) (*AnnounceRe
 		return res, fmt.Errorf("%w: %s (a tracker that serves only listed torrents needs this benchmark's info-hashes: --write-swarms FILE writes them)", ErrNoPeerStarted, res.Warmup.errorSummary())
 	}
 
-	// The measurement.
+	// The measurements.
 	var leaders *leaderWatch
 	if cfg.Cluster != nil {
 		leaders = watchLeaders(ctx, cfg.Cluster)
+		defer func() { res.LeaderChanges = leaders.finish() }()
 	}
-	var hook sync.WaitGroup
-	if cfg.Measuring != nil {
-		hook.Go(func() { cfg.Measuring(ctx, cfg.Duration) })
+	seen := 0
+	changes := func() string { // leader changes since the last summary
+		if leaders == nil {
+			return ""
+		}
+		n := leaders.count()
+		defer func() { seen = n }()
+		return fmt.Sprintf(", leader_changes=%d", n-seen)
 	}
-	stop := time.Now().Add(cfg.Duration)
-	start = time.Now()
+	hook := cfg.Measuring
+	measuring := func(d time.Duration) func() {
+		if hook == nil {
+			return func() {}
+		}
+		var wg sync.WaitGroup
+		h := hook
+		hook = nil
+		wg.Go(func() { h(ctx, d) })
+		return wg.Wait
+	}
+	var ol *openLoad
+	closedRate := 0.0
+	for _, m := range cfg.Measure {
+		if ctx.Err() != nil {
+			break
+		}
+		switch m {
+		case MeasureClosed, MeasureFlashCrowd:
+			flash := m == MeasureFlashCrowd
+			d := cfg.Duration
+			if flash {
+				d = cfg.FlashDuration
+			}
+			for _, wk := range workers {
+				wk.model.hot = 0
+				if flash {
+					wk.model.hot = cfg.HotSwarms
+				}
+			}
+			wait := measuring(d)
+			r, err := closedLoop(ctx, workers, d, cfg)
+			wait()
+			if err != nil {
+				return res, err
+			}
+			warn := ""
+			if flash {
+				res.Flash = r
+				warn = portsRepeated(workers, cfg.HotSwarms)
+			} else {
+				res.ClosedResult = *r
+				closedRate = r.Rate()
+			}
+			fmt.Fprintf(w, "announce %s: %.0f announces/s, %s, clients=%d, swarms=%d, mix=%s, answered=%d (started=%d renew=%d stopped=%d), peers/answer=%.1f, errors=%d: %s%s%s%s, duration=%s\n",
+				proto, r.Rate(), r.Lat.Summary(), cfg.Clients, cfg.Swarms, cfg.mixName(flash), r.Answered(),
+				r.OK[opStart], r.OK[opRenew], r.OK[opStop], float64(r.Peers)/float64(max(r.Answered(), 1)),
+				r.Errors(), r.errorSummary(), changes(), cpuSummary(r.CPU, r.Answered()), warn, r.Elapsed.Round(time.Millisecond))
+		case MeasureOpen, MeasureFindMax:
+			for _, wk := range workers {
+				wk.model.hot = 0
+			}
+			if ol == nil {
+				var err error
+				if ol, err = newOpenLoad(proto, workers, cfg); err != nil {
+					return res, err
+				}
+				defer ol.close()
+			}
+			if m == MeasureOpen {
+				wait := measuring(cfg.Duration)
+				res.Open = ol.run(ctx, cfg.Rate, cfg.Duration)
+				wait()
+				fmt.Fprintf(w, "%s%s\n", res.Open.summary(proto, cfg), changes())
+				continue
+			}
+			s := cfg.FindMax
+			if s.Start == 0 && closedRate >= minSearchRate {
+				s.Start = math.Round(closedRate)
+			}
+			if err := s.defaults(); err != nil {
+				return res, err
+			}
+			res.Max = ol.findMax(ctx, s, w)
+			fmt.Fprintf(w, "%s%s\n", res.Max.summary(proto), changes())
+		}
+	}
+	for _, wk := range workers {
+		res.Connects += wk.ann.connects()
+	}
+	res.Connects -= warmConnects
+	return res, ctx.Err()
+}
+
+// closedLoop runs the workers' next announces (peerModel.draw) for d,
+// each worker waiting for its answer before the next.
+func closedLoop(ctx context.Context, workers []*announceWorker, d time.Duration, cfg AnnounceConfig) (*ClosedResult, error) {
+	var cpu *cpuMeter
+	if len(cfg.CPUPIDs) > 0 {
+		var err error
+		if cpu, err = startCPU(cfg.CPUPIDs); err != nil {
+			return nil, err
+		}
+	}
+	for _, wk := range workers {
+		wk.stats = AnnounceStats{Lat: make(Latencies, 0, 4096)}
+	}
+	var wg sync.WaitGroup
+	start := time.Now()
+	stop := start.Add(d)
 	for _, wk := range workers {
 		wg.Go(func() {
 			for time.Now().Before(stop) && ctx.Err() == nil {
-				wk.step(cfg.Mix.pick(wk.model.rng), &wk.stats)
+				wk.step(false, cfg.Timeout, &wk.stats)
 			}
 		})
 	}
 	wg.Wait()
-	res.Elapsed = time.Since(start)
-	hook.Wait()
-	if leaders != nil {
-		res.LeaderChanges = leaders.finish()
+	r := &ClosedResult{Elapsed: time.Since(start)}
+	if cpu != nil {
+		var err error
+		if r.CPU, err = cpu.stop(); err != nil {
+			return nil, err
+		}
 	}
 	for _, wk := range workers {
-		res.add(&wk.stats)
-		res.Connects += wk.ann.connects()
+		r.add(&wk.stats)
 	}
-	res.Connects -= warmConnects
-	changes := ""
-	if res.LeaderChanges >= 0 {
-		changes = fmt.Sprintf(", leader_changes=%d", res.LeaderChanges)
+	return r, nil
+}
+
+// portsRepeated warns, for a summary line, when a flash crowd started
+// more peers on a hot swarm than it has ports for, so that later ones
+// reused the port (and to a tracker that keys peers by address, the
+// identity) of earlier ones.
+func portsRepeated(workers []*announceWorker, hot int) string {
+	if hot <= 0 {
+		return ""
 	}
-	fmt.Fprintf(w, "announce %s: %.0f announces/s, %s, clients=%d, swarms=%d, mix=%s, answered=%d (started=%d renew=%d stopped=%d), peers/answer=%.1f, errors=%d: %s%s, duration=%s\n",
-		proto, res.Rate(), res.Lat.Summary(), cfg.Clients, cfg.Swarms, cfg.Mix, res.Answered(),
-		res.OK[opStart], res.OK[opRenew], res.OK[opStop], float64(res.Peers)/float64(max(res.Answered(), 1)),
-		res.Errors(), res.errorSummary(), changes, res.Elapsed.Round(time.Millisecond))
-	return res, ctx.Err()
+	n := 0
+	for _, wk := range workers {
+		n += wk.model.hotStarted
+	}
+	if n <= hot*64511 {
+		return ""
+	}
+	return fmt.Sprintf(", WARNING: %d crowd peers on %d hot swarms: past 64511 a swarm, new peers reused ports (give more hot swarms or a shorter duration)", n, hot)
 }

@@ -59,6 +59,13 @@ func watchLeaders(ctx context.Context, c *client.Client) *leaderWatch {
 	return w
 }
 
+// count returns the changes seen so far.
+func (w *leaderWatch) count() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.changes
+}
+
 // finish stops the watch and returns the changes it saw.
 func (w *leaderWatch) finish() int {
 	w.stop()

@@ -203,7 +203,7 @@ func TrackerScale(ctx context.Context, c *TrackerCluster, peers, swarms int, w i
 	start := time.Now()
 	var wg sync.WaitGroup
 	for i := range workers {
-		ann, err := newAnnouncer(c.UDP[i%len(c.UDP)], 10*time.Second, uint64(i))
+		ann, err := newAnnouncer(c.UDP[i%len(c.UDP)], uint64(i))
 		if err != nil {
 			return res, err
 		}
@@ -218,7 +218,7 @@ func TrackerScale(ctx context.Context, c *TrackerCluster, peers, swarms int, w i
 				}
 				p.Event = evStarted
 				m.fill(&p, g)
-				if _, err := ann.announce(&p); err != nil {
+				if _, err := ann.announce(&p, time.Now().Add(10*time.Second)); err != nil {
 					if failed.Add(1) == 1 {
 						firstErr.Store(err)
 					}
