@@ -13,13 +13,8 @@ import (
 	"fileshare/tracker"
 )
 
-// The BEP 15 wire constants.
+// The BEP 15 client rules.
 const (
-	udpProtocolID  = 0x41727101980
-	actionConnect  = 0
-	actionAnnounce = 1
-	actionScrape   = 2
-	actionError    = 3
 	// connIDLifetime is how long a client may use a connection ID.
 	connIDLifetime = time.Minute
 	// maxScrapeHashes is the most info-hashes one UDP scrape may carry.
@@ -67,7 +62,7 @@ func (c *UDPClient) Announce(ctx context.Context, addr string, a Announce) (Resp
 	binary.BigEndian.PutUint32(req[92:], uint32(numWant))
 	binary.BigEndian.PutUint16(req[96:], a.Port)
 	var r Response
-	err := c.exchange(ctx, addr, actionAnnounce, req[:], func(conn net.Conn, b []byte) error {
+	err := c.exchange(ctx, addr, tracker.UDPActionAnnounce, req[:], func(conn net.Conn, b []byte) error {
 		if len(b) < 20 {
 			return fmt.Errorf("%w: announce reply of %d bytes", ErrMalformedReply, len(b))
 		}
@@ -98,7 +93,7 @@ func (c *UDPClient) Scrape(ctx context.Context, addr string, hashes ...tracker.I
 		req = append(req, h[:]...)
 	}
 	out := make([]tracker.ScrapeEntry, len(hashes))
-	err := c.exchange(ctx, addr, actionScrape, req, func(_ net.Conn, b []byte) error {
+	err := c.exchange(ctx, addr, tracker.UDPActionScrape, req, func(_ net.Conn, b []byte) error {
 		if len(b) != 8+12*len(hashes) {
 			return fmt.Errorf("%w: scrape reply of %d bytes for %d hashes", ErrMalformedReply, len(b), len(hashes))
 		}
@@ -167,7 +162,7 @@ func (c *UDPClient) connectionID(ctx context.Context, conn net.Conn, addr string
 	}
 	var got uint64
 	req := make([]byte, 16)
-	err := c.roundTrip(ctx, conn, udpProtocolID, actionConnect, req, wait, buf, func(_ net.Conn, b []byte) error {
+	err := c.roundTrip(ctx, conn, tracker.UDPProtocolID, tracker.UDPActionConnect, req, wait, buf, func(_ net.Conn, b []byte) error {
 		if len(b) < 16 {
 			return fmt.Errorf("%w: connect reply of %d bytes", ErrMalformedReply, len(b))
 		}
@@ -221,7 +216,7 @@ func (c *UDPClient) roundTrip(ctx context.Context, conn net.Conn, id uint64, act
 		switch got := binary.BigEndian.Uint32(b); got {
 		case action:
 			return parse(conn, b)
-		case actionError:
+		case tracker.UDPActionError:
 			return &FailureError{Reason: string(b[8:])}
 		default:
 			return fmt.Errorf("%w: action %d in reply to action %d", ErrMalformedReply, got, action)

@@ -38,7 +38,7 @@ func BenchmarkUDPHandleRenewal(b *testing.B) {
 	id := w.mac.issue(w.keys, from, now)
 	pkt := make([]byte, udpAnnounceLen)
 	binary.BigEndian.PutUint64(pkt, id)
-	binary.BigEndian.PutUint32(pkt[8:], udpActionAnnounce)
+	binary.BigEndian.PutUint32(pkt[8:], UDPActionAnnounce)
 	binary.BigEndian.PutUint32(pkt[92:], 50)
 	binary.BigEndian.PutUint16(pkt[96:], 6881)
 	out := make([]byte, 0, udpMaxPacket)

@@ -15,15 +15,20 @@ import (
 	"time"
 )
 
-// BEP 15 constants.
+// The BEP 15 wire values, shared with the client side (btclient).
 const (
-	udpProtocolID = 0x41727101980
+	// UDPProtocolID opens every connect request.
+	UDPProtocolID = 0x41727101980
 
-	udpActionConnect  = 0
-	udpActionAnnounce = 1
-	udpActionScrape   = 2
-	udpActionError    = 3
+	// The actions of requests and replies.
+	UDPActionConnect  = 0
+	UDPActionAnnounce = 1
+	UDPActionScrape   = 2
+	UDPActionError    = 3
+)
 
+// The server's BEP 15 limits.
+const (
 	udpConnectLen  = 16
 	udpAnnounceLen = 98
 	udpHeaderLen   = 16 // connection id, action, transaction id
@@ -284,13 +289,13 @@ func (w *udpWorker) handle(ctx context.Context, out, pkt []byte, raw netip.AddrP
 	id := binary.BigEndian.Uint64(pkt[0:])
 	action := binary.BigEndian.Uint32(pkt[8:])
 	tx := binary.BigEndian.Uint32(pkt[12:])
-	if action == udpActionConnect {
-		if id != udpProtocolID {
+	if action == UDPActionConnect {
+		if id != UDPProtocolID {
 			s.drop(dropNotBEP15, from, nowNS)
 			return nil, false
 		}
 		s.stats.Connects.Add(1)
-		out = binary.BigEndian.AppendUint32(out, udpActionConnect)
+		out = binary.BigEndian.AppendUint32(out, UDPActionConnect)
 		out = binary.BigEndian.AppendUint32(out, tx)
 		out = binary.BigEndian.AppendUint64(out, w.mac.issue(w.keys, from, now))
 		return out, false
@@ -308,12 +313,12 @@ func (w *udpWorker) handle(ctx context.Context, out, pkt []byte, raw netip.AddrP
 		s.limit.clear(from.Addr(), nowNS)
 	}
 	switch action {
-	case udpActionAnnounce:
+	case UDPActionAnnounce:
 		if canDefer && len(pkt) >= udpAnnounceLen && pkt[80]|pkt[81]|pkt[82] == 0 && pkt[83] != 0 && pkt[83] <= byte(EventStopped) {
 			return nil, true
 		}
 		return w.announce(ctx, out, pkt, from, tx), false
-	case udpActionScrape:
+	case UDPActionScrape:
 		return w.scrape(ctx, out, pkt, tx), false
 	default:
 		return w.fail(out, tx, Refuse("unknown action "+strconv.FormatUint(uint64(action), 10)+"; this tracker speaks BEP 15 connect, announce and scrape")), false
@@ -340,7 +345,7 @@ func (w *udpWorker) fail(out []byte, tx uint32, err error) []byte {
 		w.s.stats.BackendErrors.Add(1)
 		w.s.cfg.Logger.Error("tracker: backend failed", "err", err)
 	}
-	out = binary.BigEndian.AppendUint32(out, udpActionError)
+	out = binary.BigEndian.AppendUint32(out, UDPActionError)
 	out = binary.BigEndian.AppendUint32(out, tx)
 	return append(out, reason...)
 }
@@ -398,7 +403,7 @@ func (w *udpWorker) announce(ctx context.Context, out, pkt []byte, from netip.Ad
 	}
 	w.s.stats.Announces.Add(1)
 	interval, _ := w.s.cfg.intervalSeconds()
-	out = binary.BigEndian.AppendUint32(out, udpActionAnnounce)
+	out = binary.BigEndian.AppendUint32(out, UDPActionAnnounce)
 	out = binary.BigEndian.AppendUint32(out, tx)
 	out = binary.BigEndian.AppendUint32(out, uint32(interval))
 	out = binary.BigEndian.AppendUint32(out, uint32(max(reply.Incomplete, 0)))
@@ -468,7 +473,7 @@ func (w *udpWorker) scrape(ctx context.Context, out, pkt []byte, tx uint32) []by
 		return w.fail(out, tx, errors.New("backend returned "+strconv.Itoa(len(entries))+" scrape entries for "+strconv.Itoa(len(hashes))+" hashes"))
 	}
 	w.s.stats.Scrapes.Add(1)
-	out = binary.BigEndian.AppendUint32(out, udpActionScrape)
+	out = binary.BigEndian.AppendUint32(out, UDPActionScrape)
 	out = binary.BigEndian.AppendUint32(out, tx)
 	for _, e := range entries {
 		out = binary.BigEndian.AppendUint32(out, uint32(max(e.Complete, 0)))

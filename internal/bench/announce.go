@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"fileshare/client"
+	"fileshare/tracker"
 )
 
 // Mix is the share of each kind of announce in a load, in parts of their
@@ -717,7 +718,7 @@ func (u *udpAnnouncer) connect(maxAge time.Duration) error {
 	u.tid++
 	u.buf = appendUDPConnect(u.buf[:0], u.tid)
 	u.nconn++
-	r, err := u.exchange(udpActConnect)
+	r, err := u.exchange(tracker.UDPActionConnect)
 	if err != nil {
 		return err
 	}
@@ -735,7 +736,7 @@ func (u *udpAnnouncer) announce(p *announceParams, deadline time.Time) (int, err
 	}
 	u.tid++
 	u.buf = appendUDPAnnounce(u.buf[:0], u.connID, u.tid, p)
-	r, err := u.exchange(udpActAnnounce)
+	r, err := u.exchange(tracker.UDPActionAnnounce)
 	var f *failureError
 	switch {
 	case errors.As(err, &f):
@@ -774,7 +775,7 @@ func (u *udpAnnouncer) exchange(want uint32) (udpReply, error) {
 		switch {
 		case err != nil:
 			return r, err
-		case r.Action == udpActError:
+		case r.Action == tracker.UDPActionError:
 			return r, &failureError{r.Failure}
 		case r.Action != want:
 			return r, fmt.Errorf("%w: action %d in answer to action %d", errBadReply, r.Action, want)

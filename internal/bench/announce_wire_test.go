@@ -9,6 +9,8 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+
+	"fileshare/tracker"
 )
 
 func testParams() *announceParams {
@@ -201,7 +203,7 @@ func FuzzParseUDPReply(f *testing.F) {
 			}
 			return
 		}
-		if r.Action > 3 || r.Peers < 0 || (r.Action == udpActAnnounce && udpAnnounceHead+6*r.Peers != len(b)) {
+		if r.Action > 3 || r.Peers < 0 || (r.Action == tracker.UDPActionAnnounce && udpAnnounceHead+6*r.Peers != len(b)) {
 			t.Fatalf("accepted an inconsistent reply %+v from %x", r, b)
 		}
 	})

@@ -10,6 +10,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"fileshare/tracker"
 )
 
 // The open-loop load: announces are offered at a fixed rate from the
@@ -473,7 +475,7 @@ func (s *udpOpenSocket) read(timeout time.Duration, stopping *atomic.Bool) {
 		}
 		r, perr := parseUDPReply(buf[:n])
 		if r.TID&connectTID != 0 {
-			if perr == nil && r.Action == udpActConnect && r.TID == s.refreshTID.Load() {
+			if perr == nil && r.Action == tracker.UDPActionConnect && r.TID == s.refreshTID.Load() {
 				s.connID.Store(r.ConnID)
 				s.connAt.Store(now.UnixNano())
 				s.refreshTID.Store(0)
@@ -491,9 +493,9 @@ func (s *udpOpenSocket) read(timeout time.Duration, stopping *atomic.Bool) {
 				s.st.Timeouts++
 			case perr != nil:
 				s.st.record(f.kind, 0, lat, perr)
-			case r.Action == udpActError:
+			case r.Action == tracker.UDPActionError:
 				s.st.record(f.kind, 0, lat, &failureError{r.Failure})
-			case r.Action != udpActAnnounce:
+			case r.Action != tracker.UDPActionAnnounce:
 				s.st.record(f.kind, 0, lat, fmt.Errorf("%w: action %d in answer to an announce", errBadReply, r.Action))
 			default:
 				s.st.record(f.kind, r.Peers, lat, nil)

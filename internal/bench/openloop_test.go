@@ -15,6 +15,8 @@ import (
 	"testing"
 	"testing/synctest"
 	"time"
+
+	"fileshare/tracker"
 )
 
 // The pacer sends event i at start + i/rate, never before it is due and
@@ -257,8 +259,8 @@ func TestOpenLoopCountsUnansweredAsTimeouts(t *testing.T) {
 			if err != nil {
 				return
 			}
-			if n == 16 && be.Uint32(buf[8:]) == udpActConnect {
-				pc.WriteTo(be.AppendUint64(be.AppendUint32(be.AppendUint32(nil, udpActConnect), be.Uint32(buf[12:])), 77), from)
+			if n == 16 && be.Uint32(buf[8:]) == tracker.UDPActionConnect {
+				pc.WriteTo(be.AppendUint64(be.AppendUint32(be.AppendUint32(nil, tracker.UDPActionConnect), be.Uint32(buf[12:])), 77), from)
 				continue
 			}
 			mu.Lock()

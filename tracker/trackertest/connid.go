@@ -41,7 +41,6 @@ func (s *SharedSecrets) Set(secrets ...[]byte) {
 }
 
 const (
-	protocolID = 0x41727101980
 	connClient = "192.0.2.77:6881"
 )
 
@@ -49,7 +48,7 @@ const (
 // connection ID, failing t if there is no connect reply.
 func Connect(t testing.TB, s *tracker.UDPServer, from netip.AddrPort) uint64 {
 	t.Helper()
-	pkt := binary.BigEndian.AppendUint64(nil, protocolID)
+	pkt := binary.BigEndian.AppendUint64(nil, tracker.UDPProtocolID)
 	pkt = binary.BigEndian.AppendUint32(pkt, 0)
 	pkt = binary.BigEndian.AppendUint32(pkt, 0x1234)
 	r := s.HandlePacket(context.Background(), pkt, from, nil)
