@@ -74,6 +74,7 @@ cluster from it. Needs the admin certificate on a TLS cluster.`,
 // start.
 func newRecoverCmd(stdout io.Writer) *cobra.Command {
 	var dataDir, members string
+	var force bool
 	cmd := &cobra.Command{
 		Use:   "recover --data-dir DIR --members ID=HOST:PORT,...",
 		Short: "Prepare a stopped master to recover from the loss of a majority (writes DIR/peers.json)",
@@ -82,12 +83,23 @@ func newRecoverCmd(stdout io.Writer) *cobra.Command {
 1. Stop every surviving master.
 2. On each survivor run this command with its --data-dir and the same
    --members: the survivors (one survivor alone lists only itself).
-3. Start the survivors with their usual flags. Each checks that no member
-   of its old configuration still reports a leader (it refuses to start,
-   and changes nothing, if one does: that would fork a working cluster),
-   then rewrites its Raft membership to --members, renames peers.json to
-   peers.json.applied, and starts; the survivors elect a leader.
+3. Start the survivors with their usual flags. Each first checks that the
+   old majority is gone, and refuses to start, changing nothing, when
+   - a member of its old configuration reports a leader,
+   - an old member not in --members answers at all (stop it first), or
+   - enough old members not in --members for a quorum cannot be reached
+     and do not refuse connections: they may be a working cluster behind
+     a network partition, and recovering would leave two clusters for good.
+   Then it rewrites its Raft membership to --members, renames peers.json
+   to peers.json.applied, and starts; the survivors elect a leader.
 4. Add new masters with 'fileshare master --join'.
+
+When the lost masters' hosts are down for good (powered off, destroyed),
+nothing answers for them and step 3 refuses. Only then give
+--force-split-brain-risk: it recovers although they cannot be shown gone.
+If they are in fact alive behind a partition, there are then two clusters
+that each accept writes, and they can never be merged. A lost master must
+never be started again with its old data dir: wipe it and --join.
 
 Every entry the survivors hold is kept; if they differ, recover from the
 one with the highest last index ('cluster status' shows it). This
@@ -102,15 +114,19 @@ command only writes the file; it does not talk to any master.`,
 			if err != nil {
 				return fmt.Errorf("--members: %w", err)
 			}
-			if err := master.WriteRecoveryFile(dataDir, list); err != nil {
+			if err := master.WriteRecoveryFile(dataDir, list, master.RecoveryOptions{ForceSplitBrainRisk: force}); err != nil {
 				return err
 			}
 			fmt.Fprintf(stdout, "wrote %s/%s: at its next start this master recovers with members %s\n", strings.TrimRight(dataDir, "/"), master.RecoveryFile, members)
+			if force {
+				fmt.Fprintf(stdout, "WARNING: --force-split-brain-risk: this master will recover even if old masters it cannot reach are alive; if they are, two clusters result and cannot be merged\n")
+			}
 			return nil
 		},
 	}
 	cmd.Flags().StringVar(&dataDir, "data-dir", "", "data dir of the stopped surviving master")
 	cmd.Flags().StringVar(&members, "members", "", "the surviving masters: ID=HOST:PORT,... (the same on every survivor)")
+	cmd.Flags().BoolVar(&force, "force-split-brain-risk", false, "recover even when unreachable old masters cannot be shown gone (they may be alive behind a partition: two clusters would result)")
 	return cmd
 }
 

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -121,5 +122,19 @@ func TestClusterRecoverWritesTheRecoveryFile(t *testing.T) {
 	b, err := os.ReadFile(filepath.Join(dir, "peers.json"))
 	if err != nil || !strings.Contains(string(b), `"id": "m2"`) || !strings.Contains(string(b), `"address": "127.0.0.1:7002"`) {
 		t.Fatalf("peers.json: %v\n%s", err, b)
+	}
+	override := filepath.Join(dir, "peers.json.force-split-brain-risk")
+	if _, err := os.Stat(override); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("without --force-split-brain-risk an override file exists (err %v)", err)
+	}
+	stdout, _, code = fileshare(t, 20*time.Second, "cluster", "recover", "--data-dir", dir, "--members", "m1=127.0.0.1:7001", "--force-split-brain-risk")
+	if _, err := os.Stat(override); code != 0 || err != nil || !strings.Contains(stdout, "WARNING") {
+		t.Fatalf("--force-split-brain-risk: exit %d, override file: %v, stdout:\n%s", code, err, stdout)
+	}
+	if _, _, code = fileshare(t, 20*time.Second, "cluster", "recover", "--data-dir", dir, "--members", "m1=127.0.0.1:7001"); code != 0 {
+		t.Fatal("recover again without the override failed")
+	}
+	if _, err := os.Stat(override); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("writing the file again without --force-split-brain-risk kept the override (err %v)", err)
 	}
 }
