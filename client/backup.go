@@ -23,7 +23,10 @@ import (
 //  2. BackupRead returns up to BackupChunkSize bytes at Offset, which must
 //     be the end of the previous chunk (or its start again, to retry a
 //     lost reply). The last chunk has EOF set and the SHA-256 of every
-//     byte the leader read, which the client checks.
+//     byte the leader read, which the client checks, and, on a TLS
+//     cluster, the leader's signature over the backup's metadata and that
+//     SHA-256 with the certificate chain of its master certificate (see
+//     master.ArchiveSignature), which the archive keeps.
 //  3. BackupClose releases the session; one left idle for
 //     BackupSessionIdle is released by the leader on its own.
 const (
@@ -94,11 +97,17 @@ type BackupReadRequest struct {
 	Offset  int64
 }
 
-// BackupReadReply is one chunk. SHA256 is set with EOF.
+// BackupReadReply is one chunk. SHA256 is set with EOF, and so are
+// Signature and Certificates when the leader has a certificate.
 type BackupReadReply struct {
 	Data   []byte
 	EOF    bool
 	SHA256 []byte `codec:",omitempty"`
+	// Signature is the leader's signature over the backup (see
+	// master.ArchiveSignature); Certificates is its certificate chain,
+	// leaf first, DER.
+	Signature    []byte   `codec:",omitempty"`
+	Certificates [][]byte `codec:",omitempty"`
 }
 
 // BackupCloseRequest releases a session.
@@ -122,6 +131,16 @@ type BackupStream struct {
 	sum    hash.Hash
 	want   []byte // the SHA-256 the leader sent with EOF
 	err    error
+
+	signature    []byte   // sent with EOF, if the leader signs
+	certificates [][]byte // the signer's chain, leaf first
+}
+
+// BackupSignature returns the leader's signature over the backup and its
+// certificate chain (leaf first, DER), both nil if the leader sent none
+// (a cluster without TLS). Valid once Read has returned io.EOF.
+func (s *BackupStream) BackupSignature() (signature []byte, certificates [][]byte) {
+	return s.signature, s.certificates
 }
 
 // OpenBackup starts a backup at the cluster's leader (following leader
@@ -198,6 +217,7 @@ func (s *BackupStream) fetch() error {
 	s.buf, s.eof, s.chunk = out.Data, out.EOF, out.Data
 	if out.EOF {
 		s.want = out.SHA256
+		s.signature, s.certificates = out.Signature, out.Certificates
 	}
 	return nil
 }

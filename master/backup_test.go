@@ -64,7 +64,7 @@ func TestBackupArchiveRoundTripAndDamage(t *testing.T) {
 		{"empty", nil, "ends inside its 16-byte header"},
 		{"not an archive", []byte("hello, this is not a backup at all"), "does not start with"},
 		{"bad magic", flip(0), "does not start with"},
-		{"future version", flip(11), "format version 0"},
+		{"future version", flip(11), "format version 3"},
 		{"huge metadata length", func() []byte { b := slices.Clone(good); b[12] = 0xff; return b }(), "metadata length"},
 		{"damaged metadata", flip(20), ""},
 		{"damaged snapshot", flip(metaEnd + 100), "checksum mismatch"},

@@ -2,6 +2,7 @@ package master
 
 import (
 	"errors"
+	"fileshare/internal/httplimit"
 	"fmt"
 	"log/slog"
 	"net"
@@ -34,6 +35,10 @@ type Config struct {
 	Advertise string
 	// HTTP is the host:port of the status endpoints. Empty disables them.
 	HTTP string
+	// HTTPLimits bounds the HTTP port: timeouts, open connections and
+	// dashboard streams, in all and per client. Zero fields take
+	// httplimit.DefaultLimits.
+	HTTPLimits httplimit.Limits
 
 	// InitialCluster bootstraps a new cluster whose voters are exactly
 	// these members, one of which must be this master (same ID and

@@ -17,6 +17,7 @@ import (
 	"github.com/hashicorp/raft"
 
 	"fileshare/client"
+	"fileshare/internal/httplimit"
 )
 
 // The dashboard: /ui/ serves a static page (ui/, embedded, no build step)
@@ -27,9 +28,12 @@ import (
 // least one browser is subscribed: it asks every other member for its
 // Status over the cluster's RPC (as 'fileshare cluster status' does), with
 // memberProbeTimeout per round, so a dead member slows nothing down. The
-// stream faces strangers, so it is bounded: at most maxDashboardSubscribers
-// streams at once, every write has a deadline, and a subscriber that
-// cannot keep up skips snapshots rather than queueing them.
+// stream faces strangers, so it is bounded: at most
+// Config.HTTPLimits.MaxStreams streams at once and
+// MaxStreamsPerSource from one client (so one client cannot lock
+// operators out), every write has a deadline of its own (the server's
+// WriteTimeout would cut a stream off), and a subscriber that cannot keep
+// up skips snapshots rather than queueing them.
 
 //go:embed ui
 var uiFiles embed.FS
@@ -37,8 +41,6 @@ var uiFiles embed.FS
 const (
 	// dashboardInterval is the time between two snapshots.
 	dashboardInterval = 400 * time.Millisecond
-	// maxDashboardSubscribers bounds the event streams open at once.
-	maxDashboardSubscribers = 32
 	// dashboardWriteTimeout bounds one snapshot write to a browser; a
 	// browser slower than that loses its stream (and reconnects).
 	dashboardWriteTimeout = 2 * time.Second
@@ -47,15 +49,21 @@ const (
 	versionRetry = 5 * time.Second
 )
 
-// ErrTooManyDashboards is the 503 answer to an event stream beyond
-// maxDashboardSubscribers.
-var ErrTooManyDashboards = errors.New("too many dashboards are open on this master; close one, or open another master's /ui/")
+var (
+	// ErrTooManyDashboards is the 503 answer to an event stream beyond
+	// Config.HTTPLimits.MaxStreams.
+	ErrTooManyDashboards = errors.New("too many dashboards are open on this master; close one, or open another master's /ui/")
+	// ErrTooManyDashboardsFromClient is the 429 answer to an event stream
+	// beyond Config.HTTPLimits.MaxStreamsPerSource from one client.
+	ErrTooManyDashboardsFromClient = errors.New("this client already has its share of dashboards open on this master; close one of its tabs")
+)
 
 // dashboard owns the event streams' subscriptions and their poller.
 type dashboard struct {
 	m      *Master
-	http   *http.Client    // reads other members' versions
-	ctx    context.Context // ends at close
+	share  *httplimit.Share // the event streams, in all and per client
+	http   *http.Client     // reads other members' versions
+	ctx    context.Context  // ends at close
 	cancel context.CancelFunc
 
 	mu      sync.Mutex
@@ -76,7 +84,7 @@ type versionEntry struct {
 }
 
 func newDashboard(m *Master) *dashboard {
-	d := &dashboard{m: m, http: &http.Client{Timeout: memberProbeTimeout}, subs: map[chan []byte]struct{}{}, versions: map[string]versionEntry{}}
+	d := &dashboard{m: m, share: httplimit.NewShare(m.cfg.HTTPLimits), http: &http.Client{Timeout: memberProbeTimeout}, subs: map[chan []byte]struct{}{}, versions: map[string]versionEntry{}}
 	d.ctx, d.cancel = context.WithCancel(m.ctx)
 	return d
 }
@@ -126,9 +134,6 @@ func (d *dashboard) subscribe() (chan []byte, error) {
 	if d.closed {
 		return nil, ErrShuttingDownHTTP
 	}
-	if len(d.subs) >= maxDashboardSubscribers {
-		return nil, ErrTooManyDashboards
-	}
 	ch := make(chan []byte, 1)
 	d.subs[ch] = struct{}{}
 	if !d.polling {
@@ -153,6 +158,16 @@ func (d *dashboard) unsubscribe(ch chan []byte) {
 // serveEvents streams snapshots to one browser until it leaves, a write
 // misses its deadline, or the master closes.
 func (d *dashboard) serveEvents(w http.ResponseWriter, r *http.Request) {
+	release, err := d.share.Acquire(r.RemoteAddr)
+	switch {
+	case errors.Is(err, httplimit.ErrSourceShare):
+		http.Error(w, ErrTooManyDashboardsFromClient.Error(), http.StatusTooManyRequests)
+		return
+	case err != nil:
+		http.Error(w, ErrTooManyDashboards.Error(), http.StatusServiceUnavailable)
+		return
+	}
+	defer release()
 	ch, err := d.subscribe()
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusServiceUnavailable)
@@ -160,6 +175,13 @@ func (d *dashboard) serveEvents(w http.ResponseWriter, r *http.Request) {
 	}
 	defer d.unsubscribe(ch)
 	rc := http.NewResponseController(w)
+	// A stream outlives the server's read and write timeouts: lift the
+	// read deadline (the request has no body; the server's background
+	// read only watches for the browser leaving) and set a write deadline
+	// before each write.
+	if err := rc.SetReadDeadline(time.Time{}); err != nil {
+		return
+	}
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream")
 	h.Set("Cache-Control", "no-store")

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"strings"
@@ -28,6 +29,23 @@ func openEvents(t *testing.T, ctx context.Context, httpAddr string) *http.Respon
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatalf("GET /ui/events: %v", err)
+	}
+	return resp
+}
+
+// openEventsFrom opens the event stream from the loopback address from
+// (127.0.0.x), one connection per stream.
+func openEventsFrom(t *testing.T, ctx context.Context, from, httpAddr string) *http.Response {
+	t.Helper()
+	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}}
+	hc := &http.Client{Transport: &http.Transport{DialContext: d.DialContext, DisableKeepAlives: true}}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+httpAddr+"/ui/events", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		t.Fatalf("GET /ui/events from %s: %v", from, err)
 	}
 	return resp
 }
@@ -125,31 +143,52 @@ func TestDashboardStreamsClusterSnapshots(t *testing.T) {
 	}
 }
 
-// The event stream faces strangers: beyond the subscriber limit a stream
-// is refused with 503 and a reason, not queued; and open streams do not
-// hold up the master's shutdown.
+// The event stream faces strangers: beyond the stream cap a stream is
+// refused with 503 and a reason, not queued; one client gets its share
+// and no more (429), so it cannot lock operators out; and open streams do
+// not hold up the master's shutdown.
 func TestDashboardBoundsSubscribers(t *testing.T) {
-	c := newCluster(t, 1, withHTTP(""))
+	c := newCluster(t, 1, func(cfg *master.Config) {
+		withHTTP("")(cfg)
+		cfg.HTTPLimits.MaxStreams = 6
+		cfg.HTTPLimits.MaxStreamsPerSource = 2
+	})
 	c.Leader()
 	addr := c.Master(0).HTTPAddr()
-	const limit = 32 // maxDashboardSubscribers
-	for range limit {
-		resp := openEvents(t, t.Context(), addr)
-		if resp.StatusCode != http.StatusOK {
-			t.Fatalf("stream within the limit: %s", resp.Status)
+	open := func(from string) (int, string) {
+		resp := openEventsFrom(t, t.Context(), from, addr)
+		if resp.StatusCode == http.StatusOK {
+			t.Cleanup(func() { resp.Body.Close() })
+			return resp.StatusCode, ""
 		}
-		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode, string(b)
 	}
-	resp := openEvents(t, t.Context(), addr)
-	b, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(string(b), "too many dashboards") {
-		t.Fatalf("stream over the limit: %s %q; want 503 saying why", resp.Status, b)
+	// One client opens all it can: its share, then 429 for every other.
+	for i := range 32 {
+		code, body := open("127.0.0.2")
+		if i < 2 && code != http.StatusOK {
+			t.Fatalf("stream %d within one client's share: %d %q", i, code, body)
+		}
+		if i >= 2 && (code != http.StatusTooManyRequests || !strings.Contains(body, "share of dashboards")) {
+			t.Fatalf("stream %d from one client beyond its share: %d %q; want 429 saying why", i, code, body)
+		}
+	}
+	// Operators elsewhere still get theirs, up to the cap.
+	for _, from := range []string{"127.0.0.3", "127.0.0.3", "127.0.0.4", "127.0.0.4"} {
+		if code, body := open(from); code != http.StatusOK {
+			t.Fatalf("an operator at %s was refused while another client held its share: %d %q", from, code, body)
+		}
+	}
+	code, body := open("127.0.0.5")
+	if code != http.StatusServiceUnavailable || !strings.Contains(body, "too many dashboards") {
+		t.Fatalf("stream over the cap: %d %q; want 503 saying why", code, body)
 	}
 	start := time.Now()
 	c.Kill(0)
 	if d := time.Since(start); d > 3*time.Second {
-		t.Errorf("shutdown with %d open streams took %v", limit, d)
+		t.Errorf("shutdown with 6 open streams took %v", d)
 	}
 }
 

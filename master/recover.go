@@ -6,17 +6,20 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/hashicorp/raft"
 
 	"fileshare/client"
 	"fileshare/fsm"
+	"fileshare/transport"
 )
 
 // Lost-quorum recovery. When a majority of the masters is gone for good,
@@ -42,14 +45,36 @@ import (
 // last index (cluster status shows it) if they differ. An acknowledged
 // write was on a majority; if all of that majority is lost, so is the write.
 //
-// The fork check: before it changes anything, the master asks every other
-// member of its last known configuration for its status (each for up to
-// recoveryProbeTimeout). If any answers and knows a leader, the cluster
-// still has a working quorum, and recovering would start a second cluster
-// beside it; the master refuses with ErrRecoverHealthy and changes nothing.
-// A member that does not answer, or answers without a leader, is no
-// obstacle.
+// The fork check: before it changes anything, the master must show that
+// the old majority is gone, since recovering beside a cluster that still
+// works (or will again once a partition heals) leaves two clusters for
+// good. It asks every other member of its last known configuration for
+// its status (each for up to recoveryProbeTimeout), and refuses, changing
+// nothing, when
+//
+//   - any member reports a leader (ErrRecoverHealthy);
+//   - any member that the recovery file does not list answers at all: it
+//     runs, and must be stopped or listed first (ErrRecoverMembersAlive);
+//   - the members that the file does not list and that are not shown gone
+//     are enough for a quorum of the old configuration
+//     (ErrRecoverUnverified): they may be alive behind a partition.
+//
+// A member is shown gone when its address refuses the connection: the
+// host is up and no master listens there. A timeout, a reset or an
+// unreachable network proves nothing. When the old masters' hosts are
+// down for good, so that nothing can answer, the operator says so with
+// RecoveryOverrideFile ('fileshare cluster recover
+// --force-split-brain-risk'), and the master recovers anyway, logging the
+// risk. Members listed in the file are the other survivors, recovered the
+// same way; a lost member must never be started again with its old data.
 const RecoveryFile = "peers.json"
+
+// RecoveryOverrideFile, beside RecoveryFile, makes the master recover even
+// when it cannot show that the old majority is gone (ErrRecoverUnverified).
+// Its presence is the operator's statement that the unreachable old
+// masters are gone for good; if they are only cut off, two clusters
+// result. It never overrides ErrRecoverHealthy or ErrRecoverMembersAlive.
+const RecoveryOverrideFile = "peers.json.force-split-brain-risk"
 
 // recoveryProbeTimeout bounds the status call to each old member.
 const recoveryProbeTimeout = 2 * time.Second
@@ -59,6 +84,14 @@ var (
 	// ErrRecoverHealthy means a member of the last known configuration
 	// reported a leader, so recovery was refused.
 	ErrRecoverHealthy = errors.New("refusing lost-quorum recovery: the cluster still has a leader")
+	// ErrRecoverMembersAlive means a member of the last known
+	// configuration that the recovery file does not list answered: it
+	// runs, so the old majority is not shown gone.
+	ErrRecoverMembersAlive = errors.New("refusing lost-quorum recovery: old members not in the recovery file are running")
+	// ErrRecoverUnverified means enough old members for a quorum could not
+	// be reached but are not shown gone: they may be working behind a
+	// partition.
+	ErrRecoverUnverified = errors.New("refusing lost-quorum recovery: cannot show that the old majority is gone")
 	// ErrBadRecoveryFile means RecoveryFile could not be used as written.
 	ErrBadRecoveryFile = errors.New("invalid recovery file")
 )
@@ -71,15 +104,31 @@ type recoveryEntry struct {
 	Address string `json:"address"`
 }
 
+// RecoveryOptions are the choices of WriteRecoveryFile.
+type RecoveryOptions struct {
+	// ForceSplitBrainRisk writes RecoveryOverrideFile too: recover even
+	// if the old majority cannot be shown gone.
+	ForceSplitBrainRisk bool
+}
+
 // WriteRecoveryFile writes RecoveryFile into dataDir listing members,
-// after checking them as --initial-cluster is checked. The master applies
-// it at its next start. It replaces any earlier file atomically.
-func WriteRecoveryFile(dataDir string, members []Member) error {
+// after checking them as --initial-cluster is checked, and writes or
+// removes RecoveryOverrideFile as opts says. The master applies it at its
+// next start. It replaces any earlier file atomically.
+func WriteRecoveryFile(dataDir string, members []Member, opts ...RecoveryOptions) error {
 	if _, err := validMembers(members); err != nil {
 		return err
 	}
 	if st, err := os.Stat(filepath.Join(dataDir, "raft.db")); err != nil || st.IsDir() {
 		return fmt.Errorf("%w: %s holds no raft.db: give the data dir of a master that has run (--data-dir)", ErrBadRecoveryFile, dataDir)
+	}
+	override := filepath.Join(dataDir, RecoveryOverrideFile)
+	if len(opts) > 0 && opts[0].ForceSplitBrainRisk {
+		if err := os.WriteFile(override, []byte("the operator states that the unreachable old masters are gone for good\n"), 0o600); err != nil {
+			return fmt.Errorf("write %s: %w", override, err)
+		}
+	} else if err := os.Remove(override); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("remove an earlier %s: %w", override, err)
 	}
 	entries := make([]recoveryEntry, len(members))
 	for i, m := range members {
@@ -178,7 +227,13 @@ func (m *Master) recoverFromFile(ctx context.Context, rc *raft.Config, hasState 
 	if err != nil {
 		return false, fmt.Errorf("lost-quorum recovery: read the last configuration in %s: %w", m.cfg.DataDir, err)
 	}
-	if err := m.probeForLeader(ctx, old); err != nil {
+	overridePath := filepath.Join(m.cfg.DataDir, RecoveryOverrideFile)
+	_, oerr := os.Stat(overridePath)
+	force := oerr == nil
+	if err := m.checkOldMajorityGone(ctx, old, members, force); err != nil {
+		if errors.Is(err, ErrRecoverUnverified) {
+			return false, fmt.Errorf("%w; if those masters' hosts are gone for good, write the file again with 'fileshare cluster recover --force-split-brain-risk' (if they are only cut off, two clusters result); otherwise remove %s and start this master normally", err, path)
+		}
 		return false, fmt.Errorf("%w; remove %s and start this master normally (or rejoin it with 'fileshare cluster remove' and --join)", err, path)
 	}
 	m.logger.Warn("lost-quorum recovery: rewriting the raft configuration", "file", path, "old", fmtServers(old), "new", fmtServers(servers))
@@ -188,17 +243,34 @@ func (m *Master) recoverFromFile(ctx context.Context, rc *raft.Config, hasState 
 	if err := os.Rename(path, path+".applied"); err != nil {
 		return false, fmt.Errorf("lost-quorum recovery succeeded but %s could not be renamed (remove it before the next start): %w", path, err)
 	}
+	if force {
+		if err := os.Remove(overridePath); err != nil {
+			m.logger.Warn("cannot remove the recovery override file; remove it by hand", "path", overridePath, "err", err)
+		}
+	}
 	m.logger.Warn("lost-quorum recovery done; add new masters with --join", "members", fmtServers(servers))
 	return true, nil
 }
 
-// probeForLeader asks every server but this one for its status, in
-// parallel, and returns ErrRecoverHealthy if any knows a leader.
-func (m *Master) probeForLeader(ctx context.Context, servers []raft.Server) error {
-	var mu sync.Mutex
-	var found []string
-	var wg sync.WaitGroup
-	for _, s := range servers {
+// checkOldMajorityGone asks every server of old but this one for its
+// status, in parallel, and refuses recovery to members unless the old
+// majority is shown gone (see RecoveryFile). force accepts members that
+// cannot be reached and are not shown gone.
+func (m *Master) checkOldMajorityGone(ctx context.Context, old []raft.Server, members []Member, force bool) error {
+	listed := map[string]bool{}
+	for _, mem := range members {
+		listed[mem.ID] = true
+	}
+	var (
+		mu                   sync.Mutex
+		leaders, alive, lost []string
+		wg                   sync.WaitGroup
+	)
+	voters := 0
+	for _, s := range old {
+		if s.Suffrage == raft.Voter {
+			voters++
+		}
 		if string(s.ID) == m.cfg.ID || string(s.Address) == m.advertise {
 			continue
 		}
@@ -207,23 +279,56 @@ func (m *Master) probeForLeader(ctx context.Context, servers []raft.Server) erro
 			defer cancel()
 			var st client.Status
 			err := m.client.Call(cctx, string(s.Address), client.MethodStatus, &client.StatusRequest{}, &st)
-			if err != nil {
-				m.logger.Info("lost-quorum recovery: old member does not answer", "id", s.ID, "addr", s.Address, "err", err)
-				return
-			}
-			if st.LeaderID != "" || st.State == raft.Leader.String() {
-				mu.Lock()
-				found = append(found, fmt.Sprintf("%s at %s reports leader %s (term %d)", st.ID, s.Address, st.LeaderID, st.Term))
-				mu.Unlock()
+			refused := err != nil && errors.Is(err, transport.ErrNoListener) && connRefused(cctx, string(s.Address))
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case err == nil && (st.LeaderID != "" || st.State == raft.Leader.String()):
+				leaders = append(leaders, fmt.Sprintf("%s at %s reports leader %s (term %d)", st.ID, s.Address, st.LeaderID, st.Term))
+			case err == nil && !listed[string(s.ID)]:
+				alive = append(alive, fmt.Sprintf("%s at %s answers (%s, no leader)", s.ID, s.Address, st.State))
+			case err == nil:
+				// Another survivor, recovered or about to be.
+			case refused:
+				m.logger.Info("lost-quorum recovery: nothing listens at an old member's address", "id", s.ID, "addr", s.Address)
+			case listed[string(s.ID)]:
+				m.logger.Info("lost-quorum recovery: another survivor does not answer", "id", s.ID, "addr", s.Address, "err", err)
+			case s.Suffrage == raft.Voter:
+				m.logger.Warn("lost-quorum recovery: an old member cannot be reached, and may be alive", "id", s.ID, "addr", s.Address, "err", err)
+				lost = append(lost, fmt.Sprintf("%s at %s (%v)", s.ID, s.Address, err))
 			}
 		})
 	}
 	wg.Wait()
-	if len(found) > 0 {
-		slices.Sort(found)
-		return fmt.Errorf("%w: %s; recovering would fork it into two clusters", ErrRecoverHealthy, strings.Join(found, "; "))
+	slices.Sort(leaders)
+	slices.Sort(alive)
+	slices.Sort(lost)
+	if len(leaders) > 0 {
+		return fmt.Errorf("%w: %s; recovering would fork it into two clusters", ErrRecoverHealthy, strings.Join(leaders, "; "))
+	}
+	if len(alive) > 0 {
+		return fmt.Errorf("%w: %s; stop them (or list them in the recovery file) first", ErrRecoverMembersAlive, strings.Join(alive, "; "))
+	}
+	if quorum := voters/2 + 1; len(lost) >= quorum {
+		if !force {
+			return fmt.Errorf("%w: %d of the %d old voters, a quorum, cannot be reached but do not refuse connections, so they may be a working cluster behind a partition: %s", ErrRecoverUnverified, len(lost), voters, strings.Join(lost, "; "))
+		}
+		m.logger.Warn("lost-quorum recovery forced (--force-split-brain-risk): old members that may be alive are unreachable; if they are, there are now two clusters", "unreachable", strings.Join(lost, "; "))
 	}
 	return nil
+}
+
+// connRefused reports whether a TCP connection to addr is refused: the
+// host is up and nothing listens there. A timeout or an unreachable
+// network is not a refusal.
+func connRefused(ctx context.Context, addr string) bool {
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "tcp", addr)
+	if err == nil {
+		c.Close()
+		return false
+	}
+	return errors.Is(err, syscall.ECONNREFUSED)
 }
 
 // lastConfiguration returns the latest configuration in the stores: the

@@ -195,3 +195,74 @@ func TestRecoverRejectsBadFiles(t *testing.T) {
 		t.Fatalf("writing a recovery file into a dir with no raft state: got %v, want ErrBadRecoveryFile", err)
 	}
 }
+
+// During a partition the old majority is alive behind it: a master cut
+// off from it that is given a recovery file naming only itself must not
+// recover (that would leave two clusters for good). It refuses, changing
+// nothing; the majority keeps its leader. Only the loudly named override
+// makes it go ahead.
+func TestRecoverRefusesDuringAPartition(t *testing.T) {
+	c := newCluster(t, 3, nil)
+	li := c.Leader()
+	victim := (li + 1) % 3
+	c.Converge()
+	c.Isolate(victim)
+	c.Kill(victim)
+	cfg := c.Config(victim)
+	if err := master.WriteRecoveryFile(cfg.DataDir, []master.Member{{ID: cfg.ID, Addr: cfg.Listen}}); err != nil {
+		t.Fatal(err)
+	}
+	m, err := master.New(t.Context(), cfg)
+	if !errors.Is(err, master.ErrRecoverUnverified) {
+		if m != nil {
+			m.CloseNow()
+		}
+		t.Fatalf("recovery cut off from a live majority: got %v, want ErrRecoverUnverified", err)
+	}
+	if !strings.Contains(err.Error(), "--force-split-brain-risk") || !strings.Contains(err.Error(), "partition") {
+		t.Errorf("refusal %q should say why and name the override", err)
+	}
+	if _, err := os.Stat(filepath.Join(cfg.DataDir, master.RecoveryFile)); err != nil {
+		t.Fatalf("a refused recovery should leave its file in place: %v", err)
+	}
+	c.Leader() // the majority still has one
+
+	// The override is the operator's word that the others are gone.
+	if err := master.WriteRecoveryFile(cfg.DataDir, []master.Member{{ID: cfg.ID, Addr: cfg.Listen}}, master.RecoveryOptions{ForceSplitBrainRisk: true}); err != nil {
+		t.Fatal(err)
+	}
+	forced := startMaster(t, cfg)
+	poll.Until(t, 15*time.Second, "the forced survivor to lead alone", func() bool { return forced.IsLeader() })
+	if _, err := os.Stat(filepath.Join(cfg.DataDir, master.RecoveryOverrideFile)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the override file outlived the recovery it allowed (err %v)", err)
+	}
+}
+
+// An old member that the recovery file does not list and that still runs
+// (here without a leader: the other survivor of a lost quorum) makes the
+// recovery refuse: it must be stopped or listed first.
+func TestRecoverRefusesWhileAnUnlistedMemberRuns(t *testing.T) {
+	c := newCluster(t, 3, nil)
+	c.Leader()
+	c.Converge()
+	c.Kill(0)
+	c.Kill(2)
+	poll.Until(t, 15*time.Second, "the last running master to lose its leader", func() bool {
+		st, err := c.Cluster.Status(t.Context(), 1)
+		return err == nil && st.LeaderID == ""
+	})
+	cfg := c.Config(0)
+	if err := master.WriteRecoveryFile(cfg.DataDir, []master.Member{{ID: cfg.ID, Addr: cfg.Listen}}, master.RecoveryOptions{ForceSplitBrainRisk: true}); err != nil {
+		t.Fatal(err)
+	}
+	m, err := master.New(t.Context(), cfg)
+	if !errors.Is(err, master.ErrRecoverMembersAlive) {
+		if m != nil {
+			m.CloseNow()
+		}
+		t.Fatalf("recovery while an unlisted old member runs: got %v, want ErrRecoverMembersAlive (even with the override)", err)
+	}
+	if !strings.Contains(err.Error(), c.ID(1)) {
+		t.Errorf("refusal %q should name %s", err, c.ID(1))
+	}
+}

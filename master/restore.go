@@ -91,7 +91,7 @@ func restoreBackup(cfg Config, hasState bool, stable raft.StableStore, snaps raf
 	lw := &lazySink{create: func(meta ArchiveMeta) (raft.SnapshotSink, error) {
 		return snaps.Create(raft.SnapshotVersionMax, meta.RaftIndex, meta.RaftTerm, raft.Configuration{Servers: servers}, meta.RaftIndex, trans)
 	}}
-	meta, sum, err := readArchiveInto(f, lw)
+	meta, sum, err := readArchiveInto(f, lw, cfg)
 	if err != nil {
 		lw.cancel()
 		return false, fmt.Errorf("--restore %s: %w", cfg.Restore, err)
@@ -113,14 +113,25 @@ func restoreBackup(cfg Config, hasState bool, stable raft.StableStore, snaps raf
 }
 
 // readArchiveInto is ReadArchive with a lazySink, which learns the
-// archive's metadata before its first byte.
-func readArchiveInto(f *os.File, lw *lazySink) (ArchiveMeta, [32]byte, error) {
-	// A first pass verifies the whole archive (checksum included) before
-	// anything is written, so a damaged file leaves no partial snapshot
-	// directory behind even for an instant; the second pass writes.
-	meta, sum, err := ReadArchive(f, io.Discard)
+// archive's metadata before its first byte. On a master with a cluster CA
+// the archive must carry a signature by a master of that CA.
+func readArchiveInto(f *os.File, lw *lazySink, cfg Config) (ArchiveMeta, [32]byte, error) {
+	// A first pass verifies the whole archive (checksum and signature)
+	// before anything is written, so a damaged or forged file leaves no
+	// partial snapshot directory behind even for an instant; the second
+	// pass writes.
+	meta, sum, sig, err := ReadSignedArchive(f, io.Discard)
 	if err != nil {
 		return meta, sum, err
+	}
+	if cfg.TLS.HasCA() {
+		signer, err := sig.Verify(cfg.TLS, meta)
+		if err != nil {
+			return meta, sum, fmt.Errorf("%w; restore only a backup that 'fileshare cluster backup' took from a cluster under the CA this master trusts (--trusted-ca-file)", err)
+		}
+		cfg.Logger.Info("backup signature verified", "signer", signer)
+	} else if sig == nil {
+		cfg.Logger.Warn("restoring an unsigned backup: without TLS nothing shows who made it; its checksum proves only that it is undamaged")
 	}
 	if _, err := f.Seek(0, 0); err != nil {
 		return meta, sum, err

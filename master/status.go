@@ -15,6 +15,7 @@ import (
 	"github.com/hashicorp/raft"
 
 	"fileshare/client"
+	"fileshare/internal/httplimit"
 	"fileshare/transport"
 )
 
@@ -194,10 +195,18 @@ func (m *Master) handleStatus(ctx context.Context, _ *client.StatusRequest) (*cl
 }
 
 func (m *Master) startHTTP() error {
-	ln, err := net.Listen("tcp", m.cfg.HTTP)
+	if err := m.cfg.HTTPLimits.Check("HTTPLimits"); err != nil {
+		return fmt.Errorf("%w: %v", ErrConfig, err)
+	}
+	raw, err := net.Listen("tcp", m.cfg.HTTP)
 	if err != nil {
 		return portError("HTTP", "--http", m.cfg.HTTP, err)
 	}
+	// The port faces strangers: every connection has a deadline, and
+	// connections are capped in all and per client (HTTPLimits), so idle
+	// or hoarded connections cannot use up this process's descriptors
+	// (which the cluster port needs too).
+	ln := httplimit.NewListener(raw, m.cfg.HTTPLimits)
 	m.httpLn = ln
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) {
@@ -230,7 +239,7 @@ func (m *Master) startHTTP() error {
 	}
 	mux.Handle("GET /metrics", m.metrics.handler())
 	m.dash.mount(mux)
-	m.httpSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	m.httpSrv = httplimit.NewServer(mux, m.cfg.HTTPLimits)
 	m.httpSrv.RegisterOnShutdown(m.dash.close)
 	// Owned by m (m.wg); startHTTP runs only inside New. It ends when
 	// shutdown closes the server.

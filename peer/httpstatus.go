@@ -70,6 +70,7 @@ var (
 	descRefused      = prometheus.NewDesc("fileshare_peer_served_refusals_total", "Piece requests answered with an error (file not here, or changed on disk), by reason.", []string{"reason"}, nil)
 	descDownloads    = prometheus.NewDesc("fileshare_peer_downloads_total", "Downloads this peer finished, by result (ok or failed).", []string{"result"}, nil)
 	descDownloaded   = prometheus.NewDesc("fileshare_peer_downloaded_bytes_total", "Piece bytes this peer fetched and verified, in downloads that finished.", nil, nil)
+	descReclaimed    = prometheus.NewDesc("fileshare_peer_upload_slots_reclaimed_total", "Upload slots taken from a connection that made no progress, or from a source holding more than its share, for a newcomer.", nil, nil)
 )
 
 // peerCounters are what a peer counts as it serves and downloads; every
@@ -79,6 +80,7 @@ type peerCounters struct {
 	refusedGone, refusedChanged atomic.Uint64
 	downloadsOK, downloadsFail  atomic.Uint64
 	bytesDownloaded             atomic.Uint64
+	uploadsReclaimed            atomic.Uint64
 }
 
 // peerCollector reads the peer's state at scrape time.
@@ -86,7 +88,7 @@ type peerCollector struct{ p *Peer }
 
 func (c *peerCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descPeerJoined, descPeerFiles, descPeerBytes, descUploads, descUploadsMax, descReachable, descOutage,
-		descPiecesServed, descBytesServed, descRefused, descDownloads, descDownloaded} {
+		descPiecesServed, descBytesServed, descRefused, descDownloads, descDownloaded, descReclaimed} {
 		ch <- d
 	}
 }
@@ -134,4 +136,5 @@ func (c *peerCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(descDownloads, &n.downloadsOK, "ok")
 	counter(descDownloads, &n.downloadsFail, "failed")
 	counter(descDownloaded, &n.bytesDownloaded)
+	counter(descReclaimed, &n.uploadsReclaimed)
 }

@@ -22,6 +22,32 @@ import (
 	"syscall"
 )
 
+// ErrPartialIsSymlink means a download's partial file or resume state is
+// a symbolic link. A download never writes or reads through one: whoever
+// could plant it in the download's directory could otherwise point the
+// peer's writes at any file it may write.
+var ErrPartialIsSymlink = errors.New("a download's partial file or resume state is a symbolic link")
+
+// openNoFollow opens path without following a symbolic link in its last
+// element (O_NOFOLLOW), and names the refusal.
+func openNoFollow(path string, flag int, perm os.FileMode) (*os.File, error) {
+	f, err := os.OpenFile(path, flag|syscall.O_NOFOLLOW, perm)
+	if err != nil && errors.Is(err, syscall.ELOOP) {
+		return nil, fmt.Errorf("%w: %s; remove it and start the download again", ErrPartialIsSymlink, path)
+	}
+	return f, err
+}
+
+// readNoFollow reads the file at path without following a symbolic link.
+func readNoFollow(path string) ([]byte, error) {
+	f, err := openNoFollow(path, os.O_RDONLY, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return io.ReadAll(f)
+}
+
 // errWrite marks a local write failure (disk full…): fatal for the download.
 var errWrite = errors.New("cannot write the partial file")
 
@@ -65,7 +91,10 @@ func openPartial(dest string, root [32]byte, size, pieceSize int64, logger *slog
 		path: dest + PartialSuffix, statePath: dest + ResumeSuffix,
 		size: size, pieceSize: pieceSize, logger: logger,
 	}
-	f, err := os.OpenFile(pf.path, os.O_RDWR|os.O_CREATE, 0o644)
+	f, err := openNoFollow(pf.path, os.O_RDWR|os.O_CREATE, 0o644)
+	if errors.Is(err, ErrPartialIsSymlink) {
+		return nil, nil, err
+	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("open %s: %w", pf.path, err)
 	}
@@ -81,7 +110,7 @@ func openPartial(dest string, root [32]byte, size, pieceSize int64, logger *slog
 	}()
 	st := newResumeState(root, size, pieceSize)
 	loaded := false
-	if b, err := os.ReadFile(pf.statePath); err == nil {
+	if b, err := readNoFollow(pf.statePath); err == nil {
 		old, err := decodeResumeState(b)
 		switch {
 		case err != nil:
@@ -100,6 +129,8 @@ func openPartial(dest string, root [32]byte, size, pieceSize int64, logger *slog
 		default:
 			st, loaded = old, true
 		}
+	} else if errors.Is(err, ErrPartialIsSymlink) {
+		return nil, nil, err
 	} else if !errors.Is(err, fs.ErrNotExist) {
 		return nil, nil, fmt.Errorf("read resume state %s: %w", pf.statePath, err)
 	}
@@ -240,7 +271,7 @@ func (pf *partialFile) saveState(b []byte) error {
 	if err == nil || !(errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT)) {
 		return err
 	}
-	f, oerr := os.OpenFile(pf.statePath, os.O_WRONLY, 0)
+	f, oerr := openNoFollow(pf.statePath, os.O_WRONLY, 0)
 	if oerr != nil {
 		return err
 	}

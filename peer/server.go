@@ -13,19 +13,31 @@ import (
 	"io"
 	"net"
 	"os"
+	"sync"
+	"sync/atomic"
 	"time"
 
+	"fileshare/internal/httplimit"
 	"fileshare/transport"
 )
 
+// uploadReclaimIdle is how long a connection may hold an upload slot
+// without a complete request in it while every slot is taken: past that,
+// the next connection takes its slot. A downloader pipelines its
+// requests, so one that is fetching is never idle that long; one that
+// connects and sends nothing, or dribbles a request, is.
+const uploadReclaimIdle = 2 * time.Second
+
 // servePieces accepts piece connections until the listener closes. At most
-// Config.MaxUploads connections are served at once; a connection beyond
-// that gets one statusBusy answer and is closed, so its downloader turns to
-// other holders and retries this one later. It runs in p.wg (New starts
-// it) and starts each connection's goroutine in p.wg too; since it holds a
-// count itself, those Adds never race Close's Wait.
+// Config.MaxUploads connections are served at once (see uploadSlots for
+// how a full table reclaims slots that make no progress and shares the
+// slots among sources); a connection that gets no slot gets one statusBusy
+// answer and is closed, so its downloader turns to other holders and
+// retries this one later. It runs in p.wg (New starts it) and starts each
+// connection's goroutine in p.wg too; since it holds a count itself, those
+// Adds never race Close's Wait.
 func (p *Peer) servePieces(ln net.Listener) {
-	slots := make(chan struct{}, p.cfg.MaxUploads)
+	slots := newUploadSlots(p.cfg.MaxUploads)
 	for {
 		conn, err := ln.Accept()
 		if err != nil {
@@ -35,22 +47,155 @@ func (p *Peer) servePieces(ln net.Listener) {
 			conn.Close()
 			return
 		}
-		select {
-		case slots <- struct{}{}:
+		slot, victim := slots.admit(conn, time.Now())
+		if victim != nil {
+			p.counters.uploadsReclaimed.Add(1)
+			p.logger.Debug("reclaimed an upload slot", "remote", victim.RemoteAddr(), "for", conn.RemoteAddr())
+			// Closing a TLS connection may wait on its close alert; not here.
+			p.wg.Go(func() { victim.Close() })
+		}
+		if slot != nil {
 			p.wg.Go(func() {
-				defer func() { <-slots }()
+				defer slots.release(slot)
 				defer p.untrack(conn)
-				p.serveConn(conn)
+				p.serveConn(conn, slot)
 			})
-		default:
-			p.wg.Go(func() {
-				defer p.untrack(conn)
-				_ = conn.SetWriteDeadline(time.Now().Add(time.Second))
-				_, _ = conn.Write(errorResponse(statusBusy, fmt.Sprintf("serving %d uploads already; try again soon", p.cfg.MaxUploads)))
-				conn.Close()
-			})
+			continue
+		}
+		p.wg.Go(func() {
+			defer p.untrack(conn)
+			_ = conn.SetWriteDeadline(time.Now().Add(time.Second))
+			_, _ = conn.Write(errorResponse(statusBusy, fmt.Sprintf("serving %d uploads already; try again soon", p.cfg.MaxUploads)))
+			conn.Close()
+		})
+	}
+}
+
+// uploadSlot is one connection's hold on an upload slot.
+type uploadSlot struct {
+	conn net.Conn
+	src  string // httplimit.Source of the remote address
+	// idleSince is when the connection last finished an answer (or was
+	// admitted), in Unix nanoseconds; 0 while it answers a request.
+	// Written by the connection's goroutine, read by admit.
+	idleSince atomic.Int64
+	held      bool // under uploadSlots.mu: false once released or reclaimed
+}
+
+// markIdle and markBusy are called by the connection's goroutine around
+// each request; a nil slot (unit tests serving a bare connection) is
+// ignored.
+func (s *uploadSlot) markIdle(now time.Time) {
+	if s != nil {
+		s.idleSince.Store(now.UnixNano())
+	}
+}
+
+func (s *uploadSlot) markBusy() {
+	if s != nil {
+		s.idleSince.Store(0)
+	}
+}
+
+// uploadSlots is the table of upload slots. While it has room every
+// connection gets a slot. When it is full, a newcomer takes the slot of
+//
+//  1. the connection that has gone longest without a complete request,
+//     if that is at least uploadReclaimIdle (a slot held without
+//     progress is reclaimed); else
+//  2. a connection of the source holding the most slots, if that source
+//     holds at least two more than the newcomer's (the slots are shared
+//     fairly among sources: one address, or one IPv6 /64, cannot keep
+//     every slot while others wait);
+//
+// and otherwise is refused. Only the accept loop calls admit; release is
+// called by each connection's goroutine.
+type uploadSlots struct {
+	max      int
+	mu       sync.Mutex
+	held     map[*uploadSlot]struct{}
+	bySource map[string]int
+}
+
+func newUploadSlots(max int) *uploadSlots {
+	return &uploadSlots{max: max, held: map[*uploadSlot]struct{}{}, bySource: map[string]int{}}
+}
+
+// admit gives conn a slot, or returns nil if none can be had. victim, if
+// not nil, is the connection whose slot was reclaimed; the caller closes
+// it.
+func (u *uploadSlots) admit(conn net.Conn, now time.Time) (slot *uploadSlot, victim net.Conn) {
+	src := httplimit.Source(conn.RemoteAddr())
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if len(u.held) >= u.max {
+		v := u.pickVictim(src, now)
+		if v == nil {
+			return nil, nil
+		}
+		u.drop(v)
+		victim = v.conn
+	}
+	slot = &uploadSlot{conn: conn, src: src, held: true}
+	slot.markIdle(now)
+	u.held[slot] = struct{}{}
+	u.bySource[src]++
+	return slot, victim
+}
+
+// pickVictim chooses the slot a newcomer from src may take (see
+// uploadSlots), or nil. Called with u.mu held.
+func (u *uploadSlots) pickVictim(src string, now time.Time) *uploadSlot {
+	var idlest *uploadSlot
+	for s := range u.held {
+		if t := s.idleSince.Load(); t != 0 && (idlest == nil || t < idlest.idleSince.Load() || idlest.idleSince.Load() == 0) {
+			idlest = s
 		}
 	}
+	if idlest != nil && now.UnixNano()-idlest.idleSince.Load() >= int64(uploadReclaimIdle) {
+		return idlest
+	}
+	top, most := "", 0
+	for s, n := range u.bySource {
+		if n > most || (n == most && s < top) {
+			top, most = s, n
+		}
+	}
+	if most < u.bySource[src]+2 {
+		return nil
+	}
+	// Of the top source's connections, take the idlest (one between
+	// requests loses least), else any.
+	var pick *uploadSlot
+	for s := range u.held {
+		if s.src != top {
+			continue
+		}
+		t := s.idleSince.Load()
+		if pick == nil || (t != 0 && (pick.idleSince.Load() == 0 || t < pick.idleSince.Load())) {
+			pick = s
+		}
+	}
+	return pick
+}
+
+// drop removes s from the table. Called with u.mu held.
+func (u *uploadSlots) drop(s *uploadSlot) {
+	if !s.held {
+		return
+	}
+	s.held = false
+	delete(u.held, s)
+	if u.bySource[s.src]--; u.bySource[s.src] <= 0 {
+		delete(u.bySource, s.src)
+	}
+}
+
+// release frees s, unless it was reclaimed already.
+func (u *uploadSlots) release(s *uploadSlot) {
+	u.mu.Lock()
+	u.drop(s)
+	u.mu.Unlock()
 }
 
 // track registers an upload connection so Close can sever it. It returns
@@ -88,7 +233,11 @@ func (p *Peer) closeConns() {
 // remote sends can make it panic or read outside the share folder: the
 // request names a file only by ID, the ID maps to a path recorded by a scan
 // of the share folder, and the open goes through openShared.
-func (p *Peer) serveConn(conn net.Conn) {
+//
+// slot, if not nil, is told when the connection waits for a request and
+// when it answers one, so a full slot table can reclaim a connection that
+// makes no progress.
+func (p *Peer) serveConn(conn net.Conn, slot *uploadSlot) {
 	defer conn.Close()
 	br := bufio.NewReaderSize(conn, 4<<10)
 	// sendfile is possible only on a plaintext connection that can take
@@ -115,10 +264,13 @@ func (p *Peer) serveConn(conn net.Conn) {
 		}
 	}()
 	for {
-		_ = conn.SetReadDeadline(time.Now().Add(p.cfg.IdleTimeout))
+		now := time.Now()
+		slot.markIdle(now)
+		_ = conn.SetReadDeadline(now.Add(p.cfg.IdleTimeout))
 		if _, err := io.ReadFull(br, req[:]); err != nil {
 			return
 		}
+		slot.markBusy()
 		_ = conn.SetWriteDeadline(time.Now().Add(p.cfg.IOTimeout))
 		r, err := decodeRequest(req[:])
 		if err != nil {

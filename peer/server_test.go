@@ -33,7 +33,7 @@ func servePipe(t *testing.T, p *Peer) net.Conn {
 		if _, ok := c.(io.ReaderFrom); !ok {
 			t.Error("a *net.TCPConn is not an io.ReaderFrom; the sendfile path is not exercised")
 		}
-		p.serveConn(c)
+		p.serveConn(c, nil)
 	}()
 	client, err := net.Dial("tcp", ln.Addr().String())
 	if err != nil {

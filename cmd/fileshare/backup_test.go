@@ -1,6 +1,9 @@
 package main
 
 import (
+	"bytes"
+	"crypto/sha256"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -40,10 +43,14 @@ func TestBackupInspectAndRestoreThroughTheCLI(t *testing.T) {
 	}
 
 	stdout, stderr, code = fileshare(t, 30*time.Second, "snapshot", "inspect", out)
-	for _, want := range []string{"checksum OK", "peers:       2", "files:       40", "holdings:    40", "digest:      " + digest} {
+	for _, want := range []string{"checksum:    OK", "not who made it", "signature:   present, NOT CHECKED", "peers:       2", "files:       40", "holdings:    40", "digest:      " + digest} {
 		if code != 0 || !strings.Contains(stdout, want) {
 			t.Fatalf("snapshot inspect: exit %d, want %q in:\n%s\nstderr:\n%s", code, want, stdout, stderr)
 		}
+	}
+	stdout, stderr, code = fileshare(t, 30*time.Second, append([]string{"snapshot", "inspect", out}, certs.ca()...)...)
+	if code != 0 || !strings.Contains(stdout, "signature:   OK: signed by master m") {
+		t.Fatalf("snapshot inspect --trusted-ca-file: exit %d, want the signature checked:\n%s\nstderr:\n%s", code, stdout, stderr)
 	}
 	stdout, _, code = fileshare(t, 30*time.Second, "snapshot", "inspect", "-o", "json", out)
 	var js map[string]any
@@ -58,12 +65,29 @@ func TestBackupInspectAndRestoreThroughTheCLI(t *testing.T) {
 	}
 	damaged := filepath.Join(dir, "damaged.fsbackup")
 	b2 := append([]byte(nil), b...)
-	b2[len(b2)-100] ^= 0x40
+	b2[bytes.Index(b2, []byte("FSHRSNAP"))+100] ^= 0x40 // inside the snapshot
 	if err := os.WriteFile(damaged, b2, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	if _, stderr, code := fileshare(t, 30*time.Second, "snapshot", "inspect", damaged); code != 1 || !strings.Contains(stderr, "checksum mismatch") {
 		t.Fatalf("inspect of a damaged file: exit %d, want 1 and 'checksum mismatch'; stderr:\n%s", code, stderr)
+	}
+	// Metadata changed and the checksum recomputed, as anyone can: the
+	// checksum passes, the signature does not.
+	forged := filepath.Join(dir, "forged.fsbackup")
+	b3 := append([]byte(nil), b...)
+	if i := bytes.Index(b3, []byte(`"raft_term":`)); i < 0 {
+		t.Fatal("no raft_term in the archive's metadata")
+	} else {
+		b3[i+len(`"raft_term":`)]++ // one more in its first digit
+	}
+	sum := sha256.Sum256(b3[:len(b3)-32])
+	copy(b3[len(b3)-32:], sum[:])
+	if err := os.WriteFile(forged, b3, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, stderr, code := fileshare(t, 30*time.Second, append([]string{"snapshot", "inspect", forged}, certs.ca()...)...); code != 1 || !strings.Contains(stderr, "signature does not verify") {
+		t.Fatalf("inspect of a forged file with the CA: exit %d, want 1 and a bad signature; stderr:\n%s", code, stderr)
 	}
 	if _, stderr, code := fileshare(t, 30*time.Second, "snapshot", "inspect", filepath.Join(dir, "index.fsbackup.partial")); code != 1 || !strings.Contains(stderr, "no such file") {
 		t.Fatalf("inspect of a missing file: exit %d, stderr:\n%s", code, stderr)
@@ -121,5 +145,36 @@ func TestClusterRecoverWritesTheRecoveryFile(t *testing.T) {
 	b, err := os.ReadFile(filepath.Join(dir, "peers.json"))
 	if err != nil || !strings.Contains(string(b), `"id": "m2"`) || !strings.Contains(string(b), `"address": "127.0.0.1:7002"`) {
 		t.Fatalf("peers.json: %v\n%s", err, b)
+	}
+	override := filepath.Join(dir, "peers.json.force-split-brain-risk")
+	if _, err := os.Stat(override); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("without --force-split-brain-risk an override file exists (err %v)", err)
+	}
+	stdout, _, code = fileshare(t, 20*time.Second, "cluster", "recover", "--data-dir", dir, "--members", "m1=127.0.0.1:7001", "--force-split-brain-risk")
+	if _, err := os.Stat(override); code != 0 || err != nil || !strings.Contains(stdout, "WARNING") {
+		t.Fatalf("--force-split-brain-risk: exit %d, override file: %v, stdout:\n%s", code, err, stdout)
+	}
+	if _, _, code = fileshare(t, 20*time.Second, "cluster", "recover", "--data-dir", dir, "--members", "m1=127.0.0.1:7001"); code != 0 {
+		t.Fatal("recover again without the override failed")
+	}
+	if _, err := os.Stat(override); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("writing the file again without --force-split-brain-risk kept the override (err %v)", err)
+	}
+}
+
+// What inspect prints from a file is escaped: a terminal never receives
+// a control character from it.
+func TestSafeTextEscapesControlCharacters(t *testing.T) {
+	for in, want := range map[string]string{
+		"m1":                   "m1",
+		"10.0.0.1:7000":        "10.0.0.1:7000",
+		"/backups/índex 1.bak": "/backups/índex 1.bak",
+		"\x1b]0;pwned\x07":     `"\x1b]0;pwned\a"`,
+		"v1\u009b31m":          `"v1\u009b31m"`,
+		"bad\xffutf8":          `"bad\xffutf8"`,
+	} {
+		if got := safeText(in); got != want {
+			t.Errorf("safeText(%q) = %s, want %s", in, got, want)
+		}
 	}
 }

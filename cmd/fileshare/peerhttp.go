@@ -9,18 +9,27 @@ import (
 	"net/http"
 	"time"
 
+	"fileshare/internal/httplimit"
 	"fileshare/peer"
 )
 
 // servePeerHTTP serves p's status port (/metrics, /healthz) on addr until
 // the returned stop is called; stop waits up to a second for requests in
-// flight, then closes their connections.
+// flight, then closes their connections. The port is bounded like a
+// master's (httplimit.DefaultLimits): idle connections are closed and
+// open connections are capped in all and per client.
 func servePeerHTTP(addr string, p *peer.Peer, logger *slog.Logger) (stop func(), err error) {
-	ln, err := net.Listen("tcp", addr)
+	raw, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("--http %s: cannot listen: %w; choose another address or stop the process using it", addr, err)
 	}
-	srv := &http.Server{Handler: p.StatusHandler(), ReadHeaderTimeout: 5 * time.Second}
+	return serveLimitedHTTP(raw, p.StatusHandler(), httplimit.DefaultLimits(), logger), nil
+}
+
+// serveLimitedHTTP serves h on raw within limits; see servePeerHTTP.
+func serveLimitedHTTP(raw net.Listener, h http.Handler, limits httplimit.Limits, logger *slog.Logger) (stop func()) {
+	ln := httplimit.NewListener(raw, limits)
+	srv := httplimit.NewServer(h, limits)
 	done := make(chan struct{})
 	// Owned by stop, which waits for it.
 	go func() {
@@ -29,7 +38,7 @@ func servePeerHTTP(addr string, p *peer.Peer, logger *slog.Logger) (stop func(),
 			logger.Error("peer http server stopped", "err", err)
 		}
 	}()
-	logger.Info("status port", "http", ln.Addr().String())
+	logger.Info("status port", "http", raw.Addr().String())
 	return func() {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
@@ -37,5 +46,5 @@ func servePeerHTTP(addr string, p *peer.Peer, logger *slog.Logger) (stop func(),
 			_ = srv.Close()
 		}
 		<-done
-	}, nil
+	}
 }
