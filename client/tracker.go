@@ -7,11 +7,40 @@ import "context"
 // client's source address, so they need a master certificate); Policy and
 // TrackerList are administration.
 const (
-	MethodTrackerAnnounce = "Tracker.Announce"
-	MethodTrackerRenew    = "Tracker.Renew"
-	MethodTrackerPolicy   = "Tracker.Policy"
-	MethodTrackerList     = "Tracker.List"
+	MethodTrackerAnnounce      = "Tracker.Announce"
+	MethodTrackerAnnounceBatch = "Tracker.AnnounceBatch"
+	MethodTrackerRenew         = "Tracker.Renew"
+	MethodTrackerPolicy        = "Tracker.Policy"
+	MethodTrackerList          = "Tracker.List"
 )
+
+// MaxRelayedAnnounces bounds TrackerAnnounceBatchRequest.Announces (about
+// 150 KB on the wire).
+const MaxRelayedAnnounces = 1024
+
+// TrackerAnnounceBatchRequest relays many membership changes to the leader
+// in one call; the reply has one result per announce, in order, each sent
+// once its change committed (or failed).
+type TrackerAnnounceBatchRequest struct {
+	Announces []TrackerAnnounceRequest
+	Forwarded bool `codec:",omitempty"`
+}
+
+// TrackerAnnounceBatchReply answers a TrackerAnnounceBatchRequest.
+type TrackerAnnounceBatchReply struct {
+	Results []TrackerAnnounceResult
+	LeaderHint
+}
+
+// TrackerAnnounceResult is the outcome of one relayed announce: the log
+// index it committed at (0 if it changed nothing), or an error as its wire
+// code and message (transport.RemoteError rebuilds it, so errors.Is still
+// matches the sentinel).
+type TrackerAnnounceResult struct {
+	Index   uint64
+	Code    string `codec:",omitempty"`
+	Message string `codec:",omitempty"`
+}
 
 // TrackerAnnounceRequest relays a swarm membership change to the leader.
 // The fields are those of fsm.Announce but Time, which the leader sets.
@@ -34,10 +63,12 @@ type TrackerRenewRequest struct {
 	Forwarded bool `codec:",omitempty"`
 }
 
-// SwarmRef names one peer of one swarm.
+// SwarmRef names one peer of one swarm at one address. A zero IP (from a
+// master that predates addressed records) names every record of the peer.
 type SwarmRef struct {
 	InfoHash [20]byte
 	Peer     [20]byte
+	IP       [16]byte
 }
 
 // TrackerPolicyRequest changes the tracker's replicated policy: the mode

@@ -434,7 +434,9 @@ func (m *TrackerRenewRequest) AppendWire(b []byte) []byte {
 		b = wire.AppendArrayHeader(b, len(m.Entries))
 		for i := range m.Entries {
 			e := &m.Entries[i]
-			b = wire.AppendMapHeader(b, 2)
+			b = wire.AppendMapHeader(b, 3)
+			b = wire.AppendString(b, "IP")
+			b = wire.AppendBytes(b, e.IP[:])
 			b = wire.AppendString(b, "InfoHash")
 			b = wire.AppendBytes(b, e.InfoHash[:])
 			b = wire.AppendString(b, "Peer")
@@ -460,6 +462,8 @@ func (m *TrackerRenewRequest) DecodeWire(b []byte) error {
 				e := &m.Entries[i]
 				for f := r.MapHeader(); f > 0 && r.Err() == nil; f-- {
 					switch string(r.RawString()) {
+					case "IP":
+						r.Array(e.IP[:])
 					case "InfoHash":
 						r.Array(e.InfoHash[:])
 					case "Peer":
