@@ -487,3 +487,27 @@ func TestTrackerSwarmCap(t *testing.T) {
 		return announce(t, addr, randomHash(), newBTPeer(7511), "started", 1).failure == ""
 	})
 }
+
+// The persisted downloaded count cannot be forged: completed events for
+// entries that were never downloading, or repeated by one entry, count
+// nothing; one real download counts once.
+func TestTrackerDownloadedCannotBeForged(t *testing.T) {
+	c := trackerCluster(t, nil)
+	addr := c.Master(c.Follower(c.Leader())).TrackerHTTPAddr()
+	ih, p := randomHash(), newBTPeer(7040)
+	for range 20 {
+		announce(t, addr, ih, p, "completed", 0)
+		announce(t, addr, ih, p, "stopped", 0)
+	}
+	l := newBTPeer(7041)
+	announce(t, addr, ih, l, "started", 10)
+	for range 5 {
+		announce(t, addr, ih, l, "completed", 0)
+		announce(t, addr, ih, l, "", 10)
+	}
+	lead := c.Leader()
+	poll.Until(t, 20*time.Second, "the scrape to count exactly one download", func() bool {
+		scrape := string(get(t, "", "http://"+c.Master(lead).TrackerHTTPAddr()+"/scrape?info_hash="+escape(ih[:])))
+		return strings.Contains(scrape, "10:downloadedi1e")
+	})
+}

@@ -23,9 +23,12 @@ import (
 // clients. Each client is still answered only after its own change
 // committed, with its own result.
 //
-// Both queues work like the group commit of batcher.go: at most
-// announceInflight batches are out at once, and while they are, new
-// changes queue up and leave together as the next batch.
+// Both queues work like the group commit of batcher.go: a few batches are
+// out at once, and while they are, new changes queue up and leave together
+// as the next batch. The relay allows more batches out than the announcer:
+// each of its calls waits for a commit, and a change that waits for a free
+// call adds that wait to its latency; the leader's batcher packs what the
+// announcer proposes concurrently into one entry anyway.
 //
 // Before proposing, the leader asks its FSM what each change would do
 // (fsm.AnnounceChanges): a refusal is answered at once, and a change that
@@ -35,8 +38,9 @@ import (
 // never acknowledges from a stale index.
 
 const (
-	announceInflight = 4    // batches out at once, per queue
-	announceQueued   = 8192 // changes waiting for a batch, per queue
+	announcerInflight = 8    // the leader's AnnounceBatch proposals out at once
+	relayInflight     = 16   // a follower's relay calls out at once
+	announceQueued    = 8192 // changes waiting for a batch, per queue
 )
 
 // pendingAnnounce is one change waiting for its outcome.
@@ -72,10 +76,10 @@ type announceQueue struct {
 	handle func(ctx context.Context, batch []*pendingAnnounce)
 }
 
-func newAnnounceQueue(max int, handle func(context.Context, []*pendingAnnounce)) *announceQueue {
+func newAnnounceQueue(max, inflight int, handle func(context.Context, []*pendingAnnounce)) *announceQueue {
 	return &announceQueue{
 		q:      make(chan *pendingAnnounce, announceQueued),
-		tokens: make(chan struct{}, announceInflight),
+		tokens: make(chan struct{}, inflight),
 		max:    max,
 		handle: handle,
 	}

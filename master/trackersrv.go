@@ -39,8 +39,8 @@ type trackerServers struct {
 func (m *Master) announceQueues() (announcer, relay *announceQueue) {
 	t := &m.trackers
 	t.queues.Do(func() {
-		t.announcer = newAnnounceQueue(fsm.MaxAnnouncesPerBatch, m.proposeAnnounces)
-		t.relay = newAnnounceQueue(client.MaxRelayedAnnounces, m.relayAnnounces)
+		t.announcer = newAnnounceQueue(fsm.MaxAnnouncesPerBatch, announcerInflight, m.proposeAnnounces)
+		t.relay = newAnnounceQueue(client.MaxRelayedAnnounces, relayInflight, m.relayAnnounces)
 	})
 	return t.announcer, t.relay
 }
