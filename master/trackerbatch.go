@@ -164,17 +164,17 @@ func (m *Master) proposeAnnounces(ctx context.Context, batch []*pendingAnnounce)
 		}
 		return
 	}
+	// The limits travel in the command and the FSM enforces them exactly,
+	// in log order, whatever else is in flight: no announce goes over
+	// them, and none that fits when it applies is refused. The check
+	// here, on the applied index, refuses only announces that arrive at a
+	// tracker already at a limit (one racing a stop still in flight is
+	// refused as it would have been a moment earlier), so that a full
+	// tracker costs no log entries.
 	lim := m.cfg.Tracker.swarmLimits()
-	// Changes of batches still in flight are not in the index yet; the
-	// check below holds room for them, so that it refuses what the FSM
-	// would refuse (the FSM re-checks, exactly, against the limits the
-	// command carries).
-	inflight := &m.trackers.inflight
-	check := lim
-	check.MaxPeers = uint32(max(int64(lim.MaxPeers)-inflight.Load(), 0))
 	var changes, noops []*pendingAnnounce
 	for _, p := range batch {
-		change, err := m.fsm.AnnounceChanges(p.a, &check)
+		change, err := m.fsm.AnnounceChanges(p.a, &lim)
 		switch {
 		case err != nil:
 			p.answer(0, err)
@@ -190,9 +190,7 @@ func (m *Master) proposeAnnounces(ctx context.Context, batch []*pendingAnnounce)
 		wg.Go(func() { m.answerNoops(ctx, noops) })
 	}
 	if len(changes) > 0 {
-		inflight.Add(int64(len(changes)))
 		m.commitAnnounces(ctx, changes, lim)
-		inflight.Add(-int64(len(changes)))
 	}
 	wg.Wait()
 }

@@ -6,7 +6,6 @@ import (
 	"net"
 	"net/http"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"fileshare/client"
@@ -30,7 +29,6 @@ type trackerServers struct {
 	queues    sync.Once
 	announcer *announceQueue // the leader's: changes to propose
 	relay     *announceQueue // a follower's: changes to pass to the leader
-	inflight  atomic.Int64   // changes proposed and not yet applied
 	connIDs   connIDCache
 }
 
