@@ -41,7 +41,7 @@ import (
 //	    changed varint), leechers first, in the state's slot order;
 //	    a swarm without records (version 3) adds emptied varint and
 //	    charge 16 bytes after recCount
-//	connIDs      (version 3) n uvarint (at most 2), newest first,
+//	connIDs      (version 3) n uvarint (at most 3), newest first,
 //	    n × (time varint, secret 32 bytes)
 //	seal         32 bytes: SHA-256(magic, version, appliedIndex, state digest)
 //

@@ -159,11 +159,12 @@ func (r *snapReader) readSwarms(st *state, version uint64) {
 	}
 }
 
-// readConnIDs reads at most two connection-ID secrets, newest first.
+// readConnIDs reads at most maxConnIDSecrets connection-ID secrets,
+// newest first.
 func (r *snapReader) readConnIDs(st *state) {
 	n := r.uvarint()
-	if r.err == nil && n > 2 {
-		r.corrupt("%d connection-ID secrets, at most 2", n)
+	if r.err == nil && n > maxConnIDSecrets {
+		r.corrupt("%d connection-ID secrets, at most %d", n, maxConnIDSecrets)
 	}
 	for i := uint64(0); i < n && r.err == nil; i++ {
 		var c connIDSecret

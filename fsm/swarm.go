@@ -333,7 +333,8 @@ type swarmState struct {
 	nSwarms    int
 	nSwarmRecs int
 	// connIDs are the UDP connection-ID secrets, newest first, at most
-	// two. The slice is never changed in place (snapshots share it).
+	// maxConnIDSecrets. The slice is never changed in place (snapshots
+	// share it).
 	connIDs []connIDSecret
 }
 
@@ -699,9 +700,7 @@ func (f *FSM) setConnIDSecret(c SetConnIDSecret) Response {
 		f.sub(f.h.connID(i, &s.connIDs[i]))
 	}
 	next := []connIDSecret{{time: c.Time, secret: [ConnIDSecretSize]byte(c.Secret)}}
-	if len(s.connIDs) > 0 {
-		next = append(next, s.connIDs[0])
-	}
+	next = append(next, s.connIDs[:min(len(s.connIDs), maxConnIDSecrets-1)]...)
 	s.connIDs = next
 	for i := range s.connIDs {
 		f.add(f.h.connID(i, &s.connIDs[i]))
@@ -709,19 +708,37 @@ func (f *FSM) setConnIDSecret(c SetConnIDSecret) Response {
 	return Response{}
 }
 
-// ConnIDSecrets returns the UDP connection-ID secrets, newest first (at
-// most two), and the Time the newest was set (0 if there is none). The
-// slices are copies.
+// maxConnIDSecrets is how many connection-ID secrets the FSM keeps: the
+// next one, the one to sign with, and the one before.
+const maxConnIDSecrets = 3
+
+// ConnIDSecrets returns the UDP connection-ID secrets, the one to sign
+// with first, and the Time the newest was set (0 if there is none).
+//
+// The newest secret is not signed with until the next one arrives: every
+// master accepts it for a whole rotation before any master signs with it,
+// so a master that applies a rotation a little late never refuses an ID
+// another master signed. With one secret it is the one to sign with; with
+// two or three, the second newest signs, and the others (the next one,
+// and the previous one, for the IDs issued just before the rotation) are
+// accepted. The slices are copies.
 func (f *FSM) ConnIDSecrets() (secrets [][]byte, newest int64) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	for i := range f.st.connIDs {
-		secrets = append(secrets, append([]byte(nil), f.st.connIDs[i].secret[:]...))
+	c := f.st.connIDs
+	order := []int{0}
+	switch len(c) {
+	case 0:
+		return nil, 0
+	case 2:
+		order = []int{1, 0}
+	case 3:
+		order = []int{1, 0, 2}
 	}
-	if len(f.st.connIDs) > 0 {
-		newest = f.st.connIDs[0].time
+	for _, i := range order {
+		secrets = append(secrets, append([]byte(nil), c[i].secret[:]...))
 	}
-	return secrets, newest
+	return secrets, c[0].time
 }
 
 func (f *FSM) trackerPolicy(c TrackerPolicy) Response {

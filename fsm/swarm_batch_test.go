@@ -132,8 +132,9 @@ func TestAnnounceChanges(t *testing.T) {
 	}
 }
 
-// The connection-ID secret: set when none exists, rotated keeping the
-// previous one, a stale proposal changes nothing; snapshots keep both.
+// The connection-ID secrets: the newest is accepted before anyone signs
+// with it, the one before it signs, the previous one is still accepted; a
+// stale proposal changes nothing; snapshots keep them.
 func TestConnIDSecret(t *testing.T) {
 	n := newNode(t)
 	sec := func(b byte) []byte { return bytes.Repeat([]byte{b}, ConnIDSecretSize) }
@@ -141,13 +142,20 @@ func TestConnIDSecret(t *testing.T) {
 		t.Fatal("a new FSM has a secret")
 	}
 	n.mustApply(SetConnIDSecret{Secret: sec(1), Time: 10})
+	if s, _ := n.f.ConnIDSecrets(); !reflect.DeepEqual(s, [][]byte{sec(1)}) {
+		t.Fatalf("one secret: got %x", s)
+	}
 	if r := n.apply(SetConnIDSecret{Secret: sec(9), Time: 11}); !r.Duplicate || r.Err != nil {
 		t.Fatal("a second first secret applied")
 	}
 	n.mustApply(SetConnIDSecret{Secret: sec(2), After: 10, Time: 20})
+	if s, _ := n.f.ConnIDSecrets(); !reflect.DeepEqual(s, [][]byte{sec(1), sec(2)}) {
+		t.Fatalf("two secrets: got %x, want the older signing", s)
+	}
 	n.mustApply(SetConnIDSecret{Secret: sec(3), After: 20, Time: 30})
+	n.mustApply(SetConnIDSecret{Secret: sec(4), After: 30, Time: 40})
 	s, at := n.f.ConnIDSecrets()
-	if at != 30 || !reflect.DeepEqual(s, [][]byte{sec(3), sec(2)}) {
+	if at != 40 || !reflect.DeepEqual(s, [][]byte{sec(3), sec(4), sec(2)}) {
 		t.Fatalf("got %x at %d", s, at)
 	}
 	checkDigest(t, n.f)
@@ -155,7 +163,7 @@ func TestConnIDSecret(t *testing.T) {
 	if err := restore(g, snapshotBytes(t, n.f)); err != nil {
 		t.Fatal(err)
 	}
-	if s2, at2 := g.ConnIDSecrets(); at2 != 30 || !reflect.DeepEqual(s2, s) {
+	if s2, at2 := g.ConnIDSecrets(); at2 != 40 || !reflect.DeepEqual(s2, s) {
 		t.Fatal("restored secrets differ")
 	}
 }

@@ -195,13 +195,13 @@ type AnnounceBatch struct {
 // ConnIDSecretSize is the size of a UDP connection-ID secret.
 const ConnIDSecretSize = 32
 
-// SetConnIDSecret installs a new cluster-wide secret for UDP tracker
-// connection IDs (BEP 15), so that an ID issued by one master is valid on
-// every master and across restarts. The leader proposes it with random
-// bytes when there is none, and again to rotate; the secret it replaces
-// stays accepted until the next rotation. It applies only if After equals
-// the Time of the newest secret (0 if none), so a stale or repeated
-// proposal changes nothing (Response.Duplicate).
+// SetConnIDSecret adds a cluster-wide secret for UDP tracker connection
+// IDs (BEP 15), so that an ID issued by one master is valid on every master
+// and across restarts. The leader proposes one with random bytes when
+// there are fewer than two, and again to rotate; the FSM keeps the newest
+// three (see FSM.ConnIDSecrets for which one signs). It applies only if
+// After equals the Time of the newest secret (0 if none), so a stale or
+// repeated proposal changes nothing (Response.Duplicate).
 type SetConnIDSecret struct {
 	Secret []byte // ConnIDSecretSize bytes
 	After  int64

@@ -297,7 +297,9 @@ func (m *Master) relayAnnounces(ctx context.Context, batch []*pendingAnnounce) {
 }
 
 // connIDCache holds a copy of the cluster's UDP connection-ID secrets for
-// the per-packet path.
+// the per-packet path. A copy up to connIDRefresh old is harmless: a new
+// secret is accepted for a whole rotation before any master signs with it
+// (fsm.FSM.ConnIDSecrets).
 type connIDCache struct {
 	p atomic.Pointer[connIDCopy]
 }
@@ -307,11 +309,9 @@ type connIDCopy struct {
 	secrets [][]byte
 }
 
-// connIDRefresh is how stale the copy may be. A rotation keeps the
-// previous secret, so a master that sees it up to this late still accepts
-// the IDs other masters sign with the new one... unless the new one is the
-// first: then IDs signed in the first second after a cluster starts may be
-// refused once, and the client connects again (BEP 15).
+// connIDRefresh is how stale the copy may be. Only when a cluster gets its
+// first secret may IDs a master signed with its own process secret in
+// that second be refused once; the client then connects again (BEP 15).
 const connIDRefresh = time.Second
 
 func (c *connIDCache) get(f *fsm.FSM) [][]byte {
@@ -323,21 +323,23 @@ func (c *connIDCache) get(f *fsm.FSM) [][]byte {
 	return s
 }
 
-// connIDRotateEvery is how often the leader replaces the connection-ID
-// secret. The replaced one stays accepted until the next rotation, far
-// longer than the two minutes BEP 15 lets a client use an ID.
+// connIDRotateEvery is how often the leader adds a connection-ID secret.
+// Each secret is accepted for one rotation, signs for the next, and is
+// accepted for one more: far longer than the two minutes BEP 15 lets a
+// client use an ID.
 const connIDRotateEvery = 6 * time.Hour
 
 // maintainConnIDSecret runs while this master leads (ctx ends with the
-// term): it proposes a connection-ID secret when the cluster has none, and
-// a new one every connIDRotateEvery. The secret is random bytes carried in
-// the command, so the FSM stays deterministic. A proposal that races
-// another is ignored by the FSM (SetConnIDSecret.After).
+// term): it proposes connection-ID secrets until the cluster has two (one
+// to sign with, the next one), and a new one every connIDRotateEvery. The
+// secret is random bytes carried in the command, so the FSM stays
+// deterministic. A proposal that races another is ignored by the FSM
+// (SetConnIDSecret.After).
 func (m *Master) maintainConnIDSecret(ctx context.Context) {
 	t := time.NewTicker(time.Minute)
 	defer t.Stop()
 	for {
-		if _, newest := m.fsm.ConnIDSecrets(); newest == 0 || m.clock.read()-newest >= int64(connIDRotateEvery) {
+		if have, newest := m.fsm.ConnIDSecrets(); len(have) < 2 || m.clock.read()-newest >= int64(connIDRotateEvery) {
 			secret := make([]byte, fsm.ConnIDSecretSize)
 			rand.Read(secret)
 			data, err := fsm.Encode(fsm.SetConnIDSecret{Secret: secret, After: newest, Time: max(m.clock.next(), newest+1)})
@@ -351,7 +353,8 @@ func (m *Master) maintainConnIDSecret(ctx context.Context) {
 			if err != nil && ctx.Err() == nil {
 				m.logger.Warn("setting the UDP connection-ID secret failed; retrying in a minute", "err", err)
 			} else if err == nil {
-				m.logger.Info("UDP connection-ID secret set", "rotation", newest != 0)
+				m.logger.Info("UDP connection-ID secret added", "secrets_before", len(have))
+				continue // check again at once: the first needs a next one
 			}
 		}
 		select {
