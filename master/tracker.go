@@ -167,8 +167,11 @@ var (
 	errTooManyFromIP = tracker.Refuse("too many swarm entries from your address or network; stop some torrents or retry later")
 )
 
-// trackerBackend is the master as a tracker.Backend.
+// trackerBackend is the master as a tracker.Backend, and as a
+// tracker.ConnIDSecrets.
 type trackerBackend struct{ m *Master }
+
+var _ interface{ ConnIDSecrets() [][]byte } = trackerBackend{}
 
 // Announce implements tracker.Backend.
 func (b trackerBackend) Announce(ctx context.Context, req *tracker.AnnounceRequest) (*tracker.AnnounceReply, error) {
