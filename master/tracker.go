@@ -27,7 +27,11 @@ import (
 //     changes address, port or seeder state) is proposed at the leader and
 //     answered after it commits, so an acknowledged started survives the
 //     loss of the master that took it, of the leader, and a restart of every
-//     master. A follower relays it (MethodTrackerAnnounce).
+//     master. Changes travel in batches: a follower relays many per call
+//     (MethodTrackerAnnounceBatch) and the leader packs every pending
+//     change into one fsm.AnnounceBatch (trackerbatch.go). An explicit
+//     event that changes nothing is answered by the leader without a log
+//     entry.
 //   - A re-announce that changes nothing is a lease renewal: the receiving
 //     master marks the record seen in its own index, and a follower passes
 //     renewals to the leader in batches (MethodTrackerRenew) once a second.
@@ -37,6 +41,10 @@ import (
 //   - Peer lists and scrapes are served stale, from the answering master's
 //     index: a BitTorrent client only needs some live peers, and it never
 //     has to know which master leads.
+//   - A record is named by its peer_id and its address: a peer_id is the
+//     client's own choice, seen by anyone in the swarm, so it is no lock
+//     (fsm.Announce). Quotas travel in the command and the FSM enforces
+//     them exactly.
 
 // TrackerConfig configures the tracker a master serves. A zero field means
 // its default.
