@@ -1,17 +1,50 @@
 package client
 
-import "context"
+import (
+	"context"
+
+	"fileshare/transport/wire"
+)
 
 // The tracker's RPC methods. Announce and Renew pass between masters only
 // (a master relays what a BitTorrent client sent it, vouching for the
 // client's source address, so they need a master certificate); Policy and
 // TrackerList are administration.
 const (
-	MethodTrackerAnnounce = "Tracker.Announce"
-	MethodTrackerRenew    = "Tracker.Renew"
-	MethodTrackerPolicy   = "Tracker.Policy"
-	MethodTrackerList     = "Tracker.List"
+	MethodTrackerAnnounce      = "Tracker.Announce"
+	MethodTrackerAnnounceBatch = "Tracker.AnnounceBatch"
+	MethodTrackerRenew         = "Tracker.Renew"
+	MethodTrackerPolicy        = "Tracker.Policy"
+	MethodTrackerList          = "Tracker.List"
 )
+
+// MaxRelayedAnnounces bounds TrackerAnnounceBatchRequest.Announces (about
+// 150 KB on the wire).
+const MaxRelayedAnnounces = 1024
+
+// TrackerAnnounceBatchRequest relays many membership changes to the leader
+// in one call; the reply has one result per announce, in order, each sent
+// once its change committed (or failed).
+type TrackerAnnounceBatchRequest struct {
+	Announces []TrackerAnnounceRequest
+	Forwarded bool `codec:",omitempty"`
+}
+
+// TrackerAnnounceBatchReply answers a TrackerAnnounceBatchRequest.
+type TrackerAnnounceBatchReply struct {
+	Results []TrackerAnnounceResult
+	LeaderHint
+}
+
+// TrackerAnnounceResult is the outcome of one relayed announce: the log
+// index it committed at (0 if it changed nothing), or an error as its wire
+// code and message (transport.RemoteError rebuilds it, so errors.Is still
+// matches the sentinel).
+type TrackerAnnounceResult struct {
+	Index   uint64
+	Code    string `codec:",omitempty"`
+	Message string `codec:",omitempty"`
+}
 
 // TrackerAnnounceRequest relays a swarm membership change to the leader.
 // The fields are those of fsm.Announce but Time, which the leader sets.
@@ -34,10 +67,12 @@ type TrackerRenewRequest struct {
 	Forwarded bool `codec:",omitempty"`
 }
 
-// SwarmRef names one peer of one swarm.
+// SwarmRef names one peer of one swarm at one address. A zero IP (from a
+// master that predates addressed records) names every record of the peer.
 type SwarmRef struct {
 	InfoHash [20]byte
 	Peer     [20]byte
+	IP       [16]byte
 }
 
 // TrackerPolicyRequest changes the tracker's replicated policy: the mode
@@ -84,3 +119,142 @@ func (c *Client) TrackerList(ctx context.Context, level ReadLevel) (TrackerPolic
 	err := c.Call(ctx, MethodTrackerList, &TrackerListRequest{ReadHeader{Level: level}}, &out)
 	return out, err
 }
+
+// decode reads one announce's map.
+func (m *TrackerAnnounceRequest) decode(r *wire.Reader) {
+	for n := r.MapHeader(); n > 0 && r.Err() == nil; n-- {
+		switch string(r.RawString()) {
+		case "Event":
+			m.Event = uint8(r.Uint(8))
+		case "Forwarded":
+			m.Forwarded = r.Bool()
+		case "HasKey":
+			m.HasKey = r.Bool()
+		case "IP":
+			r.Array(m.IP[:])
+		case "InfoHash":
+			r.Array(m.InfoHash[:])
+		case "Key":
+			m.Key = uint32(r.Uint(32))
+		case "Peer":
+			r.Array(m.Peer[:])
+		case "Port":
+			m.Port = uint16(r.Uint(16))
+		case "Seeder":
+			m.Seeder = r.Bool()
+		default:
+			r.Fail()
+		}
+	}
+}
+
+// The relayed announce batch is the tracker's hottest RPC; its codecs
+// follow the rules of wire.go.
+
+// AppendWire implements wire.Encoder.
+func (m *TrackerAnnounceBatchRequest) AppendWire(b []byte) []byte {
+	b = wire.AppendMapHeader(b, count(1, m.Forwarded))
+	b = wire.AppendString(b, "Announces")
+	if m.Announces == nil {
+		b = wire.AppendNil(b)
+	} else {
+		b = wire.AppendArrayHeader(b, len(m.Announces))
+		for i := range m.Announces {
+			b = m.Announces[i].AppendWire(b)
+		}
+	}
+	return appendForwarded(b, m.Forwarded)
+}
+
+// DecodeWire implements wire.Decoder.
+func (m *TrackerAnnounceBatchRequest) DecodeWire(b []byte) error {
+	r := wire.NewReader(b)
+	for n := r.MapHeader(); n > 0 && r.Err() == nil; n-- {
+		switch string(r.RawString()) {
+		case "Announces":
+			if r.PeekNil() {
+				m.Announces = nil
+				continue
+			}
+			k := r.ArrayHeader(minEntryBytes)
+			m.Announces = make([]TrackerAnnounceRequest, k)
+			for i := range m.Announces {
+				m.Announces[i].decode(&r)
+			}
+		case "Forwarded":
+			m.Forwarded = r.Bool()
+		default:
+			r.Fail()
+		}
+	}
+	return finish(m, &r)
+}
+
+// AppendWire implements wire.Encoder.
+func (m *TrackerAnnounceBatchReply) AppendWire(b []byte) []byte {
+	b = wire.AppendMapHeader(b, count(1, m.Leader != ""))
+	if m.Leader != "" {
+		b = wire.AppendString(b, "Leader")
+		b = wire.AppendString(b, m.Leader)
+	}
+	b = wire.AppendString(b, "Results")
+	if m.Results == nil {
+		return wire.AppendNil(b)
+	}
+	b = wire.AppendArrayHeader(b, len(m.Results))
+	for i := range m.Results {
+		e := &m.Results[i]
+		b = wire.AppendMapHeader(b, count(1, e.Code != "", e.Message != ""))
+		if e.Code != "" {
+			b = wire.AppendString(b, "Code")
+			b = wire.AppendString(b, e.Code)
+		}
+		b = wire.AppendString(b, "Index")
+		b = wire.AppendUint(b, e.Index)
+		if e.Message != "" {
+			b = wire.AppendString(b, "Message")
+			b = wire.AppendString(b, e.Message)
+		}
+	}
+	return b
+}
+
+// DecodeWire implements wire.Decoder.
+func (m *TrackerAnnounceBatchReply) DecodeWire(b []byte) error {
+	r := wire.NewReader(b)
+	for n := r.MapHeader(); n > 0 && r.Err() == nil; n-- {
+		switch string(r.RawString()) {
+		case "Leader":
+			m.Leader = r.String()
+		case "Results":
+			if r.PeekNil() {
+				m.Results = nil
+				continue
+			}
+			k := r.ArrayHeader(minResultBytes)
+			m.Results = make([]TrackerAnnounceResult, k)
+			for i := range m.Results {
+				e := &m.Results[i]
+				for f := r.MapHeader(); f > 0 && r.Err() == nil; f-- {
+					switch string(r.RawString()) {
+					case "Code":
+						e.Code = r.String()
+					case "Index":
+						e.Index = r.Uint(64)
+					case "Message":
+						e.Message = r.String()
+					default:
+						r.Fail()
+					}
+				}
+			}
+		default:
+			r.Fail()
+		}
+	}
+	return finish(m, &r)
+}
+
+// minResultBytes is less than any TrackerAnnounceResult's encoding (a map
+// header, "Index" and a value), for wire.Reader.ArrayHeader.
+const minResultBytes = 7

@@ -397,30 +397,7 @@ func (m *TrackerAnnounceRequest) AppendWire(b []byte) []byte {
 // DecodeWire implements wire.Decoder.
 func (m *TrackerAnnounceRequest) DecodeWire(b []byte) error {
 	r := wire.NewReader(b)
-	for n := r.MapHeader(); n > 0 && r.Err() == nil; n-- {
-		switch string(r.RawString()) {
-		case "Event":
-			m.Event = uint8(r.Uint(8))
-		case "Forwarded":
-			m.Forwarded = r.Bool()
-		case "HasKey":
-			m.HasKey = r.Bool()
-		case "IP":
-			r.Array(m.IP[:])
-		case "InfoHash":
-			r.Array(m.InfoHash[:])
-		case "Key":
-			m.Key = uint32(r.Uint(32))
-		case "Peer":
-			r.Array(m.Peer[:])
-		case "Port":
-			m.Port = uint16(r.Uint(16))
-		case "Seeder":
-			m.Seeder = r.Bool()
-		default:
-			r.Fail()
-		}
-	}
+	m.decode(&r)
 	return finish(m, &r)
 }
 
@@ -434,7 +411,9 @@ func (m *TrackerRenewRequest) AppendWire(b []byte) []byte {
 		b = wire.AppendArrayHeader(b, len(m.Entries))
 		for i := range m.Entries {
 			e := &m.Entries[i]
-			b = wire.AppendMapHeader(b, 2)
+			b = wire.AppendMapHeader(b, 3)
+			b = wire.AppendString(b, "IP")
+			b = wire.AppendBytes(b, e.IP[:])
 			b = wire.AppendString(b, "InfoHash")
 			b = wire.AppendBytes(b, e.InfoHash[:])
 			b = wire.AppendString(b, "Peer")
@@ -460,6 +439,8 @@ func (m *TrackerRenewRequest) DecodeWire(b []byte) error {
 				e := &m.Entries[i]
 				for f := r.MapHeader(); f > 0 && r.Err() == nil; f-- {
 					switch string(r.RawString()) {
+					case "IP":
+						r.Array(e.IP[:])
 					case "InfoHash":
 						r.Array(e.InfoHash[:])
 					case "Peer":

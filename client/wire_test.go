@@ -23,6 +23,8 @@ type (
 	plainLookupRep LookupReply
 	plainAnnounce  TrackerAnnounceRequest
 	plainRenew     TrackerRenewRequest
+	plainBatch     TrackerAnnounceBatchRequest
+	plainBatchRep  TrackerAnnounceBatchReply
 )
 
 // codecCase pairs a fresh hand-coded message with its reflective twin.
@@ -88,7 +90,34 @@ var codecCases = []codecCase{
 					var e SwarmRef
 					g.fill(e.InfoHash[:])
 					g.fill(e.Peer[:])
+					g.fill(e.IP[:])
 					r.Entries = append(r.Entries, e)
+				}
+			}
+			return r
+		}},
+	{"TrackerAnnounceBatchRequest", func() wireMsg { return new(TrackerAnnounceBatchRequest) }, func(v any) any { return (*plainBatch)(v.(*TrackerAnnounceBatchRequest)) },
+		func(g *gen) any {
+			r := &TrackerAnnounceBatchRequest{Forwarded: g.bool()}
+			if g.r.IntN(4) > 0 {
+				r.Announces = []TrackerAnnounceRequest{}
+				for range g.r.IntN(20) {
+					a := TrackerAnnounceRequest{Port: uint16(g.u64()), Key: uint32(g.u64()), HasKey: g.bool(), Event: uint8(g.u64()), Seeder: g.bool(), Forwarded: g.bool()}
+					g.fill(a.InfoHash[:])
+					g.fill(a.Peer[:])
+					g.fill(a.IP[:])
+					r.Announces = append(r.Announces, a)
+				}
+			}
+			return r
+		}},
+	{"TrackerAnnounceBatchReply", func() wireMsg { return new(TrackerAnnounceBatchReply) }, func(v any) any { return (*plainBatchRep)(v.(*TrackerAnnounceBatchReply)) },
+		func(g *gen) any {
+			r := &TrackerAnnounceBatchReply{LeaderHint: LeaderHint{g.str()}}
+			if g.r.IntN(4) > 0 {
+				r.Results = []TrackerAnnounceResult{}
+				for range g.r.IntN(20) {
+					r.Results = append(r.Results, TrackerAnnounceResult{Index: g.u64(), Code: g.str(), Message: g.str()})
 				}
 			}
 			return r

@@ -22,10 +22,11 @@ var methodWords = map[string]string{
 	MethodBackupRead:     "reading the backup",
 	MethodBackupClose:    "ending the backup",
 
-	MethodTrackerAnnounce: "the relayed announce",
-	MethodTrackerRenew:    "the relayed re-announces",
-	MethodTrackerPolicy:   "the tracker policy change",
-	MethodTrackerList:     "the tracker policy listing",
+	MethodTrackerAnnounce:      "the relayed announce",
+	MethodTrackerAnnounceBatch: "the relayed announces",
+	MethodTrackerRenew:         "the relayed re-announces",
+	MethodTrackerPolicy:        "the tracker policy change",
+	MethodTrackerList:          "the tracker policy listing",
 }
 
 // Describe names method in words ("the registration"), or "the request"

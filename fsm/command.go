@@ -24,6 +24,9 @@ const (
 	CmdAnnounce         CommandType = 7
 	CmdExpireSwarmPeers CommandType = 8
 	CmdTrackerPolicy    CommandType = 9
+
+	CmdSetConnIDSecret CommandType = 12
+	CmdAnnounceBatch   CommandType = 13
 )
 
 // String returns the command's Go type name, or "CommandType(n)".
@@ -47,6 +50,10 @@ func (t CommandType) String() string {
 		return "ExpireSwarmPeers"
 	case CmdTrackerPolicy:
 		return "TrackerPolicy"
+	case CmdSetConnIDSecret:
+		return "SetConnIDSecret"
+	case CmdAnnounceBatch:
+		return "AnnounceBatch"
 	}
 	return fmt.Sprintf("CommandType(%d)", uint8(t))
 }
@@ -72,7 +79,8 @@ const (
 )
 
 // Command is one of JoinPeer, LeavePeer, RegisterFiles, UnregisterFiles,
-// ExpirePeers, Batch, Announce, ExpireSwarmPeers and TrackerPolicy. The set is closed: other types cannot implement it.
+// ExpirePeers, Batch, Announce, ExpireSwarmPeers, TrackerPolicy, SetConnIDSecret
+// and AnnounceBatch. The set is closed: other types cannot implement it.
 type Command interface {
 	// Type returns the command's type byte.
 	Type() CommandType
@@ -306,6 +314,9 @@ func Encode(cmd Command) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
+	if c, ok := cmd.(AnnounceBatch); ok {
+		return appendAnnounceBatch([]byte{byte(CmdAnnounceBatch), CommandVersion}, c)
+	}
 	if err := cmd.Validate(); err != nil {
 		return nil, err
 	}
@@ -374,6 +385,16 @@ func deref(cmd Command) (Command, error) {
 		if !isNil {
 			cmd = *c
 		}
+	case *SetConnIDSecret:
+		isNil = c == nil
+		if !isNil {
+			cmd = *c
+		}
+	case *AnnounceBatch:
+		isNil = c == nil
+		if !isNil {
+			cmd = *c
+		}
 	}
 	if isNil {
 		return nil, fmt.Errorf("%w: nil command", ErrInvalid)
@@ -423,6 +444,9 @@ func decode(b []byte, dec *codec.Decoder) (Command, error) {
 		return nil, fmt.Errorf("%w: %v version %d (this build reads 1..%d)", ErrUnknownCommand, t, v, CommandVersion)
 	}
 	body := b[2:]
+	if t == CmdAnnounceBatch {
+		return decodeAnnounceBatch(body)
+	}
 	if err := checkMsgpack(body, maxBodyDepth, maxContainerSize); err != nil {
 		return nil, fmt.Errorf("%w: %v body: %v", ErrInvalid, t, err)
 	}
@@ -475,6 +499,9 @@ func decode(b []byte, dec *codec.Decoder) (Command, error) {
 		if len(c.Entries) == 0 {
 			c.Entries = nil
 		}
+		if len(c.Swarms) == 0 {
+			c.Swarms = nil
+		}
 		cmd = c
 	case CmdTrackerPolicy:
 		var c TrackerPolicy
@@ -485,6 +512,10 @@ func decode(b []byte, dec *codec.Decoder) (Command, error) {
 		if len(c.Deny) == 0 {
 			c.Deny = nil
 		}
+		cmd = c
+	case CmdSetConnIDSecret:
+		var c SetConnIDSecret
+		err = decodeBody(dec, body, &c)
 		cmd = c
 	default:
 		return nil, fmt.Errorf("%w: type %d", ErrUnknownCommand, uint8(t))

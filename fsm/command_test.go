@@ -22,7 +22,7 @@ func sampleCommands(tb testing.TB) []Command {
 		Batch{},
 		keyed(ann(spA, "10.0.0.1", SwarmCompleted, true, 1<<60), 1<<32-1),
 		Announce{InfoHash: ihY, Peer: spB, IP: ip("2001:db8::1"), Event: SwarmStopped, Time: -1},
-		ExpireSwarmPeers{Entries: []SwarmRef{{ihX, spA}, {ihY, spB}}, Time: 5},
+		ExpireSwarmPeers{Entries: []SwarmRef{{ihX, spA, [16]byte{}}, {ihY, spB, [16]byte{}}}, Time: 5},
 		ExpireSwarmPeers{},
 		TrackerPolicy{SetMode: true, Mode: TrackerAllowlist, Allow: []InfoHash{ihX}, Deny: []InfoHash{ihY}, RequestID: 3},
 		TrackerPolicy{RequestID: 1},

@@ -56,7 +56,7 @@ type bucket[K refKey, V any] struct {
 const bucketMin = 8
 
 func (b *bucket[K, V]) home(key uint32) int {
-	hi, _ := bits.Mul64(ipMix(uint64(key)), uint64(len(b.keys)))
+	hi, _ := bits.Mul64(mix64(uint64(key)), uint64(len(b.keys)))
 	return int(hi)
 }
 

@@ -57,14 +57,14 @@
 //
 // # Swarms
 //
-// A swarm record is keyed by (InfoHash, SwarmPeerID) and holds the address,
+// A swarm record is keyed by (InfoHash, SwarmPeerID, address) and holds the
 // port, seeder flag, the client's key and the Time of the last Announce
 // applied to it. Only membership changes enter the log; a re-announce that
 // changes nothing renews the record's soft lease with TouchSwarmPeer, which
 // is not replicated, and the leader proposes ExpireSwarmPeers for what
 // SilentSwarmPeers reports:
 //
-//	if fsm.TouchSwarmPeer(ih, peer, now.UnixNano()) && !changed {
+//	if fsm.TouchSwarmPeer(ih, peer, ip, now.UnixNano()) && !changed {
 //		reply(fsm.SwarmPeers(ih, peer, numWant, left == 0, rand.Uint64()))
 //	}
 //	// on the leader, periodically:

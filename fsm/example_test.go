@@ -100,7 +100,7 @@ func ExampleFSM_SwarmPeers() {
 	announce(2, "192.0.2.2", false)
 	announce(3, "2001:db8::3", false)
 
-	fmt.Println(f.TouchSwarmPeer(ih, fsm.SwarmPeerID{2}, 1700000060e9))
+	fmt.Println(f.TouchSwarmPeer(ih, fsm.SwarmPeerID{2}, netip.MustParseAddr("192.0.2.2").As16(), 1700000060e9))
 	// A seeder gets the leechers first; rnd comes from the caller.
 	peers, complete, incomplete := f.SwarmPeers(ih, fsm.SwarmPeerID{1}, 10, true, 42)
 	fmt.Println(complete, incomplete, len(peers))

@@ -120,12 +120,16 @@ func (f *FSM) applyCommand(data []byte) Response {
 		return f.expirePeers(c)
 	case Announce:
 		f.st.lastTime = max(f.st.lastTime, c.Time)
-		return f.announce(c)
+		return f.announce(c, nil)
 	case ExpireSwarmPeers:
 		f.st.lastTime = max(f.st.lastTime, c.Time)
 		return f.expireSwarmPeers(c)
 	case TrackerPolicy:
 		return f.trackerPolicy(c)
+	case SetConnIDSecret:
+		return f.setConnIDSecret(c)
+	case AnnounceBatch:
+		return f.applyAnnounceBatch(c)
 	case Batch:
 		res := make([]Response, len(c.Commands))
 		for i, b := range c.Commands {

@@ -2,7 +2,10 @@ package fsm
 
 import "math/bits"
 
-// ipTable counts swarm records per address key (see ipKeyOf). It is an
+// ipKey is a counting key: an address, or a network (see ipKeysOf).
+type ipKey struct{ hi, lo uint64 }
+
+// ipTable counts swarm records per address key (see ipKeysOf). It is an
 // open-addressing hash table with linear probing and backward-shift
 // deletion, in two flat slices: 12 bytes a slot, and with its load kept
 // between about 0.58 and 0.875 (it grows by half, and the slot of a key is
@@ -12,16 +15,19 @@ import "math/bits"
 //
 // The zero value is an empty table.
 type ipTable struct {
-	keys   []uint64
+	keys   []ipKey
 	counts []uint32 // 0 marks an empty slot
 	n      int      // occupied slots
 }
 
 const ipTableMin = 8
 
-// ipMix is the splitmix64 finalizer. It differs from the shard hash
+// ipMix hashes a key with the splitmix64 finalizer. It differs from the shard hash
 // (ipShardOf), so keys of one shard still spread over the shard's table.
-func ipMix(k uint64) uint64 {
+func ipMix(key ipKey) uint64 { return mix64(key.hi*0x9E3779B97F4A7C15 ^ key.lo) }
+
+// mix64 is the splitmix64 finalizer.
+func mix64(k uint64) uint64 {
 	k ^= k >> 30
 	k *= 0xBF58476D1CE4E5B9
 	k ^= k >> 27
@@ -29,14 +35,14 @@ func ipMix(k uint64) uint64 {
 	return k ^ k>>31
 }
 
-func (t *ipTable) home(k uint64) int {
+func (t *ipTable) home(k ipKey) int {
 	hi, _ := bits.Mul64(ipMix(k), uint64(len(t.keys)))
 	return int(hi)
 }
 
 // find returns k's slot, or the empty slot where it would go, and whether
 // it is present. The table must not be empty.
-func (t *ipTable) find(k uint64) (int, bool) {
+func (t *ipTable) find(k ipKey) (int, bool) {
 	i := t.home(k)
 	for t.counts[i] != 0 {
 		if t.keys[i] == k {
@@ -49,7 +55,7 @@ func (t *ipTable) find(k uint64) (int, bool) {
 	return i, false
 }
 
-func (t *ipTable) get(k uint64) uint32 {
+func (t *ipTable) get(k ipKey) uint32 {
 	if t.n == 0 {
 		return 0
 	}
@@ -61,7 +67,7 @@ func (t *ipTable) get(k uint64) uint32 {
 
 // add changes k's count by delta (+1 or -1); a count that reaches 0 leaves
 // the table.
-func (t *ipTable) add(k uint64, delta int) {
+func (t *ipTable) add(k ipKey, delta int) {
 	if delta > 0 {
 		if (t.n+1)*8 > len(t.keys)*7 {
 			t.resize(max(ipTableMin, len(t.keys)+len(t.keys)/2))
@@ -111,12 +117,12 @@ func (t *ipTable) deleteSlot(i int) {
 			i = j
 		}
 	}
-	t.keys[i], t.counts[i] = 0, 0
+	t.keys[i], t.counts[i] = ipKey{}, 0
 }
 
 func (t *ipTable) resize(size int) {
 	old := *t
-	t.keys = make([]uint64, size)
+	t.keys = make([]ipKey, size)
 	t.counts = make([]uint32, size)
 	for i, c := range old.counts {
 		if c != 0 {
@@ -128,5 +134,5 @@ func (t *ipTable) resize(size int) {
 
 // clone returns an independent copy.
 func (t *ipTable) clone() ipTable {
-	return ipTable{keys: append([]uint64(nil), t.keys...), counts: append([]uint32(nil), t.counts...), n: t.n}
+	return ipTable{keys: append([]ipKey(nil), t.keys...), counts: append([]uint32(nil), t.counts...), n: t.n}
 }

@@ -15,9 +15,10 @@ import (
 // re-joins, duplicates, conflicts, wrong tokens and orphaned files are
 // frequent.
 type cmdGen struct {
-	tb    testing.TB
-	r     *rand.Rand
-	clock int64
+	tb     testing.TB
+	r      *rand.Rand
+	clock  int64
+	connID int64 // Time of the last SetConnIDSecret generated
 }
 
 const (
@@ -77,59 +78,100 @@ var genSwarmIPs = []string{"10.0.0.1", "10.0.0.2", "2001:db8::1", "2001:db8::2",
 
 func (g *cmdGen) swarmCommand() Command {
 	switch k := g.r.IntN(100); {
+	case k < 55:
+		return g.announce()
 	case k < 70:
-		p := g.r.IntN(genSwarmPeers)
-		// A peer mostly announces from "its" address, sometimes from another.
-		addr := genSwarmIPs[p%len(genSwarmIPs)]
-		if g.r.IntN(6) == 0 {
-			addr = genSwarmIPs[g.r.IntN(len(genSwarmIPs))]
+		c := AnnounceBatch{Time: g.clock}
+		if g.r.IntN(2) == 0 {
+			c.Limits = SwarmLimits{MaxPeers: uint32(g.r.IntN(60)), MaxSwarms: uint32(g.r.IntN(6)), PerAddr: uint32(g.r.IntN(20)), Per64: uint32(g.r.IntN(20)), Per48: uint32(g.r.IntN(30))}
 		}
-		a := Announce{
-			InfoHash: genHash(g.r.IntN(genHashes)), Peer: genSwarmPeer(p), IP: ip(addr),
-			Port: uint16(6881 + g.r.IntN(3)), Seeder: g.r.IntN(3) == 0, Time: g.clock,
+		for range 1 + g.r.IntN(5) {
+			a := g.announce()
+			a.Time = 0
+			c.Announces = append(c.Announces, a)
 		}
-		if g.r.IntN(3) > 0 {
-			a.HasKey, a.Key = true, uint32(p%7+g.r.IntN(2)*g.r.IntN(2))
-		}
-		switch e := g.r.IntN(10); {
-		case e < 2:
-			a.Event = SwarmCompleted
-		case e < 4:
-			a.Event = SwarmStopped
-			if g.r.IntN(2) == 0 {
-				a.Port = 0
-			}
-		}
-		return a
+		return c
 	case k < 85:
 		refs := make([]SwarmRef, g.r.IntN(8))
 		for i := range refs {
 			refs[i] = SwarmRef{InfoHash: genHash(g.r.IntN(genHashes)), Peer: genSwarmPeer(g.r.IntN(genSwarmPeers))}
+			if g.r.IntN(2) == 0 {
+				refs[i].IP = ip(genSwarmIPs[g.r.IntN(len(genSwarmIPs))])
+			}
 		}
-		return ExpireSwarmPeers{Entries: refs, Time: g.clock - int64(g.r.IntN(30))}
-	default:
-		c := TrackerPolicy{RequestID: 1 + g.r.Uint64N(genReqs)}
-		if g.r.IntN(3) == 0 {
-			c.SetMode = true
-			c.Mode = TrackerMode(g.r.IntN(2))
-		} else if g.r.IntN(2) == 0 {
-			c.Mode = TrackerMode(g.r.IntN(2))
-		}
-		used := map[InfoHash]bool{}
+		c := ExpireSwarmPeers{Entries: refs, Time: g.clock - int64(g.r.IntN(30))}
 		for range g.r.IntN(3) {
-			h := genHash(g.r.IntN(genHashes))
-			if !used[h] {
-				used[h] = true
-				c.Allow = append(c.Allow, h)
-			}
-		}
-		if g.r.IntN(3) == 0 {
-			if h := genHash(g.r.IntN(genHashes)); !used[h] {
-				c.Deny = append(c.Deny, h)
-			}
+			c.Swarms = append(c.Swarms, genHash(g.r.IntN(genHashes)))
 		}
 		return c
+	case k < 88:
+		c := SetConnIDSecret{Secret: make([]byte, ConnIDSecretSize), Time: g.clock + 1}
+		for i := range c.Secret {
+			c.Secret[i] = byte(g.r.Uint32())
+		}
+		if g.r.IntN(4) > 0 {
+			c.After = g.connID
+		}
+		if c.Time <= c.After {
+			c.Time = c.After + 1
+		}
+		g.connID = c.Time
+		return c
+	default:
+		return g.policy()
 	}
+}
+
+// announce returns a random Announce.
+func (g *cmdGen) announce() Announce {
+	p := g.r.IntN(genSwarmPeers)
+	// A peer mostly announces from "its" address, sometimes from another.
+	addr := genSwarmIPs[p%len(genSwarmIPs)]
+	if g.r.IntN(6) == 0 {
+		addr = genSwarmIPs[g.r.IntN(len(genSwarmIPs))]
+	}
+	a := Announce{
+		InfoHash: genHash(g.r.IntN(genHashes)), Peer: genSwarmPeer(p), IP: ip(addr),
+		Port: uint16(6881 + g.r.IntN(3)), Seeder: g.r.IntN(3) == 0, Time: g.clock,
+	}
+	if g.r.IntN(3) > 0 {
+		a.HasKey, a.Key = true, uint32(p%7+g.r.IntN(2)*g.r.IntN(2))
+	}
+	switch e := g.r.IntN(10); {
+	case e < 2:
+		a.Event = SwarmCompleted
+	case e < 4:
+		a.Event = SwarmStopped
+		if g.r.IntN(2) == 0 {
+			a.Port = 0
+		}
+	}
+	return a
+}
+
+// policy returns a random TrackerPolicy.
+func (g *cmdGen) policy() TrackerPolicy {
+	c := TrackerPolicy{RequestID: 1 + g.r.Uint64N(genReqs)}
+	if g.r.IntN(3) == 0 {
+		c.SetMode = true
+		c.Mode = TrackerMode(g.r.IntN(2))
+	} else if g.r.IntN(2) == 0 {
+		c.Mode = TrackerMode(g.r.IntN(2))
+	}
+	used := map[InfoHash]bool{}
+	for range g.r.IntN(3) {
+		h := genHash(g.r.IntN(genHashes))
+		if !used[h] {
+			used[h] = true
+			c.Allow = append(c.Allow, h)
+		}
+	}
+	if g.r.IntN(3) == 0 {
+		if h := genHash(g.r.IntN(genHashes)); !used[h] {
+			c.Deny = append(c.Deny, h)
+		}
+	}
+	return c
 }
 
 // command returns a random encoded command that is not a Batch.

@@ -16,7 +16,7 @@ import (
 	"github.com/hashicorp/raft"
 )
 
-// Snapshot format. Version 2 is a stream of:
+// Snapshot format. Version 3 is a stream of:
 //
 //	magic        8 bytes "FSHRSNAP"
 //	version      uvarint (SnapshotVersion)
@@ -38,12 +38,17 @@ import (
 //	    info-hash 20 bytes, downloaded uvarint, recCount uvarint,
 //	    recCount × (peer 20 bytes, ip 16 bytes, port 2 bytes big-endian,
 //	    flags byte (1 seeder, 2 has key), key 4 bytes big-endian if has key,
-//	    changed varint), leechers first, in the state's slot order
+//	    changed varint), leechers first, in the state's slot order;
+//	    a swarm without records (version 3) adds emptied varint and
+//	    charge 16 bytes after recCount
+//	connIDs      (version 3) n uvarint (at most 3), newest first,
+//	    n × (time varint, secret 32 bytes)
 //	seal         32 bytes: SHA-256(magic, version, appliedIndex, state digest)
 //
 // where str is a uvarint length followed by that many bytes, and every
-// varint is minimal. Version 1 is the same without the policy and swarm
-// sections; Restore still reads it (an open policy, no swarms). The
+// varint is minimal. Version 2 is version 3 without the connIDs section and
+// the empty swarms' fields, version 1 also without the policy and swarm
+// sections; Restore still reads both (an open policy, no swarms). The
 // encoding is canonical: a given state has exactly one snapshot, and
 // Restore accepts nothing else. Swarm records keep their slot order, which
 // is not part of the digest but decides which peers SwarmPeers hands out,
@@ -55,7 +60,7 @@ const (
 	snapshotMagic = "FSHRSNAP"
 	// SnapshotVersion is the snapshot format version Persist writes.
 	// Restore reads versions 1 through SnapshotVersion.
-	SnapshotVersion = 2
+	SnapshotVersion = 3
 )
 
 // Snapshot captures the state in O(nShards) time, without copying it: later
@@ -354,7 +359,7 @@ func (r *snapReader) read(gen uint64) (state, error) {
 		r.readFile(&st, &prevFile, i == 0)
 	}
 	if version >= 2 {
-		r.readSwarms(&st)
+		r.readSwarms(&st, version)
 	}
 	var want [32]byte
 	r.full(want[:])

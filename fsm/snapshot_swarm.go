@@ -17,7 +17,8 @@ func sortedHashes(m map[InfoHash]struct{}) []InfoHash {
 	return out
 }
 
-// writeSwarms encodes the policy and swarm sections (format version 2). It
+// writeSwarms encodes the policy, swarm and connection-ID sections (format
+// version 3). It
 // reads records field by field: TouchSwarmPeer may be writing seen in a
 // slice this frozen view shares with the live state.
 func (s *fsmSnapshot) writeSwarms(w *snapWriter) error {
@@ -54,6 +55,10 @@ func (s *fsmSnapshot) writeSwarms(w *snapWriter) error {
 			w.w.Write(ih[:])
 			w.uvarint(sw.downloaded)
 			w.uvarint(uint64(len(sw.recs)))
+			if len(sw.recs) == 0 {
+				w.varint(sw.emptied)
+				w.w.Write(sw.charge[:])
+			}
 			for i := range sw.recs {
 				r := &sw.recs[i]
 				w.w.Write(r.peer[:])
@@ -68,6 +73,11 @@ func (s *fsmSnapshot) writeSwarms(w *snapWriter) error {
 				w.varint(r.changed)
 			}
 		}
+	}
+	w.uvarint(uint64(len(st.connIDs)))
+	for i := range st.connIDs {
+		w.varint(st.connIDs[i].time)
+		w.w.Write(st.connIDs[i].secret[:])
 	}
 	return nil
 }
@@ -93,8 +103,9 @@ func (r *snapReader) readHashSet(what string) map[InfoHash]struct{} {
 	return set
 }
 
-// readSwarms reads the policy and swarm sections into st.
-func (r *snapReader) readSwarms(st *state) {
+// readSwarms reads the policy and swarm sections, and from version 3 on
+// the connection-ID section, into st.
+func (r *snapReader) readSwarms(st *state, version uint64) {
 	p := st.policy
 	p.mode = TrackerMode(r.byte())
 	if r.err == nil && p.mode != TrackerOpen && p.mode != TrackerAllowlist {
@@ -141,13 +152,44 @@ func (r *snapReader) readSwarms(st *state) {
 			r.corrupt("swarm %s is not tracked by the policy", ih)
 			return
 		}
-		r.readSwarm(st, ih)
+		r.readSwarm(st, ih, version)
+	}
+	if version >= 3 {
+		r.readConnIDs(st)
 	}
 }
 
-func (r *snapReader) readSwarm(st *state, ih InfoHash) {
+// readConnIDs reads at most maxConnIDSecrets connection-ID secrets,
+// newest first.
+func (r *snapReader) readConnIDs(st *state) {
+	n := r.uvarint()
+	if r.err == nil && n > maxConnIDSecrets {
+		r.corrupt("%d connection-ID secrets, at most %d", n, maxConnIDSecrets)
+	}
+	for i := uint64(0); i < n && r.err == nil; i++ {
+		var c connIDSecret
+		c.time = r.varint()
+		r.full(c.secret[:])
+		if r.err == nil && (c.time <= 0 || i > 0 && c.time >= st.connIDs[i-1].time) {
+			r.corrupt("connection-ID secret %d: time %d not positive or not older than the one before", i, c.time)
+		}
+		st.connIDs = append(st.connIDs, c)
+	}
+	if r.err != nil {
+		st.connIDs = nil
+	}
+}
+
+func (r *snapReader) readSwarm(st *state, ih InfoHash, version uint64) {
 	sw := &swarm{gen: st.gen, downloaded: r.uvarint()}
 	n := r.uvarint()
+	if n == 0 && version >= 3 {
+		sw.emptied = r.varint()
+		r.full(sw.charge[:])
+		if r.err == nil && (sw.emptied < 0 || sw.charge != ([16]byte{}) && validSwarmIP(sw.charge) != nil) {
+			r.corrupt("swarm %s: bad emptied time or charged address", ih)
+		}
+	}
 	if r.err != nil {
 		return
 	}
@@ -193,19 +235,16 @@ func (r *snapReader) readSwarm(st *state, ih InfoHash) {
 	}
 	sw.recs = append(make([]swarmRec, 0, len(recs)), recs...)
 	if len(recs) > swarmIndexMax {
-		sw.idx = make(map[SwarmPeerID]int32, len(recs))
-		for i := range sw.recs {
-			sw.idx[sw.recs[i].peer] = int32(i)
-		}
+		sw.buildIndex()
 		if len(sw.idx) != len(recs) {
-			r.corrupt("swarm %s lists a peer twice", ih)
+			r.corrupt("swarm %s lists a peer at one address twice", ih)
 			return
 		}
 	} else {
 		for i := range recs {
 			for j := range i {
-				if recs[i].peer == recs[j].peer {
-					r.corrupt("swarm %s lists peer %s twice", ih, recs[i].peer)
+				if recs[i].key2() == recs[j].key2() {
+					r.corrupt("swarm %s lists peer %s at one address twice", ih, recs[i].peer)
 					return
 				}
 			}
@@ -213,6 +252,9 @@ func (r *snapReader) readSwarm(st *state, ih InfoHash) {
 	}
 	for i := range sw.recs {
 		st.ipAdd(sw.recs[i].ip, 1)
+	}
+	if sw.charge != ([16]byte{}) {
+		st.ipAdd(sw.charge, 1)
 	}
 	st.swarms[ih[0]].m[ih] = sw
 	st.nSwarms++

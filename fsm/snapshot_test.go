@@ -38,8 +38,11 @@ func smallSwarmState(tb testing.TB) *FSM {
 	n.mustApply(TrackerPolicy{SetMode: true, Mode: TrackerAllowlist, RequestID: 2})
 	n.mustApply(keyed(ann(spA, "10.0.0.1", SwarmUpdate, false, -7), 99))
 	n.mustApply(ann(spB, "2001:db8::2", SwarmCompleted, false, 1<<40))
+	n.mustApply(Announce{InfoHash: ihY, Peer: spA, IP: ip("10.0.0.1"), Port: 1, Time: 2})
 	n.mustApply(Announce{InfoHash: ihY, Peer: spA, IP: ip("10.0.0.1"), Port: 1, Event: SwarmCompleted, Time: 3})
 	n.mustApply(Announce{InfoHash: ihY, Peer: spA, IP: ip("10.0.0.1"), Event: SwarmStopped, Time: 4})
+	n.mustApply(SetConnIDSecret{Secret: bytes.Repeat([]byte{1}, ConnIDSecretSize), Time: 10})
+	n.mustApply(SetConnIDSecret{Secret: bytes.Repeat([]byte{2}, ConnIDSecretSize), After: 10, Time: 20})
 	return f
 }
 
@@ -231,15 +234,16 @@ func largeSwarmState(tb testing.TB) *FSM {
 
 // v1Snapshot returns the snapshot that a build with format version 1 wrote
 // for f, which must hold no swarms and the default policy: version 1 is
-// version 2 without the policy and swarm sections (six bytes when empty).
+// version 3 without the policy, swarm and connection-ID sections (seven
+// bytes when empty).
 func v1Snapshot(tb testing.TB, f *FSM) []byte {
 	tb.Helper()
 	b := snapshotBytes(tb, f)
-	if b[len(snapshotMagic)] != 2 {
-		tb.Fatalf("snapshot version %d, want 2", b[len(snapshotMagic)])
+	if b[len(snapshotMagic)] != 3 {
+		tb.Fatalf("snapshot version %d, want 3", b[len(snapshotMagic)])
 	}
-	body := bytes.Clone(b[:len(b)-32-6])
-	if !bytes.Equal(b[len(body):len(b)-32], make([]byte, 6)) {
+	body := bytes.Clone(b[:len(b)-32-7])
+	if !bytes.Equal(b[len(body):len(b)-32], make([]byte, 7)) {
 		tb.Fatalf("state has swarm or policy content: % x", b[len(body):len(b)-32])
 	}
 	body[len(snapshotMagic)] = 1

@@ -53,8 +53,19 @@ type swarmRec struct {
 const (
 	recSeeder uint8 = 1 << iota
 	recHasKey
-	recFlagsMask = recSeeder | recHasKey
+	// recCounted marks a record whose completion the swarm's downloaded
+	// count holds: a record counts one completion in its lifetime.
+	recCounted
+	recFlagsMask = recSeeder | recHasKey | recCounted
 )
+
+// recKey identifies a record within its swarm: a peer_id is the client's
+// own choice and anyone who saw it can send it, so it names a record only
+// together with the address (see Announce).
+type recKey struct {
+	peer SwarmPeerID
+	ip   [16]byte
+}
 
 // swarmIndexMax is the size above which a swarm indexes its records by
 // peer; a swarm that shrinks to swarmIndexMin drops the index.
@@ -68,23 +79,68 @@ const (
 // state.mutSwarm copies it before a change.
 type swarm struct {
 	gen        uint64
-	downloaded uint64                // completed events counted, replicated
-	recs       []swarmRec            // leechers in [0, nLeech), then seeders
-	idx        map[SwarmPeerID]int32 // slot of each peer; nil while small
+	downloaded uint64           // completed events counted, replicated
+	recs       []swarmRec       // leechers in [0, nLeech), then seeders
+	idx        map[recKey]int32 // slot of each (peer, address); nil while small
 	nLeech     int32
+	// While the swarm has no records but keeps its downloaded count,
+	// emptied is the Time it lost its last record (0 if unknown: restored
+	// from an older snapshot) and charge the address of that record,
+	// which holds one unit of that address's quota until the swarm ends.
+	// Both are replicated; both are zero while the swarm has records.
+	emptied int64
+	charge  [16]byte
 }
 
-func (sw *swarm) find(p SwarmPeerID) int {
+// find returns the slot of peer p at address ip, or -1.
+func (sw *swarm) find(p SwarmPeerID, ip [16]byte) int {
 	if sw.idx != nil {
-		if i, ok := sw.idx[p]; ok {
+		if i, ok := sw.idx[recKey{p, ip}]; ok {
 			return int(i)
 		}
 		return -1
 	}
 	for i := range sw.recs {
+		if sw.recs[i].peer == p && sw.recs[i].ip == ip {
+			return i
+		}
+	}
+	return -1
+}
+
+// findPeer returns the first slot of peer p at any address, or -1. It
+// scans the swarm.
+func (sw *swarm) findPeer(p SwarmPeerID) int {
+	for i := range sw.recs {
 		if sw.recs[i].peer == p {
 			return i
 		}
+	}
+	return -1
+}
+
+// findKeyed returns the first slot of peer p whose record holds key k, or
+// -1. It scans the swarm; only an announce from an address the peer has no
+// record at, carrying a key, needs it.
+func (sw *swarm) findKeyed(p SwarmPeerID, k uint32) int {
+	for i := range sw.recs {
+		r := &sw.recs[i]
+		if r.peer == p && r.flags&recHasKey != 0 && r.key == k {
+			return i
+		}
+	}
+	return -1
+}
+
+// lookup finds the record an announce from (p, ip) is about: the one at
+// ip, or else, if the announce carries a key, one of p's records holding
+// that key (the same client, moved).
+func (sw *swarm) lookup(p SwarmPeerID, ip [16]byte, hasKey bool, key uint32) int {
+	if i := sw.find(p, ip); i >= 0 {
+		return i
+	}
+	if hasKey {
+		return sw.findKeyed(p, key)
 	}
 	return -1
 }
@@ -96,8 +152,8 @@ func (sw *swarm) swap(i, j int) {
 	}
 	sw.recs[i], sw.recs[j] = sw.recs[j], sw.recs[i]
 	if sw.idx != nil {
-		sw.idx[sw.recs[i].peer] = int32(i)
-		sw.idx[sw.recs[j].peer] = int32(j)
+		sw.idx[sw.recs[i].key2()] = int32(i)
+		sw.idx[sw.recs[j].key2()] = int32(j)
 	}
 }
 
@@ -113,12 +169,9 @@ func (sw *swarm) insert(r swarmRec) int {
 	}
 	sw.recs = append(sw.recs, r)
 	if sw.idx != nil {
-		sw.idx[r.peer] = int32(n)
+		sw.idx[r.key2()] = int32(n)
 	} else if n+1 > swarmIndexMax {
-		sw.idx = make(map[SwarmPeerID]int32, n+1)
-		for i := range sw.recs {
-			sw.idx[sw.recs[i].peer] = int32(i)
-		}
+		sw.buildIndex()
 	}
 	if r.flags&recSeeder != 0 {
 		return n
@@ -139,7 +192,7 @@ func (sw *swarm) remove(i int) {
 		sw.swap(i, last)
 	}
 	if sw.idx != nil {
-		delete(sw.idx, sw.recs[last].peer)
+		delete(sw.idx, sw.recs[last].key2())
 	}
 	sw.recs[last] = swarmRec{}
 	sw.recs = sw.recs[:last]
@@ -149,6 +202,26 @@ func (sw *swarm) remove(i int) {
 	if c := cap(sw.recs); c > 8 && c >= 2*last {
 		sw.recs = append(make([]swarmRec, 0, last+last/8), sw.recs...)
 	}
+}
+
+// key2 is the record's index key.
+func (r *swarmRec) key2() recKey { return recKey{r.peer, r.ip} }
+
+// buildIndex indexes every record.
+func (sw *swarm) buildIndex() {
+	sw.idx = make(map[recKey]int32, len(sw.recs))
+	for i := range sw.recs {
+		sw.idx[sw.recs[i].key2()] = int32(i)
+	}
+}
+
+// move changes slot i's address, keeping the index current.
+func (sw *swarm) move(i int, ip [16]byte) {
+	if sw.idx != nil {
+		delete(sw.idx, sw.recs[i].key2())
+		sw.idx[recKey{sw.recs[i].peer, ip}] = int32(i)
+	}
+	sw.recs[i].ip = ip
 }
 
 // setSeeder moves slot i into the seeder or leecher partition and returns
@@ -177,29 +250,52 @@ type swarmShard struct {
 	m   map[InfoHash]*swarm
 }
 
-// ipShard counts swarm records per address key (see ipKeyOf).
+// ipShard counts swarm records per address key (see ipKeysOf).
 type ipShard struct {
 	gen uint64
 	t   ipTable
 }
 
-// ipKeyOf is the per-address counting key: an IPv4 address counts alone,
-// an IPv6 address by its /64 prefix (one subscriber usually gets a whole
-// /64, so counting single IPv6 addresses would let one host claim
-// unboundedly many). IPv4 keys carry 0xff in the top byte, which no valid
-// IPv6 record has (multicast ff00::/8 is refused by Validate).
-func ipKeyOf(ip [16]byte) uint64 {
+// Quota levels. A record counts against its address and, for IPv6, against
+// the /64 and the /48 holding it: one host gets a /128, one subscriber
+// usually a /64, one site a /48, and counting only one of them would let
+// its holder claim unboundedly many of the smaller ones.
+const (
+	levelAddr = iota // an IPv4 address or an IPv6 /128
+	level64          // an IPv6 /64
+	level48          // an IPv6 /48
+	nLevels
+)
+
+// Tags of the aggregate keys, in the top byte 0xff, which no counted
+// IPv6 address has (multicast ff00::/8 is refused by Validate).
+const (
+	ipTagV4 = 0xff<<56 | 4
+	ipTag64 = 0xff<<56 | 64
+	ipTag48 = 0xff<<56 | 48
+)
+
+// ipKeysOf returns ip's counting keys, one per level; an IPv4 address has
+// only levelAddr (n is 1), an IPv6 address all three.
+func ipKeysOf(ip [16]byte) (keys [nLevels]ipKey, n int) {
 	if isV4Mapped(ip) {
-		return 0xff<<56 | uint64(binary.BigEndian.Uint32(ip[12:]))
+		keys[levelAddr] = ipKey{ipTagV4, uint64(binary.BigEndian.Uint32(ip[12:]))}
+		return keys, 1
 	}
-	return binary.BigEndian.Uint64(ip[:8])
+	hi, lo := binary.BigEndian.Uint64(ip[:8]), binary.BigEndian.Uint64(ip[8:])
+	keys[levelAddr] = ipKey{hi, lo}
+	keys[level64] = ipKey{ipTag64, hi}
+	keys[level48] = ipKey{ipTag48, hi &^ 0xffff}
+	return keys, nLevels
 }
 
 func isV4Mapped(ip [16]byte) bool {
 	return ip[10] == 0xff && ip[11] == 0xff && [10]byte(ip[:10]) == [10]byte{}
 }
 
-func ipShardOf(k uint64) int { return int((k * 0x9E3779B97F4A7C15) >> 56) }
+func ipShardOf(k ipKey) int {
+	return int(((k.hi ^ k.lo*0xC2B2AE3D27D4EB4F) * 0x9E3779B97F4A7C15) >> 56)
+}
 
 // trackerPolicy is the replicated tracker policy; same copy-on-write rule.
 type trackerPolicy struct {
@@ -223,6 +319,12 @@ func (p *trackerPolicy) allowed(ih InfoHash) bool {
 	return true
 }
 
+// connIDSecret is one UDP connection-ID secret and the Time it was set.
+type connIDSecret struct {
+	time   int64
+	secret [ConnIDSecretSize]byte
+}
+
 // swarmState is the swarm half of state.
 type swarmState struct {
 	swarms     [nShards]*swarmShard
@@ -230,6 +332,10 @@ type swarmState struct {
 	policy     *trackerPolicy
 	nSwarms    int
 	nSwarmRecs int
+	// connIDs are the UDP connection-ID secrets, newest first, at most
+	// maxConnIDSecrets. The slice is never changed in place (snapshots
+	// share it).
+	connIDs []connIDSecret
 }
 
 func (s *swarmState) initSwarms(gen uint64) {
@@ -283,14 +389,26 @@ func (s *state) mutPolicy() *trackerPolicy {
 }
 
 func (s *state) ipAdd(ip [16]byte, delta int) {
-	k := ipKeyOf(ip)
-	i := ipShardOf(k)
-	sh := s.ips[i]
-	if sh.gen != s.gen {
-		sh = &ipShard{gen: s.gen, t: sh.t.clone()}
-		s.ips[i] = sh
+	keys, n := ipKeysOf(ip)
+	for _, k := range keys[:n] {
+		i := ipShardOf(k)
+		sh := s.ips[i]
+		if sh.gen != s.gen {
+			sh = &ipShard{gen: s.gen, t: sh.t.clone()}
+			s.ips[i] = sh
+		}
+		sh.t.add(k, delta)
 	}
-	sh.t.add(k, delta)
+}
+
+// ipUse returns the records counted against each of ip's levels (0 for a
+// level an IPv4 address does not have).
+func (s *state) ipUse(ip [16]byte) (use [nLevels]int) {
+	keys, n := ipKeysOf(ip)
+	for l, k := range keys[:n] {
+		use[l] = int(s.ips[ipShardOf(k)].t.get(k))
+	}
+	return use
 }
 
 // ceilSecs converts Unix nanoseconds to the seconds stored in seen, rounded
@@ -316,12 +434,47 @@ func errNotTracked(ih InfoHash) error {
 	return fmt.Errorf("%w: this tracker does not track info-hash %s; ask its operator to allow it", ErrNotTracked, ih)
 }
 
-func errSwarmAddress(ih InfoHash, p SwarmPeerID) error {
-	return fmt.Errorf("%w: peer_id %s is in swarm %s from another address; announce from that address, or send the same key as before",
-		ErrUnauthorized, p, ih)
+func errSwarmFull(what string, limit int) error {
+	return fmt.Errorf("%w: the tracker holds its limit of %d %s; retry later", ErrTrackerFull, limit, what)
 }
 
-func (f *FSM) announce(c Announce) Response {
+func errSwarmQuota(level int, limit int) error {
+	where := [nLevels]string{"address", "IPv6 /64", "IPv6 /48"}[level]
+	return fmt.Errorf("%w: %d swarm entries from this %s, the limit; stop some torrents or retry later", ErrSwarmQuota, limit, where)
+}
+
+// checkLimits returns the error that an announce creating a record (or
+// moving one to ip, if !insert) would break lim with, or nil.
+func (s *state) checkLimits(lim *SwarmLimits, ip [16]byte, insert, newSwarm bool) error {
+	if lim == nil {
+		return nil
+	}
+	if insert && lim.MaxPeers > 0 && s.nSwarmRecs >= int(lim.MaxPeers) {
+		return errSwarmFull("swarm entries", int(lim.MaxPeers))
+	}
+	if newSwarm && lim.MaxSwarms > 0 && s.nSwarms >= int(lim.MaxSwarms) {
+		return errSwarmFull("swarms", int(lim.MaxSwarms))
+	}
+	use := s.ipUse(ip)
+	for l, max := range [nLevels]uint32{lim.PerAddr, lim.Per64, lim.Per48} {
+		if max > 0 && use[l] >= int(max) {
+			if l > levelAddr && isV4Mapped(ip) {
+				continue
+			}
+			return errSwarmQuota(l, int(max))
+		}
+	}
+	return nil
+}
+
+// swarmHash hashes the swarm-level fields of sw.
+func (f *FSM) swarmHash(ih InfoHash, sw *swarm) [32]byte {
+	return f.h.swarm(ih, sw.downloaded, sw.emptied, sw.charge)
+}
+
+// announce applies c; lim, if not nil, are the limits a record created or
+// moved by c must stay within (see AnnounceBatch).
+func (f *FSM) announce(c Announce, lim *SwarmLimits) Response {
 	s := &f.st
 	ih := c.InfoHash
 	if !s.policy.allowed(ih) {
@@ -330,32 +483,43 @@ func (f *FSM) announce(c Announce) Response {
 	sw := s.swarm(ih)
 	i := -1
 	if sw != nil {
-		i = sw.find(c.Peer)
-	}
-	if i >= 0 {
-		r := &sw.recs[i]
-		if r.ip != c.IP && !(c.HasKey && r.flags&recHasKey != 0 && r.key == c.Key) {
-			return Response{Err: errSwarmAddress(ih, c.Peer)}
-		}
+		i = sw.lookup(c.Peer, c.IP, c.HasKey, c.Key)
 	}
 	if c.Event == SwarmStopped {
 		if i >= 0 {
 			sw = s.mutSwarm(ih, sw)
+			ip := sw.recs[i].ip
 			f.removeRec(ih, sw, i)
-			f.dropIfEmpty(ih, sw)
+			f.emptied(ih, sw, ip, c.Time)
 		}
 		return Response{}
+	}
+	moving := i >= 0 && sw.recs[i].ip != c.IP
+	if i < 0 || moving {
+		if err := s.checkLimits(lim, c.IP, i < 0, sw == nil); err != nil {
+			return Response{Err: err}
+		}
 	}
 	seeder := c.Seeder || c.Event == SwarmCompleted
 	if sw == nil {
 		sw = &swarm{gen: s.gen}
 		s.swarmShardMut(ih).m[ih] = sw
 		s.nSwarms++
-		f.add(f.h.swarm(ih, 0))
+		f.add(f.swarmHash(ih, sw))
 	} else {
 		sw = s.mutSwarm(ih, sw)
 	}
-	count := c.Event == SwarmCompleted
+	if sw.emptied != 0 || sw.charge != ([16]byte{}) {
+		// An empty swarm gets a record again: it no longer holds its
+		// last address's quota.
+		f.sub(f.swarmHash(ih, sw))
+		if sw.charge != ([16]byte{}) {
+			s.ipAdd(sw.charge, -1)
+		}
+		sw.emptied, sw.charge = 0, [16]byte{}
+		f.add(f.swarmHash(ih, sw))
+	}
+	count := false
 	if i < 0 {
 		r := swarmRec{changed: c.Time, peer: c.Peer, ip: c.IP, port: c.Port}
 		if c.HasKey {
@@ -370,12 +534,19 @@ func (f *FSM) announce(c Announce) Response {
 	} else {
 		r := &sw.recs[i]
 		f.sub(f.h.swarmRec(ih, r))
-		count = count && r.flags&recSeeder == 0
-		if r.ip != c.IP {
+		// A completion counts once per record, and only for a record
+		// that was downloading: a client cannot add to the count by
+		// announcing completed for a record it has just created.
+		count = c.Event == SwarmCompleted && r.flags&(recSeeder|recCounted) == 0
+		if count {
+			r.flags |= recCounted
+		}
+		if moving {
 			s.ipAdd(r.ip, -1)
 			s.ipAdd(c.IP, 1)
+			sw.move(i, c.IP)
 		}
-		r.ip, r.port, r.changed = c.IP, c.Port, c.Time
+		r.port, r.changed = c.Port, c.Time
 		if c.HasKey && r.flags&recHasKey == 0 {
 			r.key = c.Key
 			r.flags |= recHasKey
@@ -386,11 +557,49 @@ func (f *FSM) announce(c Announce) Response {
 	atomic.StoreUint32(&r.seen, ceilSecs(c.Time))
 	f.add(f.h.swarmRec(ih, r))
 	if count {
-		f.sub(f.h.swarm(ih, sw.downloaded))
+		f.sub(f.swarmHash(ih, sw))
 		sw.downloaded++
-		f.add(f.h.swarm(ih, sw.downloaded))
+		f.add(f.swarmHash(ih, sw))
 	}
 	return Response{}
+}
+
+// AnnounceChanges reports what applying c now would do: change is false
+// if it would leave the state as it is (a stopped for a record that does
+// not exist, a started or completed that repeats what the record holds);
+// err is the error it would fail with, limits checked against lim (nil:
+// none). The leader answers an announce that changes nothing without
+// proposing it.
+func (f *FSM) AnnounceChanges(c Announce, lim *SwarmLimits) (change bool, err error) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	s := &f.st
+	if !s.policy.allowed(c.InfoHash) {
+		return false, errNotTracked(c.InfoHash)
+	}
+	sw := s.swarm(c.InfoHash)
+	i := -1
+	if sw != nil {
+		i = sw.lookup(c.Peer, c.IP, c.HasKey, c.Key)
+	}
+	if c.Event == SwarmStopped {
+		return i >= 0, nil
+	}
+	if i < 0 {
+		return true, s.checkLimits(lim, c.IP, true, sw == nil)
+	}
+	r := &sw.recs[i]
+	if r.ip != c.IP {
+		return true, s.checkLimits(lim, c.IP, false, false)
+	}
+	seeder := c.Seeder || c.Event == SwarmCompleted
+	switch {
+	case r.port != c.Port, (r.flags&recSeeder != 0) != seeder,
+		c.HasKey && r.flags&recHasKey == 0,
+		c.Event == SwarmCompleted && r.flags&(recSeeder|recCounted) == 0:
+		return true, nil
+	}
+	return false, nil
 }
 
 // removeRec deletes slot i of the mutable swarm sw.
@@ -402,14 +611,25 @@ func (f *FSM) removeRec(ih InfoHash, sw *swarm, i int) {
 	sw.remove(i)
 }
 
-// dropIfEmpty deletes a swarm that has neither records nor a downloaded
-// count to remember.
-func (f *FSM) dropIfEmpty(ih InfoHash, sw *swarm) {
-	if len(sw.recs) == 0 && sw.downloaded == 0 {
-		f.sub(f.h.swarm(ih, 0))
+// emptied is called after a record at ip left the mutable swarm sw at
+// time t. A swarm left without records ends, unless it has counted
+// completions: then it stays, so scrapes keep its count, until the leader
+// expires it (ExpireSwarmPeers.Swarms), and meanwhile holds one unit of
+// ip's quota, so nobody piles up empty swarms for free.
+func (f *FSM) emptied(ih InfoHash, sw *swarm, ip [16]byte, t int64) {
+	if len(sw.recs) != 0 {
+		return
+	}
+	if sw.downloaded == 0 {
+		f.sub(f.swarmHash(ih, sw))
 		delete(f.st.swarmShardMut(ih).m, ih)
 		f.st.nSwarms--
+		return
 	}
+	f.sub(f.swarmHash(ih, sw))
+	sw.emptied, sw.charge = max(t, 1), ip
+	f.st.ipAdd(ip, 1)
+	f.add(f.swarmHash(ih, sw))
 }
 
 // dropSwarm deletes a swarm with all its records. It only reads the swarm,
@@ -425,8 +645,11 @@ func (f *FSM) dropSwarm(ih InfoHash) {
 		f.sub(f.h.swarmRec(ih, r))
 		s.ipAdd(r.ip, -1)
 	}
+	if sw.charge != ([16]byte{}) {
+		s.ipAdd(sw.charge, -1)
+	}
 	s.nSwarmRecs -= len(sw.recs)
-	f.sub(f.h.swarm(ih, sw.downloaded))
+	f.sub(f.swarmHash(ih, sw))
 	delete(s.swarmShardMut(ih).m, ih)
 	s.nSwarms--
 }
@@ -439,16 +662,83 @@ func (f *FSM) expireSwarmPeers(c ExpireSwarmPeers) Response {
 		if sw == nil {
 			continue
 		}
-		i := sw.find(e.Peer)
+		var i int
+		if e.IP == ([16]byte{}) {
+			i = sw.findPeer(e.Peer) // an entry proposed before records had addresses in their key
+		} else {
+			i = sw.find(e.Peer, e.IP)
+		}
 		if i < 0 || sw.recs[i].changed > c.Time {
 			continue
 		}
 		sw = s.mutSwarm(e.InfoHash, sw)
+		ip := sw.recs[i].ip
 		f.removeRec(e.InfoHash, sw, i)
-		f.dropIfEmpty(e.InfoHash, sw)
+		f.emptied(e.InfoHash, sw, ip, c.Time)
 		n++
 	}
+	for _, ih := range c.Swarms {
+		if sw := s.swarm(ih); sw != nil && len(sw.recs) == 0 && sw.emptied <= c.Time {
+			f.dropSwarm(ih)
+			n++
+		}
+	}
 	return Response{ExpiredSwarmPeers: n}
+}
+
+func (f *FSM) setConnIDSecret(c SetConnIDSecret) Response {
+	s := &f.st
+	var newest int64
+	if len(s.connIDs) > 0 {
+		newest = s.connIDs[0].time
+	}
+	if c.After != newest {
+		return Response{Duplicate: true}
+	}
+	s.lastTime = max(s.lastTime, c.Time)
+	for i := range s.connIDs {
+		f.sub(f.h.connID(i, &s.connIDs[i]))
+	}
+	next := []connIDSecret{{time: c.Time, secret: [ConnIDSecretSize]byte(c.Secret)}}
+	next = append(next, s.connIDs[:min(len(s.connIDs), maxConnIDSecrets-1)]...)
+	s.connIDs = next
+	for i := range s.connIDs {
+		f.add(f.h.connID(i, &s.connIDs[i]))
+	}
+	return Response{}
+}
+
+// maxConnIDSecrets is how many connection-ID secrets the FSM keeps: the
+// next one, the one to sign with, and the one before.
+const maxConnIDSecrets = 3
+
+// ConnIDSecrets returns the UDP connection-ID secrets, the one to sign
+// with first, and the Time the newest was set (0 if there is none).
+//
+// The newest secret is not signed with until the next one arrives: every
+// master accepts it for a whole rotation before any master signs with it,
+// so a master that applies a rotation a little late never refuses an ID
+// another master signed. With one secret it is the one to sign with; with
+// two or three, the second newest signs, and the others (the next one,
+// and the previous one, for the IDs issued just before the rotation) are
+// accepted. The slices are copies.
+func (f *FSM) ConnIDSecrets() (secrets [][]byte, newest int64) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	c := f.st.connIDs
+	order := []int{0}
+	switch len(c) {
+	case 0:
+		return nil, 0
+	case 2:
+		order = []int{1, 0}
+	case 3:
+		order = []int{1, 0, 2}
+	}
+	for _, i := range order {
+		secrets = append(secrets, append([]byte(nil), c[i].secret[:]...))
+	}
+	return secrets, c[0].time
 }
 
 func (f *FSM) trackerPolicy(c TrackerPolicy) Response {
@@ -530,12 +820,27 @@ const (
 	recAllow     = 'A' // an allowed info-hash
 	recDeny      = 'D' // a denied info-hash
 	recPolicyReq = 'Q' // a remembered TrackerPolicy request: seq, id
+	recConnID    = 'K' // a connection-ID secret: position, time, secret
 )
 
-func (h *hasher) swarm(ih InfoHash, downloaded uint64) [32]byte {
+func (h *hasher) connID(pos int, c *connIDSecret) [32]byte {
+	b := append(h.buf[:0], recConnID, byte(pos))
+	b = binary.BigEndian.AppendUint64(b, uint64(c.time))
+	b = append(b, c.secret[:]...)
+	h.buf = b
+	return sha256.Sum256(b)
+}
+
+// swarm hashes a swarm's own fields. emptied and charge are appended only
+// when set, so a swarm hashes as it did before they existed.
+func (h *hasher) swarm(ih InfoHash, downloaded uint64, emptied int64, charge [16]byte) [32]byte {
 	b := append(h.buf[:0], recSwarm)
 	b = append(b, ih[:]...)
 	b = binary.BigEndian.AppendUint64(b, downloaded)
+	if emptied != 0 || charge != ([16]byte{}) {
+		b = binary.BigEndian.AppendUint64(b, uint64(emptied))
+		b = append(b, charge[:]...)
+	}
 	h.buf = b
 	return sha256.Sum256(b)
 }
@@ -579,7 +884,7 @@ func (h *hasher) policyReq(seq, req uint64) [32]byte {
 func (h *hasher) recomputeSwarms(s *state, sum *sum256) {
 	for _, sh := range s.swarms {
 		for ih, sw := range sh.m {
-			sum.add(h.swarm(ih, sw.downloaded))
+			sum.add(h.swarm(ih, sw.downloaded, sw.emptied, sw.charge))
 			for i := range sw.recs {
 				sum.add(h.swarmRec(ih, &sw.recs[i]))
 			}
@@ -596,4 +901,7 @@ func (h *hasher) recomputeSwarms(s *state, sum *sum256) {
 		sum.add(h.policyHash(recDeny, ih))
 	}
 	p.entries(func(seq, req uint64) { sum.add(h.policyReq(seq, req)) })
+	for i := range s.connIDs {
+		sum.add(h.connID(i, &s.connIDs[i]))
+	}
 }

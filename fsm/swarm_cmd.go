@@ -78,24 +78,45 @@ const (
 	MaxPolicyHashes = 10000
 )
 
-// Announce enters, updates or leaves one (InfoHash, Peer) swarm record. The
+// Swarm errors. Like the sentinels in errors.go they keep their identity
+// across RPC (Code).
+var (
+	// ErrTrackerFull means an announce would create a swarm entry or a
+	// swarm beyond the limits its AnnounceBatch carries. Nothing changed;
+	// retrying later may succeed.
+	ErrTrackerFull = newError("tracker_full", "the tracker is full")
+	// ErrSwarmQuota means an announce would give its address, or the IPv6
+	// network holding it, more swarm entries than its AnnounceBatch
+	// allows. Nothing changed.
+	ErrSwarmQuota = newError("swarm_quota", "too many swarm entries from one address")
+)
+
+// Announce enters, updates or leaves one (InfoHash, Peer, IP) swarm record. The
 // leader proposes it only for a membership change (a new record, a stopped
 // or completed event, a new address, port or seeder state); a re-announce
 // that changes nothing only renews the soft lease (TouchSwarmPeer).
 //
+// A peer_id is whatever the client picked, and anyone who saw it can send
+// it, so it is not a lock: a record is named by the peer_id together with
+// the address, and only the holder of that address, or a client that
+// proves with its key to be the one that made the record, changes or
+// removes it. The same peer_id from another address without that key is
+// another record.
+//
 // Apply rules, in order:
 //   - the hash must be tracked by the policy (TrackerAllowed), else
 //     ErrNotTracked;
-//   - a record present with a different IP is changed or removed only if the
-//     announce proves it is the same client: HasKey, the record has a key,
-//     and the keys are equal; else ErrUnauthorized;
-//   - SwarmStopped removes the record (an absent record is not an error);
-//   - SwarmUpdate and SwarmCompleted insert or update IP, Port and Seeder
-//     (SwarmCompleted implies Seeder). The key is stored on insert, or
-//     later by the first announce that carries one; it never changes after
-//     that. SwarmCompleted adds one to the swarm's downloaded count if the
-//     record was absent or not yet a seeder, so a retried completed event
-//     counts once.
+//   - the announce is about the record of (Peer, IP), or, if there is none
+//     and the announce carries a key, the first record of Peer holding the
+//     same key (the client moved; the record takes the new IP);
+//   - SwarmStopped removes that record (none is not an error);
+//   - SwarmUpdate and SwarmCompleted insert or update it: IP, Port and
+//     Seeder (SwarmCompleted implies Seeder). The key is stored on insert,
+//     or later by the first announce that carries one; it never changes
+//     after that. SwarmCompleted adds one to the swarm's downloaded count
+//     only for a record that existed as a leecher and has not counted a
+//     completion before, so a retried completed event counts once and a
+//     record counts at most one completion in its lifetime.
 //
 // Every applied announce stores Time as the record's changed time, which
 // ExpireSwarmPeers compares against.
@@ -123,17 +144,69 @@ type Announce struct {
 type SwarmRef struct {
 	InfoHash InfoHash
 	Peer     SwarmPeerID
+	// IP is the record's address. Zero (in entries proposed before
+	// records were keyed by address) names the peer's first record.
+	IP [16]byte
 }
 
 // ExpireSwarmPeers is proposed by the leader for swarm records whose soft
-// lease ran out (see SilentSwarmPeers). Each listed record is removed unless
-// it is absent or its changed time is later than Time (an announce was
-// applied after the leader decided). Response.ExpiredSwarmPeers counts the
-// records removed. A swarm left without records keeps existing only if its
-// downloaded count is not zero.
+// lease ran out (see SilentSwarmPeers) and for swarms that stayed empty too
+// long (see EmptySwarms). Each listed record is removed unless it is absent
+// or its changed time is later than Time (an announce was applied after the
+// leader decided). A swarm left without records keeps existing only if its
+// downloaded count is not zero; it then remembers Time as when it emptied.
+// Each listed swarm is dropped if it has no records and emptied at or
+// before Time. Response.ExpiredSwarmPeers counts the records and swarms
+// removed.
 type ExpireSwarmPeers struct {
 	Entries []SwarmRef // at most MaxSwarmRefsPerExpire; order and repeats do not matter
 	// Time is the leader's clock when it decided, in Unix nanoseconds.
+	Time   int64
+	Swarms []InfoHash // at most MaxSwarmRefsPerExpire
+}
+
+// SwarmLimits bound what an AnnounceBatch may create; zero means no limit.
+// They travel in the command, so every replica enforces exactly the limits
+// the leader checked, and concurrent announces never overshoot them.
+type SwarmLimits struct {
+	MaxPeers  uint32 // swarm entries in the index
+	MaxSwarms uint32 // swarms in the index
+	PerAddr   uint32 // entries (and empty swarms) per IPv4 address or IPv6 /128
+	Per64     uint32 // per IPv6 /64
+	Per48     uint32 // per IPv6 /48
+}
+
+// MaxAnnouncesPerBatch bounds AnnounceBatch.Announces: 2,048 announces
+// encode in about 130 KiB.
+const MaxAnnouncesPerBatch = 2048
+
+// AnnounceBatch carries the membership changes the leader collected from
+// many announces; it is applied as that many Announces in order, each with
+// the batch's Time and each creating or moving a record only within Limits
+// (else ErrTrackerFull or ErrSwarmQuota for that announce alone).
+// Response.Results holds one Response per announce. Its encoding is
+// hand-written (no reflection); see EncodeAnnounceBatch.
+type AnnounceBatch struct {
+	Time      int64
+	Limits    SwarmLimits
+	Announces []Announce // at most MaxAnnouncesPerBatch; each Time must be 0
+}
+
+// ConnIDSecretSize is the size of a UDP connection-ID secret.
+const ConnIDSecretSize = 32
+
+// SetConnIDSecret adds a cluster-wide secret for UDP tracker connection
+// IDs (BEP 15), so that an ID issued by one master is valid on every master
+// and across restarts. The leader proposes one with random bytes when
+// there are fewer than two, and again to rotate; the FSM keeps the newest
+// three (see FSM.ConnIDSecrets for which one signs). It applies only if
+// After equals the Time of the newest secret (0 if none), so a stale or
+// repeated proposal changes nothing (Response.Duplicate).
+type SetConnIDSecret struct {
+	Secret []byte // ConnIDSecretSize bytes
+	After  int64
+	// Time is the leader's clock when it proposed, in Unix nanoseconds;
+	// it becomes the secret's time. It must exceed After.
 	Time int64
 }
 
@@ -164,14 +237,22 @@ func (ExpireSwarmPeers) Type() CommandType { return CmdExpireSwarmPeers }
 // Type implements Command.
 func (TrackerPolicy) Type() CommandType { return CmdTrackerPolicy }
 
+// Type implements Command.
+func (SetConnIDSecret) Type() CommandType { return CmdSetConnIDSecret }
+
+// Type implements Command.
+func (AnnounceBatch) Type() CommandType { return CmdAnnounceBatch }
+
 func (Announce) isCommand()         {}
 func (ExpireSwarmPeers) isCommand() {}
 func (TrackerPolicy) isCommand()    {}
+func (SetConnIDSecret) isCommand()  {}
+func (AnnounceBatch) isCommand()    {}
 
 // validSwarmIP reports whether ip may be stored in a swarm record: not
 // unspecified and not multicast, in either family. (Excluding ff00::/8 also
-// keeps the per-IP counting key of IPv4 addresses apart from every IPv6
-// /64 prefix; see ipKeyOf.)
+// keeps the counting keys of networks apart from every IPv6 address; see
+// ipKeysOf.)
 func validSwarmIP(ip [16]byte) error {
 	a := netip.AddrFrom16(ip).Unmap()
 	if a.IsUnspecified() || a.IsMulticast() {
@@ -216,6 +297,41 @@ func (c ExpireSwarmPeers) Validate() error {
 			return fmt.Errorf("%w: swarm record with a zero info-hash or peer id", ErrInvalid)
 		}
 	}
+	if len(c.Swarms) > MaxSwarmRefsPerExpire {
+		return fmt.Errorf("%w: %d swarms, limit %d", ErrInvalid, len(c.Swarms), MaxSwarmRefsPerExpire)
+	}
+	for _, ih := range c.Swarms {
+		if ih.IsZero() {
+			return fmt.Errorf("%w: swarm expiry names the zero info-hash", ErrInvalid)
+		}
+	}
+	return nil
+}
+
+// Validate implements Command.
+func (c AnnounceBatch) Validate() error {
+	if len(c.Announces) > MaxAnnouncesPerBatch {
+		return fmt.Errorf("%w: %d announces in one batch, limit %d", ErrInvalid, len(c.Announces), MaxAnnouncesPerBatch)
+	}
+	for i, a := range c.Announces {
+		if a.Time != 0 {
+			return fmt.Errorf("%w: announce %d of a batch carries its own time", ErrInvalid, i)
+		}
+		if err := a.Validate(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Validate implements Command.
+func (c SetConnIDSecret) Validate() error {
+	if len(c.Secret) != ConnIDSecretSize {
+		return fmt.Errorf("%w: connection-ID secret of %d bytes, want %d", ErrInvalid, len(c.Secret), ConnIDSecretSize)
+	}
+	if c.Time <= c.After {
+		return fmt.Errorf("%w: connection-ID secret time %d not after %d", ErrInvalid, c.Time, c.After)
+	}
 	return nil
 }
 
@@ -257,3 +373,6 @@ func EncodeExpireSwarmPeers(c ExpireSwarmPeers) ([]byte, error) { return Encode(
 
 // EncodeTrackerPolicy is Encode for a TrackerPolicy.
 func EncodeTrackerPolicy(c TrackerPolicy) ([]byte, error) { return Encode(c) }
+
+// EncodeSetConnIDSecret is Encode for a SetConnIDSecret.
+func EncodeSetConnIDSecret(c SetConnIDSecret) ([]byte, error) { return Encode(c) }

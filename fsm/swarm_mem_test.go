@@ -46,7 +46,7 @@ func buildSwarms(tb testing.TB, swarms, perSwarm int) *FSM {
 		for k := range perSwarm {
 			i := s*perSwarm + k
 			c := Announce{InfoHash: ih, Peer: memPeer(i), IP: memIP(i), Port: uint16(6881 + k), Key: uint32(i), HasKey: true, Seeder: k%3 == 0, Time: int64(i) * 1e6}
-			if r := f.announce(c); r.Err != nil {
+			if r := f.announce(c, nil); r.Err != nil {
 				tb.Fatalf("announce %d: %v", i, r.Err)
 			}
 		}

@@ -25,8 +25,9 @@ func (r *swarmRec) info() SwarmPeerInfo {
 	}
 }
 
-// SwarmPeer returns the record of peer p in swarm ih; ok is false if there
-// is none.
+// SwarmPeer returns the first record of peer p in swarm ih, whatever its
+// address; ok is false if there is none. It scans the swarm: tools and
+// tests use it, announces use SwarmPeerAt.
 func (f *FSM) SwarmPeer(ih InfoHash, p SwarmPeerID) (info SwarmPeerInfo, ok bool) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
@@ -34,7 +35,24 @@ func (f *FSM) SwarmPeer(ih InfoHash, p SwarmPeerID) (info SwarmPeerInfo, ok bool
 	if sw == nil {
 		return SwarmPeerInfo{}, false
 	}
-	i := sw.find(p)
+	i := sw.findPeer(p)
+	if i < 0 {
+		return SwarmPeerInfo{}, false
+	}
+	return sw.recs[i].info(), true
+}
+
+// SwarmPeerAt returns the record an announce from peer p at address ip
+// (with the key, if hasKey) is about — see Announce; ok is false if there
+// is none.
+func (f *FSM) SwarmPeerAt(ih InfoHash, p SwarmPeerID, ip [16]byte, hasKey bool, key uint32) (info SwarmPeerInfo, ok bool) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	sw := f.st.swarm(ih)
+	if sw == nil {
+		return SwarmPeerInfo{}, false
+	}
+	i := sw.lookup(p, ip, hasKey, key)
 	if i < 0 {
 		return SwarmPeerInfo{}, false
 	}
@@ -91,6 +109,33 @@ func (f *FSM) SwarmPeers(ih InfoHash, exclude SwarmPeerID, want int, forSeeder b
 		i = (i + step) % uint64(n)
 	}
 	return peers, complete, incomplete
+}
+
+// SwarmView is what an announce's answer needs from one read: the swarm's
+// counts, the record the announce is about (see SwarmPeerAt), and the log
+// index applied when they were read.
+type SwarmView struct {
+	Complete, Incomplete int
+	Record               SwarmPeerInfo
+	Present              bool
+	Applied              uint64
+}
+
+// SwarmViewAt reads a SwarmView for an announce from peer p at ip (with
+// the key, if hasKey) under one lock.
+func (f *FSM) SwarmViewAt(ih InfoHash, p SwarmPeerID, ip [16]byte, hasKey bool, key uint32) SwarmView {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	v := SwarmView{Applied: f.st.applied}
+	sw := f.st.swarm(ih)
+	if sw == nil {
+		return v
+	}
+	v.Complete, v.Incomplete = len(sw.recs)-int(sw.nLeech), int(sw.nLeech)
+	if i := sw.lookup(p, ip, hasKey, key); i >= 0 {
+		v.Record, v.Present = sw.recs[i].info(), true
+	}
+	return v
 }
 
 // strideFor returns a step coprime to n, about n/want (with some jitter from
@@ -166,14 +211,21 @@ func (f *FSM) TrackerPolicyState() (mode TrackerMode, allow, deny []InfoHash) {
 }
 
 // SwarmEntriesFrom returns how many swarm records, over all swarms, have
-// the address ip — for IPv6 any address in ip's /64 prefix, since one
-// subscriber usually holds a whole /64. It is replicated state, so every
-// master enforces the same per-address quota.
+// the address ip, plus the empty swarms whose last record had it (see
+// ExpireSwarmPeers). It is replicated state, so every master enforces the
+// same per-address quota.
 func (f *FSM) SwarmEntriesFrom(ip [16]byte) int {
-	k := ipKeyOf(ip)
+	addr, _, _ := f.SwarmQuotaUse(ip)
+	return addr
+}
+
+// SwarmQuotaUse returns what SwarmEntriesFrom counts for ip's address and,
+// for IPv6, for the /64 and the /48 holding it (0 for IPv4).
+func (f *FSM) SwarmQuotaUse(ip [16]byte) (addr, net64, net48 int) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	return int(f.st.ips[ipShardOf(k)].t.get(k))
+	u := f.st.ipUse(ip)
+	return u[levelAddr], u[level64], u[level48]
 }
 
 // SwarmStats returns the number of swarms held (including swarms that have
@@ -198,21 +250,34 @@ func (f *FSM) SwarmStats() (swarms, peers int) {
 // compared with a bound rounded down, so a record is never reported silent
 // early, and at most two seconds late.
 
-// TouchSwarmPeer records that peer p of swarm ih was heard from at
-// nowUnixNano, and reports whether the record exists. It takes only the
-// read lock and is safe concurrently with every other method.
-func (f *FSM) TouchSwarmPeer(ih InfoHash, p SwarmPeerID, nowUnixNano int64) bool {
+// TouchSwarmPeer records that peer p of swarm ih at address ip was heard
+// from at nowUnixNano, and reports whether the record exists. A zero ip
+// (a renewal from a master that predates addressed records) touches every
+// record of p, scanning the swarm. It takes only the read lock and is safe
+// concurrently with every other method.
+func (f *FSM) TouchSwarmPeer(ih InfoHash, p SwarmPeerID, ip [16]byte, nowUnixNano int64) bool {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	sw := f.st.swarm(ih)
 	if sw == nil {
 		return false
 	}
-	i := sw.find(p)
+	secs := ceilSecs(nowUnixNano)
+	if ip == ([16]byte{}) {
+		found := false
+		for i := range sw.recs {
+			if sw.recs[i].peer == p {
+				atomic.StoreUint32(&sw.recs[i].seen, secs)
+				found = true
+			}
+		}
+		return found
+	}
+	i := sw.find(p, ip)
 	if i < 0 {
 		return false
 	}
-	atomic.StoreUint32(&sw.recs[i].seen, ceilSecs(nowUnixNano))
+	atomic.StoreUint32(&sw.recs[i].seen, secs)
 	return true
 }
 
@@ -232,11 +297,36 @@ func (f *FSM) SilentSwarmPeers(beforeUnixNano int64, max int) []SwarmRef {
 			for j := range sw.recs {
 				r := &sw.recs[j]
 				if atomic.LoadUint32(&r.seen) < before {
-					out = append(out, SwarmRef{InfoHash: ih, Peer: r.peer})
+					out = append(out, SwarmRef{InfoHash: ih, Peer: r.peer, IP: r.ip})
 					if len(out) == max {
 						f.mu.RUnlock()
 						return out
 					}
+				}
+			}
+		}
+		f.mu.RUnlock()
+	}
+	return out
+}
+
+// EmptySwarms returns at most max swarms that have no records and emptied
+// (lost their last record) at or before beforeUnixNano, in no particular
+// order; the leader proposes their end (ExpireSwarmPeers.Swarms). It scans
+// like SilentSwarmPeers.
+func (f *FSM) EmptySwarms(beforeUnixNano int64, max int) []InfoHash {
+	if max <= 0 {
+		return nil
+	}
+	var out []InfoHash
+	for i := range nShards {
+		f.mu.RLock()
+		for ih, sw := range f.st.swarms[i].m {
+			if len(sw.recs) == 0 && sw.emptied <= beforeUnixNano {
+				out = append(out, ih)
+				if len(out) == max {
+					f.mu.RUnlock()
+					return out
 				}
 			}
 		}

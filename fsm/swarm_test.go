@@ -75,24 +75,34 @@ func TestAnnounceRules(t *testing.T) {
 			},
 		},
 		{
-			name: "stopped from another address is refused and keeps the record",
+			name: "a stopped from another address removes nothing: a peer_id names a record only with its address",
 			steps: []step{
 				{cmd: ann(spA, "10.0.0.1", SwarmUpdate, false, 1)},
-				{cmd: ann(spA, "10.0.0.2", SwarmStopped, false, 2), wantErr: ErrUnauthorized},
+				{cmd: ann(spA, "10.0.0.2", SwarmStopped, false, 2)},
 			},
 			check: func(t *testing.T, f *FSM) {
 				wantSwarm(t, f, ihX, swarmWant{peers: map[SwarmPeerID]SwarmPeerInfo{spA: info(spA, "10.0.0.1", false)}, incomplete: 1})
 			},
 		},
 		{
-			name: "update from another address without the key is refused",
+			name: "the same peer_id from another address without the key is another record, not a lock",
 			steps: []step{
 				{cmd: keyed(ann(spA, "10.0.0.1", SwarmUpdate, false, 1), 7)},
-				{cmd: ann(spA, "10.0.0.2", SwarmUpdate, false, 2), wantErr: ErrUnauthorized},
-				{cmd: keyed(ann(spA, "10.0.0.2", SwarmUpdate, false, 3), 8), wantErr: ErrUnauthorized},
+				{cmd: ann(spA, "10.0.0.2", SwarmUpdate, false, 2)},
+				{cmd: keyed(ann(spA, "10.0.0.3", SwarmUpdate, true, 3), 8)},
 			},
 			check: func(t *testing.T, f *FSM) {
-				wantSwarm(t, f, ihX, swarmWant{peers: map[SwarmPeerID]SwarmPeerInfo{spA: withKey(info(spA, "10.0.0.1", false), 7)}, incomplete: 1})
+				if _, c, inc := f.SwarmPeers(ihX, SwarmPeerID{'W'}, 10, false, 1); c != 1 || inc != 2 {
+					t.Fatalf("got %d seeders %d leechers, want 1 and 2", c, inc)
+				}
+				for _, a := range []string{"10.0.0.1", "10.0.0.2", "10.0.0.3"} {
+					if _, ok := f.SwarmPeerAt(ihX, spA, ip(a), false, 0); !ok {
+						t.Errorf("no record of A at %s", a)
+					}
+				}
+				if got, _ := f.SwarmPeerAt(ihX, spA, ip("10.0.0.1"), false, 0); got != withKey(info(spA, "10.0.0.1", false), 7) {
+					t.Errorf("the first record changed: %+v", got)
+				}
 			},
 		},
 		{
@@ -115,31 +125,25 @@ func TestAnnounceRules(t *testing.T) {
 				{cmd: ann(spA, "10.0.0.1", SwarmUpdate, false, 1)},
 				{cmd: keyed(ann(spA, "10.0.0.1", SwarmUpdate, false, 2), 5)},
 				{cmd: keyed(ann(spA, "10.0.0.1", SwarmUpdate, false, 3), 6)},
-				{cmd: keyed(ann(spA, "10.0.0.9", SwarmUpdate, false, 4), 6), wantErr: ErrUnauthorized},
+				{cmd: keyed(ann(spA, "10.0.0.9", SwarmStopped, false, 4), 6)}, // not the stored key: nothing to stop
 			},
 			check: func(t *testing.T, f *FSM) {
 				wantSwarm(t, f, ihX, swarmWant{peers: map[SwarmPeerID]SwarmPeerInfo{spA: withKey(info(spA, "10.0.0.1", false), 5)}, incomplete: 1})
 			},
 		},
 		{
-			name: "a record without a key cannot move even to a keyed announce",
-			steps: []step{
-				{cmd: ann(spA, "10.0.0.1", SwarmUpdate, false, 1)},
-				{cmd: keyed(ann(spA, "10.0.0.2", SwarmUpdate, false, 2), 1), wantErr: ErrUnauthorized},
-			},
-		},
-		{
-			name: "completed is counted once and makes a seeder",
+			name: "completed counts once, only for a record that was downloading",
 			steps: []step{
 				{cmd: ann(spA, "10.0.0.1", SwarmUpdate, false, 1)},
 				{cmd: ann(spA, "10.0.0.1", SwarmCompleted, false, 2)},
 				{cmd: ann(spA, "10.0.0.1", SwarmCompleted, true, 3)}, // a retry
-				{cmd: ann(spB, "10.0.0.2", SwarmCompleted, true, 4)}, // absent before: counts
+				{cmd: ann(spA, "10.0.0.1", SwarmUpdate, false, 4)},   // leeching again
+				{cmd: ann(spA, "10.0.0.1", SwarmCompleted, true, 5)}, // the same record: not again
+				{cmd: ann(spB, "10.0.0.2", SwarmCompleted, true, 6)}, // absent before: not counted
 			},
 			check: func(t *testing.T, f *FSM) {
-				wantSwarm(t, f, ihX, swarmWant{peers: map[SwarmPeerID]SwarmPeerInfo{
-					spA: info(spA, "10.0.0.1", true), spB: info(spB, "10.0.0.2", true),
-				}, complete: 2, downloaded: 2})
+				a, b := info(spA, "10.0.0.1", true), info(spB, "10.0.0.2", true)
+				wantSwarm(t, f, ihX, swarmWant{peers: map[SwarmPeerID]SwarmPeerInfo{spA: a, spB: b}, complete: 2, downloaded: 1})
 			},
 		},
 		{
@@ -193,14 +197,14 @@ func TestExpireSwarmPeers(t *testing.T) {
 	n.mustApply(ann(spB, "10.0.0.2", SwarmUpdate, false, 100))
 	n.mustApply(ann(spB, "10.0.0.2", SwarmUpdate, true, 300)) // changed after the decision below
 	r := n.mustApply(ExpireSwarmPeers{Time: 200, Entries: []SwarmRef{
-		{ihX, spA}, {ihX, spA}, {ihX, spB}, {ihY, spA}, {ihX, SwarmPeerID{'Z'}},
+		{ihX, spA, [16]byte{}}, {ihX, spA, [16]byte{}}, {ihX, spB, [16]byte{}}, {ihY, spA, [16]byte{}}, {ihX, SwarmPeerID{'Z'}, [16]byte{}},
 	}})
 	if r.ExpiredSwarmPeers != 1 {
 		t.Fatalf("ExpiredSwarmPeers: got %d, want 1", r.ExpiredSwarmPeers)
 	}
 	wantSwarm(t, n.f, ihX, swarmWant{peers: map[SwarmPeerID]SwarmPeerInfo{spB: info(spB, "10.0.0.2", true)}, complete: 1})
 	// The changed time is exactly Time: expired (only later changes survive).
-	if r := n.mustApply(ExpireSwarmPeers{Time: 300, Entries: []SwarmRef{{ihX, spB}}}); r.ExpiredSwarmPeers != 1 {
+	if r := n.mustApply(ExpireSwarmPeers{Time: 300, Entries: []SwarmRef{{ihX, spB, [16]byte{}}}}); r.ExpiredSwarmPeers != 1 {
 		t.Fatalf("ExpiredSwarmPeers at the changed time: got %d, want 1", r.ExpiredSwarmPeers)
 	}
 	if s, p := n.f.SwarmStats(); s != 0 || p != 0 {
@@ -302,15 +306,19 @@ func TestSwarmCommandValidation(t *testing.T) {
 	}
 }
 
-// SwarmEntriesFrom counts IPv4 addresses one by one and IPv6 per /64.
-func TestSwarmEntriesFrom(t *testing.T) {
+// Quotas are hierarchical: IPv4 addresses count one by one, IPv6 per
+// address, per /64 and per /48.
+func TestSwarmQuotaUse(t *testing.T) {
 	n := newNode(t)
-	for i, a := range []string{"2001:db8:1:2::1", "2001:db8:1:2::ffff", "2001:db8:1:3::1", "10.0.0.1", "10.0.0.2"} {
+	for i, a := range []string{"2001:db8:1:2::1", "2001:db8:1:2::ffff", "2001:db8:1:3::1", "2001:db8:1:3::1", "10.0.0.1", "10.0.0.2"} {
 		n.mustApply(Announce{InfoHash: ihX, Peer: SwarmPeerID{byte(i + 1)}, IP: ip(a), Port: 1, Time: 1})
 	}
-	for a, want := range map[string]int{"2001:db8:1:2::77": 2, "2001:db8:1:3::": 1, "10.0.0.1": 1, "10.0.0.3": 0, "::ffff:10.0.0.2": 1} {
-		if got := n.f.SwarmEntriesFrom(ip(a)); got != want {
-			t.Errorf("SwarmEntriesFrom(%s): got %d, want %d", a, got, want)
+	for a, want := range map[string][3]int{
+		"2001:db8:1:2::1": {1, 2, 4}, "2001:db8:1:3::1": {2, 2, 4}, "2001:db8:1:3::": {0, 2, 4},
+		"2001:db8:2::": {0, 0, 0}, "10.0.0.1": {1, 0, 0}, "10.0.0.3": {0, 0, 0}, "::ffff:10.0.0.2": {1, 0, 0},
+	} {
+		if a1, a64, a48 := n.f.SwarmQuotaUse(ip(a)); [3]int{a1, a64, a48} != want {
+			t.Errorf("SwarmQuotaUse(%s): got %d %d %d, want %v", a, a1, a64, a48, want)
 		}
 	}
 }
@@ -364,9 +372,9 @@ func TestSwarmPeersSelection(t *testing.T) {
 func TestIPTableMatchesMap(t *testing.T) {
 	r := rand.New(rand.NewPCG(1, 2))
 	var tb ipTable
-	model := map[uint64]uint32{}
+	model := map[ipKey]uint32{}
 	for step := range 200_000 {
-		k := r.Uint64N(3000) * 0x10001
+		k := ipKey{r.Uint64N(3) << 60, r.Uint64N(1000) * 0x10001}
 		if r.IntN(2) == 0 || model[k] == 0 {
 			tb.add(k, 1)
 			model[k]++
@@ -405,7 +413,7 @@ func TestSwarmSoftLiveness(t *testing.T) {
 	n.mustApply(ann(spA, "10.0.0.1", SwarmUpdate, false, 100*sec))
 	n.mustApply(ann(spB, "10.0.0.2", SwarmUpdate, false, 100*sec))
 	d := n.f.Digest()
-	if !n.f.TouchSwarmPeer(ihX, spA, 200*sec+1) || n.f.TouchSwarmPeer(ihY, spA, 1) {
+	if !n.f.TouchSwarmPeer(ihX, spA, ip("10.0.0.1"), 200*sec+1) || n.f.TouchSwarmPeer(ihY, spA, ip("10.0.0.1"), 1) {
 		t.Fatal("TouchSwarmPeer: want true for a record, false for none")
 	}
 	if n.f.Digest() != d {
@@ -414,7 +422,7 @@ func TestSwarmSoftLiveness(t *testing.T) {
 	if got := n.f.SilentSwarmPeers(100*sec, 10); len(got) != 0 {
 		t.Fatalf("silent before 100 s: got %v, want none", got)
 	}
-	if got := n.f.SilentSwarmPeers(150*sec, 10); !reflect.DeepEqual(got, []SwarmRef{{ihX, spB}}) {
+	if got := n.f.SilentSwarmPeers(150*sec, 10); !reflect.DeepEqual(got, []SwarmRef{{ihX, spB, ip("10.0.0.2")}}) {
 		t.Fatalf("silent before 150 s: got %v, want B only", got)
 	}
 	// Never early: touched at 200 s + 1 ns, not silent before 201 s.
@@ -452,7 +460,7 @@ func TestSwarmTouchConcurrentWithApplyAndPersist(t *testing.T) {
 				default:
 				}
 				ih := memHash(i % 8)
-				f.TouchSwarmPeer(ih, memPeer(i%200), int64(i)*1e9)
+				f.TouchSwarmPeer(ih, memPeer(i%200), memIP(i%200), int64(i)*1e9)
 				if w == 0 {
 					f.SilentSwarmPeers(int64(i)*1e9, 5)
 				} else {
@@ -481,13 +489,8 @@ func TestSwarmTouchConcurrentWithApplyAndPersist(t *testing.T) {
 
 func TestSwarmErrorsSayWhatToDo(t *testing.T) {
 	n := newNode(t)
-	n.mustApply(ann(spA, "10.0.0.1", SwarmUpdate, false, 1))
-	r := n.apply(ann(spA, "10.0.0.2", SwarmUpdate, false, 2))
-	if msg := fmt.Sprint(r.Err); !errors.Is(r.Err, ErrUnauthorized) || !strings.Contains(msg, "another address") || !strings.Contains(msg, spA.String()) {
-		t.Fatalf("got %q", msg)
-	}
 	n.mustApply(TrackerPolicy{Deny: []InfoHash{ihY}, RequestID: 1})
-	r = n.apply(Announce{InfoHash: ihY, Peer: spA, IP: ip("10.0.0.1"), Port: 1})
+	r := n.apply(Announce{InfoHash: ihY, Peer: spA, IP: ip("10.0.0.1"), Port: 1})
 	if msg := fmt.Sprint(r.Err); !errors.Is(r.Err, ErrNotTracked) || !strings.Contains(msg, ihY.String()) || !strings.Contains(msg, "allow") {
 		t.Fatalf("got %q", msg)
 	}

@@ -34,6 +34,7 @@ func (m *Master) registerHandlers() {
 	transport.Handle(s, client.MethodBackupRead, m.handleBackupRead)
 	transport.Handle(s, client.MethodBackupClose, m.handleBackupClose)
 	transport.Handle(s, client.MethodTrackerAnnounce, m.handleTrackerAnnounce)
+	transport.Handle(s, client.MethodTrackerAnnounceBatch, m.handleTrackerAnnounceBatch)
 	transport.Handle(s, client.MethodTrackerRenew, m.handleTrackerRenew)
 	transport.Handle(s, client.MethodTrackerPolicy, m.handleTrackerPolicy)
 	transport.Handle(s, client.MethodTrackerList, m.handleTrackerList)

@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"net"
 	"net/netip"
@@ -26,7 +27,11 @@ import (
 //     changes address, port or seeder state) is proposed at the leader and
 //     answered after it commits, so an acknowledged started survives the
 //     loss of the master that took it, of the leader, and a restart of every
-//     master. A follower relays it (MethodTrackerAnnounce).
+//     master. Changes travel in batches: a follower relays many per call
+//     (MethodTrackerAnnounceBatch) and the leader packs every pending
+//     change into one fsm.AnnounceBatch (trackerbatch.go). An explicit
+//     event that changes nothing is answered by the leader without a log
+//     entry.
 //   - A re-announce that changes nothing is a lease renewal: the receiving
 //     master marks the record seen in its own index, and a follower passes
 //     renewals to the leader in batches (MethodTrackerRenew) once a second.
@@ -36,6 +41,10 @@ import (
 //   - Peer lists and scrapes are served stale, from the answering master's
 //     index: a BitTorrent client only needs some live peers, and it never
 //     has to know which master leads.
+//   - A record is named by its peer_id and its address: a peer_id is the
+//     client's own choice, seen by anyone in the swarm, so it is no lock
+//     (fsm.Announce). Quotas travel in the command and the FSM enforces
+//     them exactly.
 
 // TrackerConfig configures the tracker a master serves. A zero field means
 // its default.
@@ -60,6 +69,11 @@ type TrackerConfig struct {
 	// late (jittered, or the client was busy) without the peer dropping
 	// out.
 	PeerLifetime time.Duration
+	// EmptySwarmLifetime is how long a swarm that lost its last entry
+	// keeps its completed-download count (for scrapes) before it ends.
+	// Meanwhile it counts as one entry of the address that left last.
+	// Zero means one hour.
+	EmptySwarmLifetime time.Duration
 	// MaxConnsPerIP caps the HTTP tracker connections one source IP may
 	// hold at once. Zero means tracker.DefaultMaxConnsPerIP (64); raise it
 	// for clients behind a large NAT.
@@ -71,15 +85,21 @@ type TrackerConfig struct {
 	// strangers announcing random info-hashes cannot exhaust the
 	// masters' memory. Zero means 2,000,000 (about 200 MB per master).
 	MaxPeers int
-	// MaxSwarms caps the swarms in the index. A swarm stays after its last
-	// peer leaves if it counted a completed download (so scrapes keep its
-	// count), so without a cap strangers could pile up empty swarms. Zero
-	// means 1,000,000.
+	// MaxSwarms caps the swarms in the index, including swarms that lost
+	// their last entry but keep a completed count (see
+	// EmptySwarmLifetime). Zero means 1,000,000.
 	MaxSwarms int
 	// MaxPeersPerIP caps the swarm entries whose address is one IPv4
-	// address or one IPv6 /64. Zero means 5,000: a seedbox with thousands
-	// of torrents fits, one host cannot fill the tracker.
+	// address or one IPv6 address. Zero means 5,000: a seedbox with
+	// thousands of torrents fits, one host cannot fill the tracker.
 	MaxPeersPerIP int
+	// MaxPeersPer64 caps the swarm entries from one IPv6 /64 (usually one
+	// subscriber). Zero means 2 × MaxPeersPerIP.
+	MaxPeersPer64 int
+	// MaxPeersPer48 caps the swarm entries from one IPv6 /48 (usually one
+	// site), so that the 65,536 /64s of one /48 cannot fill the tracker.
+	// Zero means 4 × MaxPeersPerIP.
+	MaxPeersPer48 int
 }
 
 func (c *TrackerConfig) withDefaults() error {
@@ -97,6 +117,9 @@ func (c *TrackerConfig) withDefaults() error {
 	if c.PeerLifetime == 0 {
 		c.PeerLifetime = 2*c.Interval + 2*time.Minute
 	}
+	if c.EmptySwarmLifetime == 0 {
+		c.EmptySwarmLifetime = time.Hour
+	}
 	if c.MaxNumWant == 0 {
 		c.MaxNumWant = 200
 	}
@@ -105,6 +128,12 @@ func (c *TrackerConfig) withDefaults() error {
 	}
 	if c.MaxPeersPerIP == 0 {
 		c.MaxPeersPerIP = 5000
+	}
+	if c.MaxPeersPer64 == 0 {
+		c.MaxPeersPer64 = 2 * c.MaxPeersPerIP
+	}
+	if c.MaxPeersPer48 == 0 {
+		c.MaxPeersPer48 = 4 * c.MaxPeersPerIP
 	}
 	if c.MaxSwarms == 0 {
 		c.MaxSwarms = 1_000_000
@@ -116,24 +145,41 @@ func (c *TrackerConfig) withDefaults() error {
 		return fmt.Errorf("%w: the tracker's min interval %v must be between 0 and --tracker-interval %v", ErrConfig, c.MinInterval, c.Interval)
 	case c.PeerLifetime <= c.Interval:
 		return fmt.Errorf("%w: --tracker-peer-lifetime %v must exceed --tracker-interval %v, or every peer expires before it re-announces", ErrConfig, c.PeerLifetime, c.Interval)
+	case c.EmptySwarmLifetime < 0:
+		return fmt.Errorf("%w: TrackerConfig.EmptySwarmLifetime %v is negative", ErrConfig, c.EmptySwarmLifetime)
 	case c.MaxNumWant < 1:
 		return fmt.Errorf("%w: --tracker-max-numwant %d must be at least 1", ErrConfig, c.MaxNumWant)
 	case c.MaxPeers < 1 || c.MaxPeersPerIP < 1 || c.MaxSwarms < 1:
 		return fmt.Errorf("%w: --tracker-max-peers, --tracker-max-swarms and --tracker-max-peers-per-ip must be at least 1", ErrConfig)
+	case c.MaxPeersPer64 < 1 || c.MaxPeersPer48 < 1:
+		return fmt.Errorf("%w: TrackerConfig.MaxPeersPer64 and MaxPeersPer48 must be at least 1", ErrConfig)
+	case c.MaxPeers > math.MaxUint32 || c.MaxSwarms > math.MaxUint32 || c.MaxPeersPerIP > math.MaxUint32 || c.MaxPeersPer64 > math.MaxUint32 || c.MaxPeersPer48 > math.MaxUint32:
+		return fmt.Errorf("%w: the tracker's limits must be under 2^32", ErrConfig)
 	}
 	return nil
 }
 
-// Refusals a BitTorrent client can see, worded for its user.
+// swarmLimits are the limits the leader proposes announces under.
+func (c *TrackerConfig) swarmLimits() fsm.SwarmLimits {
+	return fsm.SwarmLimits{
+		MaxPeers: uint32(c.MaxPeers), MaxSwarms: uint32(c.MaxSwarms),
+		PerAddr: uint32(c.MaxPeersPerIP), Per64: uint32(c.MaxPeersPer64), Per48: uint32(c.MaxPeersPer48),
+	}
+}
+
+// Refusals a BitTorrent client can see, worded for its user (who cannot
+// change the tracker's settings, so they name none).
 var (
 	errNotTracked    = tracker.Refuse("this tracker does not track this torrent (it runs an allowlist; ask the operator to allow the info-hash)")
-	errOtherAddress  = tracker.Refuse("this peer_id is already in the swarm from another address; restart the client to get a new peer_id, or announce with the key it first used")
-	errTrackerFull   = tracker.Refuse("the tracker is full (--tracker-max-peers, --tracker-max-swarms); retry later")
-	errTooManyFromIP = tracker.Refuse("too many swarm entries from your address (--tracker-max-peers-per-ip); stop some torrents or retry later")
+	errTrackerFull   = tracker.Refuse("the tracker is full; retry later")
+	errTooManyFromIP = tracker.Refuse("too many swarm entries from your address or network; stop some torrents or retry later")
 )
 
-// trackerBackend is the master as a tracker.Backend.
+// trackerBackend is the master as a tracker.Backend, and as a
+// tracker.ConnIDSecrets.
 type trackerBackend struct{ m *Master }
+
+var _ interface{ ConnIDSecrets() [][]byte } = trackerBackend{}
 
 // Announce implements tracker.Backend.
 func (b trackerBackend) Announce(ctx context.Context, req *tracker.AnnounceRequest) (*tracker.AnnounceReply, error) {
@@ -144,22 +190,18 @@ func (b trackerBackend) Announce(ctx context.Context, req *tracker.AnnounceReque
 	}
 	ip := req.Addr.Addr().Unmap().As16()
 	seeder := req.Left == 0 || req.Event == tracker.EventCompleted
-	cur, present := m.fsm.SwarmPeer(ih, pid)
-	if present && cur.IP != ip && !(req.HasKey && cur.HasKey && cur.Key == req.Key) {
-		// Checked again by the FSM when the change applies; refusing
-		// here saves the round trip to the leader.
-		return nil, errOtherAddress
-	}
+	v := m.fsm.SwarmViewAt(ih, pid, ip, req.HasKey, req.Key)
+	cur := v.Record
 	// An explicit event (started, completed, stopped) always goes to the
 	// leader: this master's index may lag, and deciding from it would
 	// answer a stopped for a peer whose started it has not applied yet
 	// without removing the peer (or renew a peer the leader has already
 	// removed). The harness's tracker workload caught exactly that under
-	// partitions. Only a regular re-announce is judged here: if this
-	// master lists the peer unchanged it is a renewal, which is soft state
-	// anyway.
-	change := req.Event != tracker.EventNone ||
-		!present || cur.IP != ip || cur.Port != req.Addr.Port() || cur.Seeder != seeder
+	// partitions. The leader answers one that changes nothing without a
+	// log entry. Only a regular re-announce is judged here: if this master
+	// lists the peer unchanged it is a renewal, which is soft state anyway.
+	change := req.Event != tracker.EventNone || !v.Present || cur.IP != ip ||
+		cur.Port != req.Addr.Port() || cur.Seeder != seeder || req.HasKey && !cur.HasKey
 	if change {
 		ev := fsm.SwarmUpdate
 		switch req.Event {
@@ -168,26 +210,53 @@ func (b trackerBackend) Announce(ctx context.Context, req *tracker.AnnounceReque
 		case tracker.EventCompleted:
 			ev = fsm.SwarmCompleted
 		}
-		fwd := &client.TrackerAnnounceRequest{
-			InfoHash: req.InfoHash, Peer: req.PeerID, IP: ip, Port: req.Addr.Port(),
-			Key: req.Key, HasKey: req.HasKey, Event: uint8(ev), Seeder: seeder,
+		a := fsm.Announce{
+			InfoHash: ih, Peer: pid, IP: ip, Port: req.Addr.Port(),
+			Key: req.Key, HasKey: req.HasKey, Event: ev, Seeder: seeder,
 		}
-		if _, err := m.relayAnnounce(ctx, fwd); err != nil {
+		idx, err := m.relayAnnounce(ctx, a)
+		if err != nil {
 			return nil, err
 		}
-	} else if present {
-		m.renewSwarmPeer(ih, pid)
+		v = m.fsm.SwarmViewAt(ih, pid, ip, req.HasKey, req.Key)
+		if v.Applied < idx {
+			// This master has not applied the change yet: count it as
+			// committed, so a client sees its own completed.
+			countAs(&v, ev != fsm.SwarmStopped, seeder)
+		}
+	} else if v.Present {
+		m.renewSwarmPeer(ih, pid, ip)
 	}
+	out := &tracker.AnnounceReply{Complete: v.Complete, Incomplete: v.Incomplete}
 	if req.Event == tracker.EventStopped || req.NumWant <= 0 {
-		complete, incomplete, _ := m.fsm.Scrape(ih)
-		return &tracker.AnnounceReply{Complete: complete, Incomplete: incomplete}, nil
+		return out, nil
 	}
-	peers, complete, incomplete := m.fsm.SwarmPeers(ih, pid, req.NumWant, seeder, rand.Uint64())
-	out := &tracker.AnnounceReply{Complete: complete, Incomplete: incomplete, Peers: make([]tracker.Peer, len(peers))}
+	peers, _, _ := m.fsm.SwarmPeers(ih, pid, req.NumWant, seeder, rand.Uint64())
+	out.Peers = make([]tracker.Peer, len(peers))
 	for i, p := range peers {
 		out.Peers[i] = tracker.Peer{ID: tracker.PeerID(p.Peer), Addr: netip.AddrPortFrom(netip.AddrFrom16(p.IP).Unmap(), p.Port)}
 	}
 	return out, nil
+}
+
+// countAs adjusts v's counts as if its record were present (or not) as a
+// seeder (or leecher).
+func countAs(v *fsm.SwarmView, present, seeder bool) {
+	if v.Present {
+		if v.Record.Seeder {
+			v.Complete--
+		} else {
+			v.Incomplete--
+		}
+	}
+	if present {
+		if seeder {
+			v.Complete++
+		} else {
+			v.Incomplete++
+		}
+	}
+	v.Complete, v.Incomplete = max(v.Complete, 0), max(v.Incomplete, 0)
 }
 
 // Scrape implements tracker.Backend.
@@ -200,81 +269,153 @@ func (b trackerBackend) Scrape(_ context.Context, hashes []tracker.InfoHash) ([]
 	return out, nil
 }
 
-// relayAnnounce runs a membership change at the leader and returns once it
-// has committed. Refusals come back as tracker.Refusal (a stranger sees
-// their words); other errors are internal.
-func (m *Master) relayAnnounce(ctx context.Context, req *client.TrackerAnnounceRequest) (*client.WriteReply, error) {
-	out, err := route(m, ctx, client.MethodTrackerAnnounce, req, &req.Forwarded, func(ctx context.Context) (*client.WriteReply, error) {
-		return m.applyAnnounce(ctx, req)
-	})
-	return out, trackerError(err)
+// ConnIDSecrets implements tracker.ConnIDSecrets: the cluster's UDP
+// connection-ID secrets, replicated through the log, so an ID one master
+// issued is valid on every master and after a restart. It is called per
+// packet, so it reads a copy refreshed at most once a second.
+func (b trackerBackend) ConnIDSecrets() [][]byte { return b.m.trackers.connIDs.get(b.m.fsm) }
+
+// relayAnnounce runs a membership change at the leader (this master, or
+// the leader through a follower's batched relay) and returns the log index
+// it committed at, or 0 if it changed nothing. Retryable failures (no
+// leader yet, leadership moving, an unknown outcome) are retried until ctx
+// ends: an announce may apply twice harmlessly. Refusals come back as
+// tracker.Refusal (a stranger sees their words); other errors are
+// internal.
+func (m *Master) relayAnnounce(ctx context.Context, a fsm.Announce) (uint64, error) {
+	backoff := 5 * time.Millisecond
+	for {
+		var idx uint64
+		var err error
+		announcer, relay := m.announceQueues()
+		switch {
+		case !m.IsLeader():
+			idx, err = relay.submit(ctx, a)
+		case !m.leaderReady():
+			err = fmt.Errorf("%w: this master was just elected and is catching up", transport.ErrBusy)
+		default:
+			idx, err = announcer.submit(ctx, a)
+		}
+		if err == nil || !transport.Retryable(err) {
+			return idx, trackerError(err)
+		}
+		select {
+		case <-ctx.Done():
+			return 0, trackerError(err)
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 200*time.Millisecond)
+	}
 }
 
-// handleTrackerAnnounce serves a membership change relayed by another
-// master. Only masters may relay: the request vouches for a BitTorrent
-// client's source address.
+// handleTrackerAnnounce serves one membership change relayed by a master
+// that predates batched relays.
 func (m *Master) handleTrackerAnnounce(ctx context.Context, req *client.TrackerAnnounceRequest) (*client.WriteReply, error) {
-	if err := transport.Require(ctx, transport.RoleMaster); err != nil {
+	if err := m.checkRelay(ctx, req.Forwarded); err != nil {
 		return nil, err
 	}
-	if !req.Forwarded {
-		return nil, fmt.Errorf("%w: a tracker announce must be relayed by a master", fsm.ErrInvalid)
+	a := announceOf(req)
+	if err := a.Validate(); err != nil {
+		return nil, err
 	}
-	if !m.IsLeader() {
-		return nil, m.notLeader()
-	}
-	if !m.leaderReady() {
-		return nil, fmt.Errorf("%w: this master was just elected and is catching up", transport.ErrBusy)
-	}
-	out, err := m.applyAnnounce(ctx, req)
+	announcer, _ := m.announceQueues()
+	idx, err := announcer.submit(ctx, a)
 	if err != nil {
 		return nil, err
+	}
+	out := &client.WriteReply{Index: idx}
+	out.SetLeader(m.advertise)
+	return out, nil
+}
+
+// handleTrackerAnnounceBatch serves membership changes relayed by a
+// follower: each joins the leader's next AnnounceBatch, and the reply
+// carries every outcome once the last is known.
+func (m *Master) handleTrackerAnnounceBatch(ctx context.Context, req *client.TrackerAnnounceBatchRequest) (*client.TrackerAnnounceBatchReply, error) {
+	if err := m.checkRelay(ctx, req.Forwarded); err != nil {
+		return nil, err
+	}
+	if len(req.Announces) > client.MaxRelayedAnnounces {
+		return nil, fmt.Errorf("%w: %d relayed announces in one call, over %d", fsm.ErrInvalid, len(req.Announces), client.MaxRelayedAnnounces)
+	}
+	out := &client.TrackerAnnounceBatchReply{Results: make([]client.TrackerAnnounceResult, len(req.Announces))}
+	pending := make([]*pendingAnnounce, len(req.Announces))
+	announcer, _ := m.announceQueues()
+	for i := range req.Announces {
+		a := announceOf(&req.Announces[i])
+		err := a.Validate()
+		if err == nil {
+			pending[i], err = announcer.enqueue(ctx, a)
+		}
+		if err != nil {
+			out.Results[i] = resultOf(0, err)
+		}
+	}
+	for i, p := range pending {
+		if p != nil {
+			out.Results[i] = resultOf(p.wait(ctx))
+		}
 	}
 	out.SetLeader(m.advertise)
 	return out, nil
 }
 
-// applyAnnounce is the leader's half of a membership change: check the
-// policy and quotas against its own index, renew the lease, propose, and
-// wait for the commit.
-func (m *Master) applyAnnounce(ctx context.Context, req *client.TrackerAnnounceRequest) (*client.WriteReply, error) {
-	ih, pid := fsm.InfoHash(req.InfoHash), fsm.SwarmPeerID(req.Peer)
-	if !m.fsm.TrackerAllowed(ih) {
-		return nil, fsm.ErrNotTracked
+// checkRelay admits a relayed announce: only masters may relay (the
+// request vouches for a BitTorrent client's source address), and only to
+// a leader that has caught up.
+func (m *Master) checkRelay(ctx context.Context, forwarded bool) error {
+	if err := transport.Require(ctx, transport.RoleMaster); err != nil {
+		return err
 	}
-	if _, present := m.fsm.SwarmPeer(ih, pid); !present && fsm.SwarmEvent(req.Event) != fsm.SwarmStopped {
-		swarms, peers := m.fsm.SwarmStats()
-		if peers >= m.cfg.Tracker.MaxPeers {
-			return nil, errTrackerFull
-		}
-		if swarms >= m.cfg.Tracker.MaxSwarms && !m.fsm.SwarmExists(ih) {
-			return nil, errTrackerFull
-		}
-		if m.fsm.SwarmEntriesFrom(req.IP) >= m.cfg.Tracker.MaxPeersPerIP {
-			return nil, errTooManyFromIP
-		}
+	if !forwarded {
+		return fmt.Errorf("%w: a tracker announce must be relayed by a master", fsm.ErrInvalid)
 	}
-	data, err := fsm.Encode(fsm.Announce{
-		InfoHash: ih, Peer: pid, IP: req.IP, Port: req.Port, Key: req.Key, HasKey: req.HasKey,
-		Event: fsm.SwarmEvent(req.Event), Seeder: req.Seeder, Time: m.clock.next(),
-	})
-	if err != nil {
-		return nil, fmt.Errorf("%w: %v", fsm.ErrInvalid, err)
+	if !m.IsLeader() {
+		return m.notLeader()
 	}
-	resp, idx, err := m.batcher.submit(ctx, data)
-	if err != nil {
-		return nil, err
+	if !m.leaderReady() {
+		return fmt.Errorf("%w: this master was just elected and is catching up", transport.ErrBusy)
 	}
-	if resp.Err != nil {
-		return nil, resp.Err
+	return nil
+}
+
+func announceOf(r *client.TrackerAnnounceRequest) fsm.Announce {
+	return fsm.Announce{
+		InfoHash: r.InfoHash, Peer: r.Peer, IP: r.IP, Port: r.Port, Key: r.Key, HasKey: r.HasKey,
+		Event: fsm.SwarmEvent(r.Event), Seeder: r.Seeder,
 	}
-	return &client.WriteReply{Index: idx, Duplicate: resp.Duplicate}, nil
+}
+
+func relayedOf(a *fsm.Announce) client.TrackerAnnounceRequest {
+	return client.TrackerAnnounceRequest{
+		InfoHash: a.InfoHash, Peer: a.Peer, IP: a.IP, Port: a.Port, Key: a.Key, HasKey: a.HasKey,
+		Event: uint8(a.Event), Seeder: a.Seeder,
+	}
+}
+
+// resultOf is an announce's outcome as a relay reply carries it: a coded
+// error keeps its code, so the follower's errors.Is still matches.
+func resultOf(idx uint64, err error) client.TrackerAnnounceResult {
+	if err == nil {
+		return client.TrackerAnnounceResult{Index: idx}
+	}
+	code := transport.ErrInternal.Code()
+	var c transport.Coded
+	if errors.As(err, &c) {
+		code = c.Code()
+	}
+	var nl *transport.NotLeaderError
+	if errors.As(err, &nl) {
+		code = transport.ErrNotLeader.Code()
+	}
+	return client.TrackerAnnounceResult{Code: code, Message: err.Error()}
 }
 
 // trackerError turns what the index says about an announce into words a
 // BitTorrent client's user can act on; nil stays nil, and errors that are
 // not the client's doing pass through (the front-end logs them and sends
-// a generic reason).
+// a generic reason). Sentinels match across the relay (they travel as
+// codes), so a follower answers with the leader's real reason.
 func trackerError(err error) error {
 	var r *tracker.Refusal
 	switch {
@@ -282,8 +423,10 @@ func trackerError(err error) error {
 		return err
 	case errors.Is(err, fsm.ErrNotTracked):
 		return errNotTracked
-	case errors.Is(err, fsm.ErrUnauthorized):
-		return errOtherAddress
+	case errors.Is(err, fsm.ErrTrackerFull):
+		return errTrackerFull
+	case errors.Is(err, fsm.ErrSwarmQuota):
+		return errTooManyFromIP
 	case errors.Is(err, fsm.ErrInvalid):
 		return tracker.Refuse("the announce is malformed: " + err.Error())
 	}
@@ -292,10 +435,10 @@ func trackerError(err error) error {
 
 // renewSwarmPeer is a re-announce that changed nothing: mark the record
 // seen here, and let the leader know.
-func (m *Master) renewSwarmPeer(ih fsm.InfoHash, pid fsm.SwarmPeerID) {
-	m.fsm.TouchSwarmPeer(ih, pid, m.clock.read())
+func (m *Master) renewSwarmPeer(ih fsm.InfoHash, pid fsm.SwarmPeerID, ip [16]byte) {
+	m.fsm.TouchSwarmPeer(ih, pid, ip, m.clock.read())
 	if !m.IsLeader() {
-		m.renewals.add(client.SwarmRef{InfoHash: ih, Peer: pid})
+		m.renewals.add(client.SwarmRef{InfoHash: ih, Peer: pid, IP: ip})
 	}
 }
 
@@ -345,7 +488,14 @@ func (q *renewQueue) take() []client.SwarmRef {
 // runRenewals passes queued renewals to the leader once a second until ctx
 // ends. A batch that fails is dropped, not retried: renewals are soft
 // state, and the peers re-announce well within their lifetime.
+//
+// It also runs the announce queues (trackerbatch.go) until ctx ends.
 func (m *Master) runRenewals(ctx context.Context) {
+	announcer, relay := m.announceQueues()
+	var queues sync.WaitGroup
+	defer queues.Wait()
+	queues.Go(func() { announcer.run(ctx) })
+	queues.Go(func() { relay.run(ctx) })
 	t := time.NewTicker(renewFlushEvery)
 	defer t.Stop()
 	for {
@@ -389,17 +539,23 @@ func (m *Master) handleTrackerRenew(ctx context.Context, req *client.TrackerRene
 	}
 	now := m.clock.read()
 	for _, r := range req.Entries {
-		m.fsm.TouchSwarmPeer(fsm.InfoHash(r.InfoHash), fsm.SwarmPeerID(r.Peer), now)
+		m.fsm.TouchSwarmPeer(fsm.InfoHash(r.InfoHash), fsm.SwarmPeerID(r.Peer), r.IP, now)
 	}
 	return &struct{}{}, nil
 }
 
 // expireSwarms runs while this master leads (ctx ends with the term): it
-// proposes the expiry of swarm entries nobody has seen for PeerLifetime.
-// since is when leadership began (monotonic): until a full lifetime has
-// passed from then, nothing expires, because renewals went to the previous
-// leader. Seen times and the expiry bound are on m.clock (clock.go).
+// proposes the expiry of swarm entries nobody has seen for PeerLifetime,
+// and the end of swarms that stayed empty for EmptySwarmLifetime; it also
+// keeps the UDP connection-ID secret (maintainConnIDSecret). since is when
+// leadership began (monotonic): until a full lifetime has passed from
+// then, no entry expires, because renewals went to the previous leader.
+// Seen times and the expiry bound are on m.clock (clock.go).
 func (m *Master) expireSwarms(ctx context.Context, since time.Time) {
+	var secrets sync.WaitGroup
+	defer secrets.Wait()
+	// Owned by this call, which waits for it; it ends with ctx.
+	secrets.Go(func() { m.maintainConnIDSecret(ctx) })
 	life := m.cfg.Tracker.PeerLifetime
 	t := time.NewTicker(min(max(life/8, time.Second), 30*time.Second))
 	defer t.Stop()
@@ -409,6 +565,7 @@ func (m *Master) expireSwarms(ctx context.Context, since time.Time) {
 			return
 		case <-t.C:
 		}
+		m.expireEmptySwarms(ctx)
 		if time.Since(since) < life {
 			continue
 		}
@@ -422,25 +579,43 @@ func (m *Master) expireSwarms(ctx context.Context, since time.Time) {
 			if len(refs) == 0 {
 				break
 			}
-			data, err := fsm.Encode(fsm.ExpireSwarmPeers{Entries: refs, Time: before})
-			if err != nil {
-				m.logger.Error("encode swarm expiry", "err", err)
-				return
-			}
-			resp, _, err := m.batcher.submit(ctx, data)
-			if err == nil {
-				err = resp.Err
-			}
-			if err != nil {
-				m.logger.Warn("swarm expiry failed; retrying at the next tick", "entries", len(refs), "err", err)
-				break
-			}
-			m.logger.Debug("expired silent swarm entries", "entries", resp.ExpiredSwarmPeers)
-			if len(refs) < renewBatch {
+			if !m.proposeExpiry(ctx, fsm.ExpireSwarmPeers{Entries: refs, Time: before}) || len(refs) < renewBatch {
 				break
 			}
 		}
 	}
+}
+
+// expireEmptySwarms proposes the end of swarms that have had no entry for
+// EmptySwarmLifetime. Their emptied time is replicated (a command's Time),
+// so this needs no grace period after an election.
+func (m *Master) expireEmptySwarms(ctx context.Context) {
+	before := m.clock.read() - int64(m.cfg.Tracker.EmptySwarmLifetime)
+	for ctx.Err() == nil {
+		hs := m.fsm.EmptySwarms(before, renewBatch)
+		if len(hs) == 0 || !m.proposeExpiry(ctx, fsm.ExpireSwarmPeers{Swarms: hs, Time: before}) || len(hs) < renewBatch {
+			return
+		}
+	}
+}
+
+// proposeExpiry commits one swarm expiry and reports whether it did.
+func (m *Master) proposeExpiry(ctx context.Context, c fsm.ExpireSwarmPeers) bool {
+	data, err := fsm.Encode(c)
+	if err != nil {
+		m.logger.Error("encode swarm expiry", "err", err)
+		return false
+	}
+	resp, _, err := m.batcher.submit(ctx, data)
+	if err == nil {
+		err = resp.Err
+	}
+	if err != nil {
+		m.logger.Warn("swarm expiry failed; retrying at the next tick", "entries", len(c.Entries), "swarms", len(c.Swarms), "err", err)
+		return false
+	}
+	m.logger.Debug("expired silent swarm entries and empty swarms", "removed", resp.ExpiredSwarmPeers)
+	return true
 }
 
 // handleTrackerPolicy changes the tracker's replicated policy.

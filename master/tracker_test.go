@@ -1,6 +1,7 @@
 package master_test
 
 import (
+	"bytes"
 	"crypto/rand"
 	"errors"
 	"fmt"
@@ -8,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -152,6 +154,9 @@ func TestTrackerStartedSurvivesLeaderLossAndFullRestart(t *testing.T) {
 		c.Stop(i)
 	}
 	for i := range 3 {
+		c.Stop(i)
+	}
+	for i := range 3 {
 		c.Restart(i)
 	}
 	c.Leader()
@@ -195,12 +200,14 @@ func TestTrackerReannounceIsNotALogEntry(t *testing.T) {
 	})
 }
 
-// A stranger cannot remove or move another client's swarm entry: a stopped
-// (or any announce) with the same peer_id from another address is refused
-// unless it carries the key the entry was made with.
-func TestTrackerStoppedFromAnotherAddressIsRefused(t *testing.T) {
+// A peer_id is not a lock. Someone who saw a client's peer_id cannot
+// remove its entry (a stopped from another address removes nothing), and
+// cannot lock it out of a swarm by announcing that peer_id there first:
+// the client still gets in, from its own address.
+func TestTrackerPeerIDIsNotALock(t *testing.T) {
 	c := trackerCluster(t, nil)
-	addr := c.Master(c.Leader()).TrackerHTTPAddr()
+	lead := c.Leader()
+	addr, faddr := c.Master(lead).TrackerHTTPAddr(), c.Master(c.Follower(lead)).TrackerHTTPAddr()
 	ih, victim := randomHash(), newBTPeer(7100)
 	victim.local = "127.0.0.1"
 	if r := announce(t, addr, ih, victim, "started", 10); r.failure != "" {
@@ -208,13 +215,27 @@ func TestTrackerStoppedFromAnotherAddressIsRefused(t *testing.T) {
 	}
 	attacker := victim
 	attacker.local = "127.0.0.2"
-	r := announce(t, addr, ih, attacker, "stopped", 10)
-	if !strings.Contains(r.failure, "another address") {
-		t.Fatalf("stopped from another address: failure %q, want a refusal naming another address", r.failure)
+	attacker.port = 7199
+	if r := announce(t, faddr, ih, attacker, "stopped", 10); r.failure != "" {
+		t.Fatalf("stopped from another address: %q, want an answer that changes nothing", r.failure)
 	}
 	watcher := newBTPeer(7101)
 	if r := announce(t, addr, ih, watcher, "started", 10); !hasPort(r.peers, victim.port) {
-		t.Errorf("victim gone from the swarm after a refused stopped: peers %v", r.peers)
+		t.Errorf("victim gone from the swarm after a stranger's stopped: peers %v", r.peers)
+	}
+	// Squatting: the attacker announces the victim's peer_id in another
+	// swarm first, over the follower; the victim still joins it.
+	other := randomHash()
+	if r := announce(t, faddr, other, attacker, "started", 10); r.failure != "" {
+		t.Fatal(r.failure)
+	}
+	for _, a := range []string{addr, faddr} {
+		if r := announce(t, a, other, victim, "started", 10); r.failure != "" {
+			t.Fatalf("victim locked out of a swarm by its own peer_id: %q", r.failure)
+		}
+	}
+	if r := announce(t, addr, other, watcher, "started", 10); !hasPort(r.peers, victim.port) || !hasPort(r.peers, attacker.port) {
+		t.Errorf("peers %v, want the victim's and the attacker's entries", r.peers)
 	}
 	// The victim itself may leave.
 	if r := announce(t, addr, ih, victim, "stopped", 10); r.failure != "" {
@@ -223,6 +244,115 @@ func TestTrackerStoppedFromAnotherAddressIsRefused(t *testing.T) {
 	if r := announce(t, addr, ih, watcher, "", 10); hasPort(r.peers, victim.port) {
 		t.Errorf("victim still listed after its own stopped: %v", r.peers)
 	}
+}
+
+// Announces that change nothing are answered without a log entry, on the
+// leader and through a follower: stopped for absent peers, and started,
+// completed and stopped repeated.
+func TestTrackerNoOpAnnounceIsNotALogEntry(t *testing.T) {
+	c := trackerCluster(t, nil)
+	lead := c.Leader()
+	f := c.Follower(lead)
+	p := newBTPeer(7020)
+	ih := randomHash()
+	if r := announce(t, c.Master(lead).TrackerHTTPAddr(), ih, p, "completed", 0); r.failure != "" {
+		t.Fatal(r.failure)
+	}
+	c.Converge()
+	before := c.Status(lead).LastIndex
+	for i := range 100 {
+		addr := c.Master([]int{lead, f}[i%2]).TrackerHTTPAddr()
+		if r := announce(t, addr, randomHash(), newBTPeer(7021), "stopped", 10); r.failure != "" {
+			t.Fatal(r.failure)
+		}
+		if r := announce(t, addr, ih, p, []string{"started", "completed"}[i%2], 0); r.failure != "" {
+			t.Fatal(r.failure)
+		}
+	}
+	if after := c.Status(lead).LastIndex; after != before {
+		t.Errorf("200 announces that change nothing moved the leader's last index from %d to %d", before, after)
+	}
+}
+
+// A follower answers a refusal from the leader with its real reason (the
+// error keeps its type across the relay), and a follower's reply counts
+// the announce's own change even before the follower applied it.
+func TestTrackerFollowerAnswersLikeTheLeader(t *testing.T) {
+	c := trackerCluster(t, func(tc *master.TrackerConfig) { tc.MaxPeers = 1 })
+	f := c.Follower(c.Leader())
+	addr := c.Master(f).TrackerHTTPAddr()
+	ih, p := randomHash(), newBTPeer(7030)
+	if r := announce(t, addr, ih, p, "started", 10); r.failure != "" || r.incomplete != 1 {
+		t.Fatalf("started: %+v, want one leecher", r)
+	}
+	if r := announce(t, addr, ih, p, "completed", 0); r.failure != "" || r.complete != 1 || r.incomplete != 0 {
+		t.Fatalf("completed through a follower: %+v, want complete 1, incomplete 0", r)
+	}
+	if r := announce(t, addr, ih, newBTPeer(7031), "started", 10); !strings.Contains(r.failure, "full") {
+		t.Fatalf("over the cap through a follower: failure %q, want the tracker-full refusal", r.failure)
+	}
+}
+
+// The swarm cap holds exactly under concurrency: announces racing for the
+// last slots through every master never overshoot it.
+func TestTrackerCapIsExactUnderConcurrency(t *testing.T) {
+	const limit = 20
+	c := trackerCluster(t, func(tc *master.TrackerConfig) { tc.MaxPeers = limit })
+	ih := randomHash()
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	accepted := 0
+	for i := range 60 {
+		wg.Go(func() {
+			p := newBTPeer(8000 + i)
+			p.local = fmt.Sprintf("127.0.1.%d", i+1)
+			r := announce(t, c.Master(i%3).TrackerHTTPAddr(), ih, p, "started", 1)
+			if r.failure == "" {
+				mu.Lock()
+				accepted++
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	lead := c.Leader()
+	list, err := c.Client().TrackerList(t.Context(), client.ReadLinearizable)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if list.Peers != limit || accepted != limit {
+		t.Errorf("%d entries held, %d announces accepted; want exactly %d (leader m%d)", list.Peers, accepted, limit, lead+1)
+	}
+}
+
+// Every master signs UDP connection IDs with one replicated secret, which
+// survives a restart of every master.
+func TestTrackerConnIDSecretIsShared(t *testing.T) {
+	c := trackerCluster(t, nil)
+	var first [][]byte
+	poll.Until(t, 20*time.Second, "every master to hold the same connection-ID secret", func() bool {
+		first = c.Master(0).ConnIDSecrets()
+		if len(first) == 0 {
+			return false
+		}
+		for i := 1; i < 3; i++ {
+			if s := c.Master(i).ConnIDSecrets(); len(s) == 0 || !bytes.Equal(s[0], first[0]) {
+				return false
+			}
+		}
+		return true
+	})
+	for i := range 3 {
+		c.Stop(i)
+	}
+	for i := range 3 {
+		c.Restart(i)
+	}
+	c.Leader()
+	poll.Until(t, 20*time.Second, "the secret back after a full restart", func() bool {
+		s := c.Master(0).ConnIDSecrets()
+		return len(s) > 0 && (bytes.Equal(s[0], first[0]) || len(s) > 1 && bytes.Equal(s[1], first[0]))
+	})
 }
 
 // Peers that stop re-announcing leave the swarm after their lifetime;
@@ -246,7 +376,8 @@ func TestTrackerSilentPeersExpireRenewedOnesStay(t *testing.T) {
 	poll.Until(t, 20*time.Second, "the silent peer to expire", func() bool {
 		announce(t, addr, ih, live, "", 10) // renew through the follower
 		r = announce(t, addr, ih, watcher, "", 10)
-		return !hasPort(r.peers, silent.port)
+		// An empty list is a follower that has not applied the starts yet.
+		return len(r.peers) > 0 && !hasPort(r.peers, silent.port)
 	})
 	if !hasPort(r.peers, live.port) {
 		t.Errorf("the peer that kept re-announcing expired too: peers %v", r.peers)
@@ -310,7 +441,7 @@ func TestTrackerPerIPCap(t *testing.T) {
 	}
 	p := newBTPeer(7410)
 	p.local = "127.0.0.5"
-	if r := announce(t, addr, ih, p, "started", 1); !strings.Contains(r.failure, "per-ip") {
+	if r := announce(t, addr, ih, p, "started", 1); !strings.Contains(r.failure, "too many swarm entries from your address") {
 		t.Errorf("fourth entry from one address: failure %q, want the per-IP refusal", r.failure)
 	}
 	q := newBTPeer(7411)
@@ -320,21 +451,63 @@ func TestTrackerPerIPCap(t *testing.T) {
 	}
 }
 
-// Empty swarms cannot pile up: a swarm outlives its peers when it counted
-// a completed download, so the number of swarms is capped too.
+// Empty swarms cannot pile up: a swarm outlives its peers only when it
+// counted a completed download, it counts toward the cap on swarms and its
+// last address's quota, and it ends after EmptySwarmLifetime. A completed
+// then stopped pair on a fresh torrent leaves nothing behind.
 func TestTrackerSwarmCap(t *testing.T) {
-	c := trackerCluster(t, func(tc *master.TrackerConfig) { tc.MaxSwarms = 2 })
+	c := trackerCluster(t, func(tc *master.TrackerConfig) {
+		tc.MaxSwarms = 2
+		tc.EmptySwarmLifetime = 2 * time.Second
+		tc.Interval = time.Second // expiry runs every PeerLifetime/8
+		tc.PeerLifetime = 8 * time.Second
+	})
 	addr := c.Master(c.Leader()).TrackerHTTPAddr()
-	for i := range 2 {
-		ih, p := randomHash(), newBTPeer(7500+i)
+	for i := range 5 {
+		ih, p := randomHash(), newBTPeer(7520+i)
 		if r := announce(t, addr, ih, p, "completed", 0); r.failure != "" {
-			t.Fatalf("swarm %d refused: %s", i, r.failure)
+			t.Fatalf("pair %d refused: %s", i, r.failure)
 		}
 		if r := announce(t, addr, ih, p, "stopped", 0); r.failure != "" {
 			t.Fatalf("stopped %d refused: %s", i, r.failure)
 		}
 	}
+	for i := range 2 {
+		ih, p := randomHash(), newBTPeer(7500+i)
+		for _, ev := range []string{"started", "completed", "stopped"} {
+			if r := announce(t, addr, ih, p, ev, map[string]int{"started": 1}[ev]); r.failure != "" {
+				t.Fatalf("swarm %d: %s refused: %s", i, ev, r.failure)
+			}
+		}
+	}
 	if r := announce(t, addr, randomHash(), newBTPeer(7510), "started", 1); !strings.Contains(r.failure, "full") {
 		t.Errorf("third swarm: failure %q, want the tracker-full refusal", r.failure)
 	}
+	poll.Until(t, 30*time.Second, "the empty swarms to end and make room", func() bool {
+		return announce(t, addr, randomHash(), newBTPeer(7511), "started", 1).failure == ""
+	})
+}
+
+// The persisted downloaded count cannot be forged: completed events for
+// entries that were never downloading, or repeated by one entry, count
+// nothing; one real download counts once.
+func TestTrackerDownloadedCannotBeForged(t *testing.T) {
+	c := trackerCluster(t, nil)
+	addr := c.Master(c.Follower(c.Leader())).TrackerHTTPAddr()
+	ih, p := randomHash(), newBTPeer(7040)
+	for range 20 {
+		announce(t, addr, ih, p, "completed", 0)
+		announce(t, addr, ih, p, "stopped", 0)
+	}
+	l := newBTPeer(7041)
+	announce(t, addr, ih, l, "started", 10)
+	for range 5 {
+		announce(t, addr, ih, l, "completed", 0)
+		announce(t, addr, ih, l, "", 10)
+	}
+	lead := c.Leader()
+	poll.Until(t, 20*time.Second, "the scrape to count exactly one download", func() bool {
+		scrape := string(get(t, "", "http://"+c.Master(lead).TrackerHTTPAddr()+"/scrape?info_hash="+escape(ih[:])))
+		return strings.Contains(scrape, "10:downloadedi1e")
+	})
 }

@@ -8,12 +8,16 @@ import (
 	"sync"
 	"time"
 
+	"fileshare/client"
+	"fileshare/fsm"
 	"fileshare/tracker"
 )
 
 // trackerServers are the BitTorrent front-ends of one master; both may be
 // absent. startTrackers starts them; stopTrackers, the first step of
-// shutdown, stops them, so no announce arrives while Raft stops.
+// shutdown, stops them, so no announce arrives while Raft stops. It also
+// holds the queues of membership changes (trackerbatch.go), which
+// runRenewals runs, and the copy of the connection-ID secrets.
 type trackerServers struct {
 	http   *tracker.HTTPServer
 	httpLn net.Listener
@@ -21,6 +25,22 @@ type trackerServers struct {
 	udpPC  net.PacketConn
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+
+	queues    sync.Once
+	announcer *announceQueue // the leader's: changes to propose
+	relay     *announceQueue // a follower's: changes to pass to the leader
+	connIDs   connIDCache
+}
+
+// announceQueues returns the announcer and the relay, creating them on
+// first use (handlers may run before runRenewals starts them).
+func (m *Master) announceQueues() (announcer, relay *announceQueue) {
+	t := &m.trackers
+	t.queues.Do(func() {
+		t.announcer = newAnnounceQueue(fsm.MaxAnnouncesPerBatch, announcerInflight, m.proposeAnnounces)
+		t.relay = newAnnounceQueue(client.MaxRelayedAnnounces, relayInflight, m.relayAnnounces)
+	})
+	return t.announcer, t.relay
 }
 
 func (m *Master) trackerConfig() tracker.Config {
@@ -127,3 +147,7 @@ func (m *Master) TrackerStats() (httpStats, udpStats *tracker.Stats) {
 	}
 	return httpStats, udpStats
 }
+
+// ConnIDSecrets returns the cluster's UDP connection-ID secrets, newest
+// first, as this master's tracker uses them (nil until the leader set one).
+func (m *Master) ConnIDSecrets() [][]byte { return trackerBackend{m}.ConnIDSecrets() }
