@@ -71,7 +71,7 @@ func (m *Master) startTrackers() error {
 		})
 	}
 	if a := m.cfg.Tracker.UDP; a != "" {
-		pc, err := net.ListenPacket("udp", a)
+		pc, err := tracker.ListenUDP(ctx, "udp", a, 0) // one SO_REUSEPORT socket per core
 		if err != nil {
 			return portError("tracker UDP", "--tracker-udp", a, err)
 		}
