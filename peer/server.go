@@ -146,13 +146,16 @@ func (u *uploadSlots) admit(conn net.Conn, now time.Time) (slot *uploadSlot, vic
 // pickVictim chooses the slot a newcomer from src may take (see
 // uploadSlots), or nil. Called with u.mu held.
 func (u *uploadSlots) pickVictim(src string, now time.Time) *uploadSlot {
+	// idleSince changes under the connections' goroutines: compare the
+	// values read once.
 	var idlest *uploadSlot
+	var idlestT int64
 	for s := range u.held {
-		if t := s.idleSince.Load(); t != 0 && (idlest == nil || t < idlest.idleSince.Load() || idlest.idleSince.Load() == 0) {
-			idlest = s
+		if t := s.idleSince.Load(); t != 0 && (idlest == nil || t < idlestT) {
+			idlest, idlestT = s, t
 		}
 	}
-	if idlest != nil && now.UnixNano()-idlest.idleSince.Load() >= int64(uploadReclaimIdle) {
+	if idlest != nil && now.UnixNano()-idlestT >= int64(uploadReclaimIdle) {
 		return idlest
 	}
 	top, most := "", 0
@@ -167,13 +170,14 @@ func (u *uploadSlots) pickVictim(src string, now time.Time) *uploadSlot {
 	// Of the top source's connections, take the idlest (one between
 	// requests loses least), else any.
 	var pick *uploadSlot
+	var pickT int64
 	for s := range u.held {
 		if s.src != top {
 			continue
 		}
 		t := s.idleSince.Load()
-		if pick == nil || (t != 0 && (pick.idleSince.Load() == 0 || t < pick.idleSince.Load())) {
-			pick = s
+		if pick == nil || (t != 0 && (pickT == 0 || t < pickT)) {
+			pick, pickT = s, t
 		}
 	}
 	return pick
