@@ -133,9 +133,9 @@ func ListenMux(cfg MuxConfig) (*Mux, error) {
 		return nil, fmt.Errorf("listen on %s: %w", cfg.Addr, err)
 	}
 	m := &Mux{
-		ln:      ln,
-		cfg:     cfg,
-		logger:  cfg.Logger,
+		ln:        ln,
+		cfg:       cfg,
+		logger:    cfg.Logger,
 		strangers: quota{max: cfg.MaxConns, perSource: cfg.MaxConnsPerIP},
 		members:   quota{max: cfg.MaxMemberConns},
 		streams:   make(map[byte]*streamListener),

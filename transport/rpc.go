@@ -83,9 +83,9 @@ type Server struct {
 	logger      *slog.Logger
 	lim         Limits
 	handlers    map[string]*handler
-	calls       quota // handler slots of callers that are not members
-	memberCalls quota // handler slots of members
-	bytes       quota // reply bytes queued or expected, of callers that are not members
+	calls       quota    // handler slots of callers that are not members
+	memberCalls quota    // handler slots of members
+	bytes       quota    // reply bytes queued or expected, of callers that are not members
 	work        chan job // hands requests to idle workers
 	ctx         context.Context
 	cancel      context.CancelFunc
