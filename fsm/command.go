@@ -24,6 +24,9 @@ const (
 	CmdAnnounce         CommandType = 7
 	CmdExpireSwarmPeers CommandType = 8
 	CmdTrackerPolicy    CommandType = 9
+
+	CmdRevokeCerts   CommandType = 10
+	CmdUnrevokeCerts CommandType = 11
 )
 
 // String returns the command's Go type name, or "CommandType(n)".
@@ -47,6 +50,10 @@ func (t CommandType) String() string {
 		return "ExpireSwarmPeers"
 	case CmdTrackerPolicy:
 		return "TrackerPolicy"
+	case CmdRevokeCerts:
+		return "RevokeCerts"
+	case CmdUnrevokeCerts:
+		return "UnrevokeCerts"
 	}
 	return fmt.Sprintf("CommandType(%d)", uint8(t))
 }
@@ -72,7 +79,9 @@ const (
 )
 
 // Command is one of JoinPeer, LeavePeer, RegisterFiles, UnregisterFiles,
-// ExpirePeers, Batch, Announce, ExpireSwarmPeers and TrackerPolicy. The set is closed: other types cannot implement it.
+// ExpirePeers, Batch, Announce, ExpireSwarmPeers, TrackerPolicy,
+// RevokeCerts and UnrevokeCerts. The set is closed: other types cannot
+// implement it.
 type Command interface {
 	// Type returns the command's type byte.
 	Type() CommandType
@@ -374,6 +383,16 @@ func deref(cmd Command) (Command, error) {
 		if !isNil {
 			cmd = *c
 		}
+	case *RevokeCerts:
+		isNil = c == nil
+		if !isNil {
+			cmd = *c
+		}
+	case *UnrevokeCerts:
+		isNil = c == nil
+		if !isNil {
+			cmd = *c
+		}
 	}
 	if isNil {
 		return nil, fmt.Errorf("%w: nil command", ErrInvalid)
@@ -485,6 +504,14 @@ func decode(b []byte, dec *codec.Decoder) (Command, error) {
 		if len(c.Deny) == 0 {
 			c.Deny = nil
 		}
+		cmd = c
+	case CmdRevokeCerts:
+		var c RevokeCerts
+		err = decodeBody(dec, body, &c)
+		cmd = c
+	case CmdUnrevokeCerts:
+		var c UnrevokeCerts
+		err = decodeBody(dec, body, &c)
 		cmd = c
 	default:
 		return nil, fmt.Errorf("%w: type %d", ErrUnknownCommand, uint8(t))

@@ -16,7 +16,7 @@ import (
 	"github.com/hashicorp/raft"
 )
 
-// Snapshot format. Version 2 is a stream of:
+// Snapshot format. Version 3 is a stream of:
 //
 //	magic        8 bytes "FSHRSNAP"
 //	version      uvarint (SnapshotVersion)
@@ -39,11 +39,15 @@ import (
 //	    recCount × (peer 20 bytes, ip 16 bytes, port 2 bytes big-endian,
 //	    flags byte (1 seeder, 2 has key), key 4 bytes big-endian if has key,
 //	    changed varint), leechers first, in the state's slot order
+//	revokedCount uvarint, then per revoked certificate, in numeric order
+//	    of serial (shorter first, then bytewise):
+//	    serial str (lower-case hex), time varint
 //	seal         32 bytes: SHA-256(magic, version, appliedIndex, state digest)
 //
 // where str is a uvarint length followed by that many bytes, and every
-// varint is minimal. Version 1 is the same without the policy and swarm
-// sections; Restore still reads it (an open policy, no swarms). The
+// varint is minimal. Version 2 is the same without the deny list (an
+// empty one); version 1 also without the policy and swarm sections (an
+// open policy, no swarms). Restore still reads both. The
 // encoding is canonical: a given state has exactly one snapshot, and
 // Restore accepts nothing else. Swarm records keep their slot order, which
 // is not part of the digest but decides which peers SwarmPeers hands out,
@@ -55,7 +59,7 @@ const (
 	snapshotMagic = "FSHRSNAP"
 	// SnapshotVersion is the snapshot format version Persist writes.
 	// Restore reads versions 1 through SnapshotVersion.
-	SnapshotVersion = 2
+	SnapshotVersion = 3
 )
 
 // Snapshot captures the state in O(nShards) time, without copying it: later
@@ -185,6 +189,7 @@ func (s *fsmSnapshot) writeTo(out io.Writer) error {
 	if err := s.writeSwarms(w); err != nil {
 		return err
 	}
+	w.writeRevocations(st)
 	seal := sealOf(SnapshotVersion, st.applied, st.digest)
 	w.w.Write(seal[:])
 	return w.w.Flush()
@@ -355,6 +360,9 @@ func (r *snapReader) read(gen uint64) (state, error) {
 	}
 	if version >= 2 {
 		r.readSwarms(&st)
+	}
+	if version >= 3 {
+		r.readRevocations(&st)
 	}
 	var want [32]byte
 	r.full(want[:])
