@@ -22,13 +22,23 @@ import (
 //
 //   - Raft streams: only a master named in the current configuration (any
 //     master of the cluster CA while this node has no configuration yet,
-//     so that a joining master can be reached by the leader that added it).
-//   - Cluster administration (join, remove, transfer-leader, snapshot): an
-//     admin or a master certificate; a master may join only itself.
+//     so that a joining master can be reached by the leader that added it),
+//     and each Raft RPC on the stream must name that master in its header
+//     (raftlayer.go).
+//   - Cluster administration (join, remove, transfer-leader, snapshot,
+//     revoke): an admin certificate, or the certificate of a master that
+//     is a current member. A master may join only as itself, whether it
+//     asks directly or through a member that relays the request (the
+//     relay carries who asked, and the leader checks it).
 //   - Peer writes and heartbeats: the peer whose key the TLS certificate
-//     proved, for the peer ID derived from that key; or a master relaying
+//     proved, for the peer ID derived from that key; or a member relaying
 //     such a write, which checked it first.
 //   - Reads: anyone.
+//   - Any certificate whose serial is on the deny list: nothing (trust.go).
+//
+// Rights follow membership (trust.go): a master certificate naming no
+// current member is an outsider (transport.Caller.Outsider) with no
+// rights but to ask to join as itself.
 //
 // On a plaintext master (--insecure, loopback only by default) nothing can
 // be proved: every caller is trusted, and a peer's ID must still be the
@@ -54,8 +64,10 @@ func authorizePeer(ctx context.Context, id string, key []byte, forwarded bool) (
 	c := transport.CallerFrom(ctx)
 	switch {
 	case c.Insecure:
-	case forwarded && c.Role == transport.RoleMaster:
-		// Relayed by a master of this cluster, which authorized it.
+	case forwarded && c.Role == transport.RoleMaster && c.Allows(transport.RoleMaster):
+		// Relayed by a member of this cluster, which authorized it. A
+		// master certificate that names no member (c.Outsider) may not
+		// relay: the forwarded flag is only believed from a member.
 	case c.Role == transport.RolePeer && bytes.Equal(c.Key, key):
 	case c.Role == transport.RolePeer:
 		return fsm.Token{}, fmt.Errorf("%w: the caller's certificate is the key of peer %s", ErrNotYourPeerID, client.PeerIDOf(c.Key))
@@ -80,6 +92,9 @@ func (m *Master) authorizeStream(kind byte, c transport.Caller) error {
 	}
 	if c.Role != transport.RoleMaster {
 		return fmt.Errorf("a Raft stream needs a master certificate; the caller is %s", c.Role)
+	}
+	if c.Outsider {
+		return fmt.Errorf("master %q is not a member of this cluster", c.Name)
 	}
 	if m.raftReady.Load() {
 		servers, err := m.configuration()
