@@ -8,7 +8,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
-		"sync"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
