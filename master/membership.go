@@ -225,6 +225,9 @@ func (m *Master) handleMemberJoin(ctx context.Context, req *client.MemberJoinReq
 		if err := m.addJoiner(req.ID, req.Addr); err != nil {
 			return nil, m.raftError(err)
 		}
+		// The new member's rights start now, not at the next poll: it
+		// relays its peers' writes to this leader as soon as it runs.
+		m.gate.refresh(ctx)
 		m.logger.Info("added member as non-voter; it becomes a voter once stable", "id", req.ID, "addr", req.Addr, "stabilization", m.cfg.ServerStabilizationTime)
 		return &client.Empty{}, nil
 	})
@@ -298,6 +301,7 @@ func (m *Master) handleMemberRemove(ctx context.Context, req *client.MemberRemov
 		if err := m.raft.RemoveServer(raft.ServerID(req.ID), 0, m.cfg.ApplyTimeout).Error(); err != nil {
 			return nil, m.raftError(err)
 		}
+		m.gate.refresh(ctx) // its connections here close now, not at the next poll
 		m.logger.Info("removed member", "id", req.ID)
 		return &client.Empty{}, nil
 	})
