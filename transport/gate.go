@@ -65,8 +65,8 @@ func (m *Mux) recheckLoop() {
 		if g == gate && c == ca {
 			continue
 		}
+		m.recheck(c != ca)
 		gate, ca = g, c
-		m.Recheck()
 	}
 }
 
@@ -94,7 +94,11 @@ func (m *Mux) vet(base Caller) (Caller, error) {
 // returns how many it closed. The Mux calls it on its own when its Gate's
 // version or its CA changes; a node may call it after any change of its
 // own.
-func (m *Mux) Recheck() int {
+func (m *Mux) Recheck() int { return m.recheck(true) }
+
+// recheck is Recheck; verifying certificate chains again (costly, one
+// signature check each) is skipped unless the CA may have changed.
+func (m *Mux) recheck(reverify bool) int {
 	m.mu.Lock()
 	conns := make([]*callerConn, 0, len(m.routed))
 	for c := range m.routed {
@@ -104,7 +108,7 @@ func (m *Mux) Recheck() int {
 	closed := 0
 	for _, c := range conns {
 		base := c.base
-		if m.cfg.TLS != nil && len(c.chain) > 0 {
+		if reverify && m.cfg.TLS != nil && len(c.chain) > 0 {
 			base = m.cfg.TLS.Classify(c.chain)
 			base.Addr = c.base.Addr
 		}

@@ -8,6 +8,8 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -207,4 +209,26 @@ func serialOfDER(t *testing.T, der []byte) string {
 		t.Fatal(err)
 	}
 	return SerialOf(c)
+}
+
+// When the trusted CA is rotated, connections whose certificates the new
+// CA does not sign lose the rights they were admitted with, and are
+// closed.
+func TestRotatingTheCAClosesConnectionsItNoLongerSigns(t *testing.T) {
+	p := newTestPKI(t)
+	_, _, addr := startGatedServer(t, p, &fakeGate{}, 100)
+	conn, err := DialStreamTLS(addr, StreamRPC, 2*time.Second, p.load(t, "admin").MasterClientConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	other := newTestPKI(t)
+	b, err := os.ReadFile(filepath.Join(other.dir, "ca.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(p.dir, "ca.pem"), b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	waitClosed(t, conn, "an admin connection after its CA was rotated away")
 }
