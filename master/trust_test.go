@@ -3,6 +3,7 @@ package master_test
 import (
 	"context"
 	"crypto/ed25519"
+	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
@@ -11,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"syscall"
 	"testing"
 	"time"
 
@@ -289,4 +291,86 @@ func TestRaftStreamsAreTiedToMembership(t *testing.T) {
 		}
 		c2.Close()
 	}
+}
+
+// Capacity is kept for the cluster itself: with every connection a
+// stranger may open to the survivors taken, the survivors of a killed
+// leader still open connections to each other and elect a new leader.
+func TestSurvivorsElectALeaderWhileAStrangerHoldsTheConnectionCaps(t *testing.T) {
+	c := mastertest.New(t, 3, mastertest.Options{TLS: true, OwnIPs: true, Config: func(cfg *master.Config) {
+		cfg.ClusterPort.MaxConns, cfg.ClusterPort.MaxConnsPerIP = 8, 8
+	}})
+	leader := c.Leader()
+	anon := &tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS13}
+	stranger := func(addr string) (net.Conn, error) {
+		d := &net.Dialer{Timeout: 2 * time.Second, LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 200)}}
+		raw, err := d.Dial("tcp", addr)
+		if err != nil {
+			return nil, err
+		}
+		tc := tls.Client(raw, anon)
+		_ = tc.SetDeadline(time.Now().Add(2 * time.Second))
+		if err := tc.Handshake(); err != nil {
+			raw.Close()
+			return nil, err
+		}
+		if _, err := tc.Write([]byte{transport.StreamRPC}); err != nil {
+			raw.Close()
+			return nil, err
+		}
+		_ = tc.SetDeadline(time.Time{})
+		return tc, nil
+	}
+	// Cut every link between the masters, so that the survivors will need
+	// new connections to each other, then let the stranger take all it
+	// can.
+	for i := range c.Len() {
+		c.Isolate(i)
+	}
+	var survivors []int
+	for i := range c.Len() {
+		if i == leader {
+			continue
+		}
+		survivors = append(survivors, i)
+		// Take every connection the master lets a stranger have; it
+		// refuses the ninth at the latest.
+		held := 0
+		for range 12 {
+			conn, err := stranger(c.Addr(i))
+			if err != nil {
+				if errors.Is(err, syscall.EADDRNOTAVAIL) {
+					t.Skipf("cannot dial from 127.0.0.200: %v", err)
+				}
+				break
+			}
+			// A refused connection is closed right after the handshake.
+			_ = conn.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+			_, rerr := conn.Read(make([]byte, 1))
+			_ = conn.SetReadDeadline(time.Time{})
+			var ne net.Error
+			if !errors.As(rerr, &ne) || !ne.Timeout() {
+				conn.Close()
+				break
+			}
+			held++
+			t.Cleanup(func() { conn.Close() })
+		}
+		if held > 8 {
+			t.Fatalf("master %s let one stranger hold %d connections over a cap of 8", c.ID(i), held)
+		}
+		t.Logf("the stranger holds %d connections to %s", held, c.ID(i))
+	}
+	c.Kill(leader)
+	c.Heal()
+	start := time.Now()
+	poll.Until(t, 20*time.Second, "a survivor becomes leader", func() bool {
+		for _, i := range survivors {
+			if m := c.Master(i); m != nil && m.IsLeader() {
+				return true
+			}
+		}
+		return false
+	})
+	t.Logf("a survivor led %v after the leader was killed", time.Since(start).Round(time.Millisecond))
 }
