@@ -72,3 +72,29 @@ func TestQuotaIsExactUnderConcurrency(t *testing.T) {
 		t.Fatalf("racing callers took %d, want exactly the cap of 1000", n)
 	}
 }
+
+// A method's expected reply weight follows heavy replies at once, and
+// light replies cannot train it below a share of the heaviest recent one.
+func TestReplyWeightCannotBeTrainedDown(t *testing.T) {
+	h := &handler{}
+	if got := h.expect(); got != initialWeight {
+		t.Fatalf("a fresh method expects %d, want %d", got, initialWeight)
+	}
+	h.observe(3 << 20)
+	if got := h.expect(); got != 3<<20 {
+		t.Fatalf("after a 3 MiB reply the method expects %d, want 3 MiB", got)
+	}
+	for range 10000 {
+		h.observe(100)
+	}
+	if got := h.expect(); got < (3<<20)/peakShare {
+		t.Fatalf("after many light replies the method expects %d, want at least %d", got, (3<<20)/peakShare)
+	}
+	light := &handler{}
+	for range 1000 {
+		light.observe(100)
+	}
+	if got := light.expect(); got > 1024 {
+		t.Fatalf("a method of light replies expects %d, want it near their size", got)
+	}
+}

@@ -38,34 +38,56 @@ type handler struct {
 	decode func(body []byte) (any, error)
 	run    func(ctx context.Context, req any) (any, error)
 	weight atomic.Int64 // what a reply is expected to weigh, in bytes
+	peak   atomic.Int64 // the heaviest reply lately
+	peakAt atomic.Int64 // when peak was last set or halved, Unix nanoseconds
 }
 
-// Reply weights: a method's expected reply size starts at initialWeight,
-// rises at once to any larger reply and decays slowly towards smaller
-// ones, so that a run of small replies cannot make the next large ones
-// look cheap.
+// Reply weights. A call reserves, before it runs, what its method's
+// replies are expected to weigh; the reservation becomes the reply's real
+// size once it is made. The expectation starts at initialWeight, rises at
+// once to any heavier reply and decays slowly towards lighter ones, and it
+// never falls below peakShare of the heaviest reply of the last
+// peakHalfLife (which halves after that long without one as heavy): so a
+// client cannot make heavy calls look cheap by first making many light
+// ones, and a burst of heavy calls admitted at a light expectation is
+// bounded by the connection's, the source's and the server's byte caps
+// divided by that floor.
 const (
-	initialWeight = 64 << 10
+	initialWeight = 256 << 10
 	minWeight     = 256
+	peakShare     = 8
+	peakHalfLife  = 5 * time.Minute
 )
 
 func (h *handler) expect() int {
 	if h == nil {
 		return minWeight
 	}
-	if w := h.weight.Load(); w > 0 {
-		return int(w)
+	w := h.weight.Load()
+	if w <= 0 {
+		return initialWeight
 	}
-	return initialWeight
+	return int(max(w, h.peak.Load()/peakShare))
 }
 
 func (h *handler) observe(n int) {
 	if h == nil {
 		return
 	}
-	w := int64(h.expect())
-	w = max(int64(n), w-w/16, minWeight)
-	h.weight.Store(w)
+	w := int64(initialWeight)
+	if cur := h.weight.Load(); cur > 0 {
+		w = cur
+	}
+	h.weight.Store(max(int64(n), w-w/16, minWeight))
+	now := time.Now().UnixNano()
+	switch p := h.peak.Load(); {
+	case int64(n) >= p:
+		h.peak.Store(int64(n))
+		h.peakAt.Store(now)
+	case now-h.peakAt.Load() > int64(peakHalfLife):
+		h.peak.Store(max(int64(n), p/2))
+		h.peakAt.Store(now)
+	}
 }
 
 // Server serves RPC connections. Register handlers with Handle before
