@@ -51,6 +51,15 @@ func sourceOfIP(ip netip.Addr) Source {
 	return Source{levels: [3]netip.Prefix{netip.PrefixFrom(ip, 128), p64, p48}, n: 3}
 }
 
+// Levels returns the prefixes a quota charges for s, narrowest first: an
+// IPv4 /32 alone, or an IPv6 /128, /64 and /48. Level i may hold
+// LevelScale(i) times a per-address quota.
+func (s Source) Levels() []netip.Prefix { return s.levels[:s.n:s.n] }
+
+// LevelScale is how many times a per-address quota level i of Levels may
+// hold: 1, 2, 4.
+func LevelScale(i int) int { return levelScale[i] }
+
 // String returns the source's narrowest prefix.
 func (s Source) String() string {
 	if s.n == 0 || !s.levels[0].IsValid() {
