@@ -107,25 +107,35 @@ func (m *Mux) recheck(reverify bool) int {
 	m.mu.Unlock()
 	closed := 0
 	for _, c := range conns {
-		base := c.base
-		if reverify && m.cfg.TLS != nil && len(c.chain) > 0 {
-			base = m.cfg.TLS.Classify(c.chain)
-			base.Addr = c.base.Addr
-		}
-		now, err := m.vet(base)
-		if err == nil && m.cfg.Authorize != nil {
-			err = m.cfg.Authorize(c.kind, now)
-		}
-		if err == nil && lostRights(c.caller, now) {
-			err = errLostRights
-		}
-		if err != nil {
-			m.logger.Warn("closing connection: its caller lost its rights", "remote", c.RemoteAddr(), "kind", c.kind, "caller", c.caller.Role.String(), "name", c.caller.Name, "serial", c.caller.Serial, "err", err)
-			c.Close()
+		if m.recheckOne(c, reverify) {
 			closed++
 		}
 	}
 	return closed
+}
+
+// recheckOne looks at one open connection again and closes it if it is
+// refused now or allows less than when it was admitted; it reports
+// whether it closed it.
+func (m *Mux) recheckOne(c *callerConn, reverify bool) bool {
+	base := c.base
+	if reverify && m.cfg.TLS != nil && len(c.chain) > 0 {
+		base = m.cfg.TLS.Classify(c.chain)
+		base.Addr = c.base.Addr
+	}
+	now, err := m.vet(base)
+	if err == nil && m.cfg.Authorize != nil {
+		err = m.cfg.Authorize(c.kind, now)
+	}
+	if err == nil && lostRights(c.caller, now) {
+		err = errLostRights
+	}
+	if err == nil {
+		return false
+	}
+	m.logger.Warn("closing connection: its caller lost its rights", "remote", c.RemoteAddr(), "kind", c.kind, "caller", c.caller.Role.String(), "name", c.caller.Name, "serial", c.caller.Serial, "err", err)
+	c.Close()
+	return true
 }
 
 func (m *Mux) forget(c *callerConn) {

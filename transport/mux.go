@@ -430,6 +430,7 @@ func (m *Mux) route(conn net.Conn, slot *connSlot) {
 	}
 	caller.Addr = conn.RemoteAddr()
 	base := caller
+	version := m.gateVersion() // before Vet: a change after it is caught below
 	caller, err := m.vet(base)
 	if err != nil {
 		m.logger.Warn("refusing connection", "remote", conn.RemoteAddr(), "err", refusal(base, err))
@@ -472,7 +473,7 @@ func (m *Mux) route(conn net.Conn, slot *connSlot) {
 			return
 		}
 	}
-	cc := &callerConn{Conn: conn, mux: m, kind: b[0], chain: chain, base: base, caller: caller, member: caller.Member}
+	cc := &callerConn{Conn: conn, mux: m, kind: b[0], chain: chain, base: base, caller: caller, version: version}
 	conn = cc
 	m.mu.Lock()
 	s, ok := m.streams[b[0]]
@@ -484,6 +485,9 @@ func (m *Mux) route(conn net.Conn, slot *connSlot) {
 		m.logger.Debug("closing connection of unknown stream kind", "kind", b[0], "remote", conn.RemoteAddr())
 		conn.Close()
 		return
+	}
+	if m.gateVersion() != version && m.recheckOne(cc, false) {
+		return // the Gate changed while it was admitted, and refuses it now
 	}
 	select {
 	case s.conns <- conn:

@@ -329,7 +329,7 @@ func (s *Server) serveConn(conn net.Conn) {
 	}
 	var version uint64
 	if gate != nil {
-		version = gate.Version()
+		version = cc.version // the Gate's when it admitted the connection
 	}
 	fr := newFrameReader(conn, IdleTimeout)
 	ctx := WithCaller(s.ctx, caller) // one per connection (and Gate version), not per call

@@ -137,8 +137,10 @@ type callerConn struct {
 	chain  []*x509.Certificate // what the client presented, leaf first
 	base   Caller              // as its certificate proved it (before the Gate)
 	caller Caller              // as admitted (after the Gate)
-	member bool                // charged to the members' connection pool
-	once   sync.Once
+	// version is the Gate's version before it admitted the connection: the
+	// RPC server asks the Gate again once it differs.
+	version uint64
+	once    sync.Once
 }
 
 // Close closes the connection and forgets it.
