@@ -289,6 +289,10 @@ type MemberJoinRequest struct {
 	ID        string
 	Addr      string
 	Forwarded bool `codec:",omitempty"`
+	// Origin is who asked, as the master that relays the request proved
+	// it ("master/ID", "admin/NAME", "insecure"); the leader checks it
+	// again. Callers leave it empty.
+	Origin string `codec:",omitempty"`
 }
 
 // MemberRemoveRequest asks the cluster to remove a master.

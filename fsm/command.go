@@ -25,6 +25,8 @@ const (
 	CmdExpireSwarmPeers CommandType = 8
 	CmdTrackerPolicy    CommandType = 9
 
+	CmdRevokeCerts     CommandType = 10
+	CmdUnrevokeCerts   CommandType = 11
 	CmdSetConnIDSecret CommandType = 12
 	CmdAnnounceBatch   CommandType = 13
 )
@@ -50,6 +52,10 @@ func (t CommandType) String() string {
 		return "ExpireSwarmPeers"
 	case CmdTrackerPolicy:
 		return "TrackerPolicy"
+	case CmdRevokeCerts:
+		return "RevokeCerts"
+	case CmdUnrevokeCerts:
+		return "UnrevokeCerts"
 	case CmdSetConnIDSecret:
 		return "SetConnIDSecret"
 	case CmdAnnounceBatch:
@@ -79,8 +85,9 @@ const (
 )
 
 // Command is one of JoinPeer, LeavePeer, RegisterFiles, UnregisterFiles,
-// ExpirePeers, Batch, Announce, ExpireSwarmPeers, TrackerPolicy, SetConnIDSecret
-// and AnnounceBatch. The set is closed: other types cannot implement it.
+// ExpirePeers, Batch, Announce, ExpireSwarmPeers, TrackerPolicy,
+// RevokeCerts, UnrevokeCerts, SetConnIDSecret and AnnounceBatch. The set is
+// closed: other types cannot implement it.
 type Command interface {
 	// Type returns the command's type byte.
 	Type() CommandType
@@ -385,6 +392,16 @@ func deref(cmd Command) (Command, error) {
 		if !isNil {
 			cmd = *c
 		}
+	case *RevokeCerts:
+		isNil = c == nil
+		if !isNil {
+			cmd = *c
+		}
+	case *UnrevokeCerts:
+		isNil = c == nil
+		if !isNil {
+			cmd = *c
+		}
 	case *SetConnIDSecret:
 		isNil = c == nil
 		if !isNil {
@@ -512,6 +529,14 @@ func decode(b []byte, dec *codec.Decoder) (Command, error) {
 		if len(c.Deny) == 0 {
 			c.Deny = nil
 		}
+		cmd = c
+	case CmdRevokeCerts:
+		var c RevokeCerts
+		err = decodeBody(dec, body, &c)
+		cmd = c
+	case CmdUnrevokeCerts:
+		var c UnrevokeCerts
+		err = decodeBody(dec, body, &c)
 		cmd = c
 	case CmdSetConnIDSecret:
 		var c SetConnIDSecret

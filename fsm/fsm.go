@@ -126,6 +126,10 @@ func (f *FSM) applyCommand(data []byte) Response {
 		return f.expireSwarmPeers(c)
 	case TrackerPolicy:
 		return f.trackerPolicy(c)
+	case RevokeCerts:
+		return f.revokeCerts(c)
+	case UnrevokeCerts:
+		return f.unrevokeCerts(c)
 	case SetConnIDSecret:
 		return f.setConnIDSecret(c)
 	case AnnounceBatch:

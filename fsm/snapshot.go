@@ -43,12 +43,16 @@ import (
 //	    charge 16 bytes after recCount
 //	connIDs      (version 3) n uvarint (at most 3), newest first,
 //	    n × (time varint, secret 32 bytes)
+//	revokedCount (version 3) uvarint, then per revoked certificate, in
+//	    numeric order of serial (shorter first, then bytewise):
+//	    serial str (lower-case hex), time varint
 //	seal         32 bytes: SHA-256(magic, version, appliedIndex, state digest)
 //
 // where str is a uvarint length followed by that many bytes, and every
-// varint is minimal. Version 2 is version 3 without the connIDs section and
-// the empty swarms' fields, version 1 also without the policy and swarm
-// sections; Restore still reads both (an open policy, no swarms). The
+// varint is minimal. Version 2 is version 3 without the connIDs and deny
+// list sections and the empty swarms' fields, version 1 also without the
+// policy and swarm sections; Restore still reads both (an open policy, no
+// swarms, no connection-ID secrets, an empty deny list). The
 // encoding is canonical: a given state has exactly one snapshot, and
 // Restore accepts nothing else. Swarm records keep their slot order, which
 // is not part of the digest but decides which peers SwarmPeers hands out,
@@ -190,6 +194,7 @@ func (s *fsmSnapshot) writeTo(out io.Writer) error {
 	if err := s.writeSwarms(w); err != nil {
 		return err
 	}
+	w.writeRevocations(st)
 	seal := sealOf(SnapshotVersion, st.applied, st.digest)
 	w.w.Write(seal[:])
 	return w.w.Flush()
@@ -360,6 +365,9 @@ func (r *snapReader) read(gen uint64) (state, error) {
 	}
 	if version >= 2 {
 		r.readSwarms(&st, version)
+	}
+	if version >= 3 {
+		r.readRevocations(&st)
 	}
 	var want [32]byte
 	r.full(want[:])

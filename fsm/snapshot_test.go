@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"slices"
 	"strings"
 	"testing"
 
@@ -43,6 +44,17 @@ func smallSwarmState(tb testing.TB) *FSM {
 	n.mustApply(Announce{InfoHash: ihY, Peer: spA, IP: ip("10.0.0.1"), Event: SwarmStopped, Time: 4})
 	n.mustApply(SetConnIDSecret{Secret: bytes.Repeat([]byte{1}, ConnIDSecretSize), Time: 10})
 	n.mustApply(SetConnIDSecret{Secret: bytes.Repeat([]byte{2}, ConnIDSecretSize), After: 10, Time: 20})
+	return f
+}
+
+// v2SwarmState is a state with swarms that format version 2 can hold: no
+// connection-ID secrets, no swarm kept empty for its completed count.
+func v2SwarmState(tb testing.TB) *FSM {
+	f := smallState(tb)
+	n := &node{tb: tb, f: f, index: 100}
+	n.mustApply(TrackerPolicy{Allow: []InfoHash{ihX, ihY}, RequestID: 1})
+	n.mustApply(keyed(ann(spA, "10.0.0.1", SwarmUpdate, false, -7), 99))
+	n.mustApply(ann(spB, "2001:db8::2", SwarmCompleted, false, 1<<40))
 	return f
 }
 
@@ -190,6 +202,7 @@ func FuzzRestore(f *testing.F) {
 	f.Add(snapshotBytes(f, smallSwarmState(f)))
 	f.Add(snapshotBytes(f, largeSwarmState(f)))
 	f.Add(v1Snapshot(f, smallState(f)))
+	f.Add(v2Snapshot(f, v2SwarmState(f)))
 	g := New()
 	for _, l := range newCmdGen(f, 5).log(300) {
 		g.Apply(l)
@@ -210,8 +223,11 @@ func FuzzRestore(f *testing.F) {
 		}
 		checkDigest(t, target)
 		again := snapshotBytes(t, target)
-		if data[len(snapshotMagic)] == 1 {
-			again = v1Snapshot(t, target) // an old snapshot is canonical in its own format
+		switch data[len(snapshotMagic)] { // an old snapshot is canonical in its own format
+		case 1:
+			again = v1Snapshot(t, target)
+		case 2:
+			again = v2Snapshot(t, target)
 		}
 		if !bytes.Equal(again, data) {
 			t.Fatalf("accepted a non-canonical snapshot: re-persisted %d bytes differ from input %d bytes", len(again), len(data))
@@ -233,22 +249,67 @@ func largeSwarmState(tb testing.TB) *FSM {
 }
 
 // v1Snapshot returns the snapshot that a build with format version 1 wrote
-// for f, which must hold no swarms and the default policy: version 1 is
-// version 3 without the policy, swarm and connection-ID sections (seven
-// bytes when empty).
+// for f, which must hold no swarms, the default policy, no connection-ID
+// secrets and no revoked certificates: version 1 is version 3 without the
+// policy, swarm, connection-ID and deny list sections (eight bytes when
+// empty).
 func v1Snapshot(tb testing.TB, f *FSM) []byte {
+	tb.Helper()
+	return oldSnapshot(tb, f, 1, 8)
+}
+
+// v2Snapshot returns the snapshot that a build with format version 2
+// wrote for f, which must hold no connection-ID secrets, no empty swarms
+// and no revoked certificates: version 2 is version 3 without the
+// connection-ID and deny list sections (two bytes when empty).
+func v2Snapshot(tb testing.TB, f *FSM) []byte {
+	tb.Helper()
+	return oldSnapshot(tb, f, 2, 2)
+}
+
+func oldSnapshot(tb testing.TB, f *FSM, version byte, cut int) []byte {
 	tb.Helper()
 	b := snapshotBytes(tb, f)
 	if b[len(snapshotMagic)] != 3 {
 		tb.Fatalf("snapshot version %d, want 3", b[len(snapshotMagic)])
 	}
-	body := bytes.Clone(b[:len(b)-32-7])
-	if !bytes.Equal(b[len(body):len(b)-32], make([]byte, 7)) {
-		tb.Fatalf("state has swarm or policy content: % x", b[len(body):len(b)-32])
+	body := bytes.Clone(b[:len(b)-32-cut])
+	if !bytes.Equal(b[len(body):len(b)-32], make([]byte, cut)) {
+		tb.Fatalf("state has content version %d cannot hold: % x", version, b[len(body):len(b)-32])
 	}
-	body[len(snapshotMagic)] = 1
-	seal := sealOf(1, f.st.applied, f.st.digest)
+	body[len(snapshotMagic)] = version
+	seal := sealOf(uint64(version), f.st.applied, f.st.digest)
 	return append(body, seal[:]...)
+}
+
+// A snapshot written by format version 2 (no deny list) still restores,
+// to the same index and digest, with an empty deny list; the deny list
+// survives a snapshot of the current format.
+func TestRestoreVersion2SnapshotAndTheDenyList(t *testing.T) {
+	f := v2SwarmState(t)
+	old := v2Snapshot(t, f)
+	g := New()
+	if err := restore(g, old); err != nil {
+		t.Fatalf("Restore(version 2): %v", err)
+	}
+	if g.Digest() != f.Digest() || len(g.Revocations()) != 0 {
+		t.Fatalf("restored version 2: digest %x, %d revocations; want %x, 0", g.Digest(), len(g.Revocations()), f.Digest())
+	}
+	n := &node{tb: t, f: g, index: 1000}
+	n.mustApply(RevokeCerts{Serials: []string{"1f", "a", "100"}, Time: 7})
+	n.mustApply(UnrevokeCerts{Serials: []string{"a", "b"}})
+	checkDigest(t, g)
+	h := New()
+	if err := restore(h, snapshotBytes(t, g)); err != nil {
+		t.Fatal(err)
+	}
+	want := []Revocation{{"1f", 7}, {"100", 7}}
+	if got := h.Revocations(); !slices.Equal(got, want) {
+		t.Fatalf("deny list after a snapshot round trip: got %v, want %v", got, want)
+	}
+	if h.Digest() != g.Digest() || !h.Revoked("100") || h.Revoked("a") {
+		t.Fatal("the restored deny list differs")
+	}
 }
 
 // A snapshot written by the previous format (no swarms) still restores, to

@@ -124,6 +124,7 @@ type state struct {
 	files   [nShards]*fileShard // by the first byte of the binary ID, so shard order is ID order
 	refs    peerTable
 	swarmState
+	revocations // the deny list of certificates (revoke.go)
 	// lastTime is the latest Time of any applied command that carries
 	// one (see LastCommandTime). Not replicated as such: Restore derives
 	// it from the peers' and swarm records' times.
@@ -306,5 +307,6 @@ func (h *hasher) recompute(s *state) sum256 {
 		}
 	}
 	h.recomputeSwarms(s, &sum)
+	h.recomputeRevocations(s, &sum)
 	return sum
 }

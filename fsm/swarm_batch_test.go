@@ -172,12 +172,8 @@ func TestConnIDSecret(t *testing.T) {
 func TestRestoreVersion2Snapshot(t *testing.T) {
 	n := newNode(t)
 	n.mustApply(ann(spA, "10.0.0.1", SwarmUpdate, false, 1))
-	b := snapshotBytes(t, n.f)
-	body := bytes.Clone(b[:len(b)-32-1]) // the empty connIDs section
-	body[len(snapshotMagic)] = 2
-	seal := sealOf(2, n.f.st.applied, n.f.st.digest)
 	g := New()
-	if err := restore(g, append(body, seal[:]...)); err != nil {
+	if err := restore(g, v2Snapshot(t, n.f)); err != nil {
 		t.Fatalf("Restore(version 2): %v", err)
 	}
 	if g.Digest() != n.f.Digest() {

@@ -140,6 +140,11 @@ type Config struct {
 	// ReadyMaxContact is how long a follower may go without hearing from
 	// the leader and still report ready. Zero means 2 s.
 	ReadyMaxContact time.Duration
+	// ClusterPort bounds what callers may hold on the cluster port:
+	// connections, handler slots and reply bytes, in total and per source
+	// address, with capacity kept for members. Zero fields mean
+	// transport's defaults.
+	ClusterPort ClusterPortLimits
 	// Tracker configures the BitTorrent tracker this master serves; see
 	// TrackerConfig. With neither HTTP nor UDP set there is none, but the
 	// replicated swarms and policy still apply through other masters.

@@ -41,6 +41,7 @@ type Master struct {
 	httpLn    net.Listener
 
 	raftReady atomic.Bool // m.raft is set (read by the Mux's Authorize hook)
+	gate      *trustGate  // who has rights now: membership and the deny list (trust.go)
 	joins     joinQuota   // peers joined through this master, per remote IP
 
 	notifyCh chan bool
@@ -97,7 +98,10 @@ func New(ctx context.Context, cfg Config) (*Master, error) {
 		return nil, err
 	}
 	m.joins.max = cfg.MaxPeersPerIP
-	if m.mux, err = transport.ListenMux(transport.MuxConfig{Addr: cfg.Listen, Logger: m.logger, TLS: cfg.TLS, Authorize: m.authorizeStream}); err != nil {
+	m.gate = newTrustGate(m)
+	lim := cfg.ClusterPort
+	if m.mux, err = transport.ListenMux(transport.MuxConfig{Addr: cfg.Listen, Logger: m.logger, TLS: cfg.TLS, Authorize: m.authorizeStream,
+		Gate: m.gate, MaxConns: lim.MaxConns, MaxConnsPerIP: lim.MaxConnsPerIP, MaxMemberConns: lim.MaxMemberConns}); err != nil {
 		return nil, portError("cluster", "--listen", cfg.Listen, err)
 	}
 	m.advertise = cfg.Advertise
@@ -162,7 +166,7 @@ func New(ctx context.Context, cfg Config) (*Master, error) {
 		return nil, fmt.Errorf("%w: advertise address %s: %v", ErrConfig, m.advertise, err)
 	}
 	m.raftTrans = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
-		Stream:  newRaftLayer(m.mux, advAddr),
+		Stream:  newRaftLayer(m.mux, advAddr, m.checkRaftHeader),
 		MaxPool: 3,
 		Timeout: 10 * time.Second,
 		Logger:  hcl,
@@ -216,6 +220,7 @@ func New(ctx context.Context, cfg Config) (*Master, error) {
 		return nil, fmt.Errorf("start raft: %w", err)
 	}
 	m.raftReady.Store(true)
+	m.gate.refresh(ctx)
 	if !hasState && len(cfg.InitialCluster) > 0 {
 		var servers []raft.Server
 		for _, mem := range cfg.InitialCluster {
@@ -258,13 +263,14 @@ func New(ctx context.Context, cfg Config) (*Master, error) {
 		logger:  m.logger,
 	}
 	m.backups = newBackups()
-	m.rpc = transport.NewServer(m.logger)
+	m.rpc = transport.NewServerLimits(m.logger, cfg.ClusterPort.Calls)
 	m.rpc.SetObserver(m.metrics)
 	m.registerHandlers()
 
 	// Owned by m (m.wg); each ends once shutdown cancels m.ctx or closes
 	// the RPC listener.
 	m.wg.Go(m.watchLeadership)
+	m.wg.Go(m.gate.watch)
 	m.wg.Go(func() { m.metrics.observeRaft(m.ctx) })
 	m.wg.Go(func() { m.batcher.run(m.ctx) })
 	m.wg.Go(func() { m.backups.run(m.ctx) })

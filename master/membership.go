@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -197,11 +198,8 @@ func (m *Master) configuration() ([]raft.Server, error) {
 }
 
 func (m *Master) handleMemberJoin(ctx context.Context, req *client.MemberJoinRequest) (*client.Empty, error) {
-	if err := requireAdmin(ctx); err != nil {
+	if err := authorizeJoin(transport.CallerFrom(ctx), req); err != nil {
 		return nil, err
-	}
-	if c := transport.CallerFrom(ctx); c.Role == transport.RoleMaster && !req.Forwarded && c.Name != req.ID {
-		return nil, fmt.Errorf("%w: master %s may join only as itself, not as %s", transport.ErrForbidden, c.Name, req.ID)
 	}
 	if err := validID(req.ID); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrBadMember, err)
@@ -227,9 +225,56 @@ func (m *Master) handleMemberJoin(ctx context.Context, req *client.MemberJoinReq
 		if err := m.addJoiner(req.ID, req.Addr); err != nil {
 			return nil, m.raftError(err)
 		}
+		// The new member's rights start now, not at the next poll: it
+		// relays its peers' writes to this leader as soon as it runs.
+		m.gate.refresh(ctx)
 		m.logger.Info("added member as non-voter; it becomes a voter once stable", "id", req.ID, "addr", req.Addr, "stabilization", m.cfg.ServerStabilizationTime)
 		return &client.Empty{}, nil
 	})
+}
+
+// authorizeJoin decides whether c may ask to add master req.ID. An admin
+// may add any master; a master only itself, whether or not it is a member
+// (a master that is not one may do nothing else); a relayed request is
+// believed only from a member, and only for what its original caller, as
+// the relay recorded it in req.Origin, may ask. It sets req.Origin for the
+// relay.
+func authorizeJoin(c transport.Caller, req *client.MemberJoinRequest) error {
+	if req.Forwarded {
+		if !c.Insecure && (c.Role != transport.RoleMaster || !c.Allows(transport.RoleMaster)) {
+			return fmt.Errorf("%w: only a member of this cluster may relay a join; the caller is %s %q", transport.ErrForbidden, c.Role, c.Name)
+		}
+		return checkJoinOrigin(req.Origin, req.ID)
+	}
+	switch {
+	case c.Insecure:
+		req.Origin = "insecure"
+	case c.Role == transport.RoleMaster:
+		if c.Name != req.ID {
+			return fmt.Errorf("%w: master %s may join only as itself, not as %s", transport.ErrForbidden, c.Name, req.ID)
+		}
+		req.Origin = "master/" + c.Name
+	case c.Allows(transport.RoleAdmin):
+		req.Origin = "admin/" + c.Name
+	default:
+		return transport.Require(transport.WithCaller(context.Background(), c), transport.RoleAdmin)
+	}
+	return nil
+}
+
+// checkJoinOrigin checks a relayed join against who originally asked.
+func checkJoinOrigin(origin, id string) error {
+	role, name, _ := strings.Cut(origin, "/")
+	switch role {
+	case "admin", "insecure":
+		return nil
+	case "master":
+		if name == id {
+			return nil
+		}
+		return fmt.Errorf("%w: master %s may join only as itself, not as %s (relayed)", transport.ErrForbidden, name, id)
+	}
+	return fmt.Errorf("%w: a relayed join must say who asked for it; upgrade the relaying master", transport.ErrForbidden)
 }
 
 // ErrBadMember means a membership request named an invalid ID or address.
@@ -256,6 +301,7 @@ func (m *Master) handleMemberRemove(ctx context.Context, req *client.MemberRemov
 		if err := m.raft.RemoveServer(raft.ServerID(req.ID), 0, m.cfg.ApplyTimeout).Error(); err != nil {
 			return nil, m.raftError(err)
 		}
+		m.gate.refresh(ctx) // its connections here close now, not at the next poll
 		m.logger.Info("removed member", "id", req.ID)
 		return &client.Empty{}, nil
 	})

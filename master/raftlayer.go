@@ -1,6 +1,7 @@
 package master
 
 import (
+	"fmt"
 	"net"
 	"time"
 
@@ -16,16 +17,21 @@ type raftLayer struct {
 	net.Listener
 	mux       *transport.Mux
 	advertise net.Addr
+	// check, if set, vets the header (ID, Addr) of every RPC read from an
+	// accepted stream against the caller its certificate proved (see
+	// raftcheck.go). Plaintext streams carry no identity to check.
+	check func(c transport.Caller, id, addr string) error
 }
 
 // newRaftLayer returns a StreamLayer over mux. advertise is the address
 // other masters dial to reach this one; nil means the listen address.
-func newRaftLayer(mux *transport.Mux, advertise net.Addr) *raftLayer {
+// check may be nil.
+func newRaftLayer(mux *transport.Mux, advertise net.Addr, check func(c transport.Caller, id, addr string) error) *raftLayer {
 	ln := mux.Listener(transport.StreamRaft)
 	if advertise == nil {
 		advertise = ln.Addr()
 	}
-	return &raftLayer{Listener: ln, mux: mux, advertise: advertise}
+	return &raftLayer{Listener: ln, mux: mux, advertise: advertise, check: check}
 }
 
 func (r *raftLayer) Addr() net.Addr { return r.advertise }
@@ -37,13 +43,32 @@ func (r *raftLayer) Addr() net.Addr { return r.advertise }
 // accepting side, so without this such connections would be held forever.
 const raftIdleTimeout = 2 * time.Minute
 
-// Accept returns the next Raft connection, with an idle deadline.
+// Accept returns the next Raft connection, with an idle deadline, and
+// tied to the identity of its certificate.
 func (r *raftLayer) Accept() (net.Conn, error) {
 	c, err := r.Listener.Accept()
 	if err != nil {
 		return nil, err
 	}
+	if caller := transport.CallerOf(c); r.check != nil && !caller.Insecure {
+		c = &raftStream{Conn: c, p: newRPCReader(func(id, addr string) error { return r.check(caller, id, addr) })}
+	}
 	return &idleConn{Conn: c, idle: raftIdleTimeout}, nil
+}
+
+// checkRaftHeader is the raftLayer's check: an RPC on a stream opened with
+// master X's certificate must name X, at X's address in the
+// configuration (when this master knows one).
+func (m *Master) checkRaftHeader(c transport.Caller, id, addr string) error {
+	if id != c.Name {
+		m.logger.Warn("closing raft stream: an rpc claims another master's identity", "remote", c.Addr, "certificate", c.Name, "claimed_id", id)
+		return fmt.Errorf("%w: the stream is master %q's, the rpc claims to come from %q", errRaftHeader, c.Name, id)
+	}
+	if want, ok := m.gate.memberAddr(id); ok && addr != want {
+		m.logger.Warn("closing raft stream: an rpc claims another address", "remote", c.Addr, "certificate", c.Name, "claimed_addr", addr, "member_addr", want)
+		return fmt.Errorf("%w: master %q is a member at %s, the rpc claims %q", errRaftHeader, id, want, addr)
+	}
+	return nil
 }
 
 // idleConn fails a Read that waits longer than idle for data.

@@ -38,6 +38,8 @@ func (m *Master) registerHandlers() {
 	transport.Handle(s, client.MethodTrackerRenew, m.handleTrackerRenew)
 	transport.Handle(s, client.MethodTrackerPolicy, m.handleTrackerPolicy)
 	transport.Handle(s, client.MethodTrackerList, m.handleTrackerList)
+	transport.Handle(s, MethodRevoke, m.handleRevoke)
+	transport.Handle(s, MethodRevocations, m.handleRevocations)
 }
 
 // writeCommand routes a peer write to the leader and applies it there.

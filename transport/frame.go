@@ -192,6 +192,9 @@ func readGrowing(r io.Reader, n int) ([]byte, error) {
 // fails every call in flight at once.
 type frameWriter struct {
 	conn     net.Conn
+	timeout  time.Duration // a write that takes longer fails the connection
+	done     func(n int)   // nil, or told of n bytes written or dropped
+	dead     chan struct{} // closed once err is set
 	mu       sync.Mutex
 	drained  sync.Cond // signalled when a flush writes the pending bytes
 	pending  []byte
@@ -204,7 +207,7 @@ type frameWriter struct {
 const maxPendingBytes = 1 << 20
 
 func newFrameWriter(conn net.Conn) *frameWriter {
-	fw := &frameWriter{conn: conn}
+	fw := &frameWriter{conn: conn, timeout: DefaultIOTimeout, dead: make(chan struct{})}
 	fw.drained.L = &fw.mu
 	return fw
 }
@@ -253,8 +256,11 @@ func (fw *frameWriter) send(p *[]byte) error {
 		out := fw.pending
 		fw.pending = fw.spare[:0]
 		fw.mu.Unlock()
-		_ = fw.conn.SetWriteDeadline(time.Now().Add(DefaultIOTimeout))
+		_ = fw.conn.SetWriteDeadline(time.Now().Add(fw.timeout))
 		_, werr := fw.conn.Write(out)
+		if fw.done != nil {
+			fw.done(len(out))
+		}
 		fw.mu.Lock()
 		if cap(out) <= maxPendingBytes {
 			fw.spare = out[:0]
@@ -263,15 +269,21 @@ func (fw *frameWriter) send(p *[]byte) error {
 		}
 		if werr != nil && fw.err == nil {
 			fw.err = fmt.Errorf("%w: %v", ErrConnection, werr)
+			close(fw.dead)
 			fw.conn.Close()
 		}
 		fw.drained.Broadcast()
 	}
 	fw.flushing = false
+	dropped := 0
 	if fw.err != nil {
+		dropped = len(fw.pending)
 		fw.pending = nil
 	}
 	fw.mu.Unlock()
+	if dropped > 0 && fw.done != nil {
+		fw.done(dropped)
+	}
 	return nil
 }
 
@@ -281,8 +293,16 @@ func (fw *frameWriter) stop(err error) {
 	fw.mu.Lock()
 	if fw.err == nil {
 		fw.err = err
+		close(fw.dead)
 	}
-	fw.pending = nil
+	dropped := 0
+	if !fw.flushing {
+		dropped = len(fw.pending) // else the flusher drops them
+		fw.pending = nil
+	}
 	fw.drained.Broadcast()
 	fw.mu.Unlock()
+	if dropped > 0 && fw.done != nil {
+		fw.done(dropped)
+	}
 }

@@ -2,11 +2,13 @@ package transport
 
 import (
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"strings"
 	"sync"
 	"syscall"
@@ -42,11 +44,13 @@ type Mux struct {
 	logger  *slog.Logger
 	localIP net.IP // dial from this IP so each node owns its address; nil = any
 
-	fw    firewall
-	conns connLimiter
+	fw        firewall
+	strangers quota // connections not known to be members', by source
+	members   quota // connections of members, and from members' addresses until they authenticate
 
 	mu      sync.Mutex
 	streams map[byte]*streamListener
+	routed  map[*callerConn]struct{} // handed to a listener and still open
 	closed  chan struct{}
 	once    sync.Once
 	wg      sync.WaitGroup
@@ -72,15 +76,28 @@ type MuxConfig struct {
 	// closed at once. Zero means DefaultMaxConns.
 	MaxConns int
 	// MaxConnsPerIP caps accepted connections open at once from one remote
-	// IP. Zero means DefaultMaxConnsPerIP.
+	// IP (an IPv6 /64 may hold twice as many, a /48 four times; see
+	// Source). Zero means DefaultMaxConnsPerIP.
 	MaxConnsPerIP int
+	// Gate, if set, is asked about every caller at the handshake and again
+	// whenever it changes (see Gate); a master uses it for membership and
+	// the deny list. Nil trusts what certificates prove.
+	Gate Gate
+	// MaxMemberConns is the capacity kept for members, outside MaxConns:
+	// connections from a member's address (Gate.Reserved) are counted
+	// here until they authenticate, and connections of members (a Caller
+	// the Gate marks Member) for as long as they last, so strangers who
+	// hold MaxConns never keep the cluster from talking to itself. Zero
+	// means DefaultMaxMemberConns.
+	MaxMemberConns int
 }
 
 // Connection caps: enough for thousands of peers behind distinct
 // addresses, few enough that one host cannot exhaust a node's descriptors.
 const (
-	DefaultMaxConns      = 8192
-	DefaultMaxConnsPerIP = 512
+	DefaultMaxConns       = 8192
+	DefaultMaxConnsPerIP  = 512
+	DefaultMaxMemberConns = 1024
 )
 
 // Listen opens a plaintext Mux on addr; see ListenMux.
@@ -105,6 +122,9 @@ func ListenMux(cfg MuxConfig) (*Mux, error) {
 	if cfg.MaxConnsPerIP <= 0 {
 		cfg.MaxConnsPerIP = DefaultMaxConnsPerIP
 	}
+	if cfg.MaxMemberConns <= 0 {
+		cfg.MaxMemberConns = DefaultMaxMemberConns
+	}
 	if cfg.TLS != nil && !cfg.TLS.HasCertificate() {
 		return nil, fmt.Errorf("%w: a TLS listener needs a certificate", ErrTLSConfig)
 	}
@@ -113,18 +133,21 @@ func ListenMux(cfg MuxConfig) (*Mux, error) {
 		return nil, fmt.Errorf("listen on %s: %w", cfg.Addr, err)
 	}
 	m := &Mux{
-		ln:      ln,
-		cfg:     cfg,
-		logger:  cfg.Logger,
-		conns:   connLimiter{max: cfg.MaxConns, maxPerIP: cfg.MaxConnsPerIP},
-		streams: make(map[byte]*streamListener),
-		closed:  make(chan struct{}),
+		ln:        ln,
+		cfg:       cfg,
+		logger:    cfg.Logger,
+		strangers: quota{max: cfg.MaxConns, perSource: cfg.MaxConnsPerIP},
+		members:   quota{max: cfg.MaxMemberConns},
+		streams:   make(map[byte]*streamListener),
+		routed:    make(map[*callerConn]struct{}),
+		closed:    make(chan struct{}),
 	}
 	if tcp, ok := ln.Addr().(*net.TCPAddr); ok && !tcp.IP.IsUnspecified() {
 		m.localIP = tcp.IP
 	}
-	m.wg.Add(1)
-	go m.acceptLoop() // owned by m; Close waits for it
+	m.wg.Add(2)
+	go m.acceptLoop()  // owned by m; Close waits for it
+	go m.recheckLoop() // likewise
 	return m, nil
 }
 
@@ -348,17 +371,17 @@ func (m *Mux) acceptLoop() {
 			return
 		}
 		backoff = 0
-		ip := HostOf(conn.RemoteAddr())
-		if !m.conns.acquire(ip) {
+		slot := m.admit(conn.RemoteAddr())
+		if slot == nil {
 			m.logger.Warn("refusing connection: too many open", "remote", conn.RemoteAddr(), "max", m.cfg.MaxConns, "max_per_ip", m.cfg.MaxConnsPerIP)
 			conn.Close()
 			continue
 		}
-		if conn = m.fw.track(conn, func() { m.conns.release(ip) }); conn == nil {
+		if conn = m.fw.track(conn, slot.release); conn == nil {
 			continue
 		}
 		m.wg.Add(1)
-		go m.route(conn) // owned by m; Close waits for it
+		go m.route(conn, slot) // owned by m; Close waits for it
 	}
 }
 
@@ -371,12 +394,25 @@ func isTemporary(err error) bool {
 // Authorize, and hands conn to its listener. Everything before the hand-off
 // runs under the handshake timeout, so a silent connection costs at most
 // that long.
-func (m *Mux) route(conn net.Conn) {
+func (m *Mux) route(conn net.Conn, slot *connSlot) {
 	defer m.wg.Done()
 	_ = conn.SetDeadline(time.Now().Add(m.cfg.HandshakeTimeout))
 	caller := Caller{Insecure: true}
+	var chain []*x509.Certificate
 	if m.cfg.TLS != nil {
-		tc := tls.Server(conn, m.cfg.TLS.ServerConfig())
+		cfg := m.cfg.TLS.ServerConfig()
+		if m.cfg.Gate != nil {
+			// A revoked certificate fails the handshake itself, so its
+			// holder is told with a TLS alert.
+			cfg.VerifyConnection = func(cs tls.ConnectionState) error {
+				c := m.cfg.TLS.Classify(cs.PeerCertificates)
+				if _, err := m.cfg.Gate.Vet(c); err != nil {
+					return refusal(c, err)
+				}
+				return nil
+			}
+		}
+		tc := tls.Server(conn, cfg)
 		if err := tc.Handshake(); err != nil {
 			m.logger.Debug("closing connection: TLS handshake failed", "remote", conn.RemoteAddr(), "err", err)
 			var re tls.RecordHeaderError
@@ -388,8 +424,29 @@ func (m *Mux) route(conn net.Conn) {
 			conn.Close()
 			return
 		}
-		caller = m.cfg.TLS.Classify(tc.ConnectionState().PeerCertificates)
+		chain = tc.ConnectionState().PeerCertificates
+		caller = m.cfg.TLS.Classify(chain)
 		conn = tc
+	}
+	caller.Addr = conn.RemoteAddr()
+	base := caller
+	version := m.gateVersion() // before Vet: a change after it is caught below
+	caller, err := m.vet(base)
+	if err != nil {
+		m.logger.Warn("refusing connection", "remote", conn.RemoteAddr(), "err", refusal(base, err))
+		conn.Close()
+		return
+	}
+	// Authenticated: members count against the capacity kept for them,
+	// everyone else against the strangers' caps.
+	pool := &m.strangers
+	if caller.Member {
+		pool = &m.members
+	}
+	if !slot.move(pool, caller.Member) {
+		m.logger.Warn("refusing connection: too many open", "remote", conn.RemoteAddr(), "caller", caller.Role.String(), "max", m.cfg.MaxConns, "max_per_ip", m.cfg.MaxConnsPerIP)
+		conn.Close()
+		return
 	}
 	var b [1]byte
 	if _, err := io.ReadFull(conn, b[:]); err != nil {
@@ -416,15 +473,21 @@ func (m *Mux) route(conn net.Conn) {
 			return
 		}
 	}
-	caller.Addr = conn.RemoteAddr()
-	conn = &callerConn{Conn: conn, caller: caller}
+	cc := &callerConn{Conn: conn, mux: m, kind: b[0], chain: chain, base: base, caller: caller, version: version}
+	conn = cc
 	m.mu.Lock()
 	s, ok := m.streams[b[0]]
+	if ok {
+		m.routed[cc] = struct{}{}
+	}
 	m.mu.Unlock()
 	if !ok {
 		m.logger.Debug("closing connection of unknown stream kind", "kind", b[0], "remote", conn.RemoteAddr())
 		conn.Close()
 		return
+	}
+	if m.gateVersion() != version && m.recheckOne(cc, false) {
+		return // the Gate changed while it was admitted, and refuses it now
 	}
 	select {
 	case s.conns <- conn:
@@ -467,34 +530,57 @@ func (s *streamListener) Close() error {
 
 func (s *streamListener) Addr() net.Addr { return s.mux.ln.Addr() }
 
-// connLimiter counts accepted connections, in total and per remote IP.
-type connLimiter struct {
-	max, maxPerIP int
-
-	mu    sync.Mutex
-	total int
-	perIP map[string]int
+// connSlot is the place an accepted connection takes in one of the
+// Mux's pools; it moves between them once the connection authenticates.
+type connSlot struct {
+	mu   sync.Mutex
+	pool *quota // nil once released
+	src  Source
 }
 
-func (l *connLimiter) acquire(ip string) bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.total >= l.max || l.perIP[ip] >= l.maxPerIP {
-		return false
+// admit takes a slot for a new connection from addr: from the members'
+// pool if addr is a member's, else from the strangers'. Nil means both
+// are full for it.
+func (m *Mux) admit(addr net.Addr) *connSlot {
+	src := SourceOf(addr)
+	if m.cfg.Gate != nil {
+		if tcp, ok := addr.(*net.TCPAddr); ok {
+			if ip, ok := netip.AddrFromSlice(tcp.IP); ok && m.cfg.Gate.Reserved(ip.Unmap()) && m.members.tryAcquire(src, 1) {
+				return &connSlot{pool: &m.members, src: src}
+			}
+		}
 	}
-	if l.perIP == nil {
-		l.perIP = make(map[string]int)
+	if m.strangers.tryAcquire(src, 1) {
+		return &connSlot{pool: &m.strangers, src: src}
 	}
-	l.total++
-	l.perIP[ip]++
+	return nil
+}
+
+// move charges the slot to pool instead, if it fits there, and reports
+// whether the connection keeps a slot: where pool is full, an optional
+// move leaves the slot where it is (a member finding the members' pool
+// full stays among strangers), any other fails.
+func (s *connSlot) move(pool *quota, optional bool) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.pool == nil || s.pool == pool {
+		return s.pool != nil
+	}
+	if !pool.tryAcquire(s.src, 1) {
+		return optional
+	}
+	s.pool.release(s.src, 1)
+	s.pool = pool
 	return true
 }
 
-func (l *connLimiter) release(ip string) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.total--
-	if l.perIP[ip]--; l.perIP[ip] <= 0 {
-		delete(l.perIP, ip)
+// release frees the slot; safe to call more than once.
+func (s *connSlot) release() {
+	s.mu.Lock()
+	p := s.pool
+	s.pool = nil
+	s.mu.Unlock()
+	if p != nil {
+		p.release(s.src, 1)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -36,15 +37,78 @@ type handler struct {
 	name   string
 	decode func(body []byte) (any, error)
 	run    func(ctx context.Context, req any) (any, error)
+	weight atomic.Int64 // what a reply is expected to weigh, in bytes
+	peak   atomic.Int64 // the heaviest reply lately
+	peakAt atomic.Int64 // when peak was last set or halved, Unix nanoseconds
+}
+
+// Reply weights. A call reserves, before it runs, what its method's
+// replies are expected to weigh; the reservation becomes the reply's real
+// size once it is made. The expectation starts at initialWeight, rises at
+// once to any heavier reply and decays slowly towards lighter ones, and it
+// never falls below peakShare of the heaviest reply of the last
+// peakHalfLife (which halves after that long without one as heavy): so a
+// client cannot make heavy calls look cheap by first making many light
+// ones, and a burst of heavy calls admitted at a light expectation is
+// bounded by the connection's, the source's and the server's byte caps
+// divided by that floor.
+const (
+	initialWeight = 256 << 10
+	minWeight     = 256
+	peakShare     = 8
+	peakHalfLife  = 5 * time.Minute
+)
+
+func (h *handler) expect() int {
+	if h == nil {
+		return minWeight
+	}
+	w := h.weight.Load()
+	if w <= 0 {
+		return initialWeight
+	}
+	return int(max(w, h.peak.Load()/peakShare))
+}
+
+func (h *handler) observe(n int) {
+	if h == nil {
+		return
+	}
+	w := int64(initialWeight)
+	if cur := h.weight.Load(); cur > 0 {
+		w = cur
+	}
+	h.weight.Store(max(int64(n), w-w/16, minWeight))
+	now := time.Now().UnixNano()
+	switch p := h.peak.Load(); {
+	case int64(n) >= p:
+		h.peak.Store(int64(n))
+		h.peakAt.Store(now)
+	case now-h.peakAt.Load() > int64(peakHalfLife):
+		h.peak.Store(max(int64(n), p/2))
+		h.peakAt.Store(now)
+	}
 }
 
 // Server serves RPC connections. Register handlers with Handle before
 // calling Serve; Close stops it.
+//
+// What callers may hold at once is bounded (see Limits): handler slots
+// and reply bytes per connection, per source address (hierarchically for
+// IPv6, see Source) and in total, with members of the cluster (a Caller
+// the Mux's Gate marks Member) in a pool of their own. A connection that
+// reaches a bound is not read any further until it is back under it, so
+// a client that pipelines requests and does not read the replies stops
+// its own requests, not anyone else's; one that does not read for
+// Limits.WriteTimeout is closed.
 type Server struct {
 	logger      *slog.Logger
+	lim         Limits
 	handlers    map[string]*handler
-	sem         chan struct{} // bounds handlers running at once
-	work        chan job      // hands requests to idle workers
+	calls       quota    // handler slots of callers that are not members
+	memberCalls quota    // handler slots of members
+	bytes       quota    // reply bytes queued or expected, of callers that are not members
+	work        chan job // hands requests to idle workers
 	ctx         context.Context
 	cancel      context.CancelFunc
 	mu          sync.Mutex
@@ -56,32 +120,102 @@ type Server struct {
 	observer    observerSlot // see SetObserver
 }
 
-// MaxConcurrentCalls bounds the handlers one Server runs at once; further
-// requests wait, which pushes back on the clients' connections.
+// Limits bounds what callers may hold on a Server at once. A zero field
+// means its default.
+type Limits struct {
+	// MaxCalls bounds the handlers running at once for callers that are
+	// not members of the cluster. Default MaxConcurrentCalls.
+	MaxCalls int
+	// MaxMemberCalls bounds the handlers running at once for members (a
+	// master relaying writes); kept apart so that strangers never take
+	// them. Default MaxConcurrentCalls.
+	MaxMemberCalls int
+	// MaxCallsPerConn bounds the handlers one connection has running.
+	// Default MaxCallsPerConn.
+	MaxCallsPerConn int
+	// MaxCallsPerIP bounds the handlers running for one source address
+	// (twice that per IPv6 /64, four times per /48). Default
+	// DefaultMaxCallsPerIP.
+	MaxCallsPerIP int
+	// MaxReplyBytesPerConn bounds, in bytes, the replies one connection
+	// has queued and expected (a running call counts what its method's
+	// replies have been weighing). Default DefaultMaxReplyBytesPerConn.
+	MaxReplyBytesPerConn int
+	// MaxReplyBytesPerIP is the same bound per source address (×2 per
+	// /64, ×4 per /48). Default DefaultMaxReplyBytesPerIP.
+	MaxReplyBytesPerIP int
+	// MaxReplyBytes is the same bound for all callers that are not
+	// members together. Default DefaultMaxReplyBytes.
+	MaxReplyBytes int
+	// WriteTimeout closes a connection whose client has not taken a
+	// reply for this long. Default DefaultIOTimeout.
+	WriteTimeout time.Duration
+}
+
+// MaxConcurrentCalls is the default bound on handlers running at once,
+// for strangers and for members (each their own).
 const MaxConcurrentCalls = 8192
 
-// MaxCallsPerConn bounds the handlers one connection may have running at
-// once; its further requests wait unread.
+// MaxCallsPerConn is the default bound on the handlers one connection
+// may have running at once; its further requests wait unread.
 const MaxCallsPerConn = 512
+
+// Defaults of Limits.
+const (
+	DefaultMaxCallsPerIP        = 1024
+	DefaultMaxReplyBytesPerConn = 4 << 20
+	DefaultMaxReplyBytesPerIP   = 32 << 20
+	DefaultMaxReplyBytes        = 256 << 20
+)
+
+func (l Limits) withDefaults() Limits {
+	def := func(v *int, d int) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	def(&l.MaxCalls, MaxConcurrentCalls)
+	def(&l.MaxMemberCalls, MaxConcurrentCalls)
+	def(&l.MaxCallsPerConn, MaxCallsPerConn)
+	def(&l.MaxCallsPerIP, DefaultMaxCallsPerIP)
+	def(&l.MaxReplyBytesPerConn, DefaultMaxReplyBytesPerConn)
+	def(&l.MaxReplyBytesPerIP, DefaultMaxReplyBytesPerIP)
+	def(&l.MaxReplyBytes, DefaultMaxReplyBytes)
+	if l.WriteTimeout <= 0 {
+		l.WriteTimeout = DefaultIOTimeout
+	}
+	return l
+}
 
 // IdleTimeout closes a server-side connection that has sent nothing for
 // this long. Clients redial on their next call.
 const IdleTimeout = 5 * time.Minute
 
-// NewServer returns a Server with no handlers. logger may be nil.
+// NewServer returns a Server with no handlers and the default Limits.
+// logger may be nil.
 func NewServer(logger *slog.Logger) *Server {
+	return NewServerLimits(logger, Limits{})
+}
+
+// NewServerLimits returns a Server with no handlers and the given
+// limits. logger may be nil.
+func NewServerLimits(logger *slog.Logger, lim Limits) *Server {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
+	lim = lim.withDefaults()
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Server{
-		logger:   logger,
-		handlers: make(map[string]*handler),
-		sem:      make(chan struct{}, MaxConcurrentCalls),
-		work:     make(chan job),
-		ctx:      ctx,
-		cancel:   cancel,
-		conns:    make(map[net.Conn]struct{}),
+		logger:      logger,
+		lim:         lim,
+		handlers:    make(map[string]*handler),
+		calls:       quota{max: lim.MaxCalls, perSource: lim.MaxCallsPerIP},
+		memberCalls: quota{max: lim.MaxMemberCalls},
+		bytes:       quota{max: lim.MaxReplyBytes, perSource: lim.MaxReplyBytesPerIP},
+		work:        make(chan job),
+		ctx:         ctx,
+		cancel:      cancel,
+		conns:       make(map[net.Conn]struct{}),
 	}
 }
 
@@ -167,18 +301,38 @@ func (s *Server) Close() error {
 
 func (s *Server) serveConn(conn net.Conn) {
 	defer s.wg.Done()
+	caller := CallerOf(conn)
+	cs := &connState{
+		src:         SourceOf(conn.RemoteAddr()),
+		chargeBytes: !caller.Member,
+		calls:       quota{max: s.lim.MaxCallsPerConn},
+		bytes:       quota{max: s.lim.MaxReplyBytesPerConn},
+	}
 	fw := newFrameWriter(conn)
-	cs := &connState{sem: make(chan struct{}, MaxCallsPerConn)}
+	fw.timeout = s.lim.WriteTimeout
+	fw.done = func(n int) { s.written(cs, n) }
+	cs.dead = fw.dead
 	defer func() {
-		cs.calls.Wait()
+		cs.inflight.Wait()
 		fw.stop(ErrShuttingDown)
 		conn.Close()
 		s.mu.Lock()
 		delete(s.conns, conn)
 		s.mu.Unlock()
 	}()
+	// The Gate (membership, deny list) may change while the connection is
+	// open: look again before the first call after every change.
+	var gate Gate
+	cc, _ := conn.(*callerConn)
+	if cc != nil && cc.mux != nil {
+		gate = cc.mux.cfg.Gate
+	}
+	var version uint64
+	if gate != nil {
+		version = cc.version // the Gate's when it admitted the connection
+	}
 	fr := newFrameReader(conn, IdleTimeout)
-	ctx := WithCaller(s.ctx, CallerOf(conn)) // one per connection, not per call
+	ctx := WithCaller(s.ctx, caller) // one per connection (and Gate version), not per call
 	for {
 		frame, err := fr.next()
 		if err != nil {
@@ -187,35 +341,45 @@ func (s *Server) serveConn(conn net.Conn) {
 			}
 			return
 		}
+		if gate != nil {
+			if v := gate.Version(); v != version {
+				version = v
+				now, err := gate.Vet(cc.base)
+				if err == nil && lostRights(cc.caller, now) {
+					err = errLostRights
+				}
+				if err != nil {
+					putBuf(frame)
+					s.logger.Warn("closing rpc connection: its caller lost its rights", "remote", conn.RemoteAddr(), "caller", cc.base.Role.String(), "name", cc.base.Name, "serial", cc.base.Serial, "err", err)
+					return
+				}
+				caller = now
+				ctx = WithCaller(s.ctx, caller)
+			}
+		}
 		req, err := decodeRequest(*frame)
 		if err != nil {
 			putBuf(frame)
 			s.logger.Warn("closing rpc connection: malformed frame", "remote", conn.RemoteAddr(), "err", err)
 			return
 		}
-		// One connection may hold at most MaxCallsPerConn handler slots,
-		// so a client that stops reading its replies cannot take them all.
-		select {
-		case cs.sem <- struct{}{}:
-		case <-s.ctx.Done():
-			putBuf(frame)
-			return
-		}
-		select {
-		case s.sem <- struct{}{}:
-		case <-s.ctx.Done():
-			<-cs.sem
-			putBuf(frame)
-			return
-		}
-		cs.calls.Add(1)
-		j := job{fw: fw, ctx: ctx, cs: cs, frame: frame, id: req.ID, timeout: req.Timeout, body: req.Body}
 		// A map lookup by string(bytes) does not allocate.
-		if h, ok := s.handlers[string(req.Method)]; ok {
+		h, ok := s.handlers[string(req.Method)]
+		j := job{fw: fw, ctx: ctx, cs: cs, frame: frame, id: req.ID, timeout: req.Timeout, body: req.Body, member: caller.Member}
+		if ok {
 			j.h = h
 		} else {
 			j.unknown = string(req.Method)
 		}
+		j.weight = h.expect()
+		// Wait, unread, until the connection, its source and the server
+		// have room for one more call and its reply: a client that does
+		// not read its replies stops here.
+		if !s.admit(cs, j.member, j.weight) {
+			putBuf(frame)
+			return
+		}
+		cs.inflight.Add(1)
 		select {
 		case s.work <- j: // an idle worker takes it
 		default:
@@ -225,11 +389,118 @@ func (s *Server) serveConn(conn net.Conn) {
 	}
 }
 
-// connState is what a connection's calls share: its handler slots and
-// the count of calls its close waits for.
+// connState is what a connection's calls share: its handler slots, its
+// reply bytes, and the count of calls its close waits for.
 type connState struct {
-	sem   chan struct{}
-	calls sync.WaitGroup
+	src         Source
+	chargeBytes bool  // replies also count against the source's and the server's byte caps
+	calls       quota // handler slots of this connection
+	bytes       quota // reply bytes expected, queued or being written
+	inflight    sync.WaitGroup
+	dead        <-chan struct{} // closed when the connection's writer fails
+}
+
+// admit takes a handler slot and weight reply bytes for one call of cs,
+// waiting until they fit. It reports false if the connection or the
+// server ended first.
+func (s *Server) admit(cs *connState, member bool, weight int) bool {
+	pool := &s.calls
+	if member {
+		pool = &s.memberCalls
+	}
+	qs := [4]*quota{&cs.calls, &cs.bytes, pool, &s.bytes}
+	n := 3
+	if cs.chargeBytes {
+		n = 4
+	}
+	for {
+		if s.tryAdmit(cs, member, weight) {
+			return true
+		}
+		var chans [4]<-chan struct{}
+		for i, q := range qs[:n] {
+			chans[i] = q.waitCh()
+		}
+		// Look again once registered, so no release in between is missed.
+		ok := s.tryAdmit(cs, member, weight)
+		if !ok && !s.waitAny(cs, chans) {
+			for _, q := range qs[:n] {
+				q.doneWaiting()
+			}
+			return false
+		}
+		for _, q := range qs[:n] {
+			q.doneWaiting()
+		}
+		if ok {
+			return true
+		}
+	}
+}
+
+// waitAny waits for a release on any of chans; false if the connection or
+// the server ended first.
+func (s *Server) waitAny(cs *connState, c [4]<-chan struct{}) bool {
+	select {
+	case <-c[0]:
+	case <-c[1]:
+	case <-c[2]:
+	case <-c[3]:
+	case <-cs.dead:
+		return false
+	case <-s.ctx.Done():
+		return false
+	}
+	return true
+}
+
+func (s *Server) tryAdmit(cs *connState, member bool, weight int) bool {
+	pool := &s.calls
+	if member {
+		pool = &s.memberCalls
+	}
+	if !cs.calls.tryAcquire(Source{}, 1) {
+		return false
+	}
+	if !cs.bytes.tryAcquire(Source{}, weight) {
+		cs.calls.release(Source{}, 1)
+		return false
+	}
+	if !pool.tryAcquire(cs.src, 1) {
+		cs.calls.release(Source{}, 1)
+		cs.bytes.release(Source{}, weight)
+		return false
+	}
+	if cs.chargeBytes && !s.bytes.tryAcquire(cs.src, weight) {
+		cs.calls.release(Source{}, 1)
+		cs.bytes.release(Source{}, weight)
+		pool.release(cs.src, 1)
+		return false
+	}
+	return true
+}
+
+// reweigh turns a call's byte reservation from what was expected into
+// what its reply weighs.
+func (s *Server) reweigh(cs *connState, expected, actual int) {
+	switch d := actual - expected; {
+	case d > 0:
+		cs.bytes.force(Source{}, d)
+		if cs.chargeBytes {
+			s.bytes.force(cs.src, d)
+		}
+	case d < 0:
+		s.written(cs, -d)
+	}
+}
+
+// written releases n reply bytes of cs: written to the connection, or
+// dropped with it.
+func (s *Server) written(cs *connState, n int) {
+	cs.bytes.release(Source{}, n)
+	if cs.chargeBytes {
+		s.bytes.release(cs.src, n)
+	}
 }
 
 // job is one request waiting for a worker. body aliases frame, a pooled
@@ -244,6 +515,8 @@ type job struct {
 	id      uint64
 	timeout int64
 	body    []byte
+	member  bool // its slot is the members' pool's
+	weight  int  // reply bytes reserved for it
 }
 
 // worker runs jobs until it has been idle for a while. Reusing goroutines
@@ -255,9 +528,13 @@ func (s *Server) worker(j job) {
 	defer idle.Stop()
 	for {
 		s.call(&j)
-		<-s.sem
-		<-j.cs.sem
-		j.cs.calls.Done()
+		if j.member {
+			s.memberCalls.release(j.cs.src, 1)
+		} else {
+			s.calls.release(j.cs.src, 1)
+		}
+		j.cs.calls.release(Source{}, 1)
+		j.cs.inflight.Done()
 		idle.Reset(workerIdle)
 		select {
 		case j = <-s.work:
@@ -317,7 +594,12 @@ func (s *Server) call(j *job) {
 		*fb = appendResponse(*fb, j.id, werr, nil)
 	}
 	s.observe(method, j.h != nil, werr, start)
-	_ = j.fw.send(fb)
+	n := len(*fb)
+	j.h.observe(n)
+	s.reweigh(j.cs, j.weight, n)
+	if err := j.fw.send(fb); err != nil {
+		s.written(j.cs, n) // never queued
+	}
 }
 
 // safeCall decodes and runs a request, turning a panic into an error so
@@ -652,4 +934,11 @@ func (cc *clientConn) fail(err error) {
 	for _, pc := range pending {
 		pc.ch <- struct{}{} // frame nil: failed
 	}
+}
+
+// busy returns the handlers running (or admitted to run) now.
+func (s *Server) busy() int {
+	_, a := s.calls.usedBy(Source{})
+	_, b := s.memberCalls.usedBy(Source{})
+	return a + b
 }

@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -61,6 +62,17 @@ type Caller struct {
 	Insecure bool
 	// Addr is the remote address of the connection.
 	Addr net.Addr
+	// Serial is the serial number, in lower-case hex, of a certificate
+	// the cluster CA verified (RoleAdmin, RoleMaster); "" otherwise.
+	Serial string
+	// Member is set by the node's Gate when the certificate names a
+	// current member of its cluster.
+	Member bool
+	// Outsider is set by the node's Gate when a CA-signed certificate
+	// gives no rights now: a master certificate that names no current
+	// member. Such a caller may do what an anonymous one may, and ask to
+	// join as itself (the node decides that, not Allows).
+	Outsider bool
 }
 
 // Allows reports whether the caller may act with role r. A plaintext
@@ -72,6 +84,9 @@ func (c Caller) Allows(r Role) bool {
 	}
 	if r == RolePeer {
 		return c.Role == RolePeer
+	}
+	if c.Outsider {
+		return r == RoleAnonymous
 	}
 	return c.Role >= r
 }
@@ -85,6 +100,9 @@ func Require(ctx context.Context, r Role) error {
 	c := CallerFrom(ctx)
 	if c.Allows(r) {
 		return nil
+	}
+	if c.Outsider {
+		return fmt.Errorf("%w: %s %q is not a member of this cluster, so its certificate gives no rights here beyond joining as itself", ErrForbidden, c.Role, c.Name)
 	}
 	switch r {
 	case RoleMaster:
@@ -114,7 +132,25 @@ func CallerFrom(ctx context.Context) Caller {
 // callerConn is a connection whose TLS handshake the Mux completed.
 type callerConn struct {
 	net.Conn
-	caller Caller
+	mux    *Mux
+	kind   byte
+	chain  []*x509.Certificate // what the client presented, leaf first
+	base   Caller              // as its certificate proved it (before the Gate)
+	caller Caller              // as admitted (after the Gate)
+	// version is the Gate's version before it admitted the connection: the
+	// RPC server asks the Gate again once it differs.
+	version uint64
+	once    sync.Once
+}
+
+// Close closes the connection and forgets it.
+func (c *callerConn) Close() error {
+	c.once.Do(func() {
+		if c.mux != nil {
+			c.mux.forget(c)
+		}
+	})
+	return c.Conn.Close()
 }
 
 // ReadFrom passes through, so io.Copy from a file to a plaintext
@@ -168,6 +204,18 @@ func roleOf(leaf *x509.Certificate) (Role, string) {
 type TLS struct {
 	cert func() (*tls.Certificate, error)
 	ca   func() (*x509.CertPool, error) // nil: no CA known
+	// caGen counts the CA's loads (nil: it never changes).
+	caGen func() uint64
+}
+
+// CAGeneration returns a number that changes whenever the trusted CA is
+// loaded again from its file (checking the file, at most once a second).
+// A Mux uses it to re-check open connections when the CA is rotated.
+func (t *TLS) CAGeneration() uint64 {
+	if t == nil || t.caGen == nil {
+		return 0
+	}
+	return t.caGen()
 }
 
 // ErrTLSConfig means TLS credentials could not be loaded or do not fit.
@@ -211,6 +259,10 @@ func LoadTLS(certFile, keyFile, caFile string) (*TLS, error) {
 			return nil, fmt.Errorf("%w: load CA %s: %v", ErrTLSConfig, caFile, err)
 		}
 		t.ca = w.get
+		t.caGen = func() uint64 {
+			_, _ = w.get()
+			return w.gen.Load()
+		}
 	}
 	return t, nil
 }
@@ -225,7 +277,7 @@ func PeerTLS(key ed25519.PrivateKey, ca *TLS) (*TLS, error) {
 	}
 	t := &TLS{cert: func() (*tls.Certificate, error) { return &cert, nil }}
 	if ca != nil {
-		t.ca = ca.ca
+		t.ca, t.caGen = ca.ca, ca.caGen
 	}
 	return t, nil
 }
@@ -279,7 +331,7 @@ func (t *TLS) Classify(chain []*x509.Certificate) Caller {
 		}
 		if _, err := leaf.Verify(x509.VerifyOptions{Roots: pool, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err == nil {
 			if r, name := roleOf(leaf); r != RoleAnonymous {
-				return Caller{Role: r, Name: name}
+				return Caller{Role: r, Name: name, Serial: SerialOf(leaf)}
 			}
 		}
 	}
@@ -287,6 +339,15 @@ func (t *TLS) Classify(chain []*x509.Certificate) Caller {
 		return Caller{Role: RolePeer, Key: k}
 	}
 	return Caller{}
+}
+
+// SerialOf returns a certificate's serial number as the deny list names
+// it: lower-case hex without leading zeros ("0" for zero).
+func SerialOf(cert *x509.Certificate) string {
+	if cert == nil || cert.SerialNumber == nil {
+		return ""
+	}
+	return cert.SerialNumber.Text(16)
 }
 
 // ErrNotAMaster means the node dialled did not prove it is a master of
@@ -365,6 +426,7 @@ type watched[T any] struct {
 	files []string
 	load  func() (T, error)
 
+	gen     atomic.Uint64 // counts loads
 	mu      sync.Mutex
 	val     T
 	loaded  bool
@@ -404,5 +466,6 @@ func (w *watched[T]) get() (T, error) {
 		return w.val, err
 	}
 	w.val, w.loaded, w.stamp = v, true, stamp
+	w.gen.Add(1)
 	return v, nil
 }

@@ -408,7 +408,8 @@ func (r *oneByteAtATime) Read(p []byte) (int, error) {
 }
 
 // A client that sends requests and never reads the replies holds at most
-// MaxCallsPerConn handler slots; other clients are still served.
+// MaxCallsPerConn handler slots (fewer when its replies' expected weight
+// fills its reply budget first); other clients are still served.
 func TestAClientThatStopsReadingCannotStarveOthers(t *testing.T) {
 	m, err := Listen("127.0.0.1:0", nil)
 	if err != nil {
@@ -444,13 +445,13 @@ func TestAClientThatStopsReadingCannotStarveOthers(t *testing.T) {
 			}
 		}
 	}()
-	poll.Until(t, 10*time.Second, "the flood fills its connection's share of handler slots", func() bool { return len(s.sem) >= MaxCallsPerConn })
+	poll.Until(t, 10*time.Second, "the flood fills its connection's share of handler slots", func() bool { return s.busy() >= min(MaxCallsPerConn, DefaultMaxReplyBytesPerConn/initialWeight) })
 	poll.Until(t, 10*time.Second, "the flood stops growing", func() bool {
-		n := len(s.sem)
+		n := s.busy()
 		time.Sleep(50 * time.Millisecond)
-		return len(s.sem) == n
+		return s.busy() == n
 	})
-	if n := len(s.sem); n > MaxCallsPerConn {
+	if n := s.busy(); n > MaxCallsPerConn {
 		t.Fatalf("one connection holds %d handler slots, want at most %d", n, MaxCallsPerConn)
 	}
 	c := NewClient(ClientConfig{})

@@ -157,6 +157,7 @@ Exits 0 when so, or 1 at --timeout (default 60s here) saying what is missing.`,
 		}),
 	}
 	cmd.AddCommand(status, wait, remove, transfer, snapshot, newBackupCmd(f, stdout), newRecoverCmd(stdout))
+	cmd.AddCommand(newRevokeCmd(f, stdout))
 	return cmd
 }
 

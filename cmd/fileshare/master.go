@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"fileshare/master"
+	"fileshare/transport"
 )
 
 // shutdownGrace bounds a graceful shutdown: leadership hand-off, draining
@@ -181,6 +182,12 @@ Example: FILESHARE_DATA_DIR=/var/lib/fileshare fileshare master ...`,
 	f.IntVar(&cfg.MaxFilesPerPeer, "max-files-per-peer", 1_000_000, "most files one peer may hold in the index (-1: no limit)")
 	f.IntVar(&cfg.MaxPeersPerIP, "max-peers-per-ip", 1024, "most peers that may join through this master from one IP (-1: no limit)")
 	f.IntVar(&cfg.MaxCommandBytes, "max-entry-bytes", 256<<10, "largest log entry one peer request may make, in bytes")
+	f.IntVar(&cfg.ClusterPort.MaxConns, "max-conns", transport.DefaultMaxConns, "most cluster-port connections open at once from anyone but the cluster's members")
+	f.IntVar(&cfg.ClusterPort.MaxConnsPerIP, "max-conns-per-ip", transport.DefaultMaxConnsPerIP, "most cluster-port connections from one IP address (twice per IPv6 /64, four times per /48)")
+	f.IntVar(&cfg.ClusterPort.MaxMemberConns, "max-member-conns", transport.DefaultMaxMemberConns, "cluster-port connections kept for the cluster's members, beyond --max-conns")
+	f.IntVar(&cfg.ClusterPort.Calls.MaxCallsPerIP, "max-calls-per-ip", transport.DefaultMaxCallsPerIP, "most requests one IP address may have running at once (twice per IPv6 /64, four times per /48)")
+	f.IntVar(&cfg.ClusterPort.Calls.MaxReplyBytesPerConn, "max-reply-bytes-per-conn", transport.DefaultMaxReplyBytesPerConn, "reply bytes one connection may have queued or expected before it is read no further")
+	f.DurationVar(&cfg.ClusterPort.Calls.WriteTimeout, "write-timeout", transport.DefaultIOTimeout, "close a cluster-port client that takes no reply for this long")
 	f.BoolVar(&cfg.CleanupDeadMasters, "cleanup-dead-masters", false, "let the leader remove masters it has not reached for --dead-master-timeout")
 	f.IntVar(&cfg.MinQuorum, "min-quorum", 3, "fewest voters --cleanup-dead-masters leaves")
 	f.DurationVar(&cfg.DeadMasterTimeout, "dead-master-timeout", 30*time.Second, "how long a master must be unreachable before --cleanup-dead-masters removes it")
