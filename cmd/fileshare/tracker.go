@@ -112,5 +112,8 @@ func addTrackerFlags(f *pflag.FlagSet, t *master.TrackerConfig) {
 	f.IntVar(&t.MaxNumWant, "tracker-max-numwant", 200, "most peers one announce returns")
 	f.IntVar(&t.MaxPeers, "tracker-max-peers", 2_000_000, "most swarm entries in the whole index")
 	f.IntVar(&t.MaxSwarms, "tracker-max-swarms", 1_000_000, "most swarms in the whole index (a swarm with a completed count outlives its peers)")
-	f.IntVar(&t.MaxPeersPerIP, "tracker-max-peers-per-ip", 5000, "most swarm entries from one IPv4 address or IPv6 /64")
+	f.IntVar(&t.MaxPeersPerIP, "tracker-max-peers-per-ip", 5000, "most swarm entries from one IPv4 or IPv6 address")
+	f.IntVar(&t.MaxPeersPer64, "tracker-max-peers-per-64", 0, "most swarm entries from one IPv6 /64 (default 2 × --tracker-max-peers-per-ip)")
+	f.IntVar(&t.MaxPeersPer48, "tracker-max-peers-per-48", 0, "most swarm entries from one IPv6 /48 (default 4 × --tracker-max-peers-per-ip)")
+	f.DurationVar(&t.EmptySwarmLifetime, "tracker-empty-swarm-lifetime", 0, "how long a swarm kept for its completed count outlives its last peer (default 1h)")
 }
