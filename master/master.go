@@ -558,7 +558,7 @@ func (m *Master) leaderSession(ctx context.Context) {
 	var term uint64
 	for {
 		term = m.raft.CurrentTerm()
-		err := m.raft.Barrier(m.cfg.ApplyTimeout).Error()
+		err := m.barrier(ctx)
 		if err == nil && m.raft.CurrentTerm() == term {
 			break
 		}
@@ -592,6 +592,23 @@ func (m *Master) leaderSession(ctx context.Context) {
 	defer expiries.Wait()
 	expiries.Go(func() { m.expireSwarms(ctx, since) })
 	m.expirer.run(ctx)
+}
+
+// barrier runs a raft Barrier and waits for it to apply, or for ctx to end.
+// A barrier future carries no shutdown channel, so one that raft never
+// answers (seen once under load, as raft stopped) would otherwise hold the
+// leader session, and with it Close, for good. The goroutine waiting on the
+// future ends when raft answers it.
+func (m *Master) barrier(ctx context.Context) error {
+	f := m.raft.Barrier(m.cfg.ApplyTimeout)
+	done := make(chan error, 1)
+	go func() { done <- f.Error() }()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // leaderReady reports whether this master leads and its FSM has caught up
