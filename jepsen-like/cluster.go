@@ -34,6 +34,9 @@ type cluster struct {
 	logger *slog.Logger
 	nodes  []*node
 	tlsDir string // the CA and certificates the masters run with
+	// wiped, if set, is called after master i's data dir was wiped
+	// (before it starts again); set before the first start.
+	wiped func(i int)
 
 	mu        sync.Mutex
 	t0        time.Time // the run's start, for crash times
@@ -168,6 +171,10 @@ const exitDamaged = 4
 // clockFileEnv is the masters' clock hook: the file holding the offset
 // of their wall clock (see writeClockOffset).
 const clockFileEnv = "FILESHARE_UNSAFE_CLOCK_FILE"
+
+// noFsyncEnv is the masters' no-fsync hook (master.UnsafeNoFsyncEnv):
+// set to 1 in the harness's environment, it reaches every master.
+const noFsyncEnv = "FILESHARE_UNSAFE_NO_FSYNC"
 
 // Why a master stopped on its own, when that is what the harness expects.
 const (
@@ -350,6 +357,9 @@ func (c *cluster) rejoin(i int) error {
 	c.mu.Unlock()
 	if err := c.pc.Wipe(i); err != nil {
 		return err
+	}
+	if c.wiped != nil {
+		c.wiped(i)
 	}
 	return c.start(i)
 }

@@ -157,14 +157,17 @@ func (c Config) withDefaults() (Config, error) {
 
 // NeedsPrivateNamespace reports whether a run with these faults should
 // run in a private network and mount namespace (RunInPrivateNetns): when
-// its network faults use iptables, or its disk-full faults mount a
-// filesystem per master (as root), so neither rules nor mounts reach the
-// host.
+// its network faults use iptables, or its disk-full or power-loss faults
+// mount a filesystem per master (as root), so neither rules nor mounts
+// reach the host.
 func NeedsPrivateNamespace(kinds []Kind, net NetMode) bool {
 	if slices.ContainsFunc(kinds, Kind.NeedsNetwork) {
 		if mode, _, err := ResolveNet(net); err == nil && mode == NetIptables {
 			return true
 		}
+	}
+	if slices.ContainsFunc(kinds, isPowerLoss) && powerSupported() == "" {
+		return true
 	}
 	return slices.Contains(kinds, KindDiskFull) && diskSupported() == ""
 }

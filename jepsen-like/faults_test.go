@@ -290,3 +290,32 @@ func TestPacerHoldStopsNewOps(t *testing.T) {
 		t.Fatal("wait after release returned false")
 	}
 }
+
+// Power losses are drawn from the seed like the other kinds, clean and
+// torn, each with a salt for its tears, and "all" includes both kinds.
+func TestPowerLossFaultsAreSeededAndInAll(t *testing.T) {
+	kinds := []Kind{KindPowerLoss, KindPowerLossAll}
+	p := Plan{Seed: 5, Nodes: 5, Time: 5 * time.Minute, Interval: 5 * time.Second, Kinds: kinds}
+	a := PlanSchedule(p)
+	if b := PlanSchedule(p); len(a) == 0 || !slicesEqualJSON(t, a, b) {
+		t.Fatal("the same plan gave different schedules")
+	}
+	seen := map[string]bool{}
+	for _, f := range a {
+		if !isPowerLoss(f.Kind) || (f.Variant != "clean" && f.Variant != "torn") || f.Salt == 0 || len(f.Order) != 5 {
+			t.Fatalf("fault %+v: want a power loss, clean or torn, with a salt and every master in its order", f)
+		}
+		seen[string(f.Kind)+"/"+f.Variant] = true
+	}
+	for _, want := range []string{"power-loss/clean", "power-loss/torn", "power-loss-all/clean", "power-loss-all/torn"} {
+		if !seen[want] {
+			t.Errorf("5 minutes of power losses never drew %s", want)
+		}
+	}
+	all, _ := ParseKinds("all")
+	for _, k := range kinds {
+		if !contains(all, k) || k.NeedsNetwork() {
+			t.Errorf("%s: in all %v, needs the network %v; want in all, no network", k, contains(all, k), k.NeedsNetwork())
+		}
+	}
+}

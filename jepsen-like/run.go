@@ -41,10 +41,14 @@ type Results struct {
 	Net string `json:"net"`
 	// UnsafeFault is the masters' FILESHARE_UNSAFE_FAULT, if any: a
 	// deliberately broken build the checkers must catch.
-	UnsafeFault string    `json:"unsafe_fault,omitempty"`
-	Start       time.Time `json:"start"`
-	Elapsed     Duration  `json:"elapsed"`
-	Interrupted bool      `json:"interrupted,omitempty"`
+	UnsafeFault string `json:"unsafe_fault,omitempty"`
+	// UnsafeNoFsync records FILESHARE_UNSAFE_NO_FSYNC=1: masters that
+	// acknowledge writes they never fsynced, which power-loss faults
+	// must catch.
+	UnsafeNoFsync bool      `json:"unsafe_no_fsync,omitempty"`
+	Start         time.Time `json:"start"`
+	Elapsed       Duration  `json:"elapsed"`
+	Interrupted   bool      `json:"interrupted,omitempty"`
 	// Problems are things the harness could not do (heal, final reads).
 	Problems []string `json:"problems,omitempty"`
 	// Skipped says which asked-for faults could not be injected here and
@@ -142,6 +146,7 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 		Seed: cfg.Seed, Nodes: cfg.Nodes, Time: Duration(cfg.Time), Interval: Duration(cfg.Interval),
 		Kinds: cfg.Kinds, Workloads: cfg.Workloads, Rate: cfg.Rate, Concurrency: cfg.Concurrency, Files: cfg.Files,
 		OpTimeout: Duration(cfg.OpTimeout), UnsafeFault: envValue(cfg.Env, "FILESHARE_UNSAFE_FAULT"),
+		UnsafeNoFsync: envValue(cfg.Env, noFsyncEnv) == "1",
 	}
 	if res.Kinds == nil {
 		res.Kinds = []Kind{}
@@ -193,6 +198,9 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 	}
 	res.Net = inj.Describe() + " (" + why + ")"
 	log.Info("network faults", "mechanism", res.Net)
+	if res.UnsafeNoFsync {
+		log.Warn("the masters skip fsync (FILESHARE_UNSAFE_NO_FSYNC=1); under power-loss faults the verdict should be invalid")
+	}
 	if res.UnsafeFault != "" {
 		log.Warn("the masters run with a deliberate bug (FILESHARE_UNSAFE_FAULT); the verdict should be invalid", "fault", res.UnsafeFault)
 	}
@@ -241,6 +249,55 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 			}()
 		}
 	}
+	// Power-loss faults: every master's data dir on a FUSE filesystem
+	// that keeps what was written since the last fsync (on the master's
+	// own tmpfs with disk-full faults). Unmounting is deferred after the
+	// disks' and before the cluster's stop, so it runs between them.
+	var power []*powerFS
+	powerSkip := ""
+	if slices.ContainsFunc(cfg.Kinds, isPowerLoss) {
+		if powerSkip = powerSupported(); powerSkip == "" {
+			if !InPrivateNetns() {
+				log.Warn("the masters' power-loss filesystems are mounted in the host's mount namespace; they are unmounted at the end, but a harness killed with SIGKILL leaves them mounted", "under", filepath.Join(cfg.Out, "power"))
+			}
+			for i := range cfg.Nodes {
+				id := fmt.Sprintf("m%d", i+1)
+				base := filepath.Join(cfg.Out, "power", id+".backing")
+				if dsk != nil {
+					base = dsk.mounts[i]
+				}
+				p, err := newPowerFS(base, filepath.Join(cfg.Out, "power", id))
+				if err != nil {
+					powerSkip = err.Error()
+					break
+				}
+				power = append(power, p)
+			}
+			defer func() {
+				for i, p := range power {
+					if cfg.KeepData {
+						if err := copyTree(filepath.Join(cfg.Out, "data", fmt.Sprintf("m%d", i+1)), filepath.Join(p.mnt, "data")); err != nil {
+							log.Error("keep a master's data dir", "err", err)
+						}
+					}
+					if err := p.close(); err != nil {
+						log.Error("unmount a power-loss filesystem", "err", err)
+					}
+				}
+			}()
+		}
+		if powerSkip != "" {
+			power = nil
+			res.Skipped = append(res.Skipped, "power-loss faults were skipped: "+powerSkip)
+			log.Warn("power-loss faults are skipped", "why", powerSkip)
+		} else {
+			dataDirs = nil
+			for _, p := range power {
+				dataDirs = append(dataDirs, filepath.Join(p.mnt, "data"))
+			}
+			log.Info("every master's data dir is on a power-loss filesystem", "under", filepath.Join(cfg.Out, "power"))
+		}
+	}
 	// Clock faults: every master reads its clock offset from a file.
 	var clockFiles []string
 	if slices.Contains(cfg.Kinds, KindClock) {
@@ -264,6 +321,11 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 		return nil, err
 	}
 	defer cl.close()
+	if power != nil {
+		// A wipe (replacing a master) is the harness's, not the
+		// master's: no power loss may bring the old files back.
+		cl.wiped = func(i int) { power[i].sync() }
+	}
 	for i := range cl.nodes {
 		if err := cl.start(i); err != nil {
 			return nil, err
@@ -300,7 +362,7 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 		ca: ca,
 	}
 	nm := &nemesis{cl: cl, net: inj, admin: admin, t0: t0, logger: log, pace: wl.pace, opTimeout: cfg.OpTimeout,
-		disks: dsk, diskSkip: diskSkip, clockFiles: clockFiles}
+		disks: dsk, diskSkip: diskSkip, clockFiles: clockFiles, power: power, powerSkip: powerSkip}
 	var trk *trackerWorkload
 	if cfg.has(WorkloadTracker) {
 		res.Torrents = cfg.Torrents

@@ -65,6 +65,17 @@ const (
 	// its wall clock when it becomes leader, and the leader runs the peer
 	// leases); healing sets it back to 0s.
 	KindClock Kind = "clock"
+	// KindPowerLoss cuts one master's power: SIGKILL, then every write
+	// it had not fsynced vanishes (Variant "torn": the last unsynced
+	// write of each file keeps a prefix cut at a 512-byte boundary).
+	// Each master's data dir is a FUSE filesystem of the harness that
+	// keeps what was written since the last fsync (root on Linux;
+	// skipped with a note elsewhere). Healing starts the master again;
+	// one that refuses to start (exit status 4) is replaced.
+	KindPowerLoss Kind = "power-loss"
+	// KindPowerLossAll cuts every master's power at once (a rack losing
+	// power), as KindPowerLoss does to one.
+	KindPowerLossAll Kind = "power-loss-all"
 )
 
 // Kinds returns every fault kind the nemesis knows, in the order the CLI
@@ -72,8 +83,11 @@ const (
 func Kinds() []Kind {
 	return []Kind{KindKill, KindPause, KindPartition, KindOneWay, KindRing, KindBridge,
 		KindIsolateLeader, KindKillLeader, KindRollingRestart, KindMembership, KindDelay, KindLoss,
-		KindDiskFull, KindCorrupt, KindClock}
+		KindDiskFull, KindCorrupt, KindClock, KindPowerLoss, KindPowerLossAll}
 }
+
+// isPowerLoss reports whether k cuts masters' power.
+func isPowerLoss(k Kind) bool { return k == KindPowerLoss || k == KindPowerLossAll }
 
 // kindAlias expands the convenience names of the command line.
 func kindAlias(name string) []Kind {
@@ -137,7 +151,7 @@ type Fault struct {
 	Seq  int  `json:"seq"`
 	Kind Kind `json:"kind"`
 	// Variant refines the kind: "in" or "out" for one-way; "jump" or
-	// "drift" for clock; for corrupt, the file and the damage as
+	// "drift" for clock; "clean" or "torn" for the power losses; for corrupt, the file and the damage as
 	// "FILE/HOW" with FILE raft.db, state.bin or meta.json (the last two
 	// of the newest snapshot) and HOW flip or truncate.
 	Variant string `json:"variant,omitempty"`
@@ -158,8 +172,8 @@ type Fault struct {
 	// Offset is the clock fault's final offset of the target's wall
 	// clock (±30 s … ±10 min).
 	Offset Duration `json:"offset,omitempty"`
-	// Salt seeds the corrupt fault's choice of bytes, so a seed replays
-	// the same damage.
+	// Salt seeds the corrupt fault's choice of bytes and the power
+	// losses' tears, so a seed replays the same damage.
 	Salt uint64 `json:"salt,omitempty"`
 }
 
@@ -225,6 +239,9 @@ func PlanSchedule(p Plan) []Fault {
 			f.Loss = float64(10+rng.IntN(21)) / 100
 		case KindCorrupt:
 			f.Variant = corruptFiles[rng.IntN(len(corruptFiles))] + "/" + []string{"flip", "truncate"}[rng.IntN(2)]
+			f.Salt = rng.Uint64()
+		case KindPowerLoss, KindPowerLossAll:
+			f.Variant = []string{"clean", "torn"}[rng.IntN(2)]
 			f.Salt = rng.Uint64()
 		case KindClock:
 			f.Variant = []string{"jump", "drift"}[rng.IntN(2)]

@@ -44,7 +44,8 @@ listed, no acknowledged stop comes back, all masters list the same peers.
 
 Fault kinds (--nemesis, comma-separated): kill, pause, partition, one-way,
 ring, bridge, isolate-leader, kill-leader, rolling-restart, membership,
-delay, loss, disk-full, corrupt, clock; "leader" = isolate-leader,kill-leader;
+delay, loss, disk-full, corrupt, clock, power-loss, power-loss-all;
+"leader" = isolate-leader,kill-leader;
 "net" = every partition kind; "all"; "none".
 
 Network faults drop packets with iptables in a private network namespace
@@ -58,6 +59,13 @@ flips bytes in or truncates its raft.db or newest snapshot, and starts it:
 it must refuse to start (exit status 4) or recover; one that refuses is
 removed, wiped and added back with --join. clock moves one master's wall
 clock (jumps and drifts of 30s to 10m) through FILESHARE_UNSAFE_CLOCK_FILE.
+power-loss cuts one master's power, power-loss-all every master's: each data
+dir is a FUSE filesystem of the harness (root on Linux with /dev/fuse, in a
+private mount namespace) that keeps what was written since the last fsync;
+the master is SIGKILLed, its unsynced writes vanish (some torn at a 512-byte
+boundary) and it starts again: every acknowledged write must survive, or it
+refuses to start (exit status 4) and is replaced. FILESHARE_UNSAFE_NO_FSYNC=1
+in the environment makes every master skip fsync, to see the fault bite.
 After every heal the workload pauses briefly and the masters that serve
 must hold the same index (the heal-digests checker).
 

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -309,4 +310,47 @@ func TestJepsenDiskAndCorruptFaultsAreReportedForWhatTheyWere(t *testing.T) {
 		t.Fatalf("not every master was compared at the end: %s", res.Digests.Explanation)
 	}
 	t.Logf("verdict %s: %s", res.Verdict, res.Summary)
+}
+
+// fuseOrSkip skips a test whose masters run on the harness's power-loss
+// filesystem (FUSE) unless it runs as root with /dev/fuse, or fails it
+// when FILESHARE_REQUIRE_ROOT_TESTS=1 (CI).
+func fuseOrSkip(t *testing.T) {
+	t.Helper()
+	_, err := os.Stat("/dev/fuse")
+	if os.Geteuid() == 0 && err == nil && runtime.GOOS == "linux" {
+		return
+	}
+	msg := "needs root on Linux with /dev/fuse (it mounts a FUSE filesystem per master in a private mount namespace)"
+	if os.Getenv("FILESHARE_REQUIRE_ROOT_TESTS") == "1" {
+		t.Fatal(msg + "; failing because FILESHARE_REQUIRE_ROOT_TESTS=1")
+	}
+	t.Skip(msg + "; set FILESHARE_REQUIRE_ROOT_TESTS=1 to make this a failure")
+}
+
+// The power-loss fault bites: masters that skip fsync
+// (FILESHARE_UNSAFE_NO_FSYNC=1) acknowledge writes that only the page
+// cache holds, and when every master loses power at once those writes
+// vanish. The checkers must report the lost acknowledged writes and the
+// run must exit 1; otherwise a valid power-loss run would prove nothing.
+func TestJepsenPowerLossCatchesMastersThatSkipFsync(t *testing.T) {
+	fuseOrSkip(t)
+	dir := t.TempDir()
+	out, code, res := runJepsen(t, []string{"FILESHARE_UNSAFE_NO_FSYNC=1"}, "--out", dir, "--nodes", "3", "--time", "25s", "--interval", "8s",
+		"--nemesis", "power-loss-all", "--seed", "1", "--rate", "200", "--files", "10")
+	if code != 1 || res == nil || res.Verdict != jepsenlike.Invalid || !res.UnsafeNoFsync {
+		t.Fatalf("exit code %d, want 1 (invalid) with the no-fsync hook recorded:\n%s", code, describe(out, res))
+	}
+	if res.SetFull.Verdict != jepsenlike.Invalid && res.Linearizable.Verdict != jepsenlike.Invalid {
+		t.Fatalf("neither set-full nor linearizability found the lost writes:\n%s", describe(out, res))
+	}
+	lost := false
+	for _, w := range readSchedule(t, dir).Realised {
+		for _, n := range w.Notes {
+			lost = lost || (strings.Contains(n, "lost power: discarded") && !strings.Contains(n, "discarded 0 unsynced bytes"))
+		}
+	}
+	if !lost {
+		t.Fatalf("no power loss discarded an unsynced byte:\n%s", describe(out, res))
+	}
 }
