@@ -57,7 +57,7 @@
 // removed master must never restart from its old state); delay and loss
 // slow or drop packets between masters.
 //
-// Three faults hurt the disk and the clock:
+// Five faults hurt the disk, the power and the clock:
 //
 //   - disk-full (root): every master's data dir lies on a 256 MiB tmpfs of
 //     its own, mounted inside the harness's private mount namespace (the
@@ -75,6 +75,22 @@
 //     crash; the heal removes it from the configuration, wipes it and
 //     adds it back with --join) or start and recover without ever
 //     serving a wrong index (heal-digests, digests, linearizable).
+//   - power-loss and power-loss-all (root on Linux with /dev/fuse): every
+//     master's data dir is a FUSE filesystem of the harness (powerFS,
+//     go-fuse, mounted in the private mount namespace) that passes
+//     everything through to a backing directory and records how to undo
+//     each write, size change and directory operation until it is made
+//     durable: a file's changes by its fsync or fdatasync, directory
+//     operations in order by an fsync of the directory or of a file one
+//     of them created (as a journaling filesystem commits them). The
+//     fault SIGKILLs one master (or all at once), undoes what was not
+//     durable (variant "torn": each file's last unsynced write keeps a
+//     prefix cut at a 512-byte boundary) and, at the heal, starts it
+//     again. Every acknowledged write must survive (each was fsynced on
+//     a majority first), or the master refuses to start (exit status 4)
+//     and is replaced; no master may serve a wrong index. The
+//     self-test: masters run with FILESHARE_UNSAFE_NO_FSYNC=1 skip fsync,
+//     and power-loss-all must make set-full report lost writes.
 //   - clock: move one master's wall clock through its
 //     FILESHARE_UNSAFE_CLOCK_FILE hook, a jump or a stepwise drift of 30 s
 //     to 10 min either way, and hand it leadership (a master reads its

@@ -12,7 +12,7 @@ func powerSupported() string {
 }
 
 // powerFS is Linux-only (powerfs_linux.go).
-type powerFS struct{}
+type powerFS struct{ mnt string }
 
 var errNoPowerFS = errors.New(powerSupported())
 

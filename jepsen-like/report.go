@@ -31,6 +31,8 @@ func kindColor(k Kind) string {
 		return "#f2dcc4"
 	case KindClock:
 		return "#d4eeee"
+	case KindPowerLoss, KindPowerLossAll:
+		return "#f5c6e0"
 	}
 	return "#e0e0e0"
 }
