@@ -88,8 +88,9 @@ const trackerInterval = 5 * time.Second
 // HTTP tracker on addrs[i].Tracker whose peer lifetime is peerLease (it
 // outlasts the run, so no entry expires and the checker needs no clock)
 // and whose per-IP cap admits every simulated peer, since they all
-// announce from one loopback address.
-func newCluster(binary string, env []string, addrs []nodeAddrs, outDir string, dataDirs, clockFiles []string, peerLease time.Duration, tracker bool, logger *slog.Logger) (*cluster, error) {
+// announce from one loopback address; with trackerUDP, also a UDP
+// tracker on the same port number (for UDP faults).
+func newCluster(binary string, env []string, addrs []nodeAddrs, outDir string, dataDirs, clockFiles []string, peerLease time.Duration, tracker, trackerUDP bool, logger *slog.Logger) (*cluster, error) {
 	c := &cluster{logger: logger, t0: time.Now(), tlsDir: filepath.Join(outDir, "tls")}
 	// The masters run with TLS, as in production: a CA, a certificate per
 	// master valid for every address the harness uses, an admin one.
@@ -136,6 +137,10 @@ func newCluster(binary string, env []string, addrs []nodeAddrs, outDir string, d
 			specs[i].Flags = append(specs[i].Flags, "--tracker-http", a.Tracker,
 				"--tracker-interval", trackerInterval.String(), "--tracker-peer-lifetime", peerLease.String(),
 				"--tracker-max-peers-per-ip", "1000000")
+			if trackerUDP {
+				// The UDP tracker shares the HTTP tracker's port number.
+				specs[i].Flags = append(specs[i].Flags, "--tracker-udp", a.Tracker)
+			}
 		}
 	}
 	for i := range specs {

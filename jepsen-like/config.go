@@ -212,3 +212,11 @@ func ParseWorkloads(s string) ([]Workload, error) {
 }
 
 func (c Config) has(w Workload) bool { return slices.Contains(c.Workloads, w) }
+
+// udpFaults reports whether the run puts UDP faults on the tracker
+// workload's UDP announces: then the masters serve a UDP tracker, the
+// harness runs a UDP proxy in front of each, and half the workload's
+// announces go over UDP.
+func (c Config) udpFaults() bool {
+	return c.has(WorkloadTracker) && slices.ContainsFunc(c.Kinds, isUDP)
+}

@@ -101,6 +101,21 @@
 //     registrations and set-full fails. Whether dead peers are ever
 //     expired is not checked: the lease outlasts the run.
 //
+// Four faults act on the tracker workload's UDP announces (BEP 15):
+// udp-loss, udp-dup, udp-reorder and udp-delay. With any of them (and
+// the tracker workload) the masters also serve a UDP tracker, the harness
+// runs a UDP proxy (udpProxy) in front of each, and half the workload's
+// announces go over UDP through it, by btclient's UDPClient, which
+// retransmits as BEP 15 says with the waits scaled down (opTimeout/8,
+// doubling). The proxy drops, duplicates, holds back or delays datagrams
+// in both directions, per datagram, and counts what it did (Window.UDP).
+// A peer stays quiet for a second after a UDP announce, so no copy of it
+// can arrive after the peer's next announce (a real client's announces
+// are minutes apart, and BEP 15 has no sequence numbers to tell a late
+// copy from a new announce). The tracker-once checker: every duplicated
+// started or stopped had one effect (swarm counts match the peers listed;
+// tracker-set finds nothing lost or resurrected).
+//
 // Network faults drop packets rather than close connections, as a real
 // network does. Two mechanisms:
 //

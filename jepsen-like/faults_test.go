@@ -319,3 +319,47 @@ func TestPowerLossFaultsAreSeededAndInAll(t *testing.T) {
 		}
 	}
 }
+
+// UDP faults are drawn with their parameters, are in "all", and need no
+// link faults; a duplicate's one effect is judged from the proxies'
+// counts and the final reads.
+func TestUDPFaultsAreSeededAndJudged(t *testing.T) {
+	a := PlanSchedule(Plan{Seed: 2, Nodes: 3, Time: 5 * time.Minute, Interval: 5 * time.Second,
+		Kinds: []Kind{KindUDPLoss, KindUDPDup, KindUDPReorder, KindUDPDelay}})
+	seen := map[Kind]bool{}
+	for _, f := range a {
+		seen[f.Kind] = true
+		switch f.Kind {
+		case KindUDPDelay:
+			if f.Delay < Duration(50*time.Millisecond) || f.Delay > Duration(300*time.Millisecond) {
+				t.Fatalf("udp-delay of %v", time.Duration(f.Delay))
+			}
+		default:
+			if f.Fraction < 0.1 || f.Fraction > 0.6 {
+				t.Fatalf("%s with fraction %v", f.Kind, f.Fraction)
+			}
+		}
+	}
+	all, _ := ParseKinds("all")
+	for _, k := range []Kind{KindUDPLoss, KindUDPDup, KindUDPReorder, KindUDPDelay} {
+		if !seen[k] || !contains(all, k) || k.NeedsNetwork() {
+			t.Errorf("%s: drawn %v, in all %v, needs the network %v", k, seen[k], contains(all, k), k.NeedsNetwork())
+		}
+	}
+
+	dup := []Window{{UDP: &UDPCounts{DupStarted: 3, DupStopped: 2}}}
+	valid := TrackerResult{Verdict: Valid}
+	if r := checkTrackerOnce(nil, dup, valid); r.Verdict != Valid || !strings.Contains(r.Explanation, "3 started and 2 stopped") {
+		t.Fatalf("duplicates with one effect: %s %s", r.Verdict, r.Explanation)
+	}
+	if r := checkTrackerOnce(nil, nil, valid); r.Verdict != Unknown {
+		t.Fatalf("no duplicates must be unknown, got %s", r.Verdict)
+	}
+	twice := []Op{{Type: OpPeers, Outcome: Info, Master: "m2", Key: 4, Error: "listed 3 of the swarm's 4 other peers"}}
+	if r := checkTrackerOnce(twice, dup, valid); r.Verdict != Invalid || !strings.Contains(r.Explanation, "m2 torrent 4") {
+		t.Fatalf("a peer counted twice: %s %s", r.Verdict, r.Explanation)
+	}
+	if r := checkTrackerOnce(nil, dup, TrackerResult{Verdict: Invalid}); r.Verdict != Invalid {
+		t.Fatalf("a resurrected stop after duplicates: %s", r.Verdict)
+	}
+}

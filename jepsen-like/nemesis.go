@@ -31,6 +31,9 @@ type Window struct {
 	// fault damaged, how a damaged master reacted) and what did not go to
 	// plan (no leader found, a restart that failed, ...).
 	Notes []string `json:"notes,omitempty"`
+	// UDP counts what the UDP proxies did while a UDP fault was in
+	// force.
+	UDP *UDPCounts `json:"udp,omitempty"`
 	// HealDigests compares the index digests of the masters that serve
 	// once the fault has healed and the workload has been held back for a
 	// moment (nil: not compared, e.g. the run ended first).
@@ -62,6 +65,9 @@ type nemesis struct {
 	// could not be had, and powerSkip says why.
 	power     []*powerFS
 	powerSkip string
+	// udp are the UDP proxies in front of the masters' UDP trackers; nil
+	// without the tracker workload.
+	udp []*udpProxy
 
 	mu      sync.Mutex
 	windows []Window
@@ -176,6 +182,14 @@ func (nm *nemesis) apply(ctx context.Context, f Fault, w *Window) healFunc {
 		return nm.corrupt(ctx, f, w)
 	case KindClock:
 		return nm.moveClock(ctx, f, w)
+	case KindUDPLoss:
+		return nm.setUDP(UDPFaults{Loss: f.Fraction}, w)
+	case KindUDPDup:
+		return nm.setUDP(UDPFaults{Dup: f.Fraction}, w)
+	case KindUDPReorder:
+		return nm.setUDP(UDPFaults{Reorder: f.Fraction}, w)
+	case KindUDPDelay:
+		return nm.setUDP(UDPFaults{Delay: f.Delay, Jitter: f.Jitter}, w)
 	case KindPowerLoss:
 		return nm.powerLoss(ctx, f, f.Order[:1], w)
 	case KindPowerLossAll:
@@ -805,4 +819,34 @@ func (nm *nemesis) awaitPower(ctx context.Context, x int, d time.Duration) bool 
 		sleepCtx(ctx, 200*time.Millisecond)
 	}
 	return false
+}
+
+// setUDP puts f in force on every master's UDP proxy; the heal forwards
+// everything again and records what the proxies did meanwhile.
+func (nm *nemesis) setUDP(f UDPFaults, w *Window) healFunc {
+	if nm.udp == nil {
+		nm.note(w, "skipped: UDP faults act on the tracker workload's UDP announces; run with --workload tracker")
+		return nil
+	}
+	for _, p := range nm.udp {
+		p.takeCounts()
+		p.set(f)
+	}
+	return func(_ context.Context, w *Window) {
+		var c UDPCounts
+		for _, p := range nm.udp {
+			p.set(UDPFaults{})
+			k := p.takeCounts()
+			c.Forwarded += k.Forwarded
+			c.Dropped += k.Dropped
+			c.Duplicated += k.Duplicated
+			c.Reordered += k.Reordered
+			c.Delayed += k.Delayed
+			c.DupStarted += k.DupStarted
+			c.DupStopped += k.DupStopped
+		}
+		w.UDP = &c
+		nm.note(w, "the UDP proxies forwarded %d datagrams, dropped %d, duplicated %d (%d started and %d stopped announces), reordered %d, delayed %d",
+			c.Forwarded, c.Dropped, c.Duplicated, c.DupStarted, c.DupStopped, c.Reordered, c.Delayed)
+	}
 }

@@ -33,6 +33,8 @@ func kindColor(k Kind) string {
 		return "#d4eeee"
 	case KindPowerLoss, KindPowerLossAll:
 		return "#f5c6e0"
+	case KindUDPLoss, KindUDPDup, KindUDPReorder, KindUDPDelay:
+		return "#e8f0c0"
 	}
 	return "#e0e0e0"
 }

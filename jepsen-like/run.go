@@ -316,7 +316,7 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 
 	// The cluster. Stopping it is deferred after the network cleanup, so
 	// it runs first: masters stop, then rules go.
-	cl, err := newCluster(cfg.Binary, cfg.Env, addrs, cfg.Out, dataDirs, clockFiles, cfg.PeerLease, cfg.has(WorkloadTracker), log)
+	cl, err := newCluster(cfg.Binary, cfg.Env, addrs, cfg.Out, dataDirs, clockFiles, cfg.PeerLease, cfg.has(WorkloadTracker), cfg.udpFaults(), log)
 	if err != nil {
 		return nil, err
 	}
@@ -367,8 +367,18 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 	if cfg.has(WorkloadTracker) {
 		res.Torrents = cfg.Torrents
 		var tms []trackerMaster
-		for _, n := range cl.nodes {
-			tms = append(tms, trackerMaster{ID: n.id, URL: "http://" + n.addrs.Tracker + "/announce"})
+		for i, n := range cl.nodes {
+			tm := trackerMaster{ID: n.id, URL: "http://" + n.addrs.Tracker + "/announce"}
+			if cfg.udpFaults() {
+				p, err := newUDPProxy(n.addrs.IP, n.addrs.Tracker, cfg.Seed+int64(i), log)
+				if err != nil {
+					return nil, err
+				}
+				defer p.close()
+				nm.udp = append(nm.udp, p)
+				tm.UDP = p.addr()
+			}
+			tms = append(tms, tm)
 		}
 		trk = newTrackerWorkload(tms, cfg.Torrents, rec, wl.pace, cfg.Seed, cfg.OpTimeout, wl.newProcess)
 		defer trk.close()
@@ -458,6 +468,9 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 		res.Tracker = &t
 		res.Checkers["tracker-set"] = CheckerResult{t.Verdict, t.Explanation}
 		res.Checkers["tracker-agree"] = CheckerResult{t.Agreement.Verdict, t.Agreement.Explanation}
+		if cfg.udpFaults() {
+			res.Checkers["tracker-once"] = checkTrackerOnce(history, windows, t)
+		}
 	}
 	res.Digests = digests
 	res.Availability = checkAvailability(history, windows)
@@ -553,6 +566,9 @@ func conclude(r *Results) (Verdict, string) {
 		if r.Tracker != nil {
 			kept = append(kept, fmt.Sprintf("all %d acknowledged swarm entries are in every master's peer list, none of %d acknowledged stops came back, every master lists the same peers", r.Tracker.Acknowledged, r.Tracker.Removed))
 		}
+		if c, ok := r.Checkers["tracker-once"]; ok {
+			kept = append(kept, c.Explanation)
+		}
 		return v, fmt.Sprintf("VALID: over %v of %s, %d operations (%d acknowledged) kept every promise: %s, all %d masters ended with the same index, and no master panicked.",
 			time.Duration(r.Time), faults, r.Ops.Total, r.Ops.OK, strings.Join(kept, "; "), r.Nodes)
 	case Invalid:
@@ -623,7 +639,7 @@ func writeFile(path string, fill func(*os.File) error) error {
 // checkerNames lists the checkers a run has, in report order.
 func checkerNames(r *Results) []string {
 	var out []string
-	for _, name := range []string{"linearizable", "set-full", "tracker-set", "tracker-agree", "digests", "heal-digests", "logs", "availability"} {
+	for _, name := range []string{"linearizable", "set-full", "tracker-set", "tracker-agree", "tracker-once", "digests", "heal-digests", "logs", "availability"} {
 		if _, ok := r.Checkers[name]; ok {
 			out = append(out, name)
 		}

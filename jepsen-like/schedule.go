@@ -76,6 +76,18 @@ const (
 	// KindPowerLossAll cuts every master's power at once (a rack losing
 	// power), as KindPowerLoss does to one.
 	KindPowerLossAll Kind = "power-loss-all"
+	// KindUDPLoss, KindUDPDup, KindUDPReorder and KindUDPDelay act on
+	// the tracker workload's UDP announces (BEP 15), in both directions,
+	// through a UDP proxy the harness runs in front of each master's UDP
+	// tracker: they drop a Fraction of the datagrams, send a Fraction
+	// twice, hold a Fraction back until the next has passed, or delay
+	// every one by Delay plus up to Jitter. The workload's clients retry
+	// as BEP 15 says, with the timeouts scaled down. Without the tracker
+	// workload they are skipped, with a note.
+	KindUDPLoss    Kind = "udp-loss"
+	KindUDPDup     Kind = "udp-dup"
+	KindUDPReorder Kind = "udp-reorder"
+	KindUDPDelay   Kind = "udp-delay"
 )
 
 // Kinds returns every fault kind the nemesis knows, in the order the CLI
@@ -83,7 +95,13 @@ const (
 func Kinds() []Kind {
 	return []Kind{KindKill, KindPause, KindPartition, KindOneWay, KindRing, KindBridge,
 		KindIsolateLeader, KindKillLeader, KindRollingRestart, KindMembership, KindDelay, KindLoss,
-		KindDiskFull, KindCorrupt, KindClock, KindPowerLoss, KindPowerLossAll}
+		KindDiskFull, KindCorrupt, KindClock, KindPowerLoss, KindPowerLossAll,
+		KindUDPLoss, KindUDPDup, KindUDPReorder, KindUDPDelay}
+}
+
+// isUDP reports whether k acts on the tracker's UDP datagrams.
+func isUDP(k Kind) bool {
+	return k == KindUDPLoss || k == KindUDPDup || k == KindUDPReorder || k == KindUDPDelay
 }
 
 // isPowerLoss reports whether k cuts masters' power.
@@ -165,10 +183,12 @@ type Fault struct {
 	// how long it lasts before it heals.
 	At  Duration `json:"at"`
 	For Duration `json:"for"`
-	// Delay and Jitter apply to KindDelay; Loss (0..1) to KindLoss.
-	Delay  Duration `json:"delay,omitempty"`
-	Jitter Duration `json:"jitter,omitempty"`
-	Loss   float64  `json:"loss,omitempty"`
+	// Delay and Jitter apply to KindDelay and KindUDPDelay; Loss (0..1)
+	// to KindLoss; Fraction (0..1) to udp-loss, udp-dup and udp-reorder.
+	Delay    Duration `json:"delay,omitempty"`
+	Jitter   Duration `json:"jitter,omitempty"`
+	Loss     float64  `json:"loss,omitempty"`
+	Fraction float64  `json:"fraction,omitempty"`
 	// Offset is the clock fault's final offset of the target's wall
 	// clock (±30 s … ±10 min).
 	Offset Duration `json:"offset,omitempty"`
@@ -240,6 +260,13 @@ func PlanSchedule(p Plan) []Fault {
 		case KindCorrupt:
 			f.Variant = corruptFiles[rng.IntN(len(corruptFiles))] + "/" + []string{"flip", "truncate"}[rng.IntN(2)]
 			f.Salt = rng.Uint64()
+		case KindUDPLoss:
+			f.Fraction = float64(10+rng.IntN(31)) / 100
+		case KindUDPDup, KindUDPReorder:
+			f.Fraction = float64(20+rng.IntN(41)) / 100
+		case KindUDPDelay:
+			f.Delay = Duration(time.Duration(50+rng.IntN(251)) * time.Millisecond)
+			f.Jitter = f.Delay
 		case KindPowerLoss, KindPowerLossAll:
 			f.Variant = []string{"clean", "torn"}[rng.IntN(2)]
 			f.Salt = rng.Uint64()

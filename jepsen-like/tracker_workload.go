@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"fileshare/btclient"
 	"fileshare/tracker"
 )
 
@@ -55,6 +56,9 @@ func makeTorrents(n int) []torrent {
 type trackerMaster struct {
 	ID  string // m1, m2, ...
 	URL string // http://IP:PORT/announce
+	// UDP is where the workload's UDP announces for this master go (the
+	// harness's UDP proxy in front of its UDP tracker), or "": HTTP only.
+	UDP string
 }
 
 // btPeer is one simulated BitTorrent client in one swarm.
@@ -64,7 +68,22 @@ type btPeer struct {
 	key    int  // the torrent
 	active bool // its last membership event was acknowledged and was not a stop
 	seeder bool
+	// quietUntil: after a UDP announce the peer sends nothing until every
+	// datagram of it (retransmissions, duplicates, delayed copies) has
+	// arrived or died; see udpQuiet.
+	quietUntil time.Time
 }
+
+// udpQuiet is how long a peer stays quiet after a UDP announce ends. A
+// UDP datagram lives at most 650 ms in the harness's proxies (a delay of
+// up to 600 ms plus a duplicate's 50 ms; a reordered one is held 100 ms),
+// so after this no datagram of the announce can still reach a tracker. A
+// real client's announces are minutes apart; without the pause a late
+// copy of a peer's started could arrive after its stopped and bring it
+// back, which no tracker can tell from a new start (BEP 15 has no
+// sequence numbers). The UDP checks are about duplicates within an
+// announce, which must have one effect.
+const udpQuiet = time.Second
 
 const (
 	// peersPerWorker is how many simulated peers one worker runs at once.
@@ -91,9 +110,14 @@ type trackerWorkload struct {
 	opTimeout  time.Duration
 	newProcess func() int
 	hc         *http.Client
+	// udp announces over UDP (BEP 15), retransmitting after opTimeout/8
+	// and then twice as long each time: BEP 15's 15·2^n seconds, scaled
+	// down so an op sees three or four tries.
+	udp *btclient.UDPClient
 
 	mu       sync.Mutex
-	nextPeer int // the last peer number handed out
+	nextPeer int               // the last peer number handed out
+	byPort   map[uint16]string // peer_id by port, to read UDP peer lists
 }
 
 func newTrackerWorkload(masters []trackerMaster, torrents int, rec *recorder, pace *pacer, seed int64, opTimeout time.Duration, newProcess func() int) *trackerWorkload {
@@ -104,6 +128,7 @@ func newTrackerWorkload(masters []trackerMaster, torrents int, rec *recorder, pa
 	return &trackerWorkload{
 		masters: masters, torrents: makeTorrents(torrents), rec: rec, pace: pace, seed: seed,
 		opTimeout: opTimeout, newProcess: newProcess, hc: &http.Client{Transport: tr},
+		udp: &btclient.UDPClient{Retransmit: max(opTimeout/8, 20*time.Millisecond)}, byPort: map[uint16]string{},
 	}
 }
 
@@ -115,12 +140,14 @@ func (w *trackerWorkload) freshPeer(rng *rand.Rand) *btPeer {
 	w.mu.Lock()
 	w.nextPeer++
 	n := w.nextPeer
-	w.mu.Unlock()
-	return &btPeer{
+	p := &btPeer{
 		id:   fmt.Sprintf("-FSJP01-%012d", n),
 		port: uint16(10000 + n%50000),
 		key:  rng.IntN(len(w.torrents)),
 	}
+	w.byPort[p.port] = p.id
+	w.mu.Unlock()
+	return p
 }
 
 // run runs concurrency clients until stop is closed, then waits for
@@ -153,6 +180,18 @@ func (w *trackerWorkload) client(ctx context.Context, stop <-chan struct{}, work
 			return
 		}
 		slot := rng.IntN(len(peers))
+		if now := time.Now(); now.Before(peers[slot].quietUntil) {
+			// Take the next peer that may speak, or wait for this one.
+			for k := 1; k < len(peers); k++ {
+				if s := (slot + k) % len(peers); now.After(peers[s].quietUntil) {
+					slot = s
+					break
+				}
+			}
+			if d := time.Until(peers[slot].quietUntil); d > 0 && !sleepCtx(ctx, d) {
+				return
+			}
+		}
 		p := peers[slot]
 		op := Op{Process: process, Worker: worker, Peer: p.id, Key: p.key}
 		switch r := rng.IntN(100); {
@@ -169,7 +208,12 @@ func (w *trackerWorkload) client(ctx context.Context, stop <-chan struct{}, work
 			op.Type = OpStopped
 		}
 		m := rng.IntN(len(w.masters))
-		op = w.announce(ctx, op, m, p.port, p.seeder || op.Type == OpCompleted, runNumWant)
+		if w.masters[m].UDP != "" && rng.IntN(2) == 0 {
+			op = w.announceUDP(ctx, op, m, p.port, p.seeder || op.Type == OpCompleted)
+			p.quietUntil = time.Now().Add(udpQuiet)
+		} else {
+			op = w.announce(ctx, op, m, p.port, p.seeder || op.Type == OpCompleted, runNumWant)
+		}
 		switch op.Outcome {
 		case OK:
 			switch op.Type {
@@ -232,6 +276,52 @@ func (w *trackerWorkload) announce(ctx context.Context, op Op, m int, port uint1
 		op.Outcome = Info
 		op.Error = err.Error()
 	}
+	return w.rec.add(op)
+}
+
+// announceUDP is announce over UDP through master m's UDP proxy, with
+// BEP 15's retries. Outcomes: ok for a reply; info for everything else (a
+// lost reply says nothing of the announce). The peers of a UDP reply are
+// addresses: each is recorded as the peer_id of the workload's peer with
+// that port, or "port N" if none has it (a phantom).
+func (w *trackerWorkload) announceUDP(ctx context.Context, op Op, m int, port uint16, seeder bool) Op {
+	tm := w.masters[m]
+	op.Master = tm.ID + "/udp"
+	a := btclient.Announce{InfoHash: w.torrents[op.Key].Hash, Port: port, Left: 1 << 20, NumWant: runNumWant}
+	copy(a.PeerID[:], op.Peer)
+	if seeder {
+		a.Left = 0
+	}
+	switch op.Type {
+	case OpStarted:
+		a.Event = tracker.EventStarted
+	case OpCompleted:
+		a.Event = tracker.EventCompleted
+	case OpStopped:
+		a.Event = tracker.EventStopped
+	}
+	octx, cancel := context.WithTimeout(ctx, w.opTimeout)
+	defer cancel()
+	op.Invoke = w.rec.since()
+	r, err := w.udp.Announce(octx, tm.UDP, a)
+	op.Complete = w.rec.since()
+	if err != nil {
+		op.Outcome, op.Error = Info, err.Error()
+		return w.rec.add(op)
+	}
+	op.Outcome = OK
+	op.Swarm = r.Complete + r.Incomplete
+	w.mu.Lock()
+	for _, ap := range r.Peers {
+		id, ok := w.byPort[ap.Port()]
+		if !ok {
+			id = fmt.Sprintf("port %d", ap.Port())
+		}
+		op.Holders = append(op.Holders, id)
+	}
+	w.mu.Unlock()
+	slices.Sort(op.Holders)
+	op.Holders = slices.Compact(op.Holders)
 	return w.rec.add(op)
 }
 

@@ -44,7 +44,8 @@ listed, no acknowledged stop comes back, all masters list the same peers.
 
 Fault kinds (--nemesis, comma-separated): kill, pause, partition, one-way,
 ring, bridge, isolate-leader, kill-leader, rolling-restart, membership,
-delay, loss, disk-full, corrupt, clock, power-loss, power-loss-all;
+delay, loss, disk-full, corrupt, clock, power-loss, power-loss-all,
+udp-loss, udp-dup, udp-reorder, udp-delay;
 "leader" = isolate-leader,kill-leader;
 "net" = every partition kind; "all"; "none".
 
@@ -66,6 +67,12 @@ the master is SIGKILLed, its unsynced writes vanish (some torn at a 512-byte
 boundary) and it starts again: every acknowledged write must survive, or it
 refuses to start (exit status 4) and is replaced. FILESHARE_UNSAFE_NO_FSYNC=1
 in the environment makes every master skip fsync, to see the fault bite.
+udp-loss, udp-dup, udp-reorder and udp-delay act on the tracker workload's
+UDP announces (BEP 15, half of its announces when they are asked for),
+both ways, through a UDP proxy the harness runs in front of each master's
+UDP tracker; clients retry as BEP 15 says, with timeouts scaled down, and
+every duplicated started or stopped must have one effect (tracker-once).
+Without --workload tracker they are skipped.
 After every heal the workload pauses briefly and the masters that serve
 must hold the same index (the heal-digests checker).
 

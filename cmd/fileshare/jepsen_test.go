@@ -354,3 +354,27 @@ func TestJepsenPowerLossCatchesMastersThatSkipFsync(t *testing.T) {
 		t.Fatalf("no power loss discarded an unsynced byte:\n%s", describe(out, res))
 	}
 }
+
+// The tracker workload announces over UDP through the harness's UDP
+// proxies while they drop, duplicate, reorder and delay datagrams both
+// ways; the clients retry as BEP 15 says, and a correct cluster keeps
+// every acknowledged swarm entry, brings back no stopped peer, and gives
+// every duplicated started or stopped one effect.
+func TestJepsenUDPFaultsOnTheTrackerAreValid(t *testing.T) {
+	dir := t.TempDir()
+	out, code, res := runJepsen(t, nil, "--out", dir, "--nodes", "3", "--time", "25s", "--interval", "4s",
+		"--nemesis", "udp-loss,udp-dup,udp-reorder,udp-delay", "--seed", "1", "--rate", "150", "--workload", "tracker", "--torrents", "6")
+	if code != 0 || res == nil || res.Verdict != jepsenlike.Valid || res.Checkers["tracker-once"].Verdict != jepsenlike.Valid {
+		t.Fatalf("exit code %d, want 0 (valid) with tracker-once valid:\n%s", code, describe(out, res))
+	}
+	var udp, faults int
+	for _, w := range readSchedule(t, dir).Realised {
+		faults++
+		if w.UDP != nil && w.UDP.Forwarded > 0 {
+			udp++
+		}
+	}
+	if udp < 3 || udp != faults {
+		t.Fatalf("%d of %d UDP faults saw UDP traffic through the proxies, want all and at least 3:\n%s", udp, faults, describe(out, res))
+	}
+}
