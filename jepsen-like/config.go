@@ -74,6 +74,15 @@ type Config struct {
 	// CheckTimeout bounds the linearizability search. Zero means 2 min.
 	CheckTimeout time.Duration
 
+	// TrackerCmd, if set, runs the tracker workload against one tracker
+	// process started from this command template instead of FileShare
+	// masters: {port} (its HTTP and UDP port), {host}, {dir} (its
+	// working directory) and {whitelist} (a file listing the workload's
+	// info-hashes in hex) are filled in; it is split on spaces, not run
+	// by a shell. Only the tracker workload and the kill and pause
+	// faults apply.
+	TrackerCmd string
+
 	// Logger receives progress messages. Nil discards them.
 	Logger *slog.Logger
 }
@@ -151,6 +160,10 @@ func (c Config) withDefaults() (Config, error) {
 		return c, fmt.Errorf("%w: the peer lease %v must outlast the run (%v) by a minute, or the masters expire the clients' holdings", ErrConfig, c.PeerLease, c.Time)
 	case c.CheckTimeout < 0:
 		return c, fmt.Errorf("%w: negative check timeout", ErrConfig)
+	case c.TrackerCmd != "" && !slices.Equal(c.Workloads, []Workload{WorkloadTracker}):
+		return c, fmt.Errorf("%w: a tracker under test (--tracker-cmd) runs the tracker workload only; use --workload tracker", ErrConfig)
+	case c.TrackerCmd != "" && slices.ContainsFunc(c.Kinds, func(k Kind) bool { return k != KindKill && k != KindPause }):
+		return c, fmt.Errorf("%w: a tracker under test (--tracker-cmd) is one process: only the kill and pause faults apply, not %v", ErrConfig, c.Kinds)
 	}
 	return c, nil
 }

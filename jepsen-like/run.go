@@ -45,10 +45,13 @@ type Results struct {
 	// UnsafeNoFsync records FILESHARE_UNSAFE_NO_FSYNC=1: masters that
 	// acknowledge writes they never fsynced, which power-loss faults
 	// must catch.
-	UnsafeNoFsync bool      `json:"unsafe_no_fsync,omitempty"`
-	Start         time.Time `json:"start"`
-	Elapsed       Duration  `json:"elapsed"`
-	Interrupted   bool      `json:"interrupted,omitempty"`
+	UnsafeNoFsync bool `json:"unsafe_no_fsync,omitempty"`
+	// TrackerCmd is the command of the tracker under test, when the run
+	// judged another tracker instead of FileShare masters.
+	TrackerCmd  string    `json:"tracker_cmd,omitempty"`
+	Start       time.Time `json:"start"`
+	Elapsed     Duration  `json:"elapsed"`
+	Interrupted bool      `json:"interrupted,omitempty"`
 	// Problems are things the harness could not do (heal, final reads).
 	Problems []string `json:"problems,omitempty"`
 	// Skipped says which asked-for faults could not be injected here and
@@ -136,6 +139,12 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 		return nil, err
 	}
 	log := cfg.Logger
+	if cfg.TrackerCmd != "" {
+		if err := os.MkdirAll(cfg.Out, 0o755); err != nil {
+			return nil, fmt.Errorf("create the output directory: %w", err)
+		}
+		return runExternal(ctx, cfg)
+	}
 	if st, err := os.Stat(cfg.Binary); err != nil || st.IsDir() {
 		return nil, fmt.Errorf("%w: the fileshare binary %q cannot be run: %v", ErrConfig, cfg.Binary, err)
 	}
@@ -569,9 +578,16 @@ func conclude(r *Results) (Verdict, string) {
 		if c, ok := r.Checkers["tracker-once"]; ok {
 			kept = append(kept, c.Explanation)
 		}
+		if r.TrackerCmd != "" {
+			return v, fmt.Sprintf("VALID: over %v of %s, %d operations (%d acknowledged) against the tracker under test kept every promise: %s.",
+				time.Duration(r.Time), faults, r.Ops.Total, r.Ops.OK, strings.Join(kept, "; "))
+		}
 		return v, fmt.Sprintf("VALID: over %v of %s, %d operations (%d acknowledged) kept every promise: %s, all %d masters ended with the same index, and no master panicked.",
 			time.Duration(r.Time), faults, r.Ops.Total, r.Ops.OK, strings.Join(kept, "; "), r.Nodes)
 	case Invalid:
+		if r.TrackerCmd != "" {
+			return v, "INVALID: the tracker under test broke a promise. " + strings.Join(bad, " ")
+		}
 		return v, "INVALID: the cluster broke a promise. " + strings.Join(bad, " ")
 	}
 	extra := ""

@@ -114,6 +114,9 @@ type trackerWorkload struct {
 	// and then twice as long each time: BEP 15's 15·2^n seconds, scaled
 	// down so an op sees three or four tries.
 	udp *btclient.UDPClient
+	// compact asks for compact peer lists (addresses; the peers are told
+	// apart by port), for trackers that refuse compact=0 (opentracker).
+	compact bool
 
 	mu       sync.Mutex
 	nextPeer int               // the last peer number handed out
@@ -250,7 +253,7 @@ func (w *trackerWorkload) announce(ctx context.Context, op Op, m int, port uint1
 	}
 	ih := w.torrents[op.Key].Hash
 	q := "info_hash=" + escapeAll(ih[:]) + "&peer_id=" + escapeAll([]byte(op.Peer)) +
-		fmt.Sprintf("&port=%d&uploaded=0&downloaded=0&left=%d&compact=0&numwant=%d", port, left, numWant)
+		fmt.Sprintf("&port=%d&uploaded=0&downloaded=0&left=%d&compact=%d&numwant=%d", port, left, w.compactFlag(), numWant)
 	switch op.Type {
 	case OpStarted:
 		q += "&event=started"
@@ -268,7 +271,7 @@ func (w *trackerWorkload) announce(ctx context.Context, op Op, m int, port uint1
 	case err == nil:
 		op.Outcome = OK
 		op.Swarm = reply.complete + reply.incomplete
-		op.Holders = reply.peers
+		op.Holders = w.holders(reply)
 	case errors.Is(err, syscall.ECONNREFUSED):
 		op.Outcome = Fail
 		op.Error = err.Error()
@@ -329,6 +332,37 @@ func (w *trackerWorkload) announceUDP(ctx context.Context, op Op, m int, port ui
 type trackerReply struct {
 	complete, incomplete int
 	peers                []string // sorted, distinct peer_ids
+	// ports are the ports of a compact reply's peers (trackers such as
+	// opentracker answer compact whatever compact=0 asks); holders maps
+	// them to peer_ids.
+	ports []uint16
+}
+
+func (w *trackerWorkload) compactFlag() int {
+	if w.compact {
+		return 1
+	}
+	return 0
+}
+
+// holders returns the peer_ids of a reply: the listed ones, and for each
+// compact entry the workload's peer with that port ("port N" if none).
+func (w *trackerWorkload) holders(r trackerReply) []string {
+	out := slices.Clone(r.peers)
+	w.mu.Lock()
+	for _, port := range r.ports {
+		id, ok := w.byPort[port]
+		if port == 1 {
+			id, ok = watcherID, true
+		}
+		if !ok {
+			id = fmt.Sprintf("port %d", port)
+		}
+		out = append(out, id)
+	}
+	w.mu.Unlock()
+	slices.Sort(out)
+	return slices.Compact(out)
 }
 
 // errRefused is an announce answered with a failure reason.
@@ -377,6 +411,15 @@ func parseAnnounceReply(body []byte) (trackerReply, error) {
 		return trackerReply{}, errors.New("announce reply without valid complete and incomplete counts")
 	}
 	out.complete, out.incomplete = int(c), int(inc)
+	if compact, ok := d["peers"].(string); ok {
+		if len(compact)%6 != 0 {
+			return trackerReply{}, fmt.Errorf("compact peers of %d bytes, not a multiple of 6", len(compact))
+		}
+		for i := 0; i < len(compact); i += 6 {
+			out.ports = append(out.ports, uint16(compact[i+4])<<8|uint16(compact[i+5]))
+		}
+		return out, nil
+	}
 	list, ok := d["peers"].([]any)
 	if !ok {
 		if _, present := d["peers"]; present {
@@ -451,7 +494,7 @@ func (w *trackerWorkload) readSwarm(ctx context.Context, m, key int) Op {
 		octx, cancel := context.WithTimeout(ctx, w.opTimeout)
 		ih := w.torrents[key].Hash
 		u := w.masters[m].URL + "?info_hash=" + escapeAll(ih[:]) + "&peer_id=" + escapeAll([]byte(watcherID)) +
-			fmt.Sprintf("&port=1&uploaded=0&downloaded=0&left=%d&compact=0&numwant=%d", 1<<20, tracker.MaxNumWant)
+			fmt.Sprintf("&port=1&uploaded=0&downloaded=0&left=%d&compact=%d&numwant=%d", 1<<20, w.compactFlag(), tracker.MaxNumWant)
 		r, err := w.get(octx, u)
 		cancel()
 		if err != nil {
@@ -461,8 +504,10 @@ func (w *trackerWorkload) readSwarm(ctx context.Context, m, key int) Op {
 			}
 			continue
 		}
-		for _, p := range r.peers {
-			union[p] = true
+		for _, p := range w.holders(r) {
+			if p != watcherID {
+				union[p] = true
+			}
 		}
 		op.Swarm = r.complete + r.incomplete
 		// The watcher counts in the swarm but is not in its own list.

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"log/slog"
 	"net"
+	"strings"
 	"testing"
 	"time"
 )
@@ -117,5 +118,27 @@ func TestUDPProxyFaults(t *testing.T) {
 	c.SetReadDeadline(time.Now().Add(2 * time.Second))
 	if _, err := c.Read(make([]byte, 2048)); err != nil || time.Since(start) < 400*time.Millisecond {
 		t.Fatalf("delay 200ms each way: the echo took %v (%v), want at least 400ms", time.Since(start), err)
+	}
+}
+
+// A compact reply (what opentracker sends whatever compact=0 asks) is
+// read as ports, which the workload maps to its peers' peer_ids; an
+// unknown port is a phantom named by its port, and port 1 is the
+// watcher.
+func TestCompactRepliesMapPortsToPeers(t *testing.T) {
+	body := []byte("d8:completei1e10:incompletei2e8:intervali60e5:peers18:" +
+		"\x7f\x00\x00\x01\x27\x11" + "\x7f\x00\x00\x01\x00\x01" + "\x7f\x00\x00\x01\xff\xfe" + "e")
+	r, err := parseAnnounceReply(body)
+	if err != nil || len(r.ports) != 3 || r.ports[0] != 10001 {
+		t.Fatalf("compact reply: %+v, %v", r, err)
+	}
+	w := &trackerWorkload{byPort: map[uint16]string{10001: "-FSJP01-000000000001"}}
+	got := w.holders(r)
+	want := []string{"-FSJP01-000000000001", watcherID, "port 65534"}
+	if strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Fatalf("holders %v, want %v", got, want)
+	}
+	if _, err := parseAnnounceReply([]byte("d8:completei0e10:incompletei0e5:peers5:abcdee")); err == nil {
+		t.Fatal("compact peers of 5 bytes were accepted")
 	}
 }

@@ -76,6 +76,11 @@ Without --workload tracker they are skipped.
 After every heal the workload pauses briefly and the masters that serve
 must hold the same index (the heal-digests checker).
 
+--tracker-cmd judges any single-process tracker the same way, with the
+tracker workload and the kill and pause faults, and reports in the same
+words what it kept and lost. For Debian's opentracker (whitelist-only):
+  --tracker-cmd 'opentracker -i {host} -p {port} -P {port} -w {whitelist}'
+
 Writes to --out: report.html (start here), results.json, history.jsonl,
 schedule.json, linearizability.html, latency.svg, logs/.
 
@@ -184,6 +189,7 @@ the message says why).`,
 	f.BoolVar(&cfg.KeepData, "keep-data", false, "keep the masters' data dirs in --out/data")
 	f.DurationVar(&cfg.OpTimeout, "op-timeout", time.Second, "how long a client waits before an operation's outcome is unknown")
 	f.DurationVar(&cfg.CheckTimeout, "check-timeout", 2*time.Minute, "time limit of the linearizability search")
+	f.StringVar(&cfg.TrackerCmd, "tracker-cmd", "", "judge another tracker instead of FileShare masters: the command that starts it, with {port}, {host}, {dir} and {whitelist} filled in (with --workload tracker; faults kill and pause)")
 	return cmd
 }
 
@@ -192,7 +198,7 @@ the message says why).`,
 func changedFlags(cmd *cobra.Command, skip ...string) []string {
 	var out []string
 	for _, name := range []string{"nodes", "time", "interval", "nemesis", "rate", "concurrency", "files", "workload", "torrents", "seed", "out",
-		"net", "no-netns", "keep-data", "op-timeout", "check-timeout", "log-format", "log-level"} {
+		"net", "no-netns", "keep-data", "op-timeout", "check-timeout", "tracker-cmd", "log-format", "log-level"} {
 		if slices.Contains(skip, name) || !cmd.Flags().Changed(name) {
 			continue
 		}

@@ -378,3 +378,37 @@ func TestJepsenUDPFaultsOnTheTrackerAreValid(t *testing.T) {
 		t.Fatalf("%d of %d UDP faults saw UDP traffic through the proxies, want all and at least 3:\n%s", udp, faults, describe(out, res))
 	}
 }
+
+// --tracker-cmd judges another tracker in the same words. Debian's
+// opentracker keeps its swarms in memory only, so after it is killed and
+// restarted the acknowledged swarm entries are gone: the run must find
+// them missing (tracker-set invalid, exit 1) and name them. Skipped
+// without opentracker; a failure under CI, which installs it.
+func TestJepsenTrackerCmdReportsWhatOpentrackerLoses(t *testing.T) {
+	ot, err := exec.LookPath("opentracker")
+	if err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatal("opentracker is not on PATH; CI installs it (apt-get install opentracker)")
+		}
+		t.Skip("needs opentracker (apt-get install opentracker)")
+	}
+	dir := t.TempDir()
+	out, code, res := runJepsen(t, nil, "--out", dir, "--workload", "tracker", "--nemesis", "kill", "--time", "20s", "--interval", "5s",
+		"--seed", "1", "--rate", "150", "--torrents", "4",
+		"--tracker-cmd", ot+" -i {host} -p {port} -P {port} -w {whitelist}")
+	if code != 1 || res == nil || res.Verdict != jepsenlike.Invalid || res.Tracker == nil || res.TrackerCmd == "" {
+		t.Fatalf("exit code %d, want 1 (invalid) with the tracker under test recorded:\n%s", code, describe(out, res))
+	}
+	if len(res.Tracker.Lost) == 0 || res.Tracker.Acknowledged == 0 || res.Checkers["tracker-set"].Verdict != jepsenlike.Invalid {
+		t.Fatalf("opentracker lost no acknowledged swarm entry across kills:\n%s", describe(out, res))
+	}
+	if !strings.Contains(res.Summary, "the tracker under test broke a promise") || !strings.Contains(res.Summary, "acknowledged swarm entries are missing") {
+		t.Fatalf("the summary does not say what was lost, in the harness's words: %s", res.Summary)
+	}
+
+	// Faults that need masters are refused, with the reason.
+	out, code, _ = runJepsen(t, nil, "--workload", "tracker", "--nemesis", "partition", "--time", "5s", "--tracker-cmd", ot+" -p {port}")
+	if code != 2 || !strings.Contains(out, "only the kill and pause faults apply") {
+		t.Fatalf("partition against a tracker under test: exit %d:\n%s", code, out)
+	}
+}
