@@ -295,7 +295,7 @@ func runExternal(ctx context.Context, cfg Config) (*Results, error) {
 			return writeLatencySVG(f, history, windows, cfg.OpTimeout)
 		}),
 		writeFile(filepath.Join(cfg.Out, ReportFile), func(f *os.File) error {
-			return writeReport(f, res, windows, []string{externalID})
+			return writeReport(f, res, history, windows, []string{externalID})
 		}),
 	}
 	if err := errors.Join(errs...); err != nil {

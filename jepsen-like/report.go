@@ -146,7 +146,7 @@ func niceStep(total time.Duration) time.Duration {
 
 // writeReport writes report.html: the verdict in plain words, what ran,
 // what each checker found, the faults, and links to everything else.
-func writeReport(w io.Writer, r *Results, windows []Window, ids []string) error {
+func writeReport(w io.Writer, r *Results, history []Op, windows []Window, ids []string) error {
 	bw := bufio.NewWriter(w)
 	e := html.EscapeString
 	p := func(format string, args ...any) { fmt.Fprintf(bw, format, args...) }
@@ -252,6 +252,13 @@ th{background:#f4f4f4}.v{color:white;padding:1px 8px;border-radius:3px;font-weig
 			p("<li>%s at %v (expected, not a crash): %s</li>", e(c.Node), time.Duration(c.At).Round(time.Millisecond), e(c.Error))
 		}
 		p("</ul>\n")
+	}
+	if len(windows) > 0 && len(history) > 0 {
+		p("<h2>Around each fault</h2>\n<p>What every client did from %v before each fault started until %v after it healed: hover a bar for the operation, its outcome and the master that answered.</p>\n", diagramMargin, diagramMargin)
+		for _, win := range windows {
+			p("<h3>Fault %d: %s %s</h3>\n", win.Seq, e(string(win.Kind)), e(strings.Join(win.Targets, ", ")))
+			writeFaultDiagram(bw, history, win)
+		}
 	}
 	p(`<h2>Latency</h2><p><img src="%s" alt="latency over time" style="max-width:100%%"></p>`+"\n", LatencyFile)
 	p("<h2>Files</h2><ul>\n")

@@ -507,7 +507,7 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 		return writeLatencySVG(f, history, windows, cfg.OpTimeout)
 	}))
 	errs = append(errs, writeFile(filepath.Join(cfg.Out, ReportFile), func(f *os.File) error {
-		return writeReport(f, res, windows, cl.ids())
+		return writeReport(f, res, history, windows, cl.ids())
 	}))
 	if !cfg.KeepData {
 		errs = append(errs, os.RemoveAll(filepath.Join(cfg.Out, "data")))
