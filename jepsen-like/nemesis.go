@@ -756,11 +756,20 @@ func (nm *nemesis) powerLoss(ctx context.Context, f Fault, targets []int, w *Win
 		// Mark first: a master may refuse to start on what the power
 		// loss left, and that is allowed.
 		nm.cl.markDamaged(x, true)
-		if err := nm.cl.kill(x); err != nil {
-			nm.note(w, "%v", err)
-		}
 		hit = append(hit, x)
 		w.Targets = append(w.Targets, nm.cl.nodes[x].id)
+	}
+	// All at once, as when a rack loses power.
+	var wg sync.WaitGroup
+	errs := make([]error, len(hit))
+	for k, x := range hit {
+		wg.Go(func() { errs[k] = nm.cl.kill(x) })
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			nm.note(w, "%v", err)
+		}
 	}
 	rng := rand.New(rand.NewPCG(f.Salt, uint64(f.Seq)))
 	for _, x := range hit {
