@@ -25,7 +25,7 @@ const (
 	diagramMargin = 2 * time.Second
 	// diagramMaxOps bounds the operations one diagram draws: past it, ok
 	// operations are thinned evenly (fail and info are always drawn).
-	diagramMaxOps = 600
+	diagramMaxOps = 300
 	diagramWidth  = 1000
 	diagramLabelW = 70
 	diagramRowH   = 16
@@ -70,10 +70,20 @@ func writeFaultDiagram(w io.Writer, history []Op, win Window) {
 			return n%keepEvery != 0
 		})
 	}
+	// One line per client: the index and the tracker workloads number
+	// their workers alike, so a tracker client's line is its worker
+	// number plus trackerRow.
+	const trackerRow = 1 << 20
+	lane := func(op Op) int {
+		if op.Type.IsTracker() {
+			return trackerRow + op.Worker
+		}
+		return op.Worker
+	}
 	var workers []int
 	for _, op := range ops {
-		if !slices.Contains(workers, op.Worker) {
-			workers = append(workers, op.Worker)
+		if !slices.Contains(workers, lane(op)) {
+			workers = append(workers, lane(op))
 		}
 	}
 	slices.Sort(workers)
@@ -103,8 +113,12 @@ func writeFaultDiagram(w io.Writer, history []Op, win Window) {
 	}
 	for i, wk := range workers {
 		y := 30 + i*diagramRowH
-		fmt.Fprintf(w, `<text x="4" y="%d" fill="#444">client %d</text><line x1="%d" y1="%d" x2="%d" y2="%d" stroke="#bbb"/>`+"\n",
-			y+3, wk, diagramLabelW, y, diagramWidth-10, y)
+		name := fmt.Sprintf("client %d", wk)
+		if wk >= trackerRow {
+			name = fmt.Sprintf("bt client %d", wk-trackerRow)
+		}
+		fmt.Fprintf(w, `<text x="4" y="%d" fill="#444">%s</text><line x1="%d" y1="%d" x2="%d" y2="%d" stroke="#bbb"/>`+"\n",
+			y+3, name, diagramLabelW, y, diagramWidth-10, y)
 	}
 	colors := map[Outcome]string{OK: "#2e7d32", Fail: "#c62828", Info: "#ef6c00"}
 	firstAfter := func(t int64) (Op, bool) {
@@ -117,7 +131,7 @@ func writeFaultDiagram(w io.Writer, history []Op, win Window) {
 		return best, found
 	}
 	for _, op := range ops {
-		y := 30 + row[op.Worker]*diagramRowH
+		y := 30 + row[lane(op)]*diagramRowH
 		x1, x2 := x(op.Invoke), x(op.Complete)
 		title := fmt.Sprintf("%s %s key %d: %s after %v", op.Type, op.Outcome, op.Key, op.Master, time.Duration(op.Complete-op.Invoke).Round(time.Millisecond))
 		if op.Error != "" {
@@ -135,7 +149,7 @@ func writeFaultDiagram(w io.Writer, history []Op, win Window) {
 		label string
 	}{{int64(win.StartOffset), "first ok write after the start"}, {int64(win.EndOffset), "first ok write after the heal"}} {
 		if op, ok := firstAfter(mark.at); ok {
-			y := 30 + row[op.Worker]*diagramRowH
+			y := 30 + row[lane(op)]*diagramRowH
 			fmt.Fprintf(w, `<g><title>%s: %s by client %d at %.3fs</title><circle cx="%.1f" cy="%d" r="5" fill="none" stroke="#000" stroke-width="1.5"/></g>`+"\n",
 				e(mark.label), op.Type, op.Worker, float64(op.Complete)/1e9, x(op.Complete), y)
 		}

@@ -119,7 +119,7 @@ func TestFaultDiagramsShowEachClientAroundTheFault(t *testing.T) {
 	if bars != 6 || marks != 2 {
 		t.Fatalf("%d bars and %d marks, want the 6 client ops near the fault and 2 marks:\n%s", bars, marks, buf.String())
 	}
-	for _, want := range []string{kindColor(KindPowerLossAll), ">m3<", "client 1", "first ok write after the heal: stopped by client 1", "deadline exceeded"} {
+	for _, want := range []string{kindColor(KindPowerLossAll), ">m3<", ">bt client 1<", ">client 0<", "first ok write after the heal: stopped by client 1", "deadline exceeded"} {
 		if !strings.Contains(buf.String(), want) {
 			t.Errorf("the diagram lacks %q", want)
 		}
