@@ -270,8 +270,13 @@ th{background:#f4f4f4}.v{color:white;padding:1px 8px;border-radius:3px;font-weig
 		p(`<li><a href="logs/%s.log">logs/%s.log</a></li>`+"\n", id, id)
 	}
 	p("</ul>\n")
-	p(`<h2>Replay</h2><p>The same seed replays the same fault schedule: <code>fileshare jepsen --seed %d --nodes %d --time %v --interval %v --nemesis %s --rate %g --concurrency %d --files %d</code></p>`+"\n",
-		r.Seed, r.Nodes, time.Duration(r.Time), time.Duration(r.Interval), e(kindList(r.Kinds)), r.Rate, r.Concurrency, r.Files)
+	if r.TrackerCmd != "" {
+		p(`<h2>Replay</h2><p>The same seed replays the same fault schedule: <code>fileshare jepsen --seed %d --workload tracker --tracker-cmd '%s' --time %v --interval %v --nemesis %s --rate %g --concurrency %d --torrents %d</code></p>`+"\n",
+			r.Seed, e(r.TrackerCmd), time.Duration(r.Time), time.Duration(r.Interval), e(kindList(r.Kinds)), r.Rate, r.Concurrency, r.Torrents)
+	} else {
+		p(`<h2>Replay</h2><p>The same seed replays the same fault schedule: <code>fileshare jepsen --seed %d --nodes %d --time %v --interval %v --nemesis %s --rate %g --concurrency %d --files %d</code></p>`+"\n",
+			r.Seed, r.Nodes, time.Duration(r.Time), time.Duration(r.Interval), e(kindList(r.Kinds)), r.Rate, r.Concurrency, r.Files)
+	}
 	p("</body></html>\n")
 	return bw.Flush()
 }

@@ -307,6 +307,9 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 			log.Info("every master's data dir is on a power-loss filesystem", "under", filepath.Join(cfg.Out, "power"))
 		}
 	}
+	if slices.ContainsFunc(cfg.Kinds, isUDP) && !cfg.has(WorkloadTracker) {
+		res.Skipped = append(res.Skipped, "UDP faults were skipped: they act on the tracker workload's UDP announces; add --workload tracker")
+	}
 	// Clock faults: every master reads its clock offset from a file.
 	var clockFiles []string
 	if slices.Contains(cfg.Kinds, KindClock) {
