@@ -280,9 +280,10 @@ func runExternal(ctx context.Context, cfg Config) (*Results, error) {
 		res.Logs = LogsResult{Verdict: Invalid, Explanation: fmt.Sprintf("the tracker under test exited %d times without being killed: %s", len(crashes), strings.Join(crashes, "; "))}
 	}
 	res.Checkers = map[string]CheckerResult{
-		"tracker-set":  {t.Verdict, t.Explanation},
-		"availability": {res.Availability.Verdict, res.Availability.Explanation},
-		"logs":         {res.Logs.Verdict, res.Logs.Explanation},
+		"restart-recall": checkRestartRecall(history, windows),
+		"tracker-set":    {t.Verdict, t.Explanation},
+		"availability":   {res.Availability.Verdict, res.Availability.Explanation},
+		"logs":           {res.Logs.Verdict, res.Logs.Explanation},
 	}
 	res.Verdict, res.Summary = conclude(res)
 	res.Elapsed = Duration(time.Since(t0))

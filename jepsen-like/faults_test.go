@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -361,5 +362,38 @@ func TestUDPFaultsAreSeededAndJudged(t *testing.T) {
 	}
 	if r := checkTrackerOnce(nil, dup, TrackerResult{Verdict: Invalid}); r.Verdict != Invalid {
 		t.Fatalf("a resurrected stop after duplicates: %s", r.Verdict)
+	}
+}
+
+// restart-recall compares the peers a swarm had acknowledged when the
+// tracker was killed with the count in the first membership change after
+// the restart, allowing for the announcing peer itself.
+func TestRestartRecall(t *testing.T) {
+	s := int64(time.Second)
+	before := []Op{
+		{Worker: 0, Peer: "a", Type: OpStarted, Key: 0, Outcome: OK, Invoke: 1 * s, Complete: 1*s + 1},
+		{Worker: 1, Peer: "b", Type: OpStarted, Key: 0, Outcome: OK, Invoke: 1 * s, Complete: 1*s + 1},
+		{Worker: 2, Peer: "c", Type: OpStarted, Key: 0, Outcome: OK, Invoke: 1 * s, Complete: 1*s + 1},
+		{Worker: 2, Peer: "c", Type: OpStopped, Key: 0, Outcome: OK, Invoke: 2 * s, Complete: 2*s + 1},
+		{Worker: 3, Peer: "d", Type: OpStarted, Key: 0, Outcome: Info, Invoke: 2 * s, Complete: 3 * s},
+	}
+	win := []Window{{Fault: Fault{Seq: 1, Kind: KindKill}, StartOffset: Duration(4 * s), EndOffset: Duration(6 * s)}}
+	after := func(op Op) []Op { return append(slices.Clone(before), op) }
+	for _, tc := range []struct {
+		name  string
+		first Op
+		want  Verdict
+	}{
+		{"a newcomer sees both", Op{Peer: "e", Type: OpStarted, Key: 0, Outcome: OK, Invoke: 7 * s, Complete: 7 * s, Swarm: 3}, Valid},
+		{"a newcomer sees an empty swarm", Op{Peer: "e", Type: OpStarted, Key: 0, Outcome: OK, Invoke: 7 * s, Complete: 7 * s, Swarm: 1}, Invalid},
+		{"one of them leaves", Op{Peer: "a", Type: OpStopped, Key: 0, Outcome: OK, Invoke: 7 * s, Complete: 7 * s, Swarm: 1}, Valid},
+		{"one of them completes alone", Op{Peer: "a", Type: OpCompleted, Key: 0, Outcome: OK, Invoke: 7 * s, Complete: 7 * s, Swarm: 1}, Invalid},
+	} {
+		if got := checkRestartRecall(after(tc.first), win); got.Verdict != tc.want {
+			t.Errorf("%s: %s (%s), want %s", tc.name, got.Verdict, got.Explanation, tc.want)
+		}
+	}
+	if got := checkRestartRecall(before, nil); got.Verdict != Valid {
+		t.Errorf("no kill: %s", got.Verdict)
 	}
 }

@@ -658,7 +658,7 @@ func writeFile(path string, fill func(*os.File) error) error {
 // checkerNames lists the checkers a run has, in report order.
 func checkerNames(r *Results) []string {
 	var out []string
-	for _, name := range []string{"linearizable", "set-full", "tracker-set", "tracker-agree", "tracker-once", "digests", "heal-digests", "logs", "availability"} {
+	for _, name := range []string{"linearizable", "set-full", "tracker-set", "tracker-agree", "tracker-once", "restart-recall", "digests", "heal-digests", "logs", "availability"} {
 		if _, ok := r.Checkers[name]; ok {
 			out = append(out, name)
 		}
