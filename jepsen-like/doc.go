@@ -116,6 +116,14 @@
 // started or stopped had one effect (swarm counts match the peers listed;
 // tracker-set finds nothing lost or resurrected).
 //
+// Any tracker under test: with Config.TrackerCmd (--tracker-cmd) the
+// tracker workload runs against one tracker process started from a
+// command template (opentracker, say), under kill and pause, and the
+// same checkers say what it kept and lost; restart-recall adds what each
+// kill cost (the swarm acknowledged at the kill against the count of the
+// first membership change after the restart), which final lists alone
+// hide because peers re-announce.
+//
 // Network faults drop packets rather than close connections, as a real
 // network does. Two mechanisms:
 //

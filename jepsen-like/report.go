@@ -168,6 +168,8 @@ th{background:#f4f4f4}.v{color:white;padding:1px 8px;border-radius:3px;font-weig
 <li><b>set-full</b>: every registration that was acknowledged, and not possibly undone later, is present in the final reads (nothing acknowledged was lost), and no acknowledged unregistration came back.</li>
 <li><b>tracker-set</b> (tracker workload): every started or completed a master acknowledged, and that no stop could have undone, is in every master's final peer list; no acknowledged stop came back; no list shows a peer nobody announced. The peer lifetime outlasts the run, so nothing may expire.</li>
 <li><b>tracker-agree</b> (tracker workload): after the faults healed, every master lists the same peers in every swarm.</li>
+<li><b>tracker-once</b> (UDP faults): every started or stopped announce the UDP proxies duplicated had one effect: every master's swarm counts match the peers it lists, and tracker-set finds nothing lost or resurrected.</li>
+<li><b>restart-recall</b> (a tracker under test, --tracker-cmd): after each kill and restart, the first membership change in each swarm still counts every peer the tracker had acknowledged there when it was killed.</li>
 <li><b>digests</b>: after the faults healed, every master holds the same index.</li>
 <li><b>heal-digests</b>: after every single heal, with the workload held back until no write was in flight, every master that served (running, in the configuration, caught up) held the same index.</li>
 <li><b>logs</b>: no master panicked, hit a fatal error or a data race, or exited on its own. A master that refused to start because the harness damaged its data dir (exit status 4), or stopped because the harness filled its disk and said so in its log, is listed as such, not as a crash.</li>
