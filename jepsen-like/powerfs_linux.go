@@ -301,9 +301,24 @@ func (p *powerFS) record(fd int, off, n, newSize int64) syscall.Errno {
 	return 0
 }
 
-// fileSynced makes the changes of the file behind fd durable, and the
-// directory operation that created it.
-func (p *powerFS) fileSynced(fd int) {
+// pending returns how many undo records the file behind fd has.
+func (p *powerFS) pending(fd int) int {
+	var st syscall.Stat_t
+	if syscall.Fstat(fd, &st) != nil {
+		return 0
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if u := p.files[st.Ino]; u != nil {
+		return len(u.recs)
+	}
+	return 0
+}
+
+// fileSynced makes the first n changes of the file behind fd durable
+// (those made before its fsync began), and the directory operation that
+// created it.
+func (p *powerFS) fileSynced(fd, n int) {
 	var st syscall.Stat_t
 	if syscall.Fstat(fd, &st) != nil {
 		return
@@ -311,8 +326,12 @@ func (p *powerFS) fileSynced(fd int) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if u := p.files[st.Ino]; u != nil {
-		u.f.Close()
-		delete(p.files, st.Ino)
+		if n >= len(u.recs) {
+			u.f.Close()
+			delete(p.files, st.Ino)
+		} else {
+			u.recs = append([]undoRec(nil), u.recs[n:]...)
+		}
 	}
 	for k := len(p.ops) - 1; k >= p.durable; k-- {
 		if p.ops[k].kind == "create" && p.ops[k].ino == st.Ino {
@@ -611,10 +630,13 @@ func (f *powerFile) Flush(ctx context.Context) syscall.Errno { return f.lf.Flush
 
 func (f *powerFile) Release(ctx context.Context) syscall.Errno { return f.lf.Release(ctx) }
 
+// Fsync makes durable what was written before it began: a write that
+// lands while the fsync runs stays undoable.
 func (f *powerFile) Fsync(ctx context.Context, flags uint32) syscall.Errno {
+	before := f.p.pending(f.fd)
 	errno := f.lf.Fsync(ctx, flags)
 	if errno == 0 {
-		f.p.fileSynced(f.fd)
+		f.p.fileSynced(f.fd, before)
 	}
 	return errno
 }
