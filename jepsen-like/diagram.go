@@ -25,7 +25,7 @@ const (
 	diagramMargin = 2 * time.Second
 	// diagramMaxOps bounds the operations one diagram draws: past it, ok
 	// operations are thinned evenly (fail and info are always drawn).
-	diagramMaxOps = 300
+	diagramMaxOps = 200
 	diagramWidth  = 1000
 	diagramLabelW = 70
 	diagramRowH   = 16
