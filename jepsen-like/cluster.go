@@ -34,6 +34,9 @@ type cluster struct {
 	logger *slog.Logger
 	nodes  []*node
 	tlsDir string // the CA and certificates the masters run with
+	// wiped, if set, is called after master i's data dir was wiped
+	// (before it starts again); set before the first start.
+	wiped func(i int)
 
 	mu        sync.Mutex
 	t0        time.Time // the run's start, for crash times
@@ -85,8 +88,9 @@ const trackerInterval = 5 * time.Second
 // HTTP tracker on addrs[i].Tracker whose peer lifetime is peerLease (it
 // outlasts the run, so no entry expires and the checker needs no clock)
 // and whose per-IP cap admits every simulated peer, since they all
-// announce from one loopback address.
-func newCluster(binary string, env []string, addrs []nodeAddrs, outDir string, dataDirs, clockFiles []string, peerLease time.Duration, tracker bool, logger *slog.Logger) (*cluster, error) {
+// announce from one loopback address; with trackerUDP, also a UDP
+// tracker on the same port number (for UDP faults).
+func newCluster(binary string, env []string, addrs []nodeAddrs, outDir string, dataDirs, clockFiles []string, peerLease time.Duration, tracker, trackerUDP bool, logger *slog.Logger) (*cluster, error) {
 	c := &cluster{logger: logger, t0: time.Now(), tlsDir: filepath.Join(outDir, "tls")}
 	// The masters run with TLS, as in production: a CA, a certificate per
 	// master valid for every address the harness uses, an admin one.
@@ -133,6 +137,10 @@ func newCluster(binary string, env []string, addrs []nodeAddrs, outDir string, d
 			specs[i].Flags = append(specs[i].Flags, "--tracker-http", a.Tracker,
 				"--tracker-interval", trackerInterval.String(), "--tracker-peer-lifetime", peerLease.String(),
 				"--tracker-max-peers-per-ip", "1000000")
+			if trackerUDP {
+				// The UDP tracker shares the HTTP tracker's port number.
+				specs[i].Flags = append(specs[i].Flags, "--tracker-udp", a.Tracker)
+			}
 		}
 	}
 	for i := range specs {
@@ -168,6 +176,10 @@ const exitDamaged = 4
 // clockFileEnv is the masters' clock hook: the file holding the offset
 // of their wall clock (see writeClockOffset).
 const clockFileEnv = "FILESHARE_UNSAFE_CLOCK_FILE"
+
+// noFsyncEnv is the masters' no-fsync hook (master.UnsafeNoFsyncEnv):
+// set to 1 in the harness's environment, it reaches every master.
+const noFsyncEnv = "FILESHARE_UNSAFE_NO_FSYNC"
 
 // Why a master stopped on its own, when that is what the harness expects.
 const (
@@ -350,6 +362,9 @@ func (c *cluster) rejoin(i int) error {
 	c.mu.Unlock()
 	if err := c.pc.Wipe(i); err != nil {
 		return err
+	}
+	if c.wiped != nil {
+		c.wiped(i)
 	}
 	return c.start(i)
 }

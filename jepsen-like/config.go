@@ -74,6 +74,15 @@ type Config struct {
 	// CheckTimeout bounds the linearizability search. Zero means 2 min.
 	CheckTimeout time.Duration
 
+	// TrackerCmd, if set, runs the tracker workload against one tracker
+	// process started from this command template instead of FileShare
+	// masters: {port} (its HTTP and UDP port), {host}, {dir} (its
+	// working directory) and {whitelist} (a file listing the workload's
+	// info-hashes in hex) are filled in; it is split on spaces, not run
+	// by a shell. Only the tracker workload and the kill and pause
+	// faults apply.
+	TrackerCmd string
+
 	// Logger receives progress messages. Nil discards them.
 	Logger *slog.Logger
 }
@@ -151,20 +160,27 @@ func (c Config) withDefaults() (Config, error) {
 		return c, fmt.Errorf("%w: the peer lease %v must outlast the run (%v) by a minute, or the masters expire the clients' holdings", ErrConfig, c.PeerLease, c.Time)
 	case c.CheckTimeout < 0:
 		return c, fmt.Errorf("%w: negative check timeout", ErrConfig)
+	case c.TrackerCmd != "" && !slices.Equal(c.Workloads, []Workload{WorkloadTracker}):
+		return c, fmt.Errorf("%w: a tracker under test (--tracker-cmd) runs the tracker workload only; use --workload tracker", ErrConfig)
+	case c.TrackerCmd != "" && slices.ContainsFunc(c.Kinds, func(k Kind) bool { return k != KindKill && k != KindPause }):
+		return c, fmt.Errorf("%w: a tracker under test (--tracker-cmd) is one process: only the kill and pause faults apply, not %v", ErrConfig, c.Kinds)
 	}
 	return c, nil
 }
 
 // NeedsPrivateNamespace reports whether a run with these faults should
 // run in a private network and mount namespace (RunInPrivateNetns): when
-// its network faults use iptables, or its disk-full faults mount a
-// filesystem per master (as root), so neither rules nor mounts reach the
-// host.
+// its network faults use iptables, or its disk-full or power-loss faults
+// mount a filesystem per master (as root), so neither rules nor mounts
+// reach the host.
 func NeedsPrivateNamespace(kinds []Kind, net NetMode) bool {
 	if slices.ContainsFunc(kinds, Kind.NeedsNetwork) {
 		if mode, _, err := ResolveNet(net); err == nil && mode == NetIptables {
 			return true
 		}
+	}
+	if slices.ContainsFunc(kinds, isPowerLoss) && powerSupported() == "" {
+		return true
 	}
 	return slices.Contains(kinds, KindDiskFull) && diskSupported() == ""
 }
@@ -209,3 +225,11 @@ func ParseWorkloads(s string) ([]Workload, error) {
 }
 
 func (c Config) has(w Workload) bool { return slices.Contains(c.Workloads, w) }
+
+// udpFaults reports whether the run puts UDP faults on the tracker
+// workload's UDP announces: then the masters serve a UDP tracker, the
+// harness runs a UDP proxy in front of each, and half the workload's
+// announces go over UDP.
+func (c Config) udpFaults() bool {
+	return c.has(WorkloadTracker) && slices.ContainsFunc(c.Kinds, isUDP)
+}

@@ -57,7 +57,7 @@
 // removed master must never restart from its old state); delay and loss
 // slow or drop packets between masters.
 //
-// Three faults hurt the disk and the clock:
+// Five faults hurt the disk, the power and the clock:
 //
 //   - disk-full (root): every master's data dir lies on a 256 MiB tmpfs of
 //     its own, mounted inside the harness's private mount namespace (the
@@ -75,6 +75,22 @@
 //     crash; the heal removes it from the configuration, wipes it and
 //     adds it back with --join) or start and recover without ever
 //     serving a wrong index (heal-digests, digests, linearizable).
+//   - power-loss and power-loss-all (root on Linux with /dev/fuse): every
+//     master's data dir is a FUSE filesystem of the harness (powerFS,
+//     go-fuse, mounted in the private mount namespace) that passes
+//     everything through to a backing directory and records how to undo
+//     each write, size change and directory operation until it is made
+//     durable: a file's changes by its fsync or fdatasync, directory
+//     operations in order by an fsync of the directory or of a file one
+//     of them created (as a journaling filesystem commits them). The
+//     fault SIGKILLs one master (or all at once), undoes what was not
+//     durable (variant "torn": each file's last unsynced write keeps a
+//     prefix cut at a 512-byte boundary) and, at the heal, starts it
+//     again. Every acknowledged write must survive (each was fsynced on
+//     a majority first), or the master refuses to start (exit status 4)
+//     and is replaced; no master may serve a wrong index. The
+//     self-test: masters run with FILESHARE_UNSAFE_NO_FSYNC=1 skip fsync,
+//     and power-loss-all must make set-full report lost writes.
 //   - clock: move one master's wall clock through its
 //     FILESHARE_UNSAFE_CLOCK_FILE hook, a jump or a stepwise drift of 30 s
 //     to 10 min either way, and hand it leadership (a master reads its
@@ -84,6 +100,29 @@
 //     a master that lets a forward jump expire live peers loses their
 //     registrations and set-full fails. Whether dead peers are ever
 //     expired is not checked: the lease outlasts the run.
+//
+// Four faults act on the tracker workload's UDP announces (BEP 15):
+// udp-loss, udp-dup, udp-reorder and udp-delay. With any of them (and
+// the tracker workload) the masters also serve a UDP tracker, the harness
+// runs a UDP proxy (udpProxy) in front of each, and half the workload's
+// announces go over UDP through it, by btclient's UDPClient, which
+// retransmits as BEP 15 says with the waits scaled down (opTimeout/8,
+// doubling). The proxy drops, duplicates, holds back or delays datagrams
+// in both directions, per datagram, and counts what it did (Window.UDP).
+// A peer stays quiet for a second after a UDP announce, so no copy of it
+// can arrive after the peer's next announce (a real client's announces
+// are minutes apart, and BEP 15 has no sequence numbers to tell a late
+// copy from a new announce). The tracker-once checker: every duplicated
+// started or stopped had one effect (swarm counts match the peers listed;
+// tracker-set finds nothing lost or resurrected).
+//
+// Any tracker under test: with Config.TrackerCmd (--tracker-cmd) the
+// tracker workload runs against one tracker process started from a
+// command template (opentracker, say), under kill and pause, and the
+// same checkers say what it kept and lost; restart-recall adds what each
+// kill cost (the swarm acknowledged at the kill against the count of the
+// first membership change after the restart), which final lists alone
+// hide because peers re-announce.
 //
 // Network faults drop packets rather than close connections, as a real
 // network does. Two mechanisms:

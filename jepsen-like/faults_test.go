@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -288,5 +289,111 @@ func TestPacerHoldStopsNewOps(t *testing.T) {
 	p.release()
 	if !<-started {
 		t.Fatal("wait after release returned false")
+	}
+}
+
+// Power losses are drawn from the seed like the other kinds, clean and
+// torn, each with a salt for its tears, and "all" includes both kinds.
+func TestPowerLossFaultsAreSeededAndInAll(t *testing.T) {
+	kinds := []Kind{KindPowerLoss, KindPowerLossAll}
+	p := Plan{Seed: 5, Nodes: 5, Time: 5 * time.Minute, Interval: 5 * time.Second, Kinds: kinds}
+	a := PlanSchedule(p)
+	if b := PlanSchedule(p); len(a) == 0 || !slicesEqualJSON(t, a, b) {
+		t.Fatal("the same plan gave different schedules")
+	}
+	seen := map[string]bool{}
+	for _, f := range a {
+		if !isPowerLoss(f.Kind) || (f.Variant != "clean" && f.Variant != "torn") || f.Salt == 0 || len(f.Order) != 5 {
+			t.Fatalf("fault %+v: want a power loss, clean or torn, with a salt and every master in its order", f)
+		}
+		seen[string(f.Kind)+"/"+f.Variant] = true
+	}
+	for _, want := range []string{"power-loss/clean", "power-loss/torn", "power-loss-all/clean", "power-loss-all/torn"} {
+		if !seen[want] {
+			t.Errorf("5 minutes of power losses never drew %s", want)
+		}
+	}
+	all, _ := ParseKinds("all")
+	for _, k := range kinds {
+		if !contains(all, k) || k.NeedsNetwork() {
+			t.Errorf("%s: in all %v, needs the network %v; want in all, no network", k, contains(all, k), k.NeedsNetwork())
+		}
+	}
+}
+
+// UDP faults are drawn with their parameters, are in "all", and need no
+// link faults; a duplicate's one effect is judged from the proxies'
+// counts and the final reads.
+func TestUDPFaultsAreSeededAndJudged(t *testing.T) {
+	a := PlanSchedule(Plan{Seed: 2, Nodes: 3, Time: 5 * time.Minute, Interval: 5 * time.Second,
+		Kinds: []Kind{KindUDPLoss, KindUDPDup, KindUDPReorder, KindUDPDelay}})
+	seen := map[Kind]bool{}
+	for _, f := range a {
+		seen[f.Kind] = true
+		switch f.Kind {
+		case KindUDPDelay:
+			if f.Delay < Duration(50*time.Millisecond) || f.Delay > Duration(300*time.Millisecond) {
+				t.Fatalf("udp-delay of %v", time.Duration(f.Delay))
+			}
+		default:
+			if f.Fraction < 0.1 || f.Fraction > 0.6 {
+				t.Fatalf("%s with fraction %v", f.Kind, f.Fraction)
+			}
+		}
+	}
+	all, _ := ParseKinds("all")
+	for _, k := range []Kind{KindUDPLoss, KindUDPDup, KindUDPReorder, KindUDPDelay} {
+		if !seen[k] || !contains(all, k) || k.NeedsNetwork() {
+			t.Errorf("%s: drawn %v, in all %v, needs the network %v", k, seen[k], contains(all, k), k.NeedsNetwork())
+		}
+	}
+
+	dup := []Window{{UDP: &UDPCounts{DupStarted: 3, DupStopped: 2}}}
+	valid := TrackerResult{Verdict: Valid}
+	if r := checkTrackerOnce(nil, dup, valid); r.Verdict != Valid || !strings.Contains(r.Explanation, "3 started and 2 stopped") {
+		t.Fatalf("duplicates with one effect: %s %s", r.Verdict, r.Explanation)
+	}
+	if r := checkTrackerOnce(nil, nil, valid); r.Verdict != Unknown {
+		t.Fatalf("no duplicates must be unknown, got %s", r.Verdict)
+	}
+	twice := []Op{{Type: OpPeers, Outcome: Info, Master: "m2", Key: 4, Error: "listed 3 of the swarm's 4 other peers"}}
+	if r := checkTrackerOnce(twice, dup, valid); r.Verdict != Invalid || !strings.Contains(r.Explanation, "m2 torrent 4") {
+		t.Fatalf("a peer counted twice: %s %s", r.Verdict, r.Explanation)
+	}
+	if r := checkTrackerOnce(nil, dup, TrackerResult{Verdict: Invalid}); r.Verdict != Invalid {
+		t.Fatalf("a resurrected stop after duplicates: %s", r.Verdict)
+	}
+}
+
+// restart-recall compares the peers a swarm had acknowledged when the
+// tracker was killed with the count in the first membership change after
+// the restart, allowing for the announcing peer itself.
+func TestRestartRecall(t *testing.T) {
+	s := int64(time.Second)
+	before := []Op{
+		{Worker: 0, Peer: "a", Type: OpStarted, Key: 0, Outcome: OK, Invoke: 1 * s, Complete: 1*s + 1},
+		{Worker: 1, Peer: "b", Type: OpStarted, Key: 0, Outcome: OK, Invoke: 1 * s, Complete: 1*s + 1},
+		{Worker: 2, Peer: "c", Type: OpStarted, Key: 0, Outcome: OK, Invoke: 1 * s, Complete: 1*s + 1},
+		{Worker: 2, Peer: "c", Type: OpStopped, Key: 0, Outcome: OK, Invoke: 2 * s, Complete: 2*s + 1},
+		{Worker: 3, Peer: "d", Type: OpStarted, Key: 0, Outcome: Info, Invoke: 2 * s, Complete: 3 * s},
+	}
+	win := []Window{{Fault: Fault{Seq: 1, Kind: KindKill}, StartOffset: Duration(4 * s), EndOffset: Duration(6 * s)}}
+	after := func(op Op) []Op { return append(slices.Clone(before), op) }
+	for _, tc := range []struct {
+		name  string
+		first Op
+		want  Verdict
+	}{
+		{"a newcomer sees both", Op{Peer: "e", Type: OpStarted, Key: 0, Outcome: OK, Invoke: 7 * s, Complete: 7 * s, Swarm: 3}, Valid},
+		{"a newcomer sees an empty swarm", Op{Peer: "e", Type: OpStarted, Key: 0, Outcome: OK, Invoke: 7 * s, Complete: 7 * s, Swarm: 1}, Invalid},
+		{"one of them leaves", Op{Peer: "a", Type: OpStopped, Key: 0, Outcome: OK, Invoke: 7 * s, Complete: 7 * s, Swarm: 1}, Valid},
+		{"one of them completes alone", Op{Peer: "a", Type: OpCompleted, Key: 0, Outcome: OK, Invoke: 7 * s, Complete: 7 * s, Swarm: 1}, Invalid},
+	} {
+		if got := checkRestartRecall(after(tc.first), win); got.Verdict != tc.want {
+			t.Errorf("%s: %s (%s), want %s", tc.name, got.Verdict, got.Explanation, tc.want)
+		}
+	}
+	if got := checkRestartRecall(before, nil); got.Verdict != Valid {
+		t.Errorf("no kill: %s", got.Verdict)
 	}
 }

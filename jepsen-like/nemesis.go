@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"slices"
 	"strings"
 	"sync"
@@ -30,6 +31,9 @@ type Window struct {
 	// fault damaged, how a damaged master reacted) and what did not go to
 	// plan (no leader found, a restart that failed, ...).
 	Notes []string `json:"notes,omitempty"`
+	// UDP counts what the UDP proxies did while a UDP fault was in
+	// force.
+	UDP *UDPCounts `json:"udp,omitempty"`
 	// HealDigests compares the index digests of the masters that serve
 	// once the fault has healed and the workload has been held back for a
 	// moment (nil: not compared, e.g. the run ended first).
@@ -57,6 +61,13 @@ type nemesis struct {
 	// clockFiles are the masters' clock offset files; nil unless clock
 	// faults were asked for.
 	clockFiles []string
+	// power are the masters' power-loss filesystems; nil when they
+	// could not be had, and powerSkip says why.
+	power     []*powerFS
+	powerSkip string
+	// udp are the UDP proxies in front of the masters' UDP trackers; nil
+	// without the tracker workload.
+	udp []*udpProxy
 
 	mu      sync.Mutex
 	windows []Window
@@ -171,6 +182,18 @@ func (nm *nemesis) apply(ctx context.Context, f Fault, w *Window) healFunc {
 		return nm.corrupt(ctx, f, w)
 	case KindClock:
 		return nm.moveClock(ctx, f, w)
+	case KindUDPLoss:
+		return nm.setUDP(UDPFaults{Loss: f.Fraction}, w)
+	case KindUDPDup:
+		return nm.setUDP(UDPFaults{Dup: f.Fraction}, w)
+	case KindUDPReorder:
+		return nm.setUDP(UDPFaults{Reorder: f.Fraction}, w)
+	case KindUDPDelay:
+		return nm.setUDP(UDPFaults{Delay: f.Delay, Jitter: f.Jitter}, w)
+	case KindPowerLoss:
+		return nm.powerLoss(ctx, f, f.Order[:1], w)
+	case KindPowerLossAll:
+		return nm.powerLoss(ctx, f, f.Order, w)
 	}
 	nm.note(w, "unknown fault kind %q", f.Kind)
 	return nil
@@ -274,14 +297,22 @@ func (nm *nemesis) rollingRestart(ctx context.Context, order []int, w *Window) {
 func (nm *nemesis) waitReady(ctx context.Context, i int, d time.Duration) bool {
 	deadline := time.Now().Add(d)
 	for time.Now().Before(deadline) && ctx.Err() == nil {
-		if st, err := nm.cl.status(ctx, i); err == nil && st.Ready {
-			for _, m := range st.Members {
-				if m.ID == st.ID && strings.EqualFold(m.Suffrage, "voter") {
-					return true
-				}
-			}
+		if nm.readyVoter(ctx, i) {
+			return true
 		}
 		sleepCtx(ctx, 200*time.Millisecond)
+	}
+	return false
+}
+
+// readyVoter reports whether master i says it is ready and a voter.
+func (nm *nemesis) readyVoter(ctx context.Context, i int) bool {
+	if st, err := nm.cl.status(ctx, i); err == nil && st.Ready {
+		for _, m := range st.Members {
+			if m.ID == st.ID && strings.EqualFold(m.Suffrage, "voter") {
+				return true
+			}
+		}
 	}
 	return false
 }
@@ -475,6 +506,9 @@ func (nm *nemesis) corrupt(ctx context.Context, f Fault, w *Window) healFunc {
 	// Mark first: a master that refuses at once must find it set.
 	nm.cl.markDamaged(x, true)
 	_, what, err := damage(nm.cl.dataDir(x), f.Variant, f.Salt)
+	if nm.power != nil {
+		nm.power[x].sync() // the damage is on disk; no power loss undoes it
+	}
 	if err != nil {
 		nm.note(w, "damage %s: %v; started it undamaged", id, err)
 		nm.cl.markDamaged(x, false)
@@ -698,5 +732,130 @@ func servingDigests(ctx context.Context, cl *cluster, d time.Duration) DigestRes
 		if res.Verdict == Valid || time.Now().After(deadline) || !sleepCtx(ctx, 250*time.Millisecond) {
 			return res
 		}
+	}
+}
+
+// powerLoss cuts the power of targets at once: each is SIGKILLed (a
+// paused one too), then its filesystem discards every write it had not
+// fsynced (tearing each file's last one for Variant "torn"). The heal
+// starts them again and watches each: it must become a ready voter, or
+// refuse to start (exit status 4), and then it is replaced. A master
+// that starts is never allowed to serve a wrong index: the digest and
+// set checkers judge what it serves.
+func (nm *nemesis) powerLoss(ctx context.Context, f Fault, targets []int, w *Window) healFunc {
+	if nm.power == nil {
+		nm.note(w, "skipped: %s", nm.powerSkip)
+		return nil
+	}
+	var hit []int
+	for _, x := range targets {
+		if st := nm.cl.state(x); !st.running || st.removed {
+			nm.note(w, "%s is not running; left alone", nm.cl.nodes[x].id)
+			continue
+		}
+		// Mark first: a master may refuse to start on what the power
+		// loss left, and that is allowed.
+		nm.cl.markDamaged(x, true)
+		hit = append(hit, x)
+		w.Targets = append(w.Targets, nm.cl.nodes[x].id)
+	}
+	// All at once, as when a rack loses power.
+	var wg sync.WaitGroup
+	errs := make([]error, len(hit))
+	for k, x := range hit {
+		wg.Go(func() { errs[k] = nm.cl.kill(x) })
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			nm.note(w, "%v", err)
+		}
+	}
+	rng := rand.New(rand.NewPCG(f.Salt, uint64(f.Seq)))
+	for _, x := range hit {
+		what, err := nm.power[x].powerLoss(f.Variant == "torn", rng)
+		if err != nil {
+			nm.note(w, "power loss of %s: %v", nm.cl.nodes[x].id, err)
+		}
+		if what != "" {
+			nm.note(w, "%s lost power: %s", nm.cl.nodes[x].id, what)
+		}
+	}
+	if len(hit) == 0 {
+		return nil
+	}
+	return func(ctx context.Context, w *Window) {
+		for _, x := range hit {
+			if err := nm.cl.start(x); err != nil {
+				nm.note(w, "restart %s: %v", nm.cl.nodes[x].id, err)
+			}
+		}
+		for _, x := range hit {
+			id := nm.cl.nodes[x].id
+			if !nm.awaitPower(ctx, x, 30*time.Second) {
+				if nm.cl.state(x).refused {
+					nm.note(w, "%s refused to start on what the power loss left (exit status 4)", id)
+				} else {
+					nm.note(w, "%s was not running or not ready 30s after the power came back", id)
+				}
+				if err := nm.replace(ctx, x); err != nil {
+					nm.note(w, "heal: %v", err)
+					continue
+				}
+				nm.note(w, "replaced %s: removed from the configuration, wiped, added back with --join", id)
+				if !nm.waitReady(ctx, x, 45*time.Second) {
+					nm.note(w, "%s was not a ready voter within 45s of its replacement", id)
+					continue
+				}
+			}
+			nm.cl.markDamaged(x, false)
+		}
+	}
+}
+
+// awaitPower waits up to d for master x, started after a power loss, to
+// be a ready voter (true), or to stop: refused to start or exited
+// (false, at once).
+func (nm *nemesis) awaitPower(ctx context.Context, x int, d time.Duration) bool {
+	deadline := time.Now().Add(d)
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		if st := nm.cl.state(x); st.refused || !st.running {
+			return false
+		}
+		if nm.readyVoter(ctx, x) {
+			return true
+		}
+		sleepCtx(ctx, 200*time.Millisecond)
+	}
+	return false
+}
+
+// setUDP puts f in force on every master's UDP proxy; the heal forwards
+// everything again and records what the proxies did meanwhile.
+func (nm *nemesis) setUDP(f UDPFaults, w *Window) healFunc {
+	if nm.udp == nil {
+		nm.note(w, "skipped: UDP faults act on the tracker workload's UDP announces; run with --workload tracker")
+		return nil
+	}
+	for _, p := range nm.udp {
+		p.takeCounts()
+		p.set(f)
+	}
+	return func(_ context.Context, w *Window) {
+		var c UDPCounts
+		for _, p := range nm.udp {
+			p.set(UDPFaults{})
+			k := p.takeCounts()
+			c.Forwarded += k.Forwarded
+			c.Dropped += k.Dropped
+			c.Duplicated += k.Duplicated
+			c.Reordered += k.Reordered
+			c.Delayed += k.Delayed
+			c.DupStarted += k.DupStarted
+			c.DupStopped += k.DupStopped
+		}
+		w.UDP = &c
+		nm.note(w, "the UDP proxies forwarded %d datagrams, dropped %d, duplicated %d (%d started and %d stopped announces), reordered %d, delayed %d",
+			c.Forwarded, c.Dropped, c.Duplicated, c.DupStarted, c.DupStopped, c.Reordered, c.Delayed)
 	}
 }

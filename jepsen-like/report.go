@@ -31,6 +31,10 @@ func kindColor(k Kind) string {
 		return "#f2dcc4"
 	case KindClock:
 		return "#d4eeee"
+	case KindPowerLoss, KindPowerLossAll:
+		return "#f5c6e0"
+	case KindUDPLoss, KindUDPDup, KindUDPReorder, KindUDPDelay:
+		return "#e8f0c0"
 	}
 	return "#e0e0e0"
 }
@@ -142,7 +146,7 @@ func niceStep(total time.Duration) time.Duration {
 
 // writeReport writes report.html: the verdict in plain words, what ran,
 // what each checker found, the faults, and links to everything else.
-func writeReport(w io.Writer, r *Results, windows []Window, ids []string) error {
+func writeReport(w io.Writer, r *Results, history []Op, windows []Window, ids []string) error {
 	bw := bufio.NewWriter(w)
 	e := html.EscapeString
 	p := func(format string, args ...any) { fmt.Fprintf(bw, format, args...) }
@@ -164,6 +168,8 @@ th{background:#f4f4f4}.v{color:white;padding:1px 8px;border-radius:3px;font-weig
 <li><b>set-full</b>: every registration that was acknowledged, and not possibly undone later, is present in the final reads (nothing acknowledged was lost), and no acknowledged unregistration came back.</li>
 <li><b>tracker-set</b> (tracker workload): every started or completed a master acknowledged, and that no stop could have undone, is in every master's final peer list; no acknowledged stop came back; no list shows a peer nobody announced. The peer lifetime outlasts the run, so nothing may expire.</li>
 <li><b>tracker-agree</b> (tracker workload): after the faults healed, every master lists the same peers in every swarm.</li>
+<li><b>tracker-once</b> (UDP faults): every started or stopped announce the UDP proxies duplicated had one effect: every master's swarm counts match the peers it lists, and tracker-set finds nothing lost or resurrected.</li>
+<li><b>restart-recall</b> (a tracker under test, --tracker-cmd): after each kill and restart, the first membership change in each swarm still counts every peer the tracker had acknowledged there when it was killed.</li>
 <li><b>digests</b>: after the faults healed, every master holds the same index.</li>
 <li><b>heal-digests</b>: after every single heal, with the workload held back until no write was in flight, every master that served (running, in the configuration, caught up) held the same index.</li>
 <li><b>logs</b>: no master panicked, hit a fatal error or a data race, or exited on its own. A master that refused to start because the harness damaged its data dir (exit status 4), or stopped because the harness filled its disk and said so in its log, is listed as such, not as a crash.</li>
@@ -249,6 +255,13 @@ th{background:#f4f4f4}.v{color:white;padding:1px 8px;border-radius:3px;font-weig
 		}
 		p("</ul>\n")
 	}
+	if len(windows) > 0 && len(history) > 0 {
+		p("<h2>Around each fault</h2>\n<p>What every client did from %v before each fault started until %v after it healed: hover a bar for the operation, its outcome and the master that answered.</p>\n", diagramMargin, diagramMargin)
+		for _, win := range windows {
+			p("<h3>Fault %d: %s %s</h3>\n", win.Seq, e(string(win.Kind)), e(strings.Join(win.Targets, ", ")))
+			writeFaultDiagram(bw, history, win)
+		}
+	}
 	p(`<h2>Latency</h2><p><img src="%s" alt="latency over time" style="max-width:100%%"></p>`+"\n", LatencyFile)
 	p("<h2>Files</h2><ul>\n")
 	p(`<li><a href="%s">%s</a>: porcupine's interactive view of the history and its linearization, fault windows on the "nemesis" row%s</li>`+"\n", LinearizeFile, LinearizeFile, illegalNote(r.Linearizable))
@@ -259,8 +272,13 @@ th{background:#f4f4f4}.v{color:white;padding:1px 8px;border-radius:3px;font-weig
 		p(`<li><a href="logs/%s.log">logs/%s.log</a></li>`+"\n", id, id)
 	}
 	p("</ul>\n")
-	p(`<h2>Replay</h2><p>The same seed replays the same fault schedule: <code>fileshare jepsen --seed %d --nodes %d --time %v --interval %v --nemesis %s --rate %g --concurrency %d --files %d</code></p>`+"\n",
-		r.Seed, r.Nodes, time.Duration(r.Time), time.Duration(r.Interval), e(kindList(r.Kinds)), r.Rate, r.Concurrency, r.Files)
+	if r.TrackerCmd != "" {
+		p(`<h2>Replay</h2><p>The same seed replays the same fault schedule: <code>fileshare jepsen --seed %d --workload tracker --tracker-cmd '%s' --time %v --interval %v --nemesis %s --rate %g --concurrency %d --torrents %d</code></p>`+"\n",
+			r.Seed, e(r.TrackerCmd), time.Duration(r.Time), time.Duration(r.Interval), e(kindList(r.Kinds)), r.Rate, r.Concurrency, r.Torrents)
+	} else {
+		p(`<h2>Replay</h2><p>The same seed replays the same fault schedule: <code>fileshare jepsen --seed %d --nodes %d --time %v --interval %v --nemesis %s --rate %g --concurrency %d --files %d</code></p>`+"\n",
+			r.Seed, r.Nodes, time.Duration(r.Time), time.Duration(r.Interval), e(kindList(r.Kinds)), r.Rate, r.Concurrency, r.Files)
+	}
 	p("</body></html>\n")
 	return bw.Flush()
 }

@@ -41,7 +41,14 @@ type Results struct {
 	Net string `json:"net"`
 	// UnsafeFault is the masters' FILESHARE_UNSAFE_FAULT, if any: a
 	// deliberately broken build the checkers must catch.
-	UnsafeFault string    `json:"unsafe_fault,omitempty"`
+	UnsafeFault string `json:"unsafe_fault,omitempty"`
+	// UnsafeNoFsync records FILESHARE_UNSAFE_NO_FSYNC=1: masters that
+	// acknowledge writes they never fsynced, which power-loss faults
+	// must catch.
+	UnsafeNoFsync bool `json:"unsafe_no_fsync,omitempty"`
+	// TrackerCmd is the command of the tracker under test, when the run
+	// judged another tracker instead of FileShare masters.
+	TrackerCmd  string    `json:"tracker_cmd,omitempty"`
 	Start       time.Time `json:"start"`
 	Elapsed     Duration  `json:"elapsed"`
 	Interrupted bool      `json:"interrupted,omitempty"`
@@ -132,6 +139,12 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 		return nil, err
 	}
 	log := cfg.Logger
+	if cfg.TrackerCmd != "" {
+		if err := os.MkdirAll(cfg.Out, 0o755); err != nil {
+			return nil, fmt.Errorf("create the output directory: %w", err)
+		}
+		return runExternal(ctx, cfg)
+	}
 	if st, err := os.Stat(cfg.Binary); err != nil || st.IsDir() {
 		return nil, fmt.Errorf("%w: the fileshare binary %q cannot be run: %v", ErrConfig, cfg.Binary, err)
 	}
@@ -142,6 +155,7 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 		Seed: cfg.Seed, Nodes: cfg.Nodes, Time: Duration(cfg.Time), Interval: Duration(cfg.Interval),
 		Kinds: cfg.Kinds, Workloads: cfg.Workloads, Rate: cfg.Rate, Concurrency: cfg.Concurrency, Files: cfg.Files,
 		OpTimeout: Duration(cfg.OpTimeout), UnsafeFault: envValue(cfg.Env, "FILESHARE_UNSAFE_FAULT"),
+		UnsafeNoFsync: envValue(cfg.Env, noFsyncEnv) == "1",
 	}
 	if res.Kinds == nil {
 		res.Kinds = []Kind{}
@@ -193,6 +207,9 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 	}
 	res.Net = inj.Describe() + " (" + why + ")"
 	log.Info("network faults", "mechanism", res.Net)
+	if res.UnsafeNoFsync {
+		log.Warn("the masters skip fsync (FILESHARE_UNSAFE_NO_FSYNC=1); under power-loss faults the verdict should be invalid")
+	}
 	if res.UnsafeFault != "" {
 		log.Warn("the masters run with a deliberate bug (FILESHARE_UNSAFE_FAULT); the verdict should be invalid", "fault", res.UnsafeFault)
 	}
@@ -241,6 +258,58 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 			}()
 		}
 	}
+	// Power-loss faults: every master's data dir on a FUSE filesystem
+	// that keeps what was written since the last fsync (on the master's
+	// own tmpfs with disk-full faults). Unmounting is deferred after the
+	// disks' and before the cluster's stop, so it runs between them.
+	var power []*powerFS
+	powerSkip := ""
+	if slices.ContainsFunc(cfg.Kinds, isPowerLoss) {
+		if powerSkip = powerSupported(); powerSkip == "" {
+			if !InPrivateNetns() {
+				log.Warn("the masters' power-loss filesystems are mounted in the host's mount namespace; they are unmounted at the end, but a harness killed with SIGKILL leaves them mounted", "under", filepath.Join(cfg.Out, "power"))
+			}
+			for i := range cfg.Nodes {
+				id := fmt.Sprintf("m%d", i+1)
+				base := filepath.Join(cfg.Out, "power", id+".backing")
+				if dsk != nil {
+					base = dsk.mounts[i]
+				}
+				p, err := newPowerFS(base, filepath.Join(cfg.Out, "power", id))
+				if err != nil {
+					powerSkip = err.Error()
+					break
+				}
+				power = append(power, p)
+			}
+			defer func() {
+				for i, p := range power {
+					if cfg.KeepData {
+						if err := copyTree(filepath.Join(cfg.Out, "data", fmt.Sprintf("m%d", i+1)), filepath.Join(p.mnt, "data")); err != nil {
+							log.Error("keep a master's data dir", "err", err)
+						}
+					}
+					if err := p.close(); err != nil {
+						log.Error("unmount a power-loss filesystem", "err", err)
+					}
+				}
+			}()
+		}
+		if powerSkip != "" {
+			power = nil
+			res.Skipped = append(res.Skipped, "power-loss faults were skipped: "+powerSkip)
+			log.Warn("power-loss faults are skipped", "why", powerSkip)
+		} else {
+			dataDirs = nil
+			for _, p := range power {
+				dataDirs = append(dataDirs, filepath.Join(p.mnt, "data"))
+			}
+			log.Info("every master's data dir is on a power-loss filesystem", "under", filepath.Join(cfg.Out, "power"))
+		}
+	}
+	if slices.ContainsFunc(cfg.Kinds, isUDP) && !cfg.has(WorkloadTracker) {
+		res.Skipped = append(res.Skipped, "UDP faults were skipped: they act on the tracker workload's UDP announces; add --workload tracker")
+	}
 	// Clock faults: every master reads its clock offset from a file.
 	var clockFiles []string
 	if slices.Contains(cfg.Kinds, KindClock) {
@@ -259,11 +328,16 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 
 	// The cluster. Stopping it is deferred after the network cleanup, so
 	// it runs first: masters stop, then rules go.
-	cl, err := newCluster(cfg.Binary, cfg.Env, addrs, cfg.Out, dataDirs, clockFiles, cfg.PeerLease, cfg.has(WorkloadTracker), log)
+	cl, err := newCluster(cfg.Binary, cfg.Env, addrs, cfg.Out, dataDirs, clockFiles, cfg.PeerLease, cfg.has(WorkloadTracker), cfg.udpFaults(), log)
 	if err != nil {
 		return nil, err
 	}
 	defer cl.close()
+	if power != nil {
+		// A wipe (replacing a master) is the harness's, not the
+		// master's: no power loss may bring the old files back.
+		cl.wiped = func(i int) { power[i].sync() }
+	}
 	for i := range cl.nodes {
 		if err := cl.start(i); err != nil {
 			return nil, err
@@ -300,13 +374,23 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 		ca: ca,
 	}
 	nm := &nemesis{cl: cl, net: inj, admin: admin, t0: t0, logger: log, pace: wl.pace, opTimeout: cfg.OpTimeout,
-		disks: dsk, diskSkip: diskSkip, clockFiles: clockFiles}
+		disks: dsk, diskSkip: diskSkip, clockFiles: clockFiles, power: power, powerSkip: powerSkip}
 	var trk *trackerWorkload
 	if cfg.has(WorkloadTracker) {
 		res.Torrents = cfg.Torrents
 		var tms []trackerMaster
-		for _, n := range cl.nodes {
-			tms = append(tms, trackerMaster{ID: n.id, URL: "http://" + n.addrs.Tracker + "/announce"})
+		for i, n := range cl.nodes {
+			tm := trackerMaster{ID: n.id, URL: "http://" + n.addrs.Tracker + "/announce"}
+			if cfg.udpFaults() {
+				p, err := newUDPProxy(n.addrs.IP, n.addrs.Tracker, cfg.Seed+int64(i), log)
+				if err != nil {
+					return nil, err
+				}
+				defer p.close()
+				nm.udp = append(nm.udp, p)
+				tm.UDP = p.addr()
+			}
+			tms = append(tms, tm)
 		}
 		trk = newTrackerWorkload(tms, cfg.Torrents, rec, wl.pace, cfg.Seed, cfg.OpTimeout, wl.newProcess)
 		defer trk.close()
@@ -396,6 +480,9 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 		res.Tracker = &t
 		res.Checkers["tracker-set"] = CheckerResult{t.Verdict, t.Explanation}
 		res.Checkers["tracker-agree"] = CheckerResult{t.Agreement.Verdict, t.Agreement.Explanation}
+		if cfg.udpFaults() {
+			res.Checkers["tracker-once"] = checkTrackerOnce(history, windows, t)
+		}
 	}
 	res.Digests = digests
 	res.Availability = checkAvailability(history, windows)
@@ -423,7 +510,7 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 		return writeLatencySVG(f, history, windows, cfg.OpTimeout)
 	}))
 	errs = append(errs, writeFile(filepath.Join(cfg.Out, ReportFile), func(f *os.File) error {
-		return writeReport(f, res, windows, cl.ids())
+		return writeReport(f, res, history, windows, cl.ids())
 	}))
 	if !cfg.KeepData {
 		errs = append(errs, os.RemoveAll(filepath.Join(cfg.Out, "data")))
@@ -491,9 +578,19 @@ func conclude(r *Results) (Verdict, string) {
 		if r.Tracker != nil {
 			kept = append(kept, fmt.Sprintf("all %d acknowledged swarm entries are in every master's peer list, none of %d acknowledged stops came back, every master lists the same peers", r.Tracker.Acknowledged, r.Tracker.Removed))
 		}
+		if c, ok := r.Checkers["tracker-once"]; ok {
+			kept = append(kept, c.Explanation)
+		}
+		if r.TrackerCmd != "" {
+			return v, fmt.Sprintf("VALID: over %v of %s, %d operations (%d acknowledged) against the tracker under test kept every promise: %s.",
+				time.Duration(r.Time), faults, r.Ops.Total, r.Ops.OK, strings.Join(kept, "; "))
+		}
 		return v, fmt.Sprintf("VALID: over %v of %s, %d operations (%d acknowledged) kept every promise: %s, all %d masters ended with the same index, and no master panicked.",
 			time.Duration(r.Time), faults, r.Ops.Total, r.Ops.OK, strings.Join(kept, "; "), r.Nodes)
 	case Invalid:
+		if r.TrackerCmd != "" {
+			return v, "INVALID: the tracker under test broke a promise. " + strings.Join(bad, " ")
+		}
 		return v, "INVALID: the cluster broke a promise. " + strings.Join(bad, " ")
 	}
 	extra := ""
@@ -561,7 +658,7 @@ func writeFile(path string, fill func(*os.File) error) error {
 // checkerNames lists the checkers a run has, in report order.
 func checkerNames(r *Results) []string {
 	var out []string
-	for _, name := range []string{"linearizable", "set-full", "tracker-set", "tracker-agree", "digests", "heal-digests", "logs", "availability"} {
+	for _, name := range []string{"linearizable", "set-full", "tracker-set", "tracker-agree", "tracker-once", "restart-recall", "digests", "heal-digests", "logs", "availability"} {
 		if _, ok := r.Checkers[name]; ok {
 			out = append(out, name)
 		}

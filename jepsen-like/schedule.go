@@ -65,6 +65,29 @@ const (
 	// its wall clock when it becomes leader, and the leader runs the peer
 	// leases); healing sets it back to 0s.
 	KindClock Kind = "clock"
+	// KindPowerLoss cuts one master's power: SIGKILL, then every write
+	// it had not fsynced vanishes (Variant "torn": the last unsynced
+	// write of each file keeps a prefix cut at a 512-byte boundary).
+	// Each master's data dir is a FUSE filesystem of the harness that
+	// keeps what was written since the last fsync (root on Linux;
+	// skipped with a note elsewhere). Healing starts the master again;
+	// one that refuses to start (exit status 4) is replaced.
+	KindPowerLoss Kind = "power-loss"
+	// KindPowerLossAll cuts every master's power at once (a rack losing
+	// power), as KindPowerLoss does to one.
+	KindPowerLossAll Kind = "power-loss-all"
+	// KindUDPLoss, KindUDPDup, KindUDPReorder and KindUDPDelay act on
+	// the tracker workload's UDP announces (BEP 15), in both directions,
+	// through a UDP proxy the harness runs in front of each master's UDP
+	// tracker: they drop a Fraction of the datagrams, send a Fraction
+	// twice, hold a Fraction back until the next has passed, or delay
+	// every one by Delay plus up to Jitter. The workload's clients retry
+	// as BEP 15 says, with the timeouts scaled down. Without the tracker
+	// workload they are skipped, with a note.
+	KindUDPLoss    Kind = "udp-loss"
+	KindUDPDup     Kind = "udp-dup"
+	KindUDPReorder Kind = "udp-reorder"
+	KindUDPDelay   Kind = "udp-delay"
 )
 
 // Kinds returns every fault kind the nemesis knows, in the order the CLI
@@ -72,8 +95,17 @@ const (
 func Kinds() []Kind {
 	return []Kind{KindKill, KindPause, KindPartition, KindOneWay, KindRing, KindBridge,
 		KindIsolateLeader, KindKillLeader, KindRollingRestart, KindMembership, KindDelay, KindLoss,
-		KindDiskFull, KindCorrupt, KindClock}
+		KindDiskFull, KindCorrupt, KindClock, KindPowerLoss, KindPowerLossAll,
+		KindUDPLoss, KindUDPDup, KindUDPReorder, KindUDPDelay}
 }
+
+// isUDP reports whether k acts on the tracker's UDP datagrams.
+func isUDP(k Kind) bool {
+	return k == KindUDPLoss || k == KindUDPDup || k == KindUDPReorder || k == KindUDPDelay
+}
+
+// isPowerLoss reports whether k cuts masters' power.
+func isPowerLoss(k Kind) bool { return k == KindPowerLoss || k == KindPowerLossAll }
 
 // kindAlias expands the convenience names of the command line.
 func kindAlias(name string) []Kind {
@@ -137,7 +169,7 @@ type Fault struct {
 	Seq  int  `json:"seq"`
 	Kind Kind `json:"kind"`
 	// Variant refines the kind: "in" or "out" for one-way; "jump" or
-	// "drift" for clock; for corrupt, the file and the damage as
+	// "drift" for clock; "clean" or "torn" for the power losses; for corrupt, the file and the damage as
 	// "FILE/HOW" with FILE raft.db, state.bin or meta.json (the last two
 	// of the newest snapshot) and HOW flip or truncate.
 	Variant string `json:"variant,omitempty"`
@@ -151,15 +183,17 @@ type Fault struct {
 	// how long it lasts before it heals.
 	At  Duration `json:"at"`
 	For Duration `json:"for"`
-	// Delay and Jitter apply to KindDelay; Loss (0..1) to KindLoss.
-	Delay  Duration `json:"delay,omitempty"`
-	Jitter Duration `json:"jitter,omitempty"`
-	Loss   float64  `json:"loss,omitempty"`
+	// Delay and Jitter apply to KindDelay and KindUDPDelay; Loss (0..1)
+	// to KindLoss; Fraction (0..1) to udp-loss, udp-dup and udp-reorder.
+	Delay    Duration `json:"delay,omitempty"`
+	Jitter   Duration `json:"jitter,omitempty"`
+	Loss     float64  `json:"loss,omitempty"`
+	Fraction float64  `json:"fraction,omitempty"`
 	// Offset is the clock fault's final offset of the target's wall
 	// clock (±30 s … ±10 min).
 	Offset Duration `json:"offset,omitempty"`
-	// Salt seeds the corrupt fault's choice of bytes, so a seed replays
-	// the same damage.
+	// Salt seeds the corrupt fault's choice of bytes and the power
+	// losses' tears, so a seed replays the same damage.
 	Salt uint64 `json:"salt,omitempty"`
 }
 
@@ -225,6 +259,16 @@ func PlanSchedule(p Plan) []Fault {
 			f.Loss = float64(10+rng.IntN(21)) / 100
 		case KindCorrupt:
 			f.Variant = corruptFiles[rng.IntN(len(corruptFiles))] + "/" + []string{"flip", "truncate"}[rng.IntN(2)]
+			f.Salt = rng.Uint64()
+		case KindUDPLoss:
+			f.Fraction = float64(10+rng.IntN(31)) / 100
+		case KindUDPDup, KindUDPReorder:
+			f.Fraction = float64(20+rng.IntN(41)) / 100
+		case KindUDPDelay:
+			f.Delay = Duration(time.Duration(50+rng.IntN(251)) * time.Millisecond)
+			f.Jitter = f.Delay
+		case KindPowerLoss, KindPowerLossAll:
+			f.Variant = []string{"clean", "torn"}[rng.IntN(2)]
 			f.Salt = rng.Uint64()
 		case KindClock:
 			f.Variant = []string{"jump", "drift"}[rng.IntN(2)]

@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"fileshare/btclient"
 	"fileshare/tracker"
 )
 
@@ -55,6 +56,9 @@ func makeTorrents(n int) []torrent {
 type trackerMaster struct {
 	ID  string // m1, m2, ...
 	URL string // http://IP:PORT/announce
+	// UDP is where the workload's UDP announces for this master go (the
+	// harness's UDP proxy in front of its UDP tracker), or "": HTTP only.
+	UDP string
 }
 
 // btPeer is one simulated BitTorrent client in one swarm.
@@ -64,7 +68,22 @@ type btPeer struct {
 	key    int  // the torrent
 	active bool // its last membership event was acknowledged and was not a stop
 	seeder bool
+	// quietUntil: after a UDP announce the peer sends nothing until every
+	// datagram of it (retransmissions, duplicates, delayed copies) has
+	// arrived or died; see udpQuiet.
+	quietUntil time.Time
 }
+
+// udpQuiet is how long a peer stays quiet after a UDP announce ends. A
+// UDP datagram lives at most 650 ms in the harness's proxies (a delay of
+// up to 600 ms plus a duplicate's 50 ms; a reordered one is held 100 ms),
+// so after this no datagram of the announce can still reach a tracker. A
+// real client's announces are minutes apart; without the pause a late
+// copy of a peer's started could arrive after its stopped and bring it
+// back, which no tracker can tell from a new start (BEP 15 has no
+// sequence numbers). The UDP checks are about duplicates within an
+// announce, which must have one effect.
+const udpQuiet = time.Second
 
 const (
 	// peersPerWorker is how many simulated peers one worker runs at once.
@@ -91,9 +110,17 @@ type trackerWorkload struct {
 	opTimeout  time.Duration
 	newProcess func() int
 	hc         *http.Client
+	// udp announces over UDP (BEP 15), retransmitting after opTimeout/8
+	// and then twice as long each time: BEP 15's 15·2^n seconds, scaled
+	// down so an op sees three or four tries.
+	udp *btclient.UDPClient
+	// compact asks for compact peer lists (addresses; the peers are told
+	// apart by port), for trackers that refuse compact=0 (opentracker).
+	compact bool
 
 	mu       sync.Mutex
-	nextPeer int // the last peer number handed out
+	nextPeer int               // the last peer number handed out
+	byPort   map[uint16]string // peer_id by port, to read UDP peer lists
 }
 
 func newTrackerWorkload(masters []trackerMaster, torrents int, rec *recorder, pace *pacer, seed int64, opTimeout time.Duration, newProcess func() int) *trackerWorkload {
@@ -104,6 +131,7 @@ func newTrackerWorkload(masters []trackerMaster, torrents int, rec *recorder, pa
 	return &trackerWorkload{
 		masters: masters, torrents: makeTorrents(torrents), rec: rec, pace: pace, seed: seed,
 		opTimeout: opTimeout, newProcess: newProcess, hc: &http.Client{Transport: tr},
+		udp: &btclient.UDPClient{Retransmit: max(opTimeout/8, 20*time.Millisecond)}, byPort: map[uint16]string{},
 	}
 }
 
@@ -115,12 +143,14 @@ func (w *trackerWorkload) freshPeer(rng *rand.Rand) *btPeer {
 	w.mu.Lock()
 	w.nextPeer++
 	n := w.nextPeer
-	w.mu.Unlock()
-	return &btPeer{
+	p := &btPeer{
 		id:   fmt.Sprintf("-FSJP01-%012d", n),
 		port: uint16(10000 + n%50000),
 		key:  rng.IntN(len(w.torrents)),
 	}
+	w.byPort[p.port] = p.id
+	w.mu.Unlock()
+	return p
 }
 
 // run runs concurrency clients until stop is closed, then waits for
@@ -153,6 +183,18 @@ func (w *trackerWorkload) client(ctx context.Context, stop <-chan struct{}, work
 			return
 		}
 		slot := rng.IntN(len(peers))
+		if now := time.Now(); now.Before(peers[slot].quietUntil) {
+			// Take the next peer that may speak, or wait for this one.
+			for k := 1; k < len(peers); k++ {
+				if s := (slot + k) % len(peers); now.After(peers[s].quietUntil) {
+					slot = s
+					break
+				}
+			}
+			if d := time.Until(peers[slot].quietUntil); d > 0 && !sleepCtx(ctx, d) {
+				return
+			}
+		}
 		p := peers[slot]
 		op := Op{Process: process, Worker: worker, Peer: p.id, Key: p.key}
 		switch r := rng.IntN(100); {
@@ -169,7 +211,12 @@ func (w *trackerWorkload) client(ctx context.Context, stop <-chan struct{}, work
 			op.Type = OpStopped
 		}
 		m := rng.IntN(len(w.masters))
-		op = w.announce(ctx, op, m, p.port, p.seeder || op.Type == OpCompleted, runNumWant)
+		if w.masters[m].UDP != "" && rng.IntN(2) == 0 {
+			op = w.announceUDP(ctx, op, m, p.port, p.seeder || op.Type == OpCompleted)
+			p.quietUntil = time.Now().Add(udpQuiet)
+		} else {
+			op = w.announce(ctx, op, m, p.port, p.seeder || op.Type == OpCompleted, runNumWant)
+		}
 		switch op.Outcome {
 		case OK:
 			switch op.Type {
@@ -206,7 +253,7 @@ func (w *trackerWorkload) announce(ctx context.Context, op Op, m int, port uint1
 	}
 	ih := w.torrents[op.Key].Hash
 	q := "info_hash=" + escapeAll(ih[:]) + "&peer_id=" + escapeAll([]byte(op.Peer)) +
-		fmt.Sprintf("&port=%d&uploaded=0&downloaded=0&left=%d&compact=0&numwant=%d", port, left, numWant)
+		fmt.Sprintf("&port=%d&uploaded=0&downloaded=0&left=%d&compact=%d&numwant=%d", port, left, w.compactFlag(), numWant)
 	switch op.Type {
 	case OpStarted:
 		q += "&event=started"
@@ -224,7 +271,7 @@ func (w *trackerWorkload) announce(ctx context.Context, op Op, m int, port uint1
 	case err == nil:
 		op.Outcome = OK
 		op.Swarm = reply.complete + reply.incomplete
-		op.Holders = reply.peers
+		op.Holders = w.holders(reply)
 	case errors.Is(err, syscall.ECONNREFUSED):
 		op.Outcome = Fail
 		op.Error = err.Error()
@@ -235,10 +282,87 @@ func (w *trackerWorkload) announce(ctx context.Context, op Op, m int, port uint1
 	return w.rec.add(op)
 }
 
+// announceUDP is announce over UDP through master m's UDP proxy, with
+// BEP 15's retries. Outcomes: ok for a reply; info for everything else (a
+// lost reply says nothing of the announce). The peers of a UDP reply are
+// addresses: each is recorded as the peer_id of the workload's peer with
+// that port, or "port N" if none has it (a phantom).
+func (w *trackerWorkload) announceUDP(ctx context.Context, op Op, m int, port uint16, seeder bool) Op {
+	tm := w.masters[m]
+	op.Master = tm.ID + "/udp"
+	a := btclient.Announce{InfoHash: w.torrents[op.Key].Hash, Port: port, Left: 1 << 20, NumWant: runNumWant}
+	copy(a.PeerID[:], op.Peer)
+	if seeder {
+		a.Left = 0
+	}
+	switch op.Type {
+	case OpStarted:
+		a.Event = tracker.EventStarted
+	case OpCompleted:
+		a.Event = tracker.EventCompleted
+	case OpStopped:
+		a.Event = tracker.EventStopped
+	}
+	octx, cancel := context.WithTimeout(ctx, w.opTimeout)
+	defer cancel()
+	op.Invoke = w.rec.since()
+	r, err := w.udp.Announce(octx, tm.UDP, a)
+	op.Complete = w.rec.since()
+	if err != nil {
+		op.Outcome, op.Error = Info, err.Error()
+		return w.rec.add(op)
+	}
+	op.Outcome = OK
+	op.Swarm = r.Complete + r.Incomplete
+	w.mu.Lock()
+	for _, ap := range r.Peers {
+		id, ok := w.byPort[ap.Port()]
+		if !ok {
+			id = fmt.Sprintf("port %d", ap.Port())
+		}
+		op.Holders = append(op.Holders, id)
+	}
+	w.mu.Unlock()
+	slices.Sort(op.Holders)
+	op.Holders = slices.Compact(op.Holders)
+	return w.rec.add(op)
+}
+
 // trackerReply is what the workload reads from an announce reply.
 type trackerReply struct {
 	complete, incomplete int
 	peers                []string // sorted, distinct peer_ids
+	// ports are the ports of a compact reply's peers (trackers such as
+	// opentracker answer compact whatever compact=0 asks); holders maps
+	// them to peer_ids.
+	ports []uint16
+}
+
+func (w *trackerWorkload) compactFlag() int {
+	if w.compact {
+		return 1
+	}
+	return 0
+}
+
+// holders returns the peer_ids of a reply: the listed ones, and for each
+// compact entry the workload's peer with that port ("port N" if none).
+func (w *trackerWorkload) holders(r trackerReply) []string {
+	out := slices.Clone(r.peers)
+	w.mu.Lock()
+	for _, port := range r.ports {
+		id, ok := w.byPort[port]
+		if port == 1 {
+			id, ok = watcherID, true
+		}
+		if !ok {
+			id = fmt.Sprintf("port %d", port)
+		}
+		out = append(out, id)
+	}
+	w.mu.Unlock()
+	slices.Sort(out)
+	return slices.Compact(out)
 }
 
 // errRefused is an announce answered with a failure reason.
@@ -287,6 +411,15 @@ func parseAnnounceReply(body []byte) (trackerReply, error) {
 		return trackerReply{}, errors.New("announce reply without valid complete and incomplete counts")
 	}
 	out.complete, out.incomplete = int(c), int(inc)
+	if compact, ok := d["peers"].(string); ok {
+		if len(compact)%6 != 0 {
+			return trackerReply{}, fmt.Errorf("compact peers of %d bytes, not a multiple of 6", len(compact))
+		}
+		for i := 0; i < len(compact); i += 6 {
+			out.ports = append(out.ports, uint16(compact[i+4])<<8|uint16(compact[i+5]))
+		}
+		return out, nil
+	}
 	list, ok := d["peers"].([]any)
 	if !ok {
 		if _, present := d["peers"]; present {
@@ -361,7 +494,7 @@ func (w *trackerWorkload) readSwarm(ctx context.Context, m, key int) Op {
 		octx, cancel := context.WithTimeout(ctx, w.opTimeout)
 		ih := w.torrents[key].Hash
 		u := w.masters[m].URL + "?info_hash=" + escapeAll(ih[:]) + "&peer_id=" + escapeAll([]byte(watcherID)) +
-			fmt.Sprintf("&port=1&uploaded=0&downloaded=0&left=%d&compact=0&numwant=%d", 1<<20, tracker.MaxNumWant)
+			fmt.Sprintf("&port=1&uploaded=0&downloaded=0&left=%d&compact=%d&numwant=%d", 1<<20, w.compactFlag(), tracker.MaxNumWant)
 		r, err := w.get(octx, u)
 		cancel()
 		if err != nil {
@@ -371,8 +504,10 @@ func (w *trackerWorkload) readSwarm(ctx context.Context, m, key int) Op {
 			}
 			continue
 		}
-		for _, p := range r.peers {
-			union[p] = true
+		for _, p := range w.holders(r) {
+			if p != watcherID {
+				union[p] = true
+			}
 		}
 		op.Swarm = r.complete + r.incomplete
 		// The watcher counts in the swarm but is not in its own list.

@@ -130,7 +130,9 @@ func New(ctx context.Context, cfg Config) (*Master, error) {
 			// bursts as the freelist grows (consul#12141).
 			NoFreelistSync: true,
 			FreelistType:   bbolt.FreelistMapType,
+			NoGrowSync:     cfg.Storage.NoSync,
 		},
+		NoSync: cfg.Storage.NoSync, // unsafe; see StorageHooks.NoSync
 	})
 	if err != nil {
 		if errors.Is(err, bbolt.ErrTimeout) {

@@ -73,6 +73,13 @@ type StorageHooks struct {
 	WrapLogStore func(raft.LogStore) raft.LogStore
 	// WrapSnapshotStore wraps the file snapshot store.
 	WrapSnapshotStore func(raft.SnapshotStore) raft.SnapshotStore
+	// NoSync makes the raft log and stable store (bolt) skip every
+	// fsync, including the one after growing the file: UNSAFE, a
+	// power loss then loses acknowledged writes. For the fault
+	// harness's self-test only (UnsafeNoFsyncEnv). Snapshots are still
+	// fsynced: hashicorp/raft's file snapshot store has no switch for
+	// that, and the log alone is what acknowledges a write.
+	NoSync bool
 }
 
 // checkBolt opens the bolt file at path read-only and runs bbolt's

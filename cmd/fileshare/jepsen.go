@@ -44,7 +44,9 @@ listed, no acknowledged stop comes back, all masters list the same peers.
 
 Fault kinds (--nemesis, comma-separated): kill, pause, partition, one-way,
 ring, bridge, isolate-leader, kill-leader, rolling-restart, membership,
-delay, loss, disk-full, corrupt, clock; "leader" = isolate-leader,kill-leader;
+delay, loss, disk-full, corrupt, clock, power-loss, power-loss-all,
+udp-loss, udp-dup, udp-reorder, udp-delay;
+"leader" = isolate-leader,kill-leader;
 "net" = every partition kind; "all"; "none".
 
 Network faults drop packets with iptables in a private network namespace
@@ -58,8 +60,26 @@ flips bytes in or truncates its raft.db or newest snapshot, and starts it:
 it must refuse to start (exit status 4) or recover; one that refuses is
 removed, wiped and added back with --join. clock moves one master's wall
 clock (jumps and drifts of 30s to 10m) through FILESHARE_UNSAFE_CLOCK_FILE.
+power-loss cuts one master's power, power-loss-all every master's: each data
+dir is a FUSE filesystem of the harness (root on Linux with /dev/fuse, in a
+private mount namespace) that keeps what was written since the last fsync;
+the master is SIGKILLed, its unsynced writes vanish (some torn at a 512-byte
+boundary) and it starts again: every acknowledged write must survive, or it
+refuses to start (exit status 4) and is replaced. FILESHARE_UNSAFE_NO_FSYNC=1
+in the environment makes every master skip fsync, to see the fault bite.
+udp-loss, udp-dup, udp-reorder and udp-delay act on the tracker workload's
+UDP announces (BEP 15, half of its announces when they are asked for),
+both ways, through a UDP proxy the harness runs in front of each master's
+UDP tracker; clients retry as BEP 15 says, with timeouts scaled down, and
+every duplicated started or stopped must have one effect (tracker-once).
+Without --workload tracker they are skipped.
 After every heal the workload pauses briefly and the masters that serve
 must hold the same index (the heal-digests checker).
+
+--tracker-cmd judges any single-process tracker the same way, with the
+tracker workload and the kill and pause faults, and reports in the same
+words what it kept and lost. For Debian's opentracker (whitelist-only):
+  --tracker-cmd 'opentracker -i {host} -p {port} -P {port} -w {whitelist}'
 
 Writes to --out: report.html (start here), results.json, history.jsonl,
 schedule.json, linearizability.html, latency.svg, logs/.
@@ -169,6 +189,7 @@ the message says why).`,
 	f.BoolVar(&cfg.KeepData, "keep-data", false, "keep the masters' data dirs in --out/data")
 	f.DurationVar(&cfg.OpTimeout, "op-timeout", time.Second, "how long a client waits before an operation's outcome is unknown")
 	f.DurationVar(&cfg.CheckTimeout, "check-timeout", 2*time.Minute, "time limit of the linearizability search")
+	f.StringVar(&cfg.TrackerCmd, "tracker-cmd", "", "judge another tracker instead of FileShare masters: the command that starts it, with {port}, {host}, {dir} and {whitelist} filled in (with --workload tracker; faults kill and pause)")
 	return cmd
 }
 
@@ -177,7 +198,7 @@ the message says why).`,
 func changedFlags(cmd *cobra.Command, skip ...string) []string {
 	var out []string
 	for _, name := range []string{"nodes", "time", "interval", "nemesis", "rate", "concurrency", "files", "workload", "torrents", "seed", "out",
-		"net", "no-netns", "keep-data", "op-timeout", "check-timeout", "log-format", "log-level"} {
+		"net", "no-netns", "keep-data", "op-timeout", "check-timeout", "tracker-cmd", "log-format", "log-level"} {
 		if slices.Contains(skip, name) || !cmd.Flags().Changed(name) {
 			continue
 		}

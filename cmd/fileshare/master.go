@@ -113,6 +113,11 @@ Example: FILESHARE_DATA_DIR=/var/lib/fileshare fileshare master ...`,
 				logger.Warn("UNSAFE CLOCK HOOK ENABLED: this master's wall clock is shifted by the offset in a file, for fault injection only", "env", master.UnsafeClockEnv, "file", path)
 				cfg.Now = master.NewUnsafeClock(path, logger).Now
 			}
+			// Acknowledge without fsync, for the harness's power-loss self-test.
+			if os.Getenv(master.UnsafeNoFsyncEnv) == "1" {
+				logger.Warn("UNSAFE NO-FSYNC HOOK ENABLED: this master acknowledges writes it never fsynced; a power loss loses them. For fault injection only", "env", master.UnsafeNoFsyncEnv)
+				cfg.Storage.NoSync = true
+			}
 
 			// Stop on the first signal; the deferred Close runs the
 			// graceful shutdown (leadership hand-off first).
