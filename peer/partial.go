@@ -29,10 +29,10 @@ import (
 var ErrPartialIsSymlink = errors.New("a download's partial file or resume state is a symbolic link")
 
 // openNoFollow opens path without following a symbolic link in its last
-// element (O_NOFOLLOW), and names the refusal.
+// element, and names the refusal (openNoFollowFlag is the system's way).
 func openNoFollow(path string, flag int, perm os.FileMode) (*os.File, error) {
-	f, err := os.OpenFile(path, flag|syscall.O_NOFOLLOW, perm)
-	if err != nil && errors.Is(err, syscall.ELOOP) {
+	f, err := openNoFollowFlag(path, flag, perm)
+	if errors.Is(err, errIsSymlink) {
 		return nil, fmt.Errorf("%w: %s; remove it and start the download again", ErrPartialIsSymlink, path)
 	}
 	return f, err

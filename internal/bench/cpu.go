@@ -8,8 +8,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-
-	"golang.org/x/sys/unix"
 )
 
 // CPU time of processes, read from Linux's /proc/<pid>/stat, so that a
@@ -19,25 +17,6 @@ import (
 
 // errBadStat means a /proc/<pid>/stat line is not in the kernel's format.
 var errBadStat = errors.New("malformed /proc stat line")
-
-// atClkTck is the auxiliary vector entry that carries the kernel's
-// clock-tick rate for /proc times (AT_CLKTCK in linux/auxvec.h).
-const atClkTck = 17
-
-// clockTicks returns how many clock ticks make a second in /proc/<pid>/stat
-// times: sysconf(_SC_CLK_TCK), which the kernel passes to every process
-// in its auxiliary vector. Linux fixes it at 100 (USER_HZ) on every
-// architecture, which is the answer when the vector cannot be read.
-func clockTicks() int64 {
-	if av, err := unix.Auxv(); err == nil {
-		for _, kv := range av {
-			if kv[0] == atClkTck && kv[1] > 0 {
-				return int64(kv[1])
-			}
-		}
-	}
-	return 100
-}
 
 // parseProcStatCPU returns utime+stime, in clock ticks, from the text of
 // /proc/<pid>/stat: "pid (comm) state ppid ... utime stime ...", where
