@@ -42,6 +42,7 @@ type Master struct {
 
 	raftReady atomic.Bool // m.raft is set (read by the Mux's Authorize hook)
 	gate      *trustGate  // who has rights now: membership and the deny list (trust.go)
+	raftLayer *raftLayer  // raft's stream layer over the mux's Raft stream
 	joins     joinQuota   // peers joined through this master, per remote IP
 
 	notifyCh chan bool
@@ -167,8 +168,9 @@ func New(ctx context.Context, cfg Config) (*Master, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: advertise address %s: %v", ErrConfig, m.advertise, err)
 	}
+	m.raftLayer = newRaftLayer(m.mux, advAddr, m.checkRaftHeader)
 	m.raftTrans = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
-		Stream:  newRaftLayer(m.mux, advAddr, m.checkRaftHeader),
+		Stream:  m.raftLayer,
 		MaxPool: 3,
 		Timeout: 10 * time.Second,
 		Logger:  hcl,
@@ -486,6 +488,10 @@ func (m *Master) shutdown(ctx context.Context, graceful bool) error {
 	m.wg.Wait()
 	if m.raftTrans != nil {
 		_ = m.raftTrans.Close()
+	}
+	if m.raftLayer != nil {
+		// No raft handler may touch the stable store once it is closed.
+		m.raftLayer.quiesce(shutdownStepGrace)
 	}
 	if m.client != nil {
 		_ = m.client.Close()

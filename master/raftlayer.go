@@ -3,6 +3,8 @@ package master
 import (
 	"fmt"
 	"net"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -21,6 +23,9 @@ type raftLayer struct {
 	// accepted stream against the caller its certificate proved (see
 	// raftcheck.go). Plaintext streams carry no identity to check.
 	check func(c transport.Caller, id, addr string) error
+
+	mu       sync.Mutex
+	accepted map[*idleConn]struct{} // open accepted streams, for quiesce
 }
 
 // newRaftLayer returns a StreamLayer over mux. advertise is the address
@@ -53,7 +58,40 @@ func (r *raftLayer) Accept() (net.Conn, error) {
 	if caller := transport.CallerOf(c); r.check != nil && !caller.Insecure {
 		c = &raftStream{Conn: c, p: newRPCReader(func(id, addr string) error { return r.check(caller, id, addr) })}
 	}
-	return &idleConn{Conn: c, idle: raftIdleTimeout}, nil
+	ic := &idleConn{Conn: c, idle: raftIdleTimeout, layer: r}
+	r.mu.Lock()
+	if r.accepted == nil {
+		r.accepted = map[*idleConn]struct{}{}
+	}
+	r.accepted[ic] = struct{}{}
+	r.mu.Unlock()
+	return ic, nil
+}
+
+// quiesce closes every accepted stream and waits, up to limit, until no
+// raft handler is still working on an RPC it read from one. raft answers a
+// heartbeat on the transport's own goroutine, which raft.Shutdown does not
+// wait for, and a heartbeat from a newer term writes the stable store: the
+// store may be closed only once those handlers are done, or raft panics
+// ("failed to save current term: database not open"). A handler is busy
+// from a Read that returned data until its next Read, since raft reads
+// every RPC, handles it, answers and then reads again.
+func (r *raftLayer) quiesce(limit time.Duration) {
+	r.mu.Lock()
+	conns := make([]*idleConn, 0, len(r.accepted))
+	for c := range r.accepted {
+		conns = append(conns, c)
+	}
+	r.mu.Unlock()
+	for _, c := range conns {
+		_ = c.Conn.Close()
+	}
+	deadline := time.Now().Add(limit)
+	for _, c := range conns {
+		for c.busy.Load() && time.Now().Before(deadline) {
+			time.Sleep(2 * time.Millisecond)
+		}
+	}
 }
 
 // checkRaftHeader is the raftLayer's check: an RPC on a stream opened with
@@ -71,15 +109,31 @@ func (m *Master) checkRaftHeader(c transport.Caller, id, addr string) error {
 	return nil
 }
 
-// idleConn fails a Read that waits longer than idle for data.
+// idleConn fails a Read that waits longer than idle for data, and tells
+// its layer whether raft is working on what it read (see quiesce).
 type idleConn struct {
 	net.Conn
-	idle time.Duration
+	idle  time.Duration
+	layer *raftLayer
+	busy  atomic.Bool // a Read returned data; raft has not read again
 }
 
 func (c *idleConn) Read(b []byte) (int, error) {
+	c.busy.Store(false)
 	_ = c.Conn.SetReadDeadline(time.Now().Add(c.idle))
-	return c.Conn.Read(b)
+	n, err := c.Conn.Read(b)
+	if n > 0 {
+		c.busy.Store(true)
+	}
+	return n, err
+}
+
+func (c *idleConn) Close() error {
+	c.layer.mu.Lock()
+	delete(c.layer.accepted, c)
+	c.layer.mu.Unlock()
+	c.busy.Store(false)
+	return c.Conn.Close()
 }
 
 func (r *raftLayer) Dial(address raft.ServerAddress, timeout time.Duration) (net.Conn, error) {

@@ -219,6 +219,14 @@ func (m *Master) commitAnnounces(ctx context.Context, changes []*pendingAnnounce
 		fail(err)
 	case resp.Err != nil:
 		fail(resp.Err)
+	case m.batcher.ackBeforeCommit && len(resp.Results) == 0:
+		// The deliberate fault (FaultAckBeforeCommit) acknowledges a write
+		// before raft applies it, so there are no results yet: acknowledge
+		// every change, as it does for every other write, for the harness
+		// to catch.
+		for _, p := range changes {
+			p.answer(idx, nil)
+		}
 	case len(resp.Results) != len(changes):
 		fail(fmt.Errorf("%w: announce batch response has %d results for %d announces", transport.ErrInternal, len(resp.Results), len(changes)))
 	default:

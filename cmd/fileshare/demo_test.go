@@ -33,7 +33,7 @@ func TestDemoRunsToTheEnd(t *testing.T) {
 		"lists 3 holders: alice, bob, carol",
 		"rejoins as a follower",
 		"lists all six tracker URLs in one tier",
-		"is told: 1 seeder, 0 leechers, peers seeder (127.0.0.1:6881)",
+		"is told: 1 seeder, 1 leecher, peers seeder (127.0.0.1:6881)",
 		"peers leecher (127.0.0.1:6882) and seeder (127.0.0.1:6881)",
 		"Every master is killed at once",
 		"scrape of m1 over UDP : 2 seeders, 1 leecher, 1 completed download",

@@ -97,6 +97,13 @@ func (t *demoTracker) run(ctx context.Context, bigPath string) error {
 		return err
 	}
 	d.say("BitTorrent peer \"seeder\" (127.0.0.1:6881, the whole file) announces started to %s over UDP;\n   the change is committed on a majority before %s answers.", d.masters.ID(f1), d.masters.ID(f1))
+	// Peer lists are served from the answering master's own index, which
+	// applies a commit a moment after the leader: wait for it, as a client's
+	// next announce would.
+	if _, err := t.scrapeUntil(ctx, f2, "HTTP", tracker.ScrapeEntry{Complete: 1}); err != nil {
+		return err
+	}
+	d.note("A moment later %s's copy of the index lists the seeder too.", d.masters.ID(f2))
 	leecher := t.peer("leecher", 6882)
 	r, err := t.announce(ctx, f2, "http", leecher, tracker.EventStarted, 1)
 	if err != nil {

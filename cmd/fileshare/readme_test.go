@@ -147,8 +147,17 @@ trap cleanup EXIT
 		// A new network namespace has only a loopback that is down; a
 		// private mount namespace lets the bind mount over /tmp stay
 		// invisible to the rest of the machine.
+		// When the repository itself lies under /tmp (a CI clone may), it is
+		// bound into the private /tmp at the same path first.
+		inner := ""
+		if rel, ok := strings.CutPrefix(root, "/tmp/"); ok {
+			inner = "/" + rel
+		}
 		cmd = exec.CommandContext(ctx, "unshare", "--net", "--mount", "--propagation", "private",
-			"bash", "-c", `ip link set lo up && mount --bind "$1" /tmp && exec bash -c "$2"`, "readme", tmp, script.String())
+			"bash", "-c", `set -e; ip link set lo up
+if [ -n "$3" ]; then mkdir -p "$1$3"; mount --bind "/tmp$3" "$1$3"; fi
+mount --rbind "$1" /tmp
+cd "$4"; exec bash -c "$2"`, "readme", tmp, script.String(), inner, root)
 	}
 	cmd.Dir = root
 	out, err := cmd.CombinedOutput()
