@@ -17,6 +17,11 @@
 // or over HTTP:
 //
 //	resp, err := btclient.AnnounceHTTP(ctx, nil, "http://127.0.0.1:6969/announce", a)
+//
+// A load generator that cannot afford an allocation per announce builds
+// the packets into its own buffers (AppendConnectRequest,
+// AppendAnnounceRequest, AppendAnnounceQuery) and reads the replies with
+// ParseUDPReply and ParseAnnounceSummary.
 package btclient
 
 import (

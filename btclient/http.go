@@ -7,7 +7,6 @@ import (
 	"io"
 	"net/http"
 	"net/netip"
-	"strconv"
 	"strings"
 	"time"
 
@@ -21,32 +20,7 @@ const maxHTTPReply = 1 << 20
 // .torrent, e.g. "http://host:port/announce"), asking for compact peer
 // lists. hc nil means http.DefaultClient. A refusal is a *FailureError.
 func AnnounceHTTP(ctx context.Context, hc *http.Client, announceURL string, a Announce) (Response, error) {
-	q := make([]byte, 0, 256)
-	q = append(q, "info_hash="...)
-	q = appendEscaped(q, a.InfoHash[:])
-	q = append(q, "&peer_id="...)
-	q = appendEscaped(q, a.PeerID[:])
-	q = append(q, "&port="...)
-	q = strconv.AppendUint(q, uint64(a.Port), 10)
-	q = append(q, "&uploaded="...)
-	q = strconv.AppendUint(q, a.Uploaded, 10)
-	q = append(q, "&downloaded="...)
-	q = strconv.AppendUint(q, a.Downloaded, 10)
-	q = append(q, "&left="...)
-	q = strconv.AppendUint(q, a.Left, 10)
-	q = append(q, "&compact=1"...)
-	if name := eventName(a.Event); name != "" {
-		q = append(q, "&event="...)
-		q = append(q, name...)
-	}
-	if a.NumWant > 0 {
-		q = append(q, "&numwant="...)
-		q = strconv.AppendInt(q, int64(a.NumWant), 10)
-	}
-	if a.HasKey {
-		q = append(q, "&key="...)
-		q = strconv.AppendUint(q, uint64(a.Key), 16)
-	}
+	q := AppendAnnounceQuery(make([]byte, 0, 256), &a)
 	d, err := httpGet(ctx, hc, withQuery(announceURL, string(q)))
 	if err != nil {
 		return Response{}, err

@@ -44,25 +44,9 @@ type connID struct {
 // come back in the family of the socket: IPv4 peers to an IPv4 tracker
 // address, IPv6 peers to an IPv6 one. A refusal is a *FailureError.
 func (c *UDPClient) Announce(ctx context.Context, addr string, a Announce) (Response, error) {
-	var req [98]byte
-	copy(req[16:36], a.InfoHash[:])
-	copy(req[36:56], a.PeerID[:])
-	binary.BigEndian.PutUint64(req[56:], a.Downloaded)
-	binary.BigEndian.PutUint64(req[64:], a.Left)
-	binary.BigEndian.PutUint64(req[72:], a.Uploaded)
-	binary.BigEndian.PutUint32(req[80:], uint32(a.Event))
-	// req[84:88], the IP, stays 0: the tracker uses the packet's source.
-	if a.HasKey {
-		binary.BigEndian.PutUint32(req[88:], a.Key)
-	}
-	numWant := int32(-1)
-	if a.NumWant > 0 {
-		numWant = int32(a.NumWant)
-	}
-	binary.BigEndian.PutUint32(req[92:], uint32(numWant))
-	binary.BigEndian.PutUint16(req[96:], a.Port)
+	req := AppendAnnounceRequest(make([]byte, 0, AnnounceRequestLen), 0, 0, &a)
 	var r Response
-	err := c.exchange(ctx, addr, tracker.UDPActionAnnounce, req[:], func(conn net.Conn, b []byte) error {
+	err := c.exchange(ctx, addr, tracker.UDPActionAnnounce, req, func(conn net.Conn, b []byte) error {
 		if len(b) < 20 {
 			return fmt.Errorf("%w: announce reply of %d bytes", ErrMalformedReply, len(b))
 		}

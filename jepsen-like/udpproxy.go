@@ -1,7 +1,6 @@
 package jepsenlike
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -9,6 +8,9 @@ import (
 	"net"
 	"sync"
 	"time"
+
+	"fileshare/btclient"
+	"fileshare/tracker"
 )
 
 // UDPFaults are what the UDP proxies do to datagrams, in both directions
@@ -224,11 +226,11 @@ func (p *udpProxy) plan(fl *udpFlow, dir int, b []byte) (now [][]byte) {
 	}
 	if f.Dup > 0 && p.rng.Float64() < f.Dup {
 		p.counts.Duplicated++
-		if dir == 0 && len(b) >= 84 && binary.BigEndian.Uint32(b[8:]) == 1 { // an announce
-			switch binary.BigEndian.Uint32(b[80:]) {
-			case 2: // started
+		if ev, ok := btclient.AnnounceRequestEvent(b); ok && dir == 0 {
+			switch ev {
+			case tracker.EventStarted:
 				p.counts.DupStarted++
-			case 3: // stopped
+			case tracker.EventStopped:
 				p.counts.DupStopped++
 			}
 		}

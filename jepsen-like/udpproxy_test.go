@@ -7,6 +7,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"fileshare/btclient"
+	"fileshare/tracker"
 )
 
 // udpEcho is a UDP server that answers every datagram with itself.
@@ -33,11 +36,7 @@ func udpEcho(t *testing.T) string {
 // announceDatagram is a BEP 15 announce request with seq in its
 // transaction ID and the given event.
 func announceDatagram(seq int, event uint32) []byte {
-	b := make([]byte, 98)
-	binary.BigEndian.PutUint32(b[8:], 1) // announce
-	binary.BigEndian.PutUint32(b[12:], uint32(seq))
-	binary.BigEndian.PutUint32(b[80:], event)
-	return b
+	return btclient.AppendAnnounceRequest(nil, 0, uint32(seq), &btclient.Announce{Event: tracker.Event(event)})
 }
 
 // exchange sends n announces through the proxy and returns the

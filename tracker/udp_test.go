@@ -17,10 +17,8 @@ import (
 	"fileshare/tracker/trackertest"
 )
 
-const protocolID = 0x41727101980
-
 func connectPkt(tx uint32) []byte {
-	p := binary.BigEndian.AppendUint64(nil, protocolID)
+	p := binary.BigEndian.AppendUint64(nil, tracker.UDPProtocolID)
 	p = binary.BigEndian.AppendUint32(p, 0)
 	return binary.BigEndian.AppendUint32(p, tx)
 }

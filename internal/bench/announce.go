@@ -21,6 +21,7 @@ import (
 	"syscall"
 	"time"
 
+	"fileshare/btclient"
 	"fileshare/client"
 	"fileshare/tracker"
 )
@@ -158,7 +159,7 @@ func newPeerModel(seed uint64, worker, workers, swarms int, mix Mix) *peerModel 
 // active and a stopped one as gone at once, whatever the tracker answers:
 // a failed start is renewed later as a peer the tracker does not know,
 // which a tracker treats as a join.
-func (m *peerModel) next(p *announceParams, kind opKind) opKind {
+func (m *peerModel) next(p *btclient.Announce, kind opKind) opKind {
 	if kind != opStart && len(m.active) == 0 {
 		kind = opStart
 	}
@@ -168,16 +169,16 @@ func (m *peerModel) next(p *announceParams, kind opKind) opKind {
 		g = m.worker + m.workers*m.started
 		m.started++
 		m.active = append(m.active, g)
-		p.Event = evStarted
+		p.Event = tracker.EventStarted
 	case opRenew:
 		g = m.active[m.rng.IntN(len(m.active))]
-		p.Event = evNone
+		p.Event = tracker.EventNone
 	case opStop:
 		i := m.rng.IntN(len(m.active))
 		g = m.active[i]
 		m.active[i] = m.active[len(m.active)-1]
 		m.active = m.active[:len(m.active)-1]
-		p.Event = evStopped
+		p.Event = tracker.EventStopped
 	}
 	m.fill(p, g)
 	return kind
@@ -185,20 +186,20 @@ func (m *peerModel) next(p *announceParams, kind opKind) opKind {
 
 // draw picks the measurement's next announce: in a flash crowd a new hot
 // peer, else a kind drawn from the mix.
-func (m *peerModel) draw(p *announceParams) opKind {
+func (m *peerModel) draw(p *btclient.Announce) opKind {
 	if m.hot <= 0 {
 		return m.next(p, m.mix.pick(m.rng))
 	}
 	g := m.worker + m.workers*m.hotStarted
 	m.hotStarted++
-	p.Event = evStarted
+	p.Event = tracker.EventStarted
 	m.fillPeer(p, g%m.hot, uint16(65535-(g/m.hot)%64511), uint64(g)|1<<63)
 	p.Left = 1 << 20 // a crowd arrives to download
 	return opStart
 }
 
 // fill sets p's identity fields for global peer g.
-func (m *peerModel) fill(p *announceParams, g int) {
+func (m *peerModel) fill(p *btclient.Announce, g int) {
 	m.fillPeer(p, g%m.swarms, uint16(1024+(g/m.swarms)%64511), uint64(g))
 	p.Left = 1 << 20
 	if g%4 == 0 {
@@ -208,15 +209,15 @@ func (m *peerModel) fill(p *announceParams, g int) {
 
 // fillPeer sets p's identity fields for the peer with index id in swarm
 // swarm, listening on port.
-func (m *peerModel) fillPeer(p *announceParams, swarm int, port uint16, id uint64) {
+func (m *peerModel) fillPeer(p *btclient.Announce, swarm int, port uint16, id uint64) {
 	p.InfoHash = SwarmHash(swarm)
 	copy(p.PeerID[:8], "-FB0001-")
 	binary.BigEndian.PutUint32(p.PeerID[8:], m.tag)
 	binary.BigEndian.PutUint64(p.PeerID[12:], id)
 	p.Port = port
-	p.Key = uint32(id) ^ uint32(id>>32) ^ m.tag
+	p.Key, p.HasKey = uint32(id)^uint32(id>>32)^m.tag, true
 	p.NumWant = 50 // aria2's default; others ask 80-200
-	if p.Event == evStopped {
+	if p.Event == tracker.EventStopped {
 		p.NumWant = 0
 	}
 }
@@ -442,7 +443,7 @@ func (s *AnnounceStats) add(o *AnnounceStats) {
 
 // record counts the outcome of one announce of kind k that took d.
 func (s *AnnounceStats) record(k opKind, peers int, d time.Duration, err error) {
-	var f *failureError
+	var f *btclient.FailureError
 	switch {
 	case err == nil:
 		s.OK[k]++
@@ -456,7 +457,7 @@ func (s *AnnounceStats) record(k opKind, peers int, d time.Duration, err error) 
 		if s.Failures == nil {
 			s.Failures = map[string]int{}
 		}
-		s.Failures[f.reason]++
+		s.Failures[f.Reason]++
 	default:
 		s.Other++
 		if s.FirstOther == nil {
@@ -544,19 +545,14 @@ func isTimeout(err error) bool {
 	return errors.As(err, &ne) && ne.Timeout()
 }
 
-// failureError is an announce answered with a failure reason.
-type failureError struct{ reason string }
-
-func (e *failureError) Error() string { return "tracker refused: " + e.reason }
-
 // announcer sends announces over one connection. It is used by one
 // goroutine at a time.
 type announcer interface {
 	// announce sends p and waits for the answer until deadline; it
 	// returns how many peers the answer held, an error for which
-	// isTimeout holds on a timeout, and a *failureError for a failure
+	// isTimeout holds on a timeout, and a *btclient.FailureError for a failure
 	// reason.
-	announce(p *announceParams, deadline time.Time) (int, error)
+	announce(p *btclient.Announce, deadline time.Time) (int, error)
 	close()
 	connects() int
 }
@@ -602,7 +598,7 @@ func (h *httpAnnouncer) close() {
 	}
 }
 
-func (h *httpAnnouncer) announce(p *announceParams, deadline time.Time) (int, error) {
+func (h *httpAnnouncer) announce(p *btclient.Announce, deadline time.Time) (int, error) {
 	h.buf = appendHTTPAnnounce(h.buf[:0], h.addr, h.path, p)
 	for attempt := 0; ; attempt++ {
 		fresh := h.conn == nil
@@ -654,12 +650,12 @@ func (h *httpAnnouncer) roundTrip() (peers int, unanswered bool, err error) {
 	if resp.StatusCode != http.StatusOK {
 		return 0, false, fmt.Errorf("HTTP status %s: %.100q", resp.Status, body)
 	}
-	r, err := parseHTTPReply(body)
+	r, err := btclient.ParseAnnounceSummary(body)
 	if err != nil {
 		return 0, false, err
 	}
 	if r.Failure != "" {
-		return 0, false, &failureError{r.Failure}
+		return 0, false, &btclient.FailureError{Reason: r.Failure}
 	}
 	return r.Peers, false, nil
 }
@@ -716,7 +712,7 @@ func (u *udpAnnouncer) connect(maxAge time.Duration) error {
 		return nil
 	}
 	u.tid++
-	u.buf = appendUDPConnect(u.buf[:0], u.tid)
+	u.buf = btclient.AppendConnectRequest(u.buf[:0], u.tid)
 	u.nconn++
 	r, err := u.exchange(tracker.UDPActionConnect)
 	if err != nil {
@@ -726,7 +722,7 @@ func (u *udpAnnouncer) connect(maxAge time.Duration) error {
 	return nil
 }
 
-func (u *udpAnnouncer) announce(p *announceParams, deadline time.Time) (int, error) {
+func (u *udpAnnouncer) announce(p *btclient.Announce, deadline time.Time) (int, error) {
 	if err := u.dial(); err != nil {
 		return 0, err
 	}
@@ -735,9 +731,9 @@ func (u *udpAnnouncer) announce(p *announceParams, deadline time.Time) (int, err
 		return 0, err
 	}
 	u.tid++
-	u.buf = appendUDPAnnounce(u.buf[:0], u.connID, u.tid, p)
+	u.buf = btclient.AppendAnnounceRequest(u.buf[:0], u.connID, u.tid, p)
 	r, err := u.exchange(tracker.UDPActionAnnounce)
-	var f *failureError
+	var f *btclient.FailureError
 	switch {
 	case errors.As(err, &f):
 		// BEP 15 gives errors no codes: an expired or unknown connection
@@ -759,16 +755,16 @@ func (u *udpAnnouncer) announce(p *announceParams, deadline time.Time) (int, err
 
 // exchange sends u.buf and reads until the reply with u.tid arrives;
 // replies to earlier, timed-out requests are dropped.
-func (u *udpAnnouncer) exchange(want uint32) (udpReply, error) {
+func (u *udpAnnouncer) exchange(want uint32) (btclient.UDPReply, error) {
 	if _, err := u.conn.Write(u.buf); err != nil {
-		return udpReply{}, err
+		return btclient.UDPReply{}, err
 	}
 	for {
 		n, err := u.conn.Read(u.rbuf)
 		if err != nil {
-			return udpReply{}, err
+			return btclient.UDPReply{}, err
 		}
-		r, err := parseUDPReply(u.rbuf[:n])
+		r, err := btclient.ParseUDPReply(u.rbuf[:n])
 		if err == nil && r.TID != u.tid {
 			continue
 		}
@@ -776,9 +772,9 @@ func (u *udpAnnouncer) exchange(want uint32) (udpReply, error) {
 		case err != nil:
 			return r, err
 		case r.Action == tracker.UDPActionError:
-			return r, &failureError{r.Failure}
+			return r, &btclient.FailureError{Reason: r.Failure}
 		case r.Action != want:
-			return r, fmt.Errorf("%w: action %d in answer to action %d", errBadReply, r.Action, want)
+			return r, fmt.Errorf("%w: action %d in answer to action %d", btclient.ErrMalformedReply, r.Action, want)
 		}
 		return r, nil
 	}
@@ -788,7 +784,7 @@ func (u *udpAnnouncer) exchange(want uint32) (udpReply, error) {
 type announceWorker struct {
 	model *peerModel
 	ann   announcer
-	p     announceParams
+	p     btclient.Announce
 	stats AnnounceStats
 }
 

@@ -15,6 +15,9 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"fileshare/btclient"
+	"fileshare/tracker"
 )
 
 func TestParseMix(t *testing.T) {
@@ -76,15 +79,15 @@ func TestPeerModelKeepsAConsistentPopulation(t *testing.T) {
 		hash [20]byte
 		port uint16
 	}
-	run := func() []announceParams {
-		var out []announceParams
+	run := func() []btclient.Announce {
+		var out []btclient.Announce
 		byPeer := map[[20]byte]int{} // peer ID -> worker
 		active := map[[20]byte]bool{}
 		swarmPorts := map[key][20]byte{}
 		for w := range workers {
 			m := newPeerModel(42, w, workers, swarms, Mix{Changes: 30, Renew: 50, Stopped: 20})
 			for range 500 {
-				var p announceParams
+				var p btclient.Announce
 				k := m.next(&p, m.mix.pick(m.rng))
 				out = append(out, p)
 				if o, ok := byPeer[p.PeerID]; ok && o != w {
@@ -97,7 +100,7 @@ func TestPeerModelKeepsAConsistentPopulation(t *testing.T) {
 				swarmPorts[key{p.InfoHash, p.Port}] = p.PeerID
 				switch k {
 				case opStart:
-					if active[p.PeerID] || p.Event != evStarted {
+					if active[p.PeerID] || p.Event != tracker.EventStarted {
 						t.Fatalf("start of peer %x that is active=%v, event %d", p.PeerID, active[p.PeerID], p.Event)
 					}
 					active[p.PeerID] = true
@@ -106,11 +109,11 @@ func TestPeerModelKeepsAConsistentPopulation(t *testing.T) {
 						t.Fatalf("%s of peer %x that is not active", opNames[k], p.PeerID)
 					}
 					if k == opStop {
-						if p.Event != evStopped || p.NumWant != 0 {
+						if p.Event != tracker.EventStopped || p.NumWant != 0 {
 							t.Fatalf("stop sent event %d numwant %d, want 3 and 0", p.Event, p.NumWant)
 						}
 						delete(active, p.PeerID)
-					} else if p.Event != evNone {
+					} else if p.Event != tracker.EventNone {
 						t.Fatalf("renew sent event %d, want none", p.Event)
 					}
 				}
@@ -141,8 +144,8 @@ func TestPeerModelKeepsAConsistentPopulation(t *testing.T) {
 // A renew or stop with nobody active starts a peer instead.
 func TestPeerModelStartsWhenNobodyIsActive(t *testing.T) {
 	m := newPeerModel(1, 0, 1, 10, DefaultMix)
-	var p announceParams
-	if k := m.next(&p, opStop); k != opStart || p.Event != evStarted {
+	var p btclient.Announce
+	if k := m.next(&p, opStop); k != opStart || p.Event != tracker.EventStarted {
 		t.Fatalf("stop with nobody active: got %s, event %d; want a start", opNames[k], p.Event)
 	}
 }
@@ -158,9 +161,9 @@ func TestAnnounceStatsSplitsErrorsByKind(t *testing.T) {
 	a.record(opStart, 3, time.Millisecond, nil)
 	a.record(opRenew, 1, 2*time.Millisecond, nil)
 	a.record(opRenew, 0, 0, &net.OpError{Op: "read", Err: timeoutErr{}})
-	a.record(opStop, 0, 0, &failureError{"swarm full"})
-	b.record(opStop, 0, 0, &failureError{"swarm full"})
-	b.record(opStop, 0, 0, &failureError{"denied"})
+	a.record(opStop, 0, 0, &btclient.FailureError{Reason: "swarm full"})
+	b.record(opStop, 0, 0, &btclient.FailureError{Reason: "swarm full"})
+	b.record(opStop, 0, 0, &btclient.FailureError{Reason: "denied"})
 	b.record(opStart, 0, 0, errors.New("connection refused"))
 	b.record(opRenew, 0, 0, fmt.Errorf("%w: %w", errClosed, io.ErrUnexpectedEOF))
 	b.record(opStop, 0, 5*time.Millisecond, nil)
@@ -255,7 +258,7 @@ func (f *fakeTracker) serveUDP(pc net.PacketConn) {
 		}
 		b := buf[:n]
 		switch {
-		case n == 16 && be.Uint64(b) == 0x41727101980 && be.Uint32(b[8:]) == 0:
+		case n == 16 && be.Uint64(b) == tracker.UDPProtocolID && be.Uint32(b[8:]) == 0:
 			f.mu.Lock()
 			f.connects++
 			f.mu.Unlock()

@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"fileshare/btclient"
 	"fileshare/tracker"
 )
 
@@ -224,7 +225,7 @@ func (o *openLoad) run(ctx context.Context, rate float64, d time.Duration) *Open
 
 // openJob is an announce due, queued for the HTTP connection pool.
 type openJob struct {
-	p    announceParams
+	p    btclient.Announce
 	kind opKind
 	due  time.Time
 }
@@ -292,7 +293,7 @@ type udpOpenSocket struct {
 	model *peerModel
 
 	// Owned by the pacer.
-	p           announceParams
+	p           btclient.Announce
 	buf         []byte
 	tid         uint32 // last announce transaction ID, < 1<<31
 	refreshes   uint32
@@ -424,13 +425,13 @@ func (s *udpOpenSocket) send(due time.Time, timeout time.Duration) {
 		s.refreshTID.Store(tid)
 		s.refreshSent = now
 		s.u.nconn++
-		s.buf = appendUDPConnect(s.buf[:0], tid)
+		s.buf = btclient.AppendConnectRequest(s.buf[:0], tid)
 		s.u.conn.Write(s.buf) // a lost one is sent again after a timeout
 	}
 	kind := s.model.draw(&s.p)
 	s.tid = (s.tid + 1) &^ connectTID
 	tid := s.tid
-	s.buf = appendUDPAnnounce(s.buf[:0], s.connID.Load(), tid, &s.p)
+	s.buf = btclient.AppendAnnounceRequest(s.buf[:0], s.connID.Load(), tid, &s.p)
 	s.mu.Lock()
 	f := &s.flights[tid&uint32(len(s.flights)-1)]
 	if f.live { // sent a ring ago and never answered
@@ -473,7 +474,7 @@ func (s *udpOpenSocket) read(timeout time.Duration, stopping *atomic.Bool) {
 		if n < 8 {
 			continue // nothing to match it to; its announce times out
 		}
-		r, perr := parseUDPReply(buf[:n])
+		r, perr := btclient.ParseUDPReply(buf[:n])
 		if r.TID&connectTID != 0 {
 			if perr == nil && r.Action == tracker.UDPActionConnect && r.TID == s.refreshTID.Load() {
 				s.connID.Store(r.ConnID)
@@ -494,9 +495,9 @@ func (s *udpOpenSocket) read(timeout time.Duration, stopping *atomic.Bool) {
 			case perr != nil:
 				s.st.record(f.kind, 0, lat, perr)
 			case r.Action == tracker.UDPActionError:
-				s.st.record(f.kind, 0, lat, &failureError{r.Failure})
+				s.st.record(f.kind, 0, lat, &btclient.FailureError{Reason: r.Failure})
 			case r.Action != tracker.UDPActionAnnounce:
-				s.st.record(f.kind, 0, lat, fmt.Errorf("%w: action %d in answer to an announce", errBadReply, r.Action))
+				s.st.record(f.kind, 0, lat, fmt.Errorf("%w: action %d in answer to an announce", btclient.ErrMalformedReply, r.Action))
 			default:
 				s.st.record(f.kind, r.Peers, lat, nil)
 			}

@@ -16,6 +16,7 @@ import (
 	"testing/synctest"
 	"time"
 
+	"fileshare/btclient"
 	"fileshare/tracker"
 )
 
@@ -147,7 +148,7 @@ func TestFlashCrowdStartsNewPeersOnHotSwarms(t *testing.T) {
 	ids := map[[20]byte]bool{}
 	for w := range workers {
 		m := newPeerModel(9, w, workers, swarms, DefaultMix)
-		var p announceParams
+		var p btclient.Announce
 		for range 3 * swarms / workers { // a settled warm-up
 			m.next(&p, opStart)
 			seen[key{p.InfoHash, p.Port}] = true
@@ -157,9 +158,9 @@ func TestFlashCrowdStartsNewPeersOnHotSwarms(t *testing.T) {
 	for w := range workers {
 		m := newPeerModel(9, w, workers, swarms, DefaultMix)
 		m.hot = hot
-		var p announceParams
+		var p btclient.Announce
 		for range 2000 {
-			if k := m.draw(&p); k != opStart || p.Event != evStarted || p.Left == 0 {
+			if k := m.draw(&p); k != opStart || p.Event != tracker.EventStarted || p.Left == 0 {
 				t.Fatalf("flash crowd drew %s (event %d, left %d); want a started leecher", opNames[k], p.Event, p.Left)
 			}
 			if !hotHash[p.InfoHash] {

@@ -14,8 +14,10 @@ import (
 	"sync/atomic"
 	"time"
 
+	"fileshare/btclient"
 	"fileshare/client"
 	"fileshare/internal/freeport"
+	"fileshare/tracker"
 )
 
 // TrackerCluster is a Cluster whose masters also serve the BitTorrent
@@ -210,13 +212,13 @@ func TrackerScale(ctx context.Context, c *TrackerCluster, peers, swarms int, w i
 		m := newPeerModel(1, 0, 1, swarms, DefaultMix)
 		wg.Go(func() {
 			defer ann.close()
-			var p announceParams
+			var p btclient.Announce
 			for ctx.Err() == nil {
 				g := int(next.Add(1) - 1)
 				if g >= peers {
 					return
 				}
-				p.Event = evStarted
+				p.Event = tracker.EventStarted
 				m.fill(&p, g)
 				if _, err := ann.announce(&p, time.Now().Add(10*time.Second)); err != nil {
 					if failed.Add(1) == 1 {
