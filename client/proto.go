@@ -246,33 +246,33 @@ type StatusRequest struct{}
 
 // Member is one master in the Raft configuration.
 type Member struct {
-	ID                string `json:"id"`
-	Addr              string `json:"addr"`
-	Suffrage          string `json:"suffrage"`
-	Leader            bool   `json:"leader"`
-	LastContactMillis int64  `json:"last_contact_ms"` // as seen by the leader; -1 if unknown
+	ID                string   `json:"id"`
+	Addr              string   `json:"addr"`
+	Suffrage          Suffrage `json:"suffrage"`
+	Leader            bool     `json:"leader"`
+	LastContactMillis int64    `json:"last_contact_ms"` // as seen by the leader; -1 if unknown
 }
 
 // Status is one master's view of itself and the cluster, as served by
 // /v1/status and Cluster.Status.
 type Status struct {
-	ID           string   `json:"id"`
-	Addr         string   `json:"addr"`
-	HTTPAddr     string   `json:"http_addr"`
-	State        string   `json:"state"`
-	LeaderID     string   `json:"leader_id"`
-	LeaderAddr   string   `json:"leader_addr"`
-	Term         uint64   `json:"term"`
-	LastIndex    uint64   `json:"last_index"`
-	CommitIndex  uint64   `json:"commit_index"`
-	AppliedIndex uint64   `json:"applied_index"`
-	Members      []Member `json:"members"`
-	Peers        int      `json:"peers"`
-	Files        int      `json:"files"`
-	Holdings     int      `json:"holdings"`
-	Digest       string   `json:"digest"`
-	Ready        bool     `json:"ready"`
-	HeapBytes    uint64   `json:"heap_bytes"` // Go heap in use
+	ID           string    `json:"id"`
+	Addr         string    `json:"addr"`
+	HTTPAddr     string    `json:"http_addr"`
+	State        RaftState `json:"state"`
+	LeaderID     string    `json:"leader_id"`
+	LeaderAddr   string    `json:"leader_addr"`
+	Term         uint64    `json:"term"`
+	LastIndex    uint64    `json:"last_index"`
+	CommitIndex  uint64    `json:"commit_index"`
+	AppliedIndex uint64    `json:"applied_index"`
+	Members      []Member  `json:"members"`
+	Peers        int       `json:"peers"`
+	Files        int       `json:"files"`
+	Holdings     int       `json:"holdings"`
+	Digest       string    `json:"digest"`
+	Ready        bool      `json:"ready"`
+	HeapBytes    uint64    `json:"heap_bytes"` // Go heap in use
 }
 
 // SnapshotRequest asks the receiving master to snapshot its index now.

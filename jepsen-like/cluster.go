@@ -460,61 +460,22 @@ func (c *cluster) findLeader(ctx context.Context, d time.Duration) int {
 // errUnhealthy is returned when the cluster does not become healthy.
 var errUnhealthy = errors.New("the cluster did not become healthy")
 
-// waitHealthy polls until every master answers, all name the same leader,
-// that leader's configuration has every master as a voter, and every
-// master is ready (its index has caught up). It returns the statuses it
-// saw last.
+// waitHealthy polls until the cluster is healthy by client.HealthProblems
+// (every master answers, ready, and a voter under one leader). It returns
+// the statuses it saw last.
 func (c *cluster) waitHealthy(ctx context.Context, timeout time.Duration) ([]client.Status, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	var why string
 	for {
 		sts, errs := c.statuses(ctx)
-		why = healthProblem(c.ids(), sts, errs)
-		if why == "" {
+		problems := client.HealthProblems(c.ids(), sts, errs)
+		if len(problems) == 0 {
 			return sts, nil
 		}
 		if !sleepCtx(ctx, 200*time.Millisecond) {
-			return sts, fmt.Errorf("%w within %v: %s", errUnhealthy, timeout, why)
+			return sts, fmt.Errorf("%w within %v: %s", errUnhealthy, timeout, strings.Join(problems, "; "))
 		}
 	}
-}
-
-// healthProblem says what keeps the cluster from being healthy, or "".
-func healthProblem(ids []string, sts []client.Status, errs []error) string {
-	leader := ""
-	for i, st := range sts {
-		if errs[i] != nil {
-			return fmt.Sprintf("%s does not answer: %v", ids[i], errs[i])
-		}
-		if st.LeaderID == "" {
-			return fmt.Sprintf("%s knows no leader", ids[i])
-		}
-		if leader == "" {
-			leader = st.LeaderID
-		} else if st.LeaderID != leader {
-			return fmt.Sprintf("masters disagree on the leader (%s, %s)", leader, st.LeaderID)
-		}
-		if !st.Ready {
-			return fmt.Sprintf("%s is not ready", ids[i])
-		}
-	}
-	for i, st := range sts {
-		if st.ID != leader {
-			continue
-		}
-		voters := 0
-		for _, m := range st.Members {
-			if strings.EqualFold(m.Suffrage, "voter") && slices.Contains(ids, m.ID) {
-				voters++
-			}
-		}
-		if voters != len(ids) {
-			return fmt.Sprintf("leader %s has %d of %d masters as voters", ids[i], voters, len(ids))
-		}
-		return ""
-	}
-	return fmt.Sprintf("leader %s is not one of the masters", leader)
 }
 
 // sleepCtx sleeps for d or until ctx ends; it reports whether it slept

@@ -309,7 +309,7 @@ func (nm *nemesis) waitReady(ctx context.Context, i int, d time.Duration) bool {
 func (nm *nemesis) readyVoter(ctx context.Context, i int) bool {
 	if st, err := nm.cl.status(ctx, i); err == nil && st.Ready {
 		for _, m := range st.Members {
-			if m.ID == st.ID && strings.EqualFold(m.Suffrage, "voter") {
+			if m.ID == st.ID && m.Suffrage == client.Voter {
 				return true
 			}
 		}

@@ -53,7 +53,7 @@ func members(t *testing.T, c *mastertest.T, i int) map[string]string {
 	t.Helper()
 	out := map[string]string{}
 	for _, mem := range c.Status(i).Members {
-		out[mem.ID] = mem.Suffrage
+		out[mem.ID] = string(mem.Suffrage)
 	}
 	return out
 }

@@ -14,8 +14,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/hashicorp/raft"
-
 	"fileshare/client"
 	"fileshare/internal/httplimit"
 )
@@ -370,13 +368,13 @@ func (d *dashboard) snapshot(ctx context.Context, now time.Time) Snapshot {
 	snap.Swarms.Swarms, snap.Swarms.Peers = m.fsm.SwarmStats()
 	leader := statuses[self.LeaderID]
 	for _, mem := range self.Members {
-		v := MemberView{ID: mem.ID, Addr: mem.Addr, Suffrage: mem.Suffrage, Lag: -1, LastContactMillis: -1, DigestMatch: "unknown", State: "unreachable"}
+		v := MemberView{ID: mem.ID, Addr: mem.Addr, Suffrage: string(mem.Suffrage), Lag: -1, LastContactMillis: -1, DigestMatch: "unknown", State: "unreachable"}
 		st := statuses[mem.ID]
 		if st == nil {
 			v.Error = errs[mem.ID]
 		} else {
 			v.Reachable = true
-			v.HTTPAddr, v.State, v.Term = st.HTTPAddr, st.State, st.Term
+			v.HTTPAddr, v.State, v.Term = st.HTTPAddr, string(st.State), st.Term
 			v.LastIndex, v.CommitIndex, v.AppliedIndex = st.LastIndex, st.CommitIndex, st.AppliedIndex
 			v.Digest, v.LeaderID = st.Digest, st.LeaderID
 			if mem.ID == m.cfg.ID {
@@ -410,7 +408,7 @@ func (d *dashboard) snapshot(ctx context.Context, now time.Time) Snapshot {
 				d.maxTerm = st.Term
 			}
 		}
-		if mem.Suffrage == raft.Voter.String() {
+		if mem.Suffrage == client.Voter {
 			snap.Voters++
 			if v.Reachable && v.LeaderID != "" && self.LeaderID != "" {
 				snap.Healthy++

@@ -116,7 +116,7 @@ func (m *Master) removedFromCluster(ctx context.Context) (by string, removed boo
 			if err := m.client.Call(ctx, addr, client.MethodStatus, &client.StatusRequest{}, &st); err != nil {
 				return
 			}
-			if st.State != raft.Leader.String() || len(st.Members) == 0 {
+			if st.State != client.StateLeader || len(st.Members) == 0 {
 				return
 			}
 			if !slices.ContainsFunc(st.Members, func(mem client.Member) bool { return mem.ID == m.cfg.ID }) {

@@ -283,7 +283,7 @@ func (m *Master) checkOldMajorityGone(ctx context.Context, old []raft.Server, me
 			mu.Lock()
 			defer mu.Unlock()
 			switch {
-			case err == nil && (st.LeaderID != "" || st.State == raft.Leader.String()):
+			case err == nil && (st.LeaderID != "" || st.State == client.StateLeader):
 				leaders = append(leaders, fmt.Sprintf("%s at %s reports leader %s (term %d)", st.ID, s.Address, st.LeaderID, st.Term))
 			case err == nil && !listed[string(s.ID)]:
 				alive = append(alive, fmt.Sprintf("%s at %s answers (%s, no leader)", s.ID, s.Address, st.State))

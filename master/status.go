@@ -29,7 +29,7 @@ func (m *Master) Status(ctx context.Context, members bool) client.Status {
 		ID:           m.cfg.ID,
 		Addr:         m.advertise,
 		HTTPAddr:     m.HTTPAddr(),
-		State:        m.raft.State().String(),
+		State:        client.RaftState(m.raft.State().String()),
 		LeaderID:     leaderID,
 		LeaderAddr:   leaderAddr,
 		Term:         m.raft.CurrentTerm(),
@@ -50,7 +50,7 @@ func (m *Master) Status(ctx context.Context, members bool) client.Status {
 				self = true
 			}
 			st.Members = append(st.Members, client.Member{
-				ID: string(s.ID), Addr: string(s.Address), Suffrage: s.Suffrage.String(),
+				ID: string(s.ID), Addr: string(s.Address), Suffrage: client.Suffrage(s.Suffrage.String()),
 				Leader: string(s.ID) == leaderID, LastContactMillis: -1,
 			})
 		}

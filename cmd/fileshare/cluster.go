@@ -264,12 +264,15 @@ func waitCluster(ctx context.Context, w io.Writer, format string, c *client.Clie
 }
 
 // checkCluster takes one look at the cluster for waitCluster. It returns
-// an error only for a mistake that waiting cannot fix.
+// an error only for a mistake that waiting cannot fix. With ready, the
+// verdict is client.HealthProblems over the masters in --masters and
+// every other member of the configuration, asked at its cluster address.
 func checkCluster(ctx context.Context, c *client.Client, ready bool, per time.Duration) (waitResult, error) {
 	addrs := c.Masters()
 	sts, errs := statuses(ctx, c, addrs, per)
 	res := waitResult{Masters: make([]waitMaster, len(addrs))}
-	byID := map[string]client.Status{}
+	names := slices.Clone(addrs)
+	var members []client.Member // the leader's configuration, or any master's
 	for i, addr := range addrs {
 		res.Masters[i].Master = addr
 		if errs[i] != nil {
@@ -277,54 +280,30 @@ func checkCluster(ctx context.Context, c *client.Client, ready bool, per time.Du
 				return res, errs[i]
 			}
 			res.Masters[i].Error = errs[i].Error()
-			res.Missing = append(res.Missing, fmt.Sprintf("%s does not answer: %v", addr, errs[i]))
+			if !ready {
+				res.Missing = append(res.Missing, fmt.Sprintf("%s does not answer: %v", addr, errs[i]))
+			}
 			continue
 		}
 		s := sts[i]
-		res.Masters[i].ID, res.Masters[i].State, res.Masters[i].Ready = s.ID, strings.ToLower(s.State), s.Ready
-		byID[s.ID] = s
+		names[i] = fmt.Sprintf("%s (%s)", s.ID, addr)
+		res.Masters[i].ID, res.Masters[i].State, res.Masters[i].Ready = s.ID, strings.ToLower(string(s.State)), s.Ready
 		if s.LeaderID != "" && res.LeaderID == "" {
 			res.LeaderID = s.LeaderID
 		}
+		if members == nil || s.ID == s.LeaderID {
+			members = s.Members
+		}
 	}
 	if ready {
-		if res.LeaderID == "" {
-			res.Missing = append(res.Missing, "no master knows a leader")
-		}
-		// Every member of the configuration, including any not listed in
-		// --masters: ask those at their cluster address.
-		var members []client.Member
-		if l, ok := byID[res.LeaderID]; ok {
-			members = l.Members
-		} else {
-			for i := range addrs {
-				if errs[i] == nil {
-					members = sts[i].Members
-					break
-				}
-			}
-		}
 		for _, m := range members {
-			if _, ok := byID[m.ID]; ok || m.Addr == "" {
+			if m.Addr == "" || slices.ContainsFunc(sts, func(s client.Status) bool { return s.ID == m.ID }) {
 				continue
 			}
-			st, errs := statuses(ctx, c, []string{m.Addr}, per)
-			if errs[0] != nil {
-				res.Missing = append(res.Missing, fmt.Sprintf("member %s at %s does not answer: %v", m.ID, m.Addr, errs[0]))
-				continue
-			}
-			byID[m.ID] = st[0]
+			st, err := statuses(ctx, c, []string{m.Addr}, per)
+			names, sts, errs = append(names, fmt.Sprintf("member %s (%s)", m.ID, m.Addr)), append(sts, st[0]), append(errs, err[0])
 		}
-		for _, wm := range res.Masters {
-			if wm.Error == "" && !wm.Ready {
-				res.Missing = append(res.Missing, fmt.Sprintf("%s (%s) is not ready", wm.ID, wm.Master))
-			}
-		}
-		for _, m := range members {
-			if s, ok := byID[m.ID]; ok && !s.Ready && !slices.ContainsFunc(res.Masters, func(wm waitMaster) bool { return wm.ID == m.ID }) {
-				res.Missing = append(res.Missing, fmt.Sprintf("member %s (%s) is not ready", m.ID, m.Addr))
-			}
-		}
+		res.Missing = client.HealthProblems(names, sts, errs)
 	}
 	res.OK = len(res.Missing) == 0
 	return res, nil
@@ -383,7 +362,7 @@ func printStatus(w io.Writer, format string, masters []string, sts []client.Stat
 				continue
 			}
 			s := sts[i]
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t%s\t%v\n", addr, s.ID, strings.ToLower(s.State), s.LeaderID, s.Term, s.CommitIndex, s.AppliedIndex, s.Peers, s.Files, short(s.Digest), s.Ready)
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t%s\t%v\n", addr, s.ID, strings.ToLower(string(s.State)), s.LeaderID, s.Term, s.CommitIndex, s.AppliedIndex, s.Peers, s.Files, short(s.Digest), s.Ready)
 		}
 		tw.Flush()
 		for i, addr := range masters {
@@ -397,7 +376,7 @@ func printStatus(w io.Writer, format string, masters []string, sts []client.Stat
 				tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 				fmt.Fprintln(tw, "  ID\tADDR\tSUFFRAGE\tLEADER\tLAST CONTACT")
 				for _, m := range sts[i].Members {
-					fmt.Fprintf(tw, "  %s\t%s\t%s\t%v\t%s\n", m.ID, m.Addr, strings.ToLower(m.Suffrage), m.Leader, lastContact(m.ID, sts, errs))
+					fmt.Fprintf(tw, "  %s\t%s\t%s\t%v\t%s\n", m.ID, m.Addr, strings.ToLower(string(m.Suffrage)), m.Leader, lastContact(m.ID, sts, errs))
 				}
 				tw.Flush()
 				break

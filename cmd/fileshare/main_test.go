@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"fileshare/client"
 	"fileshare/internal/freeport"
 	"fileshare/internal/poll"
 	"fileshare/internal/proccluster"
@@ -181,11 +182,11 @@ func tlsMastersWith(t *testing.T, dir string, ids []string, flagsOf func(i int, 
 type statusRow struct {
 	Master string `json:"master"`
 	Status *struct {
-		ID       string            `json:"id"`
-		State    proccluster.State `json:"state"`
-		LeaderID string            `json:"leader_id"`
-		Digest   string            `json:"digest"`
-		Applied  uint64            `json:"applied_index"`
+		ID       string           `json:"id"`
+		State    client.RaftState `json:"state"`
+		LeaderID string           `json:"leader_id"`
+		Digest   string           `json:"digest"`
+		Applied  uint64           `json:"applied_index"`
 		Members  []struct {
 			ID string `json:"id"`
 		} `json:"members"`
@@ -212,7 +213,7 @@ func leaderOf(rows []statusRow) string {
 		if r.Status == nil {
 			continue
 		}
-		if r.Status.State == proccluster.Leader {
+		if r.Status.State == client.StateLeader {
 			leaders++
 			leader = r.Status.ID
 		}

@@ -396,7 +396,7 @@ func (c *Cluster) Leader(ctx context.Context) int {
 func leaderOf(sts []client.Status, errs []error) int {
 	best, term := -1, uint64(0)
 	for i, st := range sts {
-		if errs[i] == nil && StateOf(st) == Leader && (best < 0 || st.Term > term) {
+		if errs[i] == nil && st.State == client.StateLeader && (best < 0 || st.Term > term) {
 			best, term = i, st.Term
 		}
 	}

@@ -55,11 +55,11 @@ func fakeMaster(args []string) int {
 	} else {
 		signal.Notify(sigs, syscall.SIGTERM)
 	}
-	state := Follower
+	state := client.StateFollower
 	if *id == os.Getenv("PROCCLUSTER_FAKE_LEADER") {
-		state = Leader
+		state = client.StateLeader
 	}
-	st := client.Status{ID: *id, State: string(state), Term: 1, Ready: true, LeaderID: os.Getenv("PROCCLUSTER_FAKE_LEADER")}
+	st := client.Status{ID: *id, State: state, Term: 1, Ready: true, LeaderID: os.Getenv("PROCCLUSTER_FAKE_LEADER")}
 	srv := &http.Server{Addr: *httpAddr, Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		_ = json.NewEncoder(w).Encode(st)
 	})}
@@ -124,7 +124,7 @@ func TestProcessControlActsOnTheStartedPID(t *testing.T) {
 		t.Fatalf("signal 0 to killed pid %d: %v, want ESRCH (reaped)", pid, err)
 	}
 	sts, errs := c.Statuses(ctx)
-	if !errors.Is(errs[0], ErrNotRunning) || errs[1] != nil || StateOf(sts[1]) != Leader {
+	if !errors.Is(errs[0], ErrNotRunning) || errs[1] != nil || sts[1].State != client.StateLeader {
 		t.Fatalf("Statuses with m1 killed: errs %v, m2 %q; want ErrNotRunning for m1 and m2 Leader", errs, sts[1].State)
 	}
 	if err := c.Start(0); err != nil {

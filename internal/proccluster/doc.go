@@ -15,7 +15,7 @@
 //
 // [Cluster.WaitLeader], [Cluster.Leader] and [Cluster.Statuses] poll the
 // masters' status (over HTTP /v1/status unless [Config.Status] says
-// otherwise) and read its Raft state as a typed [State], never by matching
+// otherwise) and read its Raft state as a typed [client.RaftState], never by matching
 // text at the call site.
 //
 // A typical use, from a test:

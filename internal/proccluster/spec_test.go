@@ -5,8 +5,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/hashicorp/raft"
 )
 
 // The argv says exactly what the spec says, flags in a fixed order,
@@ -31,15 +29,6 @@ func TestArgsFollowTheSpec(t *testing.T) {
 				t.Fatalf("Args() = %q\nwant      %q", got, tc.want)
 			}
 		})
-	}
-}
-
-// Our State names are hashicorp/raft's, so a status is never misread.
-func TestStatesAreRaftStateStrings(t *testing.T) {
-	for got, want := range map[State]raft.RaftState{Follower: raft.Follower, Candidate: raft.Candidate, Leader: raft.Leader, Shutdown: raft.Shutdown} {
-		if string(got) != want.String() {
-			t.Errorf("State %q, want raft's %q", got, want.String())
-		}
 	}
 }
 

@@ -9,21 +9,6 @@ import (
 	"fileshare/client"
 )
 
-// State is a master's Raft state as its status reports it: the String()
-// of hashicorp/raft's RaftState.
-type State string
-
-// The Raft states a master reports.
-const (
-	Follower  State = "Follower"
-	Candidate State = "Candidate"
-	Leader    State = "Leader"
-	Shutdown  State = "Shutdown"
-)
-
-// StateOf returns the Raft state in st.
-func StateOf(st client.Status) State { return State(st.State) }
-
 // httpStatus fetches http://addr/v1/status with hc.
 func httpStatus(ctx context.Context, hc *http.Client, id, addr string) (client.Status, error) {
 	var st client.Status
