@@ -8,20 +8,15 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"fileshare/internal/testenv"
 )
 
 // requireRootOnly skips a test that needs root, or fails it when
 // FILESHARE_REQUIRE_ROOT_TESTS=1 (CI).
 func requireRootOnly(t *testing.T) {
 	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	msg := "needs root (it mounts a tmpfs in a private mount namespace)"
-	if os.Getenv("FILESHARE_REQUIRE_ROOT_TESTS") == "1" {
-		t.Fatal(msg + "; failing because FILESHARE_REQUIRE_ROOT_TESTS=1")
-	}
-	t.Skip(msg + "; set FILESHARE_REQUIRE_ROOT_TESTS=1 to make this a failure")
+	testenv.NeedRoot(t, "mounting a tmpfs in a private mount namespace")
 }
 
 // A disk-full fault really fills the master's own filesystem: a write in

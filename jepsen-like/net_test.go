@@ -13,6 +13,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"fileshare/internal/testenv"
 )
 
 // echoServer echoes every connection on addr until the test ends and
@@ -236,14 +238,9 @@ func TestIptablesRulesAreExactlyTheFaults(t *testing.T) {
 // always tested there).
 func requireRoot(t *testing.T) {
 	t.Helper()
-	if os.Geteuid() == 0 && iptablesInstalled() {
-		return
-	}
-	msg := "needs root and the iptables command (apt-get install iptables)"
-	if os.Getenv("FILESHARE_REQUIRE_ROOT_TESTS") == "1" {
-		t.Fatal(msg + "; failing because FILESHARE_REQUIRE_ROOT_TESTS=1")
-	}
-	t.Skip(msg + "; set FILESHARE_REQUIRE_ROOT_TESTS=1 to make this a failure")
+	testenv.NeedRoot(t, "dropping packets with iptables")
+	testenv.NeedTool(t, "iptables", "iptables")
+	testenv.NeedTool(t, "iptables-restore", "iptables")
 }
 
 // The kernel mechanism drops one direction of one link and nothing else,

@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"fileshare/internal/testenv"
 )
 
 // requireFUSE skips a test that mounts a FUSE filesystem unless it runs
@@ -16,12 +18,9 @@ import (
 // (CI).
 func requireFUSE(t *testing.T) {
 	t.Helper()
-	requireRootOnly(t)
+	testenv.NeedRoot(t, "mounting a FUSE filesystem")
 	if why := powerSupported(); why != "" {
-		if os.Getenv("FILESHARE_REQUIRE_ROOT_TESTS") == "1" {
-			t.Fatal(why + "; failing because FILESHARE_REQUIRE_ROOT_TESTS=1")
-		}
-		t.Skip(why + "; set FILESHARE_REQUIRE_ROOT_TESTS=1 to make this a failure")
+		testenv.Unavailable(t, why)
 	}
 }
 

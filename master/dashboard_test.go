@@ -16,6 +16,7 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"fileshare/internal/poll"
+	"fileshare/internal/testenv"
 	"fileshare/master"
 )
 
@@ -196,7 +197,7 @@ func TestDashboardBoundsSubscribers(t *testing.T) {
 // nothing that reaches for the network, and returns a browser context.
 func chromium(t *testing.T) context.Context {
 	t.Helper()
-	path := needTool(t, "chromium", "chromium")
+	path := testenv.NeedTool(t, "chromium", "chromium")
 	opts := []chromedp.ExecAllocatorOption{
 		chromedp.ExecPath(path),
 		chromedp.Headless,

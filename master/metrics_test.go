@@ -7,7 +7,6 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"os"
 	"os/exec"
 	"strings"
 	"testing"
@@ -19,6 +18,7 @@ import (
 
 	"fileshare/client"
 	"fileshare/internal/poll"
+	"fileshare/internal/testenv"
 	"fileshare/master"
 	"fileshare/master/mastertest"
 	"fileshare/transport"
@@ -30,23 +30,6 @@ func withHTTP(level string) func(*master.Config) {
 		c.HTTP = "127.0.0.1:0"
 		c.Metrics = level
 	}
-}
-
-// needTool returns the path of a command the test needs. Without it the
-// test skips on a laptop but fails in CI (FILESHARE_REQUIRE_ROOT_TESTS=1),
-// where .ci/run installs it.
-func needTool(t *testing.T, name, pkg string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err == nil {
-		return p
-	}
-	msg := fmt.Sprintf("%s is not installed (apt-get install %s)", name, pkg)
-	if os.Getenv("FILESHARE_REQUIRE_ROOT_TESTS") == "1" {
-		t.Fatal(msg + "; failing because FILESHARE_REQUIRE_ROOT_TESTS=1")
-	}
-	t.Skip(msg + "; set FILESHARE_REQUIRE_ROOT_TESTS=1 to make this a failure")
-	return ""
 }
 
 func scrape(t *testing.T, httpAddr string) []byte {
@@ -226,7 +209,7 @@ func TestMetricsUnknownMethodsShareOneLabel(t *testing.T) {
 // promtool, Prometheus's own checker, accepts the basic /metrics (names,
 // types, help, units, suffixes).
 func TestMetricsPassPromtool(t *testing.T) {
-	promtool := needTool(t, "promtool", "prometheus")
+	promtool := testenv.NeedTool(t, "promtool", "prometheus")
 	c := newCluster(t, 1, func(cfg *master.Config) {
 		withHTTP(master.MetricsBasic)(cfg)
 		cfg.Tracker.HTTP, cfg.Tracker.UDP = "127.0.0.1:0", "127.0.0.1:0" // their series too

@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"fileshare/internal/testenv"
 )
 
 // requireRoot skips a test that needs root, or fails it when
@@ -18,14 +20,7 @@ import (
 // test cannot silently stop running there).
 func requireRoot(t *testing.T, what string) {
 	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	msg := what + " needs root"
-	if os.Getenv("FILESHARE_REQUIRE_ROOT_TESTS") == "1" {
-		t.Fatal(msg + "; failing because FILESHARE_REQUIRE_ROOT_TESTS=1")
-	}
-	t.Skip(msg + "; set FILESHARE_REQUIRE_ROOT_TESTS=1 to make this a failure")
+	testenv.NeedRoot(t, what)
 }
 
 // A download onto a disk that fills up stops with ErrDiskFull (and

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"fileshare/internal/freeport"
+	"fileshare/internal/testenv"
 )
 
 // The tracker benchmarks run once at a tiny size against a started
@@ -119,11 +120,7 @@ func TestBenchTrackerScriptComparesWithOpentracker(t *testing.T) {
 		t.Skip("starts real clusters and opentracker; skipped with -short")
 	}
 	if _, err := os.Stat("/usr/bin/opentracker"); err != nil {
-		msg := "needs /usr/bin/opentracker (apt-get install opentracker)"
-		if os.Getenv("FILESHARE_REQUIRE_ROOT_TESTS") == "1" {
-			t.Fatal(msg + "; failing because FILESHARE_REQUIRE_ROOT_TESTS=1")
-		}
-		t.Skip(msg + "; set FILESHARE_REQUIRE_ROOT_TESTS=1 to make this a failure")
+		testenv.Unavailable(t, "needs /usr/bin/opentracker (apt-get install opentracker)")
 	}
 	port, err := freeport.Port("127.0.0.1")
 	if err != nil {

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"fileshare/internal/testenv"
 	jepsenlike "fileshare/jepsen-like"
 )
 
@@ -63,15 +64,8 @@ func describe(out string, res *jepsenlike.Results) string {
 // FILESHARE_REQUIRE_ROOT_TESTS=1 (CI), which makes it fail instead.
 func rootOrSkip(t *testing.T) {
 	t.Helper()
-	_, err := exec.LookPath("iptables")
-	if os.Geteuid() == 0 && err == nil {
-		return
-	}
-	msg := "needs root and the iptables command (apt-get install iptables)"
-	if os.Getenv("FILESHARE_REQUIRE_ROOT_TESTS") == "1" {
-		t.Fatal(msg + "; failing because FILESHARE_REQUIRE_ROOT_TESTS=1")
-	}
-	t.Skip(msg + "; set FILESHARE_REQUIRE_ROOT_TESTS=1 to make this a failure")
+	testenv.NeedRoot(t, "dropping packets with iptables")
+	testenv.NeedTool(t, "iptables", "iptables")
 }
 
 func checkValidRun(t *testing.T, out string, code int, res *jepsenlike.Results) {
@@ -238,13 +232,7 @@ func readSchedule(t *testing.T, out string) jepsenlike.ScheduleDoc {
 // crash, and was replaced; one that exited otherwise is a crash; and the
 // cluster ends healthy with every master compared.
 func TestJepsenDiskAndCorruptFaultsAreReportedForWhatTheyWere(t *testing.T) {
-	if os.Geteuid() != 0 {
-		msg := "needs root (it mounts a tmpfs per master in a private mount namespace)"
-		if os.Getenv("FILESHARE_REQUIRE_ROOT_TESTS") == "1" {
-			t.Fatal(msg + "; failing because FILESHARE_REQUIRE_ROOT_TESTS=1")
-		}
-		t.Skip(msg + "; set FILESHARE_REQUIRE_ROOT_TESTS=1 to make this a failure")
-	}
+	testenv.NeedRoot(t, "mounting a tmpfs per master in a private mount namespace")
 	dir := t.TempDir()
 	out, code, res := runJepsen(t, nil, "--out", dir, "--nodes", "3", "--time", "30s", "--interval", "6s",
 		"--nemesis", "disk-full,corrupt", "--seed", "2", "--rate", "150", "--files", "10")
@@ -321,11 +309,7 @@ func fuseOrSkip(t *testing.T) {
 	if os.Geteuid() == 0 && err == nil && runtime.GOOS == "linux" {
 		return
 	}
-	msg := "needs root on Linux with /dev/fuse (it mounts a FUSE filesystem per master in a private mount namespace)"
-	if os.Getenv("FILESHARE_REQUIRE_ROOT_TESTS") == "1" {
-		t.Fatal(msg + "; failing because FILESHARE_REQUIRE_ROOT_TESTS=1")
-	}
-	t.Skip(msg + "; set FILESHARE_REQUIRE_ROOT_TESTS=1 to make this a failure")
+	testenv.Unavailable(t, "needs root on Linux with /dev/fuse (it mounts a FUSE filesystem per master in a private mount namespace)")
 }
 
 // The power-loss fault bites: masters that skip fsync

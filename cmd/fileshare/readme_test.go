@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"fileshare/internal/testenv"
 )
 
 // shBlockRE finds the README's shell blocks.
@@ -108,8 +110,8 @@ func TestREADMEBlocksRunAsWritten(t *testing.T) {
 		tmp = t.TempDir()
 		os.Chmod(tmp, 0o1777)
 	} else {
-		if os.Getenv("FILESHARE_REQUIRE_ROOT_TESTS") == "1" {
-			t.Fatal("the README's blocks must run isolated (root with unshare, mount and ip) because FILESHARE_REQUIRE_ROOT_TESTS=1")
+		if testenv.Required() {
+			t.Fatal("the README's blocks must run isolated (root with unshare, mount and ip) because " + testenv.RequireVar + "=1")
 		}
 		if taken := takenReadmePort(); taken != "" {
 			t.Skip(taken + "; stop it (or run the tests as root, where the blocks get a network namespace of their own)")

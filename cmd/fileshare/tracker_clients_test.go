@@ -23,6 +23,7 @@ import (
 	"fileshare/internal/netlab"
 	"fileshare/internal/poll"
 	"fileshare/internal/proccluster"
+	"fileshare/internal/testenv"
 	"fileshare/tracker"
 )
 
@@ -85,11 +86,7 @@ func TestTrackerClusterServesRealClientsAcrossLeaderKillAndFullRestart(t *testin
 		missing = append(missing, "/usr/bin/python3 cannot import libtorrent (apt-get install python3-libtorrent)")
 	}
 	if len(missing) > 0 {
-		msg := "needs " + strings.Join(missing, "; ")
-		if os.Getenv("FILESHARE_REQUIRE_ROOT_TESTS") == "1" {
-			t.Fatal(msg + "; failing because FILESHARE_REQUIRE_ROOT_TESTS=1")
-		}
-		t.Skip(msg + "; set FILESHARE_REQUIRE_ROOT_TESTS=1 to make this a failure")
+		testenv.Unavailable(t, "needs "+strings.Join(missing, "; "))
 	}
 
 	lab, err := netlab.New(t.Context(), netlab.Config{Hosts: 3, HubAddrs: 3})

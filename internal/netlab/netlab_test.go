@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"fileshare/internal/poll"
+	"fileshare/internal/testenv"
 )
 
 // requireLab skips unless labs can be built, and fails instead when
@@ -19,14 +20,9 @@ import (
 // hide a broken machine).
 func requireLab(t *testing.T) {
 	t.Helper()
-	err := Available()
-	if err == nil {
-		return
+	if err := Available(); err != nil {
+		testenv.Unavailable(t, err.Error())
 	}
-	if os.Getenv("FILESHARE_REQUIRE_ROOT_TESTS") == "1" {
-		t.Fatal(err.Error() + "; failing because FILESHARE_REQUIRE_ROOT_TESTS=1")
-	}
-	t.Skip(err.Error() + "; set FILESHARE_REQUIRE_ROOT_TESTS=1 to make this a failure")
 }
 
 func rootLinks(t *testing.T) []string {
