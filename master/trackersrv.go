@@ -151,3 +151,8 @@ func (m *Master) TrackerStats() (httpStats, udpStats *tracker.Stats) {
 // ConnIDSecrets returns the cluster's UDP connection-ID secrets, newest
 // first, as this master's tracker uses them (nil until the leader set one).
 func (m *Master) ConnIDSecrets() [][]byte { return trackerBackend{m}.ConnIDSecrets() }
+
+// TrackerBackend returns this master as the tracker.Backend its HTTP and
+// UDP trackers call, for tests (trackertest.TestBackend) and for
+// front-ends a caller runs itself.
+func (m *Master) TrackerBackend() tracker.Backend { return trackerBackend{m} }
