@@ -419,24 +419,6 @@ func deref(cmd Command) (Command, error) {
 	return cmd, nil
 }
 
-// EncodeJoinPeer is Encode for a JoinPeer.
-func EncodeJoinPeer(c JoinPeer) ([]byte, error) { return Encode(c) }
-
-// EncodeLeavePeer is Encode for a LeavePeer.
-func EncodeLeavePeer(c LeavePeer) ([]byte, error) { return Encode(c) }
-
-// EncodeRegisterFiles is Encode for a RegisterFiles.
-func EncodeRegisterFiles(c RegisterFiles) ([]byte, error) { return Encode(c) }
-
-// EncodeUnregisterFiles is Encode for an UnregisterFiles.
-func EncodeUnregisterFiles(c UnregisterFiles) ([]byte, error) { return Encode(c) }
-
-// EncodeExpirePeers is Encode for an ExpirePeers.
-func EncodeExpirePeers(c ExpirePeers) ([]byte, error) { return Encode(c) }
-
-// EncodeBatch is Encode for a Batch.
-func EncodeBatch(c Batch) ([]byte, error) { return Encode(c) }
-
 // Decode parses bytes produced by Encode and returns the command as a value
 // (JoinPeer, not *JoinPeer). A decoded command has passed Validate; empty
 // lists decode as nil. An unknown type byte or version yields an error

@@ -97,12 +97,6 @@ func (c RevokeCerts) Validate() error { return validateSerials("RevokeCerts", c.
 // Validate implements Command.
 func (c UnrevokeCerts) Validate() error { return validateSerials("UnrevokeCerts", c.Serials) }
 
-// EncodeRevokeCerts is Encode for a RevokeCerts.
-func EncodeRevokeCerts(c RevokeCerts) ([]byte, error) { return Encode(c) }
-
-// EncodeUnrevokeCerts is Encode for an UnrevokeCerts.
-func EncodeUnrevokeCerts(c UnrevokeCerts) ([]byte, error) { return Encode(c) }
-
 // revocations is the deny list in the state: a map never changed in
 // place (a change installs a new one), so a snapshot shares it safely.
 type revocations struct {

@@ -364,15 +364,3 @@ func (c TrackerPolicy) Validate() error {
 	}
 	return nil
 }
-
-// EncodeAnnounce is Encode for an Announce.
-func EncodeAnnounce(c Announce) ([]byte, error) { return Encode(c) }
-
-// EncodeExpireSwarmPeers is Encode for an ExpireSwarmPeers.
-func EncodeExpireSwarmPeers(c ExpireSwarmPeers) ([]byte, error) { return Encode(c) }
-
-// EncodeTrackerPolicy is Encode for a TrackerPolicy.
-func EncodeTrackerPolicy(c TrackerPolicy) ([]byte, error) { return Encode(c) }
-
-// EncodeSetConnIDSecret is Encode for a SetConnIDSecret.
-func EncodeSetConnIDSecret(c SetConnIDSecret) ([]byte, error) { return Encode(c) }

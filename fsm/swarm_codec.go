@@ -26,9 +26,6 @@ const (
 	batchFlagsMask = batchHasKey | batchSeeder
 )
 
-// EncodeAnnounceBatch is Encode for an AnnounceBatch.
-func EncodeAnnounceBatch(c AnnounceBatch) ([]byte, error) { return Encode(c) }
-
 // appendAnnounceBatch validates c and appends its body.
 func appendAnnounceBatch(b []byte, c AnnounceBatch) ([]byte, error) {
 	if err := c.Validate(); err != nil {

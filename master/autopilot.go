@@ -205,17 +205,6 @@ func (d *apDelegate) dead() map[string]bool {
 	return out
 }
 
-// DeadMasters returns the members this master, while it leads, has not
-// reached for Config.DeadMasterTimeout: those that dead-master cleanup
-// would remove (within the minimum quorum). It is empty on a follower.
-// Safe to call from any goroutine; it does not block on the network.
-func (m *Master) DeadMasters() map[string]bool {
-	if d := m.pilot.Load(); d != nil {
-		return d.dead()
-	}
-	return map[string]bool{}
-}
-
 // addJoiner adds a master that asked to join as a non-voter, which
 // autopilot promotes to voter once it has been stable for
 // ServerStabilizationTime. Only the leader calls it.

@@ -111,7 +111,7 @@ func TestDeadMasterKeptWithoutCleanup(t *testing.T) {
 	// cleanup is on; wait instead until the leader has judged the master
 	// unhealthy (its health check has run after the timeout).
 	poll.Until(t, 20*time.Second, "the leader counts the killed master as dead", func() bool {
-		return c.Master(leader).DeadMasters()[c.ID(dead)]
+		return master.DeadMasters(c.Master(leader))[c.ID(dead)]
 	})
 	// Ten autopilot rounds later it is still a member.
 	judged := time.Now()

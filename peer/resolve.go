@@ -100,11 +100,6 @@ func ResolveAt(ctx context.Context, c *client.Client, ref string, level client.R
 	return client.FileSummary{}, &AmbiguousError{Query: ref, Candidates: r.Files}
 }
 
-// Resolve is Resolve with this peer's client.Client.
-func (p *Peer) Resolve(ctx context.Context, ref string) (client.FileSummary, error) {
-	return Resolve(ctx, p.client, ref)
-}
-
 // Search returns the files whose name contains every word of query (all
 // files if it is empty), at most limit (0 = the index's default), sorted
 // by name, read linearizably.

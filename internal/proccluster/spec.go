@@ -75,15 +75,6 @@ func (s Spec) Args() []string {
 	return append(args, s.Flags...)
 }
 
-// AdvertiseAddr is where the other masters and the clients reach the
-// master: Advertise, or Listen when that is empty.
-func (s Spec) AdvertiseAddr() string {
-	if s.Advertise != "" {
-		return s.Advertise
-	}
-	return s.Listen
-}
-
 // clone returns a copy of s that shares no slice with it.
 func (s Spec) clone() Spec {
 	s.InitialCluster = slices.Clone(s.InitialCluster)
