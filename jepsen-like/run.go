@@ -9,12 +9,9 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/anishathalye/porcupine"
-
-	"fileshare/client"
 )
 
 // Results is everything a run concluded; results.json holds it.
@@ -138,7 +135,6 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 	if err != nil {
 		return nil, err
 	}
-	log := cfg.Logger
 	if cfg.TrackerCmd != "" {
 		if err := os.MkdirAll(cfg.Out, 0o755); err != nil {
 			return nil, fmt.Errorf("create the output directory: %w", err)
@@ -151,6 +147,34 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 	if err := os.MkdirAll(cfg.Out, 0o755); err != nil {
 		return nil, fmt.Errorf("create the output directory: %w", err)
 	}
+	tb := &testbed{cfg: cfg, log: cfg.Logger, res: newResults(cfg)}
+	defer tb.release() // the one owner of teardown, in its stated order
+	faults := PlanSchedule(Plan{Seed: cfg.Seed, Nodes: cfg.Nodes, Time: cfg.Time, Interval: cfg.Interval, Kinds: cfg.Kinds})
+	for _, setup := range []func(context.Context) error{
+		tb.setupNet,     // the network fault mechanism and every master's addresses
+		tb.setupHistory, // the history file
+		tb.setupDisks,   // disk-full faults: a small filesystem per master
+		tb.setupPower,   // power-loss faults: a FUSE filesystem per master
+		tb.setupClocks,  // clock faults: a clock-offset file per master
+		tb.startCluster, // the masters, until they form a healthy cluster
+		tb.setupClients, // the workloads (registered in setupClients) and the nemesis
+	} {
+		if err := setup(ctx); err != nil {
+			return nil, err
+		}
+	}
+	tb.exercise(ctx, faults)
+	digests := tb.settle(ctx)
+	tb.cl.close()
+	if err := tb.rec.flush(); err != nil {
+		tb.res.Problems = append(tb.res.Problems, fmt.Sprintf("write %s: %v", HistoryFile, err))
+	}
+	history, windows := tb.check(digests)
+	return tb.res, tb.write(faults, history, windows)
+}
+
+// newResults returns the results of a run of cfg before it starts.
+func newResults(cfg Config) *Results {
 	res := &Results{
 		Seed: cfg.Seed, Nodes: cfg.Nodes, Time: Duration(cfg.Time), Interval: Duration(cfg.Interval),
 		Kinds: cfg.Kinds, Workloads: cfg.Workloads, Rate: cfg.Rate, Concurrency: cfg.Concurrency, Files: cfg.Files,
@@ -160,301 +184,15 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 	if res.Kinds == nil {
 		res.Kinds = []Kind{}
 	}
-	faults := PlanSchedule(Plan{Seed: cfg.Seed, Nodes: cfg.Nodes, Time: cfg.Time, Interval: cfg.Interval, Kinds: cfg.Kinds})
+	return res
+}
 
-	// The network fault mechanism, and every master's addresses.
-	mode, why := netNone, "no network faults were asked for"
-	if cfg.needsNetwork() {
-		if mode, why, err = ResolveNet(cfg.Net); err != nil {
-			return nil, fmt.Errorf("%w: %w", ErrConfig, err)
-		}
-	}
-	addrs, perNodeIP, err := planAddrs(cfg.Nodes, mode == NetProxy)
-	if err != nil {
-		return nil, err
-	}
-	if !perNodeIP {
-		if mode != netNone {
-			return nil, fmt.Errorf("%w: network faults need each master on its own loopback address (127.0.0.11 and up), which this system does not route; on macOS add them with 'sudo ifconfig lo0 alias 127.0.0.11' (and .12 …), or choose only kill, pause, kill-leader, rolling-restart and membership faults", ErrConfig)
-		}
-		log.Warn("127.0.0.11 and up are not usable here; every master uses 127.0.0.1 with its own ports")
-	}
-	var inj netInjector = noNet{}
-	switch mode {
-	case NetProxy:
-		inj, err = newProxyNet(addrs, log)
-	case NetIptables:
-		ips := make([]string, len(addrs))
-		for i, a := range addrs {
-			ips[i] = a.IP
-		}
-		inj, err = newIptablesNet(ctx, ips, InPrivateNetns())
-	}
-	if err != nil {
-		return nil, err
-	}
-	defer func() {
-		if err := inj.Close(); err != nil {
-			log.Error("network cleanup failed", "err", err)
-		}
-	}()
-	for _, k := range cfg.Kinds {
-		if k.NeedsNetwork() {
-			if err := inj.Supports(k); err != nil {
-				return nil, fmt.Errorf("%w: --nemesis %s: %w", ErrConfig, k, err)
-			}
-		}
-	}
-	res.Net = inj.Describe() + " (" + why + ")"
-	log.Info("network faults", "mechanism", res.Net)
-	if res.UnsafeNoFsync {
-		log.Warn("the masters skip fsync (FILESHARE_UNSAFE_NO_FSYNC=1); under power-loss faults the verdict should be invalid")
-	}
-	if res.UnsafeFault != "" {
-		log.Warn("the masters run with a deliberate bug (FILESHARE_UNSAFE_FAULT); the verdict should be invalid", "fault", res.UnsafeFault)
-	}
-
-	hf, err := os.Create(filepath.Join(cfg.Out, HistoryFile))
-	if err != nil {
-		return nil, fmt.Errorf("create the history file: %w", err)
-	}
-	defer hf.Close()
-
-	// Disk-full faults: every master's data dir on a small filesystem of
-	// its own. Unmounting is deferred before the cluster's stop, so it
-	// runs after it.
-	var dsk *disks
-	var dataDirs []string
-	diskSkip := ""
-	if slices.Contains(cfg.Kinds, KindDiskFull) {
-		ids := make([]string, cfg.Nodes)
-		for i := range ids {
-			ids[i] = fmt.Sprintf("m%d", i+1)
-		}
-		if diskSkip = diskSupported(); diskSkip == "" {
-			if !InPrivateNetns() {
-				log.Warn("the masters' filesystems are mounted in the host's mount namespace; they are unmounted at the end, but a harness killed with SIGKILL leaves them mounted", "under", filepath.Join(cfg.Out, "disks"))
-			}
-			if dsk, err = newDisks(filepath.Join(cfg.Out, "disks"), ids); err != nil {
-				diskSkip = err.Error()
-			}
-		}
-		if dsk == nil {
-			res.Skipped = append(res.Skipped, "disk-full faults were skipped: "+diskSkip)
-			log.Warn("disk-full faults are skipped", "why", diskSkip)
-		} else {
-			for i := range ids {
-				dataDirs = append(dataDirs, dsk.dataDir(i))
-			}
-			log.Info("every master's data dir is on its own filesystem", "size_mib", diskSize>>20, "under", dsk.root)
-			defer func() {
-				keep := ""
-				if cfg.KeepData {
-					keep = filepath.Join(cfg.Out, "data")
-				}
-				if err := dsk.close(keep); err != nil {
-					log.Error("unmount the masters' filesystems", "err", err)
-				}
-			}()
-		}
-	}
-	// Power-loss faults: every master's data dir on a FUSE filesystem
-	// that keeps what was written since the last fsync (on the master's
-	// own tmpfs with disk-full faults). Unmounting is deferred after the
-	// disks' and before the cluster's stop, so it runs between them.
-	var power []*powerFS
-	powerSkip := ""
-	if slices.ContainsFunc(cfg.Kinds, isPowerLoss) {
-		if powerSkip = powerSupported(); powerSkip == "" {
-			if !InPrivateNetns() {
-				log.Warn("the masters' power-loss filesystems are mounted in the host's mount namespace; they are unmounted at the end, but a harness killed with SIGKILL leaves them mounted", "under", filepath.Join(cfg.Out, "power"))
-			}
-			for i := range cfg.Nodes {
-				id := fmt.Sprintf("m%d", i+1)
-				base := filepath.Join(cfg.Out, "power", id+".backing")
-				if dsk != nil {
-					base = dsk.mounts[i]
-				}
-				p, err := newPowerFS(base, filepath.Join(cfg.Out, "power", id))
-				if err != nil {
-					powerSkip = err.Error()
-					break
-				}
-				power = append(power, p)
-			}
-			defer func() {
-				for i, p := range power {
-					if cfg.KeepData {
-						if err := copyTree(filepath.Join(cfg.Out, "data", fmt.Sprintf("m%d", i+1)), filepath.Join(p.mnt, "data")); err != nil {
-							log.Error("keep a master's data dir", "err", err)
-						}
-					}
-					if err := p.close(); err != nil {
-						log.Error("unmount a power-loss filesystem", "err", err)
-					}
-				}
-			}()
-		}
-		if powerSkip != "" {
-			power = nil
-			res.Skipped = append(res.Skipped, "power-loss faults were skipped: "+powerSkip)
-			log.Warn("power-loss faults are skipped", "why", powerSkip)
-		} else {
-			dataDirs = nil
-			for _, p := range power {
-				dataDirs = append(dataDirs, filepath.Join(p.mnt, "data"))
-			}
-			log.Info("every master's data dir is on a power-loss filesystem", "under", filepath.Join(cfg.Out, "power"))
-		}
-	}
-	if slices.ContainsFunc(cfg.Kinds, isUDP) && !cfg.has(WorkloadTracker) {
-		res.Skipped = append(res.Skipped, "UDP faults were skipped: they act on the tracker workload's UDP announces; add --workload tracker")
-	}
-	// Clock faults: every master reads its clock offset from a file.
-	var clockFiles []string
-	if slices.Contains(cfg.Kinds, KindClock) {
-		dir := filepath.Join(cfg.Out, "clock")
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			return nil, fmt.Errorf("create %s: %w", dir, err)
-		}
-		for i := range cfg.Nodes {
-			path := filepath.Join(dir, fmt.Sprintf("m%d", i+1))
-			if err := writeClockOffset(path, 0); err != nil {
-				return nil, err
-			}
-			clockFiles = append(clockFiles, path)
-		}
-	}
-
-	// The cluster. Stopping it is deferred after the network cleanup, so
-	// it runs first: masters stop, then rules go.
-	cl, err := newCluster(cfg.Binary, cfg.Env, addrs, cfg.Out, dataDirs, clockFiles, cfg.PeerLease, cfg.has(WorkloadTracker), cfg.udpFaults(), log)
-	if err != nil {
-		return nil, err
-	}
-	defer cl.close()
-	if power != nil {
-		// A wipe (replacing a master) is the harness's, not the
-		// master's: no power loss may bring the old files back.
-		cl.wiped = func(i int) { power[i].sync() }
-	}
-	for i := range cl.nodes {
-		if err := cl.start(i); err != nil {
-			return nil, err
-		}
-	}
-	log.Info("masters started; waiting for a leader", "nodes", cl.ids(), "masters", cl.advertised())
-	if _, err := cl.waitHealthy(ctx, 60*time.Second); err != nil {
-		return nil, fmt.Errorf("the cluster did not form: %w; see the masters' logs in %s", err, filepath.Join(cfg.Out, "logs"))
-	}
-
-	t0 := time.Now()
-	cl.mu.Lock()
-	cl.t0 = t0
-	cl.mu.Unlock()
-	res.Start = t0
-	rec := newRecorder(t0, hf)
-	adminCreds, err := cl.adminTLS()
-	if err != nil {
-		return nil, err
-	}
-	ca, err := cl.caTLS()
-	if err != nil {
-		return nil, err
-	}
-	admin, err := client.New(client.Config{Masters: cl.advertised(), AttemptTimeout: time.Second, TLS: adminCreds})
-	if err != nil {
-		return nil, err
-	}
-	defer admin.Close()
-	wl := &workload{
-		masters: cl.advertised(), files: makeFiles(cfg.Files), rec: rec,
-		pace: newPacer(cfg.Rate, cfg.Concurrency), seed: cfg.Seed,
-		opTimeout: cfg.OpTimeout, attemptTimeout: max(cfg.OpTimeout/3, 100*time.Millisecond),
-		ca: ca,
-	}
-	nm := &nemesis{cl: cl, net: inj, admin: admin, t0: t0, logger: log, pace: wl.pace, opTimeout: cfg.OpTimeout,
-		disks: dsk, diskSkip: diskSkip, clockFiles: clockFiles, power: power, powerSkip: powerSkip}
-	var trk *trackerWorkload
-	if cfg.has(WorkloadTracker) {
-		res.Torrents = cfg.Torrents
-		var tms []trackerMaster
-		for i, n := range cl.nodes {
-			tm := trackerMaster{ID: n.id, URL: "http://" + n.addrs.Tracker + "/announce"}
-			if cfg.udpFaults() {
-				p, err := newUDPProxy(n.addrs.IP, n.addrs.Tracker, cfg.Seed+int64(i), log)
-				if err != nil {
-					return nil, err
-				}
-				defer p.close()
-				nm.udp = append(nm.udp, p)
-				tm.UDP = p.addr()
-			}
-			tms = append(tms, tm)
-		}
-		trk = newTrackerWorkload(tms, cfg.Torrents, rec, wl.pace, cfg.Seed, cfg.OpTimeout, wl.newProcess)
-		defer trk.close()
-	}
-
-	log.Info("workload and nemesis start", "time", cfg.Time, "faults", len(faults))
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	if cfg.has(WorkloadIndex) {
-		wg.Go(func() { wl.run(ctx, stop, cfg.Concurrency) })
-	}
-	if trk != nil {
-		wg.Go(func() { trk.run(ctx, stop, cfg.Concurrency) })
-	}
-	wg.Go(func() { nm.run(ctx, stop, faults) })
-	sleepCtx(ctx, cfg.Time)
-	close(stop)
-	wg.Wait()
-	res.Interrupted = ctx.Err() != nil
-	log.Info("workload stopped; healing", "ops", len(rec.history()), "interrupted", res.Interrupted)
-
-	// Heal, settle, read everything once more, compare the replicas.
-	tctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 3*time.Minute)
-	defer cancel()
-	res.Problems = append(res.Problems, nm.healAll(tctx)...)
-	var digests DigestResult
-	if res.Interrupted {
-		res.Problems = append(res.Problems, "the run was interrupted: no final reads were made")
-		digests = DigestResult{Verdict: Unknown, Explanation: "not compared: the run was interrupted"}
-	} else {
-		if _, err := cl.waitHealthy(ctx, 60*time.Second); err != nil {
-			res.Problems = append(res.Problems, fmt.Sprintf("after the final heal: %v", err))
-		}
-		log.Info("cluster healed; final reads")
-		if cfg.has(WorkloadIndex) {
-			if err := wl.finalReads(ctx, 60*time.Second); err != nil {
-				res.Problems = append(res.Problems, err.Error())
-			}
-		}
-		if trk != nil {
-			// The watcher joins every swarm; once every master has
-			// applied that (equal digests), each read is a renewal and
-			// changes nothing, so the masters are read in one state.
-			if err := trk.startWatcher(tctx); err != nil {
-				res.Problems = append(res.Problems, err.Error())
-			}
-			if d := settleDigests(ctx, cl, 30*time.Second); d.Verdict != Valid {
-				res.Problems = append(res.Problems, "before the final peer-list reads: "+d.Explanation)
-			}
-			if err := trk.readFinal(tctx, 60*time.Second); err != nil {
-				res.Problems = append(res.Problems, err.Error())
-			}
-		}
-		digests = settleDigests(ctx, cl, 30*time.Second)
-	}
-	cl.close()
-	if err := rec.flush(); err != nil {
-		res.Problems = append(res.Problems, fmt.Sprintf("write %s: %v", HistoryFile, err))
-	}
-
-	// Check.
-	log.Info("checking the history")
-	history := rec.history()
-	windows := nm.realised()
+// check runs every checker on the history and concludes.
+func (tb *testbed) check(digests DigestResult) ([]Op, []Window) {
+	cfg, res, cl := tb.cfg, tb.res, tb.cl
+	tb.log.Info("checking the history")
+	history := tb.rec.history()
+	windows := tb.nm.realised()
 	for _, op := range history {
 		res.Ops.add(op.Outcome)
 		if res.OpsByType == nil {
@@ -475,7 +213,7 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 		res.Checkers["linearizable"] = CheckerResult{res.Linearizable.Verdict, res.Linearizable.Explanation}
 		res.Checkers["set-full"] = CheckerResult{res.SetFull.Verdict, res.SetFull.Explanation}
 	}
-	if trk != nil {
+	if tb.trk != nil {
 		t := CheckTracker(history, cl.ids())
 		res.Tracker = &t
 		res.Checkers["tracker-set"] = CheckerResult{t.Verdict, t.Explanation}
@@ -497,9 +235,13 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 	res.Checkers["availability"] = CheckerResult{res.Availability.Verdict, res.Availability.Explanation}
 	res.Checkers["logs"] = CheckerResult{res.Logs.Verdict, res.Logs.Explanation}
 	res.Verdict, res.Summary = conclude(res)
-	res.Elapsed = Duration(time.Since(t0))
+	res.Elapsed = Duration(time.Since(tb.t0))
+	return history, windows
+}
 
-	// Write.
+// write writes the output directory.
+func (tb *testbed) write(faults []Fault, history []Op, windows []Window) error {
+	cfg, res := tb.cfg, tb.res
 	var errs []error
 	errs = append(errs, writeJSON(filepath.Join(cfg.Out, ScheduleFile), ScheduleDoc{
 		Seed: cfg.Seed, Nodes: cfg.Nodes, Time: Duration(cfg.Time), Interval: Duration(cfg.Interval),
@@ -510,16 +252,16 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 		return writeLatencySVG(f, history, windows, cfg.OpTimeout)
 	}))
 	errs = append(errs, writeFile(filepath.Join(cfg.Out, ReportFile), func(f *os.File) error {
-		return writeReport(f, res, history, windows, cl.ids())
+		return writeReport(f, res, history, windows, tb.cl.ids())
 	}))
 	if !cfg.KeepData {
 		errs = append(errs, os.RemoveAll(filepath.Join(cfg.Out, "data")))
 	}
 	if err := errors.Join(errs...); err != nil {
-		return res, fmt.Errorf("write the results to %s: %w", cfg.Out, err)
+		return fmt.Errorf("write the results to %s: %w", cfg.Out, err)
 	}
-	log.Info("done", "verdict", res.Verdict, "report", filepath.Join(cfg.Out, ReportFile))
-	return res, nil
+	tb.log.Info("done", "verdict", res.Verdict, "report", filepath.Join(cfg.Out, ReportFile))
+	return nil
 }
 
 // settleDigests polls every master's status until all report the same
