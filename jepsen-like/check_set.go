@@ -169,22 +169,7 @@ func CheckSetFull(ops []Op) SetFullResult {
 
 	res := SetFullResult{Elements: len(elems), Lost: []Element{}, NeverSeen: []Element{}, Resurrected: []Element{}, Phantoms: []Element{}}
 	var visible []time.Duration
-	sorted := make([]Element, 0, len(elems))
-	for e := range elems {
-		sorted = append(sorted, e)
-	}
-	slices.SortFunc(sorted, func(a, b Element) int {
-		if a.Key != b.Key {
-			return a.Key - b.Key
-		}
-		if a.Peer < b.Peer {
-			return -1
-		}
-		if a.Peer > b.Peer {
-			return 1
-		}
-		return 0
-	})
+	sorted := sortedElements(elems)
 	undecided := map[int]bool{}
 	for _, e := range sorted {
 		h := elems[e]

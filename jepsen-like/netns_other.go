@@ -1,4 +1,4 @@
-//go:build !linux && !windows
+//go:build !linux
 
 package jepsenlike
 
@@ -6,7 +6,6 @@ import (
 	"context"
 	"errors"
 	"io"
-	"syscall"
 )
 
 // InPrivateNetns reports whether this process runs in a private network
@@ -24,5 +23,3 @@ func RunInPrivateNetns(context.Context, string, []string, io.Writer, io.Writer) 
 
 // PrepareNetns does nothing outside Linux.
 func PrepareNetns() error { return nil }
-
-func procAttr() *syscall.SysProcAttr { return &syscall.SysProcAttr{Setpgid: true} }

@@ -150,6 +150,17 @@ func writeReport(w io.Writer, r *Results, history []Op, windows []Window, ids []
 	bw := bufio.NewWriter(w)
 	e := html.EscapeString
 	p := func(format string, args ...any) { fmt.Fprintf(bw, format, args...) }
+	// bullets writes a heading and a list of items, or nothing without items.
+	bullets := func(heading string, items []string) {
+		if len(items) == 0 {
+			return
+		}
+		p("<h3>%s</h3><ul>", heading)
+		for _, it := range items {
+			p("<li>%s</li>", e(it))
+		}
+		p("</ul>\n")
+	}
 	color := map[Verdict]string{Valid: "#2e7d32", Invalid: "#c62828", Unknown: "#ef6c00"}
 	p(`<!doctype html><html><head><meta charset="utf-8"><title>FileShare fault-injection run: %s</title>
 <style>body{font-family:sans-serif;max-width:1150px;margin:2em auto;color:#222;line-height:1.45}
@@ -183,13 +194,7 @@ th{background:#f4f4f4}.v{color:white;padding:1px 8px;border-radius:3px;font-weig
 		p(`<tr><td>%s</td><td><span class="v" style="background:%s">%s</span></td><td>%s</td></tr>`+"\n", name, color[c.Verdict], e(string(c.Verdict)), e(c.Explanation))
 	}
 	p("</table>\n")
-	if len(r.Problems) > 0 {
-		p("<h3>Problems the harness met</h3><ul>")
-		for _, pr := range r.Problems {
-			p("<li>%s</li>", e(pr))
-		}
-		p("</ul>\n")
-	}
+	bullets("Problems the harness met", r.Problems)
 	if r.Tracker != nil {
 		writeTrackerSection(p, e, r.Tracker)
 	}
@@ -232,13 +237,7 @@ th{background:#f4f4f4}.v{color:white;padding:1px 8px;border-radius:3px;font-weig
 			e(strings.Join(win.Targets, ", ")), e(strings.Join(win.Cuts, " ")), msOrNone(rec[win.Seq].AfterStartMillis), msOrNone(rec[win.Seq].AfterHealMillis), e(strings.Join(win.Notes, "; ")))
 	}
 	p("</table>\n")
-	if len(r.Skipped) > 0 {
-		p("<h3>Skipped</h3><ul>")
-		for _, s := range r.Skipped {
-			p("<li>%s</li>", e(s))
-		}
-		p("</ul>\n")
-	}
+	bullets("Skipped", r.Skipped)
 	if len(r.Logs.Findings) > 0 || len(r.Logs.Crashes) > 0 || len(r.Logs.SlowStops) > 0 || len(r.Logs.SelfStops) > 0 {
 		p("<h2>Log findings</h2><ul>")
 		for _, f := range r.Logs.Findings {

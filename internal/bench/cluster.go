@@ -95,17 +95,26 @@ func StartCluster(ctx context.Context, binary, dir string, n int, secure bool, e
 		cl.Close()
 		return nil, err
 	}
+	if err := startAll(ctx, c, n); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// startAll starts the n masters of c and waits for a leader; on an error
+// it closes c.
+func startAll(ctx context.Context, c *Cluster, n int) error {
 	for i := range n {
 		if err := c.Start(i); err != nil {
 			c.Close()
-			return nil, err
+			return err
 		}
 	}
 	if _, err := c.WaitLeader(ctx, -1); err != nil {
 		c.Close()
-		return nil, err
+		return err
 	}
-	return c, nil
+	return nil
 }
 
 // CA returns the cluster CA that clients verify the masters with, or nil

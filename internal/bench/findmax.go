@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"io"
@@ -50,24 +51,12 @@ func DefaultMaxSearch() MaxSearch {
 
 func (s *MaxSearch) defaults() error {
 	d := DefaultMaxSearch()
-	if s.Start == 0 {
-		s.Start = d.Start
-	}
-	if s.Step == 0 {
-		s.Step = d.Step
-	}
-	if s.Budget == 0 {
-		s.Budget = d.Budget
-	}
-	if s.Precision == 0 {
-		s.Precision = d.Precision
-	}
-	if s.MaxP99 == 0 {
-		s.MaxP99 = d.MaxP99
-	}
-	if s.MaxUnanswered == 0 {
-		s.MaxUnanswered = d.MaxUnanswered
-	}
+	s.Start = cmp.Or(s.Start, d.Start)
+	s.Step = cmp.Or(s.Step, d.Step)
+	s.Budget = cmp.Or(s.Budget, d.Budget)
+	s.Precision = cmp.Or(s.Precision, d.Precision)
+	s.MaxP99 = cmp.Or(s.MaxP99, d.MaxP99)
+	s.MaxUnanswered = cmp.Or(s.MaxUnanswered, d.MaxUnanswered)
 	switch {
 	case !(s.Start >= minSearchRate) || math.IsInf(s.Start, 0):
 		return fmt.Errorf("MaxSearch.Start %v: give a rate of at least %d announce a second", s.Start, minSearchRate)

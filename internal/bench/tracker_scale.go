@@ -64,14 +64,7 @@ func StartTrackerCluster(ctx context.Context, binary, dir string, n int, secure 
 		tc.HTTP = append(tc.HTTP, "http://"+h+"/announce")
 		tc.UDP = append(tc.UDP, "udp://"+u+"/announce")
 	}
-	for i := range n {
-		if err := c.Start(i); err != nil {
-			c.Close()
-			return nil, err
-		}
-	}
-	if _, err := c.WaitLeader(ctx, -1); err != nil {
-		c.Close()
+	if err := startAll(ctx, c, n); err != nil {
 		return nil, err
 	}
 	return tc, nil
