@@ -162,10 +162,6 @@ type AnnounceSummary struct {
 	Peers int
 }
 
-// maxBencodeDepth bounds the nesting a reply may have; a tracker reply
-// needs two levels.
-const maxBencodeDepth = 16
-
 // ParseAnnounceSummary reads a bencoded HTTP announce reply, a
 // dictionary with either "failure reason" or "interval" and compact
 // "peers"/"peers6", without decoding the peers. Any input returns a
@@ -260,7 +256,7 @@ func bencodeInt(v []byte) (int64, bool) {
 
 // skipBencode returns the index after the value at b[i:].
 func skipBencode(b []byte, i, depth int) (int, bool) {
-	if i >= len(b) || depth > maxBencodeDepth {
+	if i >= len(b) || depth > tracker.MaxBencodeDepth {
 		return 0, false
 	}
 	switch c := b[i]; {

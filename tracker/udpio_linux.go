@@ -81,23 +81,16 @@ func newBatchIO(pc net.PacketConn) batchIO {
 	return m
 }
 
-func (m *mmsgIO) recv(fd uintptr) bool {
-	for {
-		n, _, e := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&m.hdrs[0])), uintptr(m.count), 0, 0, 0)
-		switch e {
-		case unix.EINTR:
-			continue
-		case unix.EAGAIN:
-			return false
-		}
-		m.n, m.errno = int(n), e
-		return true
-	}
-}
+func (m *mmsgIO) recv(fd uintptr) bool { return m.mmsg(unix.SYS_RECVMMSG, fd) }
 
-func (m *mmsgIO) send(fd uintptr) bool {
+func (m *mmsgIO) send(fd uintptr) bool { return m.mmsg(unix.SYS_SENDMMSG, fd) }
+
+// mmsg moves the batch with recvmmsg or sendmmsg (trap), retrying on
+// EINTR; it reports false when the socket is not ready (EAGAIN), so that
+// the runtime's poller waits.
+func (m *mmsgIO) mmsg(trap, fd uintptr) bool {
 	for {
-		n, _, e := unix.Syscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&m.hdrs[0])), uintptr(m.count), 0, 0, 0)
+		n, _, e := unix.Syscall6(trap, fd, uintptr(unsafe.Pointer(&m.hdrs[0])), uintptr(m.count), 0, 0, 0)
 		switch e {
 		case unix.EINTR:
 			continue
