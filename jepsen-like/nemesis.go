@@ -305,13 +305,40 @@ func (nm *nemesis) waitReady(ctx context.Context, i int, d time.Duration) bool {
 	return false
 }
 
-// readyVoter reports whether master i says it is ready and a voter.
+// readyVoter reports whether master i is ready and the leader's
+// configuration lists it as a voter. The leader's word counts, not the
+// master's own: a master that rejoined installs a snapshot taken before
+// its removal, which lists it as a voter while the leader still holds it
+// as a non-voter, and a fault started then takes a quorum away (two
+// voters of three, one of them the next fault's target).
 func (nm *nemesis) readyVoter(ctx context.Context, i int) bool {
-	if st, err := nm.cl.status(ctx, i); err == nil && st.Ready {
-		for _, m := range st.Members {
-			if m.ID == st.ID && m.Suffrage == client.Voter {
-				return true
-			}
+	self, err := nm.cl.status(ctx, i)
+	if err != nil || self.LeaderID == "" {
+		return false
+	}
+	leader := self
+	if self.LeaderID != self.ID {
+		l := slices.IndexFunc(nm.cl.nodes, func(n *node) bool { return n.id == self.LeaderID })
+		if l < 0 {
+			return false
+		}
+		if leader, err = nm.cl.status(ctx, l); err != nil {
+			return false
+		}
+	}
+	return readyVoterIn(self, leader)
+}
+
+// readyVoterIn reports whether the master whose status is self is ready
+// and a voter in the configuration of leader, a status of the master self
+// names as its leader.
+func readyVoterIn(self, leader client.Status) bool {
+	if !self.Ready || self.LeaderID == "" || leader.ID != self.LeaderID || leader.LeaderID != leader.ID {
+		return false
+	}
+	for _, m := range leader.Members {
+		if m.ID == self.ID && m.Suffrage == client.Voter {
+			return true
 		}
 	}
 	return false

@@ -213,7 +213,7 @@ func New(ctx context.Context, cfg Config) (*Master, error) {
 		return nil, err
 	}
 	guard := &restoreGuard{FSM: m.fsm}
-	m.raft, err = raft.NewRaft(rc, guard, logs, m.store, snaps, m.raftTrans)
+	m.raft, err = raft.NewRaft(rc, guard, logs, m.store, snaps, pipelineTransport{m.raftTrans}) // raftpipe.go
 	// A failed restore is damage whether raft then fell back to an older
 	// snapshot or, having none that restores, failed itself ("failed to
 	// load any existing snapshots").
