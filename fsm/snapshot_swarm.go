@@ -108,7 +108,7 @@ func (r *snapReader) readHashSet(what string) map[InfoHash]struct{} {
 func (r *snapReader) readSwarms(st *state, version uint64) {
 	p := st.policy
 	p.mode = TrackerMode(r.byte())
-	if r.err == nil && p.mode != TrackerOpen && p.mode != TrackerAllowlist {
+	if r.err == nil && p.mode != TrackerOpen && p.mode != TrackerAllowlist && (version < 4 || p.mode != TrackerPrivate) {
 		r.corrupt("unknown tracker mode %d", p.mode)
 	}
 	p.allow = r.readHashSet("allowed")
