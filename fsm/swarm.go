@@ -84,8 +84,8 @@ type swarm struct {
 	idx        map[recKey]int32 // slot of each (peer, address); nil while small
 	// acct holds each record's private tracker baseline, parallel to
 	// recs; nil until the swarm has a private record (privstate.go).
-	acct []recAcct
-	nLeech     int32
+	acct   []recAcct
+	nLeech int32
 	// While the swarm has no records but keeps its downloaded count,
 	// emptied is the Time it lost its last record (0 if unknown: restored
 	// from an older snapshot) and charge the address of that record,
