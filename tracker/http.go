@@ -105,7 +105,7 @@ func (h *HTTPHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case ep == EndpointUnknown:
 		status = http.StatusNotFound
-		buf = AppendBencodeFailure(buf, "no such path: this tracker serves /announce and /scrape (a private tracker's with the passkey before or after them)")
+		buf = AppendBencodeFailure(buf, "no such path: this tracker serves /announce and /scrape")
 		h.stats.Failures.Add(1)
 	case r.Method != http.MethodGet && r.Method != http.MethodHead:
 		status = http.StatusMethodNotAllowed
