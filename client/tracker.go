@@ -49,14 +49,14 @@ type TrackerAnnounceResult struct {
 // TrackerAnnounceRequest relays a swarm membership change to the leader.
 // The fields are those of fsm.Announce but Time, which the leader sets.
 type TrackerAnnounceRequest struct {
-	InfoHash  [20]byte
-	Peer      [20]byte
-	IP        [16]byte
-	Port      uint16
-	Key       uint32
-	HasKey    bool
-	Event     uint8
-	Seeder    bool
+	InfoHash [20]byte
+	Peer     [20]byte
+	IP       [16]byte
+	Port     uint16
+	Key      uint32
+	HasKey   bool
+	Event    uint8
+	Seeder   bool
 	// Priv is set for an announce to a private tracker: the passkey (16
 	// bytes), then the uploaded and downloaded counters and the time the
 	// relaying master heard it (Unix nanoseconds), 8 bytes big-endian

@@ -46,7 +46,7 @@ const (
 // pendingAnnounce is one change waiting for its outcome.
 type pendingAnnounce struct {
 	a    fsm.Announce
-	priv *privReport // set for an announce to a private tracker (private_tracker.go)
+	priv *privReport         // set for an announce to a private tracker (private_tracker.go)
 	done chan announceResult // buffered(1); receives exactly one result
 }
 
