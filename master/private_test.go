@@ -1,13 +1,17 @@
 package master_test
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
 	"time"
 
+	"fileshare/btclient"
 	"fileshare/client"
 	"fileshare/internal/poll"
+	"fileshare/master"
+	"fileshare/master/mastertest"
 	"fileshare/tracker"
 )
 
@@ -160,5 +164,45 @@ func TestPrivateTrackerBooksSurviveLeaderLossAndFullRestart(t *testing.T) {
 	}
 	if up != 3100 || down != 2100 || led.Next != led.Entries[len(led.Entries)-1].Cursor {
 		t.Errorf("ledger sums to %d up, %d down over %d entries, want 3100 and 2100", up, down, len(led.Entries))
+	}
+}
+
+// Over UDP the passkey travels in BEP 41 URL data: btclient sends the
+// announce URL's path, the tracker credits the member it names, and an
+// announce without one is refused with a reason.
+func TestPrivateTrackerUDPPasskeyInURLData(t *testing.T) {
+	c := mastertest.New(t, 3, mastertest.Options{TLS: true, Config: func(c *master.Config) {
+		c.Tracker.UDP = "127.0.0.1:0"
+	}})
+	ctx := t.Context()
+	admin := c.Client()
+	ih := randomHash()
+	if _, err := admin.TrackerPolicy(ctx, client.TrackerPolicyRequest{Mode: client.TrackerModePrivate, Allow: []string{fmt.Sprintf("%x", ih[:])}}); err != nil {
+		t.Fatal(err)
+	}
+	carol, err := admin.TrackerUserAdd(ctx, "carol")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Converge()
+	addr := c.Master(c.Follower(c.Leader())).TrackerUDPAddr()
+	uc := &btclient.UDPClient{Retransmit: 200 * time.Millisecond}
+	a := btclient.Announce{InfoHash: ih, Port: 7100, Left: 0, Uploaded: 100, Event: tracker.EventStarted}
+	a.PeerID[0] = 'x'
+	var fe *btclient.FailureError
+	if _, err := uc.Announce(ctx, addr, a); !errors.As(err, &fe) || !strings.Contains(fe.Reason, "no passkey") {
+		t.Fatalf("UDP announce without a passkey: %v, want a refusal saying no passkey", err)
+	}
+	url := "udp://" + addr + "/" + carol.Passkey + "/announce"
+	if _, err := uc.Announce(ctx, url, a); err != nil {
+		t.Fatalf("UDP announce with the passkey: %v", err)
+	}
+	a.Event, a.Uploaded = tracker.EventStopped, 4100
+	if _, err := uc.Announce(ctx, url, a); err != nil {
+		t.Fatalf("UDP stopped with the passkey: %v", err)
+	}
+	b, err := admin.TrackerUserBooks(ctx, "carol", client.ReadLinearizable)
+	if err != nil || b.Uploaded != 4000 {
+		t.Fatalf("carol's books %+v, %v; want 4000 uploaded", b, err)
 	}
 }
