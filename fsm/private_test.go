@@ -1,7 +1,10 @@
 package fsm
 
 import (
+	"encoding/binary"
 	"errors"
+	"fmt"
+	"runtime"
 	"testing"
 )
 
@@ -246,4 +249,47 @@ func FuzzDecodePrivateAnnounceBatch(f *testing.F) {
 			t.Fatalf("round trip: %v", err)
 		}
 	})
+}
+
+// BenchmarkPrivateMemory reports heap bytes per swarm record of a private
+// tracker with 100k members and 1M records in 100k swarms, every record
+// credited once (so 1M books), to compare with BenchmarkSwarmMemory's
+// open tracker.
+func BenchmarkPrivateMemory(b *testing.B) {
+	const members, swarms, per = 100_000, 100_000, 10
+	for b.Loop() {
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		f := New()
+		f.mu.Lock()
+		f.st.policy.mode = TrackerPrivate
+		for i := range members {
+			k := make([]byte, PasskeySize)
+			binary.BigEndian.PutUint32(k, uint32(i+1))
+			if r := f.trackerMember(TrackerMember{Op: MemberAdd, Name: fmt.Sprintf("member%06d", i), Passkey: k, RequestID: uint64(i + 1)}); r.Err != nil {
+				b.Fatal(r.Err)
+			}
+		}
+		for s := range swarms {
+			ih := memHash(s)
+			f.st.policy.allow[ih] = struct{}{}
+			for k := range per {
+				i := s*per + k
+				p := PrivateAnnounce{Announce: Announce{InfoHash: ih, Peer: memPeer(i), IP: memIP(i), Port: uint16(6881 + k), Key: uint32(i), HasKey: true, Seeder: k%3 == 0}}
+				binary.BigEndian.PutUint32(p.Passkey[:], uint32(i%members+1))
+				p.At = int64(i+1) * 1e6
+				if r := f.privateAnnounce(&p, p.At, nil, 0); r.Err != nil {
+					b.Fatal(r.Err)
+				}
+				p.Event, p.Uploaded, p.At = SwarmCredit, 1000, p.At+1e9
+				f.privateAnnounce(&p, p.At, nil, 0)
+			}
+		}
+		f.mu.Unlock()
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		b.ReportMetric(float64(int64(after.HeapAlloc)-int64(before.HeapAlloc))/float64(swarms*per), "heap-bytes/record")
+		runtime.KeepAlive(f)
+	}
 }
