@@ -90,6 +90,15 @@ func TestPrivateTrackerBooksSurviveLeaderLossAndFullRestart(t *testing.T) {
 		}
 	}
 
+	// In private mode a scrape needs a passkey too.
+	hexIH := escape(ih[:])
+	if body := string(get(t, "", "http://"+fa+"/scrape?info_hash="+hexIH)); !strings.Contains(body, "no passkey") {
+		t.Errorf("scrape without a passkey: %q, want a refusal", body)
+	}
+	if body := string(get(t, "", "http://"+fa+"/"+alice.Passkey+"/scrape?info_hash="+hexIH)); !strings.Contains(body, "d5:filesd") {
+		t.Errorf("scrape with a passkey: %q, want the files dictionary", body)
+	}
+
 	seeder, leecher := newBTPeer(7001), newBTPeer(7002)
 	// First announces set the baselines: nothing credited for what the
 	// clients report having done before.

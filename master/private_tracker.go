@@ -73,6 +73,8 @@ func (p *privReport) announce(a fsm.Announce) fsm.PrivateAnnounce {
 }
 
 // Refusals of the private tracker, worded for a BitTorrent client's user.
+var errScrapeNoPasskey = tracker.Refuse("this tracker is private and the scrape URL carries no passkey; use the announce URL the site gave you, with /scrape in place of /announce")
+
 var errMalformedPasskey = tracker.Refuse("the passkey in the announce URL is not 32 hex characters; download the torrent again from the site to get your personal announce URL")
 
 // privateRefusal turns an fsm passkey or client refusal (possibly across
@@ -299,4 +301,23 @@ func (m *Master) flushCredits(ctx context.Context) {
 		}
 		cs = cs[n:]
 	}
+}
+
+var _ tracker.KeyedScraper = trackerBackend{}
+
+// ScrapeKeyed implements tracker.KeyedScraper: in private mode a scrape
+// needs a member's passkey, like an announce; otherwise it is Scrape.
+func (b trackerBackend) ScrapeKeyed(ctx context.Context, hashes []tracker.InfoHash, key tracker.Passkey, status tracker.PasskeyStatus) ([]tracker.ScrapeEntry, error) {
+	if b.m.fsm.TrackerModeNow() == fsm.TrackerPrivate {
+		switch status {
+		case tracker.PasskeyMalformed:
+			return nil, errMalformedPasskey
+		case tracker.PasskeyNone:
+			return nil, errScrapeNoPasskey
+		}
+		if _, err := b.m.fsm.PasskeyMember(key); err != nil {
+			return nil, privateRefusal(err)
+		}
+	}
+	return b.Scrape(ctx, hashes)
 }
