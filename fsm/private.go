@@ -79,7 +79,7 @@ const (
 // The leader draws the passkey from crypto/rand and puts it in the
 // command, so the FSM stays deterministic. Add fails with ErrMemberExists
 // for an existing name, rotate and revoke with ErrUnknownMember for an
-// unknown one; a passkey that another member holds (or held) is refused
+// unknown one; a passkey that another member holds is refused
 // with ErrInvalid. A RequestID seen before (the private policy keeps a
 // window of DedupWindow) is a Duplicate and changes nothing.
 type TrackerMember struct {
