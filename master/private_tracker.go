@@ -149,6 +149,12 @@ func (m *Master) commitPrivate(ctx context.Context, changes []*pendingAnnounce, 
 		fail(err)
 	case resp.Err != nil:
 		fail(resp.Err)
+	case m.batcher.ackBeforeCommit && len(resp.Results) == 0:
+		// The deliberate fault (FaultAckBeforeCommit) acknowledges before
+		// raft applies, as for open announces (commitAnnounces).
+		for _, p := range changes {
+			p.answer(idx, nil)
+		}
 	case len(resp.Results) != len(changes):
 		fail(fmt.Errorf("%w: private announce batch response has %d results for %d announces", transport.ErrInternal, len(resp.Results), len(changes)))
 	default:
