@@ -27,6 +27,11 @@ var methodWords = map[string]string{
 	MethodTrackerRenew:         "the relayed re-announces",
 	MethodTrackerPolicy:        "the tracker policy change",
 	MethodTrackerList:          "the tracker policy listing",
+
+	MethodObserve: "the reachability check",
+	MethodWait:    "the rendezvous channel",
+	MethodConnect: "the rendezvous request",
+	MethodDeliver: "the forwarded rendezvous request",
 }
 
 // Describe names method in words ("the registration"), or "the request"

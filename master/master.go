@@ -56,6 +56,7 @@ type Master struct {
 	dash     *dashboard  // /ui/ and its event stream (dashboard.go)
 	renewals renewQueue  // tracker re-announces to pass to the leader
 	trackers trackerServers
+	rdv      *rendezvous // observed addresses and push channels (rendezvous.go)
 
 	removed chan struct{}              // closed by watchRemoval; see Removed
 	pilot   atomic.Pointer[apDelegate] // autopilot's view while leading; nil otherwise

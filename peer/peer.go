@@ -79,6 +79,15 @@ type Config struct {
 	// another. Zero means 5 s.
 	MasterTimeout time.Duration
 
+	// NATInterval is how often the peer asks a master which address its
+	// connections come from and whether the master can dial it back
+	// (reachability). Zero means DefaultNATInterval.
+	NATInterval time.Duration
+	// Relay offers this peer as a relay for peers that cannot connect
+	// otherwise, when a master finds it reachable. It relays only
+	// ciphertext, within RelayLimits. Off by default.
+	Relay bool
+
 	// Logger receives the peer's logs. Nil discards them.
 	Logger *slog.Logger
 
@@ -115,6 +124,7 @@ func (c Config) withDefaults() (Config, error) {
 	def(&c.IOTimeout, 20*time.Second)
 	def(&c.IdleTimeout, 2*time.Minute)
 	def(&c.MasterTimeout, 5*time.Second)
+	def(&c.NATInterval, DefaultNATInterval)
 	if c.MaxUploads == 0 {
 		c.MaxUploads = 16
 	}
@@ -149,6 +159,8 @@ type Peer struct {
 	store  *store // nil for a download-only peer
 
 	counters peerCounters // for /metrics (httpstatus.go)
+	nat      natState     // reachability and pending reversals (nat.go)
+	lastPath sync.Map     // holder peer ID -> the path that last reached it (nat.go)
 
 	// served maps file ID to the file the piece server may send: files
 	// found by the last scan that the index has acknowledged. Written by
@@ -270,6 +282,7 @@ func New(cfg Config) (*Peer, error) {
 		ln := p.mux.Listener(transport.StreamPiece)
 		p.wg.Go(func() { p.servePieces(ln) })
 	}
+	p.startNAT(syncCtx)
 	if p.store != nil {
 		p.syncWG.Go(func() { p.syncLoop(syncCtx) })
 		p.syncWG.Go(func() { p.heartbeatLoop(syncCtx) })
