@@ -7,8 +7,8 @@ import (
 	"io"
 	"net"
 	"net/http/httptest"
-	"strconv"
 	"path/filepath"
+	"strconv"
 	"testing"
 	"time"
 
