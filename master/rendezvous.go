@@ -86,6 +86,7 @@ func (m *Master) registerRendezvous(s *transport.Server) {
 	transport.Handle(s, client.MethodWait, m.handleWait)
 	transport.Handle(s, client.MethodConnect, m.handleConnect)
 	transport.Handle(s, client.MethodDeliver, m.handleDeliver)
+	m.serveUDPObserve()
 }
 
 func validAddr(what, a string) error {

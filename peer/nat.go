@@ -108,6 +108,9 @@ func (p *Peer) startNAT(syncCtx context.Context) {
 	if p.mux == nil {
 		return
 	}
+	if _, err := p.quicTransport(); err != nil {
+		p.logger.Warn("no hole punching: peers behind NATs reach this one only by reversal or relay", "err", err)
+	}
 	ln := p.mux.Listener(transport.StreamReverse)
 	p.wg.Go(func() { p.acceptReverse(ln) })
 	p.syncWG.Go(func() { p.observeLoop(syncCtx) })
@@ -128,6 +131,7 @@ func (p *Peer) observeLoop(ctx context.Context) {
 		case <-time.After(wait):
 		}
 		wait = every
+		p.refreshBinding(ctx)
 		cctx, cancel := context.WithTimeout(ctx, 2*p.cfg.MasterTimeout)
 		r, err := p.client.Observe(cctx, p.id, port)
 		cancel()

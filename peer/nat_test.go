@@ -139,3 +139,30 @@ func metricsOf(t *testing.T, p *Peer) io.Reader {
 }
 
 func errorsIs(err, target error) bool { return errors.Is(err, target) }
+
+// Hole punching over QUIC: neither side can be dialled (the holder's
+// advertised address is dead, the downloader only downloads), so the
+// masters coordinate a simultaneous open, and the file arrives byte for
+// byte over a QUIC stream authenticated with both peer keys.
+func TestPunchConnectsWhenNeitherSideCanBeDialled(t *testing.T) {
+	c := newTestCluster(t, nil)
+	data := randomBytes(23, 2*mib+99)
+	id := idOf(t, data)
+	holder := startPeer(t, c, "hidden", shareFolder(t, map[string][]byte{"f.bin": data}), func(cfg *Config) {
+		cfg.Advertise = "127.0.0.1:1"
+	})
+	dl := startPeer(t, c, "homebound", "", nil)
+	waitHolders(t, c.client(), id, 1)
+	poll.Until(t, 20*time.Second, "the holder's observed UDP address", func() bool { return holder.punchAddr() != "" })
+	dest := filepath.Join(t.TempDir(), "f.bin")
+	res, err := dl.Download(t.Context(), id, dest, DownloadOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := res.Paths[pid("hidden")]; got != PathPunch {
+		t.Fatalf("the holder was reached by %q, want %q", got, PathPunch)
+	}
+	if sha256File(t, dest) != sha256.Sum256(data) {
+		t.Fatal("the punched download differs from the original")
+	}
+}

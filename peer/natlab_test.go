@@ -1,3 +1,5 @@
+//go:build linux
+
 package peer
 
 // The NAT lab: real masters and peers, each its own process, in network
@@ -317,6 +319,30 @@ func TestNATLabHomeHolderPublicDownloaderReverses(t *testing.T) {
 	id := r.holder(t, r.lab.Homes[0].Host, "holder", data, nil)
 	_, dest := r.download(t, r.lab.Public.Hosts[0], "dl", id, true, nil)
 	wantPath(t, r.fetched(t, "dl", dest, data), "holder", PathReversal)
+}
+
+// Lab case 3: both behind port-preserving NATs: the masters coordinate a
+// hole punch, and the bytes flow peer to peer over QUIC, through no relay.
+func TestNATLabBothBehindPortPreservingNATsPunch(t *testing.T) {
+	r := newNATRig(t, netlab.NATConfig{Homes: []netlab.NATKind{netlab.PortPreserving, netlab.PortPreserving}})
+	data := randomBytes(33, 3*mib+303)
+	id := r.holder(t, r.lab.Homes[0].Host, "holder", data, nil)
+	_, dest := r.download(t, r.lab.Homes[1].Host, "dl", id, false, nil)
+	wantPath(t, r.fetched(t, "dl", dest, data), "holder", PathPunch)
+}
+
+// Lab case 5: the leader is SIGKILLed in the middle of a punched
+// download; the piece stream does not need it, and the lookups and
+// rendezvous the download still makes go to the masters that remain.
+func TestNATLabPunchedDownloadSurvivesLeaderKill(t *testing.T) {
+	r := newNATRig(t, netlab.NATConfig{Homes: []netlab.NATKind{netlab.PortPreserving, netlab.PortPreserving}})
+	data := randomBytes(35, 8*mib+505)
+	id := r.holder(t, r.lab.Homes[0].Host, "holder", data, nil)
+	_, dest := r.download(t, r.lab.Homes[1].Host, "dl", id, false, func(l *labRole) { l.Rate = 2 << 20 })
+	leader := r.expect("dl", "leader", 60*time.Second)
+	r.expect("dl", "progress", 60*time.Second)
+	r.kill(leader)
+	wantPath(t, r.fetched(t, "dl", dest, data), "holder", PathPunch)
 }
 
 // Lab case 6: the holder's NAT forgets its mappings in the middle of a

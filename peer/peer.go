@@ -161,6 +161,8 @@ type Peer struct {
 	counters peerCounters // for /metrics (httpstatus.go)
 	nat      natState     // reachability and pending reversals (nat.go)
 	lastPath sync.Map     // holder peer ID -> the path that last reached it (nat.go)
+	quicMu   sync.Mutex   // guards quic
+	quic     *quicState   // UDP socket and QUIC transport, started on first use (punch.go)
 
 	// served maps file ID to the file the piece server may send: files
 	// found by the last scan that the index has acknowledged. Written by
@@ -455,6 +457,7 @@ func (p *Peer) enter() bool {
 // release frees what New acquired, in reverse order.
 func (p *Peer) release() {
 	var errs []error
+	p.closeQUIC()
 	if p.client != nil {
 		errs = append(errs, p.client.Close())
 	}

@@ -111,7 +111,8 @@ func homeAddr(i, host int) netip.Addr {
 // public network, rewrites the home's outgoing connections to its public
 // address (iptables MASQUERADE, with --random-fully for PortRandom), and
 // drops every packet from outside that belongs to no connection the home
-// opened, as a home router does. On error it deletes what it created.
+// opened, as a home router does (packets to the router itself
+// included). On error it deletes what it created.
 func NewNAT(ctx context.Context, cfg NATConfig) (*NATLab, error) {
 	if err := NATAvailable(); err != nil {
 		return nil, err
@@ -174,6 +175,13 @@ func (n *NATLab) buildHome(ctx context.Context, i int, h Home) error {
 		{"iptables", "-P", "FORWARD", "DROP"},
 		{"iptables", "-A", "FORWARD", "-i", "lan0", "-o", "eth0", "-j", "ACCEPT"},
 		{"iptables", "-A", "FORWARD", "-i", "eth0", "-o", "lan0", "-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "ACCEPT"},
+		// Unsolicited packets to the router itself are dropped, as a home
+		// router's firewall does. This matters beyond politeness: a
+		// packet the router accepted would leave a conntrack entry for
+		// its address and port, and the mapping of the home's next
+		// connection to that peer could then not keep its port.
+		{"iptables", "-A", "INPUT", "-i", "eth0", "-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "ACCEPT"},
+		{"iptables", "-A", "INPUT", "-i", "eth0", "-j", "DROP"},
 		append([]string{"iptables"}, masq...),
 	} {
 		if err := runIn(ctx, r, args...); err != nil {
