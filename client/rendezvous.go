@@ -28,6 +28,8 @@ const (
 	// MethodDeliver passes a Connect from one master to another; only a
 	// member of the cluster may call it.
 	MethodDeliver = "Rendezvous.Deliver"
+	// MethodRelays lists the relays the masters know.
+	MethodRelays = "Rendezvous.Relays"
 )
 
 // WaitHold is how long a master holds a Wait call with nothing to
@@ -113,7 +115,31 @@ type RendezvousMessage struct {
 	Token []byte `codec:",omitempty"`
 	// At is when to start sending, in Unix milliseconds (punching).
 	At int64 `codec:",omitempty"`
+	// Relay is the peer ID of the relay at Addr, whose key the holder
+	// checks; empty for a master's relay, checked against the cluster
+	// CA (relay).
+	Relay string `codec:",omitempty"`
 }
+
+// RelayInfo is a relay: a reachable peer that opted in, or a master with
+// a relay budget.
+type RelayInfo struct {
+	Addr   string
+	PeerID string `codec:",omitempty"` // empty for a master
+}
+
+// RelaysRequest asks for the relays the masters know.
+type RelaysRequest struct {
+	Forwarded bool `codec:",omitempty"`
+}
+
+// RelaysReply lists relays, at most MaxRelays.
+type RelaysReply struct {
+	Relays []RelayInfo `codec:",omitempty"`
+}
+
+// MaxRelays caps a RelaysReply.
+const MaxRelays = 16
 
 // ConnectRequest asks the cluster to pass Message to peer Target. The
 // caller proves it is Message.From with its key.
@@ -157,6 +183,13 @@ func (c *Client) Connect(ctx context.Context, id Identity, target string, msg Re
 	var out ConnectReply
 	err := c.Call(ctx, MethodConnect, &ConnectRequest{PeerID: id.PeerID, Key: id.Public(), Target: target, Message: msg}, &out)
 	return out, err
+}
+
+// Relays lists the relays the masters know, relay peers first.
+func (c *Client) Relays(ctx context.Context) ([]RelayInfo, error) {
+	var out RelaysReply
+	err := c.Call(ctx, MethodRelays, &RelaysRequest{}, &out)
+	return out.Relays, err
 }
 
 // ErrNoChannel means the target of a Connect keeps no push channel open

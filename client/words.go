@@ -32,6 +32,7 @@ var methodWords = map[string]string{
 	MethodWait:    "the rendezvous channel",
 	MethodConnect: "the rendezvous request",
 	MethodDeliver: "the forwarded rendezvous request",
+	MethodRelays:  "the relay listing",
 }
 
 // Describe names method in words ("the registration"), or "the request"

@@ -86,7 +86,9 @@ func (m *Master) registerRendezvous(s *transport.Server) {
 	transport.Handle(s, client.MethodWait, m.handleWait)
 	transport.Handle(s, client.MethodConnect, m.handleConnect)
 	transport.Handle(s, client.MethodDeliver, m.handleDeliver)
+	transport.Handle(s, client.MethodRelays, m.handleRelays)
 	m.serveUDPObserve()
+	m.startRelay()
 }
 
 func validAddr(what, a string) error {
@@ -283,6 +285,11 @@ func validMessage(req *client.ConnectRequest) error {
 	if err := validAddr("address", msg.Addr); err != nil {
 		return err
 	}
+	if msg.Relay != "" {
+		if err := fsm.PeerID(msg.Relay).Validate(); err != nil {
+			return err
+		}
+	}
 	if len(msg.Token) > client.RendezvousToken {
 		return fmt.Errorf("%w: token of %d bytes, at most %d", fsm.ErrInvalid, len(msg.Token), client.RendezvousToken)
 	}
@@ -301,6 +308,9 @@ func (m *Master) handleConnect(ctx context.Context, req *client.ConnectRequest) 
 	}
 	if err := ownAddress(ctx, req.Message); err != nil {
 		return nil, err
+	}
+	if req.Message.Kind == client.ConnRelay && !m.knownRelay(ctx, req.Message.Addr, req.Message.Relay) {
+		return nil, fmt.Errorf("%w: %s is not a relay the masters know; list them with %s", fsm.ErrInvalid, req.Message.Addr, client.MethodRelays)
 	}
 	out, err := m.rdv.deliverLocal(req.Target, req.Message)
 	if err != nil || out.Delivered {

@@ -28,6 +28,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -111,6 +112,7 @@ func (p *Peer) startNAT(syncCtx context.Context) {
 	if _, err := p.quicTransport(); err != nil {
 		p.logger.Warn("no hole punching: peers behind NATs reach this one only by reversal or relay", "err", err)
 	}
+	p.startRelay()
 	ln := p.mux.Listener(transport.StreamReverse)
 	p.wg.Go(func() { p.acceptReverse(ln) })
 	p.syncWG.Go(func() { p.observeLoop(syncCtx) })
@@ -358,6 +360,9 @@ func (p *Peer) dialHolder(addr, id string, timeout time.Duration) (net.Conn, str
 	ctx := p.ctx
 	var errs []error
 	for _, path := range order {
+		if slices.Contains(p.cfg.skipPaths, path) {
+			continue
+		}
 		var conn net.Conn
 		var err error
 		switch path {

@@ -8,13 +8,16 @@ import (
 	"net"
 	"net/http/httptest"
 	"path/filepath"
+	"slices"
 	"strconv"
+	"sync"
 	"testing"
 	"time"
 
 	"fileshare/client"
 	"fileshare/fsm"
 	"fileshare/internal/poll"
+	"fileshare/master"
 )
 
 // waitReachable waits until p has learnt from a master whether it is
@@ -164,5 +167,90 @@ func TestPunchConnectsWhenNeitherSideCanBeDialled(t *testing.T) {
 	}
 	if sha256File(t, dest) != sha256.Sum256(data) {
 		t.Fatal("the punched download differs from the original")
+	}
+}
+
+// plaintextProbe reports whether any 32-byte sample of data (one every
+// 1 KiB) appears in b.
+type plaintextProbe struct {
+	mu      sync.Mutex
+	samples map[[32]byte]bool
+	relayed int
+	hits    int
+}
+
+func newPlaintextProbe(data []byte) *plaintextProbe {
+	pp := &plaintextProbe{samples: map[[32]byte]bool{}}
+	for i := 0; i+32 <= len(data); i += 1024 {
+		pp.samples[[32]byte(data[i:i+32])] = true
+	}
+	return pp
+}
+
+func (pp *plaintextProbe) tap(b []byte) {
+	pp.mu.Lock()
+	defer pp.mu.Unlock()
+	pp.relayed += len(b)
+	for i := 0; i+32 <= len(b); i++ {
+		if pp.samples[[32]byte(b[i:i+32])] {
+			pp.hits++
+		}
+	}
+}
+
+// The relay, last rung of the ladder: when nothing else connects, the
+// bytes flow through a relay peer, and the relay carries the whole file
+// without ever holding a byte of it in the clear; a master with a relay
+// budget relays too.
+func TestRelayCarriesOnlyCiphertext(t *testing.T) {
+	c := newTestCluster(t, func(cfg *master.Config) { cfg.RelayBudget = 4 })
+	data := randomBytes(24, 2*mib+55)
+	id := idOf(t, data)
+	probe := newPlaintextProbe(data)
+	if probe.tap(data[5000:9000]); probe.hits == 0 {
+		t.Fatal("the plaintext probe misses plaintext; it could not catch a leaking relay")
+	}
+	probe.hits, probe.relayed = 0, 0
+	relayPeer := startPeer(t, c, "relay", t.TempDir(), func(cfg *Config) { cfg.Relay = true; cfg.relayTap = probe.tap })
+	startPeer(t, c, "hidden", shareFolder(t, map[string][]byte{"f.bin": data}), func(cfg *Config) { cfg.Advertise = "127.0.0.1:1" })
+	noPunch := func(cfg *Config) { cfg.skipPaths = []string{PathPunch} }
+	dl := startPeer(t, c, "homebound", "", noPunch)
+	waitHolders(t, c.client(), id, 1)
+	waitReachable(t, relayPeer)
+	poll.Until(t, 20*time.Second, "the relay peer listed", func() bool {
+		rs, err := c.client().Relays(t.Context())
+		return err == nil && slices.Contains(rs, client.RelayInfo{Addr: relayPeer.Addr(), PeerID: relayPeer.ID()})
+	})
+	dest := filepath.Join(t.TempDir(), "f.bin")
+	res, err := dl.Download(t.Context(), id, dest, DownloadOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := res.Paths[pid("hidden")]; got != PathRelay {
+		t.Fatalf("the holder was reached by %q, want %q", got, PathRelay)
+	}
+	if sha256File(t, dest) != sha256.Sum256(data) {
+		t.Fatal("the relayed download differs from the original")
+	}
+	probe.mu.Lock()
+	relayed, hits := probe.relayed, probe.hits
+	probe.mu.Unlock()
+	t.Logf("relayed %d bytes for a %d-byte file", relayed, len(data))
+	if relayed < len(data) {
+		t.Fatalf("the relay peer carried %d bytes of a %d-byte file; the relay peer should come before the master's relay", relayed, len(data))
+	}
+	if hits != 0 {
+		t.Fatalf("the relay saw %d samples of the file in the clear", hits)
+	}
+	// A master's relay, once the peer relay is gone.
+	relayPeer.Close()
+	dl2 := startPeer(t, c, "homebound2", "", noPunch)
+	dest2 := filepath.Join(t.TempDir(), "f.bin")
+	res, err = dl2.Download(t.Context(), id, dest2, DownloadOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := res.Paths[pid("hidden")]; got != PathRelay || sha256File(t, dest2) != sha256.Sum256(data) {
+		t.Fatalf("through a master's relay: path %q, or the bytes differ", got)
 	}
 }

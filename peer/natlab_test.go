@@ -51,6 +51,10 @@ type labRole struct {
 	Download string   `json:"download,omitempty"` // a file ID to fetch, then exit
 	Dest     string   `json:"dest,omitempty"`
 	Rate     int64    `json:"rate,omitempty"` // download rate limit, bytes/s
+	// A relay peer's plaintext probe: the original file, and where to
+	// write "RELAYED HITS" after every chunk relayed.
+	TapData string `json:"tap_data,omitempty"`
+	TapOut  string `json:"tap_out,omitempty"`
 }
 
 func requireNATLab(t *testing.T) {
@@ -331,6 +335,35 @@ func TestNATLabBothBehindPortPreservingNATsPunch(t *testing.T) {
 	wantPath(t, r.fetched(t, "dl", dest, data), "holder", PathPunch)
 }
 
+// Lab case 4: both behind port-randomising NATs (symmetric): the punch
+// cannot work, so the bytes go through a relay peer on the public
+// network, end to end encrypted: the relay carries the whole file and
+// never a sample of it in the clear.
+func TestNATLabBothBehindPortRandomNATsRelay(t *testing.T) {
+	r := newNATRig(t, netlab.NATConfig{Public: 1, Homes: []netlab.NATKind{netlab.PortRandom, netlab.PortRandom}})
+	data := randomBytes(34, 3*mib+404)
+	orig := filepath.Join(r.dir, "original")
+	if err := os.WriteFile(orig, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tapOut := filepath.Join(r.dir, "relay-tap")
+	relayRole := r.peerRole(t, r.lab.Public.Hosts[0], "relay", t.TempDir())
+	relayRole.Relay, relayRole.TapData, relayRole.TapOut = true, orig, tapOut
+	r.start(r.lab.Public.Hosts[0], "relay", relayRole)
+	r.expect("relay", "ready", 30*time.Second)
+	id := r.holder(t, r.lab.Homes[0].Host, "holder", data, nil)
+	_, dest := r.download(t, r.lab.Homes[1].Host, "dl", id, false, nil)
+	wantPath(t, r.fetched(t, "dl", dest, data), "holder", PathRelay)
+	raw, err := os.ReadFile(tapOut)
+	if err != nil {
+		t.Fatalf("the relay peer relayed nothing: %v", err)
+	}
+	var relayed, hits int
+	if _, err := fmt.Sscan(string(raw), &relayed, &hits); err != nil || relayed < len(data) || hits != 0 {
+		t.Fatalf("the relay carried %d bytes with %d samples of the file in the clear (%v); want at least %d and none", relayed, hits, err, len(data))
+	}
+}
+
 // Lab case 5: the leader is SIGKILLed in the middle of a punched
 // download; the piece stream does not need it, and the lookups and
 // rendezvous the download still makes go to the masters that remain.
@@ -394,9 +427,24 @@ func TestHelperNATLab(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, err := New(Config{Masters: role.Masters, DataDir: role.DataDir, ShareDir: role.Share, Listen: role.Listen, CA: ca,
+	cfg := Config{Masters: role.Masters, DataDir: role.DataDir, ShareDir: role.Share, Listen: role.Listen, CA: ca,
 		RescanInterval: 200 * time.Millisecond, IOTimeout: 5 * time.Second, MasterTimeout: 2 * time.Second, NATInterval: 5 * time.Second,
-		Relay: role.Relay, Logger: log})
+		Relay: role.Relay, Logger: log}
+	if role.TapData != "" {
+		data, err := os.ReadFile(role.TapData)
+		if err != nil {
+			t.Fatal(err)
+		}
+		probe := newPlaintextProbe(data)
+		cfg.relayTap = func(b []byte) {
+			probe.tap(b)
+			probe.mu.Lock()
+			line := fmt.Sprintf("%d %d", probe.relayed, probe.hits)
+			probe.mu.Unlock()
+			_ = os.WriteFile(role.TapOut, []byte(line), 0o600)
+		}
+	}
+	p, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -24,6 +24,7 @@ import (
 
 	"fileshare/client"
 	"fileshare/fsm"
+	"fileshare/relay"
 	"fileshare/transport"
 )
 
@@ -94,6 +95,12 @@ type Config struct {
 	// corruptPieces, if set, may modify each piece just before the piece
 	// server sends it: a test-only hook that turns the peer into a liar.
 	corruptPieces func(fileID string, index int, b []byte)
+	// relayTap, if set with Relay, sees every chunk this peer relays: a
+	// test-only hook that proves a relay never holds plaintext.
+	relayTap func([]byte)
+	// skipPaths, if set, are connection paths (PathPunch…) the ladder
+	// skips: a test-only hook to reach the rungs below them.
+	skipPaths []string
 }
 
 func (c Config) withDefaults() (Config, error) {
@@ -158,11 +165,12 @@ type Peer struct {
 	client *client.Client
 	store  *store // nil for a download-only peer
 
-	counters peerCounters // for /metrics (httpstatus.go)
-	nat      natState     // reachability and pending reversals (nat.go)
-	lastPath sync.Map     // holder peer ID -> the path that last reached it (nat.go)
-	quicMu   sync.Mutex   // guards quic
-	quic     *quicState   // UDP socket and QUIC transport, started on first use (punch.go)
+	counters peerCounters  // for /metrics (httpstatus.go)
+	nat      natState      // reachability and pending reversals (nat.go)
+	lastPath sync.Map      // holder peer ID -> the path that last reached it (nat.go)
+	quicMu   sync.Mutex    // guards quic
+	quic     *quicState    // UDP socket and QUIC transport, started on first use (punch.go)
+	relaySrv *relay.Server // circuits relayed for others, with Config.Relay (relay.go)
 
 	// served maps file ID to the file the piece server may send: files
 	// found by the last scan that the index has acknowledged. Written by

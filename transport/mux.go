@@ -23,6 +23,8 @@ const (
 	// StreamReverse is a piece stream dialled by the holder to the
 	// downloader that asked for it (connection reversal, package peer).
 	StreamReverse byte = 0x04
+	// StreamRelay is a circuit-relay stream (package relay).
+	StreamRelay byte = 0x05
 )
 
 // DefaultHandshakeTimeout bounds how long a new connection may take to send
