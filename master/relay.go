@@ -10,6 +10,10 @@ import (
 	"fileshare/transport"
 )
 
+// DefaultRelayBudget is Config.RelayBudget's default: masters relay
+// nothing unless their operator gives them a budget.
+const DefaultRelayBudget = 0
+
 // startRelay serves relay circuits on the cluster port if the master has
 // a relay budget. The server's goroutines are in m.wg; its circuits close
 // when m.ctx ends.
