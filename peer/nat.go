@@ -76,6 +76,7 @@ type natState struct {
 	pending map[[client.RendezvousToken]byte]*reverseWait // reversals asked for, by token
 
 	reversed  chan struct{} // a slot per reversed connection served
+	ready     chan struct{} // closed after the first reachability check, answered or not
 	pathCount [4]atomic.Uint64
 }
 
@@ -106,6 +107,7 @@ func (p *Peer) Reachable() (reachable, known bool) {
 func (p *Peer) startNAT(syncCtx context.Context) {
 	p.nat.pending = map[[client.RendezvousToken]byte]*reverseWait{}
 	p.nat.reversed = make(chan struct{}, maxReversed)
+	p.nat.ready = make(chan struct{})
 	if p.mux == nil {
 		return
 	}
@@ -126,6 +128,7 @@ func (p *Peer) observeLoop(ctx context.Context) {
 	port, _ := strconv.Atoi(portStr)
 	every := p.cfg.NATInterval
 	wait := time.Duration(0)
+	first := true
 	for {
 		select {
 		case <-ctx.Done():
@@ -137,6 +140,13 @@ func (p *Peer) observeLoop(ctx context.Context) {
 		cctx, cancel := context.WithTimeout(ctx, 2*p.cfg.MasterTimeout)
 		r, err := p.client.Observe(cctx, p.id, port)
 		cancel()
+		if first {
+			// The push channel opens with what this peer now knows of
+			// itself; later changes reach the master with the next Wait
+			// call, within client.WaitHold.
+			first = false
+			close(p.nat.ready)
+		}
 		if err != nil {
 			if ctx.Err() == nil {
 				p.logger.Debug("reachability check failed; trying again later", "err", err)
@@ -172,6 +182,11 @@ func (p *Peer) selfNAT() client.PeerNAT {
 // whichever master the client picks (it fails over with every other call),
 // handling what arrives.
 func (p *Peer) waitLoop(ctx context.Context) {
+	select {
+	case <-ctx.Done():
+		return
+	case <-p.nat.ready:
+	}
 	for ctx.Err() == nil {
 		msgs, err := p.client.Wait(ctx, p.id, p.selfNAT())
 		if err != nil {

@@ -79,7 +79,12 @@ type quicState struct {
 // quicConf is the QUIC configuration of piece connections: keep-alives
 // hold the NAT mappings open while a download idles.
 func quicConf() *quic.Config {
-	return &quic.Config{HandshakeIdleTimeout: punchTimeout, MaxIdleTimeout: 30 * time.Second, KeepAlivePeriod: 10 * time.Second}
+	// The receive windows start large: a downloader pipelines several
+	// pieces (up to 4 MiB) at once, and a window that must first grow
+	// through auto-tuning halves the rate of a short download.
+	return &quic.Config{HandshakeIdleTimeout: punchTimeout, MaxIdleTimeout: 30 * time.Second, KeepAlivePeriod: 10 * time.Second,
+		InitialStreamReceiveWindow: 8 << 20, MaxStreamReceiveWindow: 16 << 20,
+		InitialConnectionReceiveWindow: 8 << 20, MaxConnectionReceiveWindow: 16 << 20}
 }
 
 // startQUIC opens the UDP socket (on the listen address's IP and port
@@ -370,10 +375,24 @@ func (p *Peer) servePunchedConn(q *quicState, conn *quic.Conn) {
 			who = client.PeerIDOf(k)
 		}
 	}
-	q.mu.Lock()
-	until, ok := q.allowed[who]
-	q.mu.Unlock()
-	if !ok || time.Now().After(until) {
+	// The asker's handshake may overtake the rendezvous message that
+	// allows it (the message travels through the masters): give the
+	// message a moment to arrive.
+	allowed := func() bool {
+		q.mu.Lock()
+		defer q.mu.Unlock()
+		until, ok := q.allowed[who]
+		return ok && time.Now().Before(until)
+	}
+	for wait := time.Now().Add(punchTimeout); !allowed() && time.Now().Before(wait); {
+		select {
+		case <-p.ctx.Done():
+			conn.CloseWithError(0, "")
+			return
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	if !allowed() {
 		p.logger.Debug("refusing a QUIC connection nobody arranged", "remote", conn.RemoteAddr(), "peer", who)
 		conn.CloseWithError(1, "no punch was arranged for this peer")
 		return
