@@ -71,6 +71,8 @@ type natState struct {
 	probed    atomic.Bool // a dial-back has answered at least once
 	reachable atomic.Bool
 	observed  atomic.Pointer[string] // as the last master saw it
+	public    atomic.Pointer[string] // the observed IP with the listen port, once reachable there (Peer.Addr)
+	moved     atomic.Bool            // public changed: the sync goroutine joins again with it
 
 	mu      sync.Mutex
 	pending map[[client.RendezvousToken]byte]*reverseWait // reversals asked for, by token
@@ -159,6 +161,9 @@ func (p *Peer) observeLoop(ctx context.Context) {
 		p.nat.observed.Store(&r.Observed)
 		p.nat.reachable.Store(r.Reachable)
 		p.nat.probed.Store(true)
+		if r.Reachable && p.cfg.Advertise == "" {
+			p.adoptObserved(r.Observed, port)
+		}
 		if !known || was != r.Reachable || old == nil || *old != r.Observed {
 			if r.Reachable {
 				p.logger.Info("reachable: a master dialled this peer back", "observed", r.Observed, "listen_port", port)
@@ -169,9 +174,32 @@ func (p *Peer) observeLoop(ctx context.Context) {
 	}
 }
 
+// adoptObserved makes the observed IP with the listen port this peer's
+// advertised address, if it differs: a master just reached the peer
+// there, so others can too, while the configured address (a private one
+// behind a router that forwards the port) may work only at home. The
+// sync goroutine joins again with it; the registrations stay.
+func (p *Peer) adoptObserved(observed string, port int) {
+	host, _, err := net.SplitHostPort(observed)
+	if err != nil {
+		return
+	}
+	a := net.JoinHostPort(host, strconv.Itoa(port))
+	if a == p.Addr() {
+		return
+	}
+	p.nat.public.Store(&a)
+	p.nat.moved.Store(true)
+	p.logger.Info("advertising the address a master reached this peer at", "addr", a, "was", p.addr)
+	select {
+	case p.syncKick <- struct{}{}:
+	default:
+	}
+}
+
 // selfNAT is what this peer says of itself in its Wait calls.
 func (p *Peer) selfNAT() client.PeerNAT {
-	n := client.PeerNAT{Reachable: p.nat.reachable.Load(), Addr: p.addr, Relay: p.cfg.Relay && p.nat.reachable.Load()}
+	n := client.PeerNAT{Reachable: p.nat.reachable.Load(), Addr: p.Addr(), Relay: p.cfg.Relay && p.nat.reachable.Load()}
 	if u := p.punchAddr(); u != "" {
 		n.UDP = u
 	}
@@ -347,7 +375,7 @@ func (p *Peer) dialReversed(ctx context.Context, id string) (net.Conn, error) {
 	}()
 	ctx, cancel := context.WithTimeout(ctx, reverseTimeout)
 	defer cancel()
-	if _, err := p.client.Connect(ctx, p.id, id, client.RendezvousMessage{Kind: client.ConnReverse, Addr: p.addr, Token: tok[:]}); err != nil {
+	if _, err := p.client.Connect(ctx, p.id, id, client.RendezvousMessage{Kind: client.ConnReverse, Addr: p.Addr(), Token: tok[:]}); err != nil {
 		return nil, err
 	}
 	select {

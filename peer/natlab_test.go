@@ -51,6 +51,9 @@ type labRole struct {
 	Download string   `json:"download,omitempty"` // a file ID to fetch, then exit
 	Dest     string   `json:"dest,omitempty"`
 	Rate     int64    `json:"rate,omitempty"` // download rate limit, bytes/s
+	// HolderAddr, if set, is the address the downloader waits to see the
+	// index list for a holder before it starts.
+	HolderAddr string `json:"holder_addr,omitempty"`
 	// A relay peer's plaintext probe: the original file, and where to
 	// write "RELAYED HITS" after every chunk relayed.
 	TapData string `json:"tap_data,omitempty"`
@@ -378,6 +381,22 @@ func TestNATLabPunchedDownloadSurvivesLeaderKill(t *testing.T) {
 	wantPath(t, r.fetched(t, "dl", dest, data), "holder", PathPunch)
 }
 
+// A holder behind a NAT that forwards its port (by hand, or UPnP) is
+// reachable at its router's address: a master's dial-back finds it there,
+// the peer advertises that address instead of its private one, and a
+// downloader in another home dials it directly.
+func TestNATLabForwardedPortIsAdvertisedAndDialledDirectly(t *testing.T) {
+	r := newNATRig(t, netlab.NATConfig{Homes: []netlab.NATKind{netlab.PortPreserving, netlab.PortPreserving}})
+	if err := r.lab.ForwardPort(t.Context(), 0, "tcp", 7100); err != nil {
+		t.Fatal(err)
+	}
+	data := randomBytes(37, 2*mib+707)
+	id := r.holder(t, r.lab.Homes[0].Host, "holder", data, nil)
+	public := r.lab.Homes[0].Router.Addr.String() + ":7100"
+	_, dest := r.download(t, r.lab.Homes[1].Host, "dl", id, false, func(l *labRole) { l.HolderAddr = public })
+	wantPath(t, r.fetched(t, "dl", dest, data), "holder", PathDirect)
+}
+
 // Lab case 6: the holder's NAT forgets its mappings in the middle of a
 // download (its conntrack table flushed, as when mappings time out or the
 // router reboots): the download recovers and completes.
@@ -460,7 +479,10 @@ func TestHelperNATLab(t *testing.T) {
 	ctx := t.Context()
 	poll.Until(t, 60*time.Second, "a holder of the file", func() bool {
 		r, err := p.Client().Lookup(ctx, role.Download, client.ReadLinearizable)
-		return err == nil && len(r.Holders) > 0
+		if err != nil || len(r.Holders) == 0 {
+			return false
+		}
+		return role.HolderAddr == "" || r.Holders[0].Addr == role.HolderAddr
 	})
 	if p.mux != nil {
 		poll.Until(t, 30*time.Second, "a reachability answer", func() bool { _, known := p.Reachable(); return known })

@@ -341,7 +341,16 @@ func advertiseAddr(adv, listen string, masters []string) (string, error) {
 func (p *Peer) ID() string { return p.id.PeerID }
 
 // Addr returns the address other peers dial to fetch pieces from this peer.
-func (p *Peer) Addr() string { return p.addr }
+// It starts as Config.Advertise or the listen address; without
+// Config.Advertise, once a master reaches the peer at the address its
+// connections come from (a home router forwarding the port), it is that
+// address, which the index then lists.
+func (p *Peer) Addr() string {
+	if a := p.nat.public.Load(); a != nil {
+		return *a
+	}
+	return p.addr
+}
 
 // Client returns the peer's client.Client, for calls the Peer does not wrap
 // (Peers, ClusterStatus…). It is closed by Close.

@@ -191,6 +191,23 @@ func (n *NATLab) buildHome(ctx context.Context, i int, h Home) error {
 	return nil
 }
 
+// ForwardPort makes home i's router forward proto ("tcp" or "udp") port
+// on its public address to the same port of the home's host, as a port
+// forwarded by hand (or by UPnP) does.
+func (n *NATLab) ForwardPort(ctx context.Context, i int, proto string, port int) error {
+	h := n.Homes[i]
+	p := strconv.Itoa(port)
+	for _, args := range [][]string{
+		{"iptables", "-t", "nat", "-A", "PREROUTING", "-i", "eth0", "-p", proto, "--dport", p, "-j", "DNAT", "--to-destination", h.Host.Addr.String() + ":" + p},
+		{"iptables", "-I", "FORWARD", "-i", "eth0", "-o", "lan0", "-p", proto, "-d", h.Host.Addr.String(), "--dport", p, "-j", "ACCEPT"},
+	} {
+		if err := runIn(ctx, h.Router.Name, args...); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // FlushMappings forgets every NAT mapping of home i's router (its
 // conntrack table), as a router does when its mappings time out or it
 // reboots: connections through it stall, and the next packet out gets a
