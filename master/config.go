@@ -152,8 +152,9 @@ type Config struct {
 
 	// RelayBudget is how many relay circuits (package relay) this master
 	// carries at once for peers that cannot connect otherwise, each
-	// within relay.DefaultMaxBytes and relay.DefaultMaxDuration. Zero
-	// (the default) relays nothing.
+	// within relay.DefaultMaxBytes and relay.DefaultMaxDuration, all
+	// together at most 2 MiB/s per circuit of the budget. Zero (the
+	// default) relays nothing.
 	RelayBudget int
 
 	// Fault deliberately breaks the master for harness self-tests; see

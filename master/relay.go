@@ -14,6 +14,12 @@ import (
 // nothing unless their operator gives them a budget.
 const DefaultRelayBudget = 0
 
+// relayRatePerCircuit is the bandwidth a master's relay allows per
+// circuit of its budget (all circuits share RelayBudget times this):
+// a master's bandwidth belongs to the cluster, so its relay is a slow
+// last resort.
+const relayRatePerCircuit = 2 << 20
+
 // startRelay serves relay circuits on the cluster port if the master has
 // a relay budget. The server's goroutines are in m.wg; its circuits close
 // when m.ctx ends.
@@ -21,7 +27,7 @@ func (m *Master) startRelay() {
 	if m.cfg.RelayBudget <= 0 {
 		return
 	}
-	srv := relay.NewServer(relay.Limits{MaxCircuits: m.cfg.RelayBudget}, m.logger)
+	srv := relay.NewServer(relay.Limits{MaxCircuits: m.cfg.RelayBudget, Rate: int64(m.cfg.RelayBudget) * relayRatePerCircuit}, m.logger)
 	ln := m.mux.Listener(transport.StreamRelay)
 	m.wg.Go(func() { srv.Serve(ln) })
 	m.wg.Go(func() {
@@ -29,7 +35,7 @@ func (m *Master) startRelay() {
 		ln.Close()
 		srv.Close()
 	})
-	m.logger.Info("relaying circuits for peers behind NATs", "budget", m.cfg.RelayBudget)
+	m.logger.Info("relaying circuits for peers behind NATs", "budget", m.cfg.RelayBudget, "bytes_per_second", int64(m.cfg.RelayBudget)*relayRatePerCircuit)
 }
 
 // localRelays lists the relays this master knows of itself: itself if it

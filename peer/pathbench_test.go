@@ -11,26 +11,30 @@ import (
 	"time"
 
 	"fileshare/internal/poll"
-	"fileshare/master"
 )
 
 // BenchmarkPaths measures the download rate of a 32 MiB file from one
 // holder on loopback over each connection path — direct TLS over TCP,
-// QUIC (the hole-punch path), and through a master's relay (two TLS
-// layers, one end to end) — beside a plain HTTP GET of the same bytes
+// QUIC (the hole-punch path), and through a relay peer (two TLS layers,
+// one end to end; a master's relay is rate-capped by its budget) — beside a plain HTTP GET of the same bytes
 // from a net/http file server (no TLS, no hashing: the floor every path
 // pays on top of). Every FileShare piece is SHA-256-verified and written
 // to disk; the HTTP body is written to disk too. Report MB/s:
 //
 //	go test -run '^$' -bench Paths -benchtime 3x ./peer/
 func BenchmarkPaths(b *testing.B) {
-	c := newTestCluster(b, func(cfg *master.Config) { cfg.RelayBudget = 4 })
+	c := newTestCluster(b, nil)
 	data := randomBytes(77, 32*mib)
 	id := idOf(b, data)
 	share := shareFolder(b, map[string][]byte{"big.bin": data})
 	holder := startPeer(b, c, "holder", share, nil)
 	waitHolders(b, c.client(), id, 1)
 	poll.Until(b, 20*time.Second, "the holder's UDP address", func() bool { return holder.punchAddr() != "" })
+	relayPeer := startPeer(b, c, "relay", b.TempDir(), func(cfg *Config) { cfg.Relay = true })
+	poll.Until(b, 20*time.Second, "the relay peer listed", func() bool {
+		rs, err := c.client().Relays(b.Context())
+		return err == nil && len(rs) > 0 && rs[0].PeerID == relayPeer.ID()
+	})
 
 	b.Run("path=http", func(b *testing.B) {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")

@@ -77,6 +77,9 @@ type Limits struct {
 	// PairTimeout is how long the first side waits for the second.
 	// Default 10 s.
 	PairTimeout time.Duration
+	// Rate caps the bytes per second the relay carries, all circuits
+	// and both directions together. Zero means no cap.
+	Rate int64
 }
 
 func (l Limits) withDefaults() Limits {
@@ -141,6 +144,8 @@ type Server struct {
 	quit    chan struct{} // closed by Close
 	wg      sync.WaitGroup
 
+	bucket *bucket // nil without Limits.Rate
+
 	// Counters, for metrics and tests.
 	Circuits atomic.Uint64 // circuits that carried bytes
 	Bytes    atomic.Uint64 // bytes relayed, both directions
@@ -166,7 +171,11 @@ func NewServer(lim Limits, log *slog.Logger) *Server {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Server{lim: lim.withDefaults(), log: log, waiting: map[[TokenLen]byte]*half{}, conns: map[net.Conn]struct{}{}, quit: make(chan struct{})}
+	var b *bucket
+	if lim.Rate > 0 {
+		b = &bucket{rate: float64(lim.Rate), tokens: float64(lim.Rate) / 10, last: time.Now()}
+	}
+	return &Server{lim: lim.withDefaults(), log: log, bucket: b, waiting: map[[TokenLen]byte]*half{}, conns: map[net.Conn]struct{}{}, quit: make(chan struct{})}
 }
 
 // Serve accepts relay streams from ln until it closes. It blocks.
@@ -293,6 +302,9 @@ func (s *Server) splice(a, b net.Conn) {
 				if budget.Add(-int64(n)) < 0 {
 					return
 				}
+				if !s.bucket.take(ctx, n) {
+					return
+				}
 				if s.Tap != nil {
 					s.Tap(buf[:n])
 				}
@@ -352,5 +364,38 @@ func Join(ctx context.Context, conn net.Conn, req Request) error {
 		return errors.New("the other side never reached the relay")
 	default:
 		return errors.New("the relay refused the circuit (full, or the token is in use)")
+	}
+}
+
+// bucket is a token bucket shared by every circuit of a relay: a burst of
+// a tenth of a second, then rate bytes per second.
+type bucket struct {
+	mu     sync.Mutex
+	rate   float64
+	tokens float64
+	last   time.Time
+}
+
+// take waits until n bytes may pass, or ctx ends (false). A nil bucket
+// lets everything pass.
+func (b *bucket) take(ctx context.Context, n int) bool {
+	if b == nil {
+		return true
+	}
+	b.mu.Lock()
+	now := time.Now()
+	b.tokens = min(b.tokens+now.Sub(b.last).Seconds()*b.rate, b.rate/10)
+	b.last = now
+	b.tokens -= float64(n)
+	wait := time.Duration(-b.tokens / b.rate * float64(time.Second))
+	b.mu.Unlock()
+	if wait <= 0 {
+		return true
+	}
+	select {
+	case <-ctx.Done():
+		return false
+	case <-time.After(wait):
+		return true
 	}
 }

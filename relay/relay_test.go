@@ -86,3 +86,25 @@ func TestCircuitsPairCarryAndStopAtTheirLimits(t *testing.T) {
 		t.Fatalf("circuits = %d, want 1", s.Circuits.Load())
 	}
 }
+
+// Limits.Rate caps the bytes per second of the whole relay.
+func TestRateCapsTheRelay(t *testing.T) {
+	_, addr := serve(t, Limits{Rate: 1 << 20})
+	errc := make(chan error, 2)
+	a := join(t, addr, RoleDialer, 1, errc)
+	b := join(t, addr, RoleListener, 1, errc)
+	for range 2 {
+		if err := <-errc; err != nil {
+			t.Fatal(err)
+		}
+	}
+	start := time.Now()
+	go a.Write(make([]byte, 1<<20))
+	if _, err := io.ReadFull(b, make([]byte, 1<<20)); err != nil {
+		t.Fatal(err)
+	}
+	// 1 MiB at 1 MiB/s with a 0.1 s burst: at least 0.9 s.
+	if d := time.Since(start); d < 800*time.Millisecond {
+		t.Fatalf("1 MiB crossed a 1 MiB/s relay in %v", d)
+	}
+}
