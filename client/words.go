@@ -33,6 +33,12 @@ var methodWords = map[string]string{
 	MethodTrackerTorrent:       "the torrent factor change",
 	MethodTrackerClients:       "the client list change",
 	MethodTrackerLedger:        "the ledger read",
+
+	MethodObserve: "the reachability check",
+	MethodWait:    "the rendezvous channel",
+	MethodConnect: "the rendezvous request",
+	MethodDeliver: "the forwarded rendezvous request",
+	MethodRelays:  "the relay listing",
 }
 
 // Describe names method in words ("the registration"), or "the request"

@@ -150,6 +150,13 @@ type Config struct {
 	// replicated swarms and policy still apply through other masters.
 	Tracker TrackerConfig
 
+	// RelayBudget is how many relay circuits (package relay) this master
+	// carries at once for peers that cannot connect otherwise, each
+	// within relay.DefaultMaxBytes and relay.DefaultMaxDuration, all
+	// together at most 2 MiB/s per circuit of the budget. Zero (the
+	// default) relays nothing.
+	RelayBudget int
+
 	// Fault deliberately breaks the master for harness self-tests; see
 	// Fault. Zero is correct operation.
 	Fault Fault

@@ -57,6 +57,7 @@ type Master struct {
 	renewals renewQueue  // tracker re-announces to pass to the leader
 	credits  creditQueue // private tracker counters to credit (private_tracker.go)
 	trackers trackerServers
+	rdv      *rendezvous // observed addresses and push channels (rendezvous.go)
 
 	removed chan struct{}              // closed by watchRemoval; see Removed
 	pilot   atomic.Pointer[apDelegate] // autopilot's view while leading; nil otherwise

@@ -41,6 +41,7 @@ func (m *Master) registerHandlers() {
 	transport.Handle(s, MethodRevoke, m.handleRevoke)
 	transport.Handle(s, MethodRevocations, m.handleRevocations)
 	m.registerPrivateHandlers()
+	m.registerRendezvous(s)
 }
 
 // writeCommand routes a peer write to the leader and applies it there.

@@ -344,7 +344,7 @@ func (d *download) emit(force bool) {
 	}
 	d.c.lastEmit = now
 	st := d.pieces.stats()
-	pr := Progress{ID: d.id, Name: d.name, Size: d.size, Done: st.DoneBytes, Pieces: d.n, PiecesDone: st.Done, Resumed: st.Resumed, Holders: d.c.lastActive, Elapsed: now.Sub(d.start)}
+	pr := Progress{ID: d.id, Name: d.name, Size: d.size, Done: st.DoneBytes, Pieces: d.n, PiecesDone: st.Done, Resumed: st.Resumed, Holders: d.c.lastActive, Elapsed: now.Sub(d.start), Paths: d.paths.counts()}
 	fetched := st.FetchBytes
 	d.c.samples = append(d.c.samples, rateSample{now, fetched})
 	for len(d.c.samples) > 2 && now.Sub(d.c.samples[1].at) >= 3*time.Second {

@@ -89,6 +89,9 @@ type Progress struct {
 	Rate float64
 	// Holders is how many holders are connected and sending right now.
 	Holders int
+	// Paths counts the holders reached so far by each path (PathDirect,
+	// PathReversal, PathPunch, PathRelay).
+	Paths map[string]int
 	// Elapsed is the time since this run began.
 	Elapsed time.Duration
 }
@@ -129,6 +132,9 @@ type DownloadResult struct {
 	// Dropped lists holders dropped for sending data that failed
 	// verification.
 	Dropped []string `json:"dropped,omitempty"`
+	// Paths names, per holder peer ID, the path its last connection took:
+	// PathDirect, PathReversal, PathPunch or PathRelay.
+	Paths map[string]string `json:"paths,omitempty"`
 	// Seeded is true if this peer now holds and serves the file.
 	Seeded   bool          `json:"seeded"`
 	Duration time.Duration `json:"-"` // in JSON: duration_ms (see MarshalJSON)
@@ -230,6 +236,7 @@ type download struct {
 	// dialStream opens a piece stream to a holder (Peer.dialPieces; a
 	// fake in unit tests).
 	dialStream func(addr, peerID string, timeout time.Duration) (net.Conn, error)
+	paths      pathLog // the path each holder's connection took
 
 	file   *partialFile // see partial.go for who may call what
 	pieces *pieceTable  // set after re-verification, before any worker starts; guards itself
@@ -271,7 +278,13 @@ func (p *Peer) download(ctx context.Context, fileID, dest string, opts DownloadO
 		p: p, opts: opts, id: fileID, name: look.File.Name, dest: dest,
 		size: meta.Size, pieceSize: meta.PieceSize, n: n,
 		c: coordState{holders: map[string]*holder{}}, start: start,
-		dialStream: p.dialPieces,
+	}
+	d.dialStream = func(addr, id string, timeout time.Duration) (net.Conn, error) {
+		conn, path, err := p.dialHolder(addr, id, timeout)
+		if err == nil {
+			d.paths.set(id, path)
+		}
+		return conn, err
 	}
 	root, _ := hex.DecodeString(fileID)
 	copy(d.root[:], root)
@@ -340,5 +353,6 @@ func (d *download) result() DownloadResult {
 		r.FromHolders = d.pieces.fromHolders()
 	}
 	sort.Strings(r.Dropped)
+	r.Paths = d.paths.all()
 	return r
 }

@@ -34,7 +34,7 @@ func (p *Peer) StatusHandler() http.Handler {
 	reg := prometheus.NewRegistry()
 	info := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "fileshare_build_info", Help: "Always 1; the labels name the build of this peer."}, []string{"version", "go_version"})
 	info.WithLabelValues(buildinfo.Version(), runtime.Version()).Set(1)
-	reg.MustRegister(&peerCollector{p: p}, info, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(&peerCollector{p: p}, &natCollector{p: p}, info, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError, MaxRequestsInFlight: 4, Timeout: 10 * time.Second}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {

@@ -24,6 +24,7 @@ import (
 
 	"fileshare/client"
 	"fileshare/fsm"
+	"fileshare/relay"
 	"fileshare/transport"
 )
 
@@ -79,12 +80,27 @@ type Config struct {
 	// another. Zero means 5 s.
 	MasterTimeout time.Duration
 
+	// NATInterval is how often the peer asks a master which address its
+	// connections come from and whether the master can dial it back
+	// (reachability). Zero means DefaultNATInterval.
+	NATInterval time.Duration
+	// Relay offers this peer as a relay for peers that cannot connect
+	// otherwise, when a master finds it reachable. It relays only
+	// ciphertext, within RelayLimits. Off by default.
+	Relay bool
+
 	// Logger receives the peer's logs. Nil discards them.
 	Logger *slog.Logger
 
 	// corruptPieces, if set, may modify each piece just before the piece
 	// server sends it: a test-only hook that turns the peer into a liar.
 	corruptPieces func(fileID string, index int, b []byte)
+	// relayTap, if set with Relay, sees every chunk this peer relays: a
+	// test-only hook that proves a relay never holds plaintext.
+	relayTap func([]byte)
+	// skipPaths, if set, are connection paths (PathPunch…) the ladder
+	// skips: a test-only hook to reach the rungs below them.
+	skipPaths []string
 }
 
 func (c Config) withDefaults() (Config, error) {
@@ -115,6 +131,7 @@ func (c Config) withDefaults() (Config, error) {
 	def(&c.IOTimeout, 20*time.Second)
 	def(&c.IdleTimeout, 2*time.Minute)
 	def(&c.MasterTimeout, 5*time.Second)
+	def(&c.NATInterval, DefaultNATInterval)
 	if c.MaxUploads == 0 {
 		c.MaxUploads = 16
 	}
@@ -148,7 +165,12 @@ type Peer struct {
 	client *client.Client
 	store  *store // nil for a download-only peer
 
-	counters peerCounters // for /metrics (httpstatus.go)
+	counters peerCounters  // for /metrics (httpstatus.go)
+	nat      natState      // reachability and pending reversals (nat.go)
+	lastPath sync.Map      // holder peer ID -> the path that last reached it (nat.go)
+	quicMu   sync.Mutex    // guards quic
+	quic     *quicState    // UDP socket and QUIC transport, started on first use (punch.go)
+	relaySrv *relay.Server // circuits relayed for others, with Config.Relay (relay.go)
 
 	// served maps file ID to the file the piece server may send: files
 	// found by the last scan that the index has acknowledged. Written by
@@ -270,6 +292,7 @@ func New(cfg Config) (*Peer, error) {
 		ln := p.mux.Listener(transport.StreamPiece)
 		p.wg.Go(func() { p.servePieces(ln) })
 	}
+	p.startNAT(syncCtx)
 	if p.store != nil {
 		p.syncWG.Go(func() { p.syncLoop(syncCtx) })
 		p.syncWG.Go(func() { p.heartbeatLoop(syncCtx) })
@@ -318,7 +341,16 @@ func advertiseAddr(adv, listen string, masters []string) (string, error) {
 func (p *Peer) ID() string { return p.id.PeerID }
 
 // Addr returns the address other peers dial to fetch pieces from this peer.
-func (p *Peer) Addr() string { return p.addr }
+// It starts as Config.Advertise or the listen address; without
+// Config.Advertise, once a master reaches the peer at the address its
+// connections come from (a home router forwarding the port), it is that
+// address, which the index then lists.
+func (p *Peer) Addr() string {
+	if a := p.nat.public.Load(); a != nil {
+		return *a
+	}
+	return p.addr
+}
 
 // Client returns the peer's client.Client, for calls the Peer does not wrap
 // (Peers, ClusterStatus…). It is closed by Close.
@@ -442,6 +474,7 @@ func (p *Peer) enter() bool {
 // release frees what New acquired, in reverse order.
 func (p *Peer) release() {
 	var errs []error
+	p.closeQUIC()
 	if p.client != nil {
 		errs = append(errs, p.client.Close())
 	}

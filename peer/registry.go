@@ -234,17 +234,25 @@ func (p *Peer) syncOnce(ctx context.Context, st *syncState) error {
 }
 
 func (p *Peer) reconcile(ctx context.Context, st *syncState, files map[string]*sharedFile) error {
-	if !p.joined.Load() {
-		if err := p.masterCall(ctx, func(ctx context.Context) error { _, err := p.client.Join(ctx, p.id, p.addr); return err }); err != nil {
+	// A join again with a new address (nat.go) keeps the registrations.
+	moved := p.nat.moved.Swap(false)
+	if !p.joined.Load() || moved {
+		addr := p.Addr()
+		if err := p.masterCall(ctx, func(ctx context.Context) error { _, err := p.client.Join(ctx, p.id, addr); return err }); err != nil {
+			if moved {
+				p.nat.moved.Store(true)
+			}
 			return fmt.Errorf("join the index: %w", err)
 		}
-		clear(st.announced) // the index may have dropped everything: register it all again
+		if !p.joined.Load() {
+			clear(st.announced) // the index may have dropped everything: register it all again
+		}
 		p.joined.Store(true)
 		select {
 		case p.hbKick <- struct{}{}:
 		default:
 		}
-		p.logger.Info("joined the index", "addr", p.addr)
+		p.logger.Info("joined the index", "addr", addr)
 	}
 	var remove []string
 	for id := range st.announced {

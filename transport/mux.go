@@ -20,6 +20,11 @@ const (
 	StreamRaft  byte = 0x01
 	StreamRPC   byte = 0x02
 	StreamPiece byte = 0x03
+	// StreamReverse is a piece stream dialled by the holder to the
+	// downloader that asked for it (connection reversal, package peer).
+	StreamReverse byte = 0x04
+	// StreamRelay is a circuit-relay stream (package relay).
+	StreamRelay byte = 0x05
 )
 
 // DefaultHandshakeTimeout bounds how long a new connection may take to send

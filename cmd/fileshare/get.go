@@ -298,7 +298,11 @@ func summary(r peer.DownloadResult, toStdout bool) string {
 		sort.Strings(ids)
 		var parts []string
 		for _, id := range ids {
-			parts = append(parts, fmt.Sprintf("%s %d", id, r.FromHolders[id]))
+			part := fmt.Sprintf("%s %d", id, r.FromHolders[id])
+			if path := r.Paths[id]; path != "" {
+				part += " " + path
+			}
+			parts = append(parts, part)
 		}
 		fmt.Fprintf(&b, " (%s)", strings.Join(parts, ", "))
 	}

@@ -199,5 +199,6 @@ Example: FILESHARE_DATA_DIR=/var/lib/fileshare fileshare master ...`,
 	f.DurationVar(&cfg.ServerStabilizationTime, "server-stabilization-time", 10*time.Second, "how long a joining master must be healthy before it becomes a voter")
 	f.Uint64Var(&cfg.ReadyMaxLag, "ready-max-lag", 128, "most committed entries not yet applied for /v1/readyz to say ready")
 	addTrackerFlags(f, &cfg.Tracker)
+	addMasterNATFlags(f, &cfg)
 	return cmd
 }

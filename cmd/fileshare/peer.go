@@ -122,5 +122,6 @@ lease expires (unless it is back first).`,
 	f.BoolVar(&keep, "keep-registered", false, "on exit, keep the registrations until the lease expires instead of leaving")
 	f.BoolVar(&cfg.IncludeHidden, "include-hidden", false, "share dotfiles and dot-folders too (skipped by default: they often hold secrets)")
 	tf.add(f, false, "")
+	addPeerNATFlags(f, &cfg)
 	return cmd
 }

@@ -107,7 +107,7 @@ func (pp *progressPrinter) update(p peer.Progress) {
 	}
 	pp.last = time.Now()
 	fmt.Fprintf(pp.w, "progress: %.0f%% (%d/%s) %s of %s at %s/s from %s, %s left\n",
-		percent(p), p.PiecesDone, plural(p.Pieces, "piece"), humanBytes(p.Done), humanBytes(p.Size), humanBytes(int64(p.Rate)), plural(p.Holders, "holder"), remaining(p))
+		percent(p), p.PiecesDone, plural(p.Pieces, "piece"), humanBytes(p.Done), humanBytes(p.Size), humanBytes(int64(p.Rate)), plural(p.Holders, "holder")+pathsText(p.Paths), remaining(p))
 }
 
 // done ends the bar's line. With res, the download's result, a complete

@@ -18,4 +18,14 @@
 // them. A [Layout] (the names and addresses) is plain data, so a test can
 // hand it to a child process, for example a copy of itself re-executed in
 // the hub, which then starts programs with [NS.Command].
+//
+// # NAT labs
+//
+// [NewNAT] builds the Internet in miniature: a public network (the hub's
+// bridge on 203.0.113.0/24, where masters and public hosts live) and
+// homes, each a host on a private /28 of 192.0.2.0/24 behind a router
+// namespace that forwards, masquerades (iptables MASQUERADE, port
+// preserving or --random-fully) and drops unsolicited inbound packets.
+// [NATLab.FlushMappings] makes a router forget its mappings. The
+// documentation ranges exist only inside the lab's namespaces.
 package netlab

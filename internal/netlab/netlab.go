@@ -116,8 +116,16 @@ func New(ctx context.Context, cfg Config) (*Lab, error) {
 	if _, err := rand.Read(rnd[:]); err != nil {
 		return nil, err
 	}
-	suffix := hex.EncodeToString(rnd[:3])
-	base := netip.AddrFrom4([4]byte{10, 77, rnd[3], 0})
+	l, err := newLab(ctx, cfg, log, hex.EncodeToString(rnd[:3]), netip.AddrFrom4([4]byte{10, 77, rnd[3], 0}))
+	if err != nil {
+		return nil, err
+	}
+	return l, nil
+}
+
+// newLab builds the hub and hosts of cfg with the bridge's /24 at base
+// and namespace names carrying suffix.
+func newLab(ctx context.Context, cfg Config, log *slog.Logger, suffix string, base netip.Addr) (*Lab, error) {
 	at := func(host byte) netip.Addr { a := base.As4(); a[3] = host; return netip.AddrFrom4(a) }
 
 	l := &Lab{log: log}
