@@ -29,6 +29,8 @@ func (m *Master) Status(ctx context.Context, members bool) client.Status {
 		ID:           m.cfg.ID,
 		Addr:         m.advertise,
 		HTTPAddr:     m.HTTPAddr(),
+		TrackerHTTP:  m.TrackerHTTPAddr(),
+		TrackerUDP:   m.TrackerUDPAddr(),
 		State:        m.raft.State().String(),
 		LeaderID:     leaderID,
 		LeaderAddr:   leaderAddr,
