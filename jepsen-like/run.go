@@ -307,7 +307,7 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 			log.Info("every master's data dir is on a power-loss filesystem", "under", filepath.Join(cfg.Out, "power"))
 		}
 	}
-	if slices.ContainsFunc(cfg.Kinds, isUDP) && !cfg.has(WorkloadTracker) {
+	if slices.ContainsFunc(cfg.Kinds, isUDP) && !cfg.tracks() {
 		res.Skipped = append(res.Skipped, "UDP faults were skipped: they act on the tracker workload's UDP announces; add --workload tracker")
 	}
 	// Clock faults: every master reads its clock offset from a file.
@@ -328,7 +328,7 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 
 	// The cluster. Stopping it is deferred after the network cleanup, so
 	// it runs first: masters stop, then rules go.
-	cl, err := newCluster(cfg.Binary, cfg.Env, addrs, cfg.Out, dataDirs, clockFiles, cfg.PeerLease, cfg.has(WorkloadTracker), cfg.udpFaults(), log)
+	cl, err := newCluster(cfg.Binary, cfg.Env, addrs, cfg.Out, dataDirs, clockFiles, cfg.PeerLease, cfg.tracks(), cfg.udpFaults(), log)
 	if err != nil {
 		return nil, err
 	}
@@ -376,7 +376,8 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 	nm := &nemesis{cl: cl, net: inj, admin: admin, t0: t0, logger: log, pace: wl.pace, opTimeout: cfg.OpTimeout,
 		disks: dsk, diskSkip: diskSkip, clockFiles: clockFiles, power: power, powerSkip: powerSkip}
 	var trk *trackerWorkload
-	if cfg.has(WorkloadTracker) {
+	var acct *accountingWorkload
+	if cfg.tracks() {
 		res.Torrents = cfg.Torrents
 		var tms []trackerMaster
 		for i, n := range cl.nodes {
@@ -392,8 +393,14 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 			}
 			tms = append(tms, tm)
 		}
-		trk = newTrackerWorkload(tms, cfg.Torrents, rec, wl.pace, cfg.Seed, cfg.OpTimeout, wl.newProcess)
-		defer trk.close()
+		if cfg.has(WorkloadTracker) {
+			trk = newTrackerWorkload(tms, cfg.Torrents, rec, wl.pace, cfg.Seed, cfg.OpTimeout, wl.newProcess)
+			defer trk.close()
+		} else if acct, err = startAccounting(ctx, cfg, tms, rec, wl, admin); err != nil {
+			return nil, err
+		} else {
+			defer acct.close()
+		}
 	}
 
 	log.Info("workload and nemesis start", "time", cfg.Time, "faults", len(faults))
@@ -404,6 +411,9 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 	}
 	if trk != nil {
 		wg.Go(func() { trk.run(ctx, stop, cfg.Concurrency) })
+	}
+	if acct != nil {
+		wg.Go(func() { acct.run(ctx, stop, cfg.Concurrency) })
 	}
 	wg.Go(func() { nm.run(ctx, stop, faults) })
 	sleepCtx(ctx, cfg.Time)
@@ -444,6 +454,9 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 				res.Problems = append(res.Problems, err.Error())
 			}
 		}
+		if acct != nil {
+			res.Problems = append(res.Problems, acct.final(tctx, cl, adminCreds)...)
+		}
 		digests = settleDigests(ctx, cl, 30*time.Second)
 	}
 	cl.close()
@@ -483,6 +496,9 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 		if cfg.udpFaults() {
 			res.Checkers["tracker-once"] = checkTrackerOnce(history, windows, t)
 		}
+	}
+	if acct != nil {
+		res.Checkers["accounting"] = acct.check(history, filepath.Join(cfg.Out, AccountingFile))
 	}
 	res.Digests = digests
 	res.Availability = checkAvailability(history, windows)
