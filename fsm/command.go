@@ -60,6 +60,14 @@ func (t CommandType) String() string {
 		return "SetConnIDSecret"
 	case CmdAnnounceBatch:
 		return "AnnounceBatch"
+	case CmdTrackerMember:
+		return "TrackerMember"
+	case CmdTorrentFactors:
+		return "TorrentFactors"
+	case CmdClientPrefixes:
+		return "ClientPrefixes"
+	case CmdPrivateAnnounceBatch:
+		return "PrivateAnnounceBatch"
 	}
 	return fmt.Sprintf("CommandType(%d)", uint8(t))
 }
@@ -86,7 +94,8 @@ const (
 
 // Command is one of JoinPeer, LeavePeer, RegisterFiles, UnregisterFiles,
 // ExpirePeers, Batch, Announce, ExpireSwarmPeers, TrackerPolicy,
-// RevokeCerts, UnrevokeCerts, SetConnIDSecret and AnnounceBatch. The set is
+// RevokeCerts, UnrevokeCerts, SetConnIDSecret, AnnounceBatch,
+// TrackerMember, TorrentFactors, ClientPrefixes and PrivateAnnounceBatch. The set is
 // closed: other types cannot implement it.
 type Command interface {
 	// Type returns the command's type byte.
@@ -324,6 +333,9 @@ func Encode(cmd Command) ([]byte, error) {
 	if c, ok := cmd.(AnnounceBatch); ok {
 		return appendAnnounceBatch([]byte{byte(CmdAnnounceBatch), CommandVersion}, c)
 	}
+	if c, ok := cmd.(PrivateAnnounceBatch); ok {
+		return appendPrivateAnnounceBatch([]byte{byte(CmdPrivateAnnounceBatch), CommandVersion}, c)
+	}
 	if err := cmd.Validate(); err != nil {
 		return nil, err
 	}
@@ -412,6 +424,26 @@ func deref(cmd Command) (Command, error) {
 		if !isNil {
 			cmd = *c
 		}
+	case *TrackerMember:
+		isNil = c == nil
+		if !isNil {
+			cmd = *c
+		}
+	case *TorrentFactors:
+		isNil = c == nil
+		if !isNil {
+			cmd = *c
+		}
+	case *ClientPrefixes:
+		isNil = c == nil
+		if !isNil {
+			cmd = *c
+		}
+	case *PrivateAnnounceBatch:
+		isNil = c == nil
+		if !isNil {
+			cmd = *c
+		}
 	}
 	if isNil {
 		return nil, fmt.Errorf("%w: nil command", ErrInvalid)
@@ -463,6 +495,9 @@ func decode(b []byte, dec *codec.Decoder) (Command, error) {
 	body := b[2:]
 	if t == CmdAnnounceBatch {
 		return decodeAnnounceBatch(body)
+	}
+	if t == CmdPrivateAnnounceBatch {
+		return decodePrivateAnnounceBatch(body)
 	}
 	if err := checkMsgpack(body, maxBodyDepth, maxContainerSize); err != nil {
 		return nil, fmt.Errorf("%w: %v body: %v", ErrInvalid, t, err)
@@ -541,6 +576,27 @@ func decode(b []byte, dec *codec.Decoder) (Command, error) {
 	case CmdSetConnIDSecret:
 		var c SetConnIDSecret
 		err = decodeBody(dec, body, &c)
+		cmd = c
+	case CmdTrackerMember:
+		var c TrackerMember
+		err = decodeBody(dec, body, &c)
+		if len(c.Passkey) == 0 {
+			c.Passkey = nil
+		}
+		cmd = c
+	case CmdTorrentFactors:
+		var c TorrentFactors
+		err = decodeBody(dec, body, &c)
+		cmd = c
+	case CmdClientPrefixes:
+		var c ClientPrefixes
+		err = decodeBody(dec, body, &c)
+		if len(c.Allow) == 0 {
+			c.Allow = nil
+		}
+		if len(c.Deny) == 0 {
+			c.Deny = nil
+		}
 		cmd = c
 	default:
 		return nil, fmt.Errorf("%w: type %d", ErrUnknownCommand, uint8(t))

@@ -134,6 +134,15 @@ func (f *FSM) applyCommand(data []byte) Response {
 		return f.setConnIDSecret(c)
 	case AnnounceBatch:
 		return f.applyAnnounceBatch(c)
+	case TrackerMember:
+		f.st.lastTime = max(f.st.lastTime, c.Time)
+		return f.trackerMember(c)
+	case TorrentFactors:
+		return f.torrentFactors(c)
+	case ClientPrefixes:
+		return f.clientPrefixes(c)
+	case PrivateAnnounceBatch:
+		return f.applyPrivateAnnounceBatch(c)
 	case Batch:
 		res := make([]Response, len(c.Commands))
 		for i, b := range c.Commands {

@@ -16,7 +16,7 @@ import (
 	"github.com/hashicorp/raft"
 )
 
-// Snapshot format. Version 3 is a stream of:
+// Snapshot format. Version 4 is a stream of:
 //
 //	magic        8 bytes "FSHRSNAP"
 //	version      uvarint (SnapshotVersion)
@@ -46,7 +46,13 @@ import (
 //	revokedCount (version 3) uvarint, then per revoked certificate, in
 //	    numeric order of serial (shorter first, then bytewise):
 //	    serial str (lower-case hex), time varint
+//	private      (version 4) see privsnap.go
 //	seal         32 bytes: SHA-256(magic, version, appliedIndex, state digest)
+//
+// In version 4 a swarm record whose flags have bit 0x80 set is a private
+// record: member uvarint, uploaded uvarint, downloaded uvarint (its
+// baseline) follow its key. Version 3 is version 4 without them and
+// without the private section.
 //
 // where str is a uvarint length followed by that many bytes, and every
 // varint is minimal. Version 2 is version 3 without the connIDs and deny
@@ -64,7 +70,7 @@ const (
 	snapshotMagic = "FSHRSNAP"
 	// SnapshotVersion is the snapshot format version Persist writes.
 	// Restore reads versions 1 through SnapshotVersion.
-	SnapshotVersion = 3
+	SnapshotVersion = 4
 )
 
 // Snapshot captures the state in O(nShards) time, without copying it: later
@@ -195,6 +201,7 @@ func (s *fsmSnapshot) writeTo(out io.Writer) error {
 		return err
 	}
 	w.writeRevocations(st)
+	w.writePrivate(st)
 	seal := sealOf(SnapshotVersion, st.applied, st.digest)
 	w.w.Write(seal[:])
 	return w.w.Flush()
@@ -238,6 +245,11 @@ type snapReader struct {
 	err  error
 	buf  []byte
 	recs []swarmRec // scratch for one swarm's records
+	// accts is the scratch baselines of one swarm's records, nil while
+	// it has no private record; maxMember the highest member a record
+	// names, checked against the members read later.
+	accts     []recAcct
+	maxMember uint32
 }
 
 // corrupt records the first error, wrapping ErrCorruptSnapshot.
@@ -368,6 +380,9 @@ func (r *snapReader) read(gen uint64) (state, error) {
 	}
 	if version >= 3 {
 		r.readRevocations(&st)
+	}
+	if version >= 4 {
+		r.readPrivate(&st)
 	}
 	var want [32]byte
 	r.full(want[:])

@@ -3,8 +3,12 @@ package fsm
 import (
 	"bytes"
 	"encoding/binary"
+	"math"
 	"slices"
 )
+
+// snapPrivateRec marks a private swarm record in a version 4 snapshot.
+const snapPrivateRec = 0x80
 
 func cmpHash(a, b InfoHash) int { return bytes.Compare(a[:], b[:]) }
 
@@ -65,10 +69,23 @@ func (s *fsmSnapshot) writeSwarms(w *snapWriter) error {
 				w.w.Write(r.ip[:])
 				binary.BigEndian.PutUint16(tmp[:], r.port)
 				w.w.Write(tmp[:2])
-				w.w.WriteByte(r.flags)
+				var a recAcct
+				if sw.acct != nil {
+					a = sw.acct[i]
+				}
+				if a.member != 0 {
+					w.w.WriteByte(r.flags | snapPrivateRec)
+				} else {
+					w.w.WriteByte(r.flags)
+				}
 				if r.flags&recHasKey != 0 {
 					binary.BigEndian.PutUint32(tmp[:], r.key)
 					w.w.Write(tmp[:4])
+				}
+				if a.member != 0 {
+					w.uvarint(uint64(a.member))
+					w.uvarint(a.up)
+					w.uvarint(a.down)
 				}
 				w.varint(r.changed)
 			}
@@ -108,7 +125,7 @@ func (r *snapReader) readHashSet(what string) map[InfoHash]struct{} {
 func (r *snapReader) readSwarms(st *state, version uint64) {
 	p := st.policy
 	p.mode = TrackerMode(r.byte())
-	if r.err == nil && p.mode != TrackerOpen && p.mode != TrackerAllowlist {
+	if r.err == nil && p.mode != TrackerOpen && p.mode != TrackerAllowlist && (version < 4 || p.mode != TrackerPrivate) {
 		r.corrupt("unknown tracker mode %d", p.mode)
 	}
 	p.allow = r.readHashSet("allowed")
@@ -198,6 +215,7 @@ func (r *snapReader) readSwarm(st *state, ih InfoHash, version uint64) {
 		return
 	}
 	recs := r.recs[:0]
+	r.accts = nil
 	var tmp [4]byte
 	for j := uint64(0); j < n && r.err == nil; j++ {
 		var rec swarmRec
@@ -206,9 +224,28 @@ func (r *snapReader) readSwarm(st *state, ih InfoHash, version uint64) {
 		r.full(tmp[:2])
 		rec.port = binary.BigEndian.Uint16(tmp[:2])
 		rec.flags = r.byte()
+		private := version >= 4 && rec.flags&snapPrivateRec != 0
+		if version >= 4 {
+			rec.flags &^= snapPrivateRec
+		}
 		if rec.flags&recHasKey != 0 {
 			r.full(tmp[:4])
 			rec.key = binary.BigEndian.Uint32(tmp[:4])
+		}
+		var a recAcct
+		if private {
+			m := r.uvarint()
+			a = recAcct{member: uint32(min(m, math.MaxUint32)), up: r.uvarint(), down: r.uvarint()}
+			if r.err == nil && (m == 0 || m > MaxMembers) {
+				r.corrupt("swarm %s: record %d: member %d", ih, j, m)
+			}
+			r.maxMember = max(r.maxMember, a.member)
+			if r.accts == nil {
+				r.accts = make([]recAcct, len(recs), cap(recs))
+			}
+		}
+		if r.accts != nil {
+			r.accts = append(r.accts[:len(recs)], a)
 		}
 		rec.changed = r.varint()
 		if r.err != nil {
@@ -234,6 +271,9 @@ func (r *snapReader) readSwarm(st *state, ih InfoHash, version uint64) {
 		return
 	}
 	sw.recs = append(make([]swarmRec, 0, len(recs)), recs...)
+	if r.accts != nil {
+		sw.acct = append(make([]recAcct, 0, len(recs)), r.accts[:len(recs)]...)
+	}
 	if len(recs) > swarmIndexMax {
 		sw.buildIndex()
 		if len(sw.idx) != len(recs) {

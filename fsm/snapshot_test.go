@@ -267,12 +267,22 @@ func v2Snapshot(tb testing.TB, f *FSM) []byte {
 	return oldSnapshot(tb, f, 2, 2)
 }
 
+// v3Snapshot returns the snapshot that a build with format version 3
+// wrote for f, which must hold no private tracker state.
+func v3Snapshot(tb testing.TB, f *FSM) []byte {
+	tb.Helper()
+	return oldSnapshot(tb, f, 3, 0)
+}
+
 func oldSnapshot(tb testing.TB, f *FSM, version byte, cut int) []byte {
 	tb.Helper()
 	b := snapshotBytes(tb, f)
-	if b[len(snapshotMagic)] != 3 {
-		tb.Fatalf("snapshot version %d, want 3", b[len(snapshotMagic)])
+	if b[len(snapshotMagic)] != 4 {
+		tb.Fatalf("snapshot version %d, want 4", b[len(snapshotMagic)])
 	}
+	// Version 3 is version 4 without the private section (seven bytes
+	// when empty).
+	cut += 7
 	body := bytes.Clone(b[:len(b)-32-cut])
 	if !bytes.Equal(b[len(body):len(b)-32], make([]byte, cut)) {
 		tb.Fatalf("state has content version %d cannot hold: % x", version, b[len(body):len(b)-32])

@@ -82,7 +82,10 @@ type swarm struct {
 	downloaded uint64           // completed events counted, replicated
 	recs       []swarmRec       // leechers in [0, nLeech), then seeders
 	idx        map[recKey]int32 // slot of each (peer, address); nil while small
-	nLeech     int32
+	// acct holds each record's private tracker baseline, parallel to
+	// recs; nil until the swarm has a private record (privstate.go).
+	acct   []recAcct
+	nLeech int32
 	// While the swarm has no records but keeps its downloaded count,
 	// emptied is the Time it lost its last record (0 if unknown: restored
 	// from an older snapshot) and charge the address of that record,
@@ -151,6 +154,9 @@ func (sw *swarm) swap(i, j int) {
 		return
 	}
 	sw.recs[i], sw.recs[j] = sw.recs[j], sw.recs[i]
+	if sw.acct != nil {
+		sw.acct[i], sw.acct[j] = sw.acct[j], sw.acct[i]
+	}
 	if sw.idx != nil {
 		sw.idx[sw.recs[i].key2()] = int32(i)
 		sw.idx[sw.recs[j].key2()] = int32(j)
@@ -168,6 +174,9 @@ func (sw *swarm) insert(r swarmRec) int {
 		sw.recs = grown
 	}
 	sw.recs = append(sw.recs, r)
+	if sw.acct != nil {
+		sw.acct = append(sw.acct, recAcct{})
+	}
 	if sw.idx != nil {
 		sw.idx[r.key2()] = int32(n)
 	} else if n+1 > swarmIndexMax {
@@ -196,11 +205,17 @@ func (sw *swarm) remove(i int) {
 	}
 	sw.recs[last] = swarmRec{}
 	sw.recs = sw.recs[:last]
+	if sw.acct != nil {
+		sw.acct = sw.acct[:last]
+	}
 	if sw.idx != nil && last <= swarmIndexMin {
 		sw.idx = nil
 	}
 	if c := cap(sw.recs); c > 8 && c >= 2*last {
 		sw.recs = append(make([]swarmRec, 0, last+last/8), sw.recs...)
+		if sw.acct != nil {
+			sw.acct = append(make([]recAcct, 0, last+last/8), sw.acct...)
+		}
 	}
 }
 
@@ -312,7 +327,7 @@ func (p *trackerPolicy) allowed(ih InfoHash) bool {
 	if _, denied := p.deny[ih]; denied {
 		return false
 	}
-	if p.mode == TrackerAllowlist {
+	if p.mode != TrackerOpen { // allowlist and private
 		_, ok := p.allow[ih]
 		return ok
 	}
@@ -330,6 +345,7 @@ type swarmState struct {
 	swarms     [nShards]*swarmShard
 	ips        [nShards]*ipShard
 	policy     *trackerPolicy
+	priv       *privState // the private tracker (privstate.go)
 	nSwarms    int
 	nSwarmRecs int
 	// connIDs are the UDP connection-ID secrets, newest first, at most
@@ -344,6 +360,7 @@ func (s *swarmState) initSwarms(gen uint64) {
 		s.ips[i] = &ipShard{gen: gen}
 	}
 	s.policy = &trackerPolicy{gen: gen, allow: map[InfoHash]struct{}{}, deny: map[InfoHash]struct{}{}}
+	s.priv = newPrivState(gen)
 }
 
 func (s *state) swarm(ih InfoHash) *swarm { return s.swarms[ih[0]].m[ih] }
@@ -369,6 +386,9 @@ func (s *state) mutSwarm(ih InfoHash, sw *swarm) *swarm {
 	c.recs = append(make([]swarmRec, 0, n+n/8), sw.recs...)
 	if sw.idx != nil {
 		c.idx = maps.Clone(sw.idx)
+	}
+	if sw.acct != nil {
+		c.acct = append(make([]recAcct, 0, n+n/8), sw.acct...)
 	}
 	s.swarmShardMut(ih).m[ih] = &c
 	return &c
@@ -605,6 +625,7 @@ func (f *FSM) AnnounceChanges(c Announce, lim *SwarmLimits) (change bool, err er
 // removeRec deletes slot i of the mutable swarm sw.
 func (f *FSM) removeRec(ih InfoHash, sw *swarm, i int) {
 	r := &sw.recs[i]
+	f.dropAcct(ih, sw, i)
 	f.sub(f.h.swarmRec(ih, r))
 	f.st.ipAdd(r.ip, -1)
 	f.st.nSwarmRecs--
@@ -642,6 +663,7 @@ func (f *FSM) dropSwarm(ih InfoHash) {
 	}
 	for i := range sw.recs {
 		r := &sw.recs[i]
+		f.dropAcct(ih, sw, i)
 		f.sub(f.h.swarmRec(ih, r))
 		s.ipAdd(r.ip, -1)
 	}
@@ -776,7 +798,7 @@ func (f *FSM) trackerPolicy(c TrackerPolicy) Response {
 		if p.mode != TrackerOpen {
 			f.add(f.h.policyMode(p.mode))
 		}
-		if p.mode == TrackerAllowlist {
+		if p.mode != TrackerOpen {
 			var drop []InfoHash
 			for _, sh := range s.swarms {
 				for ih := range sh.m {
@@ -904,4 +926,5 @@ func (h *hasher) recomputeSwarms(s *state, sum *sum256) {
 	for i := range s.connIDs {
 		sum.add(h.connID(i, &s.connIDs[i]))
 	}
+	h.recomputePrivate(s, sum)
 }

@@ -56,6 +56,10 @@ const (
 	TrackerOpen TrackerMode = 0
 	// TrackerAllowlist tracks only allowed hashes.
 	TrackerAllowlist TrackerMode = 1
+	// TrackerPrivate tracks only allowed hashes, and only for announces
+	// that carry a member's passkey (PrivateAnnounceBatch), crediting
+	// the members' books.
+	TrackerPrivate TrackerMode = 2
 )
 
 // String returns "open" or "allowlist", or "TrackerMode(n)".
@@ -65,6 +69,8 @@ func (m TrackerMode) String() string {
 		return "open"
 	case TrackerAllowlist:
 		return "allowlist"
+	case TrackerPrivate:
+		return "private"
 	}
 	return fmt.Sprintf("TrackerMode(%d)", uint8(m))
 }
@@ -214,14 +220,15 @@ type SetConnIDSecret struct {
 // semantics and is applied in this order: each Allow hash joins the allow
 // set and leaves the deny set; each Deny hash joins the deny set, leaves the
 // allow set, and its swarm is dropped with its records and downloaded
-// count; then, if SetMode, the mode becomes Mode. In TrackerAllowlist mode
+// count; then, if SetMode, the mode becomes Mode. In TrackerAllowlist and
+// TrackerPrivate mode
 // every swarm whose hash is not allowed is dropped (a switch to allowlist
 // mode costs one pass over all swarms). The policy keeps a dedup window of
 // DedupWindow RequestIDs like a peer's: a retry is a Duplicate and changes
 // nothing.
 type TrackerPolicy struct {
 	SetMode bool
-	Mode    TrackerMode // TrackerOpen or TrackerAllowlist, even when !SetMode
+	Mode    TrackerMode // TrackerOpen, TrackerAllowlist or TrackerPrivate, even when !SetMode
 	Allow   []InfoHash  // at most MaxPolicyHashes
 	Deny    []InfoHash  // at most MaxPolicyHashes, none also in Allow
 	// RequestID identifies the admin request for deduplication; non-zero.
@@ -340,8 +347,8 @@ func (c TrackerPolicy) Validate() error {
 	if c.RequestID == 0 {
 		return fmt.Errorf("%w: tracker policy: zero request id", ErrInvalid)
 	}
-	if c.Mode != TrackerOpen && c.Mode != TrackerAllowlist {
-		return fmt.Errorf("%w: tracker mode %d (want 0 open or 1 allowlist)", ErrInvalid, c.Mode)
+	if c.Mode > TrackerPrivate {
+		return fmt.Errorf("%w: tracker mode %d (want 0 open, 1 allowlist or 2 private)", ErrInvalid, c.Mode)
 	}
 	if len(c.Allow) > MaxPolicyHashes || len(c.Deny) > MaxPolicyHashes {
 		return fmt.Errorf("%w: tracker policy lists %d allowed and %d denied hashes, limit %d each",

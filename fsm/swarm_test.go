@@ -284,7 +284,7 @@ func TestSwarmCommandValidation(t *testing.T) {
 		{"expire zero hash", ExpireSwarmPeers{Entries: []SwarmRef{{Peer: spA}}}},
 		{"expire too many", ExpireSwarmPeers{Entries: make([]SwarmRef, MaxSwarmRefsPerExpire+1)}},
 		{"policy zero request", TrackerPolicy{}},
-		{"policy bad mode", TrackerPolicy{Mode: 2, RequestID: 1}},
+		{"policy bad mode", TrackerPolicy{Mode: 3, RequestID: 1}},
 		{"policy zero hash", TrackerPolicy{Allow: []InfoHash{{}}, RequestID: 1}},
 		{"policy allow and deny", TrackerPolicy{Allow: []InfoHash{ihX}, Deny: []InfoHash{ihX}, RequestID: 1}},
 		{"policy too many", TrackerPolicy{Deny: make([]InfoHash, MaxPolicyHashes+1), RequestID: 1}},

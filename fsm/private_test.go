@@ -1,0 +1,249 @@
+package fsm
+
+import (
+	"errors"
+	"testing"
+)
+
+var ihP = InfoHash{0x70, 1}
+
+func pkey(b byte) []byte {
+	k := make([]byte, PasskeySize)
+	k[0], k[15] = b, 0xee
+	return k
+}
+
+// privNode is a node in private mode with members alice (key 1) and bob
+// (key 2) and ihP allowed.
+func privNode(t *testing.T) *node {
+	n := newNode(t)
+	n.mustApply(TrackerPolicy{SetMode: true, Mode: TrackerPrivate, Allow: []InfoHash{ihP}, RequestID: 1})
+	n.mustApply(TrackerMember{Op: MemberAdd, Name: "alice", Passkey: pkey(1), RequestID: 2, Time: 1})
+	n.mustApply(TrackerMember{Op: MemberAdd, Name: "bob", Passkey: pkey(2), RequestID: 3, Time: 1})
+	return n
+}
+
+const sec = int64(1e9)
+
+// pa is a private announce of peer p (one address per peer) by the member
+// holding key k.
+func pa(k byte, p int, ev SwarmEvent, seeder bool, up, down uint64, at int64) PrivateAnnounce {
+	return PrivateAnnounce{
+		Announce: Announce{InfoHash: ihP, Peer: memPeer(p), IP: memIP(p), Port: 6881, Event: ev, Seeder: seeder},
+		Passkey:  [PasskeySize]byte(pkey(k)), Uploaded: up, Downloaded: down, At: at,
+	}
+}
+
+func (n *node) batch(t int64, as ...PrivateAnnounce) []Response {
+	n.tb.Helper()
+	r := n.mustApply(PrivateAnnounceBatch{Time: t, MaxRate: DefaultMaxRate, Announces: as})
+	return r.Results
+}
+
+func books(t *testing.T, f *FSM, name string) MemberInfo {
+	t.Helper()
+	m, ok := f.MemberBooks(name)
+	if !ok {
+		t.Fatalf("MemberBooks(%s): not found", name)
+	}
+	return m
+}
+
+// The books credit the growth of the counters a member's clients report,
+// exactly once: the first announce sets the baseline, a counter going
+// down starts a new one, stopped credits the final delta, a duplicated
+// batch or a stale report credits nothing.
+func TestPrivateBooksCreditGrowthExactlyOnce(t *testing.T) {
+	n := privNode(t)
+	// First announce: 1,000 uploaded before; no credit.
+	n.batch(10*sec, pa(1, 1, SwarmUpdate, false, 1000, 500, 10*sec))
+	if b := books(t, n.f, "alice"); b.Total != (Book{}) || b.Leeching != 1 {
+		t.Fatalf("after the first announce: %+v, want no credit and one leeching entry", b)
+	}
+	// A re-announce: +400 up, +300 down.
+	credit := pa(1, 1, SwarmCredit, false, 1400, 800, 20*sec)
+	n.batch(21*sec, credit)
+	n.batch(22*sec, credit) // the same report again: stale
+	b := books(t, n.f, "alice")
+	if b.Total.Uploaded != 400 || b.Total.Downloaded != 300 {
+		t.Fatalf("after one credit applied twice: %+v, want 400 up, 300 down", b.Total)
+	}
+	// An older report relayed late is not a counter reset.
+	n.batch(23*sec, pa(1, 1, SwarmCredit, false, 1200, 700, 15*sec))
+	// The client restarted: counters start again from 100/50: a new
+	// baseline, no credit.
+	n.batch(31*sec, pa(1, 1, SwarmCredit, false, 100, 50, 30*sec))
+	// Completed: +900 down, becomes a seeder, counts a completion.
+	n.batch(41*sec, pa(1, 1, SwarmCompleted, true, 100, 950, 40*sec))
+	// Stopped after 60 s of seeding: +600 up credited, then the entry goes.
+	n.batch(101*sec, pa(1, 1, SwarmStopped, true, 700, 950, 100*sec))
+	b = books(t, n.f, "alice")
+	want := Book{Uploaded: 1000, Downloaded: 1200, RawUploaded: 1000, RawDownloaded: 1200, SeedNanos: uint64(60 * sec), Completed: 1}
+	if b.Total != want || b.Seeding+b.Leeching != 0 || len(b.Torrents) != 1 || b.Torrents[0].Book != want {
+		t.Fatalf("books: %+v, want totals and one row %+v and no entries", b, want)
+	}
+	if bob := books(t, n.f, "bob"); bob.Total != (Book{}) {
+		t.Fatalf("bob credited %+v for alice's announces", bob.Total)
+	}
+	checkDigest(t, n.f)
+	// The ledger holds each credit once, in order.
+	recs, _, _, err := n.f.LedgerAfter(0, 0, 100)
+	if err != nil || len(recs) != 3 {
+		t.Fatalf("ledger: %d records, %v; want 3", len(recs), err)
+	}
+	var sum Book
+	for i, r := range recs {
+		sum.add(&r.Delta)
+		if r.Member != "alice" || i > 0 && cmpCursor(r.Index, r.Pos, recs[i-1].Index, recs[i-1].Pos) <= 0 {
+			t.Fatalf("ledger record %d: %+v", i, r)
+		}
+	}
+	if sum != want {
+		t.Fatalf("ledger sums to %+v, want %+v", sum, want)
+	}
+	rest, _, _, _ := n.f.LedgerAfter(recs[1].Index, recs[1].Pos, 100)
+	if len(rest) != 1 || rest[0] != recs[2] {
+		t.Fatalf("ledger after the second record: %+v, want the third", rest)
+	}
+}
+
+// A credit faster than the maximum rate is clamped and counted; factors
+// apply to what is credited, not to the raw growth.
+func TestPrivateClampAndFactors(t *testing.T) {
+	n := privNode(t)
+	n.mustApply(TorrentFactors{InfoHash: ihP, UploadPct: 200, DownloadPct: 0, RequestID: 9})
+	n.batch(10*sec, pa(2, 1, SwarmUpdate, false, 0, 0, 10*sec))
+	r := n.mustApply(PrivateAnnounceBatch{Time: 12 * sec, MaxRate: 1000, Announces: []PrivateAnnounce{pa(2, 1, SwarmCredit, false, 5000, 1500, 12*sec)}})
+	if r.Results[0].Err != nil {
+		t.Fatal(r.Results[0].Err)
+	}
+	b := books(t, n.f, "bob").Total
+	want := Book{Uploaded: 4000, Downloaded: 0, RawUploaded: 2000, RawDownloaded: 1500, Suspicious: 1}
+	if b != want {
+		t.Fatalf("books %+v, want %+v (2 s at 1000 B/s clamps 5000 to 2000; upload ×2, freeleech)", b, want)
+	}
+	checkDigest(t, n.f)
+}
+
+// Missing, unknown and revoked passkeys and refused clients change
+// nothing, and say which.
+func TestPrivateRefusals(t *testing.T) {
+	n := privNode(t)
+	n.mustApply(ClientPrefixes{Deny: []string{"-XX"}, RequestID: 10})
+	n.mustApply(TrackerMember{Op: MemberRevoke, Name: "bob", RequestID: 11})
+	noKey := pa(1, 1, SwarmUpdate, false, 0, 0, sec)
+	noKey.Passkey = [PasskeySize]byte{}
+	unknown := pa(9, 2, SwarmUpdate, false, 0, 0, sec)
+	revoked := pa(2, 3, SwarmUpdate, false, 0, 0, sec)
+	denied := pa(1, 4, SwarmUpdate, false, 0, 0, sec)
+	copy(denied.Peer[:], "-XX1234-")
+	before := n.f.Digest()
+	res := n.batch(2*sec, noKey, unknown, revoked, denied)
+	for i, want := range []error{ErrPasskey, ErrPasskey, ErrPasskey, ErrClientRefused} {
+		if !errors.Is(res[i].Err, want) {
+			t.Errorf("announce %d: %v, want %v", i, res[i].Err, want)
+		}
+	}
+	if n.f.Digest() != before {
+		t.Fatal("refused announces changed the state")
+	}
+	if _, p := n.f.SwarmStats(); p != 0 {
+		t.Fatalf("%d swarm entries after refused announces", p)
+	}
+	// Rotation: the old key is refused, the new one accepted.
+	n.mustApply(TrackerMember{Op: MemberRotate, Name: "alice", Passkey: pkey(7), RequestID: 12})
+	res = n.batch(3*sec, pa(1, 5, SwarmUpdate, false, 0, 0, sec), pa(7, 6, SwarmUpdate, false, 0, 0, sec))
+	if !errors.Is(res[0].Err, ErrPasskey) || res[1].Err != nil {
+		t.Fatalf("after rotation: old key %v, new key %v", res[0].Err, res[1].Err)
+	}
+	if r := n.apply(TrackerMember{Op: MemberAdd, Name: "alice", Passkey: pkey(8), RequestID: 13}); !errors.Is(r.Err, ErrMemberExists) {
+		t.Fatalf("adding alice again: %v", r.Err)
+	}
+	if r := n.apply(TrackerMember{Op: MemberAdd, Name: "alice", Passkey: pkey(1), RequestID: 12}); !r.Duplicate {
+		t.Fatalf("a retried request: %+v, want Duplicate", r)
+	}
+}
+
+// The private state survives a snapshot and restore with its digest, and
+// a format 3 snapshot (no private section) still restores.
+func TestPrivateSnapshotRoundTrip(t *testing.T) {
+	n := privNode(t)
+	n.mustApply(TorrentFactors{InfoHash: ihP, UploadPct: 150, DownloadPct: 50, RequestID: 20})
+	n.mustApply(ClientPrefixes{Allow: []string{"-qB", "-TR"}, Deny: []string{"-XX"}, RequestID: 21})
+	for p := range 40 { // past swarmIndexMax
+		n.batch(int64(p+1)*sec, pa(1, p, SwarmUpdate, p%2 == 0, 0, 0, int64(p+1)*sec))
+	}
+	for p := range 40 {
+		n.batch(int64(p+100)*sec, pa(1, p, SwarmCredit, p%2 == 0, uint64(p)*10, uint64(p)*5, int64(p+100)*sec))
+	}
+	checkDigest(t, n.f)
+	b := snapshotBytes(t, n.f)
+	g := New()
+	if err := restore(g, b); err != nil {
+		t.Fatalf("Restore: %v", err)
+	}
+	if g.Digest() != n.f.Digest() {
+		t.Fatalf("restored digest %s, want %s", g.Digest(), n.f.Digest())
+	}
+	if got, want := books(t, g, "alice"), books(t, n.f, "alice"); got.Total != want.Total || got.Seeding != want.Seeding || len(got.Torrents) != len(want.Torrents) {
+		t.Fatalf("restored books %+v, want %+v", got, want)
+	}
+	r1, _, _, _ := g.LedgerAfter(0, 0, 1000)
+	r2, _, _, _ := n.f.LedgerAfter(0, 0, 1000)
+	if len(r1) != len(r2) || len(r1) != 40 {
+		t.Fatalf("restored ledger has %d records, want %d (40)", len(r1), len(r2))
+	}
+	// Crediting goes on from the restored baselines.
+	g2 := &node{tb: t, f: g, index: n.index}
+	g2.batch(300*sec, pa(1, 3, SwarmCredit, false, 130, 15, 300*sec))
+	if got := books(t, g, "alice").Total.RawUploaded; got != books(t, n.f, "alice").Total.RawUploaded+100 {
+		t.Fatalf("credit after restore: raw uploaded %d", got)
+	}
+	checkDigest(t, g)
+	snap3 := newNode(t)
+	snap3.mustApply(Announce{InfoHash: ihP, Peer: memPeer(1), IP: memIP(1), Port: 1, Time: 5})
+	h := New()
+	if err := restore(h, v3Snapshot(t, snap3.f)); err != nil || h.Digest() != snap3.f.Digest() {
+		t.Fatalf("Restore(version 3): %v", err)
+	}
+}
+
+// The ledger keeps the newest LedgerRetention deltas; a cursor older than
+// that fails with ErrLedgerGone.
+func TestPrivateLedgerRetention(t *testing.T) {
+	if testing.Short() {
+		t.Skip("applies 70k credits")
+	}
+	n := privNode(t)
+	n.batch(sec, pa(1, 1, SwarmUpdate, false, 0, 0, sec))
+	for i := range LedgerRetention + 10 {
+		n.batch(int64(i+2)*sec, pa(1, 1, SwarmCredit, false, uint64(i+1), 0, int64(i+2)*sec))
+	}
+	_, oi, op, err := n.f.LedgerAfter(0, 0, 10)
+	if !errors.Is(err, ErrLedgerGone) {
+		t.Fatalf("reading from the start: %v, want ErrLedgerGone", err)
+	}
+	recs, _, _, err := n.f.LedgerAfter(oi, op, 10)
+	if err != nil || len(recs) != 10 {
+		t.Fatalf("reading from the oldest cursor: %d, %v", len(recs), err)
+	}
+	checkDigest(t, n.f)
+}
+
+func FuzzDecodePrivateAnnounceBatch(f *testing.F) {
+	b, _ := Encode(PrivateAnnounceBatch{Time: 5, MaxRate: 7, Announces: []PrivateAnnounce{pa(1, 1, SwarmCredit, true, 3, 4, 5)}})
+	f.Add(b)
+	f.Fuzz(func(t *testing.T, data []byte) {
+		c, err := Decode(data)
+		if err != nil {
+			return
+		}
+		again, err := Encode(c)
+		if err != nil {
+			t.Fatalf("re-encode %T: %v", c, err)
+		}
+		if c2, err := Decode(again); err != nil || c2.Type() != c.Type() {
+			t.Fatalf("round trip: %v", err)
+		}
+	})
+}
