@@ -49,20 +49,33 @@ type TrackerAnnounceResult struct {
 // TrackerAnnounceRequest relays a swarm membership change to the leader.
 // The fields are those of fsm.Announce but Time, which the leader sets.
 type TrackerAnnounceRequest struct {
-	InfoHash  [20]byte
-	Peer      [20]byte
-	IP        [16]byte
-	Port      uint16
-	Key       uint32
-	HasKey    bool
-	Event     uint8
-	Seeder    bool
-	Forwarded bool `codec:",omitempty"`
+	InfoHash [20]byte
+	Peer     [20]byte
+	IP       [16]byte
+	Port     uint16
+	Key      uint32
+	HasKey   bool
+	Event    uint8
+	Seeder   bool
+	// Priv is set for an announce to a private tracker: the passkey (16
+	// bytes), then the uploaded and downloaded counters and the time the
+	// relaying master heard it (Unix nanoseconds), 8 bytes big-endian
+	// each (PrivReport). A follower also passes re-announces this way, in
+	// TrackerRenewRequest.Credits, with Event 4 (credit only).
+	Priv      []byte `codec:",omitempty"`
+	Forwarded bool   `codec:",omitempty"`
 }
+
+// PrivReportSize is the size of TrackerAnnounceRequest.Priv.
+const PrivReportSize = 16 + 8 + 8 + 8
 
 // TrackerRenewRequest relays re-announces that changed nothing: the
 // leader renews each listed (swarm, peer) lease. It never enters the log.
 type TrackerRenewRequest struct {
+	// Credits are re-announces to a private tracker: the counters the
+	// leader credits in its next accounting entry (the newest report per
+	// record wins).
+	Credits   []TrackerAnnounceRequest `codec:",omitempty"`
 	Entries   []SwarmRef
 	Forwarded bool `codec:",omitempty"`
 }
@@ -142,6 +155,8 @@ func (m *TrackerAnnounceRequest) decode(r *wire.Reader) {
 			m.Port = uint16(r.Uint(16))
 		case "Seeder":
 			m.Seeder = r.Bool()
+		case "Priv":
+			m.Priv = r.Bytes()
 		default:
 			r.Fail()
 		}

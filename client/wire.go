@@ -374,7 +374,7 @@ func (m *HolderEntry) decode(r *wire.Reader) {
 
 // AppendWire implements wire.Encoder.
 func (m *TrackerAnnounceRequest) AppendWire(b []byte) []byte {
-	b = wire.AppendMapHeader(b, count(8, m.Forwarded))
+	b = wire.AppendMapHeader(b, count(8, m.Forwarded, len(m.Priv) > 0))
 	b = wire.AppendString(b, "Event")
 	b = wire.AppendUint(b, uint64(m.Event))
 	b = appendForwarded(b, m.Forwarded)
@@ -390,6 +390,10 @@ func (m *TrackerAnnounceRequest) AppendWire(b []byte) []byte {
 	b = wire.AppendBytes(b, m.Peer[:])
 	b = wire.AppendString(b, "Port")
 	b = wire.AppendUint(b, uint64(m.Port))
+	if len(m.Priv) > 0 {
+		b = wire.AppendString(b, "Priv")
+		b = wire.AppendBytes(b, m.Priv)
+	}
 	b = wire.AppendString(b, "Seeder")
 	return wire.AppendBool(b, m.Seeder)
 }
@@ -403,7 +407,14 @@ func (m *TrackerAnnounceRequest) DecodeWire(b []byte) error {
 
 // AppendWire implements wire.Encoder.
 func (m *TrackerRenewRequest) AppendWire(b []byte) []byte {
-	b = wire.AppendMapHeader(b, count(1, m.Forwarded))
+	b = wire.AppendMapHeader(b, count(1, m.Forwarded, len(m.Credits) > 0))
+	if len(m.Credits) > 0 {
+		b = wire.AppendString(b, "Credits")
+		b = wire.AppendArrayHeader(b, len(m.Credits))
+		for i := range m.Credits {
+			b = m.Credits[i].AppendWire(b)
+		}
+	}
 	b = wire.AppendString(b, "Entries")
 	if m.Entries == nil {
 		b = wire.AppendNil(b)
@@ -428,6 +439,16 @@ func (m *TrackerRenewRequest) DecodeWire(b []byte) error {
 	r := wire.NewReader(b)
 	for n := r.MapHeader(); n > 0 && r.Err() == nil; n-- {
 		switch string(r.RawString()) {
+		case "Credits":
+			if r.PeekNil() {
+				m.Credits = nil
+				continue
+			}
+			k := r.ArrayHeader(minEntryBytes)
+			m.Credits = make([]TrackerAnnounceRequest, k)
+			for i := range m.Credits {
+				m.Credits[i].decode(&r)
+			}
 		case "Entries":
 			if r.PeekNil() {
 				m.Entries = nil

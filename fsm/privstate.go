@@ -905,3 +905,33 @@ func (f *FSM) LedgerAfter(index uint64, pos uint32, limit int) (recs []LedgerRec
 // ledgerDropped reports whether the ledger ever dropped a record: it is
 // full.
 func (p *privState) ledgerDropped() bool { return p.ledger.n >= LedgerRetention }
+
+// AdmitAnnounce is the front-end's check of an announce, in one read
+// lock: the client prefix lists (every mode), and in TrackerPrivate mode
+// the passkey (key nil: the URL carried none). private reports the mode.
+// It does not allocate unless it refuses. Safe for concurrent use.
+func (f *FSM) AdmitAnnounce(peer *SwarmPeerID, key *[PasskeySize]byte) (private bool, err error) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	p := f.st.priv
+	if len(p.allow) > 0 || len(p.deny) > 0 {
+		if err := p.clientAllowed(peer); err != nil {
+			return false, err
+		}
+	}
+	if f.st.policy.mode != TrackerPrivate {
+		return false, nil
+	}
+	if key == nil {
+		return true, errNoPasskey()
+	}
+	_, err = p.memberFor(*key)
+	return true, err
+}
+
+// TrackerModeNow returns the tracker's mode. Safe for concurrent use.
+func (f *FSM) TrackerModeNow() TrackerMode {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.st.policy.mode
+}

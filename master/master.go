@@ -55,6 +55,7 @@ type Master struct {
 	metrics  *metrics    // /metrics registry and instruments (metrics.go)
 	dash     *dashboard  // /ui/ and its event stream (dashboard.go)
 	renewals renewQueue  // tracker re-announces to pass to the leader
+	credits  creditQueue // private tracker counters to credit (private_tracker.go)
 	trackers trackerServers
 
 	removed chan struct{}              // closed by watchRemoval; see Removed

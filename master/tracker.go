@@ -100,6 +100,11 @@ type TrackerConfig struct {
 	// site), so that the 65,536 /64s of one /48 cannot fill the tracker.
 	// Zero means 4 × MaxPeersPerIP.
 	MaxPeersPer48 int
+	// MaxRate is the fastest a private tracker member's counters may
+	// grow, in bytes per second: growth beyond it over the time between
+	// two reports is clamped and counted suspicious. Zero means
+	// fsm.DefaultMaxRate (1 GiB/s).
+	MaxRate int64
 }
 
 func (c *TrackerConfig) withDefaults() error {
@@ -138,6 +143,9 @@ func (c *TrackerConfig) withDefaults() error {
 	if c.MaxSwarms == 0 {
 		c.MaxSwarms = 1_000_000
 	}
+	if c.MaxRate == 0 {
+		c.MaxRate = fsm.DefaultMaxRate
+	}
 	switch {
 	case c.Interval < time.Second:
 		return fmt.Errorf("%w: --tracker-interval %v is under a second", ErrConfig, c.Interval)
@@ -145,6 +153,8 @@ func (c *TrackerConfig) withDefaults() error {
 		return fmt.Errorf("%w: the tracker's min interval %v must be between 0 and --tracker-interval %v", ErrConfig, c.MinInterval, c.Interval)
 	case c.PeerLifetime <= c.Interval:
 		return fmt.Errorf("%w: --tracker-peer-lifetime %v must exceed --tracker-interval %v, or every peer expires before it re-announces", ErrConfig, c.PeerLifetime, c.Interval)
+	case c.MaxRate < 0:
+		return fmt.Errorf("%w: TrackerConfig.MaxRate %d is negative", ErrConfig, c.MaxRate)
 	case c.EmptySwarmLifetime < 0:
 		return fmt.Errorf("%w: TrackerConfig.EmptySwarmLifetime %v is negative", ErrConfig, c.EmptySwarmLifetime)
 	case c.MaxNumWant < 1:
@@ -200,6 +210,10 @@ func (b trackerBackend) Announce(ctx context.Context, req *tracker.AnnounceReque
 	// partitions. The leader answers one that changes nothing without a
 	// log entry. Only a regular re-announce is judged here: if this master
 	// lists the peer unchanged it is a renewal, which is soft state anyway.
+	private, err := m.admitAnnounce(req, &pid)
+	if err != nil {
+		return nil, err
+	}
 	change := req.Event != tracker.EventNone || !v.Present || cur.IP != ip ||
 		cur.Port != req.Addr.Port() || cur.Seeder != seeder || req.HasKey && !cur.HasKey
 	if change {
@@ -214,7 +228,7 @@ func (b trackerBackend) Announce(ctx context.Context, req *tracker.AnnounceReque
 			InfoHash: ih, Peer: pid, IP: ip, Port: req.Addr.Port(),
 			Key: req.Key, HasKey: req.HasKey, Event: ev, Seeder: seeder,
 		}
-		idx, err := m.relayAnnounce(ctx, a)
+		idx, err := m.relayAnnounce(ctx, a, m.privReportOf(private, req))
 		if err != nil {
 			return nil, err
 		}
@@ -226,6 +240,10 @@ func (b trackerBackend) Announce(ctx context.Context, req *tracker.AnnounceReque
 		}
 	} else if v.Present {
 		m.renewSwarmPeer(ih, pid, ip)
+		if private {
+			a := fsm.Announce{InfoHash: ih, Peer: pid, IP: ip, Port: req.Addr.Port(), Key: req.Key, HasKey: req.HasKey, Event: fsm.SwarmCredit, Seeder: seeder}
+			m.credits.add(a, m.privReportOf(true, req))
+		}
 	}
 	out := &tracker.AnnounceReply{Complete: v.Complete, Incomplete: v.Incomplete}
 	if req.Event == tracker.EventStopped || req.NumWant <= 0 {
@@ -282,7 +300,7 @@ func (b trackerBackend) ConnIDSecrets() [][]byte { return b.m.trackers.connIDs.g
 // ends: an announce may apply twice harmlessly. Refusals come back as
 // tracker.Refusal (a stranger sees their words); other errors are
 // internal.
-func (m *Master) relayAnnounce(ctx context.Context, a fsm.Announce) (uint64, error) {
+func (m *Master) relayAnnounce(ctx context.Context, a fsm.Announce, priv *privReport) (uint64, error) {
 	backoff := 5 * time.Millisecond
 	for {
 		var idx uint64
@@ -290,11 +308,11 @@ func (m *Master) relayAnnounce(ctx context.Context, a fsm.Announce) (uint64, err
 		announcer, relay := m.announceQueues()
 		switch {
 		case !m.IsLeader():
-			idx, err = relay.submit(ctx, a)
+			idx, err = relay.submit(ctx, a, priv)
 		case !m.leaderReady():
 			err = fmt.Errorf("%w: this master was just elected and is catching up", transport.ErrBusy)
 		default:
-			idx, err = announcer.submit(ctx, a)
+			idx, err = announcer.submit(ctx, a, priv)
 		}
 		if err == nil || !transport.Retryable(err) {
 			return idx, trackerError(err)
@@ -319,7 +337,7 @@ func (m *Master) handleTrackerAnnounce(ctx context.Context, req *client.TrackerA
 		return nil, err
 	}
 	announcer, _ := m.announceQueues()
-	idx, err := announcer.submit(ctx, a)
+	idx, err := announcer.submit(ctx, a, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -345,7 +363,10 @@ func (m *Master) handleTrackerAnnounceBatch(ctx context.Context, req *client.Tra
 		a := announceOf(&req.Announces[i])
 		err := a.Validate()
 		if err == nil {
-			pending[i], err = announcer.enqueue(ctx, a)
+			var priv *privReport
+			if priv, err = privReportFrom(req.Announces[i].Priv); err == nil {
+				pending[i], err = announcer.enqueuePriv(ctx, a, priv)
+			}
 		}
 		if err != nil {
 			out.Results[i] = resultOf(0, err)
@@ -427,6 +448,8 @@ func trackerError(err error) error {
 		return errTrackerFull
 	case errors.Is(err, fsm.ErrSwarmQuota):
 		return errTooManyFromIP
+	case errors.Is(err, fsm.ErrPasskey), errors.Is(err, fsm.ErrClientRefused):
+		return privateRefusal(err)
 	case errors.Is(err, fsm.ErrInvalid):
 		return tracker.Refuse("the announce is malformed: " + err.Error())
 	}
@@ -504,6 +527,7 @@ func (m *Master) runRenewals(ctx context.Context) {
 			return
 		case <-t.C:
 		}
+		m.flushCredits(ctx)
 		refs := m.renewals.take()
 		if len(refs) == 0 || m.IsLeader() {
 			continue
@@ -531,7 +555,7 @@ func (m *Master) handleTrackerRenew(ctx context.Context, req *client.TrackerRene
 	if err := transport.Require(ctx, transport.RoleMaster); err != nil {
 		return nil, err
 	}
-	if len(req.Entries) > renewBatch {
+	if len(req.Entries) > renewBatch || len(req.Credits) > renewBatch {
 		return nil, fmt.Errorf("%w: %d renewals in one call, over %d", fsm.ErrInvalid, len(req.Entries), renewBatch)
 	}
 	if !m.IsLeader() {
@@ -541,6 +565,7 @@ func (m *Master) handleTrackerRenew(ctx context.Context, req *client.TrackerRene
 	for _, r := range req.Entries {
 		m.fsm.TouchSwarmPeer(fsm.InfoHash(r.InfoHash), fsm.SwarmPeerID(r.Peer), r.IP, now)
 	}
+	m.credits.addRelayed(req.Credits)
 	return &struct{}{}, nil
 }
 
@@ -630,8 +655,10 @@ func (m *Master) handleTrackerPolicy(ctx context.Context, req *client.TrackerPol
 		cmd.SetMode, cmd.Mode = true, fsm.TrackerOpen
 	case "allowlist":
 		cmd.SetMode, cmd.Mode = true, fsm.TrackerAllowlist
+	case "private":
+		cmd.SetMode, cmd.Mode = true, fsm.TrackerPrivate
 	default:
-		return nil, fmt.Errorf("%w: tracker mode %q: use open or allowlist", fsm.ErrInvalid, req.Mode)
+		return nil, fmt.Errorf("%w: tracker mode %q: use open, allowlist or private", fsm.ErrInvalid, req.Mode)
 	}
 	var err error
 	if cmd.Allow, err = parseInfoHashes(req.Allow); err != nil {
@@ -673,8 +700,8 @@ func (m *Master) handleTrackerList(ctx context.Context, req *client.TrackerListR
 func (m *Master) trackerPolicyReply() *client.TrackerPolicyReply {
 	mode, allow, deny := m.fsm.TrackerPolicyState()
 	out := &client.TrackerPolicyReply{Mode: "open", Allow: hexHashes(allow), Deny: hexHashes(deny)}
-	if mode == fsm.TrackerAllowlist {
-		out.Mode = "allowlist"
+	if mode != fsm.TrackerOpen {
+		out.Mode = mode.String()
 	}
 	out.Swarms, out.Peers = m.fsm.SwarmStats()
 	return out

@@ -46,6 +46,7 @@ const (
 // pendingAnnounce is one change waiting for its outcome.
 type pendingAnnounce struct {
 	a    fsm.Announce
+	priv *privReport         // set for an announce to a private tracker (private_tracker.go)
 	done chan announceResult // buffered(1); receives exactly one result
 }
 
@@ -87,7 +88,12 @@ func newAnnounceQueue(max, inflight int, handle func(context.Context, []*pending
 
 // enqueue queues a; ErrBusy if ctx ends before there is room.
 func (q *announceQueue) enqueue(ctx context.Context, a fsm.Announce) (*pendingAnnounce, error) {
-	p := &pendingAnnounce{a: a, done: make(chan announceResult, 1)}
+	return q.enqueuePriv(ctx, a, nil)
+}
+
+// enqueuePriv is enqueue for an announce that may carry a private report.
+func (q *announceQueue) enqueuePriv(ctx context.Context, a fsm.Announce, priv *privReport) (*pendingAnnounce, error) {
+	p := &pendingAnnounce{a: a, priv: priv, done: make(chan announceResult, 1)}
 	select {
 	case q.q <- p:
 		return p, nil
@@ -97,8 +103,8 @@ func (q *announceQueue) enqueue(ctx context.Context, a fsm.Announce) (*pendingAn
 }
 
 // submit queues a and waits for its outcome.
-func (q *announceQueue) submit(ctx context.Context, a fsm.Announce) (uint64, error) {
-	p, err := q.enqueue(ctx, a)
+func (q *announceQueue) submit(ctx context.Context, a fsm.Announce, priv *privReport) (uint64, error) {
+	p, err := q.enqueuePriv(ctx, a, priv)
 	if err != nil {
 		return 0, err
 	}
@@ -185,6 +191,11 @@ func (m *Master) proposeAnnounces(ctx context.Context, batch []*pendingAnnounce)
 		}
 	}
 	var wg sync.WaitGroup
+	changes, private := splitPrivate(changes)
+	if len(private) > 0 {
+		// Owned by this call, which waits for it below.
+		wg.Go(func() { m.commitPrivate(ctx, private, lim) })
+	}
 	if len(noops) > 0 {
 		// Owned by this call, which waits for it below.
 		wg.Go(func() { m.answerNoops(ctx, noops) })
@@ -259,6 +270,9 @@ func (m *Master) answerNoops(ctx context.Context, noops []*pendingAnnounce) {
 		}
 		if p.a.Event != fsm.SwarmStopped {
 			m.fsm.TouchSwarmPeer(p.a.InfoHash, p.a.Peer, p.a.IP, now)
+			if p.priv != nil {
+				m.credits.add(p.a, p.priv) // nothing to change, but counters to credit
+			}
 		}
 		p.answer(0, nil)
 	}
@@ -282,6 +296,7 @@ func (m *Master) relayAnnounces(ctx context.Context, batch []*pendingAnnounce) {
 	req := &client.TrackerAnnounceBatchRequest{Announces: make([]client.TrackerAnnounceRequest, len(batch)), Forwarded: true}
 	for i, p := range batch {
 		req.Announces[i] = relayedOf(&p.a)
+		req.Announces[i].Priv = p.priv.bytes()
 	}
 	var out client.TrackerAnnounceBatchReply
 	cctx, cancel := context.WithTimeout(ctx, forwardAttemptTimeout)

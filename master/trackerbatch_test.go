@@ -81,7 +81,7 @@ func TestAnnounceQueueShutdownAndUnknownOutcome(t *testing.T) {
 	run.Go(func() { q.run(ctx) })
 	wctx, wcancel := context.WithCancel(t.Context())
 	wcancel()
-	if _, err := q.submit(wctx, fsm.Announce{}); !errors.Is(err, transport.ErrBusy) && !errors.Is(err, transport.ErrUnknownOutcome) {
+	if _, err := q.submit(wctx, fsm.Announce{}, nil); !errors.Is(err, transport.ErrBusy) && !errors.Is(err, transport.ErrUnknownOutcome) {
 		t.Fatalf("submit with an ended context: %v", err)
 	}
 	var ps []*pendingAnnounce

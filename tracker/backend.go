@@ -45,6 +45,11 @@ type AnnounceRequest struct {
 	// announce from a new address is still the same peer.
 	Key    uint32
 	HasKey bool
+	// Passkey is the member's key from the announce URL (HTTP path, or
+	// BEP 41 URL data over UDP), if PasskeyStatus is PasskeyOK. Only a
+	// private tracker's backend looks at it.
+	Passkey       Passkey
+	PasskeyStatus PasskeyStatus
 }
 
 // Peer is one entry of a peer list.
@@ -83,6 +88,13 @@ type Backend interface {
 	Announce(ctx context.Context, req *AnnounceRequest) (*AnnounceReply, error)
 	// Scrape returns one entry per hash, in order.
 	Scrape(ctx context.Context, hashes []InfoHash) ([]ScrapeEntry, error)
+}
+
+// KeyedScraper is a Backend that wants the passkey of a scrape's URL (a
+// private tracker answers scrapes only to members). A front-end calls
+// ScrapeKeyed instead of Scrape when its Backend implements it.
+type KeyedScraper interface {
+	ScrapeKeyed(ctx context.Context, hashes []InfoHash, key Passkey, status PasskeyStatus) ([]ScrapeEntry, error)
 }
 
 // A Refusal is an error whose text a front-end sends to the client as the

@@ -114,8 +114,9 @@ func (h *HTTPHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	st := h.state.Get().(*httpState)
 	buf := st.buf[:0]
 	status := http.StatusOK
+	ep, key, keyStatus := ParseTrackerPath(r.URL.Path)
 	switch {
-	case r.URL.Path != "/announce" && r.URL.Path != "/scrape":
+	case ep == EndpointUnknown:
 		status = http.StatusNotFound
 		buf = AppendBencodeFailure(buf, "no such path: this tracker serves /announce and /scrape")
 		h.stats.Failures.Add(1)
@@ -132,10 +133,10 @@ func (h *HTTPHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			break
 		}
 		ctx := h.dl.get(time.Now().UnixNano())
-		if r.URL.Path == "/announce" {
-			buf = h.announce(ctx, st, buf, r.URL.RawQuery, src)
+		if ep == EndpointAnnounce {
+			buf = h.announce(ctx, st, buf, r.URL.RawQuery, src, key, keyStatus)
 		} else {
-			buf = h.scrape(ctx, st, buf, r.URL.RawQuery)
+			buf = h.scrape(ctx, st, buf, r.URL.RawQuery, key, keyStatus)
 		}
 	}
 	hdr := w.Header()
@@ -178,7 +179,7 @@ func (h *HTTPHandler) fail(buf []byte, err error) []byte {
 	return AppendBencodeFailure(buf, reason)
 }
 
-func (h *HTTPHandler) announce(ctx context.Context, st *httpState, buf []byte, rawQuery string, src netip.Addr) []byte {
+func (h *HTTPHandler) announce(ctx context.Context, st *httpState, buf []byte, rawQuery string, src netip.Addr, key Passkey, keyStatus PasskeyStatus) []byte {
 	var format ReplyFormat
 	var err error
 	st.req, format, err = ParseAnnounce(rawQuery, src, &h.cfg)
@@ -186,6 +187,7 @@ func (h *HTTPHandler) announce(ctx context.Context, st *httpState, buf []byte, r
 		return h.fail(buf, err)
 	}
 	req := &st.req
+	req.Passkey, req.PasskeyStatus = key, keyStatus
 	reply, err := h.b.Announce(ctx, req)
 	if err == nil && reply == nil {
 		err = errors.New("backend returned neither a reply nor an error")
@@ -273,7 +275,7 @@ func appendCompactPeer(buf []byte, a netip.Addr, port uint16) []byte {
 	return append(buf, byte(port>>8), byte(port))
 }
 
-func (h *HTTPHandler) scrape(ctx context.Context, st *httpState, buf []byte, rawQuery string) []byte {
+func (h *HTTPHandler) scrape(ctx context.Context, st *httpState, buf []byte, rawQuery string, key Passkey, keyStatus PasskeyStatus) []byte {
 	hashes, err := ParseScrape(rawQuery, st.hashes[:0])
 	if err != nil {
 		return h.fail(buf, err)
@@ -281,7 +283,12 @@ func (h *HTTPHandler) scrape(ctx context.Context, st *httpState, buf []byte, raw
 	// The files dictionary needs its keys sorted and unique.
 	slices.SortFunc(hashes, func(a, b InfoHash) int { return compareHash(&a, &b) })
 	hashes = slices.Compact(hashes)
-	entries, err := h.b.Scrape(ctx, hashes)
+	var entries []ScrapeEntry
+	if ks, ok := h.b.(KeyedScraper); ok {
+		entries, err = ks.ScrapeKeyed(ctx, hashes, key, keyStatus)
+	} else {
+		entries, err = h.b.Scrape(ctx, hashes)
+	}
 	if err != nil {
 		return h.fail(buf, err)
 	}

@@ -374,8 +374,16 @@ func (w *udpWorker) announce(ctx context.Context, out, pkt []byte, from netip.Ad
 		return w.fail(out, tx, Refuse("port must be from 1 to 65535"))
 	}
 	var urlBuf [256]byte
-	if _, ok := parseURLData(urlBuf[:0], pkt[udpAnnounceLen:]); !ok && w.s.cfg.Logger.Enabled(ctx, slog.LevelDebug) {
+	urlData, ok := parseURLData(urlBuf[:0], pkt[udpAnnounceLen:])
+	if !ok && w.s.cfg.Logger.Enabled(ctx, slog.LevelDebug) {
 		w.s.cfg.Logger.Debug("tracker: malformed BEP 41 options ignored", "from", from)
+	}
+	if len(urlData) > 0 {
+		// The URL's path and query, e.g. "/PASSKEY/announce". A path
+		// that is not a tracker path carries no passkey.
+		if ep, key, st := parseTrackerPath(urlData); ep == EndpointAnnounce {
+			req.Passkey, req.PasskeyStatus = key, st
+		}
 	}
 	req.Addr = netip.AddrPortFrom(from.Addr(), port)
 	v4 := from.Addr().Is4()
@@ -427,7 +435,9 @@ func (w *udpWorker) announce(ctx context.Context, out, pkt []byte, from netip.Ad
 // appends the URLData payloads to dst, concatenated as BEP 41 says. ok is
 // false if the options are malformed (a length past the end, an unknown
 // option type); the announce is answered either way, since the options
-// only carry the announce URL's path, which this tracker does not use.
+// carry only the announce URL's path (where a private tracker's passkey
+// is). URL data beyond cap(dst) is dropped, so a datagram cannot make it
+// allocate; a passkey path fits in far less.
 func parseURLData(dst, opts []byte) (urlData []byte, ok bool) {
 	for i := 0; i < len(opts); {
 		switch opts[i] {
@@ -440,7 +450,7 @@ func parseURLData(dst, opts []byte) (urlData []byte, ok bool) {
 				return dst, false
 			}
 			n := int(opts[i+1])
-			dst = append(dst, opts[i+2:i+2+n]...)
+			dst = append(dst, opts[i+2:i+2+min(n, cap(dst)-len(dst))]...)
 			i += 2 + n
 		default:
 			return dst, false

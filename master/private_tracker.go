@@ -1,0 +1,302 @@
+package master
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+
+	"fileshare/client"
+	"fileshare/fsm"
+	"fileshare/tracker"
+	"fileshare/transport"
+)
+
+// The private tracker, end to end.
+//
+// A private announce is checked here before anything else (client
+// prefixes, passkey: fsm.FSM.AdmitAnnounce, one read lock, no
+// allocation), then takes the open tracker's path with the counters the
+// client reported attached (privReport):
+//   - a membership change travels to the leader as today and commits in
+//     a PrivateAnnounceBatch, which also credits its counters;
+//   - a re-announce stays soft: the master that hears it renews the lease
+//     and queues its counters (creditQueue, the newest report per record);
+//     a follower passes its queue to the leader with its renewals once a
+//     second, and the leader proposes everything queued as one
+//     PrivateAnnounceBatch of SwarmCredit entries per second (up to 2,048
+//     reports per entry).
+//
+// Because clients report cumulative counters and the replicated record
+// holds the counters last credited, a report lost with a crashed master
+// or a deposed leader is no lost money: the next report credits the
+// growth. Nothing is credited twice: the baseline only moves forward, and
+// a report heard before one already credited (At) is ignored.
+
+// privReport is what a private announce adds to a membership change or
+// a credit: the passkey, the counters, and when this master heard them.
+type privReport struct {
+	key      [fsm.PasskeySize]byte
+	up, down uint64
+	at       int64
+}
+
+func (p *privReport) bytes() []byte {
+	if p == nil {
+		return nil
+	}
+	b := make([]byte, 0, client.PrivReportSize)
+	b = append(b, p.key[:]...)
+	b = binary.BigEndian.AppendUint64(b, p.up)
+	b = binary.BigEndian.AppendUint64(b, p.down)
+	return binary.BigEndian.AppendUint64(b, uint64(p.at))
+}
+
+func privReportFrom(b []byte) (*privReport, error) {
+	switch len(b) {
+	case 0:
+		return nil, nil
+	case client.PrivReportSize:
+	default:
+		return nil, fmt.Errorf("%w: private report of %d bytes, want %d", fsm.ErrInvalid, len(b), client.PrivReportSize)
+	}
+	p := &privReport{up: binary.BigEndian.Uint64(b[16:]), down: binary.BigEndian.Uint64(b[24:]), at: int64(binary.BigEndian.Uint64(b[32:]))}
+	copy(p.key[:], b[:16])
+	return p, nil
+}
+
+func (p *privReport) announce(a fsm.Announce) fsm.PrivateAnnounce {
+	a.Time = 0
+	return fsm.PrivateAnnounce{Announce: a, Passkey: p.key, Uploaded: p.up, Downloaded: p.down, At: p.at}
+}
+
+// Refusals of the private tracker, worded for a BitTorrent client's user.
+var errMalformedPasskey = tracker.Refuse("the passkey in the announce URL is not 32 hex characters; download the torrent again from the site to get your personal announce URL")
+
+// privateRefusal turns an fsm passkey or client refusal (possibly across
+// a relay) into a failure reason: the fsm's words, without its sentinel's
+// prefix.
+func privateRefusal(err error) error {
+	msg := err.Error()
+	for _, s := range []error{fsm.ErrPasskey, fsm.ErrClientRefused} {
+		msg = strings.TrimPrefix(msg, s.Error()+": ")
+	}
+	return tracker.Refuse(msg)
+}
+
+// admitAnnounce checks an announce against the client prefix lists and,
+// in private mode, its passkey. private reports the mode.
+func (m *Master) admitAnnounce(req *tracker.AnnounceRequest, pid *fsm.SwarmPeerID) (private bool, err error) {
+	var key *[fsm.PasskeySize]byte
+	if req.PasskeyStatus == tracker.PasskeyOK {
+		key = (*[fsm.PasskeySize]byte)(&req.Passkey)
+	}
+	private, err = m.fsm.AdmitAnnounce(pid, key)
+	switch {
+	case err != nil && private && req.PasskeyStatus == tracker.PasskeyMalformed:
+		return true, errMalformedPasskey
+	case err != nil:
+		return private, privateRefusal(err)
+	}
+	return private, nil
+}
+
+// privReportOf is req's report, or nil unless private.
+func (m *Master) privReportOf(private bool, req *tracker.AnnounceRequest) *privReport {
+	if !private {
+		return nil
+	}
+	return &privReport{key: req.Passkey, up: req.Uploaded, down: req.Downloaded, at: m.clock.read()}
+}
+
+// splitPrivate separates the private announces of a batch.
+func splitPrivate(batch []*pendingAnnounce) (open, private []*pendingAnnounce) {
+	for _, p := range batch {
+		if p.priv != nil {
+			private = append(private, p)
+		} else {
+			open = append(open, p)
+		}
+	}
+	return open, private
+}
+
+// commitPrivate proposes private membership changes as one
+// PrivateAnnounceBatch and answers each with its own result.
+func (m *Master) commitPrivate(ctx context.Context, changes []*pendingAnnounce, lim fsm.SwarmLimits) {
+	cmd := fsm.PrivateAnnounceBatch{Limits: lim, MaxRate: uint64(m.cfg.Tracker.MaxRate), Announces: make([]fsm.PrivateAnnounce, len(changes))}
+	for i, p := range changes {
+		cmd.Announces[i] = p.priv.announce(p.a)
+	}
+	cmd.Time = m.clock.next()
+	fail := func(err error) {
+		for _, p := range changes {
+			p.answer(0, err)
+		}
+	}
+	data, err := fsm.Encode(cmd)
+	if err != nil {
+		fail(fmt.Errorf("%w: %v", fsm.ErrInvalid, err))
+		return
+	}
+	resp, idx, err := m.batcher.submit(ctx, data)
+	switch {
+	case err != nil:
+		fail(err)
+	case resp.Err != nil:
+		fail(resp.Err)
+	case len(resp.Results) != len(changes):
+		fail(fmt.Errorf("%w: private announce batch response has %d results for %d announces", transport.ErrInternal, len(resp.Results), len(changes)))
+	default:
+		for i, p := range changes {
+			if err := resp.Results[i].Err; err != nil {
+				p.answer(0, err)
+			} else {
+				p.answer(idx, nil)
+			}
+		}
+	}
+}
+
+// creditQueue holds the newest unreported counters of each private swarm
+// record this master heard. It is bounded like renewQueue: past
+// maxPendingRenewals new records are dropped (their next report credits
+// them).
+type creditQueue struct {
+	mu      sync.Mutex
+	pending map[client.SwarmRef]fsm.PrivateAnnounce
+	dropped uint64
+}
+
+func (q *creditQueue) put(c fsm.PrivateAnnounce) {
+	k := client.SwarmRef{InfoHash: c.InfoHash, Peer: c.Peer, IP: c.IP}
+	if q.pending == nil {
+		q.pending = make(map[client.SwarmRef]fsm.PrivateAnnounce)
+	}
+	if old, ok := q.pending[k]; ok {
+		if old.At < c.At {
+			q.pending[k] = c
+		}
+		return
+	}
+	if len(q.pending) >= maxPendingRenewals {
+		q.dropped++
+		return
+	}
+	q.pending[k] = c
+}
+
+// add queues a credit of the record a names.
+func (q *creditQueue) add(a fsm.Announce, p *privReport) {
+	a.Event = fsm.SwarmCredit
+	c := p.announce(a)
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.put(c)
+}
+
+// addRelayed queues credits a follower passed on; malformed ones are
+// dropped.
+func (q *creditQueue) addRelayed(rs []client.TrackerAnnounceRequest) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for i := range rs {
+		a := announceOf(&rs[i])
+		p, err := privReportFrom(rs[i].Priv)
+		if err != nil || p == nil || a.Event != fsm.SwarmCredit {
+			continue
+		}
+		c := p.announce(a)
+		if (fsm.PrivateAnnounceBatch{Announces: []fsm.PrivateAnnounce{c}}).Validate() != nil {
+			continue
+		}
+		q.put(c)
+	}
+}
+
+func (q *creditQueue) take() []fsm.PrivateAnnounce {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if len(q.pending) == 0 {
+		return nil
+	}
+	out := make([]fsm.PrivateAnnounce, 0, len(q.pending))
+	for _, c := range q.pending {
+		out = append(out, c)
+	}
+	clear(q.pending)
+	return out
+}
+
+// putBack re-queues credits whose proposal failed, unless newer ones
+// arrived meanwhile.
+func (q *creditQueue) putBack(cs []fsm.PrivateAnnounce) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for _, c := range cs {
+		q.put(c)
+	}
+}
+
+// flushCredits runs once a second (runRenewals): the leader proposes the
+// queued credits, a follower passes them to the leader. A failure puts
+// them back for the next second; a crash loses them, and the records'
+// next reports credit what they held.
+func (m *Master) flushCredits(ctx context.Context) {
+	cs := m.credits.take()
+	if len(cs) == 0 {
+		return
+	}
+	if m.IsLeader() {
+		if !m.leaderReady() {
+			m.credits.putBack(cs)
+			return
+		}
+		for len(cs) > 0 && ctx.Err() == nil {
+			n := min(len(cs), fsm.MaxAnnouncesPerBatch)
+			cmd := fsm.PrivateAnnounceBatch{Time: m.clock.next(), Limits: m.cfg.Tracker.swarmLimits(), MaxRate: uint64(m.cfg.Tracker.MaxRate), Announces: cs[:n]}
+			data, err := fsm.Encode(cmd)
+			if err == nil {
+				var resp fsm.Response
+				resp, _, err = m.batcher.submit(ctx, data)
+				if err == nil {
+					err = resp.Err
+				}
+			}
+			if err != nil {
+				m.logger.Debug("crediting private tracker reports failed; retrying in a second", "reports", len(cs), "err", err)
+				if !errors.Is(err, fsm.ErrInvalid) {
+					m.credits.putBack(cs)
+				}
+				return
+			}
+			cs = cs[n:]
+		}
+		return
+	}
+	_, addr := m.Leader()
+	if addr == "" || addr == m.advertise {
+		m.credits.putBack(cs)
+		return
+	}
+	for len(cs) > 0 {
+		n := min(len(cs), renewBatch)
+		req := &client.TrackerRenewRequest{Credits: make([]client.TrackerAnnounceRequest, n), Forwarded: true}
+		for i := range n {
+			c := &cs[i]
+			req.Credits[i] = relayedOf(&c.Announce)
+			req.Credits[i].Priv = (&privReport{key: c.Passkey, up: c.Uploaded, down: c.Downloaded, at: c.At}).bytes()
+		}
+		cctx, cancel := context.WithTimeout(ctx, forwardAttemptTimeout)
+		err := m.client.Call(cctx, addr, client.MethodTrackerRenew, req, &struct{}{})
+		cancel()
+		if err != nil {
+			m.logger.Debug("passing private tracker reports to the leader failed; retrying in a second", "leader", addr, "reports", len(cs), "err", err)
+			m.credits.putBack(cs)
+			return
+		}
+		cs = cs[n:]
+	}
+}
