@@ -40,14 +40,6 @@ func (f *FSM) SwarmTotals() SwarmTotals {
 	return t
 }
 
-// TrackerModeNow returns the tracker mode, without the allow and deny
-// sets TrackerPolicyState copies.
-func (f *FSM) TrackerModeNow() TrackerMode {
-	f.mu.RLock()
-	defer f.mu.RUnlock()
-	return f.st.policy.mode
-}
-
 // EachSwarmScrape calls fn with every swarm's scrape counts (as Scrape
 // returns them), in no particular order, unless the index holds more than
 // max swarms: then it stops, maybe after some calls, and returns false, so
