@@ -92,3 +92,28 @@ func TestTrackerStatsPageInBrowser(t *testing.T) {
 		t.Errorf("the browser shows peers %q, seeders %q, mode %q; want 1, 1, open", peers, seeders, mode)
 	}
 }
+
+// On a private tracker full scrape is refused with a failure reason on
+// every master, while the stats pages still show the totals (they hold no
+// member's data).
+func TestTrackerPrivateRefusesFullScrape(t *testing.T) {
+	c := trackerCluster(t, nil)
+	if err := c.Client().TrackerSetMode(t.Context(), "private"); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		addr := c.Master(i).TrackerHTTPAddr()
+		poll.Until(t, 10*time.Second, "the master to report private mode", func() bool { return statsOf(t, addr).Mode == "private" })
+		// The refusal is cached like a body: poll past FullScrapeTTL.
+		var body []byte
+		poll.Until(t, 2*tracker.FullScrapeTTL, "full scrape to be refused", func() bool {
+			body = get(t, "", "http://"+addr+"/scrape")
+			return strings.Contains(string(body), "private tracker")
+		})
+		v, err := tracker.DecodeBencode(body)
+		d, _ := v.(map[string]any)
+		if _, ok := d["files"]; err != nil || ok {
+			t.Errorf("master %d: full scrape of a private tracker answered %q, want only a failure reason", i, body)
+		}
+	}
+}
