@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strings"
 	"sync"
 	"time"
 
@@ -40,11 +41,18 @@ type connID struct {
 	got time.Time
 }
 
-// Announce announces a to the UDP tracker at addr ("host:port"). The peers
-// come back in the family of the socket: IPv4 peers to an IPv4 tracker
-// address, IPv6 peers to an IPv6 one. A refusal is a *FailureError.
+// Announce announces a to the UDP tracker at addr: "host:port", or an
+// announce URL "udp://host:port/path?query", whose path and query go to
+// the tracker as BEP 41 URL data (a private tracker's passkey:
+// udp://host:port/PASSKEY/announce). The peers come back in the family of
+// the socket: IPv4 peers to an IPv4 tracker address, IPv6 peers to an
+// IPv6 one. A refusal is a *FailureError.
 func (c *UDPClient) Announce(ctx context.Context, addr string, a Announce) (Response, error) {
-	var req [98]byte
+	addr, urlData, err := splitUDPURL(addr)
+	if err != nil {
+		return Response{}, err
+	}
+	req := make([]byte, 98, 98+len(urlData)+2*(len(urlData)/255+1)+1)
 	copy(req[16:36], a.InfoHash[:])
 	copy(req[36:56], a.PeerID[:])
 	binary.BigEndian.PutUint64(req[56:], a.Downloaded)
@@ -61,8 +69,9 @@ func (c *UDPClient) Announce(ctx context.Context, addr string, a Announce) (Resp
 	}
 	binary.BigEndian.PutUint32(req[92:], uint32(numWant))
 	binary.BigEndian.PutUint16(req[96:], a.Port)
+	req = appendURLData(req, urlData)
 	var r Response
-	err := c.exchange(ctx, addr, tracker.UDPActionAnnounce, req[:], func(conn net.Conn, b []byte) error {
+	err = c.exchange(ctx, addr, tracker.UDPActionAnnounce, req[:], func(conn net.Conn, b []byte) error {
 		if len(b) < 20 {
 			return fmt.Errorf("%w: announce reply of %d bytes", ErrMalformedReply, len(b))
 		}
@@ -222,4 +231,39 @@ func (c *UDPClient) roundTrip(ctx context.Context, conn net.Conn, id uint64, act
 			return fmt.Errorf("%w: action %d in reply to action %d", ErrMalformedReply, got, action)
 		}
 	}
+}
+
+// splitUDPURL splits "udp://host:port/path?query" into "host:port" and
+// "/path?query"; anything without the udp:// scheme is an address alone.
+func splitUDPURL(s string) (addr, urlData string, err error) {
+	rest, ok := strings.CutPrefix(s, "udp://")
+	if !ok {
+		return s, "", nil
+	}
+	host, path := rest, ""
+	if i := strings.IndexAny(rest, "/?"); i >= 0 {
+		host, path = rest[:i], rest[i:]
+	}
+	if host == "" {
+		return "", "", fmt.Errorf("btclient: announce URL %q has no host:port", s)
+	}
+	if path == "/" {
+		path = ""
+	}
+	return host, path, nil
+}
+
+// appendURLData appends urlData as BEP 41 URLData options of at most 255
+// bytes each, then EndOfOptions; nothing if urlData is empty.
+func appendURLData(b []byte, urlData string) []byte {
+	if urlData == "" {
+		return b
+	}
+	for len(urlData) > 0 {
+		n := min(len(urlData), 255)
+		b = append(b, 0x2, byte(n))
+		b = append(b, urlData[:n]...)
+		urlData = urlData[n:]
+	}
+	return append(b, 0x0)
 }

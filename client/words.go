@@ -27,6 +27,12 @@ var methodWords = map[string]string{
 	MethodTrackerRenew:         "the relayed re-announces",
 	MethodTrackerPolicy:        "the tracker policy change",
 	MethodTrackerList:          "the tracker policy listing",
+	MethodTrackerUser:          "the tracker member change",
+	MethodTrackerUsers:         "the tracker member listing",
+	MethodTrackerBooks:         "the member's books",
+	MethodTrackerTorrent:       "the torrent factor change",
+	MethodTrackerClients:       "the client list change",
+	MethodTrackerLedger:        "the ledger read",
 }
 
 // Describe names method in words ("the registration"), or "the request"

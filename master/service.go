@@ -40,6 +40,7 @@ func (m *Master) registerHandlers() {
 	transport.Handle(s, client.MethodTrackerList, m.handleTrackerList)
 	transport.Handle(s, MethodRevoke, m.handleRevoke)
 	transport.Handle(s, MethodRevocations, m.handleRevocations)
+	m.registerPrivateHandlers()
 }
 
 // writeCommand routes a peer write to the leader and applies it there.
