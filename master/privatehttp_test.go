@@ -7,6 +7,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -16,6 +17,7 @@ import (
 	"time"
 
 	"fileshare/client"
+	"fileshare/internal/poll"
 	"fileshare/master"
 	"fileshare/master/mastertest"
 	"fileshare/transport"
@@ -121,5 +123,74 @@ func TestPrivateAdminAPINeedsAnAdminCertificate(t *testing.T) {
 		if resp.StatusCode != 200 || !bytes.Contains(b, []byte("ok")) {
 			t.Errorf("GET %s: %d %q", u, resp.StatusCode, b)
 		}
+	}
+}
+
+// A site drives the private tracker through the admin API: members, books,
+// and the ledger feed, whose cursor hands out each credited delta once.
+func TestPrivateAdminAPIMembersBooksAndLedger(t *testing.T) {
+	c := mastertest.New(t, 3, mastertest.Options{TLS: true, Config: func(cfg *master.Config) {
+		cfg.HTTP = "127.0.0.1:0"
+		cfg.Tracker.HTTP = "127.0.0.1:0"
+	}})
+	admin, err := tls.LoadX509KeyPair(filepath.Join(c.TLSDir(), "admin.pem"), filepath.Join(c.TLSDir(), "admin-key.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	hc := adminHTTP(t, c, &admin)
+	f := c.Follower(c.Leader())
+	base := "https://" + c.Master(f).HTTPAddr() + "/v1/tracker"
+	ih := randomHash()
+	if _, err := c.Client().TrackerPolicy(t.Context(), client.TrackerPolicyRequest{Allow: []string{fmt.Sprintf("%x", ih[:])}}); err != nil {
+		t.Fatal(err)
+	}
+	if code, v := call(t, hc, "PUT", base+"/mode", `{"mode":"private"}`); code != 200 || v["mode"] != "private" {
+		t.Fatalf("set private mode: %d %v", code, v)
+	}
+	code, v := call(t, hc, "POST", base+"/users", `{"name":"alice"}`)
+	pk, _ := v["passkey"].(string)
+	if code != 200 || len(pk) != 32 {
+		t.Fatalf("add alice: %d %v, want a 32-digit passkey", code, v)
+	}
+	if code, v := call(t, hc, "POST", base+"/users", `{"name":"alice"}`); code != http.StatusConflict {
+		t.Errorf("add alice twice: %d %v, want 409", code, v)
+	}
+	if code, v := call(t, hc, "GET", base+"/users/bob", ""); code != http.StatusNotFound {
+		t.Errorf("show an unknown member: %d %v, want 404", code, v)
+	}
+	if code, v := call(t, hc, "GET", base+"/ledger?after=x.y", ""); code != http.StatusBadRequest {
+		t.Errorf("a malformed cursor: %d %v, want 400", code, v)
+	}
+
+	// alice's client announces 0 then 1000 up, 500 down.
+	ann := func(up, down int, event string) {
+		q := fmt.Sprintf("info_hash=%s&peer_id=%s&port=7000&uploaded=%d&downloaded=%d&left=1&compact=1%s", escape(ih[:]), escape([]byte("-qB4630-abcdefghijkl")), up, down, event)
+		body := get(t, "", "http://"+c.Master(f).TrackerHTTPAddr()+"/"+pk+"/announce?"+q)
+		if strings.Contains(string(body), "failure") {
+			t.Fatalf("announce: %s", body)
+		}
+	}
+	ann(0, 0, "&event=started")
+	ann(1000, 500, "")
+	var entries []any
+	var next string
+	poll.Until(t, 10*time.Second, "the ledger to hold alice's credit", func() bool {
+		code, v := call(t, hc, "GET", base+"/ledger?after=0", "")
+		entries, _ = v["entries"].([]any)
+		if nc, ok := v["next"].(map[string]any); ok {
+			next = fmt.Sprintf("%v.%v", nc["index"], nc["pos"])
+		}
+		return code == 200 && len(entries) > 0
+	})
+	e, _ := entries[0].(map[string]any)
+	if len(entries) != 1 || e["member"] != "alice" || e["uploaded"] != 1000.0 || e["downloaded"] != 500.0 {
+		t.Fatalf("ledger = %v, want one delta of alice: 1000 up, 500 down", entries)
+	}
+	if code, v := call(t, hc, "GET", base+"/ledger?after="+next, ""); code != 200 || len(v["entries"].([]any)) != 0 {
+		t.Errorf("ledger after its next cursor %s: %d %v, want no entry (each delta once)", next, code, v)
+	}
+	code, v = call(t, hc, "GET", base+"/users/alice", "")
+	if code != 200 || v["uploaded"] != 1000.0 || v["downloaded"] != 500.0 || len(v["torrents"].([]any)) != 1 {
+		t.Errorf("alice's books: %d %v, want 1000 up, 500 down on one torrent", code, v)
 	}
 }
