@@ -597,6 +597,9 @@ func conclude(r *Results) (Verdict, string) {
 		if c, ok := r.Checkers["tracker-once"]; ok {
 			kept = append(kept, c.Explanation)
 		}
+		if c, ok := r.Checkers["accounting"]; ok {
+			kept = append(kept, c.Explanation)
+		}
 		if r.TrackerCmd != "" {
 			return v, fmt.Sprintf("VALID: over %v of %s, %d operations (%d acknowledged) against the tracker under test kept every promise: %s.",
 				time.Duration(r.Time), faults, r.Ops.Total, r.Ops.OK, strings.Join(kept, "; "))
@@ -674,7 +677,7 @@ func writeFile(path string, fill func(*os.File) error) error {
 // checkerNames lists the checkers a run has, in report order.
 func checkerNames(r *Results) []string {
 	var out []string
-	for _, name := range []string{"linearizable", "set-full", "tracker-set", "tracker-agree", "tracker-once", "restart-recall", "digests", "heal-digests", "logs", "availability"} {
+	for _, name := range []string{"linearizable", "set-full", "tracker-set", "tracker-agree", "tracker-once", "accounting", "restart-recall", "digests", "heal-digests", "logs", "availability"} {
 		if _, ok := r.Checkers[name]; ok {
 			out = append(out, name)
 		}
