@@ -273,6 +273,10 @@ type Status struct {
 	Digest       string    `json:"digest"`
 	Ready        bool      `json:"ready"`
 	HeapBytes    uint64    `json:"heap_bytes"` // Go heap in use
+	// TrackerHTTP and TrackerUDP are the tracker's listen addresses, ""
+	// when off (announce URLs are built from them).
+	TrackerHTTP string `json:"tracker_http,omitempty"`
+	TrackerUDP  string `json:"tracker_udp,omitempty"`
 }
 
 // SnapshotRequest asks the receiving master to snapshot its index now.

@@ -152,8 +152,10 @@ func (c Config) withDefaults() (Config, error) {
 		return c, fmt.Errorf("%w: --files %d: use 1 to 10000 files", ErrConfig, c.Files)
 	case c.Torrents < 1 || c.Torrents > 1000:
 		return c, fmt.Errorf("%w: --torrents %d: use 1 to 1000 swarms", ErrConfig, c.Torrents)
-	case slices.ContainsFunc(c.Workloads, func(w Workload) bool { return w != WorkloadIndex && w != WorkloadTracker }):
-		return c, fmt.Errorf("%w: unknown workload in %v; use index, tracker or index,tracker", ErrConfig, c.Workloads)
+	case slices.ContainsFunc(c.Workloads, func(w Workload) bool { return w != WorkloadIndex && w != WorkloadTracker && w != WorkloadAccounting }):
+		return c, fmt.Errorf("%w: unknown workload in %v; use index, tracker, accounting or index,tracker", ErrConfig, c.Workloads)
+	case c.has(WorkloadAccounting) && c.has(WorkloadTracker):
+		return c, fmt.Errorf("%w: the accounting workload makes the tracker private, which refuses the tracker workload's announces; run them separately", ErrConfig)
 	case c.OpTimeout < 100*time.Millisecond:
 		return c, fmt.Errorf("%w: op timeout %v is below 100ms; operations would time out in normal operation", ErrConfig, c.OpTimeout)
 	case c.PeerLease < c.Time+time.Minute:
@@ -202,6 +204,11 @@ const (
 	// completed, stopped) to every master's HTTP tracker
 	// (tracker_workload.go).
 	WorkloadTracker Workload = "tracker"
+	// WorkloadAccounting announces growing counters to a private tracker
+	// with members' passkeys and checks every master's books
+	// (accounting_workload.go). It puts the tracker in private mode, so it
+	// does not combine with the tracker workload.
+	WorkloadAccounting Workload = "accounting"
 )
 
 // ParseWorkloads parses a comma-separated workload list: "index",
@@ -213,12 +220,12 @@ func ParseWorkloads(s string) ([]Workload, error) {
 		switch w {
 		case "all":
 			return []Workload{WorkloadIndex, WorkloadTracker}, nil
-		case WorkloadIndex, WorkloadTracker:
+		case WorkloadIndex, WorkloadTracker, WorkloadAccounting:
 			if !slices.Contains(out, w) {
 				out = append(out, w)
 			}
 		default:
-			return nil, fmt.Errorf("unknown workload %q; use index, tracker or index,tracker", w)
+			return nil, fmt.Errorf("unknown workload %q; use index, tracker, accounting or index,tracker", w)
 		}
 	}
 	return out, nil
@@ -231,5 +238,8 @@ func (c Config) has(w Workload) bool { return slices.Contains(c.Workloads, w) }
 // harness runs a UDP proxy in front of each, and half the workload's
 // announces go over UDP.
 func (c Config) udpFaults() bool {
-	return c.has(WorkloadTracker) && slices.ContainsFunc(c.Kinds, isUDP)
+	return c.tracks() && slices.ContainsFunc(c.Kinds, isUDP)
 }
+
+// tracks reports whether the run announces to the masters' trackers.
+func (c Config) tracks() bool { return c.has(WorkloadTracker) || c.has(WorkloadAccounting) }

@@ -147,6 +147,11 @@ type Op struct {
 	Swarm int `json:"swarm,omitempty"`
 	// Error is the error text of a fail or info op.
 	Error string `json:"error,omitempty"`
+	// Member, Uploaded and Downloaded are an accounting announce's member
+	// and the cumulative counters it reported (accounting_workload.go).
+	Member     string `json:"member,omitempty"`
+	Uploaded   uint64 `json:"uploaded,omitempty"`
+	Downloaded uint64 `json:"downloaded,omitempty"`
 }
 
 // Validate reports whether op is internally consistent: a known type and

@@ -222,6 +222,9 @@ func (tb *testbed) check(digests DigestResult) ([]Op, []Window) {
 			res.Checkers["tracker-once"] = checkTrackerOnce(history, windows, t)
 		}
 	}
+	if tb.acct != nil {
+		res.Checkers["accounting"] = tb.acct.check(history, filepath.Join(cfg.Out, AccountingFile))
+	}
 	res.Digests = digests
 	res.Availability = checkAvailability(history, windows)
 	var logs []string
@@ -323,6 +326,9 @@ func conclude(r *Results) (Verdict, string) {
 		if c, ok := r.Checkers["tracker-once"]; ok {
 			kept = append(kept, c.Explanation)
 		}
+		if c, ok := r.Checkers["accounting"]; ok {
+			kept = append(kept, c.Explanation)
+		}
 		if r.TrackerCmd != "" {
 			return v, fmt.Sprintf("VALID: over %v of %s, %d operations (%d acknowledged) against the tracker under test kept every promise: %s.",
 				time.Duration(r.Time), faults, r.Ops.Total, r.Ops.OK, strings.Join(kept, "; "))
@@ -400,7 +406,7 @@ func writeFile(path string, fill func(*os.File) error) error {
 // checkerNames lists the checkers a run has, in report order.
 func checkerNames(r *Results) []string {
 	var out []string
-	for _, name := range []string{"linearizable", "set-full", "tracker-set", "tracker-agree", "tracker-once", "restart-recall", "digests", "heal-digests", "logs", "availability"} {
+	for _, name := range []string{"linearizable", "set-full", "tracker-set", "tracker-agree", "tracker-once", "accounting", "restart-recall", "digests", "heal-digests", "logs", "availability"} {
 		if _, ok := r.Checkers[name]; ok {
 			out = append(out, name)
 		}

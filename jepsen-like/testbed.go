@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"fileshare/client"
+	"fileshare/transport"
 )
 
 // testbed is everything one run sets up: the network fault mechanism,
@@ -40,6 +41,8 @@ type testbed struct {
 	udp        []*udpProxy
 	wl         *workload
 	trk        *trackerWorkload
+	acct       *accountingWorkload
+	adminCreds *transport.TLS
 	nm         *nemesis
 }
 
@@ -52,6 +55,9 @@ type testbed struct {
 func (tb *testbed) release() {
 	if tb.trk != nil {
 		tb.trk.close()
+	}
+	if tb.acct != nil {
+		tb.acct.close()
 	}
 	for _, p := range slices.Backward(tb.udp) {
 		p.close()
@@ -194,7 +200,7 @@ func (tb *testbed) setupDisks(context.Context) error {
 // why the faults are skipped.
 func (tb *testbed) setupPower(context.Context) error {
 	cfg, log := tb.cfg, tb.log
-	if slices.ContainsFunc(cfg.Kinds, isUDP) && !cfg.has(WorkloadTracker) {
+	if slices.ContainsFunc(cfg.Kinds, isUDP) && !cfg.tracks() {
 		tb.res.Skipped = append(tb.res.Skipped, "UDP faults were skipped: they act on the tracker workload's UDP announces; add --workload tracker")
 	}
 	if !slices.ContainsFunc(cfg.Kinds, isPowerLoss) {
@@ -262,7 +268,7 @@ func (tb *testbed) setupClocks(context.Context) error {
 // cluster; the run's clock (t0) starts then.
 func (tb *testbed) startCluster(ctx context.Context) error {
 	cfg := tb.cfg
-	cl, err := newCluster(cfg.Binary, cfg.Env, tb.addrs, cfg.Out, tb.dataDirs, tb.clockFiles, cfg.PeerLease, cfg.has(WorkloadTracker), cfg.udpFaults(), tb.log)
+	cl, err := newCluster(cfg.Binary, cfg.Env, tb.addrs, cfg.Out, tb.dataDirs, tb.clockFiles, cfg.PeerLease, cfg.tracks(), cfg.udpFaults(), tb.log)
 	if err != nil {
 		return err
 	}
@@ -293,12 +299,13 @@ func (tb *testbed) startCluster(ctx context.Context) error {
 // setupClients builds the workloads and the nemesis. A new workload is
 // built here, run in exercise, read finally in settle and checked in
 // check.
-func (tb *testbed) setupClients(context.Context) error {
+func (tb *testbed) setupClients(ctx context.Context) error {
 	cfg, cl := tb.cfg, tb.cl
 	adminCreds, err := cl.adminTLS()
 	if err != nil {
 		return err
 	}
+	tb.adminCreds = adminCreds
 	ca, err := cl.caTLS()
 	if err != nil {
 		return err
@@ -314,7 +321,7 @@ func (tb *testbed) setupClients(context.Context) error {
 	}
 	tb.nm = &nemesis{cl: cl, net: tb.inj, admin: tb.admin, t0: tb.t0, logger: tb.log, pace: tb.wl.pace, opTimeout: cfg.OpTimeout,
 		disks: tb.dsk, diskSkip: tb.diskSkip, clockFiles: tb.clockFiles, power: tb.power, powerSkip: tb.powerSkip}
-	if cfg.has(WorkloadTracker) {
+	if cfg.tracks() {
 		tb.res.Torrents = cfg.Torrents
 		var tms []trackerMaster
 		for i, n := range cl.nodes {
@@ -330,7 +337,11 @@ func (tb *testbed) setupClients(context.Context) error {
 			}
 			tms = append(tms, tm)
 		}
-		tb.trk = newTrackerWorkload(tms, cfg.Torrents, tb.rec, tb.wl.pace, cfg.Seed, cfg.OpTimeout, tb.wl.newProcess)
+		if cfg.has(WorkloadTracker) {
+			tb.trk = newTrackerWorkload(tms, cfg.Torrents, tb.rec, tb.wl.pace, cfg.Seed, cfg.OpTimeout, tb.wl.newProcess)
+		} else if tb.acct, err = startAccounting(ctx, cfg, tms, tb.rec, tb.wl, tb.admin); err != nil {
+			return err
+		}
 	}
 	return nil
 }
@@ -346,6 +357,9 @@ func (tb *testbed) exercise(ctx context.Context, faults []Fault) {
 	}
 	if tb.trk != nil {
 		wg.Go(func() { tb.trk.run(ctx, stop, tb.cfg.Concurrency) })
+	}
+	if tb.acct != nil {
+		wg.Go(func() { tb.acct.run(ctx, stop, tb.cfg.Concurrency) })
 	}
 	wg.Go(func() { tb.nm.run(ctx, stop, faults) })
 	sleepCtx(ctx, tb.cfg.Time)
@@ -388,6 +402,9 @@ func (tb *testbed) settle(ctx context.Context) DigestResult {
 		if err := tb.trk.readFinal(tctx, 60*time.Second); err != nil {
 			res.Problems = append(res.Problems, err.Error())
 		}
+	}
+	if tb.acct != nil {
+		res.Problems = append(res.Problems, tb.acct.final(tctx, cl, tb.adminCreds)...)
 	}
 	return settleDigests(ctx, cl, 30*time.Second)
 }

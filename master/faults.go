@@ -19,13 +19,17 @@ const (
 	// queued it, before it is committed on a majority: a leader crash or
 	// partition then loses acknowledged writes.
 	FaultAckBeforeCommit Fault = "ack-before-commit"
+	// FaultDoubleCredit makes the tracker report every re-announce's
+	// counters twice, first as zeros: the books take that for a client
+	// restart and credit the whole counters again (unsafecredit.go).
+	FaultDoubleCredit Fault = "double-credit"
 )
 
 // ParseFault checks a fault name.
 func ParseFault(s string) (Fault, error) {
 	switch f := Fault(s); f {
-	case NoFault, FaultStaleReads, FaultAckBeforeCommit:
+	case NoFault, FaultStaleReads, FaultAckBeforeCommit, FaultDoubleCredit:
 		return f, nil
 	}
-	return "", fmt.Errorf("%w: unknown fault %q; known: %s, %s", ErrConfig, s, FaultStaleReads, FaultAckBeforeCommit)
+	return "", fmt.Errorf("%w: unknown fault %q; known: %s, %s, %s", ErrConfig, s, FaultStaleReads, FaultAckBeforeCommit, FaultDoubleCredit)
 }

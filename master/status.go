@@ -29,6 +29,8 @@ func (m *Master) Status(ctx context.Context, members bool) client.Status {
 		ID:           m.cfg.ID,
 		Addr:         m.advertise,
 		HTTPAddr:     m.HTTPAddr(),
+		TrackerHTTP:  m.TrackerHTTPAddr(),
+		TrackerUDP:   m.TrackerUDPAddr(),
 		State:        client.RaftState(m.raft.State().String()),
 		LeaderID:     leaderID,
 		LeaderAddr:   leaderAddr,
@@ -208,6 +210,10 @@ func (m *Master) startHTTP() error {
 	// (which the cluster port needs too).
 	ln := httplimit.NewListener(raw, m.cfg.HTTPLimits)
 	m.httpLn = ln
+	var serveLn net.Listener = ln
+	if m.cfg.TLS != nil && m.cfg.TLS.HasCertificate() {
+		serveLn = sniffListener{Listener: ln, cfg: m.cfg.TLS.ServerConfig()} // HTTPS beside HTTP (privatehttp.go)
+	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, m.Status(r.Context(), true))
@@ -239,12 +245,16 @@ func (m *Master) startHTTP() error {
 	}
 	mux.Handle("GET /metrics", m.metrics.handler())
 	m.dash.mount(mux)
+	m.mountPrivateAdmin(mux)
 	m.httpSrv = httplimit.NewServer(mux, m.cfg.HTTPLimits)
+	m.httpSrv.ConnContext = func(ctx context.Context, c net.Conn) context.Context {
+		return context.WithValue(ctx, sniffConnKey{}, c)
+	}
 	m.httpSrv.RegisterOnShutdown(m.dash.close)
 	// Owned by m (m.wg); startHTTP runs only inside New. It ends when
 	// shutdown closes the server.
 	m.wg.Go(func() {
-		if err := m.httpSrv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := m.httpSrv.Serve(serveLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			m.logger.Error("http server stopped", "err", err)
 		}
 	})

@@ -54,7 +54,7 @@ func (m *Master) trackerConfig() tracker.Config {
 
 func (m *Master) startTrackers() error {
 	t := &m.trackers
-	b := trackerBackend{m}
+	b := m.frontBackend() // unsafecredit.go
 	ctx, cancel := context.WithCancel(m.ctx)
 	t.cancel = cancel
 	if a := m.cfg.Tracker.HTTP; a != "" {

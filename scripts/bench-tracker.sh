@@ -33,6 +33,12 @@
 # and the search; the flash crowd replaces it). With the defaults a run
 # takes three to four minutes.
 #
+# PRIVATE=N measures the private tracker's cost instead: the 3-master
+# cluster over HTTP, closed loop, open mode then private mode (N members,
+# every announce with a passkey; --private-members), twice each in
+# alternation, and prints announces/s and the ratio private / open.
+#   PRIVATE=16 DURATION=10s scripts/bench-tracker.sh
+#
 # Everything runs on loopback. Whatever it starts (opentracker, the bench
 # process and through it the masters) is stopped by PID on exit, also on
 # Ctrl-C. Needs bash, awk, go (unless $FILESHARE is set) and opentracker
@@ -48,9 +54,12 @@ SWARMS=${SWARMS:-10000}
 OT_PORT=${OT_PORT:-16969}
 ONE_MASTER=${ONE_MASTER:-1}
 OPENTRACKER=${OPENTRACKER:-/usr/bin/opentracker}
+PRIVATE=${PRIVATE:-0}
 
 have_ot=1
-if [[ ! -x $OPENTRACKER ]]; then
+if ((PRIVATE)); then
+	have_ot=0 # the private comparison is the cluster against itself
+elif [[ ! -x $OPENTRACKER ]]; then
 	echo "bench-tracker: $OPENTRACKER not found: measuring the cluster alone, with no opentracker to compare with (install it with: apt-get install opentracker, or set OPENTRACKER)" >&2
 	have_ot=0
 fi
@@ -143,6 +152,20 @@ run() {
 		exit 1
 	fi
 }
+
+if ((PRIVATE)); then
+	for round in 1 2; do
+		run "open.$round" "open round $round" --proto http "$@"
+		run "priv.$round" "private round $round" --proto http --private-members "$PRIVATE" "$@"
+	done
+	echo
+	echo "bench-tracker: private mode ($PRIVATE members, a passkey on every announce) against open mode, 3 masters, HTTP closed loop, clients=$CLIENTS swarms=$SWARMS $DURATION each; extra flags: ${*:-none}; took $((SECONDS - began)) s"
+	printf '| %-8s | %13s | %13s | %13s |\n' round "open ann/s" "private ann/s" "private/open"
+	for round in 1 2; do
+		awk -v r="$round" -v o="${fig[open.$round.rate]}" -v p="${fig[priv.$round.rate]}" 'BEGIN { printf "| %-8s | %13s | %13s | %13.2f |\n", r, o, p, p / o }'
+	done
+	exit 0
+fi
 
 # One warm-up per tracker and protocol, then the closed loop, the search
 # (from the closed-loop rate) and the flash crowd.

@@ -30,6 +30,10 @@ type HTTPConfig struct {
 	// MaxConnsPer48 caps the connections from one IPv6 /48 (one site).
 	// Zero means 8 × MaxConnsPerIP.
 	MaxConnsPer48 int
+	// FullScrapeMax is the most torrents a full scrape (/scrape without
+	// info_hash) lists; a tracker holding more refuses it. Zero means
+	// DefaultFullScrapeMax.
+	FullScrapeMax int
 }
 
 // Limits of HTTPServer. A connection costs about 10 KiB while it waits for
@@ -57,7 +61,9 @@ const (
 )
 
 // HTTPHandler serves BitTorrent HTTP announces and scrapes: GET /announce
-// (BEP 3, 7, 23) and GET /scrape (BEP 48). Every other path is a 404 with
+// (BEP 3, 7, 23) and GET /scrape (BEP 48), plus full scrape and the stats
+// pages /stats and /stats.json if its Backend is a StatsBackend (see
+// fullscrape.go and stats.go). Every other path is a 404 with
 // a bencoded failure. Failures of a request are HTTP 200 with
 // d14:failure reason…e, which is what clients show their user.
 //
@@ -73,6 +79,9 @@ type HTTPHandler struct {
 	stats Stats
 	dl    *deadlines
 	state sync.Pool // *httpState
+
+	statsPage  *statsPage  // /stats and /stats.json (stats.go)
+	fullScrape *fullScrape // /scrape without info_hash (fullscrape.go)
 }
 
 // httpState is one request's reusable memory.
@@ -86,7 +95,8 @@ type httpState struct {
 // NewHTTPHandler returns a handler answering from b. cfg is copied; its
 // zero fields mean the defaults.
 func NewHTTPHandler(b Backend, cfg HTTPConfig) *HTTPHandler {
-	h := &HTTPHandler{b: b, cfg: cfg.Config.normalized(), dl: newDeadlines(context.Background())}
+	h := &HTTPHandler{b: b, cfg: cfg.Config.normalized(), dl: newDeadlines(context.Background()),
+		statsPage: newStatsPage(), fullScrape: newFullScrape(cfg.FullScrapeMax)}
 	h.state.New = func() any { return &httpState{buf: make([]byte, 0, 2048)} }
 	return h
 }
@@ -98,6 +108,9 @@ var contentTypePlain = []string{"text/plain"}
 
 // ServeHTTP answers one announce or scrape.
 func (h *HTTPHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if h.serveExtra(w, r) {
+		return
+	}
 	st := h.state.Get().(*httpState)
 	buf := st.buf[:0]
 	status := http.StatusOK

@@ -90,8 +90,9 @@ func TestHTTPGoldenReplies(t *testing.T) {
 			"d14:failure reason59:missing port: the TCP port this peer accepts connections one", 200},
 		{"other paths are 404", "/announce.php?" + baseQuery(ih),
 			"d14:failure reason55:no such path: this tracker serves /announce and /scrapee", 404},
+		// A full scrape; this Backend serves none (see stats_test.go).
 		{"scrape without hash", "/scrape",
-			"d14:failure reason77:scrape needs at least one info_hash; this tracker does not list every torrente", 200},
+			"d14:failure reason61:this tracker does not serve full scrapes; scrape by info_hashe", 200},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			b := &scripted{reply: tracker.AnnounceReply{Complete: 2, Incomplete: 3, Peers: goldenPeers}}

@@ -240,6 +240,7 @@ func newBenchAnnounceCmd(f *benchFlags, stdout io.Writer) *cobra.Command {
 	var findMax, flashCrowd bool
 	var measure string
 	var cpuPIDs []int
+	var privateMembers int
 	search := bench.DefaultMaxSearch()
 	cmd := &cobra.Command{
 		Use:   "announce",
@@ -328,6 +329,9 @@ writes this benchmark's info-hashes in its whitelist format.`,
 				return fmt.Errorf("--cpu-pids is for a --target tracker; the CPU of the masters this benchmark starts is measured without it")
 			}
 			cfg.CPUPIDs = cpuPIDs
+			if privateMembers > 0 && (proto != "http" || len(targets) > 0) {
+				return fmt.Errorf("--private-members makes the started cluster private and announces over HTTP with passkeys; use --proto http and no --target")
+			}
 			for _, t := range targets {
 				if !strings.HasPrefix(t, proto+"://") {
 					return fmt.Errorf("--target %s is not a %s:// URL, and --proto is %s", t, proto, proto)
@@ -352,6 +356,11 @@ writes this benchmark's info-hashes in its whitelist format.`,
 				cfg.Targets = c.HTTP
 				if proto == "udp" {
 					cfg.Targets = c.UDP
+				}
+				if privateMembers > 0 { // a private tracker (internal/bench/private.go)
+					if cfg.Targets, err = bench.SetupPrivate(ctx, c.StatusClient(), cfg.Targets, cfg.Swarms, privateMembers); err != nil {
+						return err
+					}
 				}
 				for i := range c.UDP {
 					cfg.CPUPIDs = append(cfg.CPUPIDs, c.PID(i))
@@ -378,6 +387,7 @@ writes this benchmark's info-hashes in its whitelist format.`,
 	fl := cmd.Flags()
 	fl.StringVar(&proto, "proto", "udp", "tracker protocol: http or udp")
 	fl.StringArrayVar(&targets, "target", nil, "measure this announce URL instead of a started cluster (repeatable)")
+	fl.IntVar(&privateMembers, "private-members", 0, "make the started cluster a private tracker with this many members and announce with their passkeys (HTTP only); 0: open")
 	fl.IntVar(&cfg.Clients, "clients", 64, "workers, each with its own connection or socket")
 	fl.DurationVar(&cfg.Duration, "duration", 10*time.Second, "how long to measure, after the warm-up")
 	fl.IntVar(&cfg.Swarms, "swarms", 10000, "info-hashes the peers are spread over")

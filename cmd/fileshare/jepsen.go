@@ -41,6 +41,11 @@ to a master drawn at random for every announce; after the heal every master's
 peer list of every swarm is read and checked: every acknowledged started is
 listed, no acknowledged stop comes back, all masters list the same peers.
 --workload index,tracker runs both side by side.
+--workload accounting makes the tracker private with a few members whose
+peers announce growing upload and download counters (and restart, and stop)
+with their passkeys, over HTTP and, with UDP faults, UDP; after the heal and
+a final announce of each peer, every master's books must credit each member
+exactly its peers' counter growth: nothing twice, nothing lost (accounting).
 
 Fault kinds (--nemesis, comma-separated): kill, pause, partition, one-way,
 ring, bridge, isolate-leader, kill-leader, rolling-restart, membership,
@@ -180,7 +185,7 @@ the message says why).`,
 	f.Float64Var(&cfg.Rate, "rate", 200, "target operations per second over all clients")
 	f.IntVar(&cfg.Concurrency, "concurrency", 10, "number of concurrent clients")
 	f.IntVar(&cfg.Files, "files", 20, "number of files the clients share (index workload)")
-	f.StringVar(&wls, "workload", "index", "what the clients do: index (register, unregister, lookup, search), tracker (BitTorrent announces to every master's HTTP tracker), or index,tracker")
+	f.StringVar(&wls, "workload", "index", "what the clients do: index (register, unregister, lookup, search), tracker (BitTorrent announces to every master's HTTP tracker), index,tracker, or accounting (a private tracker's books)")
 	f.IntVar(&cfg.Torrents, "torrents", 8, "number of swarms the tracker workload's peers announce in")
 	f.Int64Var(&cfg.Seed, "seed", 0, "seed of the fault schedule (default: random, printed for replay)")
 	f.StringVar(&cfg.Out, "out", "", "output directory (default: ./jepsen-SEED-TIME)")

@@ -51,9 +51,9 @@ replicated: change it through any master; it needs admin credentials.`,
 		func(args []string) client.TrackerPolicyRequest { return client.TrackerPolicyRequest{Allow: args} }, cobra.MinimumNArgs(1))
 	deny := change("deny INFOHASH...", "Deny torrents: their swarms are dropped and announces refused, in either mode",
 		func(args []string) client.TrackerPolicyRequest { return client.TrackerPolicyRequest{Deny: args} }, cobra.MinimumNArgs(1))
-	mode := change("mode open|allowlist", "Set the mode: open (every torrent but denied ones) or allowlist (only allowed ones)",
+	mode := change("mode open|allowlist|private", "Set the mode: open (every torrent but denied ones), allowlist (only allowed ones) or private (allowed ones, members' passkeys)",
 		func(args []string) client.TrackerPolicyRequest { return client.TrackerPolicyRequest{Mode: args[0]} }, cobra.ExactArgs(1))
-	mode.ValidArgs = []string{"open", "allowlist"}
+	mode.ValidArgs = []string{"open", "allowlist", "private"}
 	list := &cobra.Command{
 		Use:   "list",
 		Short: "Show the mode, the allowed and denied torrents, and swarm counts",
@@ -67,6 +67,7 @@ replicated: change it through any master; it needs admin credentials.`,
 		}),
 	}
 	cmd.AddCommand(allow, deny, mode, list)
+	cmd.AddCommand(newTrackerPrivateCmds(stdout, f)...) // trackerprivate.go
 	return cmd
 }
 
