@@ -834,7 +834,7 @@ func (nm *nemesis) awaitPower(ctx context.Context, x int, d time.Duration) bool 
 // everything again and records what the proxies did meanwhile.
 func (nm *nemesis) setUDP(f UDPFaults, w *Window) healFunc {
 	if nm.udp == nil {
-		nm.note(w, "skipped: UDP faults act on the tracker workload's UDP announces; run with --workload tracker")
+		nm.note(w, "skipped: UDP faults act on the tracker workload's UDP announces; run with the tracker workload")
 		return nil
 	}
 	for _, p := range nm.udp {

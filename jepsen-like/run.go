@@ -201,7 +201,7 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 	for _, k := range cfg.Kinds {
 		if k.NeedsNetwork() {
 			if err := inj.Supports(k); err != nil {
-				return nil, fmt.Errorf("%w: --nemesis %s: %w", ErrConfig, k, err)
+				return nil, configErr("Kinds", "{Kinds} %s: %v", k, err)
 			}
 		}
 	}
@@ -308,7 +308,7 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 		}
 	}
 	if slices.ContainsFunc(cfg.Kinds, isUDP) && !cfg.has(WorkloadTracker) {
-		res.Skipped = append(res.Skipped, "UDP faults were skipped: they act on the tracker workload's UDP announces; add --workload tracker")
+		res.Skipped = append(res.Skipped, "UDP faults were skipped: they act on the tracker workload's UDP announces; add the tracker workload")
 	}
 	// Clock faults: every master reads its clock offset from a file.
 	var clockFiles []string

@@ -103,18 +103,18 @@ func New(ctx context.Context, cfg Config) (*Master, error) {
 	lim := cfg.ClusterPort
 	if m.mux, err = transport.ListenMux(transport.MuxConfig{Addr: cfg.Listen, Logger: m.logger, TLS: cfg.TLS, Authorize: m.authorizeStream,
 		Gate: m.gate, MaxConns: lim.MaxConns, MaxConnsPerIP: lim.MaxConnsPerIP, MaxMemberConns: lim.MaxMemberConns}); err != nil {
-		return nil, portError("cluster", "--listen", cfg.Listen, err)
+		return nil, portError("cluster", "Listen", cfg.Listen, err)
 	}
 	m.advertise = cfg.Advertise
 	if m.advertise == "" {
 		m.advertise = m.mux.Addr().String()
 		if err := checkDialable(m.advertise); err != nil {
-			return nil, fmt.Errorf("%w: --listen %s %v; set --advertise", ErrConfig, cfg.Listen, err)
+			return nil, configErr("Advertise", "{Listen} %s %v; set {Advertise}", cfg.Listen, err)
 		}
 	}
 	for _, mem := range cfg.InitialCluster {
 		if mem.ID == cfg.ID && mem.Addr != m.advertise {
-			return nil, fmt.Errorf("%w: --initial-cluster gives %s the address %s, but this master listens at %s", ErrConfig, cfg.ID, mem.Addr, m.advertise)
+			return nil, configErr("InitialCluster", "{InitialCluster} gives %s the address %s, but this master listens at %s", cfg.ID, mem.Addr, m.advertise)
 		}
 	}
 	m.client = transport.NewClient(transport.ClientConfig{Dial: m.mux.DialStream})
@@ -137,7 +137,7 @@ func New(ctx context.Context, cfg Config) (*Master, error) {
 	})
 	if err != nil {
 		if errors.Is(err, bbolt.ErrTimeout) {
-			return nil, fmt.Errorf("open %s: %w; stop the other master or choose another --data-dir", cfg.DataDir, ErrDataDirLocked)
+			return nil, dataDirLocked(cfg.DataDir)
 		}
 		return nil, fmt.Errorf("open raft log in %s: %w", cfg.DataDir, err)
 	}
@@ -310,22 +310,24 @@ func New(ctx context.Context, cfg Config) (*Master, error) {
 
 func prepareDataDir(dir string) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return fmt.Errorf("create data dir %s: %w; choose a --data-dir this user can write", dir, err)
+		return fieldErr(err, "DataDir", "cannot create the data dir %s; choose a {DataDir} this user can write", dir)
 	}
 	f, err := os.CreateTemp(dir, ".write-probe-*")
 	if err != nil {
-		return fmt.Errorf("data dir %s is not writable: %w; choose a --data-dir this user can write", dir, err)
+		return fieldErr(err, "DataDir", "the data dir %s is not writable; choose a {DataDir} this user can write", dir)
 	}
 	name := f.Name()
 	f.Close()
 	return os.Remove(name)
 }
 
-func portError(what, flag, addr string, err error) error {
+// portError is a *ConfigError for the field whose address addr could not
+// be listened on.
+func portError(what, field, addr string, err error) error {
 	if errors.Is(err, syscall.EADDRINUSE) {
-		return fmt.Errorf("%s port %s is already in use: choose another %s or stop the process using it", what, addr, flag)
+		return fieldErr(err, field, "the %s port %s is already in use: choose another {%s} or stop the process using it", what, addr, field)
 	}
-	return fmt.Errorf("cannot listen on %s (%s): %w", addr, flag, err)
+	return fieldErr(err, field, "cannot listen on %s for the %s port ({%s})", addr, what, field)
 }
 
 // ID returns this master's ID.
