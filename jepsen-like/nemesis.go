@@ -525,7 +525,7 @@ func (nm *nemesis) corrupt(ctx context.Context, f Fault, w *Window) healFunc {
 				nm.note(w, "heal: %v", err)
 				return
 			}
-			nm.note(w, "replaced %s: removed from the configuration, wiped, added back with --join", id)
+			nm.note(w, "replaced %s: removed from the configuration, wiped, and joined to the cluster again", id)
 		}
 		if !nm.waitReady(ctx, x, 45*time.Second) {
 			nm.note(w, "%s was not a ready voter within 45s of the heal", id)
@@ -802,7 +802,7 @@ func (nm *nemesis) powerLoss(ctx context.Context, f Fault, targets []int, w *Win
 					nm.note(w, "heal: %v", err)
 					continue
 				}
-				nm.note(w, "replaced %s: removed from the configuration, wiped, added back with --join", id)
+				nm.note(w, "replaced %s: removed from the configuration, wiped, and joined to the cluster again", id)
 				if !nm.waitReady(ctx, x, 45*time.Second) {
 					nm.note(w, "%s was not a ready voter within 45s of its replacement", id)
 					continue
