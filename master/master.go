@@ -359,8 +359,22 @@ func (m *Master) Leader() (id, addr string) {
 const shutdownStepGrace = time.Second
 
 // raftStuckGrace is how long shutdown waits for raft after closing the
-// connections under it, before it abandons raft (see shutdown).
+// connections under it, before it abandons raft (see shutdown), unless
+// Shutdown's context ends first.
 const raftStuckGrace = 10 * time.Second
+
+// DefaultShutdownTimeout is the shutdown budget a caller should give
+// Shutdown's context when it has no other (the CLI's --shutdown-timeout):
+// a hand-off, draining HTTP and stopping raft take well under a second; a
+// raft held by a paused follower is cut loose after a second and, if it
+// still has not stopped when the budget ends, abandoned. It fits inside
+// the systemd unit's TimeoutStopSec (20 s).
+const DefaultShutdownTimeout = 10 * time.Second
+
+// afterDeadlineGrace is what raft gets to stop, once its connections are
+// closed, when Shutdown's context has already ended: closing them
+// normally frees it at once.
+const afterDeadlineGrace = 200 * time.Millisecond
 
 // errRaftStuck is returned by a shutdown that had to abandon raft.
 var errRaftStuck = errors.New("raft did not stop within its grace period; abandoned it (the log store stays open until the process exits)")
@@ -376,8 +390,11 @@ var errRaftStuck = errors.New("raft did not stop within its grace period; abando
 // shutdownStepGrace passes, then their connections are closed; the
 // leadership hand-off is abandoned when ctx ends; raft gets until ctx ends
 // or shutdownStepGrace passes to stop, then the connections under it are
-// closed so that a hung follower cannot hold it. Whatever ctx does,
-// Shutdown releases everything before it returns.
+// closed so that a hung follower cannot hold it; if raft still has not
+// stopped when ctx ends (or raftStuckGrace passes, for a ctx without a
+// deadline), it is abandoned (errRaftStuck). So with a ctx that ends,
+// Shutdown returns shortly after it: the steps left only close files.
+// Whatever ctx does, Shutdown releases everything before it returns.
 //
 // It returns raft's and the log store's errors, joined with ctx's error if
 // ctx ended before the graceful steps finished. Only the first call of
@@ -471,14 +488,21 @@ func (m *Master) shutdown(ctx context.Context, graceful bool) error {
 			m.mux.Close()
 			m.mux.CloseConns()
 			_ = m.raftTrans.Close()
-			if err, ok, _ = waitStep(context.Background(), done, raftStuckGrace); !ok {
+			wctx := ctx
+			if ctx.Err() != nil {
+				// The budget is spent: give raft only a moment.
+				var cancel context.CancelFunc
+				wctx, cancel = context.WithTimeout(context.Background(), afterDeadlineGrace)
+				defer cancel()
+			}
+			if err, ok, _ = waitStep(wctx, done, raftStuckGrace); !ok {
 				// hashicorp/raft can leave a goroutine blocked for good
 				// when leadership moves during a hand-off (raft#696):
 				// its Shutdown then never returns. Abandon it rather
 				// than hang the process; the log store stays open (a
 				// goroutine of raft's may still hold it) until the
 				// process exits.
-				m.logger.Error("raft did not stop; abandoning it", "waited", shutdownStepGrace+raftStuckGrace)
+				m.logger.Error("raft did not stop; abandoning it", "shutdown_budget_ended", ctx.Err() != nil)
 				m.cancel()
 				return errors.Join(append(errs, errRaftStuck)...)
 			}

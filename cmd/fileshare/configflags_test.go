@@ -2,6 +2,7 @@ package main
 
 import (
 	"errors"
+	"io"
 	"reflect"
 	"regexp"
 	"strings"
@@ -147,6 +148,24 @@ func TestConfigErrorsPrintTheFlag(t *testing.T) {
 	for _, want := range []string{"--tracker-peer-lifetime 1m0s must exceed --tracker-interval 10m0s", "invalid master configuration"} {
 		if !strings.Contains(msg, want) {
 			t.Errorf("the CLI prints %q, want it to contain %q", msg, want)
+		}
+	}
+}
+
+// Flags bound to a variable of the command rather than a Config field take
+// their defaults from the library too.
+func TestIndirectFlagDefaultsComeFromLibraries(t *testing.T) {
+	jd := jepsenlike.DefaultConfig()
+	for _, tc := range []struct {
+		fs         *pflag.FlagSet
+		name, want string
+	}{
+		{newMasterCmd(&globalFlags{}, io.Discard).Flags(), "shutdown-timeout", master.DefaultShutdownTimeout.String()},
+		{newJepsenCmd(&globalFlags{}, io.Discard, io.Discard).Flags(), "net", string(jd.Net)},
+		{newJepsenCmd(&globalFlags{}, io.Discard, io.Discard).Flags(), "workload", string(jd.Workloads[0])},
+	} {
+		if f := tc.fs.Lookup(tc.name); f == nil || f.DefValue != tc.want {
+			t.Errorf("--%s: got %+v, want default %q", tc.name, f, tc.want)
 		}
 	}
 }

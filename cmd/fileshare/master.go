@@ -17,9 +17,10 @@ import (
 	"fileshare/master"
 )
 
-// shutdownGrace bounds a graceful shutdown: leadership hand-off, draining
-// requests and stopping raft normally take well under a second.
-const shutdownGrace = 3 * time.Second
+// hangGrace is how long past --shutdown-timeout the command waits for
+// master.Shutdown, which by then only closes files, before it calls the
+// shutdown hung and prints every goroutine as evidence.
+const hangGrace = 2 * time.Second
 
 // exitRemoved is the exit status of a master that stopped because the
 // cluster removed it (or that refused to start from the data of a
@@ -37,6 +38,7 @@ func newMasterCmd(g *globalFlags, stderr io.Writer) *cobra.Command {
 	var cfg master.Config
 	var initial, join string
 	var tf tlsFlags
+	var shutdownTimeout time.Duration
 	cmd := &cobra.Command{
 		Use:   "master --id ID --data-dir DIR --listen HOST:PORT --http HOST:PORT (--initial-cluster ID=ADDR,... | --join ADDR,...)",
 		Short: "Run a SwarmMaster (one node of the index cluster)",
@@ -45,7 +47,8 @@ func newMasterCmd(g *globalFlags, stderr io.Writer) *cobra.Command {
 Bootstrap a new cluster by starting every master with the same
 --initial-cluster; restarting a master with the same flags is safe (it
 bootstraps only once). Add a master to a running cluster with --join.
-On SIGTERM a leader hands leadership to another master before it exits.
+On SIGTERM a leader hands leadership to another master before it exits;
+the whole shutdown gets --shutdown-timeout.
 
 With --cert-file, --key-file and --trusted-ca-file (see 'fileshare tls
 init') the cluster port speaks only TLS: masters authenticate each other,
@@ -149,23 +152,28 @@ Example: FILESHARE_DATA_DIR=/var/lib/fileshare fileshare master ...`,
 			if err := sdNotify(notify, "STOPPING=1"); err != nil {
 				logger.Warn("could not tell systemd the master is stopping", "err", err)
 			}
+			// One budget for the whole shutdown: master.Shutdown honours
+			// it, abandoning a raft that will not stop when it ends.
+			sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+			defer cancel()
 			done := make(chan error, 1)
-			go func() { done <- m.Close() }()
+			go func() { done <- m.Shutdown(sctx) }()
 			select {
 			case err := <-done:
 				if removed {
 					return &exitCode{code: exitRemoved, msg: fmt.Sprintf("master %s was removed from the cluster; wipe %s and start it with --join to add it again", cfg.ID, cfg.DataDir)}
 				}
 				return err
-			case <-time.After(shutdownGrace):
+			case <-time.After(shutdownTimeout + hangGrace):
 				// A shutdown that hangs is a bug; leave the evidence.
-				fmt.Fprintf(stderr, "shutdown did not finish within %v; goroutines:\n", shutdownGrace)
+				fmt.Fprintf(stderr, "shutdown did not finish within --shutdown-timeout %v; goroutines:\n", shutdownTimeout)
 				_ = pprof.Lookup("goroutine").WriteTo(stderr, 2)
-				return fmt.Errorf("shutdown did not finish within %v", shutdownGrace)
+				return fmt.Errorf("shutdown did not finish within --shutdown-timeout %v", shutdownTimeout)
 			}
 		},
 	}
 	bindMasterFlags(cmd.Flags(), &cfg, &initial, &join, &tf)
+	cmd.Flags().DurationVar(&shutdownTimeout, "shutdown-timeout", master.DefaultShutdownTimeout, "the whole budget of a graceful shutdown on SIGINT or SIGTERM: leadership hand-off, draining HTTP requests, stopping raft (a raft that has not stopped when it ends is abandoned and the master exits with an error); keep it under the service manager's stop timeout")
 	return cmd
 }
 
