@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"fileshare/internal/cfgerr"
 	"fileshare/transport"
 )
 
@@ -37,7 +38,7 @@ type Config struct {
 }
 
 // ErrNoMasters means the Config listed no masters.
-var ErrNoMasters = errors.New("no masters given; pass the cluster's addresses, e.g. --masters 127.0.0.1:7001,127.0.0.1:7002")
+var ErrNoMasters = errors.New("no masters given")
 
 // ErrNothingListens means that, in one pass over every configured master,
 // each refused the connection (or had no route): nothing listens at any of
@@ -55,7 +56,7 @@ type NothingListensError struct {
 }
 
 func (e *NothingListensError) Error() string {
-	return fmt.Sprintf("%s reached no master: nothing listens at %s (connection refused); start the masters, or check that --masters names their cluster (--listen) ports", Describe(e.Method), strings.Join(e.Addrs, ", "))
+	return fmt.Sprintf("%s reached no master: nothing listens at %s (connection refused); start the masters, or check that the addresses given are their cluster ports (not their HTTP ports)", Describe(e.Method), strings.Join(e.Addrs, ", "))
 }
 
 // Is reports whether target is ErrNothingListens.
@@ -90,7 +91,7 @@ func New(cfg Config) (*Client, error) {
 		masters = append(masters, a)
 	}
 	if len(masters) == 0 {
-		return nil, ErrNoMasters
+		return nil, cfgerr.New(ErrNoMasters, "Masters", "give the masters' cluster ports in {Masters}, e.g. 127.0.0.1:7001,127.0.0.1:7002")
 	}
 	cfg.Masters = masters
 	if cfg.AttemptTimeout <= 0 {

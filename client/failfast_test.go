@@ -91,7 +91,7 @@ func TestASilentMasterIsRetriedUntilTheDeadline(t *testing.T) {
 }
 
 // A master's HTTP port given as its cluster port fails the call at once
-// with transport.ErrNotFileShare, which says to use the --listen port.
+// with transport.ErrNotFileShare, which says to use the cluster port.
 func TestAnHTTPPortInMastersFailsAtOnce(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -108,7 +108,7 @@ func TestAnHTTPPortInMastersFailsAtOnce(t *testing.T) {
 	if took := time.Since(start); took > failFastBudget {
 		t.Fatalf("took %v to recognise an HTTP port, want under %v", took, failFastBudget)
 	}
-	if !errors.Is(err, transport.ErrNotFileShare) || !strings.Contains(err.Error(), "--listen") {
-		t.Fatalf("got %v; want ErrNotFileShare naming --listen", err)
+	if !errors.Is(err, transport.ErrNotFileShare) || !strings.Contains(err.Error(), "cluster port") {
+		t.Fatalf("got %v; want ErrNotFileShare naming the cluster port", err)
 	}
 }

@@ -111,7 +111,7 @@ func CheckLinearizable(ops []Op, timeout time.Duration, vizPath string, annotati
 		res.Explanation = fmt.Sprintf("%d of %d files have no valid order of operations: some read saw a holder set that no ordering of the writes consistent with real time can produce (a stale read, a lost or phantom write); files %v", len(res.IllegalFiles), res.Files, res.IllegalFiles)
 	default:
 		res.Verdict = Unknown
-		res.Explanation = fmt.Sprintf("the linearizability search did not finish within %v (%d files undecided); rerun with a longer --check-timeout, fewer ops or more files", timeout, len(res.UndecidedFiles))
+		res.Explanation = fmt.Sprintf("the linearizability search did not finish within %v (%d files undecided); rerun with a longer check timeout, fewer ops or more files", timeout, len(res.UndecidedFiles))
 	}
 	if vizPath != "" {
 		info.AddAnnotations(annotations)

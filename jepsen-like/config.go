@@ -8,6 +8,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"fileshare/internal/cfgerr"
 )
 
 // Config describes one run. A zero field means its default; Run copies the
@@ -87,85 +89,118 @@ type Config struct {
 	Logger *slog.Logger
 }
 
-// ErrConfig wraps every configuration mistake Run rejects.
+// ErrConfig wraps every configuration mistake Run rejects; most are a
+// *ConfigError naming the field.
 var ErrConfig = errors.New("invalid jepsen configuration")
+
+// ConfigError names the Config field at fault (as "Nodes"), never a
+// command-line flag; the CLI maps fields to its flags. The same type as
+// master.ConfigError.
+type ConfigError = cfgerr.Error
+
+// configErr returns a *ConfigError wrapping ErrConfig. reason names
+// fields as {Path}; see cfgerr.Error.
+func configErr(field, reason string, args ...any) error {
+	return cfgerr.New(ErrConfig, field, fmt.Sprintf(reason, args...))
+}
+
+// DefaultConfig returns the value every tunable field of Config takes when
+// it is zero, so a caller (the CLI's flags) can show and start from them.
+// PeerLease stays zero (its default derives from Time and the faults), as
+// do the required fields and the fault kinds (empty is a baseline run).
+func DefaultConfig() Config {
+	return Config{
+		Nodes:        5,
+		Time:         60 * time.Second,
+		Interval:     10 * time.Second,
+		Workloads:    []Workload{WorkloadIndex},
+		Torrents:     8,
+		Rate:         200,
+		Concurrency:  10,
+		Files:        20,
+		OpTimeout:    time.Second,
+		Net:          NetAuto,
+		CheckTimeout: 2 * time.Minute,
+	}
+}
 
 func (c Config) withDefaults() (Config, error) {
 	c.Kinds = slices.Clone(c.Kinds)
 	c.Workloads = slices.Clone(c.Workloads)
+	d := DefaultConfig()
 	if len(c.Workloads) == 0 {
-		c.Workloads = []Workload{WorkloadIndex}
+		c.Workloads = d.Workloads
 	}
 	if c.Torrents == 0 {
-		c.Torrents = 8
+		c.Torrents = d.Torrents
 	}
 	if c.Env == nil {
 		c.Env = os.Environ()
 	} else {
 		c.Env = slices.Clone(c.Env)
 	}
-	def := func(d *time.Duration, v time.Duration) {
-		if *d == 0 {
-			*d = v
+	def := func(v *time.Duration, dv time.Duration) {
+		if *v == 0 {
+			*v = dv
 		}
 	}
-	def(&c.Time, 60*time.Second)
-	def(&c.Interval, 10*time.Second)
-	def(&c.OpTimeout, time.Second)
+	def(&c.Time, d.Time)
+	def(&c.Interval, d.Interval)
+	def(&c.OpTimeout, d.OpTimeout)
 	if slices.Contains(c.Kinds, KindClock) {
 		def(&c.PeerLease, c.Time+2*time.Minute)
 	}
 	def(&c.PeerLease, c.Time+10*time.Minute)
-	def(&c.CheckTimeout, 2*time.Minute)
+	def(&c.CheckTimeout, d.CheckTimeout)
 	if c.Nodes == 0 {
-		c.Nodes = 5
+		c.Nodes = d.Nodes
 	}
 	if c.Rate == 0 {
-		c.Rate = 200
+		c.Rate = d.Rate
 	}
 	if c.Concurrency == 0 {
-		c.Concurrency = 10
+		c.Concurrency = d.Concurrency
 	}
 	if c.Files == 0 {
-		c.Files = 20
+		c.Files = d.Files
 	}
 	if c.Net == "" {
-		c.Net = NetAuto
+		c.Net = d.Net
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
 	switch {
 	case c.Binary == "":
-		return c, fmt.Errorf("%w: the path of the fileshare binary is required", ErrConfig)
+		return c, configErr("Binary", "the path of the fileshare binary ({Binary}) is required")
 	case c.Out == "":
-		return c, fmt.Errorf("%w: an output directory is required (--out DIR)", ErrConfig)
+		return c, configErr("Out", "an output directory is required ({Out})")
 	case c.Nodes != 3 && c.Nodes != 5:
-		return c, fmt.Errorf("%w: --nodes %d: use 3 or 5", ErrConfig, c.Nodes)
+		return c, configErr("Nodes", "{Nodes} %d: use 3 or 5", c.Nodes)
 	case c.Time < 5*time.Second:
-		return c, fmt.Errorf("%w: --time %v is too short to learn anything; use at least 5s", ErrConfig, c.Time)
+		return c, configErr("Time", "{Time} %v is too short to learn anything; use at least 5s", c.Time)
 	case c.Interval < time.Second:
-		return c, fmt.Errorf("%w: --interval %v: faults need at least 1s each to take effect", ErrConfig, c.Interval)
+		return c, configErr("Interval", "{Interval} %v: faults need at least 1s each to take effect", c.Interval)
 	case c.Concurrency < 1 || c.Concurrency > 1000:
-		return c, fmt.Errorf("%w: --concurrency %d: use 1 to 1000 clients", ErrConfig, c.Concurrency)
+		return c, configErr("Concurrency", "{Concurrency} %d: use 1 to 1000 clients", c.Concurrency)
 	case c.Files < 1 || c.Files > 10000:
-		return c, fmt.Errorf("%w: --files %d: use 1 to 10000 files", ErrConfig, c.Files)
+		return c, configErr("Files", "{Files} %d: use 1 to 10000 files", c.Files)
 	case c.Torrents < 1 || c.Torrents > 1000:
-		return c, fmt.Errorf("%w: --torrents %d: use 1 to 1000 swarms", ErrConfig, c.Torrents)
+		return c, configErr("Torrents", "{Torrents} %d: use 1 to 1000 swarms", c.Torrents)
 	case slices.ContainsFunc(c.Workloads, func(w Workload) bool { return w != WorkloadIndex && w != WorkloadTracker && w != WorkloadAccounting }):
-		return c, fmt.Errorf("%w: unknown workload in %v; use index, tracker, accounting or index,tracker", ErrConfig, c.Workloads)
+		return c, configErr("Workloads", "unknown workload in {Workloads} %v; use index, tracker, accounting or index,tracker", c.Workloads)
 	case c.has(WorkloadAccounting) && c.has(WorkloadTracker):
-		return c, fmt.Errorf("%w: the accounting workload makes the tracker private, which refuses the tracker workload's announces; run them separately", ErrConfig)
+		return c, configErr("Workloads", "the accounting workload makes the tracker private, which refuses the tracker workload's announces; run them separately")
 	case c.OpTimeout < 100*time.Millisecond:
-		return c, fmt.Errorf("%w: op timeout %v is below 100ms; operations would time out in normal operation", ErrConfig, c.OpTimeout)
+		return c, configErr("OpTimeout", "{OpTimeout} %v is below 100ms; operations would time out in normal operation", c.OpTimeout)
 	case c.PeerLease < c.Time+time.Minute:
-		return c, fmt.Errorf("%w: the peer lease %v must outlast the run (%v) by a minute, or the masters expire the clients' holdings", ErrConfig, c.PeerLease, c.Time)
+		return c, configErr("PeerLease", "{PeerLease} %v must outlast the run (%v) by a minute, or the masters expire the clients' holdings", c.PeerLease, c.Time)
 	case c.CheckTimeout < 0:
-		return c, fmt.Errorf("%w: negative check timeout", ErrConfig)
+		return c, configErr("CheckTimeout", "{CheckTimeout} is negative")
 	case c.TrackerCmd != "" && !slices.Equal(c.Workloads, []Workload{WorkloadTracker}):
-		return c, fmt.Errorf("%w: a tracker under test (--tracker-cmd) runs the tracker workload only; use --workload tracker", ErrConfig)
+		return c, configErr("Workloads", "a tracker under test ({TrackerCmd}) runs the tracker workload only; set {Workloads} to tracker")
 	case c.TrackerCmd != "" && slices.ContainsFunc(c.Kinds, func(k Kind) bool { return k != KindKill && k != KindPause }):
-		return c, fmt.Errorf("%w: a tracker under test (--tracker-cmd) is one process: only the kill and pause faults apply, not %v", ErrConfig, c.Kinds)
+		return c, configErr("Kinds", "a tracker under test ({TrackerCmd}) is one process: only the kill and pause faults apply, not {Kinds} %v", c.Kinds)
 	}
 	return c, nil
 }

@@ -192,7 +192,7 @@ func runExternal(ctx context.Context, cfg Config) (*Results, error) {
 	tr := &extTracker{args: expandTrackerCmd(cfg.TrackerCmd, host, port, dir, whitelist), dir: dir,
 		logPath: filepath.Join(cfg.Out, "logs", externalID+".log"), t0: time.Now()}
 	if len(tr.args) == 0 {
-		return nil, fmt.Errorf("%w: --tracker-cmd is empty", ErrConfig)
+		return nil, configErr("TrackerCmd", "{TrackerCmd} is empty")
 	}
 	if err := tr.start(); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrConfig, err)

@@ -48,7 +48,7 @@ func newIptablesNet(ctx context.Context, ips []string, netns bool) (*iptablesNet
 		_ = runCmd(ctx, nil, "iptables", "-w", "-X", n.chain)
 		return nil, fmt.Errorf("hook iptables chain %s into OUTPUT: %w", n.chain, err)
 	}
-	n.netem = errors.New("delay with the kernel mechanism needs a private network namespace, because tc netem on lo would also slow every other program's loopback traffic; use --net=proxy")
+	n.netem = errors.New("delay with the kernel mechanism needs a private network namespace, because tc netem on lo would also slow every other program's loopback traffic; use the proxy mechanism")
 	if netns {
 		n.netem = probeNetem(ctx)
 	}
@@ -58,10 +58,10 @@ func newIptablesNet(ctx context.Context, ips []string, netns bool) (*iptablesNet
 // probeNetem checks that a netem qdisc can be installed on lo.
 func probeNetem(ctx context.Context) error {
 	if _, err := exec.LookPath("tc"); err != nil {
-		return errors.New("delay with the kernel mechanism needs the tc command (apt-get install iproute2); or use --net=proxy")
+		return errors.New("delay with the kernel mechanism needs the tc command (apt-get install iproute2); or use the proxy mechanism")
 	}
 	if err := runCmd(ctx, nil, "tc", "qdisc", "add", "dev", "lo", "root", "netem", "delay", "0ms"); err != nil {
-		return fmt.Errorf("delay with the kernel mechanism needs tc netem, which this kernel lacks (%v); use --net=proxy", err)
+		return fmt.Errorf("delay with the kernel mechanism needs tc netem, which this kernel lacks (%v); use the proxy mechanism", err)
 	}
 	_ = runCmd(ctx, nil, "tc", "qdisc", "del", "dev", "lo", "root")
 	return nil

@@ -552,7 +552,7 @@ func (nm *nemesis) corrupt(ctx context.Context, f Fault, w *Window) healFunc {
 				nm.note(w, "heal: %v", err)
 				return
 			}
-			nm.note(w, "replaced %s: removed from the configuration, wiped, added back with --join", id)
+			nm.note(w, "replaced %s: removed from the configuration, wiped, and joined to the cluster again", id)
 		}
 		if !nm.waitReady(ctx, x, 45*time.Second) {
 			nm.note(w, "%s was not a ready voter within 45s of the heal", id)
@@ -829,7 +829,7 @@ func (nm *nemesis) powerLoss(ctx context.Context, f Fault, targets []int, w *Win
 					nm.note(w, "heal: %v", err)
 					continue
 				}
-				nm.note(w, "replaced %s: removed from the configuration, wiped, added back with --join", id)
+				nm.note(w, "replaced %s: removed from the configuration, wiped, and joined to the cluster again", id)
 				if !nm.waitReady(ctx, x, 45*time.Second) {
 					nm.note(w, "%s was not a ready voter within 45s of its replacement", id)
 					continue
@@ -861,7 +861,7 @@ func (nm *nemesis) awaitPower(ctx context.Context, x int, d time.Duration) bool 
 // everything again and records what the proxies did meanwhile.
 func (nm *nemesis) setUDP(f UDPFaults, w *Window) healFunc {
 	if nm.udp == nil {
-		nm.note(w, "skipped: UDP faults act on the tracker workload's UDP announces; run with --workload tracker")
+		nm.note(w, "skipped: UDP faults act on the tracker workload's UDP announces; run with the tracker workload")
 		return nil
 	}
 	for _, p := range nm.udp {

@@ -30,7 +30,7 @@ const (
 
 // ErrNeedsRoot means the kernel mechanism was asked for without the
 // privileges or tools it needs.
-var ErrNeedsRoot = errors.New("--net=iptables needs root and the iptables and iptables-restore commands (apt-get install iptables); without them use --net=proxy")
+var ErrNeedsRoot = errors.New("the iptables mechanism needs root and the iptables and iptables-restore commands (apt-get install iptables); without them use the proxy mechanism")
 
 // ResolveNet turns auto into a concrete mechanism and checks that an
 // explicit choice can work. why explains the choice in plain words.
@@ -48,11 +48,11 @@ func ResolveNet(mode NetMode) (resolved NetMode, why string, err error) {
 		if os.Geteuid() != 0 || !iptablesInstalled() {
 			return "", "", ErrNeedsRoot
 		}
-		return NetIptables, "--net=iptables: packets are dropped in the kernel", nil
+		return NetIptables, "iptables: packets are dropped in the kernel", nil
 	case NetProxy:
-		return NetProxy, "--net=proxy: network faults use userspace proxies", nil
+		return NetProxy, "proxy: network faults use userspace proxies", nil
 	}
-	return "", "", fmt.Errorf("--net %q: use auto, iptables or proxy", mode)
+	return "", "", configErr("Net", "{Net} %q: use auto, iptables or proxy", mode)
 }
 
 func iptablesInstalled() bool {

@@ -26,7 +26,7 @@ func powerSupported() string {
 		return "power loss needs root to mount a FUSE filesystem as each master's data dir"
 	}
 	if _, err := os.Stat("/dev/fuse"); err != nil {
-		return "power loss needs /dev/fuse (load the fuse kernel module, or give the container --device /dev/fuse)"
+		return "power loss needs /dev/fuse (load the fuse kernel module, or give the container the /dev/fuse device)"
 	}
 	return ""
 }

@@ -137,7 +137,7 @@ func (tb *testbed) setupNet(ctx context.Context) error {
 	for _, k := range cfg.Kinds {
 		if k.NeedsNetwork() {
 			if err := inj.Supports(k); err != nil {
-				return fmt.Errorf("%w: --nemesis %s: %w", ErrConfig, k, err)
+				return configErr("Kinds", "{Kinds} %s: %v", k, err)
 			}
 		}
 	}
@@ -201,7 +201,7 @@ func (tb *testbed) setupDisks(context.Context) error {
 func (tb *testbed) setupPower(context.Context) error {
 	cfg, log := tb.cfg, tb.log
 	if slices.ContainsFunc(cfg.Kinds, isUDP) && !cfg.tracks() {
-		tb.res.Skipped = append(tb.res.Skipped, "UDP faults were skipped: they act on the tracker workload's UDP announces; add --workload tracker")
+		tb.res.Skipped = append(tb.res.Skipped, "UDP faults were skipped: they act on the tracker workload's UDP announces; add the tracker or accounting workload")
 	}
 	if !slices.ContainsFunc(cfg.Kinds, isPowerLoss) {
 		return nil

@@ -152,7 +152,7 @@ func (q *joinQuota) admit(addr net.Addr, peer fsm.PeerID, gone func(fsm.PeerID) 
 			}
 		}
 		if n := len(q.perIP[p]); n >= limit {
-			return fmt.Errorf("%w: %d peers have joined from %s, the limit (--max-peers-per-ip per address, twice that per IPv6 /64, four times per /48); stop some, or raise the limit", ErrQuota, n, p)
+			return fmt.Errorf("%w: %d peers have joined from %s, this master's limit (per address; twice that per IPv6 /64, four times per /48); stop some, or ask its operator to raise the limit", ErrQuota, n, p)
 		}
 	}
 	if q.perIP == nil {

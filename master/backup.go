@@ -719,7 +719,7 @@ func SaveBackup(ctx context.Context, c *client.Client, path string) (ArchiveMeta
 	}
 	tmp, err := os.CreateTemp(dir, "."+base+".partial-*")
 	if err != nil {
-		return meta, fmt.Errorf("create the backup file: %w; choose an --out in a directory this user can write", err)
+		return meta, fmt.Errorf("create the backup file: %w; choose a file in a directory this user can write", err)
 	}
 	defer os.Remove(tmp.Name()) // a no-op after the rename
 	bw := bufio.NewWriterSize(tmp, 1<<20)

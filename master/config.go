@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"fileshare/fsm"
+	"fileshare/internal/cfgerr"
 	"fileshare/transport"
 )
 
@@ -171,56 +172,128 @@ type Config struct {
 	Now func() time.Time
 }
 
+// DefaultConfig returns the value every tunable field of Config takes when
+// it is zero, so a caller (the CLI's flags) can show and start from them.
+// Fields whose default derives from another field (Tracker.MinInterval,
+// Tracker.PeerLifetime, Tracker.MaxPeersPer64 and Per48) stay zero, as do
+// the required ones (ID, DataDir, Listen) and those with no default.
+func DefaultConfig() Config {
+	return Config{
+		JoinTimeout:             60 * time.Second,
+		PeerLease:               15 * time.Second,
+		HeartbeatTimeout:        400 * time.Millisecond,
+		ElectionTimeout:         400 * time.Millisecond,
+		LeaderLeaseTimeout:      200 * time.Millisecond,
+		SnapshotThreshold:       8192,
+		SnapshotInterval:        30 * time.Second,
+		TrailingLogs:            10240,
+		ApplyTimeout:            5 * time.Second,
+		Metrics:                 MetricsBasic,
+		MaxFilesPerPeer:         1_000_000,
+		MaxPeersPerIP:           1024,
+		MaxCommandBytes:         256 << 10,
+		MinQuorum:               3,
+		DeadMasterTimeout:       30 * time.Second,
+		ServerStabilizationTime: 10 * time.Second,
+		AutopilotInterval:       2 * time.Second,
+		ReadyMaxLag:             128,
+		ReadyMaxContact:         2 * time.Second,
+		ClusterPort:             defaultClusterPortLimits(),
+		HTTPLimits:              httplimit.DefaultLimits(),
+		Tracker:                 DefaultTrackerConfig(),
+		RelayBudget:             DefaultRelayBudget,
+	}
+}
+
+// defaultClusterPortLimits is transport's defaults, spelled out so the
+// CLI can show them.
+func defaultClusterPortLimits() ClusterPortLimits {
+	return ClusterPortLimits{
+		MaxConns:       transport.DefaultMaxConns,
+		MaxConnsPerIP:  transport.DefaultMaxConnsPerIP,
+		MaxMemberConns: transport.DefaultMaxMemberConns,
+		Calls: transport.Limits{
+			MaxCalls:             transport.MaxConcurrentCalls,
+			MaxMemberCalls:       transport.MaxConcurrentCalls,
+			MaxCallsPerConn:      transport.MaxCallsPerConn,
+			MaxCallsPerIP:        transport.DefaultMaxCallsPerIP,
+			MaxReplyBytesPerConn: transport.DefaultMaxReplyBytesPerConn,
+			MaxReplyBytesPerIP:   transport.DefaultMaxReplyBytesPerIP,
+			MaxReplyBytes:        transport.DefaultMaxReplyBytes,
+			WriteTimeout:         transport.DefaultIOTimeout,
+		},
+	}
+}
+
 // Errors returned by New for configurations that cannot work.
 var (
-	// ErrConfig wraps every configuration mistake New rejects.
+	// ErrConfig wraps every configuration mistake New rejects, as a
+	// *ConfigError naming the field.
 	ErrConfig = errors.New("invalid master configuration")
 )
 
+// ConfigError names the Config field at fault (as "Tracker.Interval"),
+// never a command-line flag; the CLI maps fields to its flags. Every
+// error New returns for a configuration mistake is one (errors.As), and
+// so are runtime failures a field must change to fix, such as a port in
+// use or a data dir another master holds.
+type ConfigError = cfgerr.Error
+
+// configErr returns a *ConfigError wrapping ErrConfig. reason names
+// fields as {Path}; see cfgerr.Error.
+func configErr(field, reason string, args ...any) error {
+	return cfgerr.New(ErrConfig, field, fmt.Sprintf(reason, args...))
+}
+
+// fieldErr is configErr wrapping err instead of ErrConfig.
+func fieldErr(err error, field, reason string, args ...any) error {
+	return cfgerr.New(err, field, fmt.Sprintf(reason, args...))
+}
+
 func (c Config) withDefaults() (Config, error) {
 	if err := validID(c.ID); err != nil {
-		return c, fmt.Errorf("%w: --id: %v", ErrConfig, err)
+		return c, configErr("ID", "{ID}: %v", err)
 	}
 	if c.DataDir == "" {
-		return c, fmt.Errorf("%w: --data-dir is required", ErrConfig)
+		return c, configErr("DataDir", "{DataDir} is required")
 	}
 	if c.Listen == "" {
-		return c, fmt.Errorf("%w: --listen is required (host:port of the cluster port)", ErrConfig)
+		return c, configErr("Listen", "{Listen} is required (host:port of the cluster port)")
 	}
 	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
-		return c, fmt.Errorf("%w: --listen %q is not host:port: %v", ErrConfig, c.Listen, err)
+		return c, configErr("Listen", "{Listen} %q is not host:port: %v", c.Listen, err)
 	}
 	if c.Advertise != "" {
 		if err := checkDialable(c.Advertise); err != nil {
-			return c, fmt.Errorf("%w: --advertise %q: %v", ErrConfig, c.Advertise, err)
+			return c, configErr("Advertise", "{Advertise} %q: %v", c.Advertise, err)
 		}
 	}
 	if c.HTTP != "" {
 		if _, _, err := net.SplitHostPort(c.HTTP); err != nil {
-			return c, fmt.Errorf("%w: --http %q is not host:port: %v", ErrConfig, c.HTTP, err)
+			return c, configErr("HTTP", "{HTTP} %q is not host:port: %v", c.HTTP, err)
 		}
 	}
 	if len(c.InitialCluster) > 0 && len(c.Join) > 0 {
-		return c, fmt.Errorf("%w: give either --initial-cluster (to bootstrap a new cluster) or --join (to join a running one), not both", ErrConfig)
+		return c, configErr("Join", "give either {InitialCluster} (to bootstrap a new cluster) or {Join} (to join a running one), not both")
 	}
 	if c.Restore != "" && len(c.InitialCluster) == 0 {
-		return c, fmt.Errorf("%w: --restore needs --initial-cluster, the new cluster's members (every member restores the same backup with the same --initial-cluster)", ErrConfig)
+		return c, configErr("Restore", "{Restore} needs {InitialCluster}, the new cluster's members (every member restores the same backup with the same {InitialCluster})")
 	}
 	seenID := map[string]bool{}
 	seenAddr := map[string]string{}
 	self := false
 	for _, m := range c.InitialCluster {
 		if err := validID(m.ID); err != nil {
-			return c, fmt.Errorf("%w: --initial-cluster member %q: %v", ErrConfig, m.ID, err)
+			return c, configErr("InitialCluster", "{InitialCluster} member %q: %v", m.ID, err)
 		}
 		if err := checkDialable(m.Addr); err != nil {
-			return c, fmt.Errorf("%w: --initial-cluster member %s address %q: %v", ErrConfig, m.ID, m.Addr, err)
+			return c, configErr("InitialCluster", "{InitialCluster} member %s address %q: %v", m.ID, m.Addr, err)
 		}
 		if seenID[m.ID] {
-			return c, fmt.Errorf("%w: --initial-cluster names %s twice", ErrConfig, m.ID)
+			return c, configErr("InitialCluster", "{InitialCluster} names %s twice", m.ID)
 		}
 		if other, ok := seenAddr[m.Addr]; ok {
-			return c, fmt.Errorf("%w: --initial-cluster gives %s and %s the same address %s", ErrConfig, other, m.ID, m.Addr)
+			return c, configErr("InitialCluster", "{InitialCluster} gives %s and %s the same address %s", other, m.ID, m.Addr)
 		}
 		seenID[m.ID], seenAddr[m.Addr] = true, m.ID
 		if m.ID == c.ID {
@@ -228,80 +301,84 @@ func (c Config) withDefaults() (Config, error) {
 		}
 	}
 	if len(c.InitialCluster) > 0 && !self {
-		return c, fmt.Errorf("%w: --initial-cluster does not contain this master's own ID %q; add %s=%s to it", ErrConfig, c.ID, c.ID, c.Listen)
+		return c, configErr("InitialCluster", "{InitialCluster} does not contain this master's own ID %q; add %s=%s to it", c.ID, c.ID, c.Listen)
 	}
 	c.InitialCluster = append([]Member(nil), c.InitialCluster...)
 	c.Join = append([]string(nil), c.Join...)
 	for _, a := range c.Join {
 		if _, _, err := net.SplitHostPort(a); err != nil {
-			return c, fmt.Errorf("%w: --join address %q is not host:port: %v", ErrConfig, a, err)
+			return c, configErr("Join", "{Join} address %q is not host:port: %v", a, err)
 		}
 	}
 
-	def := func(d *time.Duration, v time.Duration) {
-		if *d == 0 {
-			*d = v
+	d := DefaultConfig()
+	def := func(v *time.Duration, dv time.Duration) {
+		if *v == 0 {
+			*v = dv
 		}
 	}
-	def(&c.JoinTimeout, 60*time.Second)
-	def(&c.PeerLease, 15*time.Second)
-	def(&c.HeartbeatTimeout, 400*time.Millisecond)
-	def(&c.ElectionTimeout, 400*time.Millisecond)
-	def(&c.LeaderLeaseTimeout, 200*time.Millisecond)
-	def(&c.SnapshotInterval, 30*time.Second)
-	def(&c.ApplyTimeout, 5*time.Second)
-	def(&c.DeadMasterTimeout, 30*time.Second)
-	def(&c.ServerStabilizationTime, 10*time.Second)
-	def(&c.AutopilotInterval, 2*time.Second)
-	def(&c.ReadyMaxContact, 2*time.Second)
+	def(&c.JoinTimeout, d.JoinTimeout)
+	def(&c.PeerLease, d.PeerLease)
+	def(&c.HeartbeatTimeout, d.HeartbeatTimeout)
+	def(&c.ElectionTimeout, d.ElectionTimeout)
+	def(&c.LeaderLeaseTimeout, d.LeaderLeaseTimeout)
+	def(&c.SnapshotInterval, d.SnapshotInterval)
+	def(&c.ApplyTimeout, d.ApplyTimeout)
+	def(&c.DeadMasterTimeout, d.DeadMasterTimeout)
+	def(&c.ServerStabilizationTime, d.ServerStabilizationTime)
+	def(&c.AutopilotInterval, d.AutopilotInterval)
+	def(&c.ReadyMaxContact, d.ReadyMaxContact)
 	if c.ReadyMaxLag == 0 {
-		c.ReadyMaxLag = 128
+		c.ReadyMaxLag = d.ReadyMaxLag
 	}
 	if c.MinQuorum == 0 {
-		c.MinQuorum = 3
+		c.MinQuorum = d.MinQuorum
 	}
 	if c.MinQuorum < 1 {
-		return c, fmt.Errorf("%w: --min-quorum %d: give at least 1", ErrConfig, c.MinQuorum)
+		return c, configErr("MinQuorum", "{MinQuorum} %d: give at least 1", c.MinQuorum)
 	}
 	if c.SnapshotThreshold == 0 {
-		c.SnapshotThreshold = 8192
+		c.SnapshotThreshold = d.SnapshotThreshold
 	}
 	if c.TrailingLogs == 0 {
-		c.TrailingLogs = 10240
+		c.TrailingLogs = d.TrailingLogs
 	}
 	if c.LeaderLeaseTimeout > c.HeartbeatTimeout {
-		return c, fmt.Errorf("%w: the leader lease (%v) must not exceed the heartbeat timeout (%v)", ErrConfig, c.LeaderLeaseTimeout, c.HeartbeatTimeout)
+		return c, configErr("LeaderLeaseTimeout", "{LeaderLeaseTimeout} (%v) must not exceed {HeartbeatTimeout} (%v)", c.LeaderLeaseTimeout, c.HeartbeatTimeout)
 	}
-	for name, d := range map[string]time.Duration{"join timeout": c.JoinTimeout, "peer lease": c.PeerLease, "heartbeat timeout": c.HeartbeatTimeout, "election timeout": c.ElectionTimeout, "leader lease": c.LeaderLeaseTimeout, "snapshot interval": c.SnapshotInterval, "apply timeout": c.ApplyTimeout, "dead master timeout": c.DeadMasterTimeout, "server stabilization time": c.ServerStabilizationTime, "autopilot interval": c.AutopilotInterval, "ready max contact": c.ReadyMaxContact} {
-		if d < 0 {
-			return c, fmt.Errorf("%w: %s is negative (%v)", ErrConfig, name, d)
+	for _, f := range []struct {
+		field string
+		d     time.Duration
+	}{{"JoinTimeout", c.JoinTimeout}, {"PeerLease", c.PeerLease}, {"HeartbeatTimeout", c.HeartbeatTimeout}, {"ElectionTimeout", c.ElectionTimeout}, {"LeaderLeaseTimeout", c.LeaderLeaseTimeout}, {"SnapshotInterval", c.SnapshotInterval}, {"ApplyTimeout", c.ApplyTimeout}, {"DeadMasterTimeout", c.DeadMasterTimeout}, {"ServerStabilizationTime", c.ServerStabilizationTime}, {"AutopilotInterval", c.AutopilotInterval}, {"ReadyMaxContact", c.ReadyMaxContact}} {
+		if f.d < 0 {
+			return c, configErr(f.field, "{%s} is negative (%v)", f.field, f.d)
 		}
 	}
 	if c.TLS == nil && !c.Insecure {
 		if err := requireLoopback(c.Listen); err != nil {
-			return c, fmt.Errorf("%w: --listen %s without TLS: %v; anyone who reaches the port could rewrite the index, so give --cert-file, --key-file and --trusted-ca-file (see 'fileshare tls init'), or --insecure if this network is trusted", ErrConfig, c.Listen, err)
+			return c, configErr("Listen", "{Listen} %s without TLS: %v; anyone who reaches the port could rewrite the index, so give {TLS} (see 'fileshare tls init'), or set {Insecure} if this network is trusted", c.Listen, err)
 		}
 	}
 	if c.TLS != nil && (!c.TLS.HasCertificate() || !c.TLS.HasCA()) {
-		return c, fmt.Errorf("%w: a master with TLS needs its certificate and key and the cluster CA (--cert-file, --key-file, --trusted-ca-file)", ErrConfig)
+		return c, configErr("TLS", "a master with TLS needs its certificate and key and the cluster CA ({TLS})")
 	}
 	defInt := func(v *int, d int) {
 		if *v == 0 {
 			*v = d
 		}
 	}
-	defInt(&c.MaxFilesPerPeer, 1_000_000)
-	defInt(&c.MaxPeersPerIP, 1024)
-	defInt(&c.MaxCommandBytes, 256<<10)
+	defInt(&c.MaxFilesPerPeer, d.MaxFilesPerPeer)
+	defInt(&c.MaxPeersPerIP, d.MaxPeersPerIP)
+	defInt(&c.MaxCommandBytes, d.MaxCommandBytes)
 	if c.MaxCommandBytes < 0 || c.MaxCommandBytes > fsm.MaxCommandSize {
-		return c, fmt.Errorf("%w: --max-entry-bytes %d: give 1..%d", ErrConfig, c.MaxCommandBytes, fsm.MaxCommandSize)
+		return c, configErr("MaxCommandBytes", "{MaxCommandBytes} %d: give 1..%d", c.MaxCommandBytes, fsm.MaxCommandSize)
 	}
 	switch c.Metrics {
 	case "":
-		c.Metrics = MetricsBasic
+		c.Metrics = d.Metrics
 	case MetricsBasic, MetricsExtensive:
 	default:
-		return c, fmt.Errorf("%w: --metrics %q: give %s or %s", ErrConfig, c.Metrics, MetricsBasic, MetricsExtensive)
+		return c, configErr("Metrics", "{Metrics} %q: give %s or %s", c.Metrics, MetricsBasic, MetricsExtensive)
 	}
 	if err := c.Tracker.withDefaults(); err != nil {
 		return c, err
@@ -374,12 +451,12 @@ func ParseInitialCluster(s string) ([]Member, error) {
 		}
 		id, addr, ok := strings.Cut(part, "=")
 		if !ok || id == "" || addr == "" {
-			return nil, fmt.Errorf("%w: --initial-cluster entry %q is not ID=HOST:PORT", ErrConfig, part)
+			return nil, configErr("InitialCluster", "{InitialCluster} entry %q is not ID=HOST:PORT", part)
 		}
 		out = append(out, Member{ID: id, Addr: addr})
 	}
 	if len(out) == 0 {
-		return nil, fmt.Errorf("%w: --initial-cluster is empty", ErrConfig)
+		return nil, configErr("InitialCluster", "{InitialCluster} is empty")
 	}
 	return out, nil
 }

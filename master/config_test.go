@@ -29,14 +29,14 @@ func TestNewRejectsImpossibleConfigs(t *testing.T) {
 		cfg  master.Config
 		want string
 	}{
-		{"no id", master.Config{DataDir: t.TempDir(), Listen: free, InitialCluster: self}, "--id"},
+		{"no id", master.Config{DataDir: t.TempDir(), Listen: free, InitialCluster: self}, "ID"},
 		{"initial cluster without self", master.Config{ID: "m9", DataDir: t.TempDir(), Listen: free, InitialCluster: self}, "does not contain this master's own ID"},
 		{"duplicate member", master.Config{ID: "m1", DataDir: t.TempDir(), Listen: free, InitialCluster: append(self, master.Member{ID: "m1", Addr: nowhere})}, "names m1 twice"},
 		{"port in use", master.Config{ID: "m1", DataDir: t.TempDir(), Listen: busy.Addr().String(), InitialCluster: []master.Member{{ID: "m1", Addr: busy.Addr().String()}}}, "already in use"},
 		{"data dir not a directory", master.Config{ID: "m1", DataDir: notADir + "/sub", Listen: free, InitialCluster: self}, "data dir"},
 		{"join where no master listens", master.Config{ID: "m1", DataDir: t.TempDir(), Listen: free, Join: []string{nowhere}, JoinTimeout: time.Second}, "check that a master listens"},
 		{"both bootstrap and join", master.Config{ID: "m1", DataDir: t.TempDir(), Listen: free, InitialCluster: self, Join: []string{nowhere}}, "not both"},
-		{"wildcard listen without advertise", master.Config{ID: "m1", DataDir: t.TempDir(), Listen: "0.0.0.0:0", Join: []string{nowhere}, Insecure: true}, "--advertise"},
+		{"wildcard listen without advertise", master.Config{ID: "m1", DataDir: t.TempDir(), Listen: "0.0.0.0:0", Join: []string{nowhere}, Insecure: true}, "set Advertise"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			m, err := master.New(t.Context(), tc.cfg)

@@ -213,7 +213,7 @@ func TestDamagedDataDirIsRefusedAndRejoinCatchesUp(t *testing.T) {
 			if !errors.Is(err, master.ErrDamaged) {
 				t.Fatalf("start after %s: got %v, want an error wrapping ErrDamaged", k.name, err)
 			}
-			if !strings.Contains(err.Error(), "--join") || !strings.Contains(err.Error(), cfg.DataDir) {
+			if !strings.Contains(err.Error(), "Join") || !strings.Contains(err.Error(), cfg.DataDir) {
 				t.Fatalf("the error does not name the data dir and how to recover: %v", err)
 			}
 			t.Logf("refused: %v", err)

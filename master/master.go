@@ -105,18 +105,18 @@ func New(ctx context.Context, cfg Config) (*Master, error) {
 	lim := cfg.ClusterPort
 	if m.mux, err = transport.ListenMux(transport.MuxConfig{Addr: cfg.Listen, Logger: m.logger, TLS: cfg.TLS, Authorize: m.authorizeStream,
 		Gate: m.gate, MaxConns: lim.MaxConns, MaxConnsPerIP: lim.MaxConnsPerIP, MaxMemberConns: lim.MaxMemberConns}); err != nil {
-		return nil, portError("cluster", "--listen", cfg.Listen, err)
+		return nil, portError("cluster", "Listen", cfg.Listen, err)
 	}
 	m.advertise = cfg.Advertise
 	if m.advertise == "" {
 		m.advertise = m.mux.Addr().String()
 		if err := checkDialable(m.advertise); err != nil {
-			return nil, fmt.Errorf("%w: --listen %s %v; set --advertise", ErrConfig, cfg.Listen, err)
+			return nil, configErr("Advertise", "{Listen} %s %v; set {Advertise}", cfg.Listen, err)
 		}
 	}
 	for _, mem := range cfg.InitialCluster {
 		if mem.ID == cfg.ID && mem.Addr != m.advertise {
-			return nil, fmt.Errorf("%w: --initial-cluster gives %s the address %s, but this master listens at %s", ErrConfig, cfg.ID, mem.Addr, m.advertise)
+			return nil, configErr("InitialCluster", "{InitialCluster} gives %s the address %s, but this master listens at %s", cfg.ID, mem.Addr, m.advertise)
 		}
 	}
 	m.client = transport.NewClient(transport.ClientConfig{Dial: m.mux.DialStream})
@@ -139,7 +139,7 @@ func New(ctx context.Context, cfg Config) (*Master, error) {
 	})
 	if err != nil {
 		if errors.Is(err, bbolt.ErrTimeout) {
-			return nil, fmt.Errorf("open %s: %w; stop the other master or choose another --data-dir", cfg.DataDir, ErrDataDirLocked)
+			return nil, dataDirLocked(cfg.DataDir)
 		}
 		return nil, fmt.Errorf("open raft log in %s: %w", cfg.DataDir, err)
 	}
@@ -312,22 +312,24 @@ func New(ctx context.Context, cfg Config) (*Master, error) {
 
 func prepareDataDir(dir string) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return fmt.Errorf("create data dir %s: %w; choose a --data-dir this user can write", dir, err)
+		return fieldErr(err, "DataDir", "cannot create the data dir %s; choose a {DataDir} this user can write", dir)
 	}
 	f, err := os.CreateTemp(dir, ".write-probe-*")
 	if err != nil {
-		return fmt.Errorf("data dir %s is not writable: %w; choose a --data-dir this user can write", dir, err)
+		return fieldErr(err, "DataDir", "the data dir %s is not writable; choose a {DataDir} this user can write", dir)
 	}
 	name := f.Name()
 	f.Close()
 	return os.Remove(name)
 }
 
-func portError(what, flag, addr string, err error) error {
+// portError is a *ConfigError for the field whose address addr could not
+// be listened on.
+func portError(what, field, addr string, err error) error {
 	if errors.Is(err, syscall.EADDRINUSE) {
-		return fmt.Errorf("%s port %s is already in use: choose another %s or stop the process using it", what, addr, flag)
+		return fieldErr(err, field, "the %s port %s is already in use: choose another {%s} or stop the process using it", what, addr, field)
 	}
-	return fmt.Errorf("cannot listen on %s (%s): %w", addr, flag, err)
+	return fieldErr(err, field, "cannot listen on %s for the %s port ({%s})", addr, what, field)
 }
 
 // ID returns this master's ID.
@@ -359,8 +361,22 @@ func (m *Master) Leader() (id, addr string) {
 const shutdownStepGrace = time.Second
 
 // raftStuckGrace is how long shutdown waits for raft after closing the
-// connections under it, before it abandons raft (see shutdown).
+// connections under it, before it abandons raft (see shutdown), unless
+// Shutdown's context ends first.
 const raftStuckGrace = 10 * time.Second
+
+// DefaultShutdownTimeout is the shutdown budget a caller should give
+// Shutdown's context when it has no other (the CLI's --shutdown-timeout):
+// a hand-off, draining HTTP and stopping raft take well under a second; a
+// raft held by a paused follower is cut loose after a second and, if it
+// still has not stopped when the budget ends, abandoned. It fits inside
+// the systemd unit's TimeoutStopSec (20 s).
+const DefaultShutdownTimeout = 10 * time.Second
+
+// afterDeadlineGrace is what raft gets to stop, once its connections are
+// closed, when Shutdown's context has already ended: closing them
+// normally frees it at once.
+const afterDeadlineGrace = 200 * time.Millisecond
 
 // errRaftStuck is returned by a shutdown that had to abandon raft.
 var errRaftStuck = errors.New("raft did not stop within its grace period; abandoned it (the log store stays open until the process exits)")
@@ -376,8 +392,11 @@ var errRaftStuck = errors.New("raft did not stop within its grace period; abando
 // shutdownStepGrace passes, then their connections are closed; the
 // leadership hand-off is abandoned when ctx ends; raft gets until ctx ends
 // or shutdownStepGrace passes to stop, then the connections under it are
-// closed so that a hung follower cannot hold it. Whatever ctx does,
-// Shutdown releases everything before it returns.
+// closed so that a hung follower cannot hold it; if raft still has not
+// stopped when ctx ends (or raftStuckGrace passes, for a ctx without a
+// deadline), it is abandoned (errRaftStuck). So with a ctx that ends,
+// Shutdown returns shortly after it: the steps left only close files.
+// Whatever ctx does, Shutdown releases everything before it returns.
 //
 // It returns raft's and the log store's errors, joined with ctx's error if
 // ctx ended before the graceful steps finished. Only the first call of
@@ -471,14 +490,21 @@ func (m *Master) shutdown(ctx context.Context, graceful bool) error {
 			m.mux.Close()
 			m.mux.CloseConns()
 			_ = m.raftTrans.Close()
-			if err, ok, _ = waitStep(context.Background(), done, raftStuckGrace); !ok {
+			wctx := ctx
+			if ctx.Err() != nil {
+				// The budget is spent: give raft only a moment.
+				var cancel context.CancelFunc
+				wctx, cancel = context.WithTimeout(context.Background(), afterDeadlineGrace)
+				defer cancel()
+			}
+			if err, ok, _ = waitStep(wctx, done, raftStuckGrace); !ok {
 				// hashicorp/raft can leave a goroutine blocked for good
 				// when leadership moves during a hand-off (raft#696):
 				// its Shutdown then never returns. Abandon it rather
 				// than hang the process; the log store stays open (a
 				// goroutine of raft's may still hold it) until the
 				// process exits.
-				m.logger.Error("raft did not stop; abandoning it", "waited", shutdownStepGrace+raftStuckGrace)
+				m.logger.Error("raft did not stop; abandoning it", "shutdown_budget_ended", ctx.Err() != nil)
 				m.cancel()
 				return errors.Join(append(errs, errRaftStuck)...)
 			}

@@ -67,7 +67,7 @@ func (m *Master) watchRemoval() {
 			continue
 		}
 		if strikes++; strikes >= removalStrikes {
-			m.logger.Error("this master was removed from the cluster configuration and stops serving; to add it back, wipe its data dir and start it with --join",
+			m.logger.Error("this master was removed from the cluster configuration and stops serving; to add it back, wipe its data dir and have it join the cluster again",
 				"id", m.cfg.ID, "seen_by", by, "data_dir", m.cfg.DataDir)
 			close(m.removed)
 			return
@@ -140,12 +140,12 @@ func (m *Master) checkNotRemoved(ctx context.Context) error {
 	by, removed := m.removedFromCluster(ctx)
 	if !removed {
 		if len(m.cfg.Join) > 0 {
-			m.logger.Info("this master already has raft state, so --join is not needed and is ignored", "data_dir", m.cfg.DataDir)
+			m.logger.Info("this master already has raft state, so its join addresses are not needed and are ignored", "data_dir", m.cfg.DataDir)
 		}
 		return nil
 	}
-	return fmt.Errorf("%w: the data dir %s belongs to a cluster that removed master %s (%s says so); wipe the data dir (or give an empty --data-dir) and start it with --join to add it again",
-		ErrRemoved, m.cfg.DataDir, m.cfg.ID, by)
+	return fieldErr(ErrRemoved, "DataDir", "the data dir %s belongs to a cluster that removed master %s (%s says so); wipe the data dir (or give an empty {DataDir}) and start it with {Join} to add it again",
+		m.cfg.DataDir, m.cfg.ID, by)
 }
 
 // join asks the cluster, through any address in cfg.Join, to add this
@@ -169,7 +169,7 @@ func (m *Master) join(parent context.Context) error {
 				return nil
 			}
 			if errors.Is(err, ErrIDClash) || errors.Is(err, ErrAddrClash) {
-				return fmt.Errorf("%w through %s: %v; choose another --id or --listen, or remove the old member with 'fileshare cluster remove'", ErrJoinFailed, addr, err)
+				return fieldErr(ErrJoinFailed, "ID", "through %s: %v; choose another {ID} or {Listen}, or remove the old member with 'fileshare cluster remove'", addr, err)
 			}
 			lastErr = &callError{doing: "asking to join through", err: err}
 			m.logger.Warn("join attempt failed; retrying", "err", lastErr)
@@ -180,9 +180,9 @@ func (m *Master) join(parent context.Context) error {
 				return fmt.Errorf("%w: stopped before the cluster accepted this master: %w", ErrJoinFailed, err)
 			}
 			if lastErr == nil {
-				lastErr = errors.New("no --join address other than this master's own")
+				lastErr = errors.New("no address in {Join} other than this master's own")
 			}
-			return fmt.Errorf("%w within %v (%v); check that a master listens at %v", ErrJoinFailed, m.cfg.JoinTimeout, lastErr, m.cfg.Join)
+			return fieldErr(ErrJoinFailed, "Join", "within %v (%v); check that a master listens at %v", m.cfg.JoinTimeout, lastErr, m.cfg.Join)
 		case <-time.After(jitter(backoff)):
 		}
 		backoff = min(2*backoff, 2*time.Second)

@@ -120,7 +120,7 @@ func WriteRecoveryFile(dataDir string, members []Member, opts ...RecoveryOptions
 		return err
 	}
 	if st, err := os.Stat(filepath.Join(dataDir, "raft.db")); err != nil || st.IsDir() {
-		return fmt.Errorf("%w: %s holds no raft.db: give the data dir of a master that has run (--data-dir)", ErrBadRecoveryFile, dataDir)
+		return fmt.Errorf("%w: %s holds no raft.db: give the data dir of a master that has run", ErrBadRecoveryFile, dataDir)
 	}
 	override := filepath.Join(dataDir, RecoveryOverrideFile)
 	if len(opts) > 0 && opts[0].ForceSplitBrainRisk {
@@ -221,7 +221,7 @@ func (m *Master) recoverFromFile(ctx context.Context, rc *raft.Config, hasState 
 		return false, fmt.Errorf("%w: %s does not list this master (%s at %s); %s", ErrBadRecoveryFile, path, m.cfg.ID, m.advertise, fix)
 	}
 	if !hasState {
-		return false, fmt.Errorf("%w: %s is in a data dir with no raft state, so there is nothing to recover; remove it (a new cluster starts with --initial-cluster)", ErrBadRecoveryFile, path)
+		return false, fmt.Errorf("%w: %s is in a data dir with no raft state, so there is nothing to recover; remove it (a new cluster starts from an initial cluster)", ErrBadRecoveryFile, path)
 	}
 	old, err := lastConfiguration(logs, snaps)
 	if err != nil {
@@ -232,9 +232,9 @@ func (m *Master) recoverFromFile(ctx context.Context, rc *raft.Config, hasState 
 	force := oerr == nil
 	if err := m.checkOldMajorityGone(ctx, old, members, force); err != nil {
 		if errors.Is(err, ErrRecoverUnverified) {
-			return false, fmt.Errorf("%w; if those masters' hosts are gone for good, write the file again with 'fileshare cluster recover --force-split-brain-risk' (if they are only cut off, two clusters result); otherwise remove %s and start this master normally", err, path)
+			return false, fieldErr(err, "RecoveryOptions.ForceSplitBrainRisk", "if those masters' hosts are gone for good, write the file again with {RecoveryOptions.ForceSplitBrainRisk} (if they are only cut off, two clusters result); otherwise remove %s and start this master normally", path)
 		}
-		return false, fmt.Errorf("%w; remove %s and start this master normally (or rejoin it with 'fileshare cluster remove' and --join)", err, path)
+		return false, fieldErr(err, "Join", "remove %s and start this master normally (or rejoin it with 'fileshare cluster remove' and {Join})", path)
 	}
 	m.logger.Warn("lost-quorum recovery: rewriting the raft configuration", "file", path, "old", fmtServers(old), "new", fmtServers(servers))
 	if err := raft.RecoverCluster(rc, fsm.New(), logs, m.store, snaps, m.raftTrans, raft.Configuration{Servers: servers}); err != nil {
@@ -248,7 +248,7 @@ func (m *Master) recoverFromFile(ctx context.Context, rc *raft.Config, hasState 
 			m.logger.Warn("cannot remove the recovery override file; remove it by hand", "path", overridePath, "err", err)
 		}
 	}
-	m.logger.Warn("lost-quorum recovery done; add new masters with --join", "members", fmtServers(servers))
+	m.logger.Warn("lost-quorum recovery done; add new masters by joining them to the cluster", "members", fmtServers(servers))
 	return true, nil
 }
 
@@ -313,7 +313,7 @@ func (m *Master) checkOldMajorityGone(ctx context.Context, old []raft.Server, me
 		if !force {
 			return fmt.Errorf("%w: %d of the %d old voters, a quorum, cannot be reached but do not refuse connections, so they may be a working cluster behind a partition: %s", ErrRecoverUnverified, len(lost), voters, strings.Join(lost, "; "))
 		}
-		m.logger.Warn("lost-quorum recovery forced (--force-split-brain-risk): old members that may be alive are unreachable; if they are, there are now two clusters", "unreachable", strings.Join(lost, "; "))
+		m.logger.Warn("lost-quorum recovery forced (ForceSplitBrainRisk): old members that may be alive are unreachable; if they are, there are now two clusters", "unreachable", strings.Join(lost, "; "))
 	}
 	return nil
 }

@@ -219,7 +219,7 @@ func TestRecoverRefusesDuringAPartition(t *testing.T) {
 		}
 		t.Fatalf("recovery cut off from a live majority: got %v, want ErrRecoverUnverified", err)
 	}
-	if !strings.Contains(err.Error(), "--force-split-brain-risk") || !strings.Contains(err.Error(), "partition") {
+	if !strings.Contains(err.Error(), "RecoveryOptions.ForceSplitBrainRisk") || !strings.Contains(err.Error(), "partition") {
 		t.Errorf("refusal %q should say why and name the override", err)
 	}
 	if _, err := os.Stat(filepath.Join(cfg.DataDir, master.RecoveryFile)); err != nil {

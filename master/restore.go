@@ -63,22 +63,22 @@ func restoreBackup(cfg Config, hasState bool, stable raft.StableStore, snaps raf
 		if rerr == nil && json.Unmarshal(b, &rec) == nil && rec.SHA256 != "" {
 			f, err := os.Open(cfg.Restore)
 			if err != nil {
-				return false, fmt.Errorf("--restore %s: %w", cfg.Restore, err)
+				return false, fmt.Errorf("restore %s: %w", cfg.Restore, err)
 			}
 			defer f.Close()
 			_, sum, err := ReadArchive(f, io.Discard)
 			if err != nil {
-				return false, fmt.Errorf("--restore %s: %w", cfg.Restore, err)
+				return false, fmt.Errorf("restore %s: %w", cfg.Restore, err)
 			}
 			if hex.EncodeToString(sum[:]) == rec.SHA256 {
 				return false, nil
 			}
 		}
-		return false, fmt.Errorf("%w in %s; --restore starts a new cluster and needs an empty data dir: move the old data dir away (or choose another --data-dir) and restore again, or start without --restore to keep the existing state", ErrRestoreHasState, cfg.DataDir)
+		return false, fieldErr(ErrRestoreHasState, "Restore", "in %s; {Restore} starts a new cluster and needs an empty data dir: move the old data dir away (or choose another {DataDir}) and restore again, or start without {Restore} to keep the existing state", cfg.DataDir)
 	}
 	f, err := os.Open(cfg.Restore)
 	if err != nil {
-		return false, fmt.Errorf("--restore %s: %w; give the file 'fileshare cluster backup' wrote", cfg.Restore, err)
+		return false, fieldErr(err, "Restore", "give the file 'fileshare cluster backup' wrote in {Restore}")
 	}
 	defer f.Close()
 	var servers []raft.Server
@@ -94,18 +94,18 @@ func restoreBackup(cfg Config, hasState bool, stable raft.StableStore, snaps raf
 	meta, sum, err := readArchiveInto(f, lw, cfg)
 	if err != nil {
 		lw.cancel()
-		return false, fmt.Errorf("--restore %s: %w", cfg.Restore, err)
+		return false, fmt.Errorf("restore %s: %w", cfg.Restore, err)
 	}
 	if err := lw.close(); err != nil {
-		return false, fmt.Errorf("--restore %s: write the snapshot into %s: %w", cfg.Restore, cfg.DataDir, err)
+		return false, fmt.Errorf("restore %s: write the snapshot into %s: %w", cfg.Restore, cfg.DataDir, err)
 	}
 	if err := stable.SetUint64(keyCurrentTerm, meta.RaftTerm); err != nil {
-		return false, fmt.Errorf("--restore %s: set the raft term: %w", cfg.Restore, err)
+		return false, fmt.Errorf("restore %s: set the raft term: %w", cfg.Restore, err)
 	}
 	abs, _ := filepath.Abs(cfg.Restore)
 	rec, _ := json.Marshal(restoreRecord{Archive: abs, SHA256: hex.EncodeToString(sum[:]), RaftIndex: meta.RaftIndex, RaftTerm: meta.RaftTerm})
 	if err := os.WriteFile(marker, rec, 0o600); err != nil {
-		return false, fmt.Errorf("--restore: record the restore in %s: %w", marker, err)
+		return false, fmt.Errorf("restore: record the restore in %s: %w", marker, err)
 	}
 	cfg.Logger.Info("restored backup", "archive", cfg.Restore, "raft_index", meta.RaftIndex, "raft_term", meta.RaftTerm,
 		"snapshot_bytes", meta.SnapshotSize, "backup_time", meta.Time, "backup_leader", meta.LeaderID, "members", len(servers))
@@ -127,7 +127,7 @@ func readArchiveInto(f *os.File, lw *lazySink, cfg Config) (ArchiveMeta, [32]byt
 	if cfg.TLS.HasCA() {
 		signer, err := sig.Verify(cfg.TLS, meta)
 		if err != nil {
-			return meta, sum, fmt.Errorf("%w; restore only a backup that 'fileshare cluster backup' took from a cluster under the CA this master trusts (--trusted-ca-file)", err)
+			return meta, sum, fieldErr(err, "TLS", "restore only a backup that 'fileshare cluster backup' took from a cluster under the CA this master trusts ({TLS})")
 		}
 		cfg.Logger.Info("backup signature verified", "signer", signer)
 	} else if sig == nil {

@@ -67,7 +67,7 @@ func writeCommand[Req any](m *Master, ctx context.Context, method string, req *R
 		return nil, fmt.Errorf("%w: %v", fsm.ErrInvalid, err)
 	}
 	if len(data) > m.cfg.MaxCommandBytes {
-		return nil, fmt.Errorf("%w: the request makes a %d-byte log entry, over the %d-byte limit (--max-entry-bytes); send fewer files per call", ErrQuota, len(data), m.cfg.MaxCommandBytes)
+		return nil, fmt.Errorf("%w: the request makes a %d-byte log entry, over the %d-byte limit of this cluster; send fewer files per call", ErrQuota, len(data), m.cfg.MaxCommandBytes)
 	}
 	_, isJoin := cmd.(fsm.JoinPeer)
 	if isJoin && !hdr.Forwarded {
@@ -287,7 +287,7 @@ func (m *Master) checkFileQuota(peer fsm.PeerID, cmd fsm.Command) error {
 	}
 	info, _ := m.fsm.Peer(peer)
 	if info.Files+len(reg.Files) > m.cfg.MaxFilesPerPeer {
-		return fmt.Errorf("%w: peer %s holds %d files and registers %d more, over the limit of %d files per peer (--max-files-per-peer)", ErrQuota, peer, info.Files, len(reg.Files), m.cfg.MaxFilesPerPeer)
+		return fmt.Errorf("%w: peer %s holds %d files and registers %d more, over this cluster's limit of %d files per peer", ErrQuota, peer, info.Files, len(reg.Files), m.cfg.MaxFilesPerPeer)
 	}
 	return nil
 }

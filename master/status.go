@@ -202,7 +202,7 @@ func (m *Master) startHTTP() error {
 	}
 	raw, err := net.Listen("tcp", m.cfg.HTTP)
 	if err != nil {
-		return portError("HTTP", "--http", m.cfg.HTTP, err)
+		return portError("HTTP", "HTTP", m.cfg.HTTP, err)
 	}
 	// The port faces strangers: every connection has a deadline, and
 	// connections are capped in all and per client (HTTPLimits), so idle

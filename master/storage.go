@@ -58,10 +58,15 @@ import (
 var ErrDamaged = errors.New("the data dir is damaged")
 
 // damagedHelp is what a user does about ErrDamaged.
-const damagedHelp = "wipe the data dir and start this master with --join to copy the index from the rest of the cluster, or start a new cluster from a backup with --restore"
+const damagedHelp = "wipe the data dir and start this master with {Join} to copy the index from the rest of the cluster, or start a new cluster from a backup with {Restore}"
 
 func damaged(dir, what string, err error) error {
-	return fmt.Errorf("%w: %s in %s: %v; %s", ErrDamaged, what, dir, err, damagedHelp)
+	return fieldErr(ErrDamaged, "DataDir", "%s in %s: %v; %s", what, dir, err, damagedHelp)
+}
+
+// dataDirLocked is ErrDataDirLocked for dir, as a *ConfigError.
+func dataDirLocked(dir string) error {
+	return fieldErr(ErrDataDirLocked, "DataDir", "%s; stop the other master or choose another {DataDir}", dir)
 }
 
 // StorageHooks wrap the master's raft storage. They exist for tests that
@@ -104,7 +109,7 @@ func checkBolt(dir, path string) (err error) {
 	db, err := bbolt.Open(path, 0o600, &bbolt.Options{ReadOnly: true, Timeout: time.Second})
 	if err != nil {
 		if errors.Is(err, bbolt.ErrTimeout) {
-			return fmt.Errorf("open %s: %w; stop the other master or choose another --data-dir", dir, ErrDataDirLocked)
+			return dataDirLocked(dir)
 		}
 		return damaged(dir, "the raft log raft.db", err)
 	}

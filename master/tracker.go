@@ -107,14 +107,32 @@ type TrackerConfig struct {
 	MaxRate int64
 }
 
+// DefaultTrackerConfig returns the value every tunable field of
+// TrackerConfig takes when it is zero. The fields whose default derives
+// from another (MinInterval, PeerLifetime, MaxPeersPer64, MaxPeersPer48)
+// stay zero: their rule is in their doc.
+func DefaultTrackerConfig() TrackerConfig {
+	return TrackerConfig{
+		Interval:           15 * time.Minute,
+		EmptySwarmLifetime: time.Hour,
+		MaxConnsPerIP:      tracker.DefaultMaxConnsPerIP,
+		MaxNumWant:         200,
+		MaxPeers:           2_000_000,
+		MaxSwarms:          1_000_000,
+		MaxPeersPerIP:      5000,
+		MaxRate:            fsm.DefaultMaxRate,
+	}
+}
+
 func (c *TrackerConfig) withDefaults() error {
-	for flag, a := range map[string]string{"--tracker-http": c.HTTP, "--tracker-udp": c.UDP} {
-		if _, _, err := net.SplitHostPort(a); a != "" && err != nil {
-			return fmt.Errorf("%w: %s %q is not host:port: %v", ErrConfig, flag, a, err)
+	for _, f := range []struct{ field, addr string }{{"Tracker.HTTP", c.HTTP}, {"Tracker.UDP", c.UDP}} {
+		if _, _, err := net.SplitHostPort(f.addr); f.addr != "" && err != nil {
+			return configErr(f.field, "{%s} %q is not host:port: %v", f.field, f.addr, err)
 		}
 	}
+	d := DefaultTrackerConfig()
 	if c.Interval == 0 {
-		c.Interval = 15 * time.Minute
+		c.Interval = d.Interval
 	}
 	if c.MinInterval == 0 {
 		c.MinInterval = c.Interval / 3
@@ -123,16 +141,19 @@ func (c *TrackerConfig) withDefaults() error {
 		c.PeerLifetime = 2*c.Interval + 2*time.Minute
 	}
 	if c.EmptySwarmLifetime == 0 {
-		c.EmptySwarmLifetime = time.Hour
+		c.EmptySwarmLifetime = d.EmptySwarmLifetime
+	}
+	if c.MaxConnsPerIP == 0 {
+		c.MaxConnsPerIP = d.MaxConnsPerIP
 	}
 	if c.MaxNumWant == 0 {
-		c.MaxNumWant = 200
+		c.MaxNumWant = d.MaxNumWant
 	}
 	if c.MaxPeers == 0 {
-		c.MaxPeers = 2_000_000
+		c.MaxPeers = d.MaxPeers
 	}
 	if c.MaxPeersPerIP == 0 {
-		c.MaxPeersPerIP = 5000
+		c.MaxPeersPerIP = d.MaxPeersPerIP
 	}
 	if c.MaxPeersPer64 == 0 {
 		c.MaxPeersPer64 = 2 * c.MaxPeersPerIP
@@ -141,30 +162,32 @@ func (c *TrackerConfig) withDefaults() error {
 		c.MaxPeersPer48 = 4 * c.MaxPeersPerIP
 	}
 	if c.MaxSwarms == 0 {
-		c.MaxSwarms = 1_000_000
+		c.MaxSwarms = d.MaxSwarms
 	}
 	if c.MaxRate == 0 {
-		c.MaxRate = fsm.DefaultMaxRate
+		c.MaxRate = d.MaxRate
 	}
 	switch {
 	case c.Interval < time.Second:
-		return fmt.Errorf("%w: --tracker-interval %v is under a second", ErrConfig, c.Interval)
+		return configErr("Tracker.Interval", "{Tracker.Interval} %v is under a second", c.Interval)
 	case c.MinInterval < 0 || c.MinInterval > c.Interval:
-		return fmt.Errorf("%w: the tracker's min interval %v must be between 0 and --tracker-interval %v", ErrConfig, c.MinInterval, c.Interval)
+		return configErr("Tracker.MinInterval", "{Tracker.MinInterval} %v must be between 0 and {Tracker.Interval} %v", c.MinInterval, c.Interval)
 	case c.PeerLifetime <= c.Interval:
-		return fmt.Errorf("%w: --tracker-peer-lifetime %v must exceed --tracker-interval %v, or every peer expires before it re-announces", ErrConfig, c.PeerLifetime, c.Interval)
+		return configErr("Tracker.PeerLifetime", "{Tracker.PeerLifetime} %v must exceed {Tracker.Interval} %v, or every peer expires before it re-announces", c.PeerLifetime, c.Interval)
 	case c.MaxRate < 0:
-		return fmt.Errorf("%w: TrackerConfig.MaxRate %d is negative", ErrConfig, c.MaxRate)
+		return configErr("Tracker.MaxRate", "{Tracker.MaxRate} %d is negative", c.MaxRate)
 	case c.EmptySwarmLifetime < 0:
-		return fmt.Errorf("%w: TrackerConfig.EmptySwarmLifetime %v is negative", ErrConfig, c.EmptySwarmLifetime)
+		return configErr("Tracker.EmptySwarmLifetime", "{Tracker.EmptySwarmLifetime} %v is negative", c.EmptySwarmLifetime)
 	case c.MaxNumWant < 1:
-		return fmt.Errorf("%w: --tracker-max-numwant %d must be at least 1", ErrConfig, c.MaxNumWant)
-	case c.MaxPeers < 1 || c.MaxPeersPerIP < 1 || c.MaxSwarms < 1:
-		return fmt.Errorf("%w: --tracker-max-peers, --tracker-max-swarms and --tracker-max-peers-per-ip must be at least 1", ErrConfig)
-	case c.MaxPeersPer64 < 1 || c.MaxPeersPer48 < 1:
-		return fmt.Errorf("%w: TrackerConfig.MaxPeersPer64 and MaxPeersPer48 must be at least 1", ErrConfig)
-	case c.MaxPeers > math.MaxUint32 || c.MaxSwarms > math.MaxUint32 || c.MaxPeersPerIP > math.MaxUint32 || c.MaxPeersPer64 > math.MaxUint32 || c.MaxPeersPer48 > math.MaxUint32:
-		return fmt.Errorf("%w: the tracker's limits must be under 2^32", ErrConfig)
+		return configErr("Tracker.MaxNumWant", "{Tracker.MaxNumWant} %d must be at least 1", c.MaxNumWant)
+	}
+	for _, f := range []struct {
+		field string
+		n     int
+	}{{"Tracker.MaxPeers", c.MaxPeers}, {"Tracker.MaxSwarms", c.MaxSwarms}, {"Tracker.MaxPeersPerIP", c.MaxPeersPerIP}, {"Tracker.MaxPeersPer64", c.MaxPeersPer64}, {"Tracker.MaxPeersPer48", c.MaxPeersPer48}} {
+		if f.n < 1 || f.n > math.MaxUint32 {
+			return configErr(f.field, "{%s} %d: give 1 to 2^32-1", f.field, f.n)
+		}
 	}
 	return nil
 }

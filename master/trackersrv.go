@@ -60,7 +60,7 @@ func (m *Master) startTrackers() error {
 	if a := m.cfg.Tracker.HTTP; a != "" {
 		ln, err := net.Listen("tcp", a)
 		if err != nil {
-			return portError("tracker HTTP", "--tracker-http", a, err)
+			return portError("tracker HTTP", "Tracker.HTTP", a, err)
 		}
 		t.httpLn = ln
 		t.http = tracker.NewHTTPServer(b, tracker.HTTPConfig{Config: m.trackerConfig(), MaxConnsPerIP: m.cfg.Tracker.MaxConnsPerIP})
@@ -73,7 +73,7 @@ func (m *Master) startTrackers() error {
 	if a := m.cfg.Tracker.UDP; a != "" {
 		pc, err := tracker.ListenUDP(ctx, "udp", a, 0) // one SO_REUSEPORT socket per core
 		if err != nil {
-			return portError("tracker UDP", "--tracker-udp", a, err)
+			return portError("tracker UDP", "Tracker.UDP", a, err)
 		}
 		t.udpPC = pc
 		if t.udp, err = tracker.NewUDPServer(b, tracker.UDPConfig{Config: m.trackerConfig()}); err != nil {

@@ -186,7 +186,7 @@ func TestPermanentRefusalStopsThePeer(t *testing.T) {
 	if !errors.Is(err, ErrRefused) || !errors.Is(err, master.ErrQuota) {
 		t.Fatalf("Err() = %v, want ErrRefused wrapping master.ErrQuota", err)
 	}
-	for _, want := range []string{"--max-files-per-peer", "share fewer files"} {
+	for _, want := range []string{"limit of 1 files per peer", "share fewer files"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("Err() = %q, want it to say %q", err, want)
 		}

@@ -6,13 +6,15 @@ import (
 	"strings"
 
 	"fileshare/client"
+	"fileshare/internal/cfgerr"
 )
 
 // Sentinel errors of the peer library. Every error a Peer method returns for
 // one of these conditions wraps the sentinel; test with errors.Is, never with
 // the message text.
 var (
-	// ErrConfig wraps every configuration mistake New rejects.
+	// ErrConfig wraps every configuration mistake New rejects; most
+	// are a *ConfigError naming the field.
 	ErrConfig = errors.New("invalid peer configuration")
 
 	// ErrClosed means the Peer was closed (or is closing) while the call
@@ -114,3 +116,19 @@ func (e *AmbiguousError) Error() string {
 
 // Is reports whether target is ErrAmbiguous.
 func (e *AmbiguousError) Is(target error) bool { return target == ErrAmbiguous }
+
+// ConfigError names the Config field at fault (as "DataDir"), never a
+// command-line flag; the CLI maps fields to its flags. The same type as
+// master.ConfigError.
+type ConfigError = cfgerr.Error
+
+// configErr returns a *ConfigError wrapping ErrConfig. reason names
+// fields as {Path}; see cfgerr.Error.
+func configErr(field, reason string, args ...any) error {
+	return cfgerr.New(ErrConfig, field, fmt.Sprintf(reason, args...))
+}
+
+// fieldErr is configErr wrapping err instead of ErrConfig.
+func fieldErr(err error, field, reason string, args ...any) error {
+	return cfgerr.New(err, field, fmt.Sprintf(reason, args...))
+}

@@ -61,7 +61,7 @@ var (
 	descPeerFiles  = prometheus.NewDesc("fileshare_peer_shared_files", "Files this peer serves: scanned and acknowledged by the index.", nil, nil)
 	descPeerBytes  = prometheus.NewDesc("fileshare_peer_shared_bytes", "Total size of the files this peer serves.", nil, nil)
 	descUploads    = prometheus.NewDesc("fileshare_peer_uploads_active", "Piece connections this peer is serving now.", nil, nil)
-	descUploadsMax = prometheus.NewDesc("fileshare_peer_uploads_max", "Most piece connections served at once (--max-uploads).", nil, nil)
+	descUploadsMax = prometheus.NewDesc("fileshare_peer_uploads_max", "Most piece connections served at once (Config.MaxUploads).", nil, nil)
 	descReachable  = prometheus.NewDesc("fileshare_peer_masters_reachable", "1 while the masters answer this peer's calls, 0 during an outage.", nil, nil)
 	descOutage     = prometheus.NewDesc("fileshare_peer_masters_unreachable_seconds", "How long the masters have not answered (0 while they do).", nil, nil)
 

@@ -92,12 +92,12 @@ func createIdentity(path string) (client.Identity, error) {
 func lockDataDir(dir string) (*os.File, error) {
 	f, err := os.OpenFile(filepath.Join(dir, lockFile), os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {
-		return nil, fmt.Errorf("%w: open lock in data dir %s: %v; choose a --data-dir this user can write", ErrConfig, dir, err)
+		return nil, configErr("DataDir", "open lock in data dir %s: %v; choose a {DataDir} this user can write", dir, err)
 	}
 	if err := tryLock(f); err != nil {
 		f.Close()
 		if errors.Is(err, errLocked) {
-			return nil, fmt.Errorf("%w: %s; stop the other peer or choose another --data-dir", ErrDataDirLocked, dir)
+			return nil, fieldErr(ErrDataDirLocked, "DataDir", "%s; stop the other peer or choose another {DataDir}", dir)
 		}
 		return nil, fmt.Errorf("lock data dir %s: %w", dir, err)
 	}

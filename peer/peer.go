@@ -103,45 +103,64 @@ type Config struct {
 	skipPaths []string
 }
 
+// DefaultConfig returns the value every tunable field of Config takes when
+// it is zero, so a caller (the CLI's flags) can show and start from them.
+// HeartbeatInterval stays zero: its default derives from the masters'
+// lease. Listen's default, ":0", is filled by New.
+func DefaultConfig() Config {
+	return Config{
+		RescanInterval: 2 * time.Second,
+		MaxUploads:     16,
+		IOTimeout:      20 * time.Second,
+		IdleTimeout:    2 * time.Minute,
+		MasterTimeout:  5 * time.Second,
+		NATInterval:    DefaultNATInterval,
+	}
+}
+
 func (c Config) withDefaults() (Config, error) {
 	if c.DataDir == "" {
-		return c, fmt.Errorf("%w: --data-dir is required (the peer keeps its identity and hash cache there)", ErrConfig)
+		return c, configErr("DataDir", "{DataDir} is required (the peer keeps its identity and hash cache there)")
 	}
 	if len(c.Masters) == 0 {
-		return c, fmt.Errorf("%w: %w", ErrConfig, client.ErrNoMasters)
+		return c, fieldErr(fmt.Errorf("%w: %w", ErrConfig, client.ErrNoMasters), "Masters", "give the masters' cluster ports in {Masters}, e.g. 127.0.0.1:7001,127.0.0.1:7002")
 	}
 	c.Masters = slices.Clone(c.Masters)
 	if c.Listen == "" {
 		c.Listen = ":0"
 	}
 	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
-		return c, fmt.Errorf("%w: --listen %q is not host:port: %v", ErrConfig, c.Listen, err)
+		return c, configErr("Listen", "{Listen} %q is not host:port: %v", c.Listen, err)
 	}
 	if c.Advertise != "" {
 		if _, port, err := net.SplitHostPort(c.Advertise); err != nil || port == "0" {
-			return c, fmt.Errorf("%w: --advertise %q must be host:port with a fixed port", ErrConfig, c.Advertise)
+			return c, configErr("Advertise", "{Advertise} %q must be host:port with a fixed port", c.Advertise)
 		}
 	}
-	def := func(d *time.Duration, v time.Duration) {
-		if *d == 0 {
-			*d = v
+	d := DefaultConfig()
+	def := func(v *time.Duration, dv time.Duration) {
+		if *v == 0 {
+			*v = dv
 		}
 	}
-	def(&c.RescanInterval, 2*time.Second)
-	def(&c.IOTimeout, 20*time.Second)
-	def(&c.IdleTimeout, 2*time.Minute)
-	def(&c.MasterTimeout, 5*time.Second)
-	def(&c.NATInterval, DefaultNATInterval)
+	def(&c.RescanInterval, d.RescanInterval)
+	def(&c.IOTimeout, d.IOTimeout)
+	def(&c.IdleTimeout, d.IdleTimeout)
+	def(&c.MasterTimeout, d.MasterTimeout)
+	def(&c.NATInterval, d.NATInterval)
 	if c.MaxUploads == 0 {
-		c.MaxUploads = 16
+		c.MaxUploads = d.MaxUploads
 	}
-	for name, d := range map[string]time.Duration{"rescan interval": c.RescanInterval, "heartbeat interval": c.HeartbeatInterval, "I/O timeout": c.IOTimeout, "idle timeout": c.IdleTimeout, "master timeout": c.MasterTimeout} {
-		if d < 0 {
-			return c, fmt.Errorf("%w: %s is negative (%v)", ErrConfig, name, d)
+	for _, f := range []struct {
+		field string
+		d     time.Duration
+	}{{"RescanInterval", c.RescanInterval}, {"HeartbeatInterval", c.HeartbeatInterval}, {"IOTimeout", c.IOTimeout}, {"IdleTimeout", c.IdleTimeout}, {"MasterTimeout", c.MasterTimeout}} {
+		if f.d < 0 {
+			return c, configErr(f.field, "{%s} is negative (%v)", f.field, f.d)
 		}
 	}
 	if c.MaxUploads < 0 {
-		return c, fmt.Errorf("%w: max uploads is negative (%d)", ErrConfig, c.MaxUploads)
+		return c, configErr("MaxUploads", "{MaxUploads} is negative (%d)", c.MaxUploads)
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -241,7 +260,7 @@ func New(cfg Config) (*Peer, error) {
 		return nil, err
 	}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
-		return nil, fmt.Errorf("%w: create data dir %s: %v; choose a --data-dir this user can write", ErrConfig, cfg.DataDir, err)
+		return nil, configErr("DataDir", "cannot create the data dir %s: %v; choose a {DataDir} this user can write", cfg.DataDir, err)
 	}
 	p := &Peer{
 		cfg:       cfg,
@@ -271,7 +290,7 @@ func New(cfg Config) (*Peer, error) {
 	// without --seed) opens no port at all.
 	if cfg.ShareDir != "" {
 		if p.mux, err = transport.ListenMux(transport.MuxConfig{Addr: cfg.Listen, Logger: p.logger, TLS: p.tls}); err != nil {
-			return nil, fmt.Errorf("%w: --listen %s: %v; choose another port or stop the process using it", ErrConfig, cfg.Listen, err)
+			return nil, configErr("Listen", "{Listen} %s: %v; choose another port or stop the process using it", cfg.Listen, err)
 		}
 		if p.addr, err = advertiseAddr(cfg.Advertise, p.mux.Addr().String(), cfg.Masters); err != nil {
 			return nil, err
@@ -330,7 +349,7 @@ func advertiseAddr(adv, listen string, masters []string) (string, error) {
 	// A UDP "dial" sends nothing; it only asks the kernel for a route.
 	c, err := net.Dial("udp", strings.TrimSpace(masters[0]))
 	if err != nil {
-		return "", fmt.Errorf("%w: listening on the wildcard address %s and cannot find a local IP routed to %s (%v); set --advertise HOST:PORT", ErrConfig, listen, masters[0], err)
+		return "", configErr("Advertise", "listening on the wildcard address %s and cannot find a local IP routed to %s (%v); set {Advertise} to HOST:PORT", listen, masters[0], err)
 	}
 	defer c.Close()
 	local := c.LocalAddr().(*net.UDPAddr)

@@ -513,7 +513,7 @@ func refusedError(err error) error {
 	case errors.Is(err, fsm.ErrUnauthorized):
 		hint = "the index knows this peer ID under another secret: run the peer with the data dir it first joined with, or wait until its lease expires"
 	case errors.Is(err, transport.ErrForbidden):
-		hint = "the masters require TLS with the peer's own key: pass --trusted-ca-file with the cluster's CA certificate (see README \"Security\")"
+		return fieldErr(fmt.Errorf("%w: %w", ErrRefused, err), "CA", "the masters require TLS with the peer's own key: give the cluster's CA certificate in {CA} (see README \"Security\")")
 	case errors.Is(err, client.ErrNotYourPeerID), errors.Is(err, client.ErrBadKey):
 		hint = "the peer's key and ID do not match: check peer.key in the data dir, or start with a fresh data dir (a new peer ID)"
 	case errors.Is(err, fsm.ErrInvalid), errors.Is(err, transport.ErrBadRequest):

@@ -177,7 +177,7 @@ func InitFiles(dir string, masters, hosts []string, validity time.Duration) ([]s
 	for _, n := range names {
 		p := filepath.Join(dir, n+".pem")
 		if _, err := os.Lstat(p); err == nil {
-			return nil, fmt.Errorf("%w: %s; choose an empty --dir, or delete the old files if you mean to replace the CA", ErrExists, p)
+			return nil, fmt.Errorf("%w: %s; choose an empty directory, or delete the old files if you mean to replace the CA", ErrExists, p)
 		}
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {

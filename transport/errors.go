@@ -79,7 +79,7 @@ var (
 
 // What a foreign server's first bytes looked like (NotFileShareError.Answer).
 const (
-	AnswerHTTP      = "HTTP"                // an HTTP server, e.g. a master's --http port
+	AnswerHTTP      = "HTTP"                // an HTTP server, e.g. a master's HTTP port
 	AnswerTLS       = "TLS"                 // a TLS server, when this side spoke plaintext
 	AnswerPlaintext = "plaintext FileShare" // a FileShare port without TLS, when this side spoke TLS
 	AnswerUnknown   = ""                    // bytes of no protocol we recognise
@@ -102,15 +102,15 @@ type NotFileShareError struct {
 func (e *NotFileShareError) Error() string {
 	switch {
 	case e.Answer == AnswerHTTP:
-		return fmt.Sprintf("%s is not a FileShare master's cluster port (it answered like HTTP); use the --listen port, not --http", e.Addr)
+		return fmt.Sprintf("%s is not a FileShare master's cluster port (it answered like HTTP); use a master's cluster port, not its HTTP port", e.Addr)
 	case e.mismatch() && e.LocalTLS:
-		return fmt.Sprintf("%s is a FileShare port without TLS (its cluster runs with --insecure), but this side speaks TLS; leave out --trusted-ca-file, --cert-file and --key-file to talk to it", e.Addr)
+		return fmt.Sprintf("%s is a FileShare port without TLS (its cluster runs without TLS), but this side speaks TLS; talk to it without a CA or certificate", e.Addr)
 	case e.mismatch():
-		return fmt.Sprintf("%s answered with TLS, but this side speaks plaintext: the cluster runs with TLS; pass --trusted-ca-file with the cluster CA (see README \"Security\")", e.Addr)
+		return fmt.Sprintf("%s answered with TLS, but this side speaks plaintext: the cluster runs with TLS; give the cluster CA (see README \"Security\")", e.Addr)
 	case e.LocalTLS:
-		return fmt.Sprintf("%s is not a FileShare master's cluster port (it answered with bytes that are neither TLS nor FileShare's protocol); check the port: use the masters' --listen addresses", e.Addr)
+		return fmt.Sprintf("%s is not a FileShare master's cluster port (it answered with bytes that are neither TLS nor FileShare's protocol); check the port: use the masters' cluster ports", e.Addr)
 	}
-	return fmt.Sprintf("%s is not a FileShare master's cluster port (it answered with bytes that are not FileShare's protocol); check the port: use the masters' --listen addresses", e.Addr)
+	return fmt.Sprintf("%s is not a FileShare master's cluster port (it answered with bytes that are not FileShare's protocol); check the port: use the masters' cluster ports", e.Addr)
 }
 
 func (e *NotFileShareError) mismatch() bool {

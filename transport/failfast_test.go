@@ -95,7 +95,7 @@ func TestAnHTTPPortIsNotFileShareAtOnce(t *testing.T) {
 			if Retryable(err) || errors.Is(err, ErrTLSMismatch) {
 				t.Fatalf("%v: retryable %v, TLS mismatch %v; want neither", err, Retryable(err), errors.Is(err, ErrTLSMismatch))
 			}
-			for _, want := range []string{addr, "answered like HTTP", "--listen", "--http"} {
+			for _, want := range []string{addr, "answered like HTTP", "cluster port, not its HTTP port"} {
 				if !strings.Contains(err.Error(), want) {
 					t.Fatalf("error %q does not mention %q", err, want)
 				}
@@ -105,7 +105,7 @@ func TestAnHTTPPortIsNotFileShareAtOnce(t *testing.T) {
 }
 
 // A client and a port that disagree about TLS learn it from the first
-// answer, and the error names the mismatch and the flag that fixes it.
+// answer, and the error names the mismatch and what fixes it.
 func TestATLSPlaintextMismatchIsNamed(t *testing.T) {
 	p := newTestPKI(t)
 	_, tlsAddr := startTLSServer(t, p.load(t, "m1"), nil)
@@ -115,10 +115,10 @@ func TestATLSPlaintextMismatchIsNamed(t *testing.T) {
 		client     *Client
 		want       string
 	}{
-		{"plaintext client, TLS port", tlsAddr, NewClient(ClientConfig{}), "--trusted-ca-file"},
+		{"plaintext client, TLS port", tlsAddr, NewClient(ClientConfig{}), "give the cluster CA"},
 		{"TLS client, plaintext port", plainAddr, tlsClient(func(addr string, kind byte, timeout time.Duration) (net.Conn, error) {
 			return DialStreamTLS(addr, kind, timeout, p.ca(t).MasterClientConfig())
-		}), "--insecure"},
+		}), "runs without TLS"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			defer tc.client.Close()
@@ -148,7 +148,7 @@ func TestHTTPToAClusterPortSaysWhereTheHTTPAPIIs(t *testing.T) {
 	defer resp.Body.Close()
 	var body bytes.Buffer
 	body.ReadFrom(resp.Body)
-	if resp.StatusCode != http.StatusBadRequest || !strings.Contains(body.String(), "--http") {
-		t.Fatalf("got %d %q; want 400 naming --http", resp.StatusCode, body.String())
+	if resp.StatusCode != http.StatusBadRequest || !strings.Contains(body.String(), "HTTP port") {
+		t.Fatalf("got %d %q; want 400 naming the HTTP port", resp.StatusCode, body.String())
 	}
 }

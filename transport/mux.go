@@ -248,14 +248,14 @@ func handshakeStream(conn net.Conn, addr string, kind byte, timeout time.Duratio
 
 // plaintextGreeting is what a plaintext Mux answers to a TLS ClientHello,
 // so that a TLS client learns it reached a FileShare port of a cluster run
-// with --insecure (its handshake fails with a record header that begins
+// without TLS (its handshake fails with a record header that begins
 // "FileS"), instead of seeing the connection close for no stated reason.
-const plaintextGreeting = "FileShare: this port speaks plaintext (its cluster runs with --insecure); connect without TLS\n"
+const plaintextGreeting = "FileShare: this port speaks plaintext (its cluster runs without TLS); connect without TLS\n"
 
 // httpGreeting is what a plaintext Mux answers to a connection whose first
 // byte is an upper-case letter (an HTTP method such as GET), so that curl
 // pointed at a cluster port says where the HTTP API is.
-const httpGreeting = "HTTP/1.0 400 Bad Request\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\nThis is a FileShare master's cluster port, not HTTP; the HTTP API is on the master's --http port.\n"
+const httpGreeting = "HTTP/1.0 400 Bad Request\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\nThis is a FileShare master's cluster port, not HTTP; the HTTP API is on the master's HTTP port.\n"
 
 // tlsAlert is a TLS fatal alert record (unexpected_message). A TLS Mux
 // writes it to a client whose first bytes are not TLS, as most TLS servers

@@ -108,7 +108,7 @@ func Require(ctx context.Context, r Role) error {
 	case RoleMaster:
 		return fmt.Errorf("%w: only a master's certificate (signed by the cluster CA) may do this; the caller is %s", ErrForbidden, c.Role)
 	case RoleAdmin:
-		return fmt.Errorf("%w: cluster administration needs an admin or master certificate signed by the cluster CA (see 'fileshare tls init'); pass --cert-file and --key-file; the caller is %s", ErrForbidden, c.Role)
+		return fmt.Errorf("%w: cluster administration needs an admin or master certificate signed by the cluster CA (see 'fileshare tls init') as this side's certificate and key; the caller is %s", ErrForbidden, c.Role)
 	default:
 		return fmt.Errorf("%w: writes need the peer's own key as its TLS client certificate; the caller is %s", ErrForbidden, c.Role)
 	}
@@ -229,7 +229,7 @@ func LoadTLS(certFile, keyFile, caFile string) (*TLS, error) {
 	t := &TLS{}
 	if certFile != "" || keyFile != "" {
 		if certFile == "" || keyFile == "" {
-			return nil, fmt.Errorf("%w: give both --cert-file and --key-file", ErrTLSConfig)
+			return nil, fmt.Errorf("%w: give both a certificate file and its key file", ErrTLSConfig)
 		}
 		w := &watched[*tls.Certificate]{files: []string{certFile, keyFile}, load: func() (*tls.Certificate, error) {
 			c, err := tls.LoadX509KeyPair(certFile, keyFile)
@@ -367,7 +367,7 @@ func (t *TLS) MasterClientConfig() *tls.Config {
 		VerifyConnection: func(cs tls.ConnectionState) error {
 			pool, err := t.pool()
 			if err != nil || pool == nil {
-				return fmt.Errorf("%w: no trusted CA configured; pass --trusted-ca-file", ErrNotAMaster)
+				return fmt.Errorf("%w: no trusted CA configured; give the cluster CA", ErrNotAMaster)
 			}
 			if len(cs.PeerCertificates) == 0 {
 				return ErrNotAMaster

@@ -385,8 +385,8 @@ func printStatus(w io.Writer, format string, masters []string, sts []client.Stat
 	}
 	if answered == 0 {
 		if errors.Is(errs[0], transport.ErrNotFileShare) {
-			// The error already says what to do.
-			return &exitCode{code: 1, msg: fmt.Sprintf("no master answered at %s: %v", strings.Join(masters, ","), errs[0])}
+			// The error says what is wrong; flagHint names the flag.
+			return &exitCode{code: 1, msg: fmt.Sprintf("no master answered at %s: %v%s", strings.Join(masters, ","), errs[0], flagHint(errs[0]))}
 		}
 		return &exitCode{code: 1, msg: fmt.Sprintf("no master answered at %s: %v; check --masters, that the masters are running, and --trusted-ca-file if they run with TLS", strings.Join(masters, ","), errs[0])}
 	}

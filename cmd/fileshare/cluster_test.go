@@ -127,7 +127,7 @@ func TestClusterCommandsOnWrongPortsFailFastAndSayWhy(t *testing.T) {
 		want string
 	}{
 		{"nothing listens", []string{"cluster", "transfer-leader", "--masters", nowhere + "," + freeport.Loopback(t)}, "nothing listens at " + nowhere},
-		{"HTTP port as cluster port", []string{"cluster", "transfer-leader", "--masters", httpAddr}, "use the --listen port, not --http"},
+		{"HTTP port as cluster port", []string{"cluster", "transfer-leader", "--masters", httpAddr}, "not their --http ports"},
 		{"HTTP port in cluster wait", []string{"cluster", "wait", "--masters", httpAddr}, "answered like HTTP"},
 		{"plaintext client, TLS cluster", []string{"cluster", "status", "--masters", addr}, "--trusted-ca-file"},
 	} {

@@ -9,10 +9,12 @@ import (
 	"os/signal"
 	"path/filepath"
 	"slices"
+	"strings"
 	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	jepsenlike "fileshare/jepsen-like"
 )
@@ -98,7 +100,7 @@ the message says why).`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			logger, err := g.logger(stderr)
 			if err != nil {
-				return &exitCode{code: 2, msg: err.Error()}
+				return &exitCode{code: 2, msg: errorMessage(err)}
 			}
 			if cfg.Kinds, err = jepsenlike.ParseKinds(nemesis); err != nil {
 				return &exitCode{code: 2, msg: "--nemesis: " + err.Error()}
@@ -139,7 +141,7 @@ the message says why).`,
 				case errors.Is(err, jepsenlike.ErrNoNetns):
 					logger.Warn("no private namespace; iptables rules and the masters' filesystems go into the host's namespaces (a chain of their own, mounts under --out), removed at the end", "err", err)
 				case err != nil:
-					return &exitCode{code: 2, msg: err.Error()}
+					return &exitCode{code: 2, msg: errorMessage(err)}
 				case code != 0:
 					return &exitCode{code: code}
 				default:
@@ -148,21 +150,21 @@ the message says why).`,
 			}
 			if jepsenlike.InPrivateNetns() {
 				if err := jepsenlike.PrepareNetns(); err != nil {
-					return &exitCode{code: 2, msg: err.Error()}
+					return &exitCode{code: 2, msg: errorMessage(err)}
 				}
 			}
 
 			logger.Info("jepsen run", "seed", cfg.Seed, "out", cfg.Out, "replay", fmt.Sprintf("--seed %d", cfg.Seed))
 			res, err := jepsenlike.Run(ctx, cfg)
 			if err != nil && res == nil {
-				return &exitCode{code: 2, msg: err.Error()}
+				return &exitCode{code: 2, msg: errorMessage(err)}
 			}
 			for _, s := range res.Skipped {
 				fmt.Fprintf(stdout, "note: %s\n", s)
 			}
 			fmt.Fprintf(stdout, "verdict: %s\n%s\nreport: %s\n", res.Verdict, res.Summary, filepath.Join(cfg.Out, jepsenlike.ReportFile))
 			if err != nil {
-				return &exitCode{code: 2, msg: err.Error()}
+				return &exitCode{code: 2, msg: errorMessage(err)}
 			}
 			switch res.Verdict {
 			case jepsenlike.Valid:
@@ -177,25 +179,31 @@ the message says why).`,
 	cmd.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return &exitCode{code: 2, msg: fmt.Sprintf("%v\nRun '%s --help' for usage.", err, c.CommandPath())}
 	})
-	f := cmd.Flags()
-	f.IntVar(&cfg.Nodes, "nodes", 5, "number of masters: 3 or 5")
-	f.DurationVar(&cfg.Time, "time", 60*time.Second, "how long the workload and the faults run")
-	f.DurationVar(&cfg.Interval, "interval", 10*time.Second, "time between the starts of two faults")
-	f.StringVar(&nemesis, "nemesis", "kill,pause,partition", "fault kinds to draw from (see above), or none")
-	f.Float64Var(&cfg.Rate, "rate", 200, "target operations per second over all clients")
-	f.IntVar(&cfg.Concurrency, "concurrency", 10, "number of concurrent clients")
-	f.IntVar(&cfg.Files, "files", 20, "number of files the clients share (index workload)")
-	f.StringVar(&wls, "workload", "index", "what the clients do: index (register, unregister, lookup, search), tracker (BitTorrent announces to every master's HTTP tracker), index,tracker, or accounting (a private tracker's books)")
-	f.IntVar(&cfg.Torrents, "torrents", 8, "number of swarms the tracker workload's peers announce in")
+	bindJepsenFlags(cmd.Flags(), &cfg, &nemesis, &wls, &netMode, &noNetns)
+	return cmd
+}
+
+// bindJepsenFlags binds the jepsen flags to cfg and the options that
+// Run does not take as they are, defaults from jepsenlike.DefaultConfig.
+func bindJepsenFlags(f *pflag.FlagSet, cfg *jepsenlike.Config, nemesis, wls, netMode *string, noNetns *bool) {
+	def := jepsenlike.DefaultConfig()
+	f.IntVar(&cfg.Nodes, "nodes", def.Nodes, "number of masters: 3 or 5")
+	f.DurationVar(&cfg.Time, "time", def.Time, "how long the workload and the faults run")
+	f.DurationVar(&cfg.Interval, "interval", def.Interval, "time between the starts of two faults")
+	f.StringVar(nemesis, "nemesis", "kill,pause,partition", "fault kinds to draw from (see above), or none")
+	f.Float64Var(&cfg.Rate, "rate", def.Rate, "target operations per second over all clients")
+	f.IntVar(&cfg.Concurrency, "concurrency", def.Concurrency, "number of concurrent clients")
+	f.IntVar(&cfg.Files, "files", def.Files, "number of files the clients share (index workload)")
+	f.StringVar(wls, "workload", joinWorkloads(def.Workloads), "what the clients do: index (register, unregister, lookup, search), tracker (BitTorrent announces to every master's HTTP tracker), index,tracker, or accounting (a private tracker's books)")
+	f.IntVar(&cfg.Torrents, "torrents", def.Torrents, "number of swarms the tracker workload's peers announce in")
 	f.Int64Var(&cfg.Seed, "seed", 0, "seed of the fault schedule (default: random, printed for replay)")
 	f.StringVar(&cfg.Out, "out", "", "output directory (default: ./jepsen-SEED-TIME)")
-	f.StringVar(&netMode, "net", "auto", "network fault mechanism: auto, iptables (root) or proxy")
-	f.BoolVar(&noNetns, "no-netns", false, "with iptables or disk-full, use the host's network and mount namespaces instead of private ones")
+	f.StringVar(netMode, "net", string(def.Net), "network fault mechanism: auto, iptables (root) or proxy")
+	f.BoolVar(noNetns, "no-netns", false, "with iptables or disk-full, use the host's network and mount namespaces instead of private ones")
 	f.BoolVar(&cfg.KeepData, "keep-data", false, "keep the masters' data dirs in --out/data")
-	f.DurationVar(&cfg.OpTimeout, "op-timeout", time.Second, "how long a client waits before an operation's outcome is unknown")
-	f.DurationVar(&cfg.CheckTimeout, "check-timeout", 2*time.Minute, "time limit of the linearizability search")
+	f.DurationVar(&cfg.OpTimeout, "op-timeout", def.OpTimeout, "how long a client waits before an operation's outcome is unknown")
+	f.DurationVar(&cfg.CheckTimeout, "check-timeout", def.CheckTimeout, "time limit of the linearizability search")
 	f.StringVar(&cfg.TrackerCmd, "tracker-cmd", "", "judge another tracker instead of FileShare masters: the command that starts it, with {port}, {host}, {dir} and {whitelist} filled in (with --workload tracker; faults kill and pause)")
-	return cmd
 }
 
 // changedFlags returns the flags set on the command line (the global ones
@@ -210,4 +218,13 @@ func changedFlags(cmd *cobra.Command, skip ...string) []string {
 		out = append(out, "--"+name+"="+cmd.Flags().Lookup(name).Value.String())
 	}
 	return out
+}
+
+// joinWorkloads writes workloads the way --workload reads them.
+func joinWorkloads(ws []jepsenlike.Workload) string {
+	s := make([]string, len(ws))
+	for i, w := range ws {
+		s[i] = string(w)
+	}
+	return strings.Join(s, ",")
 }

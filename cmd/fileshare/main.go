@@ -31,7 +31,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 			}
 			return ec.code
 		}
-		fmt.Fprintln(stderr, "fileshare:", err)
+		fmt.Fprintln(stderr, "fileshare:", errorMessage(err))
 		return 1
 	}
 	return 0

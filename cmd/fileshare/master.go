@@ -12,14 +12,15 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"fileshare/master"
-	"fileshare/transport"
 )
 
-// shutdownGrace bounds a graceful shutdown: leadership hand-off, draining
-// requests and stopping raft normally take well under a second.
-const shutdownGrace = 3 * time.Second
+// hangGrace is how long past --shutdown-timeout the command waits for
+// master.Shutdown, which by then only closes files, before it calls the
+// shutdown hung and prints every goroutine as evidence.
+const hangGrace = 2 * time.Second
 
 // exitRemoved is the exit status of a master that stopped because the
 // cluster removed it (or that refused to start from the data of a
@@ -37,6 +38,7 @@ func newMasterCmd(g *globalFlags, stderr io.Writer) *cobra.Command {
 	var cfg master.Config
 	var initial, join string
 	var tf tlsFlags
+	var shutdownTimeout time.Duration
 	cmd := &cobra.Command{
 		Use:   "master --id ID --data-dir DIR --listen HOST:PORT --http HOST:PORT (--initial-cluster ID=ADDR,... | --join ADDR,...)",
 		Short: "Run a SwarmMaster (one node of the index cluster)",
@@ -45,7 +47,8 @@ func newMasterCmd(g *globalFlags, stderr io.Writer) *cobra.Command {
 Bootstrap a new cluster by starting every master with the same
 --initial-cluster; restarting a master with the same flags is safe (it
 bootstraps only once). Add a master to a running cluster with --join.
-On SIGTERM a leader hands leadership to another master before it exits.
+On SIGTERM a leader hands leadership to another master before it exits;
+the whole shutdown gets --shutdown-timeout.
 
 With --cert-file, --key-file and --trusted-ca-file (see 'fileshare tls
 init') the cluster port speaks only TLS: masters authenticate each other,
@@ -125,10 +128,10 @@ Example: FILESHARE_DATA_DIR=/var/lib/fileshare fileshare master ...`,
 			defer stop()
 			m, err := master.New(ctx, cfg)
 			if errors.Is(err, master.ErrRemoved) {
-				return &exitCode{code: exitRemoved, msg: err.Error()}
+				return &exitCode{code: exitRemoved, msg: errorMessage(err)}
 			}
 			if errors.Is(err, master.ErrDamaged) {
-				return &exitCode{code: exitDamaged, msg: err.Error()}
+				return &exitCode{code: exitDamaged, msg: errorMessage(err)}
 			}
 			if err != nil {
 				return err
@@ -149,56 +152,68 @@ Example: FILESHARE_DATA_DIR=/var/lib/fileshare fileshare master ...`,
 			if err := sdNotify(notify, "STOPPING=1"); err != nil {
 				logger.Warn("could not tell systemd the master is stopping", "err", err)
 			}
+			// One budget for the whole shutdown: master.Shutdown honours
+			// it, abandoning a raft that will not stop when it ends.
+			sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+			defer cancel()
 			done := make(chan error, 1)
-			go func() { done <- m.Close() }()
+			go func() { done <- m.Shutdown(sctx) }()
 			select {
 			case err := <-done:
 				if removed {
 					return &exitCode{code: exitRemoved, msg: fmt.Sprintf("master %s was removed from the cluster; wipe %s and start it with --join to add it again", cfg.ID, cfg.DataDir)}
 				}
 				return err
-			case <-time.After(shutdownGrace):
+			case <-time.After(shutdownTimeout + hangGrace):
 				// A shutdown that hangs is a bug; leave the evidence.
-				fmt.Fprintf(stderr, "shutdown did not finish within %v; goroutines:\n", shutdownGrace)
+				fmt.Fprintf(stderr, "shutdown did not finish within --shutdown-timeout %v; goroutines:\n", shutdownTimeout)
 				_ = pprof.Lookup("goroutine").WriteTo(stderr, 2)
-				return fmt.Errorf("shutdown did not finish within %v", shutdownGrace)
+				return fmt.Errorf("shutdown did not finish within --shutdown-timeout %v", shutdownTimeout)
 			}
 		},
 	}
-	f := cmd.Flags()
+	bindMasterFlags(cmd.Flags(), &cfg, &initial, &join, &tf)
+	cmd.Flags().DurationVar(&shutdownTimeout, "shutdown-timeout", master.DefaultShutdownTimeout, "the whole budget of a graceful shutdown on SIGINT or SIGTERM: leadership hand-off, draining HTTP requests, stopping raft (a raft that has not stopped when it ends is abandoned and the master exits with an error); keep it under the service manager's stop timeout")
+	return cmd
+}
+
+// bindMasterFlags binds the master's flags to cfg, each flag's default
+// taken from master.DefaultConfig (TestFlagDefaultsComeFromLibraries
+// checks that none is typed here).
+func bindMasterFlags(f *pflag.FlagSet, cfg *master.Config, initial, join *string, tf *tlsFlags) {
+	def := master.DefaultConfig()
 	f.StringVar(&cfg.ID, "id", "", "this master's ID (letters, digits, '.', '_', '-')")
 	f.StringVar(&cfg.DataDir, "data-dir", "", "directory for the Raft log and snapshots")
 	f.StringVar(&cfg.Listen, "listen", "", "host:port of the cluster port (Raft and RPC)")
 	f.StringVar(&cfg.Advertise, "advertise", "", "address other nodes dial (default: --listen)")
 	f.StringVar(&cfg.HTTP, "http", "", "host:port of the HTTP port (/v1/status, /v1/healthz, /v1/readyz, /metrics, the /ui/ dashboard)")
-	f.StringVar(&initial, "initial-cluster", "", "bootstrap a new cluster: ID=HOST:PORT,... including this master")
-	f.StringVar(&join, "join", "", "join a running cluster through any of these masters: HOST:PORT,...")
+	f.StringVar(initial, "initial-cluster", "", "bootstrap a new cluster: ID=HOST:PORT,... including this master")
+	f.StringVar(join, "join", "", "join a running cluster through any of these masters: HOST:PORT,...")
 	f.StringVar(&cfg.Restore, "restore", "", "start a NEW cluster from this backup file ('fileshare cluster backup'); needs --initial-cluster and an empty --data-dir, the same file and --initial-cluster on every member")
-	f.DurationVar(&cfg.JoinTimeout, "join-timeout", 60*time.Second, "how long --join keeps retrying")
-	f.DurationVar(&cfg.PeerLease, "peer-lease", 15*time.Second, "how long a silent peer stays in the index")
-	f.DurationVar(&cfg.HeartbeatTimeout, "raft-heartbeat-timeout", 0, "raft heartbeat timeout (default 400ms)")
-	f.DurationVar(&cfg.ElectionTimeout, "raft-election-timeout", 0, "raft election timeout (default 400ms)")
-	f.DurationVar(&cfg.LeaderLeaseTimeout, "raft-leader-lease", 0, "raft leader lease (default 200ms)")
-	f.Uint64Var(&cfg.SnapshotThreshold, "snapshot-threshold", 0, "log entries between snapshots (default 8192)")
+	f.DurationVar(&cfg.JoinTimeout, "join-timeout", def.JoinTimeout, "how long --join keeps retrying")
+	f.DurationVar(&cfg.PeerLease, "peer-lease", def.PeerLease, "how long a silent peer stays in the index")
+	f.DurationVar(&cfg.HeartbeatTimeout, "raft-heartbeat-timeout", def.HeartbeatTimeout, "raft heartbeat timeout")
+	f.DurationVar(&cfg.ElectionTimeout, "raft-election-timeout", def.ElectionTimeout, "raft election timeout")
+	f.DurationVar(&cfg.LeaderLeaseTimeout, "raft-leader-lease", def.LeaderLeaseTimeout, "raft leader lease (at most --raft-heartbeat-timeout)")
+	f.Uint64Var(&cfg.SnapshotThreshold, "snapshot-threshold", def.SnapshotThreshold, "log entries between snapshots")
 	tf.add(f, true, "of this master, signed by the cluster CA")
 	f.BoolVar(&cfg.Insecure, "insecure", false, "allow plaintext on a non-loopback --listen: anyone who reaches the port can then rewrite the index")
 	f.BoolVar(&cfg.EnablePprof, "enable-pprof", false, "serve /debug/pprof on the --http port")
-	f.StringVar(&cfg.Metrics, "metrics", master.MetricsBasic, "what /metrics on the --http port serves: basic, or extensive (adds raft's and boltdb's own metrics)")
-	f.IntVar(&cfg.MaxFilesPerPeer, "max-files-per-peer", 1_000_000, "most files one peer may hold in the index (-1: no limit)")
-	f.IntVar(&cfg.MaxPeersPerIP, "max-peers-per-ip", 1024, "most peers that may join through this master from one IP (-1: no limit)")
-	f.IntVar(&cfg.MaxCommandBytes, "max-entry-bytes", 256<<10, "largest log entry one peer request may make, in bytes")
-	f.IntVar(&cfg.ClusterPort.MaxConns, "max-conns", transport.DefaultMaxConns, "most cluster-port connections open at once from anyone but the cluster's members")
-	f.IntVar(&cfg.ClusterPort.MaxConnsPerIP, "max-conns-per-ip", transport.DefaultMaxConnsPerIP, "most cluster-port connections from one IP address (twice per IPv6 /64, four times per /48)")
-	f.IntVar(&cfg.ClusterPort.MaxMemberConns, "max-member-conns", transport.DefaultMaxMemberConns, "cluster-port connections kept for the cluster's members, beyond --max-conns")
-	f.IntVar(&cfg.ClusterPort.Calls.MaxCallsPerIP, "max-calls-per-ip", transport.DefaultMaxCallsPerIP, "most requests one IP address may have running at once (twice per IPv6 /64, four times per /48)")
-	f.IntVar(&cfg.ClusterPort.Calls.MaxReplyBytesPerConn, "max-reply-bytes-per-conn", transport.DefaultMaxReplyBytesPerConn, "reply bytes one connection may have queued or expected before it is read no further")
-	f.DurationVar(&cfg.ClusterPort.Calls.WriteTimeout, "write-timeout", transport.DefaultIOTimeout, "close a cluster-port client that takes no reply for this long")
+	f.StringVar(&cfg.Metrics, "metrics", def.Metrics, "what /metrics on the --http port serves: basic, or extensive (adds raft's and boltdb's own metrics)")
+	f.IntVar(&cfg.MaxFilesPerPeer, "max-files-per-peer", def.MaxFilesPerPeer, "most files one peer may hold in the index (-1: no limit)")
+	f.IntVar(&cfg.MaxPeersPerIP, "max-peers-per-ip", def.MaxPeersPerIP, "most peers that may join through this master from one IP (-1: no limit)")
+	f.IntVar(&cfg.MaxCommandBytes, "max-entry-bytes", def.MaxCommandBytes, "largest log entry one peer request may make, in bytes")
+	f.IntVar(&cfg.ClusterPort.MaxConns, "max-conns", def.ClusterPort.MaxConns, "most cluster-port connections open at once from anyone but the cluster's members")
+	f.IntVar(&cfg.ClusterPort.MaxConnsPerIP, "max-conns-per-ip", def.ClusterPort.MaxConnsPerIP, "most cluster-port connections from one IP address (twice per IPv6 /64, four times per /48)")
+	f.IntVar(&cfg.ClusterPort.MaxMemberConns, "max-member-conns", def.ClusterPort.MaxMemberConns, "cluster-port connections kept for the cluster's members, beyond --max-conns")
+	f.IntVar(&cfg.ClusterPort.Calls.MaxCallsPerIP, "max-calls-per-ip", def.ClusterPort.Calls.MaxCallsPerIP, "most requests one IP address may have running at once (twice per IPv6 /64, four times per /48)")
+	f.IntVar(&cfg.ClusterPort.Calls.MaxReplyBytesPerConn, "max-reply-bytes-per-conn", def.ClusterPort.Calls.MaxReplyBytesPerConn, "reply bytes one connection may have queued or expected before it is read no further")
+	f.DurationVar(&cfg.ClusterPort.Calls.WriteTimeout, "write-timeout", def.ClusterPort.Calls.WriteTimeout, "close a cluster-port client that takes no reply for this long")
 	f.BoolVar(&cfg.CleanupDeadMasters, "cleanup-dead-masters", false, "let the leader remove masters it has not reached for --dead-master-timeout")
-	f.IntVar(&cfg.MinQuorum, "min-quorum", 3, "fewest voters --cleanup-dead-masters leaves")
-	f.DurationVar(&cfg.DeadMasterTimeout, "dead-master-timeout", 30*time.Second, "how long a master must be unreachable before --cleanup-dead-masters removes it")
-	f.DurationVar(&cfg.ServerStabilizationTime, "server-stabilization-time", 10*time.Second, "how long a joining master must be healthy before it becomes a voter")
-	f.Uint64Var(&cfg.ReadyMaxLag, "ready-max-lag", 128, "most committed entries not yet applied for /v1/readyz to say ready")
-	addTrackerFlags(f, &cfg.Tracker)
-	addMasterNATFlags(f, &cfg)
-	return cmd
+	f.IntVar(&cfg.MinQuorum, "min-quorum", def.MinQuorum, "fewest voters --cleanup-dead-masters leaves")
+	f.DurationVar(&cfg.DeadMasterTimeout, "dead-master-timeout", def.DeadMasterTimeout, "how long a master must be unreachable before --cleanup-dead-masters removes it")
+	f.DurationVar(&cfg.ServerStabilizationTime, "server-stabilization-time", def.ServerStabilizationTime, "how long a joining master must be healthy before it becomes a voter")
+	f.Uint64Var(&cfg.ReadyMaxLag, "ready-max-lag", def.ReadyMaxLag, "most committed entries not yet applied for /v1/readyz to say ready")
+	addTrackerFlags(f, &cfg.Tracker, def.Tracker)
+	addMasterNATFlags(f, cfg, def)
 }

@@ -13,15 +13,15 @@ import (
 
 // addPeerNATFlags registers the NAT-traversal flags of 'fileshare peer',
 // with the library's defaults.
-func addPeerNATFlags(f *pflag.FlagSet, cfg *peer.Config) {
-	f.BoolVar(&cfg.Relay, "relay", false, "relay (end-to-end encrypted) traffic for peers behind NATs that cannot connect otherwise, while the masters can reach this peer")
-	f.DurationVar(&cfg.NATInterval, "nat-interval", peer.DefaultNATInterval, "how often to ask a master which address this peer appears from and whether it can be dialled back")
+func addPeerNATFlags(f *pflag.FlagSet, cfg *peer.Config, def peer.Config) {
+	f.BoolVar(&cfg.Relay, "relay", def.Relay, "relay (end-to-end encrypted) traffic for peers behind NATs that cannot connect otherwise, while the masters can reach this peer")
+	f.DurationVar(&cfg.NATInterval, "nat-interval", def.NATInterval, "how often to ask a master which address this peer appears from and whether it can be dialled back")
 }
 
 // addMasterNATFlags registers the NAT-traversal flags of 'fileshare
 // master', with the library's defaults.
-func addMasterNATFlags(f *pflag.FlagSet, cfg *master.Config) {
-	f.IntVar(&cfg.RelayBudget, "relay-budget", master.DefaultRelayBudget, "relay circuits this master carries at once for peers that cannot connect otherwise (0: none)")
+func addMasterNATFlags(f *pflag.FlagSet, cfg *master.Config, def master.Config) {
+	f.IntVar(&cfg.RelayBudget, "relay-budget", def.RelayBudget, "relay circuits this master carries at once for peers that cannot connect otherwise (0: none)")
 }
 
 // pathsText says how the holders were reached, as " via direct 2,

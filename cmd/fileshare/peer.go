@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"fileshare/peer"
 )
@@ -110,18 +111,24 @@ lease expires (unless it is back first).`,
 			return nil
 		},
 	}
-	f := cmd.Flags()
-	f.StringVar(&masters, "masters", defaultMasters, "cluster ports of the masters: HOST:PORT,...")
+	bindPeerFlags(cmd.Flags(), &cfg, &masters, &httpAddr, &keep, &tf)
+	return cmd
+}
+
+// bindPeerFlags binds the peer's flags to cfg and the options peer.New
+// does not take, defaults from peer.DefaultConfig.
+func bindPeerFlags(f *pflag.FlagSet, cfg *peer.Config, masters, httpAddr *string, keep *bool, tf *tlsFlags) {
+	def := peer.DefaultConfig()
+	f.StringVar(masters, "masters", defaultMasters, "cluster ports of the masters: HOST:PORT,...")
 	f.StringVar(&cfg.DataDir, "data-dir", "", "directory for the peer's identity and hash cache (required)")
 	f.StringVar(&cfg.ShareDir, "share", "", "folder to share, recursively (required)")
 	f.StringVar(&cfg.Listen, "listen", "", "host:port where the peer serves pieces (default: any free port on all interfaces)")
 	f.StringVar(&cfg.Advertise, "advertise", "", "address other peers dial (default: --listen, or the local IP routed to the first master)")
-	f.DurationVar(&cfg.RescanInterval, "rescan", 2*time.Second, "how often to rescan the share folder")
-	f.IntVar(&cfg.MaxUploads, "max-uploads", 16, "most piece connections served at once")
-	f.StringVar(&httpAddr, "http", "", "host:port of an HTTP status port with /metrics (Prometheus) and /healthz (default: none)")
-	f.BoolVar(&keep, "keep-registered", false, "on exit, keep the registrations until the lease expires instead of leaving")
+	f.DurationVar(&cfg.RescanInterval, "rescan", def.RescanInterval, "how often to rescan the share folder")
+	f.IntVar(&cfg.MaxUploads, "max-uploads", def.MaxUploads, "most piece connections served at once")
+	f.StringVar(httpAddr, "http", "", "host:port of an HTTP status port with /metrics (Prometheus) and /healthz (default: none)")
+	f.BoolVar(keep, "keep-registered", false, "on exit, keep the registrations until the lease expires instead of leaving")
 	f.BoolVar(&cfg.IncludeHidden, "include-hidden", false, "share dotfiles and dot-folders too (skipped by default: they often hold secrets)")
 	tf.add(f, false, "")
-	addPeerNATFlags(f, &cfg)
-	return cmd
+	addPeerNATFlags(f, cfg, def)
 }

@@ -73,7 +73,7 @@ func TestPeerDaemonExitsOnAPermanentRefusal(t *testing.T) {
 	if code != 1 {
 		t.Fatalf("exit %d, want 1:\n%s", code, stderr)
 	}
-	for _, want := range []string{"fileshare: the index refused this peer for good", "register 2 files", "--max-files-per-peer", "share fewer files"} {
+	for _, want := range []string{"fileshare: the index refused this peer for good", "register 2 files", "files per peer", "share fewer files"} {
 		if !strings.Contains(stderr, want) {
 			t.Errorf("stderr lacks %q:\n%s", want, stderr)
 		}

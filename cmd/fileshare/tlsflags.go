@@ -33,6 +33,9 @@ func (t *tlsFlags) load() (*transport.TLS, error) {
 	if t.cert == "" && t.key == "" && t.ca == "" {
 		return nil, nil
 	}
+	if (t.cert == "") != (t.key == "") {
+		return nil, fmt.Errorf("give both --cert-file and --key-file")
+	}
 	if t.ca == "" {
 		return nil, fmt.Errorf("--cert-file and --key-file need --trusted-ca-file, the CA that signed the masters' certificates")
 	}

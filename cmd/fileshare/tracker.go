@@ -103,18 +103,20 @@ func nonNil(s []string) []string {
 	return s
 }
 
-// addTrackerFlags adds the master's BitTorrent tracker flags.
-func addTrackerFlags(f *pflag.FlagSet, t *master.TrackerConfig) {
+// addTrackerFlags adds the master's BitTorrent tracker flags, their
+// defaults from def (master.DefaultTrackerConfig).
+func addTrackerFlags(f *pflag.FlagSet, t *master.TrackerConfig, def master.TrackerConfig) {
 	f.StringVar(&t.HTTP, "tracker-http", "", "host:port of the HTTP BitTorrent tracker (announce URL http://HOST:PORT/announce); empty: off")
 	f.StringVar(&t.UDP, "tracker-udp", "", "host:port of the UDP BitTorrent tracker (announce URL udp://HOST:PORT/announce); empty: off")
-	f.DurationVar(&t.Interval, "tracker-interval", 15*time.Minute, "re-announce interval sent to BitTorrent clients")
-	f.DurationVar(&t.PeerLifetime, "tracker-peer-lifetime", 0, "how long a swarm entry lives without a re-announce (default 2 × --tracker-interval + 2m)")
-	f.IntVar(&t.MaxConnsPerIP, "tracker-http-max-conns-per-ip", 64, "most HTTP tracker connections one source IP may hold at once")
-	f.IntVar(&t.MaxNumWant, "tracker-max-numwant", 200, "most peers one announce returns")
-	f.IntVar(&t.MaxPeers, "tracker-max-peers", 2_000_000, "most swarm entries in the whole index")
-	f.IntVar(&t.MaxSwarms, "tracker-max-swarms", 1_000_000, "most swarms in the whole index (a swarm with a completed count outlives its peers)")
-	f.IntVar(&t.MaxPeersPerIP, "tracker-max-peers-per-ip", 5000, "most swarm entries from one IPv4 or IPv6 address")
-	f.IntVar(&t.MaxPeersPer64, "tracker-max-peers-per-64", 0, "most swarm entries from one IPv6 /64 (default 2 × --tracker-max-peers-per-ip)")
-	f.IntVar(&t.MaxPeersPer48, "tracker-max-peers-per-48", 0, "most swarm entries from one IPv6 /48 (default 4 × --tracker-max-peers-per-ip)")
-	f.DurationVar(&t.EmptySwarmLifetime, "tracker-empty-swarm-lifetime", 0, "how long a swarm kept for its completed count outlives its last peer (default 1h)")
+	f.DurationVar(&t.Interval, "tracker-interval", def.Interval, "re-announce interval sent to BitTorrent clients")
+	f.DurationVar(&t.PeerLifetime, "tracker-peer-lifetime", def.PeerLifetime, "how long a swarm entry lives without a re-announce (0: 2 × --tracker-interval + 2m)")
+	f.IntVar(&t.MaxConnsPerIP, "tracker-http-max-conns-per-ip", def.MaxConnsPerIP, "most HTTP tracker connections one source IP may hold at once")
+	f.IntVar(&t.MaxNumWant, "tracker-max-numwant", def.MaxNumWant, "most peers one announce returns")
+	f.IntVar(&t.MaxPeers, "tracker-max-peers", def.MaxPeers, "most swarm entries in the whole index")
+	f.IntVar(&t.MaxSwarms, "tracker-max-swarms", def.MaxSwarms, "most swarms in the whole index (a swarm with a completed count outlives its peers)")
+	f.IntVar(&t.MaxPeersPerIP, "tracker-max-peers-per-ip", def.MaxPeersPerIP, "most swarm entries from one IPv4 or IPv6 address")
+	f.IntVar(&t.MaxPeersPer64, "tracker-max-peers-per-64", def.MaxPeersPer64, "most swarm entries from one IPv6 /64 (0: 2 × --tracker-max-peers-per-ip)")
+	f.IntVar(&t.MaxPeersPer48, "tracker-max-peers-per-48", def.MaxPeersPer48, "most swarm entries from one IPv6 /48 (0: 4 × --tracker-max-peers-per-ip)")
+	f.DurationVar(&t.EmptySwarmLifetime, "tracker-empty-swarm-lifetime", def.EmptySwarmLifetime, "how long a swarm kept for its completed count outlives its last peer")
+	f.Int64Var(&t.MaxRate, "tracker-max-rate", def.MaxRate, "private tracker: fastest a member's reported counters may grow, in bytes per second; faster growth is clamped and counted suspicious")
 }

@@ -13,7 +13,7 @@ import (
 func httpStatus(ctx context.Context, hc *http.Client, id, addr string) (client.Status, error) {
 	var st client.Status
 	if addr == "" {
-		return st, fmt.Errorf("%s has no --http address to ask for its status", id)
+		return st, fmt.Errorf("%s has no HTTP address (Spec.HTTP) to ask for its status", id)
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/v1/status", nil)
 	if err != nil {
