@@ -21,11 +21,14 @@ func newTrackerCmd(stdout io.Writer) *cobra.Command {
 	f := &clusterFlags{}
 	cmd := &cobra.Command{
 		Use:   "tracker",
-		Short: "Administer the BitTorrent tracker: open or allowlist mode, allowed and denied torrents",
+		Short: "Administer the BitTorrent tracker: open, allowlist or private mode, torrents, members and their books",
 		Long: `Every master is a BitTorrent tracker (fileshare master --tracker-http,
 --tracker-udp). By default it is open: it tracks any torrent except denied
-ones. In allowlist mode it tracks only allowed torrents. The policy is
-replicated: change it through any master; it needs admin credentials.`,
+ones. In allowlist mode it tracks only allowed torrents. In private mode it
+tracks only allowed torrents, for members whose passkey is in the announce
+URL, and keeps each member's upload and download books. The policy, the
+members and the books are replicated: change them through any master; it
+needs admin credentials.`,
 	}
 	pf := cmd.PersistentFlags()
 	pf.StringVar(&f.masters, "masters", "127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003", "cluster ports of the masters: HOST:PORT,...")
