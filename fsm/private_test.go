@@ -212,23 +212,44 @@ func TestPrivateSnapshotRoundTrip(t *testing.T) {
 }
 
 // The ledger keeps the newest LedgerRetention deltas; a cursor older than
-// that fails with ErrLedgerGone.
+// that fails with ErrLedgerGone. A ledger holding exactly
+// LedgerRetention entries dropped none: the zero cursor still reads them
+// all, before and after a snapshot round trip.
 func TestPrivateLedgerRetention(t *testing.T) {
 	if testing.Short() {
 		t.Skip("applies 70k credits")
 	}
 	n := privNode(t)
 	n.batch(sec, pa(1, 1, SwarmUpdate, false, 0, 0, sec))
-	for i := range LedgerRetention + 10 {
-		n.batch(int64(i+2)*sec, pa(1, 1, SwarmCredit, false, uint64(i+1), 0, int64(i+2)*sec))
+	credit := func(i int) { n.batch(int64(i+2)*sec, pa(1, 1, SwarmCredit, false, uint64(i+1), 0, int64(i+2)*sec)) }
+	for i := range LedgerRetention {
+		credit(i)
 	}
-	_, oi, op, err := n.f.LedgerAfter(0, 0, 10)
-	if !errors.Is(err, ErrLedgerGone) {
-		t.Fatalf("reading from the start: %v, want ErrLedgerGone", err)
+	restored := func() *FSM {
+		g := New()
+		if err := restore(g, snapshotBytes(t, n.f)); err != nil {
+			t.Fatalf("Restore: %v", err)
+		}
+		return g
 	}
-	recs, _, _, err := n.f.LedgerAfter(oi, op, 10)
-	if err != nil || len(recs) != 10 {
-		t.Fatalf("reading from the oldest cursor: %d, %v", len(recs), err)
+	for name, f := range map[string]*FSM{"applied": n.f, "restored": restored()} {
+		recs, oi, op, err := f.LedgerAfter(0, 0, 10)
+		if err != nil || len(recs) != 10 || oi != 0 || op != 0 {
+			t.Fatalf("%s, %d entries, nothing dropped: reading from the start: %d records, oldest %d.%d, %v; want 10, 0.0, no error", name, LedgerRetention, len(recs), oi, op, err)
+		}
+	}
+	for i := LedgerRetention; i < LedgerRetention+10; i++ {
+		credit(i)
+	}
+	for name, f := range map[string]*FSM{"applied": n.f, "restored": restored()} {
+		_, oi, op, err := f.LedgerAfter(0, 0, 10)
+		if !errors.Is(err, ErrLedgerGone) {
+			t.Fatalf("%s: reading from the start: %v, want ErrLedgerGone", name, err)
+		}
+		recs, _, _, err := f.LedgerAfter(oi, op, 10)
+		if err != nil || len(recs) != 10 {
+			t.Fatalf("%s: reading from the oldest cursor: %d, %v", name, len(recs), err)
+		}
 	}
 	checkDigest(t, n.f)
 }

@@ -113,6 +113,9 @@ type ledger struct {
 	chunks []*[ledgerChunkSize]ledgerRec
 	start  int // first live entry in chunks[0]
 	n      int // live entries
+	// dropped says an entry was ever dropped. It is not in snapshots:
+	// a restore derives it (ledgerDroppedFrom).
+	dropped bool
 }
 
 func (l *ledger) at(i int) *ledgerRec {
@@ -554,6 +557,7 @@ func (f *FSM) appendLedger(e ledgerRec) {
 	l.n++
 	f.add(f.h.ledger(&e))
 	for l.n > LedgerRetention {
+		l.dropped = true
 		f.sub(f.h.ledger(l.at(0)))
 		l.start++
 		l.n--
@@ -902,9 +906,28 @@ func (f *FSM) LedgerAfter(index uint64, pos uint32, limit int) (recs []LedgerRec
 	return recs, oldestIndex, oldestPos, nil
 }
 
-// ledgerDropped reports whether the ledger ever dropped a record: it is
-// full.
-func (p *privState) ledgerDropped() bool { return p.ledger.n >= LedgerRetention }
+// ledgerDropped reports whether the ledger ever dropped a record.
+func (p *privState) ledgerDropped() bool { return p.ledger.dropped }
+
+// ledgerDroppedFrom tells, after a restore, whether the ledger ever
+// dropped an entry. Only a full ledger can have; then it did unless its
+// entries add up to every member's totals: each entry credits something
+// (credit appends no empty delta), so a dropped one leaves a total
+// larger than the entries' sum.
+func ledgerDroppedFrom(p *privState) bool {
+	l := &p.ledger
+	if l.n < LedgerRetention {
+		return false
+	}
+	var sum, tot Book
+	for i := range l.n {
+		sum.add(&l.at(i).d)
+	}
+	for _, m := range p.members {
+		tot.add(&m.tot)
+	}
+	return sum != tot
+}
 
 // AdmitAnnounce is the front-end's check of an announce, in one read
 // lock: the client prefix lists (every mode), and in TrackerPrivate mode
