@@ -38,7 +38,7 @@ func TestPrivateTrackerCreditsAcrossCounterResets(t *testing.T) {
 	for _, roundRobin := range []bool{false, true} {
 		t.Run(map[bool]string{false: "leader", true: "round-robin"}[roundRobin], func(t *testing.T) {
 			if roundRobin {
-				t.Skip("known loss: round robin, a stopped relayed by a follower is sometimes applied as stale (its At not after the record's last credit) and its growth is lost")
+				t.Skip("known loss: round robin over masters still loses growth in some runs (about half); not yet explained")
 			}
 			ih := randomHash()
 			if _, err := adm.TrackerPolicy(ctx, client.TrackerPolicyRequest{Mode: "private", Allow: []string{fmt.Sprintf("%x", ih[:])}}); err != nil {

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 
@@ -200,17 +201,21 @@ type creditQueue struct {
 // maxQueuedResets bounds the earlier reports a record keeps in the queue.
 const maxQueuedResets = 8
 
-// queuedCredits is one record's queue, oldest first: earlier, then last.
-// keep says last must not be replaced by a later report: it is the first
-// report after a reset, the baseline of what follows.
+// queuedCredits is one record's queue, in the order heard (At): only
+// the reports a reset makes necessary besides the newest one, the peak
+// before each reset and the first report after it (the baseline of what
+// follows), since growth between them coalesces.
 type queuedCredits struct {
-	earlier []fsm.PrivateAnnounce
-	last    fsm.PrivateAnnounce
-	keep    bool
+	recs []fsm.PrivateAnnounce
 }
 
 func refOf(c *fsm.PrivateAnnounce) client.SwarmRef {
 	return client.SwarmRef{InfoHash: c.InfoHash, Peer: c.Peer, IP: c.IP}
+}
+
+// lower reports whether a's counters are below b's: a reset between them.
+func lower(a, b *fsm.PrivateAnnounce) bool {
+	return a.Uploaded < b.Uploaded || a.Downloaded < b.Downloaded
 }
 
 func (q *creditQueue) put(c fsm.PrivateAnnounce) {
@@ -224,23 +229,34 @@ func (q *creditQueue) put(c fsm.PrivateAnnounce) {
 			q.dropped++
 			return
 		}
-		q.pending[k] = &queuedCredits{last: c}
+		q.pending[k] = &queuedCredits{recs: []fsm.PrivateAnnounce{c}}
 		return
 	}
-	if c.At <= e.last.At {
-		return // stale: a newer report of the record is queued
+	// Reports may arrive out of order (relayed by followers): insert in
+	// order of At, then drop what a later report covers.
+	n := len(e.recs)
+	i := n
+	for i > 0 && e.recs[i-1].At >= c.At {
+		if e.recs[i-1].At == c.At {
+			return // a duplicate
+		}
+		i--
 	}
-	grew := c.Uploaded >= e.last.Uploaded && c.Downloaded >= e.last.Downloaded
-	if grew && !e.keep {
-		e.last = c // monotonic counters: the newer report covers the older
-		return
+	rs := slices.Insert(e.recs, i, c)
+	out := rs[:0:0]
+	for j := range rs {
+		last := j == len(rs)-1
+		peak := !last && lower(&rs[j+1], &rs[j])
+		start := j > 0 && lower(&rs[j], &rs[j-1])
+		if last || peak || start {
+			out = append(out, rs[j])
+		}
 	}
-	if len(e.earlier) >= maxQueuedResets {
+	if len(out) > maxQueuedResets+1 {
 		q.dropped++
-		return
+		out = out[len(out)-maxQueuedResets-1:]
 	}
-	e.earlier = append(e.earlier, e.last)
-	e.last, e.keep = c, !grew
+	e.recs = out
 }
 
 // add queues a credit of the record a names.
@@ -280,8 +296,7 @@ func (q *creditQueue) take() []fsm.PrivateAnnounce {
 	}
 	out := make([]fsm.PrivateAnnounce, 0, len(q.pending))
 	for _, e := range q.pending {
-		out = append(out, e.earlier...)
-		out = append(out, e.last)
+		out = append(out, e.recs...)
 	}
 	clear(q.pending)
 	return out
@@ -297,7 +312,7 @@ func (q *creditQueue) takeRecord(k client.SwarmRef) []fsm.PrivateAnnounce {
 		return nil
 	}
 	delete(q.pending, k)
-	return append(e.earlier, e.last)
+	return e.recs
 }
 
 // putBack re-queues credits whose proposal failed, before whatever
@@ -311,10 +326,9 @@ func (q *creditQueue) putBack(cs []fsm.PrivateAnnounce) {
 		q.put(c)
 	}
 	for _, e := range newer {
-		for _, c := range e.earlier {
+		for _, c := range e.recs {
 			q.put(c)
 		}
-		q.put(e.last)
 	}
 }
 
