@@ -112,6 +112,42 @@ func TestPrivateBooksCreditGrowthExactlyOnce(t *testing.T) {
 
 // A credit faster than the maximum rate is clamped and counted; factors
 // apply to what is credited, not to the raw growth.
+// A report heard before a counter reset but applied after it (a
+// follower passes its reports on a second later; the restart's started
+// commits at once) is credited against the baseline of before the
+// reset, once; before and after a snapshot round trip.
+func TestPrivateLateReportBeforeReset(t *testing.T) {
+	for _, viaSnapshot := range []bool{false, true} {
+		n := privNode(t)
+		n.batch(1*sec, pa(1, 1, SwarmUpdate, true, 0, 0, 1*sec))
+		n.batch(3*sec, pa(1, 1, SwarmCredit, true, 50, 5, 2*sec))
+		n.batch(6*sec, pa(1, 1, SwarmUpdate, true, 0, 0, 6*sec)) // restarted
+		if viaSnapshot {
+			g := New()
+			if err := restore(g, snapshotBytes(t, n.f)); err != nil {
+				t.Fatalf("Restore: %v", err)
+			}
+			if g.Digest() != n.f.Digest() {
+				t.Fatalf("restored digest %s, want %s", g.Digest(), n.f.Digest())
+			}
+			n = &node{tb: t, f: g, index: n.index}
+		}
+		n.batch(7*sec, pa(1, 1, SwarmCredit, true, 90, 9, 5*sec)) // heard before the reset: 40 up, 4 down
+		n.batch(7*sec, pa(1, 1, SwarmCredit, true, 70, 7, 4*sec)) // older still: nothing
+		n.batch(8*sec, pa(1, 1, SwarmCredit, true, 90, 9, 5*sec)) // duplicate: nothing
+		n.batch(9*sec, pa(2, 1, SwarmCredit, true, 99, 9, 5*sec)) // another member's key: nothing
+		n.batch(9*sec, pa(1, 1, SwarmCredit, true, 60, 6, 8*sec)) // after the reset: 60 up, 6 down
+		got := books(t, n.f, "alice").Total
+		if got.RawUploaded != 150 || got.RawDownloaded != 15 {
+			t.Fatalf("snapshot %t: credited %d up, %d down; want 150 and 15", viaSnapshot, got.RawUploaded, got.RawDownloaded)
+		}
+		if b := books(t, n.f, "bob").Total; !b.isZero() {
+			t.Fatalf("bob credited %+v", b)
+		}
+		checkDigest(t, n.f)
+	}
+}
+
 func TestPrivateClampAndFactors(t *testing.T) {
 	n := privNode(t)
 	n.mustApply(TorrentFactors{InfoHash: ihP, UploadPct: 200, DownloadPct: 0, RequestID: 9})
@@ -212,23 +248,44 @@ func TestPrivateSnapshotRoundTrip(t *testing.T) {
 }
 
 // The ledger keeps the newest LedgerRetention deltas; a cursor older than
-// that fails with ErrLedgerGone.
+// that fails with ErrLedgerGone. A ledger holding exactly
+// LedgerRetention entries dropped none: the zero cursor still reads them
+// all, before and after a snapshot round trip.
 func TestPrivateLedgerRetention(t *testing.T) {
 	if testing.Short() {
 		t.Skip("applies 70k credits")
 	}
 	n := privNode(t)
 	n.batch(sec, pa(1, 1, SwarmUpdate, false, 0, 0, sec))
-	for i := range LedgerRetention + 10 {
-		n.batch(int64(i+2)*sec, pa(1, 1, SwarmCredit, false, uint64(i+1), 0, int64(i+2)*sec))
+	credit := func(i int) { n.batch(int64(i+2)*sec, pa(1, 1, SwarmCredit, false, uint64(i+1), 0, int64(i+2)*sec)) }
+	for i := range LedgerRetention {
+		credit(i)
 	}
-	_, oi, op, err := n.f.LedgerAfter(0, 0, 10)
-	if !errors.Is(err, ErrLedgerGone) {
-		t.Fatalf("reading from the start: %v, want ErrLedgerGone", err)
+	restored := func() *FSM {
+		g := New()
+		if err := restore(g, snapshotBytes(t, n.f)); err != nil {
+			t.Fatalf("Restore: %v", err)
+		}
+		return g
 	}
-	recs, _, _, err := n.f.LedgerAfter(oi, op, 10)
-	if err != nil || len(recs) != 10 {
-		t.Fatalf("reading from the oldest cursor: %d, %v", len(recs), err)
+	for name, f := range map[string]*FSM{"applied": n.f, "restored": restored()} {
+		recs, oi, op, err := f.LedgerAfter(0, 0, 10)
+		if err != nil || len(recs) != 10 || oi != 0 || op != 0 {
+			t.Fatalf("%s, %d entries, nothing dropped: reading from the start: %d records, oldest %d.%d, %v; want 10, 0.0, no error", name, LedgerRetention, len(recs), oi, op, err)
+		}
+	}
+	for i := LedgerRetention; i < LedgerRetention+10; i++ {
+		credit(i)
+	}
+	for name, f := range map[string]*FSM{"applied": n.f, "restored": restored()} {
+		_, oi, op, err := f.LedgerAfter(0, 0, 10)
+		if !errors.Is(err, ErrLedgerGone) {
+			t.Fatalf("%s: reading from the start: %v, want ErrLedgerGone", name, err)
+		}
+		recs, _, _, err := f.LedgerAfter(oi, op, 10)
+		if err != nil || len(recs) != 10 {
+			t.Fatalf("%s: reading from the oldest cursor: %d, %v", name, len(recs), err)
+		}
 	}
 	checkDigest(t, n.f)
 }

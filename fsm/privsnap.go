@@ -235,4 +235,5 @@ func (r *snapReader) readPrivate(st *state) {
 		l.chunks[j/ledgerChunkSize][j%ledgerChunkSize] = e
 		l.n++
 	}
+	l.dropped = ledgerDroppedFrom(p)
 }

@@ -71,7 +71,25 @@ func satAdd(a, b uint64) uint64 {
 type recAcct struct {
 	up, down uint64
 	member   uint32
+	prev     *prevEpoch // nil unless the counters went down lately
 }
+
+// prevEpoch is a record's baseline from before its counters last went
+// down (a client restarted): a report heard before the reset but applied
+// after it (a follower passes its reports on once a second, and a
+// restart's started commits at once) is credited against it instead of
+// being lost as stale. It is immutable: a change makes a new one. It is
+// kept for prevEpochWindow after the reset.
+type prevEpoch struct {
+	up, down uint64
+	changed  int64 // the time of its last credit
+	reset    int64 // the time of the report that reset the counters
+}
+
+// prevEpochWindow is how long after a reset reports heard before it are
+// still credited: longer than a follower keeps reports it could not pass
+// on in any ordinary outage.
+const prevEpochWindow = int64(10 * 60 * 1e9)
 
 type member struct {
 	gen     uint64
@@ -113,6 +131,9 @@ type ledger struct {
 	chunks []*[ledgerChunkSize]ledgerRec
 	start  int // first live entry in chunks[0]
 	n      int // live entries
+	// dropped says an entry was ever dropped. It is not in snapshots:
+	// a restore derives it (ledgerDroppedFrom).
+	dropped bool
 }
 
 func (l *ledger) at(i int) *ledgerRec {
@@ -398,7 +419,13 @@ func (f *FSM) privateAnnounce(p *PrivateAnnounce, t int64, lim *SwarmLimits, max
 			sw = s.mutSwarm(ih, sw)
 			f.credit(ih, sw, i, mid, p, at, maxRate, counts)
 		} else {
-			at = r.changed // stale: credits nothing, and time never goes back
+			// Stale: credits nothing, unless heard before a reset of the
+			// counters it has not seen; time never goes back.
+			if sw.acct != nil && sw.acct[i].prev != nil && sw.acct[i].member == mid && at < sw.acct[i].prev.reset && at > sw.acct[i].prev.changed {
+				sw = s.mutSwarm(ih, sw)
+				f.creditPrev(ih, sw, i, mid, p, at, maxRate)
+			}
+			at = sw.recs[i].changed
 		}
 	}
 	if a.Event == SwarmCredit {
@@ -500,25 +527,62 @@ func (f *FSM) credit(ih InfoHash, sw *swarm, i int, mid uint32, p *PrivateAnnoun
 	var d Book
 	d.RawUploaded = growth(base.up, p.Uploaded)
 	d.RawDownloaded = growth(base.down, p.Downloaded)
-	if maxRate > 0 {
-		limit := rateLimit(maxRate, elapsed)
-		if d.RawUploaded > limit || d.RawDownloaded > limit {
-			d.Suspicious = 1
-			d.RawUploaded, d.RawDownloaded = min(d.RawUploaded, limit), min(d.RawDownloaded, limit)
-		}
-	}
+	f.clamp(&d, maxRate, elapsed)
 	if r.flags&recSeeder != 0 {
 		d.SeedNanos = elapsed
 	}
 	if completed {
 		d.Completed = 1
 	}
+	switch {
+	case p.Uploaded < base.up || p.Downloaded < base.down:
+		// A reset: keep what was credited before it for reports
+		// heard earlier and applied later.
+		next.prev = &prevEpoch{up: max(base.up, p.Uploaded), down: max(base.down, p.Downloaded), changed: r.changed, reset: at}
+	case base.prev != nil && at-base.prev.reset <= prevEpochWindow:
+		next.prev = base.prev
+	}
+	f.setAcct(ih, sw, i, next)
+	f.addCredit(ih, mid, &d, at)
+}
+
+// creditPrev credits member mid with what p, heard at time at before
+// the last reset of slot i's counters (and after its previous epoch's
+// last credit), reports against the baseline of before the reset.
+func (f *FSM) creditPrev(ih InfoHash, sw *swarm, i int, mid uint32, p *PrivateAnnounce, at int64, maxRate uint64) {
+	a := sw.acct[i]
+	pe := *a.prev
+	var d Book
+	d.RawUploaded = growth(pe.up, p.Uploaded)
+	d.RawDownloaded = growth(pe.down, p.Downloaded)
+	f.clamp(&d, maxRate, uint64(at-pe.changed))
+	pe.up, pe.down, pe.changed = max(pe.up, p.Uploaded), max(pe.down, p.Downloaded), at
+	a.prev = &pe
+	f.setAcct(ih, sw, i, a)
+	f.addCredit(ih, mid, &d, at)
+}
+
+// clamp limits d's raw growth to what maxRate allows in elapsed ns,
+// counting it as suspicious if it had to.
+func (f *FSM) clamp(d *Book, maxRate, elapsed uint64) {
+	if maxRate == 0 {
+		return
+	}
+	limit := rateLimit(maxRate, elapsed)
+	if d.RawUploaded > limit || d.RawDownloaded > limit {
+		d.Suspicious = 1
+		d.RawUploaded, d.RawDownloaded = min(d.RawUploaded, limit), min(d.RawDownloaded, limit)
+	}
+}
+
+// addCredit applies the torrent's factors to d and credits it to member
+// mid's books and the ledger, unless it is empty.
+func (f *FSM) addCredit(ih InfoHash, mid uint32, d *Book, at int64) {
 	fp, ok := f.st.priv.factors.m[ih]
 	if !ok {
 		fp = factorPair{100, 100}
 	}
 	d.Uploaded, d.Downloaded = applyPct(d.RawUploaded, fp.up), applyPct(d.RawDownloaded, fp.down)
-	f.setAcct(ih, sw, i, next)
 	if d.isZero() {
 		return
 	}
@@ -530,11 +594,11 @@ func (f *FSM) credit(ih InfoHash, sw *swarm, i int, mid uint32, p *PrivateAnnoun
 	if had {
 		f.sub(f.h.book(mid, ih, &b))
 	}
-	b.add(&d)
+	b.add(d)
 	m.books[ih] = b
-	m.tot.add(&d)
+	m.tot.add(d)
 	f.add(f.h.book(mid, ih, &b))
-	f.appendLedger(ledgerRec{member: mid, ih: ih, time: at, d: d})
+	f.appendLedger(ledgerRec{member: mid, ih: ih, time: at, d: *d})
 }
 
 // appendLedger appends e at the applied index, after the entries already
@@ -554,6 +618,7 @@ func (f *FSM) appendLedger(e ledgerRec) {
 	l.n++
 	f.add(f.h.ledger(&e))
 	for l.n > LedgerRetention {
+		l.dropped = true
 		f.sub(f.h.ledger(l.at(0)))
 		l.start++
 		l.n--
@@ -640,6 +705,12 @@ func (h *hasher) acct(ih InfoHash, peer SwarmPeerID, a *recAcct) [32]byte {
 	b = binary.BigEndian.AppendUint32(b, a.member)
 	b = binary.BigEndian.AppendUint64(b, a.up)
 	b = binary.BigEndian.AppendUint64(b, a.down)
+	if pe := a.prev; pe != nil {
+		b = binary.BigEndian.AppendUint64(b, pe.up)
+		b = binary.BigEndian.AppendUint64(b, pe.down)
+		b = binary.BigEndian.AppendUint64(b, uint64(pe.changed))
+		b = binary.BigEndian.AppendUint64(b, uint64(pe.reset))
+	}
 	h.buf = b
 	return sha256.Sum256(b)
 }
@@ -902,9 +973,28 @@ func (f *FSM) LedgerAfter(index uint64, pos uint32, limit int) (recs []LedgerRec
 	return recs, oldestIndex, oldestPos, nil
 }
 
-// ledgerDropped reports whether the ledger ever dropped a record: it is
-// full.
-func (p *privState) ledgerDropped() bool { return p.ledger.n >= LedgerRetention }
+// ledgerDropped reports whether the ledger ever dropped a record.
+func (p *privState) ledgerDropped() bool { return p.ledger.dropped }
+
+// ledgerDroppedFrom tells, after a restore, whether the ledger ever
+// dropped an entry. Only a full ledger can have; then it did unless its
+// entries add up to every member's totals: each entry credits something
+// (credit appends no empty delta), so a dropped one leaves a total
+// larger than the entries' sum.
+func ledgerDroppedFrom(p *privState) bool {
+	l := &p.ledger
+	if l.n < LedgerRetention {
+		return false
+	}
+	var sum, tot Book
+	for i := range l.n {
+		sum.add(&l.at(i).d)
+	}
+	for _, m := range p.members {
+		tot.add(&m.tot)
+	}
+	return sum != tot
+}
 
 // AdmitAnnounce is the front-end's check of an announce, in one read
 // lock: the client prefix lists (every mode), and in TrackerPrivate mode

@@ -51,8 +51,10 @@ import (
 //
 // In version 4 a swarm record whose flags have bit 0x80 set is a private
 // record: member uvarint, uploaded uvarint, downloaded uvarint (its
-// baseline) follow its key. Version 3 is version 4 without them and
-// without the private section.
+// baseline) follow its key; if bit 0x40 is set too, its baseline from
+// before its counters last went down follows (uploaded uvarint,
+// downloaded uvarint, last credit time varint, reset time varint).
+// Version 3 is version 4 without them and without the private section.
 //
 // where str is a uvarint length followed by that many bytes, and every
 // varint is minimal. Version 2 is version 3 without the connIDs and deny

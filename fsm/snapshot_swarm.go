@@ -10,6 +10,10 @@ import (
 // snapPrivateRec marks a private swarm record in a version 4 snapshot.
 const snapPrivateRec = 0x80
 
+// snapPrevEpoch marks, in a version 4 snapshot, a private record that
+// keeps its baseline of before a counter reset (prevEpoch).
+const snapPrevEpoch = 0x40
+
 func cmpHash(a, b InfoHash) int { return bytes.Compare(a[:], b[:]) }
 
 func sortedHashes(m map[InfoHash]struct{}) []InfoHash {
@@ -73,9 +77,12 @@ func (s *fsmSnapshot) writeSwarms(w *snapWriter) error {
 				if sw.acct != nil {
 					a = sw.acct[i]
 				}
-				if a.member != 0 {
+				switch {
+				case a.prev != nil:
+					w.w.WriteByte(r.flags | snapPrivateRec | snapPrevEpoch)
+				case a.member != 0:
 					w.w.WriteByte(r.flags | snapPrivateRec)
-				} else {
+				default:
 					w.w.WriteByte(r.flags)
 				}
 				if r.flags&recHasKey != 0 {
@@ -86,6 +93,12 @@ func (s *fsmSnapshot) writeSwarms(w *snapWriter) error {
 					w.uvarint(uint64(a.member))
 					w.uvarint(a.up)
 					w.uvarint(a.down)
+				}
+				if pe := a.prev; pe != nil {
+					w.uvarint(pe.up)
+					w.uvarint(pe.down)
+					w.varint(pe.changed)
+					w.varint(pe.reset)
 				}
 				w.varint(r.changed)
 			}
@@ -225,8 +238,9 @@ func (r *snapReader) readSwarm(st *state, ih InfoHash, version uint64) {
 		rec.port = binary.BigEndian.Uint16(tmp[:2])
 		rec.flags = r.byte()
 		private := version >= 4 && rec.flags&snapPrivateRec != 0
-		if version >= 4 {
-			rec.flags &^= snapPrivateRec
+		prev := private && rec.flags&snapPrevEpoch != 0
+		if private {
+			rec.flags &^= snapPrivateRec | snapPrevEpoch
 		}
 		if rec.flags&recHasKey != 0 {
 			r.full(tmp[:4])
@@ -240,6 +254,9 @@ func (r *snapReader) readSwarm(st *state, ih InfoHash, version uint64) {
 				r.corrupt("swarm %s: record %d: member %d", ih, j, m)
 			}
 			r.maxMember = max(r.maxMember, a.member)
+			if prev {
+				a.prev = &prevEpoch{up: r.uvarint(), down: r.uvarint(), changed: r.varint(), reset: r.varint()}
+			}
 			if r.accts == nil {
 				r.accts = make([]recAcct, len(recs), cap(recs))
 			}

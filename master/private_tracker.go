@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 
@@ -128,12 +129,28 @@ func splitPrivate(batch []*pendingAnnounce) (open, private []*pendingAnnounce) {
 // commitPrivate proposes private membership changes as one
 // PrivateAnnounceBatch and answers each with its own result.
 func (m *Master) commitPrivate(ctx context.Context, changes []*pendingAnnounce, lim fsm.SwarmLimits) {
-	cmd := fsm.PrivateAnnounceBatch{Limits: lim, MaxRate: uint64(m.cfg.Tracker.MaxRate), Announces: make([]fsm.PrivateAnnounce, len(changes))}
-	for i, p := range changes {
-		cmd.Announces[i] = p.priv.announce(p.a)
+	cmd := fsm.PrivateAnnounceBatch{Limits: lim, MaxRate: uint64(m.cfg.Tracker.MaxRate)}
+	// The reports of the changed records still queued for crediting go
+	// first, in the same entry: they were heard before the change, and a
+	// change that resets the counters (a client restarted) would make
+	// them stale, losing their growth.
+	for _, p := range changes {
+		recs := m.credits.takeRecord(client.SwarmRef{InfoHash: p.a.InfoHash, Peer: p.a.Peer, IP: p.a.IP})
+		if len(cmd.Announces)+len(recs)+len(changes) > fsm.MaxAnnouncesPerBatch {
+			m.credits.putBack(recs) // no room: the next flush credits them
+			continue
+		}
+		cmd.Announces = append(cmd.Announces, recs...)
+	}
+	queued := len(cmd.Announces)
+	for _, p := range changes {
+		cmd.Announces = append(cmd.Announces, p.priv.announce(p.a))
 	}
 	cmd.Time = m.clock.next()
 	fail := func(err error) {
+		if !errors.Is(err, fsm.ErrInvalid) {
+			m.credits.putBack(cmd.Announces[:queued])
+		}
 		for _, p := range changes {
 			p.answer(0, err)
 		}
@@ -155,11 +172,11 @@ func (m *Master) commitPrivate(ctx context.Context, changes []*pendingAnnounce, 
 		for _, p := range changes {
 			p.answer(idx, nil)
 		}
-	case len(resp.Results) != len(changes):
-		fail(fmt.Errorf("%w: private announce batch response has %d results for %d announces", transport.ErrInternal, len(resp.Results), len(changes)))
+	case len(resp.Results) != len(cmd.Announces):
+		fail(fmt.Errorf("%w: private announce batch response has %d results for %d announces", transport.ErrInternal, len(resp.Results), len(cmd.Announces)))
 	default:
 		for i, p := range changes {
-			if err := resp.Results[i].Err; err != nil {
+			if err := resp.Results[queued+i].Err; err != nil {
 				p.answer(0, err)
 			} else {
 				p.answer(idx, nil)
@@ -168,32 +185,78 @@ func (m *Master) commitPrivate(ctx context.Context, changes []*pendingAnnounce, 
 	}
 }
 
-// creditQueue holds the newest unreported counters of each private swarm
-// record this master heard. It is bounded like renewQueue: past
-// maxPendingRenewals new records are dropped (their next report credits
-// them).
+// creditQueue holds the unreported counters of each private swarm record
+// this master heard: the newest report, and, when the counters went down
+// meanwhile (a client restarted), the reports on each side of every
+// reset, so the growth before a reset is not coalesced away. It is bounded
+// like renewQueue: past maxPendingRenewals new records are dropped (their
+// next report credits them), and a record keeps at most
+// maxQueuedResets earlier reports.
 type creditQueue struct {
 	mu      sync.Mutex
-	pending map[client.SwarmRef]fsm.PrivateAnnounce
+	pending map[client.SwarmRef]*queuedCredits
 	dropped uint64
 }
 
+// maxQueuedResets bounds the earlier reports a record keeps in the queue.
+const maxQueuedResets = 8
+
+// queuedCredits is one record's queue, in the order heard (At): only
+// the reports a reset makes necessary besides the newest one, the peak
+// before each reset and the first report after it (the baseline of what
+// follows), since growth between them coalesces.
+type queuedCredits struct {
+	recs []fsm.PrivateAnnounce
+}
+
+func refOf(c *fsm.PrivateAnnounce) client.SwarmRef {
+	return client.SwarmRef{InfoHash: c.InfoHash, Peer: c.Peer, IP: c.IP}
+}
+
+// lower reports whether a's counters are below b's: a reset between them.
+func lower(a, b *fsm.PrivateAnnounce) bool {
+	return a.Uploaded < b.Uploaded || a.Downloaded < b.Downloaded
+}
+
 func (q *creditQueue) put(c fsm.PrivateAnnounce) {
-	k := client.SwarmRef{InfoHash: c.InfoHash, Peer: c.Peer, IP: c.IP}
+	k := refOf(&c)
 	if q.pending == nil {
-		q.pending = make(map[client.SwarmRef]fsm.PrivateAnnounce)
+		q.pending = make(map[client.SwarmRef]*queuedCredits)
 	}
-	if old, ok := q.pending[k]; ok {
-		if old.At < c.At {
-			q.pending[k] = c
+	e, ok := q.pending[k]
+	if !ok {
+		if len(q.pending) >= maxPendingRenewals {
+			q.dropped++
+			return
 		}
+		q.pending[k] = &queuedCredits{recs: []fsm.PrivateAnnounce{c}}
 		return
 	}
-	if len(q.pending) >= maxPendingRenewals {
+	// Reports may arrive out of order (relayed by followers): insert in
+	// order of At, then drop what a later report covers.
+	n := len(e.recs)
+	i := n
+	for i > 0 && e.recs[i-1].At >= c.At {
+		if e.recs[i-1].At == c.At {
+			return // a duplicate
+		}
+		i--
+	}
+	rs := slices.Insert(e.recs, i, c)
+	out := rs[:0:0]
+	for j := range rs {
+		last := j == len(rs)-1
+		peak := !last && lower(&rs[j+1], &rs[j])
+		start := j > 0 && lower(&rs[j], &rs[j-1])
+		if last || peak || start {
+			out = append(out, rs[j])
+		}
+	}
+	if len(out) > maxQueuedResets+1 {
 		q.dropped++
-		return
+		out = out[len(out)-maxQueuedResets-1:]
 	}
-	q.pending[k] = c
+	e.recs = out
 }
 
 // add queues a credit of the record a names.
@@ -224,6 +287,7 @@ func (q *creditQueue) addRelayed(rs []client.TrackerAnnounceRequest) {
 	}
 }
 
+// take empties the queue; each record's reports come out in order.
 func (q *creditQueue) take() []fsm.PrivateAnnounce {
 	q.mu.Lock()
 	defer q.mu.Unlock()
@@ -231,21 +295,84 @@ func (q *creditQueue) take() []fsm.PrivateAnnounce {
 		return nil
 	}
 	out := make([]fsm.PrivateAnnounce, 0, len(q.pending))
-	for _, c := range q.pending {
-		out = append(out, c)
+	for _, e := range q.pending {
+		out = append(out, e.recs...)
 	}
 	clear(q.pending)
 	return out
 }
 
-// putBack re-queues credits whose proposal failed, unless newer ones
-// arrived meanwhile.
+// takeRecord removes and returns the queued reports of one record, in
+// order (nil if none).
+func (q *creditQueue) takeRecord(k client.SwarmRef) []fsm.PrivateAnnounce {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	e, ok := q.pending[k]
+	if !ok {
+		return nil
+	}
+	delete(q.pending, k)
+	return e.recs
+}
+
+// putBack re-queues credits whose proposal failed, before whatever
+// arrived meanwhile (which is newer).
 func (q *creditQueue) putBack(cs []fsm.PrivateAnnounce) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
+	newer := q.pending
+	q.pending = nil
 	for _, c := range cs {
 		q.put(c)
 	}
+	for _, e := range newer {
+		for _, c := range e.recs {
+			q.put(c)
+		}
+	}
+}
+
+// passQueuedCredits runs before this master relays a private
+// membership change of a record to the leader: it passes the record's
+// queued reports on first, so the leader credits them before the change
+// (commitPrivate). On the leader it does nothing: commitPrivate takes
+// them from its own queue. A failure puts them back in the queue.
+func (m *Master) passQueuedCredits(ctx context.Context, a *fsm.Announce) {
+	if m.IsLeader() {
+		return
+	}
+	cs := m.credits.takeRecord(client.SwarmRef{InfoHash: a.InfoHash, Peer: a.Peer, IP: a.IP})
+	if len(cs) == 0 {
+		return
+	}
+	if err := m.passCredits(ctx, cs); err != nil {
+		m.credits.putBack(cs)
+	}
+}
+
+// passCredits sends credits to the leader, renewBatch per call.
+func (m *Master) passCredits(ctx context.Context, cs []fsm.PrivateAnnounce) error {
+	_, addr := m.Leader()
+	if addr == "" || addr == m.advertise {
+		return errors.New("no leader to pass credits to")
+	}
+	for len(cs) > 0 {
+		n := min(len(cs), renewBatch)
+		req := &client.TrackerRenewRequest{Credits: make([]client.TrackerAnnounceRequest, n), Forwarded: true}
+		for i := range n {
+			c := &cs[i]
+			req.Credits[i] = relayedOf(&c.Announce)
+			req.Credits[i].Priv = (&privReport{key: c.Passkey, up: c.Uploaded, down: c.Downloaded, at: c.At}).bytes()
+		}
+		cctx, cancel := context.WithTimeout(ctx, forwardAttemptTimeout)
+		err := m.client.Call(cctx, addr, client.MethodTrackerRenew, req, &struct{}{})
+		cancel()
+		if err != nil {
+			return fmt.Errorf("passing %d private tracker reports to the leader %s: %w", len(cs), addr, err)
+		}
+		cs = cs[n:]
+	}
+	return nil
 }
 
 // flushCredits runs once a second (runRenewals): the leader proposes the
@@ -284,28 +411,9 @@ func (m *Master) flushCredits(ctx context.Context) {
 		}
 		return
 	}
-	_, addr := m.Leader()
-	if addr == "" || addr == m.advertise {
+	if err := m.passCredits(ctx, cs); err != nil {
+		m.logger.Debug("passing private tracker reports to the leader failed; retrying in a second", "err", err)
 		m.credits.putBack(cs)
-		return
-	}
-	for len(cs) > 0 {
-		n := min(len(cs), renewBatch)
-		req := &client.TrackerRenewRequest{Credits: make([]client.TrackerAnnounceRequest, n), Forwarded: true}
-		for i := range n {
-			c := &cs[i]
-			req.Credits[i] = relayedOf(&c.Announce)
-			req.Credits[i].Priv = (&privReport{key: c.Passkey, up: c.Uploaded, down: c.Downloaded, at: c.At}).bytes()
-		}
-		cctx, cancel := context.WithTimeout(ctx, forwardAttemptTimeout)
-		err := m.client.Call(cctx, addr, client.MethodTrackerRenew, req, &struct{}{})
-		cancel()
-		if err != nil {
-			m.logger.Debug("passing private tracker reports to the leader failed; retrying in a second", "leader", addr, "reports", len(cs), "err", err)
-			m.credits.putBack(cs)
-			return
-		}
-		cs = cs[n:]
 	}
 }
 

@@ -251,6 +251,9 @@ func (b trackerBackend) Announce(ctx context.Context, req *tracker.AnnounceReque
 			InfoHash: ih, Peer: pid, IP: ip, Port: req.Addr.Port(),
 			Key: req.Key, HasKey: req.HasKey, Event: ev, Seeder: seeder,
 		}
+		if private {
+			m.passQueuedCredits(ctx, &a)
+		}
 		idx, err := m.relayAnnounce(ctx, a, m.privReportOf(private, req))
 		if err != nil {
 			return nil, err
