@@ -9,8 +9,8 @@ without the default plugins, so ut_pex is absent too: the tracker is the
 only way this client learns of peers. Every half second it prints one JSON
 line when its status changes: progress, state, the peers it has dialled or
 talked to (peers_seen: every one came from a tracker reply), and the last
-tracker messages, so the test can poll the log and a failure shows what
-happened.
+tracker messages with the seconds since start, so the test can poll the
+log and a failure shows what happened.
 It runs until killed.
 """
 import json
@@ -43,6 +43,7 @@ def main():
         settings["min_announce_interval"] = int(os.environ["LT_MIN_ANNOUNCE_INTERVAL"])
     # flags=0: no default plugins, so no ut_pex (peer exchange).
     ses = lt.session(settings, flags=0)
+    start = time.monotonic()
     params = lt.add_torrent_params()
     params.ti = lt.torrent_info(torrent)
     params.save_path = save_dir
@@ -56,8 +57,8 @@ def main():
                 seen.add(a.endpoint[0])
             if isinstance(a, (lt.tracker_reply_alert, lt.tracker_error_alert,
                               lt.tracker_warning_alert, lt.tracker_announce_alert)):
-                tracker_msgs.append(a.message())
-                tracker_msgs = tracker_msgs[-4:]
+                tracker_msgs.append("%.1fs %s" % (time.monotonic() - start, a.message()))
+                tracker_msgs = tracker_msgs[-16:]
         s = h.status()
         for p in h.get_peer_info():
             seen.add(p.ip[0])
