@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 	"go.etcd.io/bbolt"
@@ -84,6 +85,11 @@ var ErrDataDirLocked = errors.New("the data dir is in use by another running mas
 // once the node is running (for --join, once the cluster has accepted it).
 // ctx bounds only that start-up (a --join that keeps retrying stops when
 // ctx ends); the running master lives until Close.
+//
+// The phases run in order: prepareDataDir, listen, openStorage, startRaft,
+// bootstrapOrRestart, startServices, then the join. If any phase fails,
+// New tears down whatever the earlier phases started (closeNow) and
+// returns the error.
 func New(ctx context.Context, cfg Config) (*Master, error) {
 	cfg, err := cfg.withDefaults()
 	if err != nil {
@@ -100,29 +106,86 @@ func New(ctx context.Context, cfg Config) (*Master, error) {
 	if err := prepareDataDir(cfg.DataDir); err != nil {
 		return nil, err
 	}
+	if err := m.listen(); err != nil {
+		return nil, err
+	}
+	st, err := m.openStorage()
+	if err != nil {
+		return nil, err
+	}
+	hasState, err := m.startRaft(ctx, st)
+	if err != nil {
+		return nil, err
+	}
+	if err := m.bootstrapOrRestart(ctx, hasState); err != nil {
+		return nil, err
+	}
+	if err := m.startServices(); err != nil {
+		return nil, err
+	}
+	if !hasState && len(cfg.Join) > 0 {
+		if err := m.join(ctx); err != nil {
+			return nil, err
+		}
+	}
+	// Owned by m (m.wg); started after a --join succeeded, so it never
+	// mistakes a master that is still joining for a removed one.
+	m.wg.Go(m.watchRemoval)
+	if cfg.Fault != NoFault {
+		m.logger.Warn("UNSAFE FAULT ENABLED: this master is deliberately broken for harness self-tests", "fault", cfg.Fault)
+	}
+	m.logger.Info("master running", "id", cfg.ID, "addr", m.advertise, "http", m.HTTPAddr())
+	ok = true
+	return m, nil
+}
+
+// listen is New's first phase after the data dir check: it opens the
+// cluster port (m.mux) behind the trust gate, settles the advertised
+// address and checks it against InitialCluster, and makes the RPC client
+// that dials through the mux.
+func (m *Master) listen() error {
+	cfg := m.cfg
+	var err error
 	m.joins.max = cfg.MaxPeersPerIP
 	m.gate = newTrustGate(m)
 	lim := cfg.ClusterPort
 	if m.mux, err = transport.ListenMux(transport.MuxConfig{Addr: cfg.Listen, Logger: m.logger, TLS: cfg.TLS, Authorize: m.authorizeStream,
 		Gate: m.gate, MaxConns: lim.MaxConns, MaxConnsPerIP: lim.MaxConnsPerIP, MaxMemberConns: lim.MaxMemberConns}); err != nil {
-		return nil, portError("cluster", "Listen", cfg.Listen, err)
+		return portError("cluster", "Listen", cfg.Listen, err)
 	}
 	m.advertise = cfg.Advertise
 	if m.advertise == "" {
 		m.advertise = m.mux.Addr().String()
 		if err := checkDialable(m.advertise); err != nil {
-			return nil, configErr("Advertise", "{Listen} %s %v; set {Advertise}", cfg.Listen, err)
+			return configErr("Advertise", "{Listen} %s %v; set {Advertise}", cfg.Listen, err)
 		}
 	}
 	for _, mem := range cfg.InitialCluster {
 		if mem.ID == cfg.ID && mem.Addr != m.advertise {
-			return nil, configErr("InitialCluster", "{InitialCluster} gives %s the address %s, but this master listens at %s", cfg.ID, mem.Addr, m.advertise)
+			return configErr("InitialCluster", "{InitialCluster} gives %s the address %s, but this master listens at %s", cfg.ID, mem.Addr, m.advertise)
 		}
 	}
 	m.client = transport.NewClient(transport.ClientConfig{Dial: m.mux.DialStream})
+	return nil
+}
 
+// raftStorage is what openStorage hands to startRaft: the log, stable and
+// snapshot stores raft runs on, and the logger raft writes through.
+type raftStorage struct {
+	logStore raft.LogStore      // the log store raft runs on (disk checks over bolt)
+	snaps    raft.SnapshotStore // the snapshot store raft runs on
+	hcl      hclog.Logger       // raft's logger, bridged to m.logger
+}
+
+// openStorage is New's storage phase: it opens the raft log (m.store,
+// refusing a data dir another master holds) and the snapshot store, applies
+// the StorageHooks wrappers, and refuses damaged snapshots or logs before
+// raft reads them (storage.go).
+func (m *Master) openStorage() (raftStorage, error) {
+	cfg := m.cfg
+	var err error
 	if err := checkBolt(cfg.DataDir, filepath.Join(cfg.DataDir, "raft.db")); err != nil {
-		return nil, err
+		return raftStorage{}, err
 	}
 	m.store, err = raftboltdb.New(raftboltdb.Options{
 		Path: filepath.Join(cfg.DataDir, "raft.db"),
@@ -139,14 +202,14 @@ func New(ctx context.Context, cfg Config) (*Master, error) {
 	})
 	if err != nil {
 		if errors.Is(err, bbolt.ErrTimeout) {
-			return nil, dataDirLocked(cfg.DataDir)
+			return raftStorage{}, dataDirLocked(cfg.DataDir)
 		}
-		return nil, fmt.Errorf("open raft log in %s: %w", cfg.DataDir, err)
+		return raftStorage{}, fmt.Errorf("open raft log in %s: %w", cfg.DataDir, err)
 	}
 	hcl := newHCLogBridge(m.logger, "raft")
 	fileSnaps, err := raft.NewFileSnapshotStoreWithLogger(cfg.DataDir, 2, hcl)
 	if err != nil {
-		return nil, fmt.Errorf("open snapshot store in %s: %w", cfg.DataDir, err)
+		return raftStorage{}, fmt.Errorf("open snapshot store in %s: %w", cfg.DataDir, err)
 	}
 	var boltLog raft.LogStore = m.store
 	if h := cfg.Storage.WrapLogStore; h != nil {
@@ -161,14 +224,24 @@ func New(ctx context.Context, cfg Config) (*Master, error) {
 	// Refuse damaged state before raft reads it (storage.go).
 	snapIndex, err := checkSnapshots(cfg.DataDir, snaps)
 	if err != nil {
-		return nil, err
+		return raftStorage{}, err
 	}
 	if err := checkLogs(cfg.DataDir, disk, snapIndex); err != nil {
-		return nil, err
+		return raftStorage{}, err
 	}
+	return raftStorage{logStore: logStore, snaps: snaps, hcl: hcl}, nil
+}
+
+// startRaft is New's raft phase: it makes raft's transport over the mux,
+// configures raft from m.cfg, applies a Restore backup and a lost-quorum
+// recovery file if there is one, and starts raft (m.raft). hasState says
+// whether the data dir held raft state (or a restored backup) before.
+func (m *Master) startRaft(ctx context.Context, st raftStorage) (hasState bool, err error) {
+	cfg := m.cfg
+	hcl, snaps, logStore := st.hcl, st.snaps, st.logStore
 	advAddr, err := net.ResolveTCPAddr("tcp", m.advertise)
 	if err != nil {
-		return nil, fmt.Errorf("%w: advertise address %s: %v", ErrConfig, m.advertise, err)
+		return false, fmt.Errorf("%w: advertise address %s: %v", ErrConfig, m.advertise, err)
 	}
 	m.raftLayer = newRaftLayer(m.mux, advAddr, m.checkRaftHeader)
 	m.raftTrans = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
@@ -192,27 +265,27 @@ func New(ctx context.Context, cfg Config) (*Master, error) {
 	rc.NotifyCh = m.notifyCh
 	rc.Logger = hcl
 	if err := raft.ValidateConfig(rc); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrConfig, err)
+		return false, fmt.Errorf("%w: %v", ErrConfig, err)
 	}
 
 	logs, err := raft.NewLogCache(1024, logStore)
 	if err != nil {
-		return nil, err
+		return false, err
 	}
-	hasState, err := raft.HasExistingState(logs, m.store, snaps)
+	hasState, err = raft.HasExistingState(logs, m.store, snaps)
 	if err != nil {
-		return nil, fmt.Errorf("read raft state in %s: %w", cfg.DataDir, err)
+		return false, fmt.Errorf("read raft state in %s: %w", cfg.DataDir, err)
 	}
 	if cfg.Restore != "" { // a new cluster from a backup (restore.go)
 		restored, err := restoreBackup(cfg, hasState, m.store, snaps, m.raftTrans)
 		if err != nil {
-			return nil, err
+			return false, err
 		}
 		hasState = hasState || restored
 	}
 	// Lost-quorum recovery, if the data dir holds a recovery file (recover.go).
 	if _, err := m.recoverFromFile(ctx, rc, hasState, logs, snaps); err != nil {
-		return nil, err
+		return false, err
 	}
 	guard := &restoreGuard{FSM: m.fsm}
 	m.raft, err = raft.NewRaft(rc, guard, logs, m.store, snaps, pipelineTransport{m.raftTrans}) // raftpipe.go
@@ -220,13 +293,21 @@ func New(ctx context.Context, cfg Config) (*Master, error) {
 	// snapshot or, having none that restores, failed itself ("failed to
 	// load any existing snapshots").
 	if rerr := guard.restoreFailed(); rerr != nil {
-		return nil, damaged(cfg.DataDir, "the newest snapshot (state.bin)", rerr)
+		return false, damaged(cfg.DataDir, "the newest snapshot (state.bin)", rerr)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("start raft: %w", err)
+		return false, fmt.Errorf("start raft: %w", err)
 	}
 	m.raftReady.Store(true)
 	m.gate.refresh(ctx)
+	return hasState, nil
+}
+
+// bootstrapOrRestart is New's phase after raft starts: a master with no
+// raft state and an InitialCluster bootstraps that configuration; one
+// restarting from its own state checks that it was not removed.
+func (m *Master) bootstrapOrRestart(ctx context.Context, hasState bool) error {
+	cfg := m.cfg
 	if !hasState && len(cfg.InitialCluster) > 0 {
 		var servers []raft.Server
 		for _, mem := range cfg.InitialCluster {
@@ -236,18 +317,27 @@ func New(ctx context.Context, cfg Config) (*Master, error) {
 		// configuration, once: HasExistingState is true on every later
 		// start, so a restart with the same flags never bootstraps again.
 		if err := m.raft.BootstrapCluster(raft.Configuration{Servers: servers}).Error(); err != nil && !errors.Is(err, raft.ErrCantBootstrap) {
-			return nil, fmt.Errorf("bootstrap cluster: %w", err)
+			return fmt.Errorf("bootstrap cluster: %w", err)
 		}
 		m.logger.Info("bootstrapped new cluster", "members", len(servers))
 	} else if hasState {
 		m.logger.Info("restarting from existing raft state", "data_dir", cfg.DataDir)
 		if err := m.checkNotRemoved(ctx); err != nil {
-			return nil, err
+			return err
 		}
 	}
+	return nil
+}
 
+// startServices is New's serving phase: it builds the metrics, dashboard,
+// batcher, read gate, leases, expirer and backup sessions, registers the
+// RPC handlers, starts the goroutines m owns (m.wg), and opens the HTTP
+// and tracker ports.
+func (m *Master) startServices() error {
+	cfg := m.cfg
+	var err error
 	if m.metrics, err = newMetrics(m, cfg.Metrics); err != nil {
-		return nil, err
+		return err
 	}
 	m.dash = newDashboard(m)
 	m.batcher = newBatcher(m.raft, cfg.ApplyTimeout, cfg.Fault, m.raftError)
@@ -288,28 +378,14 @@ func New(ctx context.Context, cfg Config) (*Master, error) {
 	})
 	if cfg.HTTP != "" {
 		if err := m.startHTTP(); err != nil {
-			return nil, err
+			return err
 		}
 	}
-	if err := m.startTrackers(); err != nil {
-		return nil, err
-	}
-	if !hasState && len(cfg.Join) > 0 {
-		if err := m.join(ctx); err != nil {
-			return nil, err
-		}
-	}
-	// Owned by m (m.wg); started after a --join succeeded, so it never
-	// mistakes a master that is still joining for a removed one.
-	m.wg.Go(m.watchRemoval)
-	if cfg.Fault != NoFault {
-		m.logger.Warn("UNSAFE FAULT ENABLED: this master is deliberately broken for harness self-tests", "fault", cfg.Fault)
-	}
-	m.logger.Info("master running", "id", cfg.ID, "addr", m.advertise, "http", m.HTTPAddr())
-	ok = true
-	return m, nil
+	return m.startTrackers()
 }
 
+// prepareDataDir is New's first phase: it creates the data dir if need
+// be and checks that this user can write in it.
 func prepareDataDir(dir string) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fieldErr(err, "DataDir", "cannot create the data dir %s; choose a {DataDir} this user can write", dir)
