@@ -14,9 +14,10 @@ import (
 	"sync"
 	"time"
 
+	"github.com/hashicorp/raft"
+
 	"fileshare/client"
 	"fileshare/transport"
-	"github.com/hashicorp/raft"
 )
 
 // backupSession is one backup being read: an open raft snapshot and the
