@@ -339,7 +339,7 @@ func (m *Master) startServices() error {
 	if m.metrics, err = newMetrics(m, cfg.Metrics); err != nil {
 		return err
 	}
-	m.dash = newDashboard(m)
+	m.dash = newDashboard(m, m.metrics, m.logger, cfg)
 	m.batcher = newBatcher(m.raft, cfg.ApplyTimeout, cfg.Fault, m.raftError)
 	m.batcher.observe = m.metrics
 	m.reads = newReadGate(m.raft, m.notLeader, m.raftError)
