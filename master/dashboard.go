@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"log/slog"
 	"net/http"
 	"slices"
 	"strings"
@@ -58,11 +59,15 @@ var (
 
 // dashboard owns the event streams' subscriptions and their poller.
 type dashboard struct {
-	m      *Master
-	share  *httplimit.Share // the event streams, in all and per client
-	http   *http.Client     // reads other members' versions
-	ctx    context.Context  // ends at close
-	cancel context.CancelFunc
+	m         dashboardSource
+	mx        *metrics // the counters and event log it shows
+	logger    *slog.Logger
+	heartbeat time.Duration    // Config.HeartbeatTimeout, shown to the page
+	election  time.Duration    // Config.ElectionTimeout, shown to the page
+	share     *httplimit.Share // the event streams, in all and per client
+	http      *http.Client     // reads other members' versions
+	ctx       context.Context  // ends at close
+	cancel    context.CancelFunc
 
 	mu      sync.Mutex
 	subs    map[chan []byte]struct{}
@@ -81,9 +86,12 @@ type versionEntry struct {
 	next time.Time // when to ask again, if v == ""
 }
 
-func newDashboard(m *Master) *dashboard {
-	d := &dashboard{m: m, share: httplimit.NewShare(m.cfg.HTTPLimits), http: &http.Client{Timeout: memberProbeTimeout}, subs: map[chan []byte]struct{}{}, versions: map[string]versionEntry{}}
-	d.ctx, d.cancel = context.WithCancel(m.ctx)
+// newDashboard makes the dashboard of the master m, showing mx's counters
+// and events; cfg gives its HTTP limits and raft timeouts.
+func newDashboard(m dashboardSource, mx *metrics, logger *slog.Logger, cfg Config) *dashboard {
+	d := &dashboard{m: m, mx: mx, logger: logger, heartbeat: cfg.HeartbeatTimeout, election: cfg.ElectionTimeout,
+		share: httplimit.NewShare(cfg.HTTPLimits), http: &http.Client{Timeout: memberProbeTimeout}, subs: map[chan []byte]struct{}{}, versions: map[string]versionEntry{}}
+	d.ctx, d.cancel = context.WithCancel(m.lifetime())
 	return d
 }
 
@@ -221,7 +229,7 @@ func (d *dashboard) poll() {
 		snap := d.snapshot(d.ctx, time.Now())
 		b, err := json.Marshal(snap)
 		if err != nil {
-			d.m.logger.Error("encode dashboard snapshot", "err", err)
+			d.logger.Error("encode dashboard snapshot", "err", err)
 		}
 		d.mu.Lock()
 		if len(d.subs) == 0 || d.closed {
@@ -333,19 +341,19 @@ func (d *dashboard) snapshot(ctx context.Context, now time.Time) Snapshot {
 	m := d.m
 	self := m.Status(ctx, false)
 	self.Members = slices.Clone(self.Members)
-	statuses := map[string]*client.Status{m.cfg.ID: &self}
+	statuses := map[string]*client.Status{m.ID(): &self}
 	errs := map[string]string{}
 	var mu sync.Mutex
 	pctx, cancel := context.WithTimeout(ctx, memberProbeTimeout)
 	var wg sync.WaitGroup
 	for _, mem := range self.Members {
-		if mem.ID == m.cfg.ID {
+		if mem.ID == m.ID() {
 			continue
 		}
 		// Owned by snapshot, which waits for it; pctx bounds it.
 		wg.Go(func() {
 			var st client.Status
-			err := m.client.Call(pctx, mem.Addr, client.MethodStatus, &client.StatusRequest{}, &st)
+			err := m.callStatus(pctx, mem.Addr, &st)
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil {
@@ -353,7 +361,7 @@ func (d *dashboard) snapshot(ctx context.Context, now time.Time) Snapshot {
 				return
 			}
 			statuses[mem.ID] = &st
-			m.metrics.contacts.record(&st, now)
+			d.mx.contacts.record(&st, now)
 		})
 	}
 	wg.Wait()
@@ -361,11 +369,11 @@ func (d *dashboard) snapshot(ctx context.Context, now time.Time) Snapshot {
 	ownContact := m.lastLeaderContact()
 
 	snap := Snapshot{
-		Now: now.UnixMilli(), Self: m.cfg.ID, LeaderID: self.LeaderID, Term: self.Term,
+		Now: now.UnixMilli(), Self: m.ID(), LeaderID: self.LeaderID, Term: self.Term,
 		Index:  IndexView{Files: self.Files, Holdings: self.Holdings, Peers: self.Peers},
-		Config: DashboardConf{HeartbeatMillis: m.cfg.HeartbeatTimeout.Milliseconds(), ElectionMillis: m.cfg.ElectionTimeout.Milliseconds(), IntervalMillis: dashboardInterval.Milliseconds()},
+		Config: DashboardConf{HeartbeatMillis: d.heartbeat.Milliseconds(), ElectionMillis: d.election.Milliseconds(), IntervalMillis: dashboardInterval.Milliseconds()},
 	}
-	snap.Swarms.Swarms, snap.Swarms.Peers = m.fsm.SwarmStats()
+	snap.Swarms.Swarms, snap.Swarms.Peers = m.swarmStats()
 	leader := statuses[self.LeaderID]
 	for _, mem := range self.Members {
 		v := MemberView{ID: mem.ID, Addr: mem.Addr, Suffrage: string(mem.Suffrage), Lag: -1, LastContactMillis: -1, DigestMatch: "unknown", State: "unreachable"}
@@ -377,7 +385,7 @@ func (d *dashboard) snapshot(ctx context.Context, now time.Time) Snapshot {
 			v.HTTPAddr, v.State, v.Term = st.HTTPAddr, string(st.State), st.Term
 			v.LastIndex, v.CommitIndex, v.AppliedIndex = st.LastIndex, st.CommitIndex, st.AppliedIndex
 			v.Digest, v.LeaderID = st.Digest, st.LeaderID
-			if mem.ID == m.cfg.ID {
+			if mem.ID == m.ID() {
 				v.LastContactMillis, v.Version = ownContact, Version()
 			} else {
 				for _, sm := range st.Members {
@@ -402,7 +410,7 @@ func (d *dashboard) snapshot(ctx context.Context, now time.Time) Snapshot {
 			}
 			if st.Term > d.maxTerm {
 				if d.maxTerm != 0 {
-					m.metrics.events.add(Event{Time: now, Kind: "term", Member: mem.ID, Term: st.Term,
+					d.mx.events.add(Event{Time: now, Kind: "term", Member: mem.ID, Term: st.Term,
 						Text: fmt.Sprintf("term %d begins (first seen on %s)", st.Term, mem.ID)})
 				}
 				d.maxTerm = st.Term
@@ -434,7 +442,7 @@ func (d *dashboard) snapshot(ctx context.Context, now time.Time) Snapshot {
 		snap.Tolerance += fmt.Sprintf(" (%d of %d voters down; with all up it could lose %d)", snap.Voters-snap.Healthy, snap.Voters, snap.Voters-snap.Quorum)
 	}
 
-	cur := &snapshotRates{at: now, writes: m.metrics.writes.Load(), reads: m.metrics.reads.Load(), heartbeat: m.metrics.heartbeats.Load(), announces: m.announces()}
+	cur := &snapshotRates{at: now, writes: d.mx.writes.Load(), reads: d.mx.reads.Load(), heartbeat: d.mx.heartbeats.Load(), announces: m.announces()}
 	if leader != nil {
 		cur.commit = leader.CommitIndex
 	}
@@ -456,7 +464,7 @@ func (d *dashboard) snapshot(ctx context.Context, now time.Time) Snapshot {
 		}
 	}
 	d.prev = cur
-	snap.Events, snap.Generation = m.metrics.events.recent()
+	snap.Events, snap.Generation = d.mx.events.recent()
 	return snap
 }
 

@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 	"go.etcd.io/bbolt"
@@ -84,6 +85,11 @@ var ErrDataDirLocked = errors.New("the data dir is in use by another running mas
 // once the node is running (for --join, once the cluster has accepted it).
 // ctx bounds only that start-up (a --join that keeps retrying stops when
 // ctx ends); the running master lives until Close.
+//
+// The phases run in order: prepareDataDir, listen, openStorage, startRaft,
+// bootstrapOrRestart, startServices, then the join. If any phase fails,
+// New tears down whatever the earlier phases started (closeNow) and
+// returns the error.
 func New(ctx context.Context, cfg Config) (*Master, error) {
 	cfg, err := cfg.withDefaults()
 	if err != nil {
@@ -100,29 +106,86 @@ func New(ctx context.Context, cfg Config) (*Master, error) {
 	if err := prepareDataDir(cfg.DataDir); err != nil {
 		return nil, err
 	}
+	if err := m.listen(); err != nil {
+		return nil, err
+	}
+	st, err := m.openStorage()
+	if err != nil {
+		return nil, err
+	}
+	hasState, err := m.startRaft(ctx, st)
+	if err != nil {
+		return nil, err
+	}
+	if err := m.bootstrapOrRestart(ctx, hasState); err != nil {
+		return nil, err
+	}
+	if err := m.startServices(); err != nil {
+		return nil, err
+	}
+	if !hasState && len(cfg.Join) > 0 {
+		if err := m.join(ctx); err != nil {
+			return nil, err
+		}
+	}
+	// Owned by m (m.wg); started after a --join succeeded, so it never
+	// mistakes a master that is still joining for a removed one.
+	m.wg.Go(m.watchRemoval)
+	if cfg.Fault != NoFault {
+		m.logger.Warn("UNSAFE FAULT ENABLED: this master is deliberately broken for harness self-tests", "fault", cfg.Fault)
+	}
+	m.logger.Info("master running", "id", cfg.ID, "addr", m.advertise, "http", m.HTTPAddr())
+	ok = true
+	return m, nil
+}
+
+// listen is New's first phase after the data dir check: it opens the
+// cluster port (m.mux) behind the trust gate, settles the advertised
+// address and checks it against InitialCluster, and makes the RPC client
+// that dials through the mux.
+func (m *Master) listen() error {
+	cfg := m.cfg
+	var err error
 	m.joins.max = cfg.MaxPeersPerIP
 	m.gate = newTrustGate(m)
 	lim := cfg.ClusterPort
 	if m.mux, err = transport.ListenMux(transport.MuxConfig{Addr: cfg.Listen, Logger: m.logger, TLS: cfg.TLS, Authorize: m.authorizeStream,
 		Gate: m.gate, MaxConns: lim.MaxConns, MaxConnsPerIP: lim.MaxConnsPerIP, MaxMemberConns: lim.MaxMemberConns}); err != nil {
-		return nil, portError("cluster", "Listen", cfg.Listen, err)
+		return portError("cluster", "Listen", cfg.Listen, err)
 	}
 	m.advertise = cfg.Advertise
 	if m.advertise == "" {
 		m.advertise = m.mux.Addr().String()
 		if err := checkDialable(m.advertise); err != nil {
-			return nil, configErr("Advertise", "{Listen} %s %v; set {Advertise}", cfg.Listen, err)
+			return configErr("Advertise", "{Listen} %s %v; set {Advertise}", cfg.Listen, err)
 		}
 	}
 	for _, mem := range cfg.InitialCluster {
 		if mem.ID == cfg.ID && mem.Addr != m.advertise {
-			return nil, configErr("InitialCluster", "{InitialCluster} gives %s the address %s, but this master listens at %s", cfg.ID, mem.Addr, m.advertise)
+			return configErr("InitialCluster", "{InitialCluster} gives %s the address %s, but this master listens at %s", cfg.ID, mem.Addr, m.advertise)
 		}
 	}
 	m.client = transport.NewClient(transport.ClientConfig{Dial: m.mux.DialStream})
+	return nil
+}
 
+// raftStorage is what openStorage hands to startRaft: the log, stable and
+// snapshot stores raft runs on, and the logger raft writes through.
+type raftStorage struct {
+	logStore raft.LogStore      // the log store raft runs on (disk checks over bolt)
+	snaps    raft.SnapshotStore // the snapshot store raft runs on
+	hcl      hclog.Logger       // raft's logger, bridged to m.logger
+}
+
+// openStorage is New's storage phase: it opens the raft log (m.store,
+// refusing a data dir another master holds) and the snapshot store, applies
+// the StorageHooks wrappers, and refuses damaged snapshots or logs before
+// raft reads them (storage.go).
+func (m *Master) openStorage() (raftStorage, error) {
+	cfg := m.cfg
+	var err error
 	if err := checkBolt(cfg.DataDir, filepath.Join(cfg.DataDir, "raft.db")); err != nil {
-		return nil, err
+		return raftStorage{}, err
 	}
 	m.store, err = raftboltdb.New(raftboltdb.Options{
 		Path: filepath.Join(cfg.DataDir, "raft.db"),
@@ -139,14 +202,14 @@ func New(ctx context.Context, cfg Config) (*Master, error) {
 	})
 	if err != nil {
 		if errors.Is(err, bbolt.ErrTimeout) {
-			return nil, dataDirLocked(cfg.DataDir)
+			return raftStorage{}, dataDirLocked(cfg.DataDir)
 		}
-		return nil, fmt.Errorf("open raft log in %s: %w", cfg.DataDir, err)
+		return raftStorage{}, fmt.Errorf("open raft log in %s: %w", cfg.DataDir, err)
 	}
 	hcl := newHCLogBridge(m.logger, "raft")
 	fileSnaps, err := raft.NewFileSnapshotStoreWithLogger(cfg.DataDir, 2, hcl)
 	if err != nil {
-		return nil, fmt.Errorf("open snapshot store in %s: %w", cfg.DataDir, err)
+		return raftStorage{}, fmt.Errorf("open snapshot store in %s: %w", cfg.DataDir, err)
 	}
 	var boltLog raft.LogStore = m.store
 	if h := cfg.Storage.WrapLogStore; h != nil {
@@ -161,14 +224,24 @@ func New(ctx context.Context, cfg Config) (*Master, error) {
 	// Refuse damaged state before raft reads it (storage.go).
 	snapIndex, err := checkSnapshots(cfg.DataDir, snaps)
 	if err != nil {
-		return nil, err
+		return raftStorage{}, err
 	}
 	if err := checkLogs(cfg.DataDir, disk, snapIndex); err != nil {
-		return nil, err
+		return raftStorage{}, err
 	}
+	return raftStorage{logStore: logStore, snaps: snaps, hcl: hcl}, nil
+}
+
+// startRaft is New's raft phase: it makes raft's transport over the mux,
+// configures raft from m.cfg, applies a Restore backup and a lost-quorum
+// recovery file if there is one, and starts raft (m.raft). hasState says
+// whether the data dir held raft state (or a restored backup) before.
+func (m *Master) startRaft(ctx context.Context, st raftStorage) (hasState bool, err error) {
+	cfg := m.cfg
+	hcl, snaps, logStore := st.hcl, st.snaps, st.logStore
 	advAddr, err := net.ResolveTCPAddr("tcp", m.advertise)
 	if err != nil {
-		return nil, fmt.Errorf("%w: advertise address %s: %v", ErrConfig, m.advertise, err)
+		return false, fmt.Errorf("%w: advertise address %s: %v", ErrConfig, m.advertise, err)
 	}
 	m.raftLayer = newRaftLayer(m.mux, advAddr, m.checkRaftHeader)
 	m.raftTrans = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
@@ -192,27 +265,27 @@ func New(ctx context.Context, cfg Config) (*Master, error) {
 	rc.NotifyCh = m.notifyCh
 	rc.Logger = hcl
 	if err := raft.ValidateConfig(rc); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrConfig, err)
+		return false, fmt.Errorf("%w: %v", ErrConfig, err)
 	}
 
 	logs, err := raft.NewLogCache(1024, logStore)
 	if err != nil {
-		return nil, err
+		return false, err
 	}
-	hasState, err := raft.HasExistingState(logs, m.store, snaps)
+	hasState, err = raft.HasExistingState(logs, m.store, snaps)
 	if err != nil {
-		return nil, fmt.Errorf("read raft state in %s: %w", cfg.DataDir, err)
+		return false, fmt.Errorf("read raft state in %s: %w", cfg.DataDir, err)
 	}
 	if cfg.Restore != "" { // a new cluster from a backup (restore.go)
 		restored, err := restoreBackup(cfg, hasState, m.store, snaps, m.raftTrans)
 		if err != nil {
-			return nil, err
+			return false, err
 		}
 		hasState = hasState || restored
 	}
 	// Lost-quorum recovery, if the data dir holds a recovery file (recover.go).
 	if _, err := m.recoverFromFile(ctx, rc, hasState, logs, snaps); err != nil {
-		return nil, err
+		return false, err
 	}
 	guard := &restoreGuard{FSM: m.fsm}
 	m.raft, err = raft.NewRaft(rc, guard, logs, m.store, snaps, pipelineTransport{m.raftTrans}) // raftpipe.go
@@ -220,13 +293,21 @@ func New(ctx context.Context, cfg Config) (*Master, error) {
 	// snapshot or, having none that restores, failed itself ("failed to
 	// load any existing snapshots").
 	if rerr := guard.restoreFailed(); rerr != nil {
-		return nil, damaged(cfg.DataDir, "the newest snapshot (state.bin)", rerr)
+		return false, damaged(cfg.DataDir, "the newest snapshot (state.bin)", rerr)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("start raft: %w", err)
+		return false, fmt.Errorf("start raft: %w", err)
 	}
 	m.raftReady.Store(true)
 	m.gate.refresh(ctx)
+	return hasState, nil
+}
+
+// bootstrapOrRestart is New's phase after raft starts: a master with no
+// raft state and an InitialCluster bootstraps that configuration; one
+// restarting from its own state checks that it was not removed.
+func (m *Master) bootstrapOrRestart(ctx context.Context, hasState bool) error {
+	cfg := m.cfg
 	if !hasState && len(cfg.InitialCluster) > 0 {
 		var servers []raft.Server
 		for _, mem := range cfg.InitialCluster {
@@ -236,20 +317,29 @@ func New(ctx context.Context, cfg Config) (*Master, error) {
 		// configuration, once: HasExistingState is true on every later
 		// start, so a restart with the same flags never bootstraps again.
 		if err := m.raft.BootstrapCluster(raft.Configuration{Servers: servers}).Error(); err != nil && !errors.Is(err, raft.ErrCantBootstrap) {
-			return nil, fmt.Errorf("bootstrap cluster: %w", err)
+			return fmt.Errorf("bootstrap cluster: %w", err)
 		}
 		m.logger.Info("bootstrapped new cluster", "members", len(servers))
 	} else if hasState {
 		m.logger.Info("restarting from existing raft state", "data_dir", cfg.DataDir)
 		if err := m.checkNotRemoved(ctx); err != nil {
-			return nil, err
+			return err
 		}
 	}
+	return nil
+}
 
+// startServices is New's serving phase: it builds the metrics, dashboard,
+// batcher, read gate, leases, expirer and backup sessions, registers the
+// RPC handlers, starts the goroutines m owns (m.wg), and opens the HTTP
+// and tracker ports.
+func (m *Master) startServices() error {
+	cfg := m.cfg
+	var err error
 	if m.metrics, err = newMetrics(m, cfg.Metrics); err != nil {
-		return nil, err
+		return err
 	}
-	m.dash = newDashboard(m)
+	m.dash = newDashboard(m, m.metrics, m.logger, cfg)
 	m.batcher = newBatcher(m.raft, cfg.ApplyTimeout, cfg.Fault, m.raftError)
 	m.batcher.observe = m.metrics
 	m.reads = newReadGate(m.raft, m.notLeader, m.raftError)
@@ -288,28 +378,14 @@ func New(ctx context.Context, cfg Config) (*Master, error) {
 	})
 	if cfg.HTTP != "" {
 		if err := m.startHTTP(); err != nil {
-			return nil, err
+			return err
 		}
 	}
-	if err := m.startTrackers(); err != nil {
-		return nil, err
-	}
-	if !hasState && len(cfg.Join) > 0 {
-		if err := m.join(ctx); err != nil {
-			return nil, err
-		}
-	}
-	// Owned by m (m.wg); started after a --join succeeded, so it never
-	// mistakes a master that is still joining for a removed one.
-	m.wg.Go(m.watchRemoval)
-	if cfg.Fault != NoFault {
-		m.logger.Warn("UNSAFE FAULT ENABLED: this master is deliberately broken for harness self-tests", "fault", cfg.Fault)
-	}
-	m.logger.Info("master running", "id", cfg.ID, "addr", m.advertise, "http", m.HTTPAddr())
-	ok = true
-	return m, nil
+	return m.startTrackers()
 }
 
+// prepareDataDir is New's first phase: it creates the data dir if need
+// be and checks that this user can write in it.
 func prepareDataDir(dir string) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fieldErr(err, "DataDir", "cannot create the data dir %s; choose a {DataDir} this user can write", dir)
@@ -354,299 +430,3 @@ func (m *Master) Leader() (id, addr string) {
 	a, i := m.raft.LeaderWithID()
 	return string(i), string(a)
 }
-
-// shutdownStepGrace bounds each shutdown step that can hang on something
-// outside this process: draining HTTP requests, and raft's stop, which
-// waits for replication to followers that may be paused or cut off.
-const shutdownStepGrace = time.Second
-
-// raftStuckGrace is how long shutdown waits for raft after closing the
-// connections under it, before it abandons raft (see shutdown), unless
-// Shutdown's context ends first.
-const raftStuckGrace = 10 * time.Second
-
-// DefaultShutdownTimeout is the shutdown budget a caller should give
-// Shutdown's context when it has no other (the CLI's --shutdown-timeout):
-// a hand-off, draining HTTP and stopping raft take well under a second; a
-// raft held by a paused follower is cut loose after a second and, if it
-// still has not stopped when the budget ends, abandoned. It fits inside
-// the systemd unit's TimeoutStopSec (20 s).
-const DefaultShutdownTimeout = 10 * time.Second
-
-// afterDeadlineGrace is what raft gets to stop, once its connections are
-// closed, when Shutdown's context has already ended: closing them
-// normally frees it at once.
-const afterDeadlineGrace = 200 * time.Millisecond
-
-// errRaftStuck is returned by a shutdown that had to abandon raft.
-var errRaftStuck = errors.New("raft did not stop within its grace period; abandoned it (the log store stays open until the process exits)")
-
-// Shutdown stops the master gracefully, in this order: stop serving HTTP,
-// hand leadership to another voter if this master leads, stop serving
-// RPC, stop the background work, stop Raft, close the transport, close the
-// log store. It blocks until every goroutine the master tracks has ended
-// (all but helpers blocked on a raft future that raft abandoned when it
-// stopped; see batcher.apply and verifier.startLocked).
-//
-// ctx bounds the graceful part. HTTP requests get until ctx ends or
-// shutdownStepGrace passes, then their connections are closed; the
-// leadership hand-off is abandoned when ctx ends; raft gets until ctx ends
-// or shutdownStepGrace passes to stop, then the connections under it are
-// closed so that a hung follower cannot hold it; if raft still has not
-// stopped when ctx ends (or raftStuckGrace passes, for a ctx without a
-// deadline), it is abandoned (errRaftStuck). So with a ctx that ends,
-// Shutdown returns shortly after it: the steps left only close files.
-// Whatever ctx does, Shutdown releases everything before it returns.
-//
-// It returns raft's and the log store's errors, joined with ctx's error if
-// ctx ended before the graceful steps finished. Only the first call of
-// Shutdown, Close or CloseNow does the work; later calls wait for it and
-// return its result.
-func (m *Master) Shutdown(ctx context.Context) error {
-	m.closeOnce.Do(func() { m.closeErr = m.shutdown(ctx, true) })
-	return m.closeErr
-}
-
-// Close is Shutdown with no deadline beyond each step's own grace
-// (shutdownStepGrace). Safe to call more than once.
-func (m *Master) Close() error { return m.Shutdown(context.Background()) }
-
-// CloseNow stops the master without handing off leadership: the closest an
-// in-process test gets to a crash (followers notice only by timeout).
-func (m *Master) CloseNow() error {
-	m.closeOnce.Do(func() { m.closeErr = m.shutdown(context.Background(), false) })
-	return m.closeErr
-}
-
-func (m *Master) closeNow() { _ = m.CloseNow() }
-
-// waitStep waits for done until ctx ends or grace passes. It reports
-// whether done arrived, and whether ctx ended first.
-func waitStep[T any](ctx context.Context, done <-chan T, grace time.Duration) (v T, ok, ctxEnded bool) {
-	t := time.NewTimer(grace)
-	defer t.Stop()
-	select {
-	case v = <-done:
-		return v, true, false
-	case <-ctx.Done():
-		return v, false, true
-	case <-t.C:
-		return v, false, false
-	}
-}
-
-func (m *Master) shutdown(ctx context.Context, graceful bool) error {
-	var errs []error
-	cut := false // ctx ended before a graceful step finished
-	m.stopTrackers(ctx)
-	if m.httpSrv != nil {
-		hctx, cancel := context.WithTimeout(ctx, shutdownStepGrace)
-		if err := m.httpSrv.Shutdown(hctx); err != nil {
-			cut = cut || ctx.Err() != nil
-			_ = m.httpSrv.Close()
-		}
-		cancel()
-	}
-	if m.dash != nil {
-		m.dash.close() // ends the event streams and waits for their poller
-	}
-	if graceful && m.raft != nil && m.IsLeader() && m.otherVoters() > 0 && ctx.Err() != nil {
-		cut = true // no time left to hand off leadership
-	} else if graceful && m.raft != nil && m.IsLeader() && m.otherVoters() > 0 {
-		f := m.raft.LeadershipTransfer()
-		// Owned by shutdown; ends when raft answers the transfer,
-		// which it does within its election timeout or when it stops.
-		done := make(chan error, 1)
-		go func() { done <- f.Error() }()
-		select {
-		case err := <-done:
-			if err != nil {
-				m.logger.Warn("leadership transfer before shutdown failed", "err", err)
-			} else {
-				m.logger.Info("handed off leadership before shutdown")
-			}
-		case <-ctx.Done():
-			cut = true
-			m.logger.Warn("shutdown deadline passed during leadership hand-off; stopping without it")
-		}
-	}
-	if m.rpc != nil {
-		m.rpc.Close()
-	}
-	m.cancel()
-	if m.raft != nil {
-		// raft.Shutdown waits for its replication goroutines, and one
-		// blocked on a paused or cut-off follower would hold it for the
-		// transport's whole I/O timeout. If it has not finished promptly,
-		// close the connections under it.
-		f := m.raft.Shutdown()
-		// Owned by shutdown, which waits for it below.
-		done := make(chan error, 1)
-		go func() { done <- f.Error() }()
-		err, ok, ctxEnded := waitStep(ctx, done, shutdownStepGrace)
-		if !ok {
-			cut = cut || ctxEnded
-			m.logger.Warn("raft is slow to stop; closing its connections")
-			m.mux.Close()
-			m.mux.CloseConns()
-			_ = m.raftTrans.Close()
-			wctx := ctx
-			if ctx.Err() != nil {
-				// The budget is spent: give raft only a moment.
-				var cancel context.CancelFunc
-				wctx, cancel = context.WithTimeout(context.Background(), afterDeadlineGrace)
-				defer cancel()
-			}
-			if err, ok, _ = waitStep(wctx, done, raftStuckGrace); !ok {
-				// hashicorp/raft can leave a goroutine blocked for good
-				// when leadership moves during a hand-off (raft#696):
-				// its Shutdown then never returns. Abandon it rather
-				// than hang the process; the log store stays open (a
-				// goroutine of raft's may still hold it) until the
-				// process exits.
-				m.logger.Error("raft did not stop; abandoning it", "shutdown_budget_ended", ctx.Err() != nil)
-				m.cancel()
-				return errors.Join(append(errs, errRaftStuck)...)
-			}
-		}
-		if err != nil {
-			errs = append(errs, fmt.Errorf("raft shutdown: %w", err))
-		}
-	}
-	m.wg.Wait()
-	if m.raftTrans != nil {
-		_ = m.raftTrans.Close()
-	}
-	if m.raftLayer != nil {
-		// No raft handler may touch the stable store once it is closed.
-		m.raftLayer.quiesce(shutdownStepGrace)
-	}
-	if m.client != nil {
-		_ = m.client.Close()
-	}
-	if m.mux != nil {
-		_ = m.mux.Close()
-	}
-	if m.store != nil {
-		if err := m.store.Close(); err != nil {
-			errs = append(errs, fmt.Errorf("close raft log: %w", err))
-		}
-	}
-	if cut {
-		errs = append(errs, fmt.Errorf("shutdown was cut short: %w", context.Cause(ctx)))
-	}
-	m.logger.Info("master stopped", "id", m.cfg.ID)
-	return errors.Join(errs...)
-}
-
-func (m *Master) otherVoters() int {
-	f := m.raft.GetConfiguration()
-	if f.Error() != nil {
-		return 0
-	}
-	n := 0
-	for _, s := range f.Configuration().Servers {
-		if s.Suffrage == raft.Voter && s.ID != raft.ServerID(m.cfg.ID) {
-			n++
-		}
-	}
-	return n
-}
-
-// watchLeadership drains raft's NotifyCh (an unread NotifyCh would block
-// raft) and runs a leader session for each term this master leads. It owns
-// the sessions: each is cancelled when leadership changes, and it waits for
-// all of them before it returns, once m.ctx ends.
-func (m *Master) watchLeadership() {
-	var sessions sync.WaitGroup
-	defer sessions.Wait()
-	var cancel context.CancelFunc
-	stop := func() {
-		if cancel != nil {
-			cancel()
-			cancel = nil
-		}
-	}
-	defer stop()
-	for {
-		select {
-		case isLeader := <-m.notifyCh:
-			stop()
-			if isLeader {
-				ctx, c := context.WithCancel(m.ctx)
-				cancel = c
-				// Only this goroutine calls sessions.Go, and it calls
-				// sessions.Wait only after its last Go.
-				sessions.Go(func() { m.leaderSession(ctx) })
-			}
-		case <-m.ctx.Done():
-			return
-		}
-	}
-}
-
-// leaderSession runs while this master leads, until ctx ends: it waits for
-// a Barrier so the FSM holds every entry of earlier terms (only then may
-// reads be served here), gives every peer a full lease, and expires silent
-// peers.
-func (m *Master) leaderSession(ctx context.Context) {
-	m.logger.Info("became leader; waiting for barrier before serving reads")
-	var term uint64
-	for {
-		term = m.raft.CurrentTerm()
-		err := m.barrier(ctx)
-		if err == nil && m.raft.CurrentTerm() == term {
-			break
-		}
-		if ctx.Err() != nil || m.raft.State() != raft.Leader {
-			return
-		}
-		m.logger.Warn("barrier failed; retrying", "err", err)
-		select {
-		case <-time.After(50 * time.Millisecond):
-		case <-ctx.Done():
-			return
-		}
-	}
-	if ctx.Err() != nil {
-		return // leadership moved on while the barrier completed
-	}
-	// Re-anchor the command clock on this master's wall clock, never
-	// before what the FSM has applied, and give every swarm record a full
-	// lifetime on it (clock.go). Lease ages are monotonic.
-	m.clock.anchor()
-	m.fsm.TouchAllSwarmPeers(m.clock.read())
-	since := time.Now()
-	m.leases.reset(since)
-	m.reads.markReady(term)
-	m.logger.Info("leader ready", "applied_index", m.fsm.AppliedIndex())
-	// Owned by this session, which waits for it; it ends with ctx.
-	var ap sync.WaitGroup
-	defer ap.Wait()
-	ap.Go(func() { m.runAutopilot(ctx) })
-	var expiries sync.WaitGroup
-	defer expiries.Wait()
-	expiries.Go(func() { m.expireSwarms(ctx, since) })
-	m.expirer.run(ctx)
-}
-
-// barrier runs a raft Barrier and waits for it to apply, or for ctx to end.
-// A barrier future carries no shutdown channel, so one that raft never
-// answers (seen once under load, as raft stopped) would otherwise hold the
-// leader session, and with it Close, for good. The goroutine waiting on the
-// future ends when raft answers it.
-func (m *Master) barrier(ctx context.Context) error {
-	f := m.raft.Barrier(m.cfg.ApplyTimeout)
-	done := make(chan error, 1)
-	go func() { done <- f.Error() }()
-	select {
-	case err := <-done:
-		return err
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
-
-// leaderReady reports whether this master leads and its FSM has caught up
-// with its term's barrier.
-func (m *Master) leaderReady() bool { return m.reads.leaderReady() }

@@ -41,7 +41,7 @@ const (
 //
 // Every method is safe for concurrent use.
 type metrics struct {
-	m   *Master
+	m   metricsSource
 	reg *prometheus.Registry
 
 	leaderChanges prometheus.Counter
@@ -100,7 +100,7 @@ func (s *idSet) remove(id string) {
 
 // newMetrics builds m's registry. It registers nothing on any global
 // registry; with MetricsExtensive it binds the process-wide raft sink.
-func newMetrics(m *Master, level string) (*metrics, error) {
+func newMetrics(m metricsSource, level string) (*metrics, error) {
 	mx := &metrics{m: m, reg: prometheus.NewRegistry()}
 	f := func(name, help string) prometheus.Opts { return prometheus.Opts{Name: name, Help: help} }
 	mx.leaderChanges = prometheus.NewCounter(prometheus.CounterOpts(f("fileshare_server_leader_changes_seen_total",
@@ -230,16 +230,17 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge(descHasLeader, b2f(leaderID != ""))
 	isLeader := m.IsLeader()
 	gauge(descIsLeader, b2f(isLeader))
-	gauge(descTerm, float64(m.raft.CurrentTerm()))
-	gauge(descCommit, float64(m.raft.CommitIndex()))
-	gauge(descApplied, float64(m.raft.AppliedIndex()))
-	gauge(descLastLog, float64(m.raft.LastIndex()))
-	counts := m.fsm.Counts()
+	r := m.raftNode()
+	gauge(descTerm, float64(r.CurrentTerm()))
+	gauge(descCommit, float64(r.CommitIndex()))
+	gauge(descApplied, float64(r.AppliedIndex()))
+	gauge(descLastLog, float64(r.LastIndex()))
+	counts := m.indexCounts()
 	gauge(descFiles, float64(counts.Files))
 	gauge(descHoldings, float64(counts.Holdings))
 	gauge(descPeers, float64(counts.Peers))
 	if isLeader {
-		ctx, cancel := context.WithTimeout(m.ctx, memberProbeTimeout)
+		ctx, cancel := context.WithTimeout(m.lifetime(), memberProbeTimeout)
 		defer cancel()
 		for id, d := range c.mx.probeContacts(ctx) {
 			gauge(descLastContact, d.Seconds(), id)
@@ -259,7 +260,7 @@ var (
 // trackerCollector reports the tracker front-ends' counters (tracker.Stats,
 // read at scrape time; a front-end that is off has no series) and the
 // replicated swarms' size.
-type trackerCollector struct{ m *Master }
+type trackerCollector struct{ m metricsSource }
 
 func (c *trackerCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descTrackerAnnounces
@@ -285,21 +286,9 @@ func (c *trackerCollector) Collect(ch chan<- prometheus.Metric) {
 		counter(descTrackerAnnounces, p.st.Dropped.Load(), p.proto, "dropped")
 		counter(descTrackerScrapes, p.st.Scrapes.Load(), p.proto)
 	}
-	swarms, peers := c.m.fsm.SwarmStats()
+	swarms, peers := c.m.swarmStats()
 	ch <- prometheus.MustNewConstMetric(descTrackerSwarms, prometheus.GaugeValue, float64(swarms))
 	ch <- prometheus.MustNewConstMetric(descTrackerPeers, prometheus.GaugeValue, float64(peers))
-}
-
-// announces is the tracker's answered announces, both protocols.
-func (m *Master) announces() uint64 {
-	var n uint64
-	h, u := m.TrackerStats()
-	for _, st := range []*tracker.Stats{h, u} {
-		if st != nil {
-			n += st.Announces.Load()
-		}
-	}
-	return n
 }
 
 func b2f(b bool) float64 {
@@ -326,19 +315,19 @@ func (mx *metrics) probeContacts(ctx context.Context) map[string]time.Duration {
 	}
 	var wg sync.WaitGroup
 	for _, s := range servers {
-		if string(s.ID) == m.cfg.ID || s.Suffrage != raft.Voter {
+		if string(s.ID) == m.ID() || s.Suffrage != raft.Voter {
 			continue
 		}
 		// Owned by this call, which waits for it; ctx bounds it.
 		wg.Go(func() {
 			var st client.Status
-			if err := m.client.Call(ctx, string(s.Address), client.MethodStatus, &client.StatusRequest{}, &st); err == nil {
+			if err := m.callStatus(ctx, string(s.Address), &st); err == nil {
 				mx.contacts.record(&st, time.Now())
 			}
 		})
 	}
 	wg.Wait()
-	return mx.contacts.ages(m.raft.CurrentTerm(), servers, time.Now())
+	return mx.contacts.ages(m.raftNode().CurrentTerm(), servers, time.Now())
 }
 
 // contactTracker remembers, per member, when it last heard from its
@@ -406,7 +395,7 @@ func (mx *metrics) observeRaft(ctx context.Context) {
 		}
 		return false
 	})
-	r := mx.m.raft
+	r := mx.m.raftNode()
 	r.RegisterObserver(obs)
 	defer r.DeregisterObserver(obs)
 	for {
@@ -431,7 +420,7 @@ func (mx *metrics) observe(data any, term uint64, now time.Time) {
 		}
 	case raft.RaftState:
 		mx.failing.clear() // a new term of leading starts with no failures
-		e.Kind, e.Member, e.Text = "state", mx.m.cfg.ID, fmt.Sprintf("%s became %s", mx.m.cfg.ID, d)
+		e.Kind, e.Member, e.Text = "state", mx.m.ID(), fmt.Sprintf("%s became %s", mx.m.ID(), d)
 	case raft.RequestVoteRequest:
 		c := string(d.ID)
 		if c == "" {
