@@ -127,9 +127,10 @@ type peerModel struct {
 	mix                     Mix
 	hot                     int // flash crowd: hot swarms; 0: draw from mix
 	rng                     *rand.Rand
-	started                 int   // peers this worker has started so far
-	hotStarted              int   // hot peers this worker has started so far
-	active                  []int // global indices of started, not stopped peers
+	started                 int    // peers this worker has started so far
+	hotStarted              int    // hot peers this worker has started so far
+	active                  []int  // global indices of started, not stopped peers
+	filled                  uint64 // announces this worker has filled: the transfer clock
 }
 
 func newPeerModel(seed uint64, worker, workers, swarms int, mix Mix) *peerModel {
@@ -181,15 +182,26 @@ func (m *peerModel) draw(p *btclient.Announce) opKind {
 	p.Event = tracker.EventStarted
 	m.fillPeer(p, g%m.hot, uint16(65535-(g/m.hot)%64511), uint64(g)|1<<63)
 	p.Left = 1 << 20 // a crowd arrives to download
+	p.Uploaded, p.Downloaded = 0, 0
 	return opStart
 }
 
-// fill sets p's identity fields for global peer g.
+// transferStep is how many bytes every peer's counters grow between two
+// announces of its worker.
+const transferStep = 16 << 10
+
+// fill sets p's identity fields and counters for global peer g. The
+// counters are cumulative and grow with the worker's announces (each
+// peer belongs to one worker), so a private tracker credits a delta on
+// every re-announce, as it would for clients that are transferring:
+// leechers report download and upload, seeders upload only.
 func (m *peerModel) fill(p *btclient.Announce, g int) {
 	m.fillPeer(p, g%m.swarms, uint16(1024+(g/m.swarms)%64511), uint64(g))
+	m.filled++
 	p.Left = 1 << 20
+	p.Uploaded, p.Downloaded = m.filled*transferStep, m.filled*transferStep
 	if g%4 == 0 {
-		p.Left = 0 // a quarter of the peers seed
+		p.Left, p.Downloaded = 0, 0 // a quarter of the peers seed
 	}
 }
 
