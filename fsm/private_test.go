@@ -148,6 +148,35 @@ func TestPrivateLateReportBeforeReset(t *testing.T) {
 	}
 }
 
+// A completed relayed onto an existing leecher record (which moves the
+// record to the seeder partition, swapping slots with another leecher)
+// keeps each record's baseline with its record: the completion counts
+// once, and later credits go to the right member with the right growth.
+func TestPrivateCompletedOnExistingLeecherKeepsBaseline(t *testing.T) {
+	n := privNode(t)
+	n.batch(1*sec,
+		pa(1, 1, SwarmUpdate, false, 0, 0, 1*sec),    // alice leeching
+		pa(2, 2, SwarmUpdate, false, 500, 50, 1*sec), // bob leeching, slot after alice
+		pa(2, 3, SwarmUpdate, true, 700, 70, 1*sec),  // bob seeding
+	)
+	n.batch(3*sec, pa(1, 1, SwarmCredit, false, 100, 40, 2*sec))
+	n.batch(4*sec, pa(1, 1, SwarmCompleted, true, 200, 80, 4*sec))
+	n.batch(6*sec,
+		pa(1, 1, SwarmCredit, true, 300, 80, 5*sec),
+		pa(2, 2, SwarmCredit, false, 510, 60, 5*sec),
+		pa(2, 3, SwarmCredit, true, 701, 70, 5*sec),
+	)
+	n.batch(7*sec, pa(1, 1, SwarmStopped, true, 400, 80, 7*sec))
+	a, b := books(t, n.f, "alice"), books(t, n.f, "bob")
+	if a.Total.RawUploaded != 400 || a.Total.RawDownloaded != 80 || a.Total.Completed != 1 {
+		t.Fatalf("alice credited %d up, %d down, %d completed; want 400, 80, 1", a.Total.RawUploaded, a.Total.RawDownloaded, a.Total.Completed)
+	}
+	if b.Total.RawUploaded != 11 || b.Total.RawDownloaded != 10 || b.Total.Completed != 0 {
+		t.Fatalf("bob credited %d up, %d down, %d completed; want 11, 10, 0", b.Total.RawUploaded, b.Total.RawDownloaded, b.Total.Completed)
+	}
+	checkDigest(t, n.f)
+}
+
 func TestPrivateClampAndFactors(t *testing.T) {
 	n := privNode(t)
 	n.mustApply(TorrentFactors{InfoHash: ihP, UploadPct: 200, DownloadPct: 0, RequestID: 9})
