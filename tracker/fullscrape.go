@@ -105,18 +105,25 @@ func (fs *fullScrape) get(ctx context.Context, b Backend) (*fullScrapeBody, erro
 func appendFullScrape(buf []byte, rows []ScrapeRow) []byte {
 	buf = append(buf, "d5:filesd"...)
 	for i := range rows {
-		e := &rows[i]
-		buf = append(buf, "20:"...)
-		buf = append(buf, e.InfoHash[:]...)
-		buf = append(buf, "d8:complete"...)
-		buf = AppendBencodeInt(buf, int64(e.Complete))
-		buf = append(buf, "10:downloaded"...)
-		buf = AppendBencodeInt(buf, int64(e.Downloaded))
-		buf = append(buf, "10:incomplete"...)
-		buf = AppendBencodeInt(buf, int64(e.Incomplete))
-		buf = append(buf, 'e')
+		buf = appendScrapeFile(buf, &rows[i].InfoHash, &rows[i].ScrapeEntry)
 	}
 	return append(buf, "ee"...)
+}
+
+// appendScrapeFile encodes one entry of a scrape reply's files dictionary:
+// the 20-byte info-hash key, then its counts. It is the one encoder for both
+// the keyed scrape (http.go) and the full scrape.
+func appendScrapeFile(buf []byte, h *InfoHash, e *ScrapeEntry) []byte {
+	buf = append(buf, "20:"...)
+	buf = append(buf, h[:]...)
+	// Keys in ascending order: complete, downloaded, incomplete.
+	buf = append(buf, "d8:complete"...)
+	buf = AppendBencodeInt(buf, int64(e.Complete))
+	buf = append(buf, "10:downloaded"...)
+	buf = AppendBencodeInt(buf, int64(e.Downloaded))
+	buf = append(buf, "10:incomplete"...)
+	buf = AppendBencodeInt(buf, int64(e.Incomplete))
+	return append(buf, 'e')
 }
 
 // isFullScrape reports whether rawQuery names no info_hash: a full scrape.

@@ -298,17 +298,7 @@ func (h *HTTPHandler) scrape(ctx context.Context, st *httpState, buf []byte, raw
 	h.stats.Scrapes.Add(1)
 	buf = append(buf, "d5:filesd"...)
 	for i := range hashes {
-		e := &entries[i]
-		buf = append(buf, "20:"...)
-		buf = append(buf, hashes[i][:]...)
-		// Keys in ascending order: complete, downloaded, incomplete.
-		buf = append(buf, "d8:complete"...)
-		buf = AppendBencodeInt(buf, int64(e.Complete))
-		buf = append(buf, "10:downloaded"...)
-		buf = AppendBencodeInt(buf, int64(e.Downloaded))
-		buf = append(buf, "10:incomplete"...)
-		buf = AppendBencodeInt(buf, int64(e.Incomplete))
-		buf = append(buf, 'e')
+		buf = appendScrapeFile(buf, &hashes[i], &entries[i])
 	}
 	return append(buf, "ee"...)
 }

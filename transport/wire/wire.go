@@ -56,25 +56,21 @@ func AppendBool(b []byte, v bool) []byte {
 }
 
 // AppendMapHeader appends the header of a map of n entries.
-func AppendMapHeader(b []byte, n int) []byte {
-	switch {
-	case n < 16:
-		return append(b, 0x80|byte(n))
-	case n < 1<<16:
-		return binary.BigEndian.AppendUint16(append(b, 0xde), uint16(n))
-	}
-	return binary.BigEndian.AppendUint32(append(b, 0xdf), uint32(n))
-}
+func AppendMapHeader(b []byte, n int) []byte { return appendHeader(b, n, 0x80, 0xde, 0xdf) }
 
 // AppendArrayHeader appends the header of an array of n elements.
-func AppendArrayHeader(b []byte, n int) []byte {
+func AppendArrayHeader(b []byte, n int) []byte { return appendHeader(b, n, 0x90, 0xdc, 0xdd) }
+
+// appendHeader appends a msgpack map or array header for n items: the fix
+// form (fix|n) below 16, else the 16- or 32-bit form led by c16 or c32.
+func appendHeader(b []byte, n int, fix, c16, c32 byte) []byte {
 	switch {
 	case n < 16:
-		return append(b, 0x90|byte(n))
+		return append(b, fix|byte(n))
 	case n < 1<<16:
-		return binary.BigEndian.AppendUint16(append(b, 0xdc), uint16(n))
+		return binary.BigEndian.AppendUint16(append(b, c16), uint16(n))
 	}
-	return binary.BigEndian.AppendUint32(append(b, 0xdd), uint32(n))
+	return binary.BigEndian.AppendUint32(append(b, c32), uint32(n))
 }
 
 // AppendString appends s as a msgpack str.

@@ -1,6 +1,7 @@
 package wire
 
 import (
+	"bytes"
 	"errors"
 	"math"
 	"testing"
@@ -128,4 +129,26 @@ func FuzzReader(f *testing.F) {
 			t.Fatalf("error %v does not wrap ErrFallback", r.Err())
 		}
 	})
+}
+
+// TestContainerHeadersAtEveryBoundary pins the bytes of map and array headers
+// where the encoding changes form, since both share one encoder.
+func TestContainerHeadersAtEveryBoundary(t *testing.T) {
+	for _, tc := range []struct {
+		n              int
+		mapHdr, arrHdr []byte
+	}{
+		{0, []byte{0x80}, []byte{0x90}},
+		{15, []byte{0x8f}, []byte{0x9f}},
+		{16, []byte{0xde, 0x00, 0x10}, []byte{0xdc, 0x00, 0x10}},
+		{65535, []byte{0xde, 0xff, 0xff}, []byte{0xdc, 0xff, 0xff}},
+		{65536, []byte{0xdf, 0x00, 0x01, 0x00, 0x00}, []byte{0xdd, 0x00, 0x01, 0x00, 0x00}},
+	} {
+		if got := AppendMapHeader(nil, tc.n); !bytes.Equal(got, tc.mapHdr) {
+			t.Errorf("AppendMapHeader(%d) = % x, want % x", tc.n, got, tc.mapHdr)
+		}
+		if got := AppendArrayHeader(nil, tc.n); !bytes.Equal(got, tc.arrHdr) {
+			t.Errorf("AppendArrayHeader(%d) = % x, want % x", tc.n, got, tc.arrHdr)
+		}
+	}
 }
