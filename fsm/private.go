@@ -115,6 +115,32 @@ type ClientPrefixes struct {
 // existing record and never creates one.
 const SwarmCredit SwarmEvent = 4
 
+// SwarmStarted is the event of a PrivateAnnounce for a client's started.
+// It applies as SwarmUpdate, but a master never answers it as a no-op:
+// on a record that exists it still commits, so the counters it carries
+// (back at 0 when a client restarted) reach the books in the order the
+// client sent them. Soft, they could reach the leader after a later
+// report heard by another master and be taken for stale, and the growth
+// before the restart would look like growth after it.
+const SwarmStarted SwarmEvent = 2
+
+// asOpen returns a with a private-only event replaced by the open one it
+// applies as, for Announce.Validate.
+func asOpen(a Announce) Announce {
+	switch a.Event {
+	case SwarmCredit, SwarmStarted:
+		a.Event = SwarmUpdate
+		if a.Port == 0 {
+			a.Port = 1
+		}
+	}
+	return a
+}
+
+// ValidatePrivate is Validate for the announce of a PrivateAnnounce,
+// which may carry SwarmStarted or SwarmCredit.
+func (c Announce) ValidatePrivate() error { return asOpen(c).Validate() }
+
 // PrivateAnnounce is an Announce made with a member's passkey, with the
 // cumulative counters the client reported.
 type PrivateAnnounce struct {
@@ -135,7 +161,8 @@ type PrivateAnnounce struct {
 //
 // Apply rules for each announce, in order:
 //   - if the tracker is not in TrackerPrivate mode, it applies as a plain
-//     Announce (a SwarmCredit does nothing);
+//     Announce (a SwarmCredit does nothing, a SwarmStarted applies as
+//     SwarmUpdate);
 //   - the passkey must name a member that is not revoked, else ErrPasskey;
 //     the peer_id must pass the client prefix lists, else
 //     ErrClientRefused; nothing changes on a refusal;
@@ -153,8 +180,9 @@ type PrivateAnnounce struct {
 //     seed time; a completed event that counts (see Announce) counts a
 //     completion; each credit with anything in it is appended to the
 //     ledger;
-//   - SwarmStopped credits, then removes the record; SwarmUpdate and
-//     SwarmCompleted apply the announce with Time = At, then credit.
+//   - SwarmStopped credits, then removes the record; SwarmUpdate,
+//     SwarmStarted and SwarmCompleted apply the announce with Time = At,
+//     then credit.
 type PrivateAnnounceBatch struct {
 	Time      int64
 	Limits    SwarmLimits
@@ -259,13 +287,7 @@ func (c PrivateAnnounceBatch) Validate() error {
 		if a.Time != 0 {
 			return fmt.Errorf("%w: announce %d of a batch carries its own time", ErrInvalid, i)
 		}
-		if a.Event == SwarmCredit {
-			a.Event = SwarmUpdate
-			if a.Port == 0 {
-				a.Port = 1
-			}
-		}
-		if err := a.Validate(); err != nil {
+		if err := a.ValidatePrivate(); err != nil {
 			return err
 		}
 	}

@@ -13,8 +13,8 @@ import (
 //	maxRate   uvarint
 //	count     uvarint, at most MaxAnnouncesPerBatch
 //	count × privAnnounceSize bytes: an announce as in AnnounceBatch
-//	    (event 4 is SwarmCredit), then passkey 16, uploaded 8, downloaded 8,
-//	    at 8, big-endian
+//	    (event 2 is SwarmStarted, 4 is SwarmCredit), then passkey 16,
+//	    uploaded 8, downloaded 8, at 8, big-endian
 //
 // Every varint is minimal and nothing may follow the last announce.
 const privAnnounceSize = announceSize + PasskeySize + 8 + 8 + 8

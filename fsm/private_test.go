@@ -110,8 +110,6 @@ func TestPrivateBooksCreditGrowthExactlyOnce(t *testing.T) {
 	}
 }
 
-// A credit faster than the maximum rate is clamped and counted; factors
-// apply to what is credited, not to the raw growth.
 // A report heard before a counter reset but applied after it (a
 // follower passes its reports on a second later; the restart's started
 // commits at once) is credited against the baseline of before the
@@ -177,6 +175,46 @@ func TestPrivateCompletedOnExistingLeecherKeepsBaseline(t *testing.T) {
 	checkDigest(t, n.f)
 }
 
+// A started on a record that exists (a client that restarted before its
+// record expired) applies as an update whose counters are the new
+// baseline; it is valid only in a private batch, and in open mode it is
+// a plain update.
+func TestPrivateStartedOnExistingRecord(t *testing.T) {
+	n := privNode(t)
+	n.batch(1*sec, pa(1, 1, SwarmStarted, false, 0, 0, 1*sec))
+	n.batch(3*sec, pa(1, 1, SwarmCredit, false, 60, 6, 2*sec))
+	n.batch(4*sec, pa(1, 1, SwarmStarted, false, 0, 0, 4*sec)) // restarted
+	n.batch(6*sec, pa(1, 1, SwarmCredit, false, 100, 10, 5*sec))
+	n.batch(6*sec, pa(1, 1, SwarmCredit, false, 80, 8, 3*sec)) // heard before the restart, applied after
+	a := books(t, n.f, "alice")
+	if a.Total.RawUploaded != 180 || a.Total.RawDownloaded != 18 || a.Leeching != 1 {
+		t.Fatalf("alice: %d up, %d down, %d leeching; want 180, 18, 1", a.Total.RawUploaded, a.Total.RawDownloaded, a.Leeching)
+	}
+	checkDigest(t, n.f)
+
+	if err := (AnnounceBatch{Announces: []Announce{pa(1, 2, SwarmStarted, false, 0, 0, 0).Announce}}).Validate(); err == nil {
+		t.Fatal("an open AnnounceBatch accepted a SwarmStarted")
+	}
+	started := pa(1, 2, SwarmStarted, false, 0, 0, 0)
+	data, err := Encode(PrivateAnnounceBatch{Time: 7 * sec, Announces: []PrivateAnnounce{started}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd, err := Decode(data)
+	if err != nil || cmd.(PrivateAnnounceBatch).Announces[0].Event != SwarmStarted {
+		t.Fatalf("round trip: %+v, %v", cmd, err)
+	}
+
+	n.mustApply(TrackerPolicy{SetMode: true, Mode: TrackerOpen, RequestID: 10})
+	n.batch(8*sec, started)
+	if c, inc, _ := n.f.Scrape(ihP); c+inc != 2 {
+		t.Fatalf("open mode: %d seeders and %d leechers after a started, want 2 records", c, inc)
+	}
+	checkDigest(t, n.f)
+}
+
+// A credit faster than the maximum rate is clamped and counted; factors
+// apply to what is credited, not to the raw growth.
 func TestPrivateClampAndFactors(t *testing.T) {
 	n := privNode(t)
 	n.mustApply(TorrentFactors{InfoHash: ihP, UploadPct: 200, DownloadPct: 0, RequestID: 9})

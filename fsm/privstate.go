@@ -383,6 +383,9 @@ func (f *FSM) applyPrivateAnnounceBatch(c PrivateAnnounceBatch) Response {
 func (f *FSM) privateAnnounce(p *PrivateAnnounce, t int64, lim *SwarmLimits, maxRate uint64) Response {
 	s := &f.st
 	a := p.Announce
+	if a.Event == SwarmStarted {
+		a.Event = SwarmUpdate // in every respect but how it arrived
+	}
 	if s.policy.mode != TrackerPrivate {
 		if a.Event == SwarmCredit {
 			return Response{}

@@ -12,7 +12,7 @@ import (
 
 // TestPrivateTrackerCreditsAcrossCounterResets fires one peer's
 // announces back to back, without waiting for the soft credits to
-// commit, through a stop and two client restarts (counters back to 0),
+// commit, through a stop and three client restarts (counters back to 0),
 // and checks the books hold exactly the counters' growth: reports of one
 // record queued for crediting must not coalesce across a reset, and a
 // committed change must not make the reports heard before it stale.
@@ -33,8 +33,12 @@ func TestPrivateTrackerCreditsAcrossCounterResets(t *testing.T) {
 		{0, 0, "started", 0}, {50, 5, "", 0}, {70, 7, "", 0}, {90, 9, "", 0},
 		{0, 0, "started", 0}, // the client restarted on the same record
 		{30, 3, "", 0}, {60, 6, "", 0},
+		// Once more, and past its counters before the restart: round
+		// robin, the master that heard 60 hears 100 next, with the
+		// restart (through another master) between them.
+		{0, 0, "started", 0}, {30, 3, "", 0}, {100, 10, "", 0},
 	}
-	const wantUp, wantDown, wantCompleted = 400 + 90 + 60, 80 + 9 + 6, 1
+	const wantUp, wantDown, wantCompleted = 400 + 90 + 60 + 100, 80 + 9 + 6 + 10, 1
 	for _, roundRobin := range []bool{false, true} {
 		t.Run(map[bool]string{false: "leader", true: "round-robin"}[roundRobin], func(t *testing.T) {
 			ih := randomHash()

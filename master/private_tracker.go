@@ -23,12 +23,13 @@ import (
 // client reported attached (privReport):
 //   - a membership change travels to the leader as today and commits in
 //     a PrivateAnnounceBatch, which also credits its counters;
+//   - a started commits even on a record that exists (fsm.SwarmStarted),
+//     so the counters of a restarted client reach the books in order;
 //   - a re-announce stays soft: the master that hears it renews the lease
-//     and queues its counters (creditQueue, the newest report per record);
-//     a follower passes its queue to the leader with its renewals once a
-//     second, and the leader proposes everything queued as one
-//     PrivateAnnounceBatch of SwarmCredit entries per second (up to 2,048
-//     reports per entry).
+//     and queues its counters (creditQueue); a follower passes its queue
+//     to the leader with its renewals once a second, and the leader
+//     proposes everything queued as one PrivateAnnounceBatch of
+//     SwarmCredit entries per second (up to 2,048 reports per entry).
 //
 // Because clients report cumulative counters and the replicated record
 // holds the counters last credited, a report lost with a crashed master
@@ -186,25 +187,28 @@ func (m *Master) commitPrivate(ctx context.Context, changes []*pendingAnnounce, 
 }
 
 // creditQueue holds the unreported counters of each private swarm record
-// this master heard: the newest report, and, when the counters went down
-// meanwhile (a client restarted), the reports on each side of every
-// reset, so the growth before a reset is not coalesced away. It is bounded
-// like renewQueue: past maxPendingRenewals new records are dropped (their
-// next report credits them), and a record keeps at most
-// maxQueuedResets earlier reports.
+// this master heard, every report in the order heard (At). It does not
+// coalesce a record's reports while there are few: two reports whose
+// counters look like growth may sit on either side of a restart this
+// master never heard of (the client's started went through another
+// master), and only the leader's books can tell; crediting each keeps
+// the growth before the restart. A record reports once per announce
+// interval, so in practice a flush carries one report per record. It is
+// bounded like renewQueue: past maxPendingRenewals new records are
+// dropped (their next report credits them), and a record keeps at most
+// maxQueuedReports reports (coalesced, then dropped, below).
 type creditQueue struct {
 	mu      sync.Mutex
 	pending map[client.SwarmRef]*queuedCredits
 	dropped uint64
 }
 
-// maxQueuedResets bounds the earlier reports a record keeps in the queue.
-const maxQueuedResets = 8
+// maxQueuedReports bounds the reports a record keeps in the queue: more
+// arrive only when it announces faster than once a second, or while the
+// flushes fail (no leader).
+const maxQueuedReports = 8
 
-// queuedCredits is one record's queue, in the order heard (At): only
-// the reports a reset makes necessary besides the newest one, the peak
-// before each reset and the first report after it (the baseline of what
-// follows), since growth between them coalesces.
+// queuedCredits is one record's queue, in the order heard (At).
 type queuedCredits struct {
 	recs []fsm.PrivateAnnounce
 }
@@ -233,30 +237,35 @@ func (q *creditQueue) put(c fsm.PrivateAnnounce) {
 		return
 	}
 	// Reports may arrive out of order (relayed by followers): insert in
-	// order of At, then drop what a later report covers.
-	n := len(e.recs)
-	i := n
+	// order of At.
+	i := len(e.recs)
 	for i > 0 && e.recs[i-1].At >= c.At {
 		if e.recs[i-1].At == c.At {
 			return // a duplicate
 		}
 		i--
 	}
-	rs := slices.Insert(e.recs, i, c)
-	out := rs[:0:0]
-	for j := range rs {
-		last := j == len(rs)-1
-		peak := !last && lower(&rs[j+1], &rs[j])
+	e.recs = slices.Insert(e.recs, i, c)
+	if len(e.recs) > maxQueuedReports {
+		e.recs = q.shed(e.recs)
+	}
+}
+
+// shed removes one report from a record's full queue: the oldest one
+// that the next one covers (the counters grew between them), which is
+// right unless a restart this master never heard of lies between them;
+// failing that (every report is a peak before a visible reset, or the
+// first after one), the oldest, counted as dropped.
+func (q *creditQueue) shed(rs []fsm.PrivateAnnounce) []fsm.PrivateAnnounce {
+	for j := 0; j < len(rs)-1; j++ {
+		peak := lower(&rs[j+1], &rs[j])
 		start := j > 0 && lower(&rs[j], &rs[j-1])
-		if last || peak || start {
-			out = append(out, rs[j])
+		if !peak && !start {
+			return slices.Delete(rs, j, j+1)
 		}
 	}
-	if len(out) > maxQueuedResets+1 {
-		q.dropped++
-		out = out[len(out)-maxQueuedResets-1:]
-	}
-	e.recs = out
+	q.dropped++
+	return slices.Delete(rs, 0, 1)
 }
 
 // add queues a credit of the record a names.

@@ -89,6 +89,10 @@ func (b trackerBackend) Announce(ctx context.Context, req *tracker.AnnounceReque
 			ev = fsm.SwarmStopped
 		case tracker.EventCompleted:
 			ev = fsm.SwarmCompleted
+		case tracker.EventStarted:
+			if private {
+				ev = fsm.SwarmStarted
+			}
 		}
 		a := fsm.Announce{
 			InfoHash: ih, Peer: pid, IP: ip, Port: req.Addr.Port(),
@@ -230,12 +234,12 @@ func (m *Master) handleTrackerAnnounceBatch(ctx context.Context, req *client.Tra
 	announcer, _ := m.announceQueues()
 	for i := range req.Announces {
 		a := announceOf(&req.Announces[i])
-		err := a.Validate()
+		priv, err := privReportFrom(req.Announces[i].Priv)
 		if err == nil {
-			var priv *privReport
-			if priv, err = privReportFrom(req.Announces[i].Priv); err == nil {
-				pending[i], err = announcer.enqueuePriv(ctx, a, priv)
-			}
+			err = validateRelayed(a, priv)
+		}
+		if err == nil {
+			pending[i], err = announcer.enqueuePriv(ctx, a, priv)
 		}
 		if err != nil {
 			out.Results[i] = resultOf(0, err)
@@ -248,6 +252,18 @@ func (m *Master) handleTrackerAnnounceBatch(ctx context.Context, req *client.Tra
 	}
 	out.SetLeader(m.advertise)
 	return out, nil
+}
+
+// validateRelayed checks a relayed membership change: a private one may
+// be a SwarmStarted, a credit is never one.
+func validateRelayed(a fsm.Announce, priv *privReport) error {
+	switch {
+	case a.Event == fsm.SwarmCredit:
+		return fmt.Errorf("%w: a private tracker report relayed as a membership change", fsm.ErrInvalid)
+	case priv != nil:
+		return a.ValidatePrivate()
+	}
+	return a.Validate()
 }
 
 // checkRelay admits a relayed announce: only masters may relay (the

@@ -184,7 +184,7 @@ func (m *Master) proposeAnnounces(ctx context.Context, batch []*pendingAnnounce)
 		switch {
 		case err != nil:
 			p.answer(0, err)
-		case change:
+		case change, p.a.Event == fsm.SwarmStarted: // private: commits even on a record that exists
 			changes = append(changes, p)
 		default:
 			noops = append(noops, p)
