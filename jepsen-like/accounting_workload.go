@@ -2,6 +2,7 @@ package jepsenlike
 
 import (
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -47,7 +48,10 @@ import (
 //     restart; after a UDP announce the peer is quiet for udpQuiet, as in
 //     the tracker workload;
 //   - a restart on the same record follows a committed completion, whose
-//     credit is in the books when it is acknowledged.
+//     credit is in the books when it is acknowledged; a peer whose stop
+//     was retried after an unknown outcome starts its next session as a
+//     fresh client (a stop of the old session processed late would read
+//     as a stop of the new one).
 
 // acctMember is one member of the private tracker.
 type acctMember struct {
@@ -256,10 +260,13 @@ func (w *accountingWorkload) client(ctx context.Context, stop <-chan struct{}, w
 			p.seeder, p.resetOK = true, true
 		case OpStopped:
 			// A restart after a clean stop: the next session starts
-			// from zero, half the time as a fresh client.
+			// from zero, half the time as a fresh client, and always as
+			// one while an earlier copy of this stop may still be in
+			// flight: processed late, it would read as the new
+			// session's stop, with growth, and no tracker can tell.
 			p.active, p.stopping, p.growOK = false, false, false
 			p.up, p.down = 0, 0
-			if rng.IntN(2) == 0 {
+			if rng.IntN(2) == 0 || time.Now().Before(p.staleUntil) {
 				peers[slot] = w.freshPeer(rng)
 			}
 		}
@@ -382,7 +389,10 @@ type MemberBooks struct {
 	RawUploaded   uint64 `json:"raw_uploaded"`
 	RawDownloaded uint64 `json:"raw_downloaded"`
 	Suspicious    uint64 `json:"suspicious"`
-	Error         string `json:"error,omitempty"`
+	// Swarms is the raw [upload, download] credited per swarm (torrent
+	// key), for the checker to say where books went wrong.
+	Swarms map[int][2]uint64 `json:"swarms,omitempty"`
+	Error  string            `json:"error,omitempty"`
 }
 
 // readBooks reads every member's books from every master (each master's
@@ -405,6 +415,7 @@ func (w *accountingWorkload) readBooks(ctx context.Context, masters []string, id
 					books, err = c.TrackerUserBooks(rctx, m.Name, client.ReadStale)
 					rcancel()
 					b.Uploaded, b.Downloaded, b.RawUploaded, b.RawDownloaded, b.Suspicious = books.Uploaded, books.Downloaded, books.RawUploaded, books.RawDownloaded, books.Suspicious
+					b.Swarms = w.swarmBooks(books.Torrents)
 				}
 				if err != nil {
 					b.Error = err.Error()
@@ -423,6 +434,26 @@ func (w *accountingWorkload) readBooks(ctx context.Context, masters []string, id
 			return out
 		}
 	}
+}
+
+// swarmBooks maps a member's per-torrent rows to the workload's torrent
+// keys (a row of a torrent the workload does not know gets key -1).
+func (w *accountingWorkload) swarmBooks(rows []client.TrackerBookRow) map[int][2]uint64 {
+	if len(rows) == 0 {
+		return nil
+	}
+	out := make(map[int][2]uint64, len(rows))
+	for _, r := range rows {
+		key := -1
+		for _, t := range w.torrents {
+			if hex.EncodeToString(t.Hash[:]) == r.InfoHash {
+				key = t.Key
+			}
+		}
+		e := out[key]
+		out[key] = [2]uint64{e[0] + r.RawUploaded, e[1] + r.RawDownloaded}
+	}
+	return out
 }
 
 // startAccounting builds the accounting workload and sets the cluster up

@@ -39,6 +39,7 @@ func TestCheckAccountingCatchesDoubleAndLostCredit(t *testing.T) {
 	at := func(b MemberBooks, m string) MemberBooks { b.Master = m; return b }
 	doubled := exact
 	doubled.Uploaded, doubled.RawUploaded = 2000, 2000
+	doubled.Swarms = map[int][2]uint64{0: {2000, 500}}
 	lost := exact
 	lost.Downloaded, lost.RawDownloaded = 0, 0
 	for _, tc := range []struct {
@@ -48,7 +49,7 @@ func TestCheckAccountingCatchesDoubleAndLostCredit(t *testing.T) {
 		words string
 	}{
 		{"exact everywhere", []MemberBooks{at(exact, "m1"), at(exact, "m2"), at(exact, "m3")}, Valid, "exactly"},
-		{"doubled on one master", []MemberBooks{at(exact, "m1"), at(doubled, "m2"), at(exact, "m3")}, Invalid, "credited twice"},
+		{"doubled on one master", []MemberBooks{at(exact, "m1"), at(doubled, "m2"), at(exact, "m3")}, Invalid, "credited twice): swarm 0 +1000 up +0 down (peers p1)"},
 		{"lost", []MemberBooks{at(lost, "m1"), at(lost, "m2"), at(lost, "m3")}, Invalid, "lost"},
 		{"unreadable", []MemberBooks{at(exact, "m1"), {Master: "m2", Member: "a", Error: "timeout"}}, Unknown, "could not be read"},
 	} {
