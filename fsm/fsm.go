@@ -120,7 +120,7 @@ func (f *FSM) applyCommand(data []byte) Response {
 		return f.expirePeers(c)
 	case Announce:
 		f.st.lastTime = max(f.st.lastTime, c.Time)
-		return f.announce(c, nil)
+		return f.openAnnounce(c, nil)
 	case ExpireSwarmPeers:
 		f.st.lastTime = max(f.st.lastTime, c.Time)
 		return f.expireSwarmPeers(c)

@@ -213,6 +213,23 @@ func TestPrivateStartedOnExistingRecord(t *testing.T) {
 	checkDigest(t, n.f)
 }
 
+// In private mode an announce without a passkey (an AnnounceBatch, as a
+// master that has not applied the mode yet relays it) is refused and
+// changes nothing: it would make a record with no member's baseline, and
+// a stranger could add peers to a private swarm through that master.
+func TestPrivateRefusesOpenAnnounces(t *testing.T) {
+	n := privNode(t)
+	before := n.f.Digest()
+	a := pa(1, 1, SwarmUpdate, false, 0, 0, 0).Announce
+	r := n.mustApply(AnnounceBatch{Time: 1 * sec, Announces: []Announce{a}})
+	if len(r.Results) != 1 || !errors.Is(r.Results[0].Err, ErrPasskey) {
+		t.Fatalf("open announce in private mode: %+v, want ErrPasskey", r.Results)
+	}
+	if c, inc, _ := n.f.Scrape(ihP); c+inc != 0 || n.f.Digest() != before {
+		t.Fatalf("a refused open announce changed the index (%d seeders, %d leechers)", c, inc)
+	}
+}
+
 // A credit faster than the maximum rate is clamped and counted; factors
 // apply to what is credited, not to the raw growth.
 func TestPrivateClampAndFactors(t *testing.T) {

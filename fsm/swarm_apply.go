@@ -7,6 +7,17 @@ import (
 
 // Applying the tracker's commands to the swarms.
 
+// openAnnounce applies an announce that carries no passkey (Announce,
+// AnnounceBatch): refused in private mode. A master that has not applied
+// the mode yet (just joined, or still replaying its log) judges an
+// announce as open and relays it so; the index it reaches decides.
+func (f *FSM) openAnnounce(c Announce, lim *SwarmLimits) Response {
+	if f.st.policy.mode == TrackerPrivate {
+		return Response{Err: errNoPasskey()}
+	}
+	return f.announce(c, lim)
+}
+
 // announce applies c; lim, if not nil, are the limits a record created or
 // moved by c must stay within (see AnnounceBatch).
 func (f *FSM) announce(c Announce, lim *SwarmLimits) Response {

@@ -150,7 +150,7 @@ func (f *FSM) applyAnnounceBatch(c AnnounceBatch) Response {
 	res := make([]Response, len(c.Announces))
 	for i, a := range c.Announces {
 		a.Time = c.Time
-		res[i] = f.announce(a, &c.Limits)
+		res[i] = f.openAnnounce(a, &c.Limits)
 	}
 	return Response{Results: res}
 }

@@ -80,6 +80,13 @@ func (b trackerBackend) Announce(ctx context.Context, req *tracker.AnnounceReque
 	if err != nil {
 		return nil, err
 	}
+	// A change carries the client's passkey and counters whenever its URL
+	// has a passkey, whatever this master's mode: one still catching up
+	// (just joined, or replaying its log) may not know yet that the
+	// tracker is private, and the leader's index decides. Without them
+	// the leader refuses the change in private mode, and with them it
+	// credits it; judged as open, the record would start with no baseline.
+	keyed := private || req.PasskeyStatus == tracker.PasskeyOK
 	change := req.Event != tracker.EventNone || !v.Present || cur.IP != ip ||
 		cur.Port != req.Addr.Port() || cur.Seeder != seeder || req.HasKey && !cur.HasKey
 	if change {
@@ -90,7 +97,7 @@ func (b trackerBackend) Announce(ctx context.Context, req *tracker.AnnounceReque
 		case tracker.EventCompleted:
 			ev = fsm.SwarmCompleted
 		case tracker.EventStarted:
-			if private {
+			if keyed {
 				ev = fsm.SwarmStarted
 			}
 		}
@@ -101,7 +108,7 @@ func (b trackerBackend) Announce(ctx context.Context, req *tracker.AnnounceReque
 		if private {
 			m.passQueuedCredits(ctx, &a)
 		}
-		idx, err := m.relayAnnounce(ctx, a, m.privReportOf(private, req))
+		idx, err := m.relayAnnounce(ctx, a, m.privReportOf(keyed, req))
 		if err != nil {
 			return nil, err
 		}

@@ -178,13 +178,14 @@ func (m *Master) proposeAnnounces(ctx context.Context, batch []*pendingAnnounce)
 	// refused as it would have been a moment earlier), so that a full
 	// tracker costs no log entries.
 	lim := m.cfg.Tracker.swarmLimits()
+	privateMode := m.fsm.TrackerModeNow() == fsm.TrackerPrivate
 	var changes, noops []*pendingAnnounce
 	for _, p := range batch {
 		change, err := m.fsm.AnnounceChanges(p.a, &lim)
 		switch {
 		case err != nil:
 			p.answer(0, err)
-		case change, p.a.Event == fsm.SwarmStarted: // private: commits even on a record that exists
+		case change, privateMode && p.a.Event == fsm.SwarmStarted: // commits even on a record that exists
 			changes = append(changes, p)
 		default:
 			noops = append(noops, p)
@@ -270,7 +271,7 @@ func (m *Master) answerNoops(ctx context.Context, noops []*pendingAnnounce) {
 		}
 		if p.a.Event != fsm.SwarmStopped {
 			m.fsm.TouchSwarmPeer(p.a.InfoHash, p.a.Peer, p.a.IP, now)
-			if p.priv != nil {
+			if p.priv != nil && m.fsm.TrackerModeNow() == fsm.TrackerPrivate {
 				m.credits.add(p.a, p.priv) // nothing to change, but counters to credit
 			}
 		}
