@@ -175,3 +175,60 @@ func FuzzDecode(f *testing.F) {
 		}
 	})
 }
+
+// The Batch fast path accepts only what the codec accepts, and decodes it
+// to the same commands: fed every encoding the fuzzer finds, whenever it
+// says ok, the codec must agree.
+func FuzzDecodeBatchFast(f *testing.F) {
+	var cmds [][]byte
+	for _, c := range sampleCommands(f) {
+		if _, isBatch := c.(Batch); !isBatch {
+			cmds = append(cmds, mustEncode(f, c))
+		}
+	}
+	for _, n := range []int{1, 2, 15, 16, len(cmds)} {
+		b := mustEncode(f, Batch{Commands: cmds[:min(n, len(cmds))]})
+		f.Add(b[2:])
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		fast, ok := decodeBatchFast(body)
+		if !ok {
+			return
+		}
+		var slow Batch
+		if err := checkMsgpack(body, maxBodyDepth, maxContainerSize); err != nil {
+			t.Fatalf("fast path accepted %x, which checkMsgpack refuses: %v", body, err)
+		}
+		if err := decodeBody(nil, body, &slow); err != nil {
+			t.Fatalf("fast path accepted %x, which the codec refuses: %v", body, err)
+		}
+		if !reflect.DeepEqual(fast, slow) {
+			t.Fatalf("fast path %#v, codec %#v", fast, slow)
+		}
+	})
+}
+
+// Encode's Batch takes the fast path, whose commands alias the body.
+func TestBatchDecodesWithoutCopying(t *testing.T) {
+	var cmds [][]byte
+	for _, c := range sampleCommands(t) {
+		if _, isBatch := c.(Batch); !isBatch {
+			cmds = append(cmds, mustEncode(t, c))
+		}
+	}
+	b := mustEncode(t, Batch{Commands: cmds})
+	c, ok := decodeBatchFast(b[2:])
+	if !ok || len(c.Commands) != len(cmds) {
+		t.Fatalf("fast path: ok %t, %d commands; want ok and %d", ok, len(c.Commands), len(cmds))
+	}
+	for i := range cmds {
+		if !bytes.Equal(c.Commands[i], cmds[i]) {
+			t.Fatalf("command %d: %x, want %x", i, c.Commands[i], cmds[i])
+		}
+	}
+	i := bytes.Index(b, cmds[0])
+	b[i] ^= 0xff
+	if c.Commands[0][0] != b[i] {
+		t.Fatal("the fast path copied the commands")
+	}
+}

@@ -361,6 +361,9 @@ writes this benchmark's info-hashes in its whitelist format.`,
 					if cfg.Targets, err = bench.SetupPrivate(ctx, c.StatusClient(), cfg.Targets, cfg.Swarms, privateMembers); err != nil {
 						return err
 					}
+					if err := c.WaitApplied(ctx); err != nil {
+						return err
+					}
 				}
 				for i := range c.UDP {
 					cfg.CPUPIDs = append(cfg.CPUPIDs, c.PID(i))

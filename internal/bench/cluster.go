@@ -11,6 +11,7 @@ import (
 
 	"fileshare/client"
 	"fileshare/internal/freeport"
+	"fileshare/internal/poll"
 	"fileshare/internal/proccluster"
 	"fileshare/transport"
 )
@@ -148,6 +149,35 @@ func (c *Cluster) WaitLeader(ctx context.Context, exclude int) (int, error) {
 // Status returns master i's status.
 func (c *Cluster) Status(ctx context.Context, i int) (client.Status, error) {
 	return c.procs.Status(ctx, i)
+}
+
+// WaitApplied waits until every master has applied what the leader had
+// committed when it was called: a setup (a private tracker's members)
+// is then in force on whichever master a benchmark's first request
+// reaches.
+func (c *Cluster) WaitApplied(ctx context.Context) error {
+	leader, err := c.WaitLeader(ctx, -1)
+	if err != nil {
+		return err
+	}
+	st, err := c.Status(ctx, leader)
+	if err != nil {
+		return fmt.Errorf("reading the leader's status: %w", err)
+	}
+	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if err := poll.Wait(wctx, func() bool {
+		sts, errs := c.procs.Statuses(wctx)
+		for i := range sts {
+			if errs[i] != nil || sts[i].AppliedIndex < st.CommitIndex {
+				return false
+			}
+		}
+		return true
+	}); err != nil {
+		return fmt.Errorf("waiting for every master to apply index %d: %w", st.CommitIndex, err)
+	}
+	return nil
 }
 
 // rss returns the resident set size of pid in bytes (Linux).
