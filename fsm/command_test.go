@@ -176,16 +176,23 @@ func FuzzDecode(f *testing.F) {
 	})
 }
 
+// batchableSamples returns the encoding of every sample command that may
+// go in a Batch.
+func batchableSamples(tb testing.TB) [][]byte {
+	var cmds [][]byte
+	for _, c := range sampleCommands(tb) {
+		if _, isBatch := c.(Batch); !isBatch {
+			cmds = append(cmds, mustEncode(tb, c))
+		}
+	}
+	return cmds
+}
+
 // The Batch fast path accepts only what the codec accepts, and decodes it
 // to the same commands: fed every encoding the fuzzer finds, whenever it
 // says ok, the codec must agree.
 func FuzzDecodeBatchFast(f *testing.F) {
-	var cmds [][]byte
-	for _, c := range sampleCommands(f) {
-		if _, isBatch := c.(Batch); !isBatch {
-			cmds = append(cmds, mustEncode(f, c))
-		}
-	}
+	cmds := batchableSamples(f)
 	for _, n := range []int{1, 2, 15, 16, len(cmds)} {
 		b := mustEncode(f, Batch{Commands: cmds[:min(n, len(cmds))]})
 		f.Add(b[2:])
@@ -210,12 +217,7 @@ func FuzzDecodeBatchFast(f *testing.F) {
 
 // Encode's Batch takes the fast path, whose commands alias the body.
 func TestBatchDecodesWithoutCopying(t *testing.T) {
-	var cmds [][]byte
-	for _, c := range sampleCommands(t) {
-		if _, isBatch := c.(Batch); !isBatch {
-			cmds = append(cmds, mustEncode(t, c))
-		}
-	}
+	cmds := batchableSamples(t)
 	b := mustEncode(t, Batch{Commands: cmds})
 	c, ok := decodeBatchFast(b[2:])
 	if !ok || len(c.Commands) != len(cmds) {
