@@ -213,6 +213,40 @@ func TestPrivateStartedOnExistingRecord(t *testing.T) {
 	checkDigest(t, n.f)
 }
 
+// Two restarts in quick succession, each committed before the reports
+// heard ahead of it arrive: every session's reports are credited against
+// its own baseline, before and after a snapshot round trip.
+func TestPrivateReportsOfTwoSessionsBeforeTwoRestarts(t *testing.T) {
+	for _, viaSnapshot := range []bool{false, true} {
+		n := privNode(t)
+		n.batch(1*sec, pa(1, 1, SwarmStarted, true, 0, 0, 1*sec))
+		n.batch(2*sec, pa(1, 1, SwarmCredit, true, 50, 5, 2*sec))
+		n.batch(5*sec, pa(1, 1, SwarmStarted, true, 0, 0, 5*sec)) // 70@3 and 90@4 still on their way
+		n.batch(8*sec, pa(1, 1, SwarmStarted, true, 0, 0, 8*sec)) // and 30@6, 60@7
+		if viaSnapshot {
+			g := New()
+			if err := restore(g, snapshotBytes(t, n.f)); err != nil {
+				t.Fatalf("Restore: %v", err)
+			}
+			if g.Digest() != n.f.Digest() {
+				t.Fatalf("restored digest %s, want %s", g.Digest(), n.f.Digest())
+			}
+			n = &node{tb: t, f: g, index: n.index}
+		}
+		n.batch(11*sec,
+			pa(1, 1, SwarmCredit, true, 70, 7, 3*sec), pa(1, 1, SwarmCredit, true, 90, 9, 4*sec),
+			pa(1, 1, SwarmCredit, true, 30, 3, 6*sec), pa(1, 1, SwarmCredit, true, 60, 6, 7*sec),
+			pa(1, 1, SwarmCredit, true, 30, 3, 9*sec), pa(1, 1, SwarmCredit, true, 100, 10, 10*sec),
+			pa(1, 1, SwarmCredit, true, 90, 9, 4*sec), // a duplicate: nothing
+		)
+		got := books(t, n.f, "alice").Total
+		if got.RawUploaded != 90+60+100 || got.RawDownloaded != 9+6+10 {
+			t.Fatalf("snapshot %t: credited %d up, %d down; want 250 and 25", viaSnapshot, got.RawUploaded, got.RawDownloaded)
+		}
+		checkDigest(t, n.f)
+	}
+}
+
 // In private mode an announce without a passkey (an AnnounceBatch, as a
 // master that has not applied the mode yet relays it) is refused and
 // changes nothing: it would make a record with no member's baseline, and

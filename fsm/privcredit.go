@@ -63,9 +63,11 @@ func (f *FSM) privateAnnounce(p *PrivateAnnounce, t int64, lim *SwarmLimits, max
 		} else {
 			// Stale: credits nothing, unless heard before a reset of the
 			// counters it has not seen; time never goes back.
-			if sw.acct != nil && sw.acct[i].prev != nil && sw.acct[i].member == mid && at < sw.acct[i].prev.reset && at > sw.acct[i].prev.changed {
-				sw = s.mutSwarm(ih, sw)
-				f.creditPrev(ih, sw, i, mid, p, at, maxRate)
+			if sw.acct != nil && sw.acct[i].member == mid {
+				if e := epochOf(sw.acct[i].prev, at); e != nil && at > e.changed {
+					sw = s.mutSwarm(ih, sw)
+					f.creditPrev(ih, sw, i, mid, p, at, maxRate, e) // mutSwarm copies the slot, not its chain
+				}
 			}
 			at = sw.recs[i].changed
 		}
@@ -177,10 +179,13 @@ func (f *FSM) credit(ih InfoHash, sw *swarm, i int, mid uint32, p *PrivateAnnoun
 		d.Completed = 1
 	}
 	switch {
-	case p.Uploaded < base.up || p.Downloaded < base.down:
+	case p.Event == SwarmStarted || p.Uploaded < base.up || p.Downloaded < base.down:
 		// A reset: keep what was credited before it for reports
-		// heard earlier and applied later.
-		next.prev = &prevEpoch{up: max(base.up, p.Uploaded), down: max(base.down, p.Downloaded), changed: r.changed, reset: at}
+		// heard earlier and applied later. A started is one even if
+		// the counters did not go down: nothing may have been credited
+		// since the last reset while reports of that session are still
+		// on their way.
+		next.prev = pushEpoch(prevEpoch{up: max(base.up, p.Uploaded), down: max(base.down, p.Downloaded), changed: r.changed, reset: at}, base.prev)
 	case base.prev != nil && at-base.prev.reset <= prevEpochWindow:
 		next.prev = base.prev
 	}
@@ -188,18 +193,18 @@ func (f *FSM) credit(ih InfoHash, sw *swarm, i int, mid uint32, p *PrivateAnnoun
 	f.addCredit(ih, mid, &d, at)
 }
 
-// creditPrev credits member mid with what p, heard at time at before
-// the last reset of slot i's counters (and after its previous epoch's
-// last credit), reports against the baseline of before the reset.
-func (f *FSM) creditPrev(ih InfoHash, sw *swarm, i int, mid uint32, p *PrivateAnnounce, at int64, maxRate uint64) {
+// creditPrev credits member mid with what p, heard at time at in the
+// earlier epoch e of slot i (after e's last credit, before its reset),
+// reports against e's baseline.
+func (f *FSM) creditPrev(ih InfoHash, sw *swarm, i int, mid uint32, p *PrivateAnnounce, at int64, maxRate uint64, e *prevEpoch) {
 	a := sw.acct[i]
-	pe := *a.prev
+	pe := *e
 	var d Book
 	d.RawUploaded = growth(pe.up, p.Uploaded)
 	d.RawDownloaded = growth(pe.down, p.Downloaded)
 	f.clamp(&d, maxRate, uint64(at-pe.changed))
 	pe.up, pe.down, pe.changed = max(pe.up, p.Uploaded), max(pe.down, p.Downloaded), at
-	a.prev = &pe
+	a.prev = withEpoch(a.prev, e, &pe)
 	f.setAcct(ih, sw, i, a)
 	f.addCredit(ih, mid, &d, at)
 }

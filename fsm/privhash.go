@@ -81,7 +81,7 @@ func (h *hasher) acct(ih InfoHash, peer SwarmPeerID, a *recAcct) [32]byte {
 	b = binary.BigEndian.AppendUint32(b, a.member)
 	b = binary.BigEndian.AppendUint64(b, a.up)
 	b = binary.BigEndian.AppendUint64(b, a.down)
-	if pe := a.prev; pe != nil {
+	for pe := a.prev; pe != nil; pe = pe.older {
 		b = binary.BigEndian.AppendUint64(b, pe.up)
 		b = binary.BigEndian.AppendUint64(b, pe.down)
 		b = binary.BigEndian.AppendUint64(b, uint64(pe.changed))

@@ -69,16 +69,68 @@ type recAcct struct {
 	prev     *prevEpoch // nil unless the counters went down lately
 }
 
-// prevEpoch is a record's baseline from before its counters last went
-// down (a client restarted): a report heard before the reset but applied
-// after it (a follower passes its reports on once a second, and a
-// restart's started commits at once) is credited against it instead of
-// being lost as stale. It is immutable: a change makes a new one. It is
-// kept for prevEpochWindow after the reset.
+// prevEpoch is a record's baseline from before a reset of its counters
+// (a client restarted: a started, or counters that went down): a report
+// heard before the reset but applied after it (a follower passes its
+// reports on once a second, and a restart's started commits at once) is
+// credited against it instead of being lost as stale. Epochs form a chain,
+// newest first, one per reset within prevEpochWindow and at most
+// maxPrevEpochs: two restarts in quick succession leave reports of both
+// earlier sessions in flight. An epoch is immutable: a change makes a new
+// one, and new ones for the epochs newer than it.
 type prevEpoch struct {
 	up, down uint64
-	changed  int64 // the time of its last credit
-	reset    int64 // the time of the report that reset the counters
+	changed  int64      // the time of its last credit
+	reset    int64      // the time of the report that reset the counters
+	older    *prevEpoch // the epoch before this one, or nil
+}
+
+// maxPrevEpochs bounds a record's chain of earlier epochs.
+const maxPrevEpochs = 4
+
+// epochOf returns the epoch of chain pe that a report heard at time at
+// belongs to (the one it precedes the reset of, and follows the reset
+// before), or nil if at is in the current epoch or before the oldest one
+// kept.
+func epochOf(pe *prevEpoch, at int64) *prevEpoch {
+	if pe == nil || at >= pe.reset {
+		return nil
+	}
+	for ; pe != nil; pe = pe.older {
+		if pe.older == nil || at >= pe.older.reset {
+			return pe
+		}
+	}
+	return nil
+}
+
+// withEpoch returns chain pe with its epoch old replaced by repl, copying
+// the epochs newer than old (they are shared with snapshots).
+func withEpoch(pe, old, repl *prevEpoch) *prevEpoch {
+	if pe == old {
+		return repl
+	}
+	c := *pe
+	c.older = withEpoch(pe.older, old, repl)
+	return &c
+}
+
+// pushEpoch returns a chain whose newest epoch is e, followed by those of
+// older that reset within prevEpochWindow of e, at most maxPrevEpochs in
+// all.
+func pushEpoch(e prevEpoch, older *prevEpoch) *prevEpoch {
+	var keep []prevEpoch
+	for pe := older; pe != nil && len(keep) < maxPrevEpochs-1 && e.reset-pe.reset <= prevEpochWindow; pe = pe.older {
+		keep = append(keep, *pe)
+	}
+	var chain *prevEpoch
+	for i := len(keep) - 1; i >= 0; i-- {
+		c := keep[i]
+		c.older = chain
+		chain = &c
+	}
+	e.older = chain
+	return &e
 }
 
 // prevEpochWindow is how long after a reset reports heard before it are

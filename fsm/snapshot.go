@@ -16,7 +16,7 @@ import (
 	"github.com/hashicorp/raft"
 )
 
-// Snapshot format. Version 4 is a stream of:
+// Snapshot format. Version 5 is a stream of:
 //
 //	magic        8 bytes "FSHRSNAP"
 //	version      uvarint (SnapshotVersion)
@@ -53,8 +53,10 @@ import (
 // record: member uvarint, uploaded uvarint, downloaded uvarint (its
 // baseline) follow its key; if bit 0x40 is set too, its baseline from
 // before its counters last went down follows (uploaded uvarint,
-// downloaded uvarint, last credit time varint, reset time varint).
-// Version 3 is version 4 without them and without the private section.
+// downloaded uvarint, last credit time varint, reset time varint). In
+// version 5 a count uvarint (1 to 4) precedes them, and that many such
+// epochs follow, newest first (a chain of resets). Version 3 is version 4
+// without them and without the private section.
 //
 // where str is a uvarint length followed by that many bytes, and every
 // varint is minimal. Version 2 is version 3 without the connIDs and deny
@@ -72,7 +74,7 @@ const (
 	snapshotMagic = "FSHRSNAP"
 	// SnapshotVersion is the snapshot format version Persist writes.
 	// Restore reads versions 1 through SnapshotVersion.
-	SnapshotVersion = 4
+	SnapshotVersion = 5
 )
 
 // Snapshot captures the state in O(nShards) time, without copying it: later

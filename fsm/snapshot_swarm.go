@@ -94,11 +94,18 @@ func (s *fsmSnapshot) writeSwarms(w *snapWriter) error {
 					w.uvarint(a.up)
 					w.uvarint(a.down)
 				}
-				if pe := a.prev; pe != nil {
-					w.uvarint(pe.up)
-					w.uvarint(pe.down)
-					w.varint(pe.changed)
-					w.varint(pe.reset)
+				if a.prev != nil {
+					n := 0
+					for pe := a.prev; pe != nil; pe = pe.older {
+						n++
+					}
+					w.uvarint(uint64(n))
+					for pe := a.prev; pe != nil; pe = pe.older {
+						w.uvarint(pe.up)
+						w.uvarint(pe.down)
+						w.varint(pe.changed)
+						w.varint(pe.reset)
+					}
 				}
 				w.varint(r.changed)
 			}
@@ -255,7 +262,7 @@ func (r *snapReader) readSwarm(st *state, ih InfoHash, version uint64) {
 			}
 			r.maxMember = max(r.maxMember, a.member)
 			if prev {
-				a.prev = &prevEpoch{up: r.uvarint(), down: r.uvarint(), changed: r.varint(), reset: r.varint()}
+				a.prev = r.epochs(version, ih, j)
 			}
 			if r.accts == nil {
 				r.accts = make([]recAcct, len(recs), cap(recs))
@@ -316,4 +323,30 @@ func (r *snapReader) readSwarm(st *state, ih InfoHash, version uint64) {
 	st.swarms[ih[0]].m[ih] = sw
 	st.nSwarms++
 	st.nSwarmRecs += len(recs)
+}
+
+// epochs reads a private record's chain of earlier epochs: in version 5 a
+// count (1 to maxPrevEpochs) and that many epochs, newest first, each
+// reset after the next; in version 4 one epoch.
+func (r *snapReader) epochs(version uint64, ih InfoHash, j uint64) *prevEpoch {
+	n := uint64(1)
+	if version >= 5 {
+		n = r.uvarint()
+		if r.err == nil && (n == 0 || n > maxPrevEpochs) {
+			r.corrupt("swarm %s: record %d: %d earlier epochs", ih, j, n)
+			return nil
+		}
+	}
+	es := make([]prevEpoch, n)
+	for k := range es {
+		es[k] = prevEpoch{up: r.uvarint(), down: r.uvarint(), changed: r.varint(), reset: r.varint()}
+		if r.err == nil && k > 0 && es[k].reset >= es[k-1].reset {
+			r.corrupt("swarm %s: record %d: earlier epochs out of order", ih, j)
+			return nil
+		}
+	}
+	for k := len(es) - 2; k >= 0; k-- {
+		es[k].older = &es[k+1]
+	}
+	return &es[0]
 }

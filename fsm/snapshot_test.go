@@ -277,11 +277,12 @@ func v3Snapshot(tb testing.TB, f *FSM) []byte {
 func oldSnapshot(tb testing.TB, f *FSM, version byte, cut int) []byte {
 	tb.Helper()
 	b := snapshotBytes(tb, f)
-	if b[len(snapshotMagic)] != 4 {
-		tb.Fatalf("snapshot version %d, want 4", b[len(snapshotMagic)])
+	if b[len(snapshotMagic)] != SnapshotVersion {
+		tb.Fatalf("snapshot version %d, want %d", b[len(snapshotMagic)], SnapshotVersion)
 	}
-	// Version 3 is version 4 without the private section (seven bytes
-	// when empty).
+	// Version 3 is version 5 without the private section (seven bytes
+	// when empty), and so is version 4 when no record keeps an earlier
+	// epoch.
 	cut += 7
 	body := bytes.Clone(b[:len(b)-32-cut])
 	if !bytes.Equal(b[len(body):len(b)-32], make([]byte, cut)) {
