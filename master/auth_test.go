@@ -1,6 +1,7 @@
 package master_test
 
 import (
+	"context"
 	"errors"
 	"io"
 	"net"
@@ -15,6 +16,7 @@ import (
 
 	"fileshare/client"
 	"fileshare/fsm"
+	"fileshare/internal/poll"
 	"fileshare/master"
 	"fileshare/master/mastertest"
 	"fileshare/transport"
@@ -37,6 +39,16 @@ type snapshotOf struct {
 
 func observe(t *testing.T, c *mastertest.T) snapshotOf {
 	t.Helper()
+	// A new leader proposes the cluster's two UDP connection-ID secrets
+	// in the background; wait for them, so that they do not land between
+	// two observations.
+	leader := c.Leader()
+	secrets := c.Master(leader).TrackerBackend().(interface{ ConnIDSecrets() [][]byte })
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	if err := poll.Wait(ctx, func() bool { return len(secrets.ConnIDSecrets()) >= 2 }); err != nil {
+		t.Fatalf("waiting for the leader's connection-ID secrets: %v", err)
+	}
 	c.Converge()
 	st := c.Status(c.Leader())
 	var ms []string
