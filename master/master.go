@@ -40,6 +40,9 @@ type Master struct {
 	client    *transport.Client
 	httpSrv   *http.Server
 	httpLn    net.Listener
+	// httpAddr is httpLn's address, set once it listens: the RPC server
+	// (Status) may read it while New is still starting the HTTP port.
+	httpAddr atomic.Pointer[string]
 
 	raftReady atomic.Bool // m.raft is set (read by the Mux's Authorize hook)
 	gate      *trustGate  // who has rights now: membership and the deny list (trust.go)
@@ -416,10 +419,10 @@ func (m *Master) Addr() string { return m.advertise }
 
 // HTTPAddr returns the HTTP listen address, or "" if HTTP is off.
 func (m *Master) HTTPAddr() string {
-	if m.httpLn == nil {
-		return ""
+	if a := m.httpAddr.Load(); a != nil {
+		return *a
 	}
-	return m.httpLn.Addr().String()
+	return ""
 }
 
 // IsLeader reports whether this master is the Raft leader right now.

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"fileshare/client"
@@ -23,8 +24,12 @@ type trackerServers struct {
 	httpLn net.Listener
 	udp    *tracker.UDPServer
 	udpPC  net.PacketConn
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	// httpAddr and udpAddr are the listeners' addresses, set once each
+	// listens: the RPC server (Status) may read them while New is still
+	// starting the trackers.
+	httpAddr, udpAddr atomic.Pointer[string]
+	cancel            context.CancelFunc
+	wg                sync.WaitGroup
 
 	queues    sync.Once
 	announcer *announceQueue // the leader's: changes to propose
@@ -63,6 +68,8 @@ func (m *Master) startTrackers() error {
 			return portError("tracker HTTP", "Tracker.HTTP", a, err)
 		}
 		t.httpLn = ln
+		addr := ln.Addr().String()
+		t.httpAddr.Store(&addr)
 		t.http = tracker.NewHTTPServer(b, tracker.HTTPConfig{Config: m.trackerConfig(), MaxConnsPerIP: m.cfg.Tracker.MaxConnsPerIP})
 		t.wg.Go(func() {
 			if err := t.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -76,6 +83,8 @@ func (m *Master) startTrackers() error {
 			return portError("tracker UDP", "Tracker.UDP", a, err)
 		}
 		t.udpPC = pc
+		addr := pc.LocalAddr().String()
+		t.udpAddr.Store(&addr)
 		if t.udp, err = tracker.NewUDPServer(b, tracker.UDPConfig{Config: m.trackerConfig()}); err != nil {
 			return err
 		}
@@ -121,19 +130,19 @@ func (m *Master) stopTrackers(ctx context.Context) {
 // TrackerHTTPAddr returns the HTTP tracker's listen address, or "" if it
 // is off.
 func (m *Master) TrackerHTTPAddr() string {
-	if m.trackers.httpLn == nil {
-		return ""
+	if a := m.trackers.httpAddr.Load(); a != nil {
+		return *a
 	}
-	return m.trackers.httpLn.Addr().String()
+	return ""
 }
 
 // TrackerUDPAddr returns the UDP tracker's listen address, or "" if it is
 // off.
 func (m *Master) TrackerUDPAddr() string {
-	if m.trackers.udpPC == nil {
-		return ""
+	if a := m.trackers.udpAddr.Load(); a != nil {
+		return *a
 	}
-	return m.trackers.udpPC.LocalAddr().String()
+	return ""
 }
 
 // TrackerStats returns the front-ends' live counters (nil for one that is
