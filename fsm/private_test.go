@@ -37,6 +37,20 @@ func pa(k byte, p int, ev SwarmEvent, seeder bool, up, down uint64, at int64) Pr
 	}
 }
 
+// restored returns a new FSM restored from a snapshot of f, failing t
+// unless it holds the same digest.
+func restored(t *testing.T, f *FSM) *FSM {
+	t.Helper()
+	g := New()
+	if err := restore(g, snapshotBytes(t, f)); err != nil {
+		t.Fatalf("Restore: %v", err)
+	}
+	if g.Digest() != f.Digest() {
+		t.Fatalf("restored digest %s, want %s", g.Digest(), f.Digest())
+	}
+	return g
+}
+
 func (n *node) batch(t int64, as ...PrivateAnnounce) []Response {
 	n.tb.Helper()
 	r := n.mustApply(PrivateAnnounceBatch{Time: t, MaxRate: DefaultMaxRate, Announces: as})
@@ -121,14 +135,7 @@ func TestPrivateLateReportBeforeReset(t *testing.T) {
 		n.batch(3*sec, pa(1, 1, SwarmCredit, true, 50, 5, 2*sec))
 		n.batch(6*sec, pa(1, 1, SwarmUpdate, true, 0, 0, 6*sec)) // restarted
 		if viaSnapshot {
-			g := New()
-			if err := restore(g, snapshotBytes(t, n.f)); err != nil {
-				t.Fatalf("Restore: %v", err)
-			}
-			if g.Digest() != n.f.Digest() {
-				t.Fatalf("restored digest %s, want %s", g.Digest(), n.f.Digest())
-			}
-			n = &node{tb: t, f: g, index: n.index}
+			n = &node{tb: t, f: restored(t, n.f), index: n.index}
 		}
 		n.batch(7*sec, pa(1, 1, SwarmCredit, true, 90, 9, 5*sec)) // heard before the reset: 40 up, 4 down
 		n.batch(7*sec, pa(1, 1, SwarmCredit, true, 70, 7, 4*sec)) // older still: nothing
@@ -183,6 +190,9 @@ func TestPrivateStartedOnExistingRecord(t *testing.T) {
 	n := privNode(t)
 	n.batch(1*sec, pa(1, 1, SwarmStarted, false, 0, 0, 1*sec))
 	n.batch(3*sec, pa(1, 1, SwarmCredit, false, 60, 6, 2*sec))
+	if change, err := n.f.AnnounceChanges(pa(1, 1, SwarmStarted, false, 0, 0, 0).Announce, nil); !change || err != nil {
+		t.Fatalf("AnnounceChanges of a started on an existing private record: %t, %v; want a change (the leader must commit it)", change, err)
+	}
 	n.batch(4*sec, pa(1, 1, SwarmStarted, false, 0, 0, 4*sec)) // restarted
 	n.batch(6*sec, pa(1, 1, SwarmCredit, false, 100, 10, 5*sec))
 	n.batch(6*sec, pa(1, 1, SwarmCredit, false, 80, 8, 3*sec)) // heard before the restart, applied after
@@ -224,14 +234,7 @@ func TestPrivateReportsOfTwoSessionsBeforeTwoRestarts(t *testing.T) {
 		n.batch(5*sec, pa(1, 1, SwarmStarted, true, 0, 0, 5*sec)) // 70@3 and 90@4 still on their way
 		n.batch(8*sec, pa(1, 1, SwarmStarted, true, 0, 0, 8*sec)) // and 30@6, 60@7
 		if viaSnapshot {
-			g := New()
-			if err := restore(g, snapshotBytes(t, n.f)); err != nil {
-				t.Fatalf("Restore: %v", err)
-			}
-			if g.Digest() != n.f.Digest() {
-				t.Fatalf("restored digest %s, want %s", g.Digest(), n.f.Digest())
-			}
-			n = &node{tb: t, f: g, index: n.index}
+			n = &node{tb: t, f: restored(t, n.f), index: n.index}
 		}
 		n.batch(11*sec,
 			pa(1, 1, SwarmCredit, true, 70, 7, 3*sec), pa(1, 1, SwarmCredit, true, 90, 9, 4*sec),
@@ -334,14 +337,7 @@ func TestPrivateSnapshotRoundTrip(t *testing.T) {
 		n.batch(int64(p+100)*sec, pa(1, p, SwarmCredit, p%2 == 0, uint64(p)*10, uint64(p)*5, int64(p+100)*sec))
 	}
 	checkDigest(t, n.f)
-	b := snapshotBytes(t, n.f)
-	g := New()
-	if err := restore(g, b); err != nil {
-		t.Fatalf("Restore: %v", err)
-	}
-	if g.Digest() != n.f.Digest() {
-		t.Fatalf("restored digest %s, want %s", g.Digest(), n.f.Digest())
-	}
+	g := restored(t, n.f)
 	if got, want := books(t, g, "alice"), books(t, n.f, "alice"); got.Total != want.Total || got.Seeding != want.Seeding || len(got.Torrents) != len(want.Torrents) {
 		t.Fatalf("restored books %+v, want %+v", got, want)
 	}

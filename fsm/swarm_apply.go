@@ -115,7 +115,8 @@ func (f *FSM) announce(c Announce, lim *SwarmLimits) Response {
 // not exist, a started or completed that repeats what the record holds);
 // err is the error it would fail with, limits checked against lim (nil:
 // none). The leader answers an announce that changes nothing without
-// proposing it.
+// proposing it. In private mode a SwarmStarted always changes the state:
+// it starts the record's books anew.
 func (f *FSM) AnnounceChanges(c Announce, lim *SwarmLimits) (change bool, err error) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
@@ -142,7 +143,8 @@ func (f *FSM) AnnounceChanges(c Announce, lim *SwarmLimits) (change bool, err er
 	switch {
 	case r.port != c.Port, (r.flags&recSeeder != 0) != seeder,
 		c.HasKey && r.flags&recHasKey == 0,
-		c.Event == SwarmCompleted && r.flags&(recSeeder|recCounted) == 0:
+		c.Event == SwarmCompleted && r.flags&(recSeeder|recCounted) == 0,
+		c.Event == SwarmStarted && s.policy.mode == TrackerPrivate:
 		return true, nil
 	}
 	return false, nil

@@ -178,14 +178,13 @@ func (m *Master) proposeAnnounces(ctx context.Context, batch []*pendingAnnounce)
 	// refused as it would have been a moment earlier), so that a full
 	// tracker costs no log entries.
 	lim := m.cfg.Tracker.swarmLimits()
-	privateMode := m.fsm.TrackerModeNow() == fsm.TrackerPrivate
 	var changes, noops []*pendingAnnounce
 	for _, p := range batch {
 		change, err := m.fsm.AnnounceChanges(p.a, &lim)
 		switch {
 		case err != nil:
 			p.answer(0, err)
-		case change, privateMode && p.a.Event == fsm.SwarmStarted: // commits even on a record that exists
+		case change:
 			changes = append(changes, p)
 		default:
 			noops = append(noops, p)
@@ -260,6 +259,7 @@ func (m *Master) commitAnnounces(ctx context.Context, changes []*pendingAnnounce
 func (m *Master) answerNoops(ctx context.Context, noops []*pendingAnnounce) {
 	err := m.reads.readAt(ctx, client.ReadLinearizable)
 	now := m.clock.read()
+	privateMode := m.fsm.TrackerModeNow() == fsm.TrackerPrivate
 	for _, p := range noops {
 		if err != nil {
 			p.answer(0, err)
@@ -271,7 +271,7 @@ func (m *Master) answerNoops(ctx context.Context, noops []*pendingAnnounce) {
 		}
 		if p.a.Event != fsm.SwarmStopped {
 			m.fsm.TouchSwarmPeer(p.a.InfoHash, p.a.Peer, p.a.IP, now)
-			if p.priv != nil && m.fsm.TrackerModeNow() == fsm.TrackerPrivate {
+			if p.priv != nil && privateMode {
 				m.credits.add(p.a, p.priv) // nothing to change, but counters to credit
 			}
 		}
