@@ -223,6 +223,26 @@ func TestPrivateStartedOnExistingRecord(t *testing.T) {
 	checkDigest(t, n.f)
 }
 
+// A client's stop reaches the tracker twice (a retransmission): one copy
+// commits, the client starts a new session on a new record, and then the
+// other copy, heard before that started, is applied. It credits nothing
+// and leaves the new session's record and baseline alone.
+func TestPrivateLateStopCopyKeepsTheNextSession(t *testing.T) {
+	n := privNode(t)
+	n.batch(1*sec, pa(1, 1, SwarmStarted, false, 0, 0, 1*sec))
+	n.batch(3*sec, pa(1, 1, SwarmStopped, false, 40, 4, 3*sec))
+	n.batch(4*sec, pa(1, 1, SwarmStarted, false, 0, 0, 4*sec))
+	n.batch(5*sec, pa(1, 1, SwarmStopped, false, 40, 4, 2*sec)) // the copy heard first
+	if c, inc, _ := n.f.Scrape(ihP); c+inc != 1 {
+		t.Fatalf("%d records after a late copy of the last session's stop, want the new session's 1", c+inc)
+	}
+	n.batch(7*sec, pa(1, 1, SwarmCredit, false, 30, 3, 6*sec))
+	if got := books(t, n.f, "alice").Total; got.RawUploaded != 70 || got.RawDownloaded != 7 {
+		t.Fatalf("credited %d up, %d down; want 40+30 and 4+3", got.RawUploaded, got.RawDownloaded)
+	}
+	checkDigest(t, n.f)
+}
+
 // Two restarts in quick succession, each committed before the reports
 // heard ahead of it arrive: every session's reports are credited against
 // its own baseline, before and after a snapshot round trip.

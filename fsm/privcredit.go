@@ -69,6 +69,17 @@ func (f *FSM) privateAnnounce(p *PrivateAnnounce, t int64, lim *SwarmLimits, max
 					f.creditPrev(ih, sw, i, mid, p, at, maxRate, e) // mutSwarm copies the slot, not its chain
 				}
 			}
+			if a.Event == SwarmStopped {
+				// A stop heard before the record's last change is a
+				// late copy of an earlier session's stop (a client's
+				// retransmission, relayed after its restart committed):
+				// removing the record would drop the live session's
+				// baseline, and with it the growth until its next
+				// report. With masters' clocks apart it may instead be
+				// this session's stop: the record then lingers until
+				// it expires, as one whose stop was lost does.
+				return Response{}
+			}
 			at = sw.recs[i].changed
 		}
 	}
