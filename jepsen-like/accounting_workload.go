@@ -203,17 +203,9 @@ func (w *accountingWorkload) client(ctx context.Context, stop <-chan struct{}, w
 		if !w.pace.wait(ctx, stop) {
 			return
 		}
-		slot := rng.IntN(len(peers))
-		if now := time.Now(); now.Before(peers[slot].quietUntil) {
-			for k := 1; k < len(peers); k++ {
-				if s := (slot + k) % len(peers); now.After(peers[s].quietUntil) {
-					slot = s
-					break
-				}
-			}
-			if d := time.Until(peers[slot].quietUntil); d > 0 && !sleepCtx(ctx, d) {
-				return
-			}
+		slot, ok := nextSpeaker(ctx, rng.IntN(len(peers)), len(peers), func(i int) time.Time { return peers[i].quietUntil })
+		if !ok {
+			return
 		}
 		p := peers[slot]
 		canChange := p.growOK && time.Now().After(p.staleUntil)

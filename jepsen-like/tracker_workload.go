@@ -85,6 +85,23 @@ type btPeer struct {
 // announce, which must have one effect.
 const udpQuiet = time.Second
 
+// nextSpeaker returns the slot of a worker's peer that may announce now:
+// slot start if its quiet time is over, else the next one after it whose
+// quiet time is over, else start once its own is (false if ctx ends
+// first). quietUntil gives slot i's quiet time.
+func nextSpeaker(ctx context.Context, start, n int, quietUntil func(int) time.Time) (int, bool) {
+	now := time.Now()
+	if !now.Before(quietUntil(start)) {
+		return start, true
+	}
+	for k := 1; k < n; k++ {
+		if s := (start + k) % n; now.After(quietUntil(s)) {
+			return s, true
+		}
+	}
+	return start, sleepCtx(ctx, time.Until(quietUntil(start)))
+}
+
 const (
 	// peersPerWorker is how many simulated peers one worker runs at once.
 	peersPerWorker = 4
@@ -182,18 +199,9 @@ func (w *trackerWorkload) client(ctx context.Context, stop <-chan struct{}, work
 		if !w.pace.wait(ctx, stop) {
 			return
 		}
-		slot := rng.IntN(len(peers))
-		if now := time.Now(); now.Before(peers[slot].quietUntil) {
-			// Take the next peer that may speak, or wait for this one.
-			for k := 1; k < len(peers); k++ {
-				if s := (slot + k) % len(peers); now.After(peers[s].quietUntil) {
-					slot = s
-					break
-				}
-			}
-			if d := time.Until(peers[slot].quietUntil); d > 0 && !sleepCtx(ctx, d) {
-				return
-			}
+		slot, ok := nextSpeaker(ctx, rng.IntN(len(peers)), len(peers), func(i int) time.Time { return peers[i].quietUntil })
+		if !ok {
+			return
 		}
 		p := peers[slot]
 		op := Op{Process: process, Worker: worker, Peer: p.id, Key: p.key}
