@@ -12,7 +12,6 @@ import (
 	"fileshare/client"
 	"fileshare/fsm"
 	"fileshare/tracker"
-	"fileshare/transport"
 )
 
 // The private tracker, end to end.
@@ -148,42 +147,11 @@ func (m *Master) commitPrivate(ctx context.Context, changes []*pendingAnnounce, 
 		cmd.Announces = append(cmd.Announces, p.priv.announce(p.a))
 	}
 	cmd.Time = m.clock.next()
-	fail := func(err error) {
+	m.proposeChanges(ctx, cmd, changes, queued, func(err error) {
 		if !errors.Is(err, fsm.ErrInvalid) {
 			m.credits.putBack(cmd.Announces[:queued])
 		}
-		for _, p := range changes {
-			p.answer(0, err)
-		}
-	}
-	data, err := fsm.Encode(cmd)
-	if err != nil {
-		fail(fmt.Errorf("%w: %v", fsm.ErrInvalid, err))
-		return
-	}
-	resp, idx, err := m.batcher.submit(ctx, data)
-	switch {
-	case err != nil:
-		fail(err)
-	case resp.Err != nil:
-		fail(resp.Err)
-	case m.batcher.ackBeforeCommit && len(resp.Results) == 0:
-		// The deliberate fault (FaultAckBeforeCommit) acknowledges before
-		// raft applies, as for open announces (commitAnnounces).
-		for _, p := range changes {
-			p.answer(idx, nil)
-		}
-	case len(resp.Results) != len(cmd.Announces):
-		fail(fmt.Errorf("%w: private announce batch response has %d results for %d announces", transport.ErrInternal, len(resp.Results), len(cmd.Announces)))
-	default:
-		for i, p := range changes {
-			if err := resp.Results[queued+i].Err; err != nil {
-				p.answer(0, err)
-			} else {
-				p.answer(idx, nil)
-			}
-		}
-	}
+	})
 }
 
 // creditQueue holds the unreported counters of each private swarm record

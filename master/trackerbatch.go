@@ -214,7 +214,18 @@ func (m *Master) commitAnnounces(ctx context.Context, changes []*pendingAnnounce
 		cmd.Announces[i] = p.a
 	}
 	cmd.Time = m.clock.next()
+	m.proposeChanges(ctx, cmd, changes, 0, nil)
+}
+
+// proposeChanges proposes cmd and answers each of changes with its own
+// result: cmd's results from first on are theirs, in order (the ones
+// before are reports credited in the same entry). failed, if not nil, is
+// called with the error before a whole failed batch is answered.
+func (m *Master) proposeChanges(ctx context.Context, cmd fsm.Command, changes []*pendingAnnounce, first int, failed func(error)) {
 	fail := func(err error) {
+		if failed != nil {
+			failed(err)
+		}
 		for _, p := range changes {
 			p.answer(0, err)
 		}
@@ -238,11 +249,11 @@ func (m *Master) commitAnnounces(ctx context.Context, changes []*pendingAnnounce
 		for _, p := range changes {
 			p.answer(idx, nil)
 		}
-	case len(resp.Results) != len(changes):
-		fail(fmt.Errorf("%w: announce batch response has %d results for %d announces", transport.ErrInternal, len(resp.Results), len(changes)))
+	case len(resp.Results) != first+len(changes):
+		fail(fmt.Errorf("%w: %s response has %d results for %d announces", transport.ErrInternal, cmd.Type(), len(resp.Results), first+len(changes)))
 	default:
 		for i, p := range changes {
-			if err := resp.Results[i].Err; err != nil {
+			if err := resp.Results[first+i].Err; err != nil {
 				p.answer(0, err)
 			} else {
 				p.answer(idx, nil)
