@@ -168,16 +168,9 @@ func (m *TrackerAnnounceRequest) decode(r *wire.Reader) {
 
 // AppendWire implements wire.Encoder.
 func (m *TrackerAnnounceBatchRequest) AppendWire(b []byte) []byte {
-	b = wire.AppendMapHeader(b, count(1, m.Forwarded))
+	b = wire.AppendMapHeader(b, wire.FieldCount(1, m.Forwarded))
 	b = wire.AppendString(b, "Announces")
-	if m.Announces == nil {
-		b = wire.AppendNil(b)
-	} else {
-		b = wire.AppendArrayHeader(b, len(m.Announces))
-		for i := range m.Announces {
-			b = m.Announces[i].AppendWire(b)
-		}
-	}
+	b = appendList(b, m.Announces, (*TrackerAnnounceRequest).AppendWire)
 	return appendForwarded(b, m.Forwarded)
 }
 
@@ -187,15 +180,7 @@ func (m *TrackerAnnounceBatchRequest) DecodeWire(b []byte) error {
 	for n := r.MapHeader(); n > 0 && r.Err() == nil; n-- {
 		switch string(r.RawString()) {
 		case "Announces":
-			if r.PeekNil() {
-				m.Announces = nil
-				continue
-			}
-			k := r.ArrayHeader(minEntryBytes)
-			m.Announces = make([]TrackerAnnounceRequest, k)
-			for i := range m.Announces {
-				m.Announces[i].decode(&r)
-			}
+			m.Announces = decodeList(&r, minEntryBytes, (*TrackerAnnounceRequest).decode)
 		case "Forwarded":
 			m.Forwarded = r.Bool()
 		default:
@@ -207,31 +192,33 @@ func (m *TrackerAnnounceBatchRequest) DecodeWire(b []byte) error {
 
 // AppendWire implements wire.Encoder.
 func (m *TrackerAnnounceBatchReply) AppendWire(b []byte) []byte {
-	b = wire.AppendMapHeader(b, count(1, m.Leader != ""))
-	if m.Leader != "" {
-		b = wire.AppendString(b, "Leader")
-		b = wire.AppendString(b, m.Leader)
-	}
+	b = wire.AppendMapHeader(b, wire.FieldCount(1, m.Leader != ""))
+	b = appendLeader(b, m.LeaderHint)
 	b = wire.AppendString(b, "Results")
-	if m.Results == nil {
-		return wire.AppendNil(b)
-	}
-	b = wire.AppendArrayHeader(b, len(m.Results))
-	for i := range m.Results {
-		e := &m.Results[i]
-		b = wire.AppendMapHeader(b, count(1, e.Code != "", e.Message != ""))
-		if e.Code != "" {
-			b = wire.AppendString(b, "Code")
-			b = wire.AppendString(b, e.Code)
+	return appendList(b, m.Results, (*TrackerAnnounceResult).appendWire)
+}
+
+func (m *TrackerAnnounceResult) appendWire(b []byte) []byte {
+	b = wire.AppendMapHeader(b, wire.FieldCount(1, m.Code != "", m.Message != ""))
+	b = wire.AppendNonEmpty(b, "Code", m.Code)
+	b = wire.AppendString(b, "Index")
+	b = wire.AppendUint(b, m.Index)
+	return wire.AppendNonEmpty(b, "Message", m.Message)
+}
+
+func (m *TrackerAnnounceResult) decode(r *wire.Reader) {
+	for n := r.MapHeader(); n > 0 && r.Err() == nil; n-- {
+		switch string(r.RawString()) {
+		case "Code":
+			m.Code = r.String()
+		case "Index":
+			m.Index = r.Uint(64)
+		case "Message":
+			m.Message = r.String()
+		default:
+			r.Fail()
 		}
-		b = wire.AppendString(b, "Index")
-		b = wire.AppendUint(b, e.Index)
-		if e.Message != "" {
-			b = wire.AppendString(b, "Message")
-			b = wire.AppendString(b, e.Message)
-		}
 	}
-	return b
 }
 
 // DecodeWire implements wire.Decoder.
@@ -242,27 +229,7 @@ func (m *TrackerAnnounceBatchReply) DecodeWire(b []byte) error {
 		case "Leader":
 			m.Leader = r.String()
 		case "Results":
-			if r.PeekNil() {
-				m.Results = nil
-				continue
-			}
-			k := r.ArrayHeader(minResultBytes)
-			m.Results = make([]TrackerAnnounceResult, k)
-			for i := range m.Results {
-				e := &m.Results[i]
-				for f := r.MapHeader(); f > 0 && r.Err() == nil; f-- {
-					switch string(r.RawString()) {
-					case "Code":
-						e.Code = r.String()
-					case "Index":
-						e.Index = r.Uint(64)
-					case "Message":
-						e.Message = r.String()
-					default:
-						r.Fail()
-					}
-				}
-			}
+			m.Results = decodeList(&r, minResultBytes, (*TrackerAnnounceResult).decode)
 		default:
 			r.Fail()
 		}

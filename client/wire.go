@@ -51,27 +51,40 @@ func appendForwarded(b []byte, fwd bool) []byte {
 	return wire.AppendBool(wire.AppendString(b, "Forwarded"), true)
 }
 
-func count(n int, opt ...bool) int {
-	for _, o := range opt {
-		if o {
-			n++
-		}
+// appendList owns the encoding of a slice field: a nil slice as msgpack
+// nil (what the reflective codec writes for it), any other as an array of
+// its elements, each written by appendElem.
+func appendList[T any](b []byte, list []T, appendElem func(*T, []byte) []byte) []byte {
+	if list == nil {
+		return wire.AppendNil(b)
 	}
-	return n
+	b = wire.AppendArrayHeader(b, len(list))
+	for i := range list {
+		b = appendElem(&list[i], b)
+	}
+	return b
+}
+
+// decodeList reads what appendList wrote: nil as a nil slice, else an
+// array whose count is checked against the bytes left (at least minElem
+// an element) before the slice is allocated, each element read by
+// decodeElem.
+func decodeList[T any](r *wire.Reader, minElem int, decodeElem func(*T, *wire.Reader)) []T {
+	if r.PeekNil() {
+		return nil
+	}
+	list := make([]T, r.ArrayHeader(minElem))
+	for i := range list {
+		decodeElem(&list[i], r)
+	}
+	return list
 }
 
 // AppendWire implements wire.Encoder.
 func (m *RegisterRequest) AppendWire(b []byte) []byte {
-	b = wire.AppendMapHeader(b, count(4, m.Forwarded))
+	b = wire.AppendMapHeader(b, wire.FieldCount(4, m.Forwarded))
 	b = wire.AppendString(b, "Files")
-	if m.Files == nil {
-		b = wire.AppendNil(b)
-	} else {
-		b = wire.AppendArrayHeader(b, len(m.Files))
-		for i := range m.Files {
-			b = m.Files[i].AppendWire(b)
-		}
-	}
+	b = appendList(b, m.Files, (*FileEntry).AppendWire)
 	b = appendForwarded(b, m.Forwarded)
 	return m.WriteHeader.appendFields(b)
 }
@@ -83,15 +96,7 @@ func (m *RegisterRequest) DecodeWire(b []byte) error {
 		key := r.RawString()
 		switch string(key) {
 		case "Files":
-			if r.PeekNil() {
-				m.Files = nil
-				continue
-			}
-			k := r.ArrayHeader(minEntryBytes)
-			m.Files = make([]FileEntry, k)
-			for i := range m.Files {
-				m.Files[i].decode(&r)
-			}
+			m.Files = decodeList(&r, minEntryBytes, (*FileEntry).decode)
 		default:
 			m.WriteHeader.decodeField(&r, key)
 		}
@@ -117,7 +122,12 @@ func (m *WriteHeader) decodeField(r *wire.Reader, key []byte) {
 
 // AppendWire implements wire.Encoder.
 func (m *FileEntry) AppendWire(b []byte) []byte {
-	b = wire.AppendMapHeader(b, 4)
+	return m.appendFields(wire.AppendMapHeader(b, 4))
+}
+
+// appendFields appends the FileEntry fields, in name order; FileSummary
+// writes its Holders, which sorts before them, first.
+func (m *FileEntry) appendFields(b []byte) []byte {
 	b = wire.AppendString(b, "ID")
 	b = wire.AppendString(b, m.ID)
 	b = wire.AppendString(b, "Name")
@@ -156,16 +166,11 @@ func (m *FileEntry) DecodeWire(b []byte) error {
 	return finish(m, &r)
 }
 
-func appendLeader(b []byte, h LeaderHint) []byte {
-	if h.Leader == "" {
-		return b
-	}
-	return wire.AppendString(wire.AppendString(b, "Leader"), h.Leader)
-}
+func appendLeader(b []byte, h LeaderHint) []byte { return wire.AppendNonEmpty(b, "Leader", h.Leader) }
 
 // AppendWire implements wire.Encoder.
 func (m *WriteReply) AppendWire(b []byte) []byte {
-	b = wire.AppendMapHeader(b, count(2, m.Leader != ""))
+	b = wire.AppendMapHeader(b, wire.FieldCount(2, m.Leader != ""))
 	b = wire.AppendString(b, "Duplicate")
 	b = wire.AppendBool(b, m.Duplicate)
 	b = wire.AppendString(b, "Index")
@@ -193,7 +198,7 @@ func (m *WriteReply) DecodeWire(b []byte) error {
 
 // AppendWire implements wire.Encoder.
 func (m *HeartbeatRequest) AppendWire(b []byte) []byte {
-	b = wire.AppendMapHeader(b, count(2, m.Forwarded))
+	b = wire.AppendMapHeader(b, wire.FieldCount(2, m.Forwarded))
 	b = appendForwarded(b, m.Forwarded)
 	b = wire.AppendString(b, "Key")
 	b = wire.AppendBytes(b, m.Key)
@@ -221,7 +226,7 @@ func (m *HeartbeatRequest) DecodeWire(b []byte) error {
 
 // AppendWire implements wire.Encoder.
 func (m *HeartbeatReply) AppendWire(b []byte) []byte {
-	b = wire.AppendMapHeader(b, count(1, m.Leader != ""))
+	b = wire.AppendMapHeader(b, wire.FieldCount(1, m.Leader != ""))
 	b = appendLeader(b, m.LeaderHint)
 	b = wire.AppendString(b, "LeaseMillis")
 	return wire.AppendInt(b, m.LeaseMillis)
@@ -245,7 +250,7 @@ func (m *HeartbeatReply) DecodeWire(b []byte) error {
 
 // AppendWire implements wire.Encoder.
 func (m *LookupRequest) AppendWire(b []byte) []byte {
-	b = wire.AppendMapHeader(b, count(2, m.Forwarded))
+	b = wire.AppendMapHeader(b, wire.FieldCount(2, m.Forwarded))
 	b = wire.AppendString(b, "FileID")
 	b = wire.AppendString(b, m.FileID)
 	b = appendForwarded(b, m.Forwarded)
@@ -273,20 +278,13 @@ func (m *LookupRequest) DecodeWire(b []byte) error {
 
 // AppendWire implements wire.Encoder.
 func (m *LookupReply) AppendWire(b []byte) []byte {
-	b = wire.AppendMapHeader(b, count(4, m.Leader != ""))
+	b = wire.AppendMapHeader(b, wire.FieldCount(4, m.Leader != ""))
 	b = wire.AppendString(b, "File")
 	b = m.File.appendWire(b)
 	b = wire.AppendString(b, "Found")
 	b = wire.AppendBool(b, m.Found)
 	b = wire.AppendString(b, "Holders")
-	if m.Holders == nil {
-		b = wire.AppendNil(b)
-	} else {
-		b = wire.AppendArrayHeader(b, len(m.Holders))
-		for i := range m.Holders {
-			b = m.Holders[i].appendWire(b)
-		}
-	}
+	b = appendList(b, m.Holders, (*HolderEntry).appendWire)
 	b = wire.AppendString(b, "Index")
 	b = wire.AppendUint(b, m.Index)
 	return appendLeader(b, m.LeaderHint)
@@ -302,15 +300,7 @@ func (m *LookupReply) DecodeWire(b []byte) error {
 		case "Found":
 			m.Found = r.Bool()
 		case "Holders":
-			if r.PeekNil() {
-				m.Holders = nil
-				continue
-			}
-			k := r.ArrayHeader(minEntryBytes)
-			m.Holders = make([]HolderEntry, k)
-			for i := range m.Holders {
-				m.Holders[i].decode(&r)
-			}
+			m.Holders = decodeList(&r, minEntryBytes, (*HolderEntry).decode)
 		case "Index":
 			m.Index = r.Uint(64)
 		case "Leader":
@@ -326,14 +316,7 @@ func (m *FileSummary) appendWire(b []byte) []byte {
 	b = wire.AppendMapHeader(b, 5)
 	b = wire.AppendString(b, "Holders")
 	b = wire.AppendInt(b, int64(m.Holders))
-	b = wire.AppendString(b, "ID")
-	b = wire.AppendString(b, m.ID)
-	b = wire.AppendString(b, "Name")
-	b = wire.AppendString(b, m.Name)
-	b = wire.AppendString(b, "PieceSize")
-	b = wire.AppendInt(b, m.PieceSize)
-	b = wire.AppendString(b, "Size")
-	return wire.AppendInt(b, m.Size)
+	return m.FileEntry.appendFields(b)
 }
 
 func (m *FileSummary) decode(r *wire.Reader) {
@@ -374,7 +357,7 @@ func (m *HolderEntry) decode(r *wire.Reader) {
 
 // AppendWire implements wire.Encoder.
 func (m *TrackerAnnounceRequest) AppendWire(b []byte) []byte {
-	b = wire.AppendMapHeader(b, count(8, m.Forwarded, len(m.Priv) > 0))
+	b = wire.AppendMapHeader(b, wire.FieldCount(8, m.Forwarded, len(m.Priv) > 0))
 	b = wire.AppendString(b, "Event")
 	b = wire.AppendUint(b, uint64(m.Event))
 	b = appendForwarded(b, m.Forwarded)
@@ -407,31 +390,39 @@ func (m *TrackerAnnounceRequest) DecodeWire(b []byte) error {
 
 // AppendWire implements wire.Encoder.
 func (m *TrackerRenewRequest) AppendWire(b []byte) []byte {
-	b = wire.AppendMapHeader(b, count(1, m.Forwarded, len(m.Credits) > 0))
+	b = wire.AppendMapHeader(b, wire.FieldCount(1, m.Forwarded, len(m.Credits) > 0))
 	if len(m.Credits) > 0 {
 		b = wire.AppendString(b, "Credits")
-		b = wire.AppendArrayHeader(b, len(m.Credits))
-		for i := range m.Credits {
-			b = m.Credits[i].AppendWire(b)
-		}
+		b = appendList(b, m.Credits, (*TrackerAnnounceRequest).AppendWire)
 	}
 	b = wire.AppendString(b, "Entries")
-	if m.Entries == nil {
-		b = wire.AppendNil(b)
-	} else {
-		b = wire.AppendArrayHeader(b, len(m.Entries))
-		for i := range m.Entries {
-			e := &m.Entries[i]
-			b = wire.AppendMapHeader(b, 3)
-			b = wire.AppendString(b, "IP")
-			b = wire.AppendBytes(b, e.IP[:])
-			b = wire.AppendString(b, "InfoHash")
-			b = wire.AppendBytes(b, e.InfoHash[:])
-			b = wire.AppendString(b, "Peer")
-			b = wire.AppendBytes(b, e.Peer[:])
+	b = appendList(b, m.Entries, (*SwarmRef).appendWire)
+	return appendForwarded(b, m.Forwarded)
+}
+
+func (m *SwarmRef) appendWire(b []byte) []byte {
+	b = wire.AppendMapHeader(b, 3)
+	b = wire.AppendString(b, "IP")
+	b = wire.AppendBytes(b, m.IP[:])
+	b = wire.AppendString(b, "InfoHash")
+	b = wire.AppendBytes(b, m.InfoHash[:])
+	b = wire.AppendString(b, "Peer")
+	return wire.AppendBytes(b, m.Peer[:])
+}
+
+func (m *SwarmRef) decode(r *wire.Reader) {
+	for n := r.MapHeader(); n > 0 && r.Err() == nil; n-- {
+		switch string(r.RawString()) {
+		case "IP":
+			r.Array(m.IP[:])
+		case "InfoHash":
+			r.Array(m.InfoHash[:])
+		case "Peer":
+			r.Array(m.Peer[:])
+		default:
+			r.Fail()
 		}
 	}
-	return appendForwarded(b, m.Forwarded)
 }
 
 // DecodeWire implements wire.Decoder.
@@ -440,37 +431,9 @@ func (m *TrackerRenewRequest) DecodeWire(b []byte) error {
 	for n := r.MapHeader(); n > 0 && r.Err() == nil; n-- {
 		switch string(r.RawString()) {
 		case "Credits":
-			if r.PeekNil() {
-				m.Credits = nil
-				continue
-			}
-			k := r.ArrayHeader(minEntryBytes)
-			m.Credits = make([]TrackerAnnounceRequest, k)
-			for i := range m.Credits {
-				m.Credits[i].decode(&r)
-			}
+			m.Credits = decodeList(&r, minEntryBytes, (*TrackerAnnounceRequest).decode)
 		case "Entries":
-			if r.PeekNil() {
-				m.Entries = nil
-				continue
-			}
-			k := r.ArrayHeader(minEntryBytes)
-			m.Entries = make([]SwarmRef, k)
-			for i := range m.Entries {
-				e := &m.Entries[i]
-				for f := r.MapHeader(); f > 0 && r.Err() == nil; f-- {
-					switch string(r.RawString()) {
-					case "IP":
-						r.Array(e.IP[:])
-					case "InfoHash":
-						r.Array(e.InfoHash[:])
-					case "Peer":
-						r.Array(e.Peer[:])
-					default:
-						r.Fail()
-					}
-				}
-			}
+			m.Entries = decodeList(&r, minEntryBytes, (*SwarmRef).decode)
 		case "Forwarded":
 			m.Forwarded = r.Bool()
 		default:

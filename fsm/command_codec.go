@@ -66,100 +66,58 @@ func Encode(cmd Command) ([]byte, error) {
 
 // deref turns a pointer to a command struct into the struct.
 func deref(cmd Command) (Command, error) {
-	isNil := false
+	ok := true
 	switch c := cmd.(type) {
 	case nil:
-		isNil = true
+		ok = false
 	case *JoinPeer:
-		isNil = c == nil
-		if !isNil {
-			cmd = *c
-		}
+		cmd, ok = derefPtr(c)
 	case *LeavePeer:
-		isNil = c == nil
-		if !isNil {
-			cmd = *c
-		}
+		cmd, ok = derefPtr(c)
 	case *RegisterFiles:
-		isNil = c == nil
-		if !isNil {
-			cmd = *c
-		}
+		cmd, ok = derefPtr(c)
 	case *UnregisterFiles:
-		isNil = c == nil
-		if !isNil {
-			cmd = *c
-		}
+		cmd, ok = derefPtr(c)
 	case *ExpirePeers:
-		isNil = c == nil
-		if !isNil {
-			cmd = *c
-		}
+		cmd, ok = derefPtr(c)
 	case *Batch:
-		isNil = c == nil
-		if !isNil {
-			cmd = *c
-		}
+		cmd, ok = derefPtr(c)
 	case *Announce:
-		isNil = c == nil
-		if !isNil {
-			cmd = *c
-		}
+		cmd, ok = derefPtr(c)
 	case *ExpireSwarmPeers:
-		isNil = c == nil
-		if !isNil {
-			cmd = *c
-		}
+		cmd, ok = derefPtr(c)
 	case *TrackerPolicy:
-		isNil = c == nil
-		if !isNil {
-			cmd = *c
-		}
+		cmd, ok = derefPtr(c)
 	case *RevokeCerts:
-		isNil = c == nil
-		if !isNil {
-			cmd = *c
-		}
+		cmd, ok = derefPtr(c)
 	case *UnrevokeCerts:
-		isNil = c == nil
-		if !isNil {
-			cmd = *c
-		}
+		cmd, ok = derefPtr(c)
 	case *SetConnIDSecret:
-		isNil = c == nil
-		if !isNil {
-			cmd = *c
-		}
+		cmd, ok = derefPtr(c)
 	case *AnnounceBatch:
-		isNil = c == nil
-		if !isNil {
-			cmd = *c
-		}
+		cmd, ok = derefPtr(c)
 	case *TrackerMember:
-		isNil = c == nil
-		if !isNil {
-			cmd = *c
-		}
+		cmd, ok = derefPtr(c)
 	case *TorrentFactors:
-		isNil = c == nil
-		if !isNil {
-			cmd = *c
-		}
+		cmd, ok = derefPtr(c)
 	case *ClientPrefixes:
-		isNil = c == nil
-		if !isNil {
-			cmd = *c
-		}
+		cmd, ok = derefPtr(c)
 	case *PrivateAnnounceBatch:
-		isNil = c == nil
-		if !isNil {
-			cmd = *c
-		}
+		cmd, ok = derefPtr(c)
 	}
-	if isNil {
+	if !ok {
 		return nil, fmt.Errorf("%w: nil command", ErrInvalid)
 	}
 	return cmd, nil
+}
+
+// derefPtr owns deref's rule for one command type: the struct p points to,
+// or ok false if p is nil.
+func derefPtr[C Command](p *C) (cmd Command, ok bool) {
+	if p == nil {
+		return nil, false
+	}
+	return *p, true
 }
 
 // Decode parses bytes produced by Encode and returns the command as a value
@@ -207,98 +165,41 @@ func decode(b []byte, dec *codec.Decoder) (Command, error) {
 	var err error
 	switch t {
 	case CmdJoinPeer:
-		var c JoinPeer
-		err = decodeBody(dec, body, &c)
-		cmd = c
+		cmd, err = decodeMsgpack[JoinPeer](dec, body, nil)
 	case CmdLeavePeer:
-		var c LeavePeer
-		err = decodeBody(dec, body, &c)
-		cmd = c
+		cmd, err = decodeMsgpack[LeavePeer](dec, body, nil)
 	case CmdRegisterFiles:
-		var c RegisterFiles
-		err = decodeBody(dec, body, &c)
-		if len(c.Files) == 0 {
-			c.Files = nil
-		}
-		cmd = c
+		cmd, err = decodeMsgpack(dec, body, func(c *RegisterFiles) { c.Files = nilIfEmpty(c.Files) })
 	case CmdUnregisterFiles:
-		var c UnregisterFiles
-		err = decodeBody(dec, body, &c)
-		if len(c.Files) == 0 {
-			c.Files = nil
-		}
-		cmd = c
+		cmd, err = decodeMsgpack(dec, body, func(c *UnregisterFiles) { c.Files = nilIfEmpty(c.Files) })
 	case CmdExpirePeers:
-		var c ExpirePeers
-		err = decodeBody(dec, body, &c)
-		if len(c.Peers) == 0 {
-			c.Peers = nil
-		}
-		cmd = c
+		cmd, err = decodeMsgpack(dec, body, func(c *ExpirePeers) { c.Peers = nilIfEmpty(c.Peers) })
 	case CmdBatch:
-		var c Batch
-		err = decodeBody(dec, body, &c)
-		if len(c.Commands) == 0 {
-			c.Commands = nil
-		}
-		cmd = c
+		cmd, err = decodeMsgpack(dec, body, func(c *Batch) { c.Commands = nilIfEmpty(c.Commands) })
 	case CmdAnnounce:
-		var c Announce
-		err = decodeBody(dec, body, &c)
-		cmd = c
+		cmd, err = decodeMsgpack[Announce](dec, body, nil)
 	case CmdExpireSwarmPeers:
-		var c ExpireSwarmPeers
-		err = decodeBody(dec, body, &c)
-		if len(c.Entries) == 0 {
-			c.Entries = nil
-		}
-		if len(c.Swarms) == 0 {
-			c.Swarms = nil
-		}
-		cmd = c
+		cmd, err = decodeMsgpack(dec, body, func(c *ExpireSwarmPeers) {
+			c.Entries, c.Swarms = nilIfEmpty(c.Entries), nilIfEmpty(c.Swarms)
+		})
 	case CmdTrackerPolicy:
-		var c TrackerPolicy
-		err = decodeBody(dec, body, &c)
-		if len(c.Allow) == 0 {
-			c.Allow = nil
-		}
-		if len(c.Deny) == 0 {
-			c.Deny = nil
-		}
-		cmd = c
+		cmd, err = decodeMsgpack(dec, body, func(c *TrackerPolicy) {
+			c.Allow, c.Deny = nilIfEmpty(c.Allow), nilIfEmpty(c.Deny)
+		})
 	case CmdRevokeCerts:
-		var c RevokeCerts
-		err = decodeBody(dec, body, &c)
-		cmd = c
+		cmd, err = decodeMsgpack[RevokeCerts](dec, body, nil)
 	case CmdUnrevokeCerts:
-		var c UnrevokeCerts
-		err = decodeBody(dec, body, &c)
-		cmd = c
+		cmd, err = decodeMsgpack[UnrevokeCerts](dec, body, nil)
 	case CmdSetConnIDSecret:
-		var c SetConnIDSecret
-		err = decodeBody(dec, body, &c)
-		cmd = c
+		cmd, err = decodeMsgpack[SetConnIDSecret](dec, body, nil)
 	case CmdTrackerMember:
-		var c TrackerMember
-		err = decodeBody(dec, body, &c)
-		if len(c.Passkey) == 0 {
-			c.Passkey = nil
-		}
-		cmd = c
+		cmd, err = decodeMsgpack(dec, body, func(c *TrackerMember) { c.Passkey = nilIfEmpty(c.Passkey) })
 	case CmdTorrentFactors:
-		var c TorrentFactors
-		err = decodeBody(dec, body, &c)
-		cmd = c
+		cmd, err = decodeMsgpack[TorrentFactors](dec, body, nil)
 	case CmdClientPrefixes:
-		var c ClientPrefixes
-		err = decodeBody(dec, body, &c)
-		if len(c.Allow) == 0 {
-			c.Allow = nil
-		}
-		if len(c.Deny) == 0 {
-			c.Deny = nil
-		}
-		cmd = c
+		cmd, err = decodeMsgpack(dec, body, func(c *ClientPrefixes) {
+			c.Allow, c.Deny = nilIfEmpty(c.Allow), nilIfEmpty(c.Deny)
+		})
 	default:
 		return nil, fmt.Errorf("%w: type %d", ErrUnknownCommand, uint8(t))
 	}
@@ -309,6 +210,28 @@ func decode(b []byte, dec *codec.Decoder) (Command, error) {
 		return nil, err
 	}
 	return cmd, nil
+}
+
+// decodeMsgpack owns the decoding of one msgpack-bodied command type: it
+// decodes body into a C with decodeBody and returns it as a Command value
+// (C, not *C). tidy, if not nil, runs on the result first; each type's
+// tidy applies Decode's rule that an empty list decodes as nil.
+func decodeMsgpack[C Command](dec *codec.Decoder, body []byte, tidy func(*C)) (Command, error) {
+	var c C
+	err := decodeBody(dec, body, &c)
+	if tidy != nil {
+		tidy(&c)
+	}
+	return c, err
+}
+
+// nilIfEmpty returns s, or nil if s is empty: the codec decodes an empty
+// list as an empty slice, and Decode promises nil.
+func nilIfEmpty[S ~[]E, E any](s S) S {
+	if len(s) == 0 {
+		return nil
+	}
+	return s
 }
 
 // decodeBody runs the codec over a body that checkMsgpack accepted. The codec

@@ -28,14 +28,7 @@ func appendRequest(b []byte, id uint64, method string, timeout int64, body []byt
 // appendResponse appends the encoding of response{id, werr, body}, whose
 // Err and Body are omitted when empty. Fields: Body, Err, ID.
 func appendResponse(b []byte, id uint64, werr *wireError, body []byte) []byte {
-	n := 1
-	if werr != nil {
-		n++
-	}
-	if len(body) > 0 {
-		n++
-	}
-	b = wire.AppendMapHeader(b, n)
+	b = wire.AppendMapHeader(b, wire.FieldCount(1, werr != nil, len(body) > 0))
 	if len(body) > 0 {
 		b = wire.AppendString(b, "Body")
 		b = wire.AppendBytes(b, body)
@@ -51,24 +44,11 @@ func appendResponse(b []byte, id uint64, werr *wireError, body []byte) []byte {
 // appendWire encodes a wireError: Code, LeaderAddr and LeaderID (omitted
 // when empty), Message.
 func (w *wireError) appendWire(b []byte) []byte {
-	n := 2
-	if w.LeaderAddr != "" {
-		n++
-	}
-	if w.LeaderID != "" {
-		n++
-	}
-	b = wire.AppendMapHeader(b, n)
+	b = wire.AppendMapHeader(b, wire.FieldCount(2, w.LeaderAddr != "", w.LeaderID != ""))
 	b = wire.AppendString(b, "Code")
 	b = wire.AppendString(b, w.Code)
-	if w.LeaderAddr != "" {
-		b = wire.AppendString(b, "LeaderAddr")
-		b = wire.AppendString(b, w.LeaderAddr)
-	}
-	if w.LeaderID != "" {
-		b = wire.AppendString(b, "LeaderID")
-		b = wire.AppendString(b, w.LeaderID)
-	}
+	b = wire.AppendNonEmpty(b, "LeaderAddr", w.LeaderAddr)
+	b = wire.AppendNonEmpty(b, "LeaderID", w.LeaderID)
 	b = wire.AppendString(b, "Message")
 	return wire.AppendString(b, w.Message)
 }
@@ -88,9 +68,7 @@ func decodeRequest(frame []byte) (requestView, error) {
 	for n := r.MapHeader(); n > 0 && r.Err() == nil; n-- {
 		switch string(r.RawString()) {
 		case "Body":
-			if !r.PeekNil() {
-				v.Body = r.RawString()
-			}
+			v.Body = readBody(&r)
 		case "ID":
 			v.ID = r.Uint(64)
 		case "Method":
@@ -101,14 +79,9 @@ func decodeRequest(frame []byte) (requestView, error) {
 			r.Fail()
 		}
 	}
-	if r.Err() == nil {
-		return v, nil
-	}
-	var req request
-	if err := Unmarshal(frame, &req); err != nil {
-		return requestView{}, err
-	}
-	return requestView{ID: req.ID, Method: []byte(req.Method), Timeout: req.Timeout, Body: req.Body}, nil
+	return orReflective(v, &r, frame, func(req *request) requestView {
+		return requestView{ID: req.ID, Method: []byte(req.Method), Timeout: req.Timeout, Body: req.Body}
+	})
 }
 
 // responseView is a decoded response whose Body aliases the frame.
@@ -125,9 +98,7 @@ func decodeResponse(frame []byte) (responseView, error) {
 	for n := r.MapHeader(); n > 0 && r.Err() == nil; n-- {
 		switch string(r.RawString()) {
 		case "Body":
-			if !r.PeekNil() {
-				v.Body = r.RawString()
-			}
+			v.Body = readBody(&r)
 		case "Err":
 			if !r.PeekNil() {
 				v.Err = decodeWireError(&r)
@@ -138,14 +109,32 @@ func decodeResponse(frame []byte) (responseView, error) {
 			r.Fail()
 		}
 	}
+	return orReflective(v, &r, frame, func(resp *response) responseView { return responseView(*resp) })
+}
+
+// readBody reads an envelope's Body: the bin's bytes, aliasing the frame,
+// or nil for msgpack nil.
+func readBody(r *wire.Reader) []byte {
+	if r.PeekNil() {
+		return nil
+	}
+	return r.RawString()
+}
+
+// orReflective owns the envelope's fallback: v, which r read from frame,
+// stands if r met nothing outside the fast path; otherwise the reflective
+// codec, which decides what is acceptable, decodes frame into a T and
+// view turns that into the result.
+func orReflective[V, T any](v V, r *wire.Reader, frame []byte, view func(*T) V) (V, error) {
 	if r.Err() == nil {
 		return v, nil
 	}
-	var resp response
-	if err := Unmarshal(frame, &resp); err != nil {
-		return responseView{}, err
+	var t T
+	if err := Unmarshal(frame, &t); err != nil {
+		var zero V
+		return zero, err
 	}
-	return responseView(resp), nil
+	return view(&t), nil
 }
 
 func decodeWireError(r *wire.Reader) *wireError {

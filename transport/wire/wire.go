@@ -73,6 +73,29 @@ func appendHeader(b []byte, n int, fix, c16, c32 byte) []byte {
 	return binary.BigEndian.AppendUint32(append(b, c32), uint32(n))
 }
 
+// FieldCount returns the entry count of a struct's map: always, the fields
+// written whatever their value, plus one for each true in set, the
+// omitempty fields that have a value (the reflective codec leaves the
+// others out).
+func FieldCount(always int, set ...bool) int {
+	n := always
+	for _, s := range set {
+		if s {
+			n++
+		}
+	}
+	return n
+}
+
+// AppendNonEmpty appends the map entry key: s, or nothing if s is empty:
+// a string field tagged omitempty. FieldCount counts it as s != "".
+func AppendNonEmpty(b []byte, key, s string) []byte {
+	if s == "" {
+		return b
+	}
+	return AppendString(AppendString(b, key), s)
+}
+
 // AppendString appends s as a msgpack str.
 func AppendString(b []byte, s string) []byte {
 	n := len(s)
@@ -212,6 +235,13 @@ func be32(p []byte) uint32 {
 	return binary.BigEndian.Uint32(p)
 }
 
+func be64(p []byte) uint64 {
+	if len(p) < 8 {
+		return 0
+	}
+	return binary.BigEndian.Uint64(p)
+}
+
 // PeekNil reports whether the next value is nil, and consumes it if so.
 func (r *Reader) PeekNil() bool {
 	if r.err == nil && len(r.b) > 0 && r.b[0] == 0xc0 {
@@ -319,42 +349,14 @@ func (r *Reader) Bool() bool {
 
 // Int reads an integer of any msgpack width that fits in bits signed bits.
 func (r *Reader) Int(bits int) int64 {
-	orig := r.b
-	c := r.byte1()
-	var v int64
+	u, signed := r.integer()
+	v := int64(u)
 	switch {
-	case c <= 0x7f:
-		v = int64(c)
-	case c >= 0xe0:
-		v = int64(int8(c))
-	case c == 0xd0:
-		v = int64(int8(r.byte1()))
-	case c == 0xd1:
-		v = int64(int16(be16(r.next(2))))
-	case c == 0xd2:
-		v = int64(int32(be32(r.next(4))))
-	case c == 0xd3:
-		p := r.next(8)
-		if p != nil {
-			v = int64(binary.BigEndian.Uint64(p))
-		}
-	case c >= 0xcc && c <= 0xcf:
-		r.b = orig // re-read as unsigned
-		u := r.Uint(64)
-		if u > math.MaxInt64 {
-			r.Fail()
-			return 0
-		}
-		v = int64(u)
-	default:
+	case !signed && u > math.MaxInt64,
+		bits < 64 && (v < -(1<<(bits-1)) || v > 1<<(bits-1)-1):
 		r.Fail()
 		return 0
-	}
-	if bits < 64 && (v < -(1<<(bits-1)) || v > 1<<(bits-1)-1) {
-		r.Fail()
-		return 0
-	}
-	if r.err != nil {
+	case r.err != nil:
 		return 0
 	}
 	return v
@@ -363,41 +365,48 @@ func (r *Reader) Int(bits int) int64 {
 // Uint reads a non-negative integer of any msgpack width that fits in
 // bits unsigned bits.
 func (r *Reader) Uint(bits int) uint64 {
-	orig := r.b
+	u, signed := r.integer()
+	switch {
+	case signed && int64(u) < 0,
+		bits < 64 && u>>bits != 0:
+		r.Fail()
+		return 0
+	case r.err != nil:
+		return 0
+	}
+	return u
+}
+
+// integer owns the msgpack integer formats that Int and Uint share: it
+// reads an integer of any width, signed or not, and returns its 64 bits
+// and whether its format was a signed one (negative fixint, int8 to
+// int64), whose bits are two's complement. Positive fixint and uint8 to
+// uint64 are unsigned. Int and Uint each accept a value of either kind that
+// fits them.
+func (r *Reader) integer() (u uint64, signed bool) {
 	c := r.byte1()
-	var v uint64
 	switch {
 	case c <= 0x7f:
-		v = uint64(c)
+		return uint64(c), false
+	case c >= 0xe0:
+		return uint64(int8(c)), true
 	case c == 0xcc:
-		v = uint64(r.byte1())
+		return uint64(r.byte1()), false
 	case c == 0xcd:
-		v = uint64(be16(r.next(2)))
+		return uint64(be16(r.next(2))), false
 	case c == 0xce:
-		v = uint64(be32(r.next(4)))
+		return uint64(be32(r.next(4))), false
 	case c == 0xcf:
-		p := r.next(8)
-		if p != nil {
-			v = binary.BigEndian.Uint64(p)
-		}
-	case c == 0xd0 || c == 0xd1 || c == 0xd2 || c == 0xd3:
-		r.b = orig // a signed form of a non-negative value
-		s := r.Int(64)
-		if s < 0 {
-			r.Fail()
-			return 0
-		}
-		v = uint64(s)
-	default:
-		r.Fail()
-		return 0
+		return be64(r.next(8)), false
+	case c == 0xd0:
+		return uint64(int8(r.byte1())), true
+	case c == 0xd1:
+		return uint64(int16(be16(r.next(2)))), true
+	case c == 0xd2:
+		return uint64(int32(be32(r.next(4)))), true
+	case c == 0xd3:
+		return be64(r.next(8)), true
 	}
-	if bits < 64 && v>>bits != 0 {
-		r.Fail()
-		return 0
-	}
-	if r.err != nil {
-		return 0
-	}
-	return v
+	r.Fail()
+	return 0, false
 }
