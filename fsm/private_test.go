@@ -342,6 +342,10 @@ func TestPrivateRefusals(t *testing.T) {
 	if r := n.apply(TrackerMember{Op: MemberAdd, Name: "alice", Passkey: pkey(1), RequestID: 12}); !r.Duplicate {
 		t.Fatalf("a retried request: %+v, want Duplicate", r)
 	}
+	// Lists replaced: the digest takes each old entry out as what it was.
+	n.mustApply(ClientPrefixes{Allow: []string{"-qB", "-TR"}, Deny: []string{"-XX"}, RequestID: 14})
+	n.mustApply(ClientPrefixes{Allow: []string{"-TR"}, Deny: []string{"-qB"}, RequestID: 15})
+	checkDigest(t, n.f)
 }
 
 // The private state survives a snapshot and restore with its digest, and

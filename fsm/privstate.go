@@ -397,10 +397,11 @@ func (f *FSM) clientPrefixes(c ClientPrefixes) Response {
 		return Response{Duplicate: true}
 	}
 	p := f.st.mutPriv()
-	for _, l := range [][]string{p.allow, p.deny} {
-		for _, x := range l {
-			f.sub(f.h.prefix(&l == &p.allow, x))
-		}
+	for _, x := range p.allow {
+		f.sub(f.h.prefix(true, x))
+	}
+	for _, x := range p.deny {
+		f.sub(f.h.prefix(false, x))
 	}
 	norm := func(l []string) []string {
 		l = slices.Clone(l)
