@@ -128,7 +128,10 @@ const SwarmStarted SwarmEvent = 2
 // applies as, for Announce.Validate.
 func asOpen(a Announce) Announce {
 	switch a.Event {
-	case SwarmCredit, SwarmStarted:
+	case SwarmStarted:
+		a.Event = SwarmUpdate
+	case SwarmCredit:
+		// A credit changes no record, so its port does not matter.
 		a.Event = SwarmUpdate
 		if a.Port == 0 {
 			a.Port = 1

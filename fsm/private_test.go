@@ -4,8 +4,11 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"runtime"
 	"testing"
+
+	"github.com/hashicorp/raft"
 )
 
 var ihP = InfoHash{0x70, 1}
@@ -204,6 +207,11 @@ func TestPrivateStartedOnExistingRecord(t *testing.T) {
 
 	if err := (AnnounceBatch{Announces: []Announce{pa(1, 2, SwarmStarted, false, 0, 0, 0).Announce}}).Validate(); err == nil {
 		t.Fatal("an open AnnounceBatch accepted a SwarmStarted")
+	}
+	noPort := pa(1, 2, SwarmStarted, false, 0, 0, 0)
+	noPort.Port = 0
+	if err := (PrivateAnnounceBatch{Announces: []PrivateAnnounce{noPort}}).Validate(); err == nil {
+		t.Fatal("a SwarmStarted with port 0 was accepted: its record could not be written to a snapshot")
 	}
 	started := pa(1, 2, SwarmStarted, false, 0, 0, 0)
 	data, err := Encode(PrivateAnnounceBatch{Time: 7 * sec, Announces: []PrivateAnnounce{started}})
@@ -486,5 +494,121 @@ func BenchmarkPrivateMemory(b *testing.B) {
 		runtime.ReadMemStats(&after)
 		b.ReportMetric(float64(int64(after.HeapAlloc)-int64(before.HeapAlloc))/float64(swarms*per), "heap-bytes/record")
 		runtime.KeepAlive(f)
+	}
+}
+
+// A private tracker under a random mix of everything its log can hold —
+// reports late and early, restarts, completions, stops, duplicated
+// batches, rotated and revoked passkeys, factors, client lists — keeps
+// its incremental digest equal to a full recount after every entry, each
+// member's total equal to the sum of its books, and the same state
+// through a snapshot round trip at random points; a second replica fed
+// the same entries in batches ends with the same digest.
+func TestPropertyPrivateBooks(t *testing.T) {
+	for _, seed := range []uint64{1, 2, 3, 4} {
+		t.Run(fmt.Sprint("seed=", seed), func(t *testing.T) {
+			r := rand.New(rand.NewPCG(seed, 5))
+			n := privNode(t)
+			var logs []*raft.Log
+			var counters [5][2]uint64 // each peer's client counters
+			now := 10 * sec
+			credits := 0
+			for step := range 1000 {
+				now += int64(r.IntN(3)) * sec / 2
+				var cmd Command
+				switch k := r.IntN(100); {
+				case k < 2:
+					op := []MemberOp{MemberRotate, MemberRevoke, MemberAdd}[r.IntN(3)]
+					c := TrackerMember{Op: op, Name: []string{"alice", "bob", "carol"}[r.IntN(3)], RequestID: uint64(1000 + step), Time: now}
+					if op != MemberRevoke {
+						c.Passkey = pkey(byte(1 + r.IntN(4)))
+					}
+					cmd = c
+				case k < 7:
+					cmd = TorrentFactors{InfoHash: ihP, UploadPct: uint32(r.IntN(3) * 100), DownloadPct: uint32(r.IntN(2) * 100), RequestID: uint64(1000 + step)}
+				case k < 9:
+					var c ClientPrefixes
+					c.RequestID = uint64(1000 + step)
+					if r.IntN(2) == 0 {
+						id := memPeer(r.IntN(5))
+						c.Deny = []string{string(id[:12])}
+					}
+					if r.IntN(2) == 0 {
+						c.Allow = []string{"-qB4520-"} // every peer here
+					}
+					cmd = c
+				case k < 12 && len(logs) > 0:
+					// A batch committed twice (a retried proposal): its
+					// second copy applies again, as raft would.
+					cmd = nil
+				default:
+					c := PrivateAnnounceBatch{Time: now, MaxRate: DefaultMaxRate}
+					if r.IntN(8) == 0 {
+						c.MaxRate = 100 // clamps
+					}
+					for range 1 + r.IntN(4) {
+						p := r.IntN(len(counters))
+						ev := []SwarmEvent{SwarmUpdate, SwarmCredit, SwarmCredit, SwarmStarted, SwarmCompleted, SwarmStopped}[r.IntN(6)]
+						if ev == SwarmStarted && r.IntN(2) == 0 {
+							counters[p] = [2]uint64{}
+						}
+						counters[p][0] += uint64(r.IntN(1000))
+						counters[p][1] += uint64(r.IntN(1000))
+						at := now - int64(r.IntN(4))*sec // heard up to 3 s before the batch
+						c.Announces = append(c.Announces, pa(byte(1+r.IntN(4)), p, ev, r.IntN(3) == 0, counters[p][0], counters[p][1], at))
+					}
+					cmd = c
+				}
+				var data []byte
+				if cmd == nil {
+					data = logs[r.IntN(len(logs))].Data
+				} else {
+					data = mustEncode(t, cmd)
+				}
+				res := n.applyBytes(data)
+				logs = append(logs, &raft.Log{Index: n.index, Term: 1, Type: raft.LogCommand, Data: data})
+				for _, x := range res.Results {
+					if x.Err == nil {
+						credits++
+					}
+				}
+				checkDigest(t, n.f)
+				for _, name := range []string{"alice", "bob", "carol"} {
+					m, ok := n.f.MemberBooks(name)
+					if !ok {
+						continue
+					}
+					var sum Book
+					for _, tb := range m.Torrents {
+						sum.add(&tb.Book)
+					}
+					if sum != m.Total {
+						t.Fatalf("step %d: %s's total %+v, the sum of its books %+v", step, name, m.Total, sum)
+					}
+				}
+				if r.IntN(40) == 0 {
+					n.f = restored(t, n.f)
+				}
+			}
+			other := privNode(t).f // the same first entries
+			for i := 0; i < len(logs); {
+				k := min(1+r.IntN(16), len(logs)-i)
+				other.ApplyBatch(logs[i : i+k])
+				i += k
+			}
+			if other.Digest() != n.f.Digest() {
+				t.Fatalf("a replica fed the same %d entries in batches: digest %s, want %s", len(logs), other.Digest(), n.f.Digest())
+			}
+			var credited uint64
+			for _, name := range []string{"alice", "bob", "carol"} {
+				if m, ok := n.f.MemberBooks(name); ok {
+					credited += m.Total.RawUploaded
+				}
+			}
+			t.Logf("seed %d: %d private announces applied, %d bytes up credited", seed, credits, credited)
+			if credits < 200 || credited == 0 {
+				t.Fatalf("only %d private announces applied, %d bytes credited: the test no longer exercises the books", credits, credited)
+			}
+		})
 	}
 }

@@ -74,6 +74,9 @@ func genHash(i int) InfoHash { return InfoHash{byte(i*37 + 5), byte(i)} }
 
 func genSwarmPeer(i int) SwarmPeerID { return SwarmPeerID{0x2d, 0x47, byte(i)} }
 
+// The private announces' records: a few peers in a few swarms.
+const genPrivPeers, genPrivHashes = 4, 3
+
 var genSwarmIPs = []string{"10.0.0.1", "10.0.0.2", "2001:db8::1", "2001:db8::2", "2001:db8:0:1::9"}
 
 func (g *cmdGen) swarmCommand() Command {
@@ -117,8 +120,66 @@ func (g *cmdGen) swarmCommand() Command {
 		}
 		g.connID = c.Time
 		return c
-	default:
+	case k < 91:
 		return g.policy()
+	default:
+		return g.privateCommand()
+	}
+}
+
+// privateCommand returns a random command of the private tracker: members
+// (three names, passkeys from a small set so that rotations collide),
+// factors, client prefix lists, and private announce batches whose
+// passkeys name members, former members or nobody, with counters that
+// grow, reset and arrive late.
+func (g *cmdGen) privateCommand() Command {
+	req := 1 + g.r.Uint64N(genReqs)
+	switch k := g.r.IntN(100); {
+	case k < 15:
+		c := TrackerMember{Op: MemberOp(1 + g.r.IntN(3)), Name: []string{"alice", "bob", "carol"}[g.r.IntN(3)], RequestID: req, Time: g.clock}
+		if c.Op != MemberRevoke {
+			c.Passkey = pkey(byte(1 + g.r.IntN(4)))
+		}
+		return c
+	case k < 22:
+		return TorrentFactors{InfoHash: genHash(g.r.IntN(genHashes)), UploadPct: uint32(g.r.IntN(3) * 100), DownloadPct: uint32(g.r.IntN(2) * 100), RequestID: req}
+	case k < 27:
+		prefixes := []string{"-G", "-G\x01", "-G\x02", "-X"}
+		c := ClientPrefixes{RequestID: req}
+		for _, x := range prefixes {
+			switch g.r.IntN(4) {
+			case 0:
+				c.Allow = append(c.Allow, x)
+			case 1:
+				c.Deny = append(c.Deny, x)
+			}
+		}
+		return c
+	default:
+		c := PrivateAnnounceBatch{Time: g.clock}
+		if g.r.IntN(3) == 0 {
+			c.MaxRate = uint64(1 + g.r.IntN(100))
+		}
+		for range 1 + g.r.IntN(5) {
+			a := PrivateAnnounce{Announce: g.announce(), Uploaded: uint64(g.r.IntN(500)), Downloaded: uint64(g.r.IntN(500))}
+			// Few records, so that reports of one record meet: the
+			// first sets its baseline, the next ones credit it.
+			p := g.r.IntN(genPrivPeers)
+			a.Time, a.InfoHash, a.Peer, a.IP = 0, genHash(g.r.IntN(genPrivHashes)), genSwarmPeer(p), ip(genSwarmIPs[p%len(genSwarmIPs)])
+			switch g.r.IntN(5) {
+			case 0:
+				a.Event = SwarmStarted
+			case 1, 2:
+				a.Event = SwarmCredit
+			}
+			if a.Event != SwarmStopped && a.Port == 0 {
+				a.Port = 6881 // a stop's zero port: only a stop may have it
+			}
+			a.Passkey = [PasskeySize]byte(pkey(byte(1 + g.r.IntN(5))))
+			a.At = g.clock - int64(g.r.IntN(20))
+			c.Announces = append(c.Announces, a)
+		}
+		return c
 	}
 }
 
@@ -154,7 +215,7 @@ func (g *cmdGen) policy() TrackerPolicy {
 	c := TrackerPolicy{RequestID: 1 + g.r.Uint64N(genReqs)}
 	if g.r.IntN(3) == 0 {
 		c.SetMode = true
-		c.Mode = TrackerMode(g.r.IntN(2))
+		c.Mode = TrackerMode(g.r.IntN(3))
 	} else if g.r.IntN(2) == 0 {
 		c.Mode = TrackerMode(g.r.IntN(2))
 	}
