@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"fileshare/internal/cfgerr"
+	"fileshare/internal/defaults"
 )
 
 // Config describes one run. A zero field means its default; Run copies the
@@ -131,42 +132,25 @@ func (c Config) withDefaults() (Config, error) {
 	if len(c.Workloads) == 0 {
 		c.Workloads = d.Workloads
 	}
-	if c.Torrents == 0 {
-		c.Torrents = d.Torrents
-	}
+	defaults.Fill(&c.Torrents, d.Torrents)
 	if c.Env == nil {
 		c.Env = os.Environ()
 	} else {
 		c.Env = slices.Clone(c.Env)
 	}
-	def := func(v *time.Duration, dv time.Duration) {
-		if *v == 0 {
-			*v = dv
-		}
-	}
-	def(&c.Time, d.Time)
-	def(&c.Interval, d.Interval)
-	def(&c.OpTimeout, d.OpTimeout)
+	defaults.Fill(&c.Time, d.Time)
+	defaults.Fill(&c.Interval, d.Interval)
+	defaults.Fill(&c.OpTimeout, d.OpTimeout)
 	if slices.Contains(c.Kinds, KindClock) {
-		def(&c.PeerLease, c.Time+2*time.Minute)
+		defaults.Fill(&c.PeerLease, c.Time+2*time.Minute)
 	}
-	def(&c.PeerLease, c.Time+10*time.Minute)
-	def(&c.CheckTimeout, d.CheckTimeout)
-	if c.Nodes == 0 {
-		c.Nodes = d.Nodes
-	}
-	if c.Rate == 0 {
-		c.Rate = d.Rate
-	}
-	if c.Concurrency == 0 {
-		c.Concurrency = d.Concurrency
-	}
-	if c.Files == 0 {
-		c.Files = d.Files
-	}
-	if c.Net == "" {
-		c.Net = d.Net
-	}
+	defaults.Fill(&c.PeerLease, c.Time+10*time.Minute)
+	defaults.Fill(&c.CheckTimeout, d.CheckTimeout)
+	defaults.Fill(&c.Nodes, d.Nodes)
+	defaults.Fill(&c.Rate, d.Rate)
+	defaults.Fill(&c.Concurrency, d.Concurrency)
+	defaults.Fill(&c.Files, d.Files)
+	defaults.Fill(&c.Net, d.Net)
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}

@@ -2,7 +2,6 @@ package master
 
 import (
 	"errors"
-	"fileshare/internal/httplimit"
 	"fmt"
 	"log/slog"
 	"net"
@@ -11,6 +10,8 @@ import (
 
 	"fileshare/fsm"
 	"fileshare/internal/cfgerr"
+	"fileshare/internal/defaults"
+	"fileshare/internal/httplimit"
 	"fileshare/transport"
 )
 
@@ -312,37 +313,24 @@ func (c Config) withDefaults() (Config, error) {
 	}
 
 	d := DefaultConfig()
-	def := func(v *time.Duration, dv time.Duration) {
-		if *v == 0 {
-			*v = dv
-		}
-	}
-	def(&c.JoinTimeout, d.JoinTimeout)
-	def(&c.PeerLease, d.PeerLease)
-	def(&c.HeartbeatTimeout, d.HeartbeatTimeout)
-	def(&c.ElectionTimeout, d.ElectionTimeout)
-	def(&c.LeaderLeaseTimeout, d.LeaderLeaseTimeout)
-	def(&c.SnapshotInterval, d.SnapshotInterval)
-	def(&c.ApplyTimeout, d.ApplyTimeout)
-	def(&c.DeadMasterTimeout, d.DeadMasterTimeout)
-	def(&c.ServerStabilizationTime, d.ServerStabilizationTime)
-	def(&c.AutopilotInterval, d.AutopilotInterval)
-	def(&c.ReadyMaxContact, d.ReadyMaxContact)
-	if c.ReadyMaxLag == 0 {
-		c.ReadyMaxLag = d.ReadyMaxLag
-	}
-	if c.MinQuorum == 0 {
-		c.MinQuorum = d.MinQuorum
-	}
+	defaults.Fill(&c.JoinTimeout, d.JoinTimeout)
+	defaults.Fill(&c.PeerLease, d.PeerLease)
+	defaults.Fill(&c.HeartbeatTimeout, d.HeartbeatTimeout)
+	defaults.Fill(&c.ElectionTimeout, d.ElectionTimeout)
+	defaults.Fill(&c.LeaderLeaseTimeout, d.LeaderLeaseTimeout)
+	defaults.Fill(&c.SnapshotInterval, d.SnapshotInterval)
+	defaults.Fill(&c.ApplyTimeout, d.ApplyTimeout)
+	defaults.Fill(&c.DeadMasterTimeout, d.DeadMasterTimeout)
+	defaults.Fill(&c.ServerStabilizationTime, d.ServerStabilizationTime)
+	defaults.Fill(&c.AutopilotInterval, d.AutopilotInterval)
+	defaults.Fill(&c.ReadyMaxContact, d.ReadyMaxContact)
+	defaults.Fill(&c.ReadyMaxLag, d.ReadyMaxLag)
+	defaults.Fill(&c.MinQuorum, d.MinQuorum)
 	if c.MinQuorum < 1 {
 		return c, configErr("MinQuorum", "{MinQuorum} %d: give at least 1", c.MinQuorum)
 	}
-	if c.SnapshotThreshold == 0 {
-		c.SnapshotThreshold = d.SnapshotThreshold
-	}
-	if c.TrailingLogs == 0 {
-		c.TrailingLogs = d.TrailingLogs
-	}
+	defaults.Fill(&c.SnapshotThreshold, d.SnapshotThreshold)
+	defaults.Fill(&c.TrailingLogs, d.TrailingLogs)
 	if c.LeaderLeaseTimeout > c.HeartbeatTimeout {
 		return c, configErr("LeaderLeaseTimeout", "{LeaderLeaseTimeout} (%v) must not exceed {HeartbeatTimeout} (%v)", c.LeaderLeaseTimeout, c.HeartbeatTimeout)
 	}

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"fileshare/fsm"
+	"fileshare/internal/defaults"
 	"fileshare/tracker"
 )
 
@@ -94,42 +95,18 @@ func (c *TrackerConfig) withDefaults() error {
 		}
 	}
 	d := DefaultTrackerConfig()
-	if c.Interval == 0 {
-		c.Interval = d.Interval
-	}
-	if c.MinInterval == 0 {
-		c.MinInterval = c.Interval / 3
-	}
-	if c.PeerLifetime == 0 {
-		c.PeerLifetime = 2*c.Interval + 2*time.Minute
-	}
-	if c.EmptySwarmLifetime == 0 {
-		c.EmptySwarmLifetime = d.EmptySwarmLifetime
-	}
-	if c.MaxConnsPerIP == 0 {
-		c.MaxConnsPerIP = d.MaxConnsPerIP
-	}
-	if c.MaxNumWant == 0 {
-		c.MaxNumWant = d.MaxNumWant
-	}
-	if c.MaxPeers == 0 {
-		c.MaxPeers = d.MaxPeers
-	}
-	if c.MaxPeersPerIP == 0 {
-		c.MaxPeersPerIP = d.MaxPeersPerIP
-	}
-	if c.MaxPeersPer64 == 0 {
-		c.MaxPeersPer64 = 2 * c.MaxPeersPerIP
-	}
-	if c.MaxPeersPer48 == 0 {
-		c.MaxPeersPer48 = 4 * c.MaxPeersPerIP
-	}
-	if c.MaxSwarms == 0 {
-		c.MaxSwarms = d.MaxSwarms
-	}
-	if c.MaxRate == 0 {
-		c.MaxRate = d.MaxRate
-	}
+	defaults.Fill(&c.Interval, d.Interval)
+	defaults.Fill(&c.MinInterval, c.Interval/3)
+	defaults.Fill(&c.PeerLifetime, 2*c.Interval+2*time.Minute)
+	defaults.Fill(&c.EmptySwarmLifetime, d.EmptySwarmLifetime)
+	defaults.Fill(&c.MaxConnsPerIP, d.MaxConnsPerIP)
+	defaults.Fill(&c.MaxNumWant, d.MaxNumWant)
+	defaults.Fill(&c.MaxPeers, d.MaxPeers)
+	defaults.Fill(&c.MaxPeersPerIP, d.MaxPeersPerIP)
+	defaults.Fill(&c.MaxPeersPer64, 2*c.MaxPeersPerIP)
+	defaults.Fill(&c.MaxPeersPer48, 4*c.MaxPeersPerIP)
+	defaults.Fill(&c.MaxSwarms, d.MaxSwarms)
+	defaults.Fill(&c.MaxRate, d.MaxRate)
 	switch {
 	case c.Interval < time.Second:
 		return configErr("Tracker.Interval", "{Tracker.Interval} %v is under a second", c.Interval)

@@ -24,6 +24,7 @@ import (
 
 	"fileshare/client"
 	"fileshare/fsm"
+	"fileshare/internal/defaults"
 	"fileshare/relay"
 	"fileshare/transport"
 )
@@ -126,9 +127,7 @@ func (c Config) withDefaults() (Config, error) {
 		return c, fieldErr(fmt.Errorf("%w: %w", ErrConfig, client.ErrNoMasters), "Masters", "give the masters' cluster ports in {Masters}, e.g. 127.0.0.1:7001,127.0.0.1:7002")
 	}
 	c.Masters = slices.Clone(c.Masters)
-	if c.Listen == "" {
-		c.Listen = ":0"
-	}
+	defaults.Fill(&c.Listen, ":0")
 	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
 		return c, configErr("Listen", "{Listen} %q is not host:port: %v", c.Listen, err)
 	}
@@ -138,19 +137,12 @@ func (c Config) withDefaults() (Config, error) {
 		}
 	}
 	d := DefaultConfig()
-	def := func(v *time.Duration, dv time.Duration) {
-		if *v == 0 {
-			*v = dv
-		}
-	}
-	def(&c.RescanInterval, d.RescanInterval)
-	def(&c.IOTimeout, d.IOTimeout)
-	def(&c.IdleTimeout, d.IdleTimeout)
-	def(&c.MasterTimeout, d.MasterTimeout)
-	def(&c.NATInterval, d.NATInterval)
-	if c.MaxUploads == 0 {
-		c.MaxUploads = d.MaxUploads
-	}
+	defaults.Fill(&c.RescanInterval, d.RescanInterval)
+	defaults.Fill(&c.IOTimeout, d.IOTimeout)
+	defaults.Fill(&c.IdleTimeout, d.IdleTimeout)
+	defaults.Fill(&c.MasterTimeout, d.MasterTimeout)
+	defaults.Fill(&c.NATInterval, d.NATInterval)
+	defaults.Fill(&c.MaxUploads, d.MaxUploads)
 	for _, f := range []struct {
 		field string
 		d     time.Duration

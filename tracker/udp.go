@@ -13,6 +13,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"fileshare/internal/defaults"
 )
 
 // The BEP 15 wire values, shared with the client side (btclient).
@@ -172,18 +174,14 @@ func NewUDPServer(b Backend, cfg UDPConfig) (*UDPServer, error) {
 	if cfg.Readers <= 0 {
 		cfg.Readers = runtime.GOMAXPROCS(0)
 	}
-	if cfg.SourceRate == 0 {
-		cfg.SourceRate = DefaultSourceRate
-	}
+	defaults.Fill(&cfg.SourceRate, DefaultSourceRate)
 	if cfg.SourceBurst <= 0 {
 		cfg.SourceBurst = DefaultSourceBurst
 	}
 	if cfg.MaxSources <= 0 {
 		cfg.MaxSources = DefaultMaxSources
 	}
-	if cfg.BanAfterBadIDs == 0 {
-		cfg.BanAfterBadIDs = DefaultBanAfterBadIDs
-	}
+	defaults.Fill(&cfg.BanAfterBadIDs, DefaultBanAfterBadIDs)
 	cfg.BanAfterBadIDs = max(cfg.BanAfterBadIDs, 0)
 	if cfg.BanFor <= 0 {
 		cfg.BanFor = DefaultBanFor

@@ -14,6 +14,7 @@ import (
 
 	"fileshare/btclient"
 	"fileshare/client"
+	"fileshare/internal/defaults"
 )
 
 // ErrNoPeerStarted means the tracker answered no started announce of the
@@ -144,9 +145,7 @@ func (c *AnnounceConfig) defaults() error {
 	if c.Mix.Changes < 0 || c.Mix.Renew < 0 || c.Mix.Stopped < 0 {
 		return fmt.Errorf("%w: negative part in %s", ErrBadMix, c.Mix)
 	}
-	if c.Warmup == 0 {
-		c.Warmup = 3 * c.Swarms
-	}
+	defaults.Fill(&c.Warmup, 3*c.Swarms)
 	if len(c.Measure) == 0 {
 		c.Measure = []Measurement{MeasureClosed}
 	}
@@ -157,9 +156,7 @@ func (c *AnnounceConfig) defaults() error {
 			c.Timeout = time.Second
 		}
 	}
-	if c.Seed == 0 {
-		c.Seed = 1
-	}
+	defaults.Fill(&c.Seed, 1)
 	if c.HotSwarms <= 0 {
 		c.HotSwarms = min(DefaultHotSwarms, c.Swarms)
 	}

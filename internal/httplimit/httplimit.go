@@ -27,6 +27,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"fileshare/internal/defaults"
 )
 
 // Limits bounds one HTTP port. A zero field means its default
@@ -72,24 +74,14 @@ func DefaultLimits() Limits {
 // WithDefaults returns l with every zero field set to its default.
 func (l Limits) WithDefaults() Limits {
 	d := DefaultLimits()
-	set := func(v *int, def int) {
-		if *v == 0 {
-			*v = def
-		}
-	}
-	setD := func(v *time.Duration, def time.Duration) {
-		if *v == 0 {
-			*v = def
-		}
-	}
-	set(&l.MaxConns, d.MaxConns)
-	set(&l.MaxConnsPerSource, d.MaxConnsPerSource)
-	set(&l.MaxStreams, d.MaxStreams)
-	set(&l.MaxStreamsPerSource, d.MaxStreamsPerSource)
-	setD(&l.ReadHeaderTimeout, d.ReadHeaderTimeout)
-	setD(&l.ReadTimeout, d.ReadTimeout)
-	setD(&l.WriteTimeout, d.WriteTimeout)
-	setD(&l.IdleTimeout, d.IdleTimeout)
+	defaults.Fill(&l.MaxConns, d.MaxConns)
+	defaults.Fill(&l.MaxConnsPerSource, d.MaxConnsPerSource)
+	defaults.Fill(&l.MaxStreams, d.MaxStreams)
+	defaults.Fill(&l.MaxStreamsPerSource, d.MaxStreamsPerSource)
+	defaults.Fill(&l.ReadHeaderTimeout, d.ReadHeaderTimeout)
+	defaults.Fill(&l.ReadTimeout, d.ReadTimeout)
+	defaults.Fill(&l.WriteTimeout, d.WriteTimeout)
+	defaults.Fill(&l.IdleTimeout, d.IdleTimeout)
 	return l
 }
 

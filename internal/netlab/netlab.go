@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"fileshare/internal/defaults"
 	"fileshare/internal/poll"
 )
 
@@ -102,9 +103,7 @@ func New(ctx context.Context, cfg Config) (*Lab, error) {
 	if err := Available(); err != nil {
 		return nil, err
 	}
-	if cfg.Hosts == 0 {
-		cfg.Hosts = 1
-	}
+	defaults.Fill(&cfg.Hosts, 1)
 	if cfg.Hosts < 0 || cfg.Hosts > maxHosts || cfg.HubAddrs < 0 || cfg.HubAddrs > maxExtra {
 		return nil, fmt.Errorf("netlab: %d hosts and %d hub addresses do not fit one /24; use at most %d and %d", cfg.Hosts, cfg.HubAddrs, maxHosts, maxExtra)
 	}
