@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -384,6 +385,9 @@ writes this benchmark's info-hashes in its whitelist format.`,
 				}
 			}
 			_, err = bench.Announce(ctx, cfg, stdout)
+			if errors.Is(err, bench.ErrNoPeerStarted) {
+				err = fmt.Errorf("%w; here, --write-swarms FILE writes them as a whitelist", err)
+			}
 			return err
 		},
 	}

@@ -285,7 +285,7 @@ func Announce(ctx context.Context, cfg AnnounceConfig, w io.Writer) (*AnnounceRe
 		return res, err
 	}
 	if cfg.Warmup > 0 && res.WarmupPeers == 0 {
-		return res, fmt.Errorf("%w: %s (a tracker that serves only listed torrents needs this benchmark's info-hashes: --write-swarms FILE writes them)", ErrNoPeerStarted, res.Warmup.errorSummary())
+		return res, fmt.Errorf("%w: %s (a tracker that serves only listed torrents must list this benchmark's info-hashes first: WriteSwarmList writes them)", ErrNoPeerStarted, res.Warmup.errorSummary())
 	}
 
 	// The measurements.
