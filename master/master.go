@@ -40,9 +40,7 @@ type Master struct {
 	client    *transport.Client
 	httpSrv   *http.Server
 	httpLn    net.Listener
-	// httpAddr is httpLn's address, set once it listens: the RPC server
-	// (Status) may read it while New is still starting the HTTP port.
-	httpAddr atomic.Pointer[string]
+	httpAddr  boundAddr // httpLn's address
 
 	raftReady atomic.Bool // m.raft is set (read by the Mux's Authorize hook)
 	gate      *trustGate  // who has rights now: membership and the deny list (trust.go)
@@ -418,9 +416,21 @@ func (m *Master) ID() string { return m.cfg.ID }
 func (m *Master) Addr() string { return m.advertise }
 
 // HTTPAddr returns the HTTP listen address, or "" if HTTP is off.
-func (m *Master) HTTPAddr() string {
-	if a := m.httpAddr.Load(); a != nil {
-		return *a
+func (m *Master) HTTPAddr() string { return m.httpAddr.String() }
+
+// boundAddr is a listener's address, set once it listens: the RPC server
+// (Status) may read it while New is still opening the other ports.
+type boundAddr struct{ p atomic.Pointer[string] }
+
+func (b *boundAddr) set(a net.Addr) {
+	s := a.String()
+	b.p.Store(&s)
+}
+
+// String returns the address, or "" before it is set.
+func (b *boundAddr) String() string {
+	if s := b.p.Load(); s != nil {
+		return *s
 	}
 	return ""
 }

@@ -210,8 +210,7 @@ func (m *Master) startHTTP() error {
 	// (which the cluster port needs too).
 	ln := httplimit.NewListener(raw, m.cfg.HTTPLimits)
 	m.httpLn = ln
-	addr := ln.Addr().String()
-	m.httpAddr.Store(&addr)
+	m.httpAddr.set(ln.Addr())
 	var serveLn net.Listener = ln
 	if m.cfg.TLS != nil && m.cfg.TLS.HasCertificate() {
 		serveLn = sniffListener{Listener: ln, cfg: m.cfg.TLS.ServerConfig()} // HTTPS beside HTTP (privatehttp.go)

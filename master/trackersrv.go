@@ -6,7 +6,6 @@ import (
 	"net"
 	"net/http"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"fileshare/client"
@@ -20,14 +19,11 @@ import (
 // holds the queues of membership changes (trackerbatch.go), which
 // runRenewals runs, and the copy of the connection-ID secrets.
 type trackerServers struct {
-	http   *tracker.HTTPServer
-	httpLn net.Listener
-	udp    *tracker.UDPServer
-	udpPC  net.PacketConn
-	// httpAddr and udpAddr are the listeners' addresses, set once each
-	// listens: the RPC server (Status) may read them while New is still
-	// starting the trackers.
-	httpAddr, udpAddr atomic.Pointer[string]
+	http              *tracker.HTTPServer
+	httpLn            net.Listener
+	udp               *tracker.UDPServer
+	udpPC             net.PacketConn
+	httpAddr, udpAddr boundAddr
 	cancel            context.CancelFunc
 	wg                sync.WaitGroup
 
@@ -68,8 +64,7 @@ func (m *Master) startTrackers() error {
 			return portError("tracker HTTP", "Tracker.HTTP", a, err)
 		}
 		t.httpLn = ln
-		addr := ln.Addr().String()
-		t.httpAddr.Store(&addr)
+		t.httpAddr.set(ln.Addr())
 		t.http = tracker.NewHTTPServer(b, tracker.HTTPConfig{Config: m.trackerConfig(), MaxConnsPerIP: m.cfg.Tracker.MaxConnsPerIP})
 		t.wg.Go(func() {
 			if err := t.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -83,8 +78,7 @@ func (m *Master) startTrackers() error {
 			return portError("tracker UDP", "Tracker.UDP", a, err)
 		}
 		t.udpPC = pc
-		addr := pc.LocalAddr().String()
-		t.udpAddr.Store(&addr)
+		t.udpAddr.set(pc.LocalAddr())
 		if t.udp, err = tracker.NewUDPServer(b, tracker.UDPConfig{Config: m.trackerConfig()}); err != nil {
 			return err
 		}
@@ -129,21 +123,11 @@ func (m *Master) stopTrackers(ctx context.Context) {
 
 // TrackerHTTPAddr returns the HTTP tracker's listen address, or "" if it
 // is off.
-func (m *Master) TrackerHTTPAddr() string {
-	if a := m.trackers.httpAddr.Load(); a != nil {
-		return *a
-	}
-	return ""
-}
+func (m *Master) TrackerHTTPAddr() string { return m.trackers.httpAddr.String() }
 
 // TrackerUDPAddr returns the UDP tracker's listen address, or "" if it is
 // off.
-func (m *Master) TrackerUDPAddr() string {
-	if a := m.trackers.udpAddr.Load(); a != nil {
-		return *a
-	}
-	return ""
-}
+func (m *Master) TrackerUDPAddr() string { return m.trackers.udpAddr.String() }
 
 // TrackerStats returns the front-ends' live counters (nil for one that is
 // off).

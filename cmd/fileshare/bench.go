@@ -386,7 +386,7 @@ writes this benchmark's info-hashes in its whitelist format.`,
 			}
 			_, err = bench.Announce(ctx, cfg, stdout)
 			if errors.Is(err, bench.ErrNoPeerStarted) {
-				err = fmt.Errorf("%w; here, --write-swarms FILE writes them as a whitelist", err)
+				err = fmt.Errorf("%w; --write-swarms FILE writes them as a whitelist", err)
 			}
 			return err
 		},

@@ -18,7 +18,9 @@ import (
 )
 
 // ErrNoPeerStarted means the tracker answered no started announce of the
-// warm-up, so there is nothing to measure.
+// warm-up, so there is nothing to measure. A tracker that serves only
+// listed torrents needs the benchmark's info-hashes: WriteSwarmList
+// writes them.
 var ErrNoPeerStarted = errors.New("the tracker started none of the warm-up's peers")
 
 // AnnounceConfig describes an announce load: Clients workers, each with
@@ -285,7 +287,7 @@ func Announce(ctx context.Context, cfg AnnounceConfig, w io.Writer) (*AnnounceRe
 		return res, err
 	}
 	if cfg.Warmup > 0 && res.WarmupPeers == 0 {
-		return res, fmt.Errorf("%w: %s (a tracker that serves only listed torrents must list this benchmark's info-hashes first: WriteSwarmList writes them)", ErrNoPeerStarted, res.Warmup.errorSummary())
+		return res, fmt.Errorf("%w: %s (a tracker that serves only listed torrents must list this benchmark's info-hashes first)", ErrNoPeerStarted, res.Warmup.errorSummary())
 	}
 
 	// The measurements.

@@ -110,7 +110,7 @@ func heapAlloc(ctx context.Context, httpAddr string) (uint64, error) {
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return 0, fmt.Errorf("GET /debug/pprof/heap on %s: %s (is the master's profiling endpoint on? master.Config.EnablePprof)", httpAddr, resp.Status)
+		return 0, fmt.Errorf("GET /debug/pprof/heap on %s: %s (was the master process started with --enable-pprof?)", httpAddr, resp.Status)
 	}
 	return parseHeapAlloc(resp.Body)
 }
@@ -145,7 +145,7 @@ func (c *Cluster) CPUProfile(ctx context.Context, i int, d time.Duration, path s
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("GET /debug/pprof/profile: %s (is the master's profiling endpoint on? master.Config.EnablePprof)", resp.Status)
+		return fmt.Errorf("GET /debug/pprof/profile: %s (was the master process started with --enable-pprof?)", resp.Status)
 	}
 	f, err := os.Create(path)
 	if err != nil {
