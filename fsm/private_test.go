@@ -4,8 +4,10 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"runtime"
+	"slices"
 	"testing"
 
 	"github.com/hashicorp/raft"
@@ -452,6 +454,79 @@ func FuzzDecodePrivateAnnounceBatch(f *testing.F) {
 			t.Fatalf("round trip: %v", err)
 		}
 	})
+}
+
+// A member credited on many torrents, in random order, keeps one book per
+// torrent, sorted by info-hash, each with exactly its credit; a snapshot
+// taken half-way keeps the books as they were then, and a restore keeps
+// them all.
+func TestPrivateBooksOfManyTorrents(t *testing.T) {
+	n := privNode(t)
+	const torrents = 300
+	ihs := make([]InfoHash, torrents)
+	for i := range ihs {
+		ihs[i] = memHash(i)
+	}
+	allow := TrackerPolicy{Mode: TrackerPrivate, Allow: ihs, RequestID: 10}
+	n.mustApply(allow)
+	order := rand.New(rand.NewPCG(7, 7)).Perm(torrents)
+	announce := func(step, i int, ev SwarmEvent, up uint64) {
+		p := pa(1, i, ev, false, up, 0, int64(step+2)*sec)
+		p.InfoHash = ihs[i]
+		if r := n.batch(p.At, p); r[0].Err != nil {
+			t.Fatalf("torrent %d: %v", i, r[0].Err)
+		}
+	}
+	var half *FSM
+	for step, i := range order {
+		announce(2*step, i, SwarmUpdate, 0)             // the baseline
+		announce(2*step+1, i, SwarmCredit, uint64(i+1)) // i+1 bytes credited
+		if step == torrents/2 {
+			half = restored(t, n.f)
+		}
+	}
+	check := func(f *FSM, want int) {
+		t.Helper()
+		b := books(t, f, "alice")
+		if len(b.Torrents) != want {
+			t.Fatalf("%d torrent rows, want %d", len(b.Torrents), want)
+		}
+		var sum uint64
+		for j, tb := range b.Torrents {
+			if j > 0 && cmpHash(b.Torrents[j-1].InfoHash, tb.InfoHash) >= 0 {
+				t.Fatalf("rows out of order at %d", j)
+			}
+			sum += tb.Book.Uploaded
+		}
+		if b.Total.Uploaded != sum {
+			t.Fatalf("total uploaded %d, want the rows' sum %d", b.Total.Uploaded, sum)
+		}
+	}
+	check(n.f, torrents)
+	check(restored(t, n.f), torrents)
+	check(half, torrents/2+1)
+	for i, ih := range ihs {
+		got := books(t, n.f, "alice").Torrents[slices.IndexFunc(books(t, n.f, "alice").Torrents, func(tb TorrentBook) bool { return tb.InfoHash == ih })]
+		if got.Book.Uploaded != uint64(i+1) {
+			t.Fatalf("torrent %d: uploaded %d, want %d", i, got.Book.Uploaded, i+1)
+		}
+	}
+}
+
+// A book's event counts are kept in 32 bits and saturate there, as the
+// byte counters saturate at theirs.
+func TestBookRowSaturates(t *testing.T) {
+	var r bookRow
+	b := Book{Uploaded: 1, Downloaded: 2, RawUploaded: 3, RawDownloaded: 4, SeedNanos: 5, Completed: 6, Suspicious: 7}
+	r.set(&b)
+	if got := r.book(); got != b {
+		t.Fatalf("round trip %+v, want %+v", got, b)
+	}
+	b.Completed, b.Suspicious = math.MaxUint64, 1<<32
+	r.set(&b)
+	if got := r.book(); got.Completed != math.MaxUint32 || got.Suspicious != math.MaxUint32 {
+		t.Fatalf("saturated counts %d, %d; want %d", got.Completed, got.Suspicious, uint32(math.MaxUint32))
+	}
 }
 
 // BenchmarkPrivateMemory reports heap bytes per swarm record of a private

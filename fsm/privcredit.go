@@ -245,16 +245,17 @@ func (f *FSM) addCredit(ih InfoHash, mid uint32, d *Book, at int64) {
 		return
 	}
 	m := f.st.mutMember(mid)
-	if m.books == nil {
-		m.books = make(map[InfoHash]Book, 1)
-	}
-	b, had := m.books[ih]
+	i, had := m.findBook(ih)
 	if had {
-		f.sub(f.h.book(mid, ih, &b))
+		old := m.books[i].book()
+		f.sub(f.h.book(mid, ih, &old))
+	} else {
+		m.insertBook(i, ih)
 	}
+	b := m.books[i].book()
 	b.add(d)
-	m.books[ih] = b
-	m.tot.add(d)
+	m.books[i].set(&b)
+	b = m.books[i].book() // as saturated
 	f.add(f.h.book(mid, ih, &b))
 	f.appendLedger(ledgerRec{member: mid, ih: ih, time: at, d: *d})
 }

@@ -108,8 +108,9 @@ func (h *hasher) recomputePrivate(s *state, sum *sum256) {
 	p := s.priv
 	for _, m := range p.members {
 		sum.add(h.member(m))
-		for ih, b := range m.books {
-			sum.add(h.book(m.id, ih, &b))
+		for i := range m.books {
+			b := m.books[i].book()
+			sum.add(h.book(m.id, m.books[i].ih, &b))
 		}
 	}
 	for ih, fp := range p.factors.m {

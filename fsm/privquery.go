@@ -110,7 +110,7 @@ func (s *state) memberCounts(only uint32, per map[InfoHash]*TorrentBook) (seed, 
 }
 
 func infoOf(m *member) MemberInfo {
-	return MemberInfo{ID: m.id, Name: m.name, Passkey: m.key, Revoked: m.revoked, Created: m.created, Total: m.tot}
+	return MemberInfo{ID: m.id, Name: m.name, Passkey: m.key, Revoked: m.revoked, Created: m.created, Total: m.total()}
 }
 
 // Members returns every member with its totals, sorted by name.
@@ -143,13 +143,14 @@ func (f *FSM) MemberBooks(name string) (MemberInfo, bool) {
 	seed, leech := s.memberCounts(id, per)
 	out := infoOf(m)
 	out.Seeding, out.Leeching = seed[id], leech[id]
-	for ih, b := range m.books {
-		tb := per[ih]
+	for i := range m.books {
+		r := &m.books[i]
+		tb := per[r.ih]
 		if tb == nil {
-			tb = &TorrentBook{InfoHash: ih}
-			per[ih] = tb
+			tb = &TorrentBook{InfoHash: r.ih}
+			per[r.ih] = tb
 		}
-		tb.Book = b
+		tb.Book = r.book()
 	}
 	out.Torrents = make([]TorrentBook, 0, len(per))
 	for _, tb := range per {
@@ -237,7 +238,8 @@ func ledgerDroppedFrom(p *privState) bool {
 		sum.add(&l.at(i).d)
 	}
 	for _, m := range p.members {
-		tot.add(&m.tot)
+		mt := m.total()
+		tot.add(&mt)
 	}
 	return sum != tot
 }

@@ -1,6 +1,7 @@
 package fsm
 
 import (
+	"math"
 	"slices"
 	"strings"
 )
@@ -34,7 +35,6 @@ func (w *snapWriter) book(d *Book) {
 func (w *snapWriter) writePrivate(st *state) {
 	p := st.priv
 	w.uvarint(uint64(len(p.members)))
-	var keys []InfoHash
 	for _, m := range p.members {
 		w.str(m.name)
 		w.w.Write(m.key[:])
@@ -44,19 +44,14 @@ func (w *snapWriter) writePrivate(st *state) {
 			w.w.WriteByte(0)
 		}
 		w.varint(m.created)
-		keys = keys[:0]
-		for ih := range m.books {
-			keys = append(keys, ih)
-		}
-		slices.SortFunc(keys, cmpHash)
-		w.uvarint(uint64(len(keys)))
-		for _, ih := range keys {
-			b := m.books[ih]
-			w.w.Write(ih[:])
+		w.uvarint(uint64(len(m.books)))
+		for i := range m.books {
+			b := m.books[i].book()
+			w.w.Write(m.books[i].ih[:])
 			w.book(&b)
 		}
 	}
-	keys = keys[:0]
+	var keys []InfoHash
 	for ih := range p.factors.m {
 		keys = append(keys, ih)
 	}
@@ -135,16 +130,19 @@ func (r *snapReader) readPrivate(st *state) {
 			if r.err != nil {
 				return
 			}
-			if ih.IsZero() || j > 0 && cmpHash(ih, prev) <= 0 || b.isZero() {
-				r.corrupt("member %s: book %s zero, empty or out of order", m.name, ih)
+			if ih.IsZero() || j > 0 && cmpHash(ih, prev) <= 0 || b.isZero() || b.Completed > math.MaxUint32 || b.Suspicious > math.MaxUint32 {
+				r.corrupt("member %s: book %s zero, empty, out of order or out of range", m.name, ih)
 				return
 			}
 			prev = ih
 			if m.books == nil {
-				m.books = make(map[InfoHash]Book, min(nb, 1024))
+				m.books = make([]bookRow, 0, min(nb, 1024))
 			}
-			m.books[ih] = b
-			m.tot.add(&b)
+			m.books = append(m.books, bookRow{ih: ih})
+			m.books[len(m.books)-1].set(&b)
+		}
+		if cap(m.books)-len(m.books) > len(m.books)/4 {
+			m.books = slices.Clone(m.books) // appending past 1024 left up to half unused
 		}
 		p.members = append(p.members, m)
 		p.idx.byName[m.name] = m.id

@@ -13,9 +13,10 @@ import (
 //
 // Members live in a slice indexed by their ID minus one (IDs are given in
 // order of creation, so every replica agrees on them), with two indexes:
-// by name and by passkey. Each member holds its books, one Book per
-// torrent it was ever credited on, and its totals (derived: the sum of its
-// books). The baseline of each swarm record (the counters last credited,
+// by name and by passkey. Each member holds its books, one row per
+// torrent it was ever credited on, in a slice sorted by info-hash (72
+// bytes a row; a map of Books took twice that), and no totals: they are
+// the sum of its books, added up when asked for. The baseline of each swarm record (the counters last credited,
 // and the member they belong to) lives in a slice parallel to the swarm's
 // records (swarm.acct), allocated only once a swarm has a private record,
 // so an open tracker pays nothing for it. The record's changed time is
@@ -145,8 +146,57 @@ type member struct {
 	key     [PasskeySize]byte
 	revoked bool
 	created int64
-	tot     Book
-	books   map[InfoHash]Book
+	books   []bookRow // sorted by info-hash
+}
+
+// bookRow is a member's Book on one torrent, as the member keeps it.
+// Completed and Suspicious count events, so 32 bits hold any real count;
+// they saturate at math.MaxUint32 as the byte counters do at their
+// maximum.
+type bookRow struct {
+	ih                    InfoHash
+	completed, suspicious uint32
+	up, down              uint64
+	rawUp, rawDown        uint64
+	seedNanos             uint64
+}
+
+func (r *bookRow) book() Book {
+	return Book{Uploaded: r.up, Downloaded: r.down, RawUploaded: r.rawUp, RawDownloaded: r.rawDown,
+		SeedNanos: r.seedNanos, Completed: uint64(r.completed), Suspicious: uint64(r.suspicious)}
+}
+
+func (r *bookRow) set(b *Book) {
+	r.up, r.down, r.rawUp, r.rawDown, r.seedNanos = b.Uploaded, b.Downloaded, b.RawUploaded, b.RawDownloaded, b.SeedNanos
+	r.completed, r.suspicious = uint32(min(b.Completed, math.MaxUint32)), uint32(min(b.Suspicious, math.MaxUint32))
+}
+
+// findBook returns the slot of torrent ih's row in m.books, or where it
+// would go, and whether it is there.
+func (m *member) findBook(ih InfoHash) (int, bool) {
+	return slices.BinarySearchFunc(m.books, ih, func(r bookRow, ih InfoHash) int { return cmpHash(r.ih, ih) })
+}
+
+// insertBook puts an empty row for ih at slot i, growing the slice by an
+// eighth (and up to its allocation's size class) when full: most members
+// hold few books, so append's doubling would leave much of the last step
+// unused. A new book is rare next to credits to existing ones, so the
+// extra copies cost little.
+func (m *member) insertBook(i int, ih InfoHash) {
+	if n := len(m.books); n == cap(m.books) {
+		m.books = append(slices.Grow([]bookRow(nil), n+n/8+1), m.books...)
+	}
+	m.books = slices.Insert(m.books, i, bookRow{ih: ih})
+}
+
+// total returns the sum of m's books.
+func (m *member) total() Book {
+	var t Book
+	for i := range m.books {
+		b := m.books[i].book()
+		t.add(&b)
+	}
+	return t
 }
 
 type privIndex struct {
@@ -236,7 +286,7 @@ func (s *state) mutMember(id uint32) *member {
 	}
 	c := *m
 	c.gen = s.gen
-	c.books = maps.Clone(m.books)
+	c.books = slices.Clone(m.books)
 	p.members[id-1] = &c
 	return &c
 }
