@@ -142,9 +142,9 @@ const prevEpochWindow = int64(10 * 60 * 1e9)
 type member struct {
 	gen     uint64
 	id      uint32
+	revoked bool // beside id, so the struct fills an 80-byte size class
 	name    string
 	key     [PasskeySize]byte
-	revoked bool
 	created int64
 	books   []bookRow // sorted by info-hash
 }
