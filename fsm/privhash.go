@@ -66,14 +66,6 @@ func (h *hasher) prefix(allow bool, x string) [32]byte {
 	return sha256.Sum256(b)
 }
 
-func (h *hasher) privReq(seq, req uint64) [32]byte {
-	b := append(h.buf[:0], recPrivReq)
-	b = binary.BigEndian.AppendUint64(b, seq)
-	b = binary.BigEndian.AppendUint64(b, req)
-	h.buf = b
-	return sha256.Sum256(b)
-}
-
 func (h *hasher) acct(ih InfoHash, peer SwarmPeerID, a *recAcct) [32]byte {
 	b := append(h.buf[:0], recAcctTag)
 	b = append(b, ih[:]...)
@@ -116,16 +108,8 @@ func (h *hasher) recomputePrivate(s *state, sum *sum256) {
 	for ih, fp := range p.factors.m {
 		sum.add(h.factors(ih, fp))
 	}
-	for _, x := range p.allow {
-		sum.add(h.prefix(true, x))
-	}
-	for _, x := range p.deny {
-		sum.add(h.prefix(false, x))
-	}
-	n := uint64(len(p.reqs))
-	for seq := p.next - n; seq < p.next; seq++ {
-		sum.add(h.privReq(seq, p.reqs[seq%DedupWindow]))
-	}
+	p.eachPrefix(func(allow bool, x string) { sum.add(h.prefix(allow, x)) })
+	p.reqs.each(func(seq, req uint64) { sum.add(h.req(recPrivReq, seq, req)) })
 	for _, sh := range s.swarms {
 		for ih, sw := range sh.m {
 			for i := range sw.acct {

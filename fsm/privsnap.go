@@ -69,12 +69,7 @@ func (w *snapWriter) writePrivate(st *state) {
 			w.str(x)
 		}
 	}
-	w.uvarint(p.next)
-	n := uint64(len(p.reqs))
-	w.uvarint(n)
-	for seq := p.next - n; seq < p.next; seq++ {
-		w.uvarint(p.reqs[seq%DedupWindow])
-	}
+	w.reqWindow(&p.reqs)
 	l := &p.ledger
 	w.uvarint(uint64(l.n))
 	for i := range l.n {
@@ -124,17 +119,15 @@ func (r *snapReader) readPrivate(st *state) {
 		nb := r.uvarint()
 		var prev InfoHash
 		for j := uint64(0); j < nb && r.err == nil; j++ {
-			var ih InfoHash
-			r.full(ih[:])
+			ih, ok := r.ascendingHash(&prev, "member "+m.name+": book")
 			b := r.book()
-			if r.err != nil {
+			if !ok || r.err != nil {
 				return
 			}
-			if ih.IsZero() || j > 0 && cmpHash(ih, prev) <= 0 || b.isZero() || b.Completed > math.MaxUint32 || b.Suspicious > math.MaxUint32 {
-				r.corrupt("member %s: book %s zero, empty, out of order or out of range", m.name, ih)
+			if b.isZero() || b.Completed > math.MaxUint32 || b.Suspicious > math.MaxUint32 {
+				r.corrupt("member %s: book %s empty or out of range", m.name, ih)
 				return
 			}
-			prev = ih
 			if m.books == nil {
 				m.books = make([]bookRow, 0, min(nb, 1024))
 			}
@@ -154,17 +147,15 @@ func (r *snapReader) readPrivate(st *state) {
 	nf := r.uvarint()
 	var prev InfoHash
 	for i := uint64(0); i < nf && r.err == nil; i++ {
-		var ih InfoHash
-		r.full(ih[:])
+		ih, ok := r.ascendingHash(&prev, "torrent factors")
 		up, down := r.uvarint(), r.uvarint()
-		if r.err != nil {
+		if !ok || r.err != nil {
 			return
 		}
-		if ih.IsZero() || i > 0 && cmpHash(ih, prev) <= 0 || up > MaxFactorPct || down > MaxFactorPct || up == 100 && down == 100 {
-			r.corrupt("torrent factors %s: bad, default or out of order", ih)
+		if up > MaxFactorPct || down > MaxFactorPct || up == 100 && down == 100 {
+			r.corrupt("torrent factors %s: out of range, or the default", ih)
 			return
 		}
-		prev = ih
 		p.factors.m[ih] = factorPair{uint32(up), uint32(down)}
 	}
 	for k := range 2 {
@@ -187,21 +178,9 @@ func (r *snapReader) readPrivate(st *state) {
 			p.deny = l
 		}
 	}
-	p.next = r.uvarint()
-	nr := r.uvarint()
-	if r.err == nil && nr != min(p.next, DedupWindow) {
-		r.corrupt("private tracker: %d remembered requests, want %d", nr, min(p.next, DedupWindow))
-	}
+	p.reqs = r.reqWindow("private tracker")
 	if r.err != nil {
 		return
-	}
-	p.reqs = make([]uint64, nr)
-	for seq := p.next - nr; seq < p.next && r.err == nil; seq++ {
-		req := r.uvarint()
-		if r.err == nil && (req == 0 || slices.Contains(p.reqs, req)) {
-			r.corrupt("private tracker: request id %d zero or repeated", req)
-		}
-		p.reqs[seq%DedupWindow] = req
 	}
 	nl := r.uvarint()
 	if r.err == nil && nl > LedgerRetention {

@@ -250,10 +250,9 @@ type privState struct {
 	members []*member
 	idx     *privIndex
 	factors *factorTable
-	allow   []string // sorted
-	deny    []string // sorted
-	next    uint64
-	reqs    []uint64
+	allow   []string  // sorted
+	deny    []string  // sorted
+	reqs    reqWindow // of TrackerMember, TorrentFactors and ClientPrefixes requests
 	ledger  ledger
 }
 
@@ -273,7 +272,7 @@ func (s *state) mutPriv() *privState {
 	c := *p
 	c.gen = s.gen
 	c.members = slices.Clone(p.members)
-	c.reqs = slices.Clone(p.reqs)
+	c.reqs = p.reqs.clone()
 	s.priv = &c
 	return &c
 }
@@ -340,6 +339,16 @@ func (p *privState) memberFor(key [PasskeySize]byte) (uint32, error) {
 	return id, nil
 }
 
+// eachPrefix calls fn with each client prefix, allowed ones first.
+func (p *privState) eachPrefix(fn func(allow bool, x string)) {
+	for _, x := range p.allow {
+		fn(true, x)
+	}
+	for _, x := range p.deny {
+		fn(false, x)
+	}
+}
+
 // clientAllowed checks peer against the prefix lists.
 func (p *privState) clientAllowed(peer *SwarmPeerID) error {
 	for _, d := range p.deny {
@@ -358,23 +367,11 @@ func (p *privState) clientAllowed(peer *SwarmPeerID) error {
 	return errClientRefused()
 }
 
-// remember records an admin request in the private dedup window; seen
-// reports a repeat.
-func (f *FSM) privSeen(req uint64) bool { return slices.Contains(f.st.priv.reqs, req) }
+// privSeen reports a repeat of an admin request; privRemember records
+// one in the private tracker's dedup window.
+func (f *FSM) privSeen(req uint64) bool { return f.st.priv.reqs.seen(req) }
 
-func (f *FSM) privRemember(req uint64) {
-	p := f.st.mutPriv()
-	seq := p.next
-	if uint64(len(p.reqs)) < DedupWindow {
-		p.reqs = append(p.reqs, req)
-	} else {
-		i := seq % DedupWindow
-		f.sub(f.h.privReq(seq-DedupWindow, p.reqs[i]))
-		p.reqs[i] = req
-	}
-	f.add(f.h.privReq(seq, req))
-	p.next++
-}
+func (f *FSM) privRemember(req uint64) { f.st.mutPriv().reqs.remember(f, recPrivReq, req) }
 
 func (f *FSM) trackerMember(c TrackerMember) Response {
 	s := &f.st
@@ -447,24 +444,14 @@ func (f *FSM) clientPrefixes(c ClientPrefixes) Response {
 		return Response{Duplicate: true}
 	}
 	p := f.st.mutPriv()
-	for _, x := range p.allow {
-		f.sub(f.h.prefix(true, x))
-	}
-	for _, x := range p.deny {
-		f.sub(f.h.prefix(false, x))
-	}
+	p.eachPrefix(func(allow bool, x string) { f.sub(f.h.prefix(allow, x)) })
 	norm := func(l []string) []string {
 		l = slices.Clone(l)
 		slices.Sort(l)
 		return slices.Compact(l)
 	}
 	p.allow, p.deny = norm(c.Allow), norm(c.Deny)
-	for _, x := range p.allow {
-		f.add(f.h.prefix(true, x))
-	}
-	for _, x := range p.deny {
-		f.add(f.h.prefix(false, x))
-	}
+	p.eachPrefix(func(allow bool, x string) { f.add(f.h.prefix(allow, x)) })
 	f.privRemember(c.RequestID)
 	return Response{}
 }

@@ -40,9 +40,7 @@ func (s *fsmSnapshot) writeSwarms(w *snapWriter) error {
 			w.w.Write(ih[:])
 		}
 	}
-	w.uvarint(p.next)
-	w.uvarint(uint64(len(p.reqs)))
-	p.entries(func(_, req uint64) { w.uvarint(req) })
+	w.reqWindow(&p.reqs)
 
 	w.uvarint(uint64(st.nSwarms))
 	var (
@@ -119,6 +117,24 @@ func (s *fsmSnapshot) writeSwarms(w *snapWriter) error {
 	return nil
 }
 
+// ascendingHash reads the next info-hash of a list whose hashes must be
+// non-zero and strictly ascending; prev holds the one before (the zero
+// hash before the first) and is moved on. On a failed read, or a hash
+// out of place (a corruption naming what), it returns false.
+func (r *snapReader) ascendingHash(prev *InfoHash, what string) (InfoHash, bool) {
+	var ih InfoHash
+	r.full(ih[:])
+	if r.err != nil {
+		return ih, false
+	}
+	if ih.IsZero() || cmpHash(ih, *prev) <= 0 {
+		r.corrupt("%s %s zero or out of order", what, ih)
+		return ih, false
+	}
+	*prev = ih
+	return ih, true
+}
+
 // readHashSet reads a count and that many strictly ascending non-zero
 // hashes.
 func (r *snapReader) readHashSet(what string) map[InfoHash]struct{} {
@@ -126,16 +142,9 @@ func (r *snapReader) readHashSet(what string) map[InfoHash]struct{} {
 	set := make(map[InfoHash]struct{}, min(n, 4096))
 	var prev InfoHash
 	for i := uint64(0); i < n && r.err == nil; i++ {
-		var ih InfoHash
-		r.full(ih[:])
-		if r.err != nil {
-			break
+		if ih, ok := r.ascendingHash(&prev, what+" hash"); ok {
+			set[ih] = struct{}{}
 		}
-		if ih.IsZero() || (i > 0 && cmpHash(ih, prev) <= 0) {
-			r.corrupt("%s hash %s zero or out of order", what, ih)
-		}
-		prev = ih
-		set[ih] = struct{}{}
 	}
 	return set
 }
@@ -155,36 +164,18 @@ func (r *snapReader) readSwarms(st *state, version uint64) {
 			r.corrupt("hash %s both allowed and denied", ih)
 		}
 	}
-	p.next = r.uvarint()
-	n := r.uvarint()
-	if r.err == nil && n != min(p.next, DedupWindow) {
-		r.corrupt("tracker policy: %d remembered requests, want %d", n, min(p.next, DedupWindow))
-	}
+	p.reqs = r.reqWindow("tracker policy")
 	if r.err != nil {
 		return
-	}
-	p.reqs = make([]uint64, n)
-	for s := p.next - n; s < p.next && r.err == nil; s++ {
-		req := r.uvarint()
-		if r.err == nil && (req == 0 || slices.Contains(p.reqs, req)) {
-			r.corrupt("tracker policy: request id %d zero or repeated", req)
-		}
-		p.reqs[s%DedupWindow] = req
 	}
 
 	count := r.uvarint()
 	var prev InfoHash
 	for i := uint64(0); i < count && r.err == nil; i++ {
-		var ih InfoHash
-		r.full(ih[:])
-		if r.err != nil {
+		ih, ok := r.ascendingHash(&prev, "swarm")
+		if !ok {
 			return
 		}
-		if ih.IsZero() || (i > 0 && cmpHash(ih, prev) <= 0) {
-			r.corrupt("swarm %s zero or out of order", ih)
-			return
-		}
-		prev = ih
 		if !p.allowed(ih) {
 			r.corrupt("swarm %s is not tracked by the policy", ih)
 			return

@@ -1,7 +1,6 @@
 package fsm
 
 import (
-	"slices"
 	"sync/atomic"
 )
 
@@ -291,31 +290,30 @@ func (f *FSM) ConnIDSecrets() (secrets [][]byte, newest int64) {
 	return secrets, c[0].time
 }
 
+// policyMove puts ih in set into (whose digest records are tagged
+// intoTag) and takes it out of set from (tagged fromTag).
+func (f *FSM) policyMove(ih InfoHash, into map[InfoHash]struct{}, intoTag byte, from map[InfoHash]struct{}, fromTag byte) {
+	if _, ok := into[ih]; !ok {
+		into[ih] = struct{}{}
+		f.add(f.h.policyHash(intoTag, ih))
+	}
+	if _, ok := from[ih]; ok {
+		delete(from, ih)
+		f.sub(f.h.policyHash(fromTag, ih))
+	}
+}
+
 func (f *FSM) trackerPolicy(c TrackerPolicy) Response {
 	s := &f.st
-	if slices.Contains(s.policy.reqs, c.RequestID) {
+	if s.policy.reqs.seen(c.RequestID) {
 		return Response{Duplicate: true}
 	}
 	p := s.mutPolicy()
 	for _, ih := range c.Allow {
-		if _, ok := p.allow[ih]; !ok {
-			p.allow[ih] = struct{}{}
-			f.add(f.h.policyHash(recAllow, ih))
-		}
-		if _, ok := p.deny[ih]; ok {
-			delete(p.deny, ih)
-			f.sub(f.h.policyHash(recDeny, ih))
-		}
+		f.policyMove(ih, p.allow, recAllow, p.deny, recDeny)
 	}
 	for _, ih := range c.Deny {
-		if _, ok := p.deny[ih]; !ok {
-			p.deny[ih] = struct{}{}
-			f.add(f.h.policyHash(recDeny, ih))
-		}
-		if _, ok := p.allow[ih]; ok {
-			delete(p.allow, ih)
-			f.sub(f.h.policyHash(recAllow, ih))
-		}
+		f.policyMove(ih, p.deny, recDeny, p.allow, recAllow)
 		f.dropSwarm(ih)
 	}
 	if c.SetMode && c.Mode != p.mode {
@@ -340,24 +338,6 @@ func (f *FSM) trackerPolicy(c TrackerPolicy) Response {
 			}
 		}
 	}
-	// Remember the request, evicting the oldest when the window is full.
-	seq := p.next
-	if uint64(len(p.reqs)) < DedupWindow {
-		p.reqs = append(p.reqs, c.RequestID)
-	} else {
-		i := seq % DedupWindow
-		f.sub(f.h.policyReq(seq-DedupWindow, p.reqs[i]))
-		p.reqs[i] = c.RequestID
-	}
-	f.add(f.h.policyReq(seq, c.RequestID))
-	p.next++
+	p.reqs.remember(f, recPolicyReq, c.RequestID)
 	return Response{}
-}
-
-// policyEntries calls fn for each remembered policy request, oldest first.
-func (p *trackerPolicy) entries(fn func(seq, req uint64)) {
-	n := uint64(len(p.reqs))
-	for s := p.next - n; s < p.next; s++ {
-		fn(s, p.reqs[s%DedupWindow])
-	}
 }

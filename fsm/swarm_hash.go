@@ -65,14 +65,6 @@ func (h *hasher) policyMode(m TrackerMode) [32]byte {
 	return sha256.Sum256(b)
 }
 
-func (h *hasher) policyReq(seq, req uint64) [32]byte {
-	b := append(h.buf[:0], recPolicyReq)
-	b = binary.BigEndian.AppendUint64(b, seq)
-	b = binary.BigEndian.AppendUint64(b, req)
-	h.buf = b
-	return sha256.Sum256(b)
-}
-
 // recomputeSwarms adds every swarm and policy record of s to sum.
 func (h *hasher) recomputeSwarms(s *state, sum *sum256) {
 	for _, sh := range s.swarms {
@@ -93,7 +85,7 @@ func (h *hasher) recomputeSwarms(s *state, sum *sum256) {
 	for ih := range p.deny {
 		sum.add(h.policyHash(recDeny, ih))
 	}
-	p.entries(func(seq, req uint64) { sum.add(h.policyReq(seq, req)) })
+	p.reqs.each(func(seq, req uint64) { sum.add(h.req(recPolicyReq, seq, req)) })
 	for i := range s.connIDs {
 		sum.add(h.connID(i, &s.connIDs[i]))
 	}

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"maps"
 	"math"
-	"slices"
 )
 
 // The tracker's state around the swarms: shards, per-address quotas, the
@@ -69,9 +68,7 @@ type trackerPolicy struct {
 	mode  TrackerMode
 	allow map[InfoHash]struct{}
 	deny  map[InfoHash]struct{}
-	// Dedup ring of TrackerPolicy request IDs, as in peer.
-	next uint64
-	reqs []uint64
+	reqs  reqWindow // of TrackerPolicy requests
 }
 
 func (p *trackerPolicy) allowed(ih InfoHash) bool {
@@ -154,7 +151,7 @@ func (s *state) mutPolicy() *trackerPolicy {
 	c.gen = s.gen
 	c.allow = maps.Clone(p.allow)
 	c.deny = maps.Clone(p.deny)
-	c.reqs = slices.Clone(p.reqs)
+	c.reqs = p.reqs.clone()
 	s.policy = &c
 	return &c
 }
