@@ -6,8 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"net"
-	"net/http"
 	"strings"
 	"sync"
 	"time"
@@ -78,17 +76,9 @@ type acctPeer struct {
 }
 
 type accountingWorkload struct {
-	masters    []trackerMaster
+	btClients
 	members    []acctMember
-	torrents   []torrent
-	rec        *recorder
-	pace       *pacer
-	seed       int64
-	opTimeout  time.Duration
 	staleAfter time.Duration
-	newProcess func() int
-	hc         *http.Client
-	udp        *btclient.UDPClient
 
 	mu       sync.Mutex
 	nextPeer int
@@ -100,15 +90,11 @@ type accountingWorkload struct {
 const accountingMembers = 4
 
 func newAccountingWorkload(masters []trackerMaster, torrents int, rec *recorder, pace *pacer, seed int64, opTimeout, staleAfter time.Duration, newProcess func() int) *accountingWorkload {
-	tr := &http.Transport{DisableKeepAlives: true, DialContext: (&net.Dialer{Timeout: opTimeout}).DialContext}
 	return &accountingWorkload{
-		masters: masters, torrents: makeTorrents(torrents), rec: rec, pace: pace, seed: seed,
-		opTimeout: opTimeout, staleAfter: staleAfter, newProcess: newProcess, hc: &http.Client{Transport: tr},
-		udp: &btclient.UDPClient{Retransmit: max(opTimeout/8, 20*time.Millisecond)},
+		btClients:  newBTClients(masters, torrents, rec, pace, seed, opTimeout, newProcess),
+		staleAfter: staleAfter,
 	}
 }
-
-func (w *accountingWorkload) close() { w.hc.CloseIdleConnections() }
 
 // setup puts the cluster in private mode, allows the torrents and adds
 // the members, retrying each step until ctx ends.
@@ -174,11 +160,7 @@ func (w *accountingWorkload) freshPeer(rng *rand.Rand) *acctPeer {
 }
 
 func (w *accountingWorkload) run(ctx context.Context, stop <-chan struct{}, concurrency int) {
-	var wg sync.WaitGroup
-	for i := range concurrency {
-		wg.Go(func() { w.client(ctx, stop, i) })
-	}
-	wg.Wait()
+	runWorkers(concurrency, func(i int) { w.client(ctx, stop, i) })
 }
 
 // maxGrowth bounds one announce's counter growth and growthGap is the
@@ -195,15 +177,9 @@ const (
 func (w *accountingWorkload) client(ctx context.Context, stop <-chan struct{}, worker int) {
 	rng := rand.New(rand.NewPCG(uint64(w.seed), uint64(worker)+2<<32))
 	process := w.newProcess()
-	peers := make([]*acctPeer, peersPerWorker)
-	for i := range peers {
-		peers[i] = w.freshPeer(rng)
-	}
+	peers := workerPeers(rng, w.freshPeer)
 	for {
-		if !w.pace.wait(ctx, stop) {
-			return
-		}
-		slot, ok := nextSpeaker(ctx, rng.IntN(len(peers)), len(peers), func(i int) time.Time { return peers[i].quietUntil })
+		slot, ok := nextTurn(ctx, stop, w.pace, rng, peers, func(p *acctPeer) time.Time { return p.quietUntil })
 		if !ok {
 			return
 		}
@@ -273,23 +249,6 @@ func (w *accountingWorkload) client(ctx context.Context, stop <-chan struct{}, w
 	}
 }
 
-func (w *accountingWorkload) btAnnounce(op Op, p *acctPeer) btclient.Announce {
-	a := btclient.Announce{InfoHash: w.torrents[op.Key].Hash, Port: p.port, Uploaded: op.Uploaded, Downloaded: op.Downloaded, Left: 1 << 20, NumWant: runNumWant}
-	copy(a.PeerID[:], op.Peer)
-	if p.seeder || op.Type == OpCompleted {
-		a.Left = 0
-	}
-	switch op.Type {
-	case OpStarted:
-		a.Event = tracker.EventStarted
-	case OpCompleted:
-		a.Event = tracker.EventCompleted
-	case OpStopped:
-		a.Event = tracker.EventStopped
-	}
-	return a
-}
-
 // announceHTTP announces op to master m over HTTP with the member's
 // passkey in the path, as /PASSKEY/announce or (suffix) /announce/PASSKEY.
 // A refusal is a failure: the private tracker refuses before any change.
@@ -305,7 +264,7 @@ func (w *accountingWorkload) announceHTTP(ctx context.Context, op Op, m int, p *
 	octx, cancel := context.WithTimeout(ctx, w.opTimeout)
 	defer cancel()
 	op.Invoke = w.rec.since()
-	r, err := btclient.AnnounceHTTP(octx, w.hc, u, w.btAnnounce(op, p))
+	r, err := btclient.AnnounceHTTP(octx, w.hc, u, w.btAnnounce(op, p.port, p.seeder))
 	op.Complete = w.rec.since()
 	var fe *btclient.FailureError
 	switch {
@@ -325,19 +284,7 @@ func (w *accountingWorkload) announceHTTP(ctx context.Context, op Op, m int, p *
 // announceUDP announces op to master m over UDP through its proxy, the
 // passkey in BEP 41 URL data.
 func (w *accountingWorkload) announceUDP(ctx context.Context, op Op, m int, p *acctPeer) Op {
-	tm := w.masters[m]
-	op.Master = tm.ID + "/udp"
-	octx, cancel := context.WithTimeout(ctx, w.opTimeout)
-	defer cancel()
-	op.Invoke = w.rec.since()
-	r, err := w.udp.Announce(octx, "udp://"+tm.UDP+"/"+w.members[p.member].Passkey+"/announce", w.btAnnounce(op, p))
-	op.Complete = w.rec.since()
-	if err != nil {
-		op.Outcome, op.Error = Info, err.Error()
-	} else {
-		op.Outcome = OK
-		op.Swarm = r.Complete + r.Incomplete
-	}
+	op, _ = w.sendUDP(ctx, op, m, "/"+w.members[p.member].Passkey+"/announce", w.btAnnounce(op, p.port, p.seeder))
 	return w.rec.add(op)
 }
 

@@ -8,20 +8,20 @@ import (
 	"time"
 )
 
+// stopNodes kills (kill) or pauses the running targets and returns the
+// heal that starts or resumes them again; nil if it stopped none.
 func (nm *nemesis) stopNodes(kill bool, targets []int, w *Window) healFunc {
+	stop, restart := nm.cl.pause, nm.cl.resume
+	if kill {
+		stop, restart = nm.cl.kill, nm.cl.start
+	}
 	var hit []int
 	for _, i := range targets {
 		if st := nm.cl.state(i); !st.running || st.paused {
 			nm.note(w, "%s is not running; left alone", nm.cl.nodes[i].id)
 			continue
 		}
-		var err error
-		if kill {
-			err = nm.cl.kill(i)
-		} else {
-			err = nm.cl.pause(i)
-		}
-		if err != nil {
+		if err := stop(i); err != nil {
 			nm.note(w, "%v", err)
 			continue
 		}
@@ -33,13 +33,7 @@ func (nm *nemesis) stopNodes(kill bool, targets []int, w *Window) healFunc {
 	}
 	return func(_ context.Context, w *Window) {
 		for _, i := range hit {
-			var err error
-			if kill {
-				err = nm.cl.start(i)
-			} else {
-				err = nm.cl.resume(i)
-			}
-			if err != nil {
+			if err := restart(i); err != nil {
 				nm.note(w, "heal: %v", err)
 			}
 		}
@@ -149,11 +143,9 @@ func (nm *nemesis) corrupt(ctx context.Context, f Fault, w *Window) healFunc {
 	nm.note(w, "%s %s", id, nm.awaitStart(ctx, x, 20*time.Second))
 	return func(ctx context.Context, w *Window) {
 		if st := nm.cl.state(x); st.refused || (!st.running && !st.removed) {
-			if err := nm.replace(ctx, x); err != nil {
-				nm.note(w, "heal: %v", err)
+			if !nm.healByReplacing(ctx, x, w) {
 				return
 			}
-			nm.note(w, "replaced %s: removed from the configuration, wiped, and joined to the cluster again", id)
 		}
 		if !nm.waitReady(ctx, x, 45*time.Second) {
 			nm.note(w, "%s was not a ready voter within 45s of the heal", id)
@@ -283,11 +275,9 @@ func (nm *nemesis) powerLoss(ctx context.Context, f Fault, targets []int, w *Win
 				} else {
 					nm.note(w, "%s was not running or not ready 30s after the power came back", id)
 				}
-				if err := nm.replace(ctx, x); err != nil {
-					nm.note(w, "heal: %v", err)
+				if !nm.healByReplacing(ctx, x, w) {
 					continue
 				}
-				nm.note(w, "replaced %s: removed from the configuration, wiped, and joined to the cluster again", id)
 				if !nm.waitReady(ctx, x, 45*time.Second) {
 					nm.note(w, "%s was not a ready voter within 45s of its replacement", id)
 					continue

@@ -169,6 +169,17 @@ func (nm *nemesis) awaitStart(ctx context.Context, x int, d time.Duration) strin
 	return fmt.Sprintf("neither refused to start nor became ready within %v", d)
 }
 
+// healByReplacing replaces master x (replace) as a heal's last resort
+// and notes in w what became of it; it reports whether x was replaced.
+func (nm *nemesis) healByReplacing(ctx context.Context, x int, w *Window) bool {
+	if err := nm.replace(ctx, x); err != nil {
+		nm.note(w, "heal: %v", err)
+		return false
+	}
+	nm.note(w, "replaced %s: removed from the configuration, wiped, and joined to the cluster again", nm.cl.nodes[x].id)
+	return true
+}
+
 // replace takes stopped master x out of the Raft configuration (through
 // the admin client, retrying for up to 30 s while no leader answers),
 // wipes its data dir and starts it with --join.

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"slices"
 	"strings"
@@ -15,7 +14,6 @@ import (
 	"syscall"
 	"time"
 
-	"fileshare/btclient"
 	"fileshare/tracker"
 )
 
@@ -119,18 +117,7 @@ const (
 // trackerWorkload drives C concurrent BitTorrent clients against every
 // master's HTTP tracker.
 type trackerWorkload struct {
-	masters    []trackerMaster
-	torrents   []torrent
-	rec        *recorder
-	pace       *pacer
-	seed       int64
-	opTimeout  time.Duration
-	newProcess func() int
-	hc         *http.Client
-	// udp announces over UDP (BEP 15), retransmitting after opTimeout/8
-	// and then twice as long each time: BEP 15's 15·2^n seconds, scaled
-	// down so an op sees three or four tries.
-	udp *btclient.UDPClient
+	btClients
 	// compact asks for compact peer lists (addresses; the peers are told
 	// apart by port), for trackers that refuse compact=0 (opentracker).
 	compact bool
@@ -141,18 +128,11 @@ type trackerWorkload struct {
 }
 
 func newTrackerWorkload(masters []trackerMaster, torrents int, rec *recorder, pace *pacer, seed int64, opTimeout time.Duration, newProcess func() int) *trackerWorkload {
-	// No keep-alive: every announce is one connection, so a killed or
-	// paused master costs only the announce in flight, and a refused
-	// connection certainly delivered nothing.
-	tr := &http.Transport{DisableKeepAlives: true, DialContext: (&net.Dialer{Timeout: opTimeout}).DialContext}
 	return &trackerWorkload{
-		masters: masters, torrents: makeTorrents(torrents), rec: rec, pace: pace, seed: seed,
-		opTimeout: opTimeout, newProcess: newProcess, hc: &http.Client{Transport: tr},
-		udp: &btclient.UDPClient{Retransmit: max(opTimeout/8, 20*time.Millisecond)}, byPort: map[uint16]string{},
+		btClients: newBTClients(masters, torrents, rec, pace, seed, opTimeout, newProcess),
+		byPort:    map[uint16]string{},
 	}
 }
-
-func (w *trackerWorkload) close() { w.hc.CloseIdleConnections() }
 
 // freshPeer returns a new simulated peer, with a peer_id and port nobody
 // used before, in a swarm drawn from rng.
@@ -173,11 +153,7 @@ func (w *trackerWorkload) freshPeer(rng *rand.Rand) *btPeer {
 // run runs concurrency clients until stop is closed, then waits for
 // their announces in flight.
 func (w *trackerWorkload) run(ctx context.Context, stop <-chan struct{}, concurrency int) {
-	var wg sync.WaitGroup
-	for i := range concurrency {
-		wg.Go(func() { w.client(ctx, stop, i) })
-	}
-	wg.Wait()
+	runWorkers(concurrency, func(i int) { w.client(ctx, stop, i) })
 }
 
 // client is one worker with peersPerWorker peers. Each op picks one of
@@ -191,15 +167,9 @@ func (w *trackerWorkload) run(ctx context.Context, stop <-chan struct{}, concurr
 func (w *trackerWorkload) client(ctx context.Context, stop <-chan struct{}, worker int) {
 	rng := rand.New(rand.NewPCG(uint64(w.seed), uint64(worker)+1<<32))
 	process := w.newProcess()
-	peers := make([]*btPeer, peersPerWorker)
-	for i := range peers {
-		peers[i] = w.freshPeer(rng)
-	}
+	peers := workerPeers(rng, w.freshPeer)
 	for {
-		if !w.pace.wait(ctx, stop) {
-			return
-		}
-		slot, ok := nextSpeaker(ctx, rng.IntN(len(peers)), len(peers), func(i int) time.Time { return peers[i].quietUntil })
+		slot, ok := nextTurn(ctx, stop, w.pace, rng, peers, func(p *btPeer) time.Time { return p.quietUntil })
 		if !ok {
 			return
 		}
@@ -296,32 +266,10 @@ func (w *trackerWorkload) announce(ctx context.Context, op Op, m int, port uint1
 // addresses: each is recorded as the peer_id of the workload's peer with
 // that port, or "port N" if none has it (a phantom).
 func (w *trackerWorkload) announceUDP(ctx context.Context, op Op, m int, port uint16, seeder bool) Op {
-	tm := w.masters[m]
-	op.Master = tm.ID + "/udp"
-	a := btclient.Announce{InfoHash: w.torrents[op.Key].Hash, Port: port, Left: 1 << 20, NumWant: runNumWant}
-	copy(a.PeerID[:], op.Peer)
-	if seeder {
-		a.Left = 0
-	}
-	switch op.Type {
-	case OpStarted:
-		a.Event = tracker.EventStarted
-	case OpCompleted:
-		a.Event = tracker.EventCompleted
-	case OpStopped:
-		a.Event = tracker.EventStopped
-	}
-	octx, cancel := context.WithTimeout(ctx, w.opTimeout)
-	defer cancel()
-	op.Invoke = w.rec.since()
-	r, err := w.udp.Announce(octx, tm.UDP, a)
-	op.Complete = w.rec.since()
-	if err != nil {
-		op.Outcome, op.Error = Info, err.Error()
+	op, r := w.sendUDP(ctx, op, m, "", w.btAnnounce(op, port, seeder))
+	if op.Outcome != OK {
 		return w.rec.add(op)
 	}
-	op.Outcome = OK
-	op.Swarm = r.Complete + r.Incomplete
 	w.mu.Lock()
 	for _, ap := range r.Peers {
 		id, ok := w.byPort[ap.Port()]

@@ -100,19 +100,38 @@ func (c *Cluster) HTTPAddr(i int) string { return c.procs.Spec(i).HTTP }
 // the runtime.MemStats that debug=1 prints. The master must run with
 // --enable-pprof.
 func heapAlloc(ctx context.Context, httpAddr string) (uint64, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+httpAddr+"/debug/pprof/heap?debug=1&gc=1", nil)
-	if err != nil {
-		return 0, err
-	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := getPprof(ctx, httpAddr, "heap", "debug=1&gc=1")
 	if err != nil {
 		return 0, err
 	}
 	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return 0, fmt.Errorf("GET /debug/pprof/heap on %s: %s (was the master process started with --enable-pprof?)", httpAddr, resp.Status)
-	}
 	return parseHeapAlloc(resp.Body)
+}
+
+// getPprof GETs /debug/pprof/PROFILE?QUERY from the master whose HTTP
+// server is at httpAddr. It returns the response, whose body the caller
+// closes, only for a 200; any other status is an error that asks
+// whether the master runs with --enable-pprof.
+func getPprof(ctx context.Context, httpAddr, profile, query string) (*http.Response, error) {
+	resp, err := httpGet(ctx, "http://"+httpAddr+"/debug/pprof/"+profile+"?"+query)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		resp.Body.Close()
+		return nil, fmt.Errorf("GET /debug/pprof/%s on %s: %s (was the master process started with --enable-pprof?)", profile, httpAddr, resp.Status)
+	}
+	return resp, nil
+}
+
+// httpGet GETs url with http.DefaultClient, bounded by ctx. The caller
+// closes the response body.
+func httpGet(ctx context.Context, url string) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return nil, err
+	}
+	return http.DefaultClient.Do(req)
 }
 
 // parseHeapAlloc finds "# HeapAlloc = N" in a debug=1 heap profile.
@@ -135,18 +154,11 @@ func parseHeapAlloc(r io.Reader) (uint64, error) {
 // path.
 func (c *Cluster) CPUProfile(ctx context.Context, i int, d time.Duration, path string) error {
 	secs := max(1, int(d/time.Second))
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", c.HTTPAddr(i), secs), nil)
-	if err != nil {
-		return err
-	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := getPprof(ctx, c.HTTPAddr(i), "profile", fmt.Sprintf("seconds=%d", secs))
 	if err != nil {
 		return err
 	}
 	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("GET /debug/pprof/profile: %s (was the master process started with --enable-pprof?)", resp.Status)
-	}
 	f, err := os.Create(path)
 	if err != nil {
 		return err

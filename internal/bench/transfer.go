@@ -170,11 +170,7 @@ func fileSHA256(path string) ([32]byte, error) {
 // the peer download does before its rename.
 func httpFetch(ctx context.Context, url, path string, size int64) (time.Duration, error) {
 	t0 := time.Now()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return 0, err
-	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := httpGet(ctx, url)
 	if err != nil {
 		return 0, err
 	}

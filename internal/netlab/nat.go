@@ -2,8 +2,6 @@ package netlab
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -123,16 +121,7 @@ func NewNAT(ctx context.Context, cfg NATConfig) (*NATLab, error) {
 	if cfg.Public < 0 || cfg.Public+len(cfg.Homes) > maxHosts || cfg.PublicAddrs < 0 || cfg.PublicAddrs > maxExtra {
 		return nil, fmt.Errorf("netlab: %d public hosts, %d homes and %d public addresses do not fit one /24", cfg.Public, len(cfg.Homes), cfg.PublicAddrs)
 	}
-	log := cfg.Logger
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
-	var rnd [3]byte
-	if _, err := rand.Read(rnd[:]); err != nil {
-		return nil, err
-	}
-	suffix := hex.EncodeToString(rnd[:])
-	lab, err := newLab(ctx, Config{Hosts: cfg.Public + len(cfg.Homes), HubAddrs: cfg.PublicAddrs}, log, suffix, publicBase)
+	lab, err := newLab(ctx, Config{Hosts: cfg.Public + len(cfg.Homes), HubAddrs: cfg.PublicAddrs, Logger: cfg.Logger}, publicBase)
 	if err != nil {
 		return nil, err
 	}
@@ -141,7 +130,7 @@ func NewNAT(ctx context.Context, cfg NATConfig) (*NATLab, error) {
 	n.Public.Hosts = lab.Hosts[:cfg.Public]
 	for i, kind := range cfg.Homes {
 		router := lab.Hosts[cfg.Public+i]
-		h := Home{Kind: kind, Router: router, Host: NS{Name: "fsl-" + suffix + "-home" + strconv.Itoa(i), Addr: homeAddr(i, 2)}}
+		h := Home{Kind: kind, Router: router, Host: NS{Name: "fsl-" + lab.suffix + "-home" + strconv.Itoa(i), Addr: homeAddr(i, 2)}}
 		if err := n.buildHome(ctx, i, h); err != nil {
 			return nil, errors.Join(err, n.Close())
 		}

@@ -83,6 +83,7 @@ type Layout struct {
 type Lab struct {
 	Layout
 	log     *slog.Logger
+	suffix  string   // in every namespace name, unique to the lab
 	created []string // namespaces that exist, in creation order
 }
 
@@ -107,6 +108,13 @@ func New(ctx context.Context, cfg Config) (*Lab, error) {
 	if cfg.Hosts < 0 || cfg.Hosts > maxHosts || cfg.HubAddrs < 0 || cfg.HubAddrs > maxExtra {
 		return nil, fmt.Errorf("netlab: %d hosts and %d hub addresses do not fit one /24; use at most %d and %d", cfg.Hosts, cfg.HubAddrs, maxHosts, maxExtra)
 	}
+	return newLab(ctx, cfg, netip.Addr{})
+}
+
+// newLab builds the hub and hosts of cfg, with a fresh random suffix in
+// the namespace names (Lab.suffix) and the bridge's /24 at base, or at a
+// random 10.77.x.0/24 if base is the zero Addr. It does not check cfg.
+func newLab(ctx context.Context, cfg Config, base netip.Addr) (*Lab, error) {
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -115,19 +123,13 @@ func New(ctx context.Context, cfg Config) (*Lab, error) {
 	if _, err := rand.Read(rnd[:]); err != nil {
 		return nil, err
 	}
-	l, err := newLab(ctx, cfg, log, hex.EncodeToString(rnd[:3]), netip.AddrFrom4([4]byte{10, 77, rnd[3], 0}))
-	if err != nil {
-		return nil, err
+	if !base.IsValid() {
+		base = netip.AddrFrom4([4]byte{10, 77, rnd[3], 0})
 	}
-	return l, nil
-}
-
-// newLab builds the hub and hosts of cfg with the bridge's /24 at base
-// and namespace names carrying suffix.
-func newLab(ctx context.Context, cfg Config, log *slog.Logger, suffix string, base netip.Addr) (*Lab, error) {
+	suffix := hex.EncodeToString(rnd[:3])
 	at := func(host byte) netip.Addr { a := base.As4(); a[3] = host; return netip.AddrFrom4(a) }
 
-	l := &Lab{log: log}
+	l := &Lab{log: log, suffix: suffix}
 	l.Prefix = netip.PrefixFrom(base, 24)
 	l.Hub = NS{Name: "fsl-" + suffix + "-hub", Addr: at(hubHost)}
 	for i := range cfg.HubAddrs {
