@@ -133,108 +133,46 @@ func (c *Client) TrackerList(ctx context.Context, level ReadLevel) (TrackerPolic
 	return out, err
 }
 
-// decode reads one announce's map.
-func (m *TrackerAnnounceRequest) decode(r *wire.Reader) {
-	for n := r.MapHeader(); n > 0 && r.Err() == nil; n-- {
-		switch string(r.RawString()) {
-		case "Event":
-			m.Event = uint8(r.Uint(8))
-		case "Forwarded":
-			m.Forwarded = r.Bool()
-		case "HasKey":
-			m.HasKey = r.Bool()
-		case "IP":
-			r.Array(m.IP[:])
-		case "InfoHash":
-			r.Array(m.InfoHash[:])
-		case "Key":
-			m.Key = uint32(r.Uint(32))
-		case "Peer":
-			r.Array(m.Peer[:])
-		case "Port":
-			m.Port = uint16(r.Uint(16))
-		case "Seeder":
-			m.Seeder = r.Bool()
-		case "Priv":
-			m.Priv = r.Bytes()
-		default:
-			r.Fail()
-		}
-	}
-}
-
 // The relayed announce batch is the tracker's hottest RPC; its codecs
 // follow the rules of wire.go.
 
 // AppendWire implements wire.Encoder.
 func (m *TrackerAnnounceBatchRequest) AppendWire(b []byte) []byte {
-	b = wire.AppendMapHeader(b, wire.FieldCount(1, m.Forwarded))
-	b = wire.AppendString(b, "Announces")
-	b = appendList(b, m.Announces, (*TrackerAnnounceRequest).AppendWire)
-	return appendForwarded(b, m.Forwarded)
+	return wire.AppendStruct(b, m, (*TrackerAnnounceBatchRequest).wireFields)
 }
 
 // DecodeWire implements wire.Decoder.
 func (m *TrackerAnnounceBatchRequest) DecodeWire(b []byte) error {
-	r := wire.NewReader(b)
-	for n := r.MapHeader(); n > 0 && r.Err() == nil; n-- {
-		switch string(r.RawString()) {
-		case "Announces":
-			m.Announces = decodeList(&r, minEntryBytes, (*TrackerAnnounceRequest).decode)
-		case "Forwarded":
-			m.Forwarded = r.Bool()
-		default:
-			r.Fail()
-		}
-	}
-	return finish(m, &r)
+	return wire.DecodeStruct(b, m, (*TrackerAnnounceBatchRequest).wireFields)
+}
+
+func (m *TrackerAnnounceBatchRequest) wireFields(f wire.Fields) wire.Fields {
+	wire.List(&f, "Announces", &m.Announces, minEntryBytes, (*TrackerAnnounceRequest).wireFields)
+	f.OmitBool("Forwarded", &m.Forwarded)
+	return f
 }
 
 // AppendWire implements wire.Encoder.
 func (m *TrackerAnnounceBatchReply) AppendWire(b []byte) []byte {
-	b = wire.AppendMapHeader(b, wire.FieldCount(1, m.Leader != ""))
-	b = appendLeader(b, m.LeaderHint)
-	b = wire.AppendString(b, "Results")
-	return appendList(b, m.Results, (*TrackerAnnounceResult).appendWire)
-}
-
-func (m *TrackerAnnounceResult) appendWire(b []byte) []byte {
-	b = wire.AppendMapHeader(b, wire.FieldCount(1, m.Code != "", m.Message != ""))
-	b = wire.AppendNonEmpty(b, "Code", m.Code)
-	b = wire.AppendString(b, "Index")
-	b = wire.AppendUint(b, m.Index)
-	return wire.AppendNonEmpty(b, "Message", m.Message)
-}
-
-func (m *TrackerAnnounceResult) decode(r *wire.Reader) {
-	for n := r.MapHeader(); n > 0 && r.Err() == nil; n-- {
-		switch string(r.RawString()) {
-		case "Code":
-			m.Code = r.String()
-		case "Index":
-			m.Index = r.Uint(64)
-		case "Message":
-			m.Message = r.String()
-		default:
-			r.Fail()
-		}
-	}
+	return wire.AppendStruct(b, m, (*TrackerAnnounceBatchReply).wireFields)
 }
 
 // DecodeWire implements wire.Decoder.
 func (m *TrackerAnnounceBatchReply) DecodeWire(b []byte) error {
-	r := wire.NewReader(b)
-	for n := r.MapHeader(); n > 0 && r.Err() == nil; n-- {
-		switch string(r.RawString()) {
-		case "Leader":
-			m.Leader = r.String()
-		case "Results":
-			m.Results = decodeList(&r, minResultBytes, (*TrackerAnnounceResult).decode)
-		default:
-			r.Fail()
-		}
-	}
-	return finish(m, &r)
+	return wire.DecodeStruct(b, m, (*TrackerAnnounceBatchReply).wireFields)
+}
+
+func (m *TrackerAnnounceBatchReply) wireFields(f wire.Fields) wire.Fields {
+	f.OmitString("Leader", &m.Leader)
+	wire.List(&f, "Results", &m.Results, minResultBytes, (*TrackerAnnounceResult).wireFields)
+	return f
+}
+
+func (m *TrackerAnnounceResult) wireFields(f wire.Fields) wire.Fields {
+	f.OmitString("Code", &m.Code)
+	f.Uint64("Index", &m.Index)
+	f.OmitString("Message", &m.Message)
+	return f
 }
 
 // minResultBytes is less than any TrackerAnnounceResult's encoding (a map

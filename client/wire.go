@@ -1,444 +1,210 @@
 package client
 
-import (
-	"strconv"
-
-	"fileshare/transport/wire"
-)
+import "fileshare/transport/wire"
 
 // Hand-written codecs for the hot messages: registration, heartbeats,
 // lookups and the tracker relay. They write exactly the bytes the
 // reflective codec writes (fields by name, embedded structs flattened,
 // `omitempty` fields left out when zero), so masters with and without
-// them interoperate; TestWireMatchesReflective holds them to it. Decoding
-// falls back to the reflective codec on anything unusual (see package
-// wire), so a message added to one of these types must be added here too
-// or it is dropped on the fast path: TestWireCoversEveryField catches that.
+// them interoperate; TestWireMatchesReflective holds them to it.
+//
+// Each message lists its fields once, in its wireFields method, in the
+// reflective codec's order (see wire.Fields); its encoder and its decoder
+// both run that list. Decoding falls back to the reflective codec on
+// anything unusual (see package wire), so a field added to one of these
+// types must be added to its list too or it is dropped on the fast path:
+// TestWireCoversEveryField catches that.
 
-// finish ends a decode: on failure the message is zeroed.
-func finish[T any](m *T, r *wire.Reader) error {
-	if err := r.Err(); err != nil {
-		var zero T
-		*m = zero
-		return err
-	}
-	return nil
-}
-
-// minEntryBytes is less than the encoding of any FileEntry, HolderEntry
-// or SwarmRef takes (their keys alone take more), so an array count is
-// checked against the bytes that remain before anything is allocated: a
-// frame cannot make the fast path allocate more than a few times its size.
+// minEntryBytes is less than the encoding of any FileEntry, HolderEntry,
+// SwarmRef or TrackerAnnounceRequest takes (their keys alone take more),
+// so an array count is checked against the bytes that remain before
+// anything is allocated: a frame cannot make the fast path allocate more
+// than a few times its size.
 const minEntryBytes = 16
-
-func readInt(r *wire.Reader) int { return int(r.Int(strconv.IntSize)) }
-
-// appendFields appends the WriteHeader fields that sort after
-// "Forwarded"; the caller wrote those before it.
-func (m *WriteHeader) appendFields(b []byte) []byte {
-	b = wire.AppendString(b, "Key")
-	b = wire.AppendBytes(b, m.Key)
-	b = wire.AppendString(b, "PeerID")
-	b = wire.AppendString(b, m.PeerID)
-	b = wire.AppendString(b, "RequestID")
-	return wire.AppendUint(b, m.RequestID)
-}
-
-func appendForwarded(b []byte, fwd bool) []byte {
-	if !fwd {
-		return b
-	}
-	return wire.AppendBool(wire.AppendString(b, "Forwarded"), true)
-}
-
-// appendList owns the encoding of a slice field: a nil slice as msgpack
-// nil (what the reflective codec writes for it), any other as an array of
-// its elements, each written by appendElem.
-func appendList[T any](b []byte, list []T, appendElem func(*T, []byte) []byte) []byte {
-	if list == nil {
-		return wire.AppendNil(b)
-	}
-	b = wire.AppendArrayHeader(b, len(list))
-	for i := range list {
-		b = appendElem(&list[i], b)
-	}
-	return b
-}
-
-// decodeList reads what appendList wrote: nil as a nil slice, else an
-// array whose count is checked against the bytes left (at least minElem
-// an element) before the slice is allocated, each element read by
-// decodeElem.
-func decodeList[T any](r *wire.Reader, minElem int, decodeElem func(*T, *wire.Reader)) []T {
-	if r.PeekNil() {
-		return nil
-	}
-	list := make([]T, r.ArrayHeader(minElem))
-	for i := range list {
-		decodeElem(&list[i], r)
-	}
-	return list
-}
 
 // AppendWire implements wire.Encoder.
 func (m *RegisterRequest) AppendWire(b []byte) []byte {
-	b = wire.AppendMapHeader(b, wire.FieldCount(4, m.Forwarded))
-	b = wire.AppendString(b, "Files")
-	b = appendList(b, m.Files, (*FileEntry).AppendWire)
-	b = appendForwarded(b, m.Forwarded)
-	return m.WriteHeader.appendFields(b)
+	return wire.AppendStruct(b, m, (*RegisterRequest).wireFields)
 }
 
 // DecodeWire implements wire.Decoder.
 func (m *RegisterRequest) DecodeWire(b []byte) error {
-	r := wire.NewReader(b)
-	for n := r.MapHeader(); n > 0 && r.Err() == nil; n-- {
-		key := r.RawString()
-		switch string(key) {
-		case "Files":
-			m.Files = decodeList(&r, minEntryBytes, (*FileEntry).decode)
-		default:
-			m.WriteHeader.decodeField(&r, key)
-		}
-	}
-	return finish(m, &r)
+	return wire.DecodeStruct(b, m, (*RegisterRequest).wireFields)
 }
 
-// decodeField decodes the value of the WriteHeader field key.
-func (m *WriteHeader) decodeField(r *wire.Reader, key []byte) {
-	switch string(key) {
-	case "Forwarded":
-		m.Forwarded = r.Bool()
-	case "Key":
-		m.Key = r.Bytes()
-	case "PeerID":
-		m.PeerID = r.String()
-	case "RequestID":
-		m.RequestID = r.Uint(64)
-	default:
-		r.Fail()
-	}
+func (m *RegisterRequest) wireFields(f wire.Fields) wire.Fields {
+	wire.List(&f, "Files", &m.Files, minEntryBytes, (*FileEntry).wireFields)
+	return m.WriteHeader.wireFields(f) // all sort after Files
+}
+
+func (m *WriteHeader) wireFields(f wire.Fields) wire.Fields {
+	f.OmitBool("Forwarded", &m.Forwarded)
+	f.Bytes("Key", &m.Key)
+	f.String("PeerID", &m.PeerID)
+	f.Uint64("RequestID", &m.RequestID)
+	return f
 }
 
 // AppendWire implements wire.Encoder.
 func (m *FileEntry) AppendWire(b []byte) []byte {
-	return m.appendFields(wire.AppendMapHeader(b, 4))
-}
-
-// appendFields appends the FileEntry fields, in name order; FileSummary
-// writes its Holders, which sorts before them, first.
-func (m *FileEntry) appendFields(b []byte) []byte {
-	b = wire.AppendString(b, "ID")
-	b = wire.AppendString(b, m.ID)
-	b = wire.AppendString(b, "Name")
-	b = wire.AppendString(b, m.Name)
-	b = wire.AppendString(b, "PieceSize")
-	b = wire.AppendInt(b, m.PieceSize)
-	b = wire.AppendString(b, "Size")
-	return wire.AppendInt(b, m.Size)
-}
-
-func (m *FileEntry) decode(r *wire.Reader) {
-	for n := r.MapHeader(); n > 0 && r.Err() == nil; n-- {
-		m.decodeField(r, r.RawString())
-	}
-}
-
-func (m *FileEntry) decodeField(r *wire.Reader, key []byte) {
-	switch string(key) {
-	case "ID":
-		m.ID = r.String()
-	case "Name":
-		m.Name = r.String()
-	case "PieceSize":
-		m.PieceSize = r.Int(64)
-	case "Size":
-		m.Size = r.Int(64)
-	default:
-		r.Fail()
-	}
+	return wire.AppendStruct(b, m, (*FileEntry).wireFields)
 }
 
 // DecodeWire implements wire.Decoder.
 func (m *FileEntry) DecodeWire(b []byte) error {
-	r := wire.NewReader(b)
-	m.decode(&r)
-	return finish(m, &r)
+	return wire.DecodeStruct(b, m, (*FileEntry).wireFields)
 }
 
-func appendLeader(b []byte, h LeaderHint) []byte { return wire.AppendNonEmpty(b, "Leader", h.Leader) }
+func (m *FileEntry) wireFields(f wire.Fields) wire.Fields {
+	f.String("ID", &m.ID)
+	f.String("Name", &m.Name)
+	f.Int64("PieceSize", &m.PieceSize)
+	f.Int64("Size", &m.Size)
+	return f
+}
 
 // AppendWire implements wire.Encoder.
 func (m *WriteReply) AppendWire(b []byte) []byte {
-	b = wire.AppendMapHeader(b, wire.FieldCount(2, m.Leader != ""))
-	b = wire.AppendString(b, "Duplicate")
-	b = wire.AppendBool(b, m.Duplicate)
-	b = wire.AppendString(b, "Index")
-	b = wire.AppendUint(b, m.Index)
-	return appendLeader(b, m.LeaderHint)
+	return wire.AppendStruct(b, m, (*WriteReply).wireFields)
 }
 
 // DecodeWire implements wire.Decoder.
 func (m *WriteReply) DecodeWire(b []byte) error {
-	r := wire.NewReader(b)
-	for n := r.MapHeader(); n > 0 && r.Err() == nil; n-- {
-		switch string(r.RawString()) {
-		case "Duplicate":
-			m.Duplicate = r.Bool()
-		case "Index":
-			m.Index = r.Uint(64)
-		case "Leader":
-			m.Leader = r.String()
-		default:
-			r.Fail()
-		}
-	}
-	return finish(m, &r)
+	return wire.DecodeStruct(b, m, (*WriteReply).wireFields)
+}
+
+func (m *WriteReply) wireFields(f wire.Fields) wire.Fields {
+	f.Bool("Duplicate", &m.Duplicate)
+	f.Uint64("Index", &m.Index)
+	f.OmitString("Leader", &m.Leader)
+	return f
 }
 
 // AppendWire implements wire.Encoder.
 func (m *HeartbeatRequest) AppendWire(b []byte) []byte {
-	b = wire.AppendMapHeader(b, wire.FieldCount(2, m.Forwarded))
-	b = appendForwarded(b, m.Forwarded)
-	b = wire.AppendString(b, "Key")
-	b = wire.AppendBytes(b, m.Key)
-	b = wire.AppendString(b, "PeerID")
-	return wire.AppendString(b, m.PeerID)
+	return wire.AppendStruct(b, m, (*HeartbeatRequest).wireFields)
 }
 
 // DecodeWire implements wire.Decoder.
 func (m *HeartbeatRequest) DecodeWire(b []byte) error {
-	r := wire.NewReader(b)
-	for n := r.MapHeader(); n > 0 && r.Err() == nil; n-- {
-		switch string(r.RawString()) {
-		case "Forwarded":
-			m.Forwarded = r.Bool()
-		case "Key":
-			m.Key = r.Bytes()
-		case "PeerID":
-			m.PeerID = r.String()
-		default:
-			r.Fail()
-		}
-	}
-	return finish(m, &r)
+	return wire.DecodeStruct(b, m, (*HeartbeatRequest).wireFields)
+}
+
+func (m *HeartbeatRequest) wireFields(f wire.Fields) wire.Fields {
+	f.OmitBool("Forwarded", &m.Forwarded)
+	f.Bytes("Key", &m.Key)
+	f.String("PeerID", &m.PeerID)
+	return f
 }
 
 // AppendWire implements wire.Encoder.
 func (m *HeartbeatReply) AppendWire(b []byte) []byte {
-	b = wire.AppendMapHeader(b, wire.FieldCount(1, m.Leader != ""))
-	b = appendLeader(b, m.LeaderHint)
-	b = wire.AppendString(b, "LeaseMillis")
-	return wire.AppendInt(b, m.LeaseMillis)
+	return wire.AppendStruct(b, m, (*HeartbeatReply).wireFields)
 }
 
 // DecodeWire implements wire.Decoder.
 func (m *HeartbeatReply) DecodeWire(b []byte) error {
-	r := wire.NewReader(b)
-	for n := r.MapHeader(); n > 0 && r.Err() == nil; n-- {
-		switch string(r.RawString()) {
-		case "Leader":
-			m.Leader = r.String()
-		case "LeaseMillis":
-			m.LeaseMillis = r.Int(64)
-		default:
-			r.Fail()
-		}
-	}
-	return finish(m, &r)
+	return wire.DecodeStruct(b, m, (*HeartbeatReply).wireFields)
+}
+
+func (m *HeartbeatReply) wireFields(f wire.Fields) wire.Fields {
+	f.OmitString("Leader", &m.Leader)
+	f.Int64("LeaseMillis", &m.LeaseMillis)
+	return f
 }
 
 // AppendWire implements wire.Encoder.
 func (m *LookupRequest) AppendWire(b []byte) []byte {
-	b = wire.AppendMapHeader(b, wire.FieldCount(2, m.Forwarded))
-	b = wire.AppendString(b, "FileID")
-	b = wire.AppendString(b, m.FileID)
-	b = appendForwarded(b, m.Forwarded)
-	b = wire.AppendString(b, "Level")
-	return wire.AppendString(b, string(m.Level))
+	return wire.AppendStruct(b, m, (*LookupRequest).wireFields)
 }
 
 // DecodeWire implements wire.Decoder.
 func (m *LookupRequest) DecodeWire(b []byte) error {
-	r := wire.NewReader(b)
-	for n := r.MapHeader(); n > 0 && r.Err() == nil; n-- {
-		switch string(r.RawString()) {
-		case "FileID":
-			m.FileID = r.String()
-		case "Forwarded":
-			m.Forwarded = r.Bool()
-		case "Level":
-			m.Level = ReadLevel(r.String())
-		default:
-			r.Fail()
-		}
-	}
-	return finish(m, &r)
+	return wire.DecodeStruct(b, m, (*LookupRequest).wireFields)
+}
+
+func (m *LookupRequest) wireFields(f wire.Fields) wire.Fields {
+	f.String("FileID", &m.FileID)
+	f.OmitBool("Forwarded", &m.Forwarded)
+	f.String("Level", (*string)(&m.Level))
+	return f
 }
 
 // AppendWire implements wire.Encoder.
 func (m *LookupReply) AppendWire(b []byte) []byte {
-	b = wire.AppendMapHeader(b, wire.FieldCount(4, m.Leader != ""))
-	b = wire.AppendString(b, "File")
-	b = m.File.appendWire(b)
-	b = wire.AppendString(b, "Found")
-	b = wire.AppendBool(b, m.Found)
-	b = wire.AppendString(b, "Holders")
-	b = appendList(b, m.Holders, (*HolderEntry).appendWire)
-	b = wire.AppendString(b, "Index")
-	b = wire.AppendUint(b, m.Index)
-	return appendLeader(b, m.LeaderHint)
+	return wire.AppendStruct(b, m, (*LookupReply).wireFields)
 }
 
 // DecodeWire implements wire.Decoder.
 func (m *LookupReply) DecodeWire(b []byte) error {
-	r := wire.NewReader(b)
-	for n := r.MapHeader(); n > 0 && r.Err() == nil; n-- {
-		switch string(r.RawString()) {
-		case "File":
-			m.File.decode(&r)
-		case "Found":
-			m.Found = r.Bool()
-		case "Holders":
-			m.Holders = decodeList(&r, minEntryBytes, (*HolderEntry).decode)
-		case "Index":
-			m.Index = r.Uint(64)
-		case "Leader":
-			m.Leader = r.String()
-		default:
-			r.Fail()
-		}
-	}
-	return finish(m, &r)
+	return wire.DecodeStruct(b, m, (*LookupReply).wireFields)
 }
 
-func (m *FileSummary) appendWire(b []byte) []byte {
-	b = wire.AppendMapHeader(b, 5)
-	b = wire.AppendString(b, "Holders")
-	b = wire.AppendInt(b, int64(m.Holders))
-	return m.FileEntry.appendFields(b)
+func (m *LookupReply) wireFields(f wire.Fields) wire.Fields {
+	wire.Struct(&f, "File", &m.File, (*FileSummary).wireFields)
+	f.Bool("Found", &m.Found)
+	wire.List(&f, "Holders", &m.Holders, minEntryBytes, (*HolderEntry).wireFields)
+	f.Uint64("Index", &m.Index)
+	f.OmitString("Leader", &m.Leader)
+	return f
 }
 
-func (m *FileSummary) decode(r *wire.Reader) {
-	for n := r.MapHeader(); n > 0 && r.Err() == nil; n-- {
-		key := r.RawString()
-		if string(key) == "Holders" {
-			m.Holders = readInt(r)
-			continue
-		}
-		m.FileEntry.decodeField(r, key)
-	}
+func (m *FileSummary) wireFields(f wire.Fields) wire.Fields {
+	f.Int("Holders", &m.Holders)
+	return m.FileEntry.wireFields(f) // all sort after Holders
 }
 
-func (m *HolderEntry) appendWire(b []byte) []byte {
-	b = wire.AppendMapHeader(b, 3)
-	b = wire.AppendString(b, "Addr")
-	b = wire.AppendString(b, m.Addr)
-	b = wire.AppendString(b, "Name")
-	b = wire.AppendString(b, m.Name)
-	b = wire.AppendString(b, "PeerID")
-	return wire.AppendString(b, m.PeerID)
-}
-
-func (m *HolderEntry) decode(r *wire.Reader) {
-	for n := r.MapHeader(); n > 0 && r.Err() == nil; n-- {
-		switch string(r.RawString()) {
-		case "Addr":
-			m.Addr = r.String()
-		case "Name":
-			m.Name = r.String()
-		case "PeerID":
-			m.PeerID = r.String()
-		default:
-			r.Fail()
-		}
-	}
+func (m *HolderEntry) wireFields(f wire.Fields) wire.Fields {
+	f.String("Addr", &m.Addr)
+	f.String("Name", &m.Name)
+	f.String("PeerID", &m.PeerID)
+	return f
 }
 
 // AppendWire implements wire.Encoder.
 func (m *TrackerAnnounceRequest) AppendWire(b []byte) []byte {
-	b = wire.AppendMapHeader(b, wire.FieldCount(8, m.Forwarded, len(m.Priv) > 0))
-	b = wire.AppendString(b, "Event")
-	b = wire.AppendUint(b, uint64(m.Event))
-	b = appendForwarded(b, m.Forwarded)
-	b = wire.AppendString(b, "HasKey")
-	b = wire.AppendBool(b, m.HasKey)
-	b = wire.AppendString(b, "IP")
-	b = wire.AppendBytes(b, m.IP[:])
-	b = wire.AppendString(b, "InfoHash")
-	b = wire.AppendBytes(b, m.InfoHash[:])
-	b = wire.AppendString(b, "Key")
-	b = wire.AppendUint(b, uint64(m.Key))
-	b = wire.AppendString(b, "Peer")
-	b = wire.AppendBytes(b, m.Peer[:])
-	b = wire.AppendString(b, "Port")
-	b = wire.AppendUint(b, uint64(m.Port))
-	if len(m.Priv) > 0 {
-		b = wire.AppendString(b, "Priv")
-		b = wire.AppendBytes(b, m.Priv)
-	}
-	b = wire.AppendString(b, "Seeder")
-	return wire.AppendBool(b, m.Seeder)
+	return wire.AppendStruct(b, m, (*TrackerAnnounceRequest).wireFields)
 }
 
 // DecodeWire implements wire.Decoder.
 func (m *TrackerAnnounceRequest) DecodeWire(b []byte) error {
-	r := wire.NewReader(b)
-	m.decode(&r)
-	return finish(m, &r)
+	return wire.DecodeStruct(b, m, (*TrackerAnnounceRequest).wireFields)
+}
+
+func (m *TrackerAnnounceRequest) wireFields(f wire.Fields) wire.Fields {
+	f.Uint8("Event", &m.Event)
+	f.OmitBool("Forwarded", &m.Forwarded)
+	f.Bool("HasKey", &m.HasKey)
+	f.Array("IP", m.IP[:])
+	f.Array("InfoHash", m.InfoHash[:])
+	f.Uint32("Key", &m.Key)
+	f.Array("Peer", m.Peer[:])
+	f.Uint16("Port", &m.Port)
+	f.OmitBytes("Priv", &m.Priv)
+	f.Bool("Seeder", &m.Seeder)
+	return f
 }
 
 // AppendWire implements wire.Encoder.
 func (m *TrackerRenewRequest) AppendWire(b []byte) []byte {
-	b = wire.AppendMapHeader(b, wire.FieldCount(1, m.Forwarded, len(m.Credits) > 0))
-	if len(m.Credits) > 0 {
-		b = wire.AppendString(b, "Credits")
-		b = appendList(b, m.Credits, (*TrackerAnnounceRequest).AppendWire)
-	}
-	b = wire.AppendString(b, "Entries")
-	b = appendList(b, m.Entries, (*SwarmRef).appendWire)
-	return appendForwarded(b, m.Forwarded)
-}
-
-func (m *SwarmRef) appendWire(b []byte) []byte {
-	b = wire.AppendMapHeader(b, 3)
-	b = wire.AppendString(b, "IP")
-	b = wire.AppendBytes(b, m.IP[:])
-	b = wire.AppendString(b, "InfoHash")
-	b = wire.AppendBytes(b, m.InfoHash[:])
-	b = wire.AppendString(b, "Peer")
-	return wire.AppendBytes(b, m.Peer[:])
-}
-
-func (m *SwarmRef) decode(r *wire.Reader) {
-	for n := r.MapHeader(); n > 0 && r.Err() == nil; n-- {
-		switch string(r.RawString()) {
-		case "IP":
-			r.Array(m.IP[:])
-		case "InfoHash":
-			r.Array(m.InfoHash[:])
-		case "Peer":
-			r.Array(m.Peer[:])
-		default:
-			r.Fail()
-		}
-	}
+	return wire.AppendStruct(b, m, (*TrackerRenewRequest).wireFields)
 }
 
 // DecodeWire implements wire.Decoder.
 func (m *TrackerRenewRequest) DecodeWire(b []byte) error {
-	r := wire.NewReader(b)
-	for n := r.MapHeader(); n > 0 && r.Err() == nil; n-- {
-		switch string(r.RawString()) {
-		case "Credits":
-			m.Credits = decodeList(&r, minEntryBytes, (*TrackerAnnounceRequest).decode)
-		case "Entries":
-			m.Entries = decodeList(&r, minEntryBytes, (*SwarmRef).decode)
-		case "Forwarded":
-			m.Forwarded = r.Bool()
-		default:
-			r.Fail()
-		}
-	}
-	return finish(m, &r)
+	return wire.DecodeStruct(b, m, (*TrackerRenewRequest).wireFields)
+}
+
+func (m *TrackerRenewRequest) wireFields(f wire.Fields) wire.Fields {
+	wire.OmitList(&f, "Credits", &m.Credits, minEntryBytes, (*TrackerAnnounceRequest).wireFields)
+	wire.List(&f, "Entries", &m.Entries, minEntryBytes, (*SwarmRef).wireFields)
+	f.OmitBool("Forwarded", &m.Forwarded)
+	return f
+}
+
+func (m *SwarmRef) wireFields(f wire.Fields) wire.Fields {
+	f.Array("IP", m.IP[:])
+	f.Array("InfoHash", m.InfoHash[:])
+	f.Array("Peer", m.Peer[:])
+	return f
 }

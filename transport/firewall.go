@@ -43,11 +43,16 @@ func (c *trackedConn) Close() error {
 
 // ReadFrom passes through to the wrapped connection, so io.Copy from a file
 // to a tracked TCP connection still uses sendfile.
-func (c *trackedConn) ReadFrom(r io.Reader) (int64, error) {
-	if rf, ok := c.Conn.(io.ReaderFrom); ok {
+func (c *trackedConn) ReadFrom(r io.Reader) (int64, error) { return readFrom(c.Conn, r) }
+
+// readFrom copies r to conn, by conn's own ReadFrom when it has one (a TCP
+// connection's uses sendfile), else by io.Copy. It is the ReadFrom of the
+// connection wrappers, which would otherwise hide their connection's.
+func readFrom(conn net.Conn, r io.Reader) (int64, error) {
+	if rf, ok := conn.(io.ReaderFrom); ok {
 		return rf.ReadFrom(r)
 	}
-	return io.Copy(struct{ io.Writer }{c.Conn}, r)
+	return io.Copy(struct{ io.Writer }{conn}, r)
 }
 
 // HostOf returns the IP (or, failing that, the host) of addr, as a

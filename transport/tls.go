@@ -155,12 +155,7 @@ func (c *callerConn) Close() error {
 
 // ReadFrom passes through, so io.Copy from a file to a plaintext
 // connection still uses sendfile.
-func (c *callerConn) ReadFrom(r io.Reader) (int64, error) {
-	if rf, ok := c.Conn.(io.ReaderFrom); ok {
-		return rf.ReadFrom(r)
-	}
-	return io.Copy(struct{ io.Writer }{c.Conn}, r)
-}
+func (c *callerConn) ReadFrom(r io.Reader) (int64, error) { return readFrom(c.Conn, r) }
 
 // CallerOf returns who is at the other end of a connection the Mux
 // accepted. Connections from a plaintext Mux are Insecure.

@@ -1,5 +1,6 @@
 // Package wire is the reflection-free msgpack codec of FileShare's hot RPC
-// messages: append-style encoders and a strict, allocation-light reader.
+// messages: append-style encoders, a strict, allocation-light reader, and
+// Fields, which runs a struct's one field list as its encoder or decoder.
 //
 // The bytes are those the reflective codec (go-msgpack/v2 as configured in
 // transport: WriteExt, RawToString, structs as maps with their fields —
