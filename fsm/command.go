@@ -229,13 +229,8 @@ func (c RegisterFiles) Validate() error {
 	if err := validateAuth(c.Peer, c.Token, c.RequestID); err != nil {
 		return err
 	}
-	if len(c.Files) > MaxFilesPerCommand {
-		return fmt.Errorf("%w: %d files, limit %d", ErrInvalid, len(c.Files), MaxFilesPerCommand)
-	}
-	for _, m := range c.Files {
-		if err := m.Validate(); err != nil {
-			return err
-		}
+	if err := validateEach(c.Files, MaxFilesPerCommand, "files"); err != nil {
+		return err
 	}
 	if len(c.Files) < 2 {
 		return nil
@@ -255,24 +250,22 @@ func (c UnregisterFiles) Validate() error {
 	if err := validateAuth(c.Peer, c.Token, c.RequestID); err != nil {
 		return err
 	}
-	if len(c.Files) > MaxFilesPerCommand {
-		return fmt.Errorf("%w: %d files, limit %d", ErrInvalid, len(c.Files), MaxFilesPerCommand)
-	}
-	for _, id := range c.Files {
-		if err := id.Validate(); err != nil {
-			return err
-		}
-	}
-	return nil
+	return validateEach(c.Files, MaxFilesPerCommand, "files")
 }
 
 // Validate implements Command.
 func (c ExpirePeers) Validate() error {
-	if len(c.Peers) > MaxPeersPerExpire {
-		return fmt.Errorf("%w: %d peers, limit %d", ErrInvalid, len(c.Peers), MaxPeersPerExpire)
+	return validateEach(c.Peers, MaxPeersPerExpire, "peers")
+}
+
+// validateEach checks that list has at most limit elements (what names
+// them in the error) and that each is valid.
+func validateEach[T interface{ Validate() error }](list []T, limit int, what string) error {
+	if len(list) > limit {
+		return fmt.Errorf("%w: %d %s, limit %d", ErrInvalid, len(list), what, limit)
 	}
-	for _, id := range c.Peers {
-		if err := id.Validate(); err != nil {
+	for _, x := range list {
+		if err := x.Validate(); err != nil {
 			return err
 		}
 	}

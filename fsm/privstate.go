@@ -367,33 +367,54 @@ func (p *privState) clientAllowed(peer *SwarmPeerID) error {
 	return errClientRefused()
 }
 
-// privSeen reports a repeat of an admin request; privRemember records
-// one in the private tracker's dedup window.
-func (f *FSM) privSeen(req uint64) bool { return f.st.priv.reqs.seen(req) }
-
-func (f *FSM) privRemember(req uint64) { f.st.mutPriv().reqs.remember(f, recPrivReq, req) }
-
-func (f *FSM) trackerMember(c TrackerMember) Response {
-	s := &f.st
-	if f.privSeen(c.RequestID) {
+// privAdmin applies a private tracker admin request (TrackerMember,
+// TorrentFactors, ClientPrefixes) once: the repeat of a remembered
+// request ID is a Duplicate and changes nothing; otherwise change runs,
+// and only a request it did not refuse is remembered (a refusal changed
+// nothing, and a retry is judged afresh).
+func (f *FSM) privAdmin(req uint64, change func() error) Response {
+	if f.st.priv.reqs.seen(req) {
 		return Response{Duplicate: true}
 	}
+	if err := change(); err != nil {
+		return Response{Err: err}
+	}
+	f.st.mutPriv().reqs.remember(f, recPrivReq, req)
+	return Response{}
+}
+
+func (f *FSM) trackerMember(c TrackerMember) Response {
+	return f.privAdmin(c.RequestID, func() error { return f.changeMember(c) })
+}
+
+func (f *FSM) torrentFactors(c TorrentFactors) Response {
+	return f.privAdmin(c.RequestID, func() error { f.setFactors(c); return nil })
+}
+
+func (f *FSM) clientPrefixes(c ClientPrefixes) Response {
+	return f.privAdmin(c.RequestID, func() error { f.setPrefixes(c); return nil })
+}
+
+// changeMember adds a member, rotates its passkey or revokes it, or says why
+// not.
+func (f *FSM) changeMember(c TrackerMember) error {
+	s := &f.st
 	p := s.priv
 	id, exists := p.idx.byName[c.Name]
 	var key [PasskeySize]byte
 	if c.Op != MemberRevoke {
 		key = [PasskeySize]byte(c.Passkey)
 		if holder, held := p.idx.byKey[key]; held && holder != id {
-			return Response{Err: fmt.Errorf("%w: tracker member %s: the passkey belongs to another member; draw another", ErrInvalid, c.Name)}
+			return fmt.Errorf("%w: tracker member %s: the passkey belongs to another member; draw another", ErrInvalid, c.Name)
 		}
 	}
 	switch {
 	case c.Op == MemberAdd && exists:
-		return Response{Err: fmt.Errorf("%w: a member named %s exists; rotate its passkey instead, or pick another name", ErrMemberExists, c.Name)}
+		return fmt.Errorf("%w: a member named %s exists; rotate its passkey instead, or pick another name", ErrMemberExists, c.Name)
 	case c.Op != MemberAdd && !exists:
-		return Response{Err: fmt.Errorf("%w: no member is named %s; list the members to check the name", ErrUnknownMember, c.Name)}
+		return fmt.Errorf("%w: no member is named %s; list the members to check the name", ErrUnknownMember, c.Name)
 	case c.Op == MemberAdd && len(p.members) >= MaxMembers:
-		return Response{Err: fmt.Errorf("%w: the tracker has its limit of %d members", ErrInvalid, MaxMembers)}
+		return fmt.Errorf("%w: the tracker has its limit of %d members", ErrInvalid, MaxMembers)
 	}
 	switch c.Op {
 	case MemberAdd:
@@ -418,14 +439,11 @@ func (f *FSM) trackerMember(c TrackerMember) Response {
 		}
 		f.add(f.h.member(m))
 	}
-	f.privRemember(c.RequestID)
-	return Response{}
+	return nil
 }
 
-func (f *FSM) torrentFactors(c TorrentFactors) Response {
-	if f.privSeen(c.RequestID) {
-		return Response{Duplicate: true}
-	}
+// setFactors sets a torrent's upload and download factors.
+func (f *FSM) setFactors(c TorrentFactors) {
 	t := f.st.mutFactors()
 	if old, ok := t.m[c.InfoHash]; ok {
 		f.sub(f.h.factors(c.InfoHash, old))
@@ -435,14 +453,10 @@ func (f *FSM) torrentFactors(c TorrentFactors) Response {
 		t.m[c.InfoHash] = fp
 		f.add(f.h.factors(c.InfoHash, fp))
 	}
-	f.privRemember(c.RequestID)
-	return Response{}
 }
 
-func (f *FSM) clientPrefixes(c ClientPrefixes) Response {
-	if f.privSeen(c.RequestID) {
-		return Response{Duplicate: true}
-	}
+// setPrefixes replaces the client prefix lists.
+func (f *FSM) setPrefixes(c ClientPrefixes) {
 	p := f.st.mutPriv()
 	p.eachPrefix(func(allow bool, x string) { f.sub(f.h.prefix(allow, x)) })
 	norm := func(l []string) []string {
@@ -452,6 +466,4 @@ func (f *FSM) clientPrefixes(c ClientPrefixes) Response {
 	}
 	p.allow, p.deny = norm(c.Allow), norm(c.Deny)
 	p.eachPrefix(func(allow bool, x string) { f.add(f.h.prefix(allow, x)) })
-	f.privRemember(c.RequestID)
-	return Response{}
 }
