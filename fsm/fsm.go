@@ -105,9 +105,11 @@ func (f *FSM) applyCommand(data []byte) Response {
 	if err != nil {
 		return Response{Err: err}
 	}
+	if c, ok := cmd.(clocked); ok {
+		f.st.lastTime = max(f.st.lastTime, c.clock())
+	}
 	switch c := cmd.(type) {
 	case JoinPeer:
-		f.st.lastTime = max(f.st.lastTime, c.Time)
 		return f.joinPeer(c)
 	case LeavePeer:
 		return f.leavePeer(c)
@@ -116,13 +118,10 @@ func (f *FSM) applyCommand(data []byte) Response {
 	case UnregisterFiles:
 		return f.unregisterFiles(c)
 	case ExpirePeers:
-		f.st.lastTime = max(f.st.lastTime, c.Time)
 		return f.expirePeers(c)
 	case Announce:
-		f.st.lastTime = max(f.st.lastTime, c.Time)
 		return f.openAnnounce(c, nil)
 	case ExpireSwarmPeers:
-		f.st.lastTime = max(f.st.lastTime, c.Time)
 		return f.expireSwarmPeers(c)
 	case TrackerPolicy:
 		return f.trackerPolicy(c)
@@ -135,7 +134,6 @@ func (f *FSM) applyCommand(data []byte) Response {
 	case AnnounceBatch:
 		return f.applyAnnounceBatch(c)
 	case TrackerMember:
-		f.st.lastTime = max(f.st.lastTime, c.Time)
 		return f.trackerMember(c)
 	case TorrentFactors:
 		return f.torrentFactors(c)
@@ -154,6 +152,19 @@ func (f *FSM) applyCommand(data []byte) Response {
 	}
 	return Response{Err: fmt.Errorf("%w: %T", ErrUnknownCommand, cmd)}
 }
+
+// clocked is a command that carries the proposing leader's clock, its
+// Time: applying one moves lastTime on (LastCommandTime), whatever its
+// outcome.
+type clocked interface{ clock() int64 }
+
+func (c JoinPeer) clock() int64             { return c.Time }
+func (c ExpirePeers) clock() int64          { return c.Time }
+func (c Announce) clock() int64             { return c.Time }
+func (c ExpireSwarmPeers) clock() int64     { return c.Time }
+func (c AnnounceBatch) clock() int64        { return c.Time }
+func (c TrackerMember) clock() int64        { return c.Time }
+func (c PrivateAnnounceBatch) clock() int64 { return c.Time }
 
 func errUnknownPeer(id PeerID) error {
 	return fmt.Errorf("%w %s: it never joined, left, or was expired after missing its heartbeats; join again", ErrUnknownPeer, id)
@@ -452,8 +463,10 @@ func (f *FSM) recomputeDigest() string {
 }
 
 // LastCommandTime returns the latest Time carried by a command this FSM has
-// applied (JoinPeer, Announce, ExpirePeers, ExpireSwarmPeers), in Unix
-// nanoseconds, whatever the command's outcome; 0 if none. After Restore it
+// applied (the clocked ones: JoinPeer, ExpirePeers, Announce,
+// ExpireSwarmPeers, AnnounceBatch, TrackerMember, PrivateAnnounceBatch, and
+// a SetConnIDSecret that applies), in Unix nanoseconds, whatever the
+// command's outcome; 0 if none. After Restore it
 // is the latest peer join or swarm record change in the snapshot, which may
 // be earlier than what was applied before the snapshot (an expiry's Time).
 // A leader proposes times after it (see package master), so a leader whose

@@ -713,3 +713,39 @@ func TestSearchWithManyHolders(t *testing.T) {
 		checkSearch(t, n.f, universe, queries)
 	}
 }
+
+// Every command that carries the leader's clock moves LastCommandTime on,
+// even when it is refused, and never back; one that carries none leaves
+// it. A leader proposes times after it, so this is what keeps replicated
+// time from going backwards across a leader change.
+func TestLastCommandTimeFollowsClockedCommands(t *testing.T) {
+	n := newNode(t)
+	at := int64(100)
+	for _, cmd := range []func(at int64) Command{
+		func(at int64) Command {
+			return JoinPeer{Peer: "p1", Token: tok("p1"), Addr: "127.0.0.1:1", RequestID: 1, Time: at}
+		},
+		func(at int64) Command { return ExpirePeers{Time: at} },
+		func(at int64) Command {
+			return Announce{InfoHash: InfoHash{1}, Peer: memPeer(1), IP: memIP(1), Port: 1, Time: at}
+		},
+		func(at int64) Command { return ExpireSwarmPeers{Time: at} },
+		func(at int64) Command { return AnnounceBatch{Time: at} },
+		func(at int64) Command { // refused: no such member
+			return TrackerMember{Op: MemberRevoke, Name: "nobody", RequestID: 9, Time: at}
+		},
+		func(at int64) Command { return PrivateAnnounceBatch{MaxRate: DefaultMaxRate, Time: at} },
+	} {
+		at += 10
+		c := cmd(at)
+		n.apply(c)
+		if got := n.f.LastCommandTime(); got != at {
+			t.Fatalf("after %T at %d: LastCommandTime %d", c, at, got)
+		}
+	}
+	n.apply(ExpirePeers{Time: 5}) // an older clock
+	n.apply(TrackerPolicy{Mode: TrackerOpen, RequestID: 3})
+	if got := n.f.LastCommandTime(); got != at {
+		t.Fatalf("LastCommandTime %d after an older time and an unclocked command, want %d", got, at)
+	}
+}

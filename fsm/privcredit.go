@@ -11,7 +11,6 @@ import (
 // has the state it writes).
 
 func (f *FSM) applyPrivateAnnounceBatch(c PrivateAnnounceBatch) Response {
-	f.st.lastTime = max(f.st.lastTime, c.Time)
 	res := make([]Response, len(c.Announces))
 	for i := range c.Announces {
 		res[i] = f.privateAnnounce(&c.Announces[i], c.Time, &c.Limits, c.MaxRate)

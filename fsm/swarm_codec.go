@@ -186,7 +186,6 @@ func decodeAnnounceBatch(body []byte) (AnnounceBatch, error) {
 
 // applyAnnounceBatch applies each announce of c in order.
 func (f *FSM) applyAnnounceBatch(c AnnounceBatch) Response {
-	f.st.lastTime = max(f.st.lastTime, c.Time)
 	res := make([]Response, len(c.Announces))
 	for i, a := range c.Announces {
 		a.Time = c.Time
