@@ -9,7 +9,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"time"
 )
 
@@ -32,13 +31,11 @@ var ErrFullScrapeTooLarge = errors.New("tracker: too many swarms for a full scra
 
 // fullScrape caches the full scrape body, plain and gzip-compressed.
 type fullScrape struct {
-	max int
-	sem chan struct{} // one builder at a time
-	cur atomic.Pointer[fullScrapeBody]
+	max   int
+	cache *ttlCache[fullScrapeBody]
 }
 
 type fullScrapeBody struct {
-	at       time.Time
 	plain    []byte
 	gz       []byte
 	reason   string // a failure reason instead, if non-empty
@@ -49,30 +46,22 @@ func newFullScrape(max int) *fullScrape {
 	if max <= 0 {
 		max = DefaultFullScrapeMax
 	}
-	return &fullScrape{max: max, sem: make(chan struct{}, 1)}
+	return &fullScrape{max: max, cache: newTTLCache[fullScrapeBody](FullScrapeTTL)}
 }
 
 // get returns the full scrape, building it if the cached one is older than
 // FullScrapeTTL. A refusal is cached like a body, so a stranger asking
 // again and again costs nothing more.
 func (fs *fullScrape) get(ctx context.Context, b Backend) (*fullScrapeBody, error) {
-	if c := fs.cur.Load(); c != nil && time.Since(c.at) < FullScrapeTTL {
-		return c, nil
-	}
-	select {
-	case fs.sem <- struct{}{}:
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
-	defer func() { <-fs.sem }()
-	if c := fs.cur.Load(); c != nil && time.Since(c.at) < FullScrapeTTL {
-		return c, nil
-	}
-	c := &fullScrapeBody{at: time.Now()}
+	return fs.cache.get(ctx, func(time.Time) (*fullScrapeBody, error) { return fs.build(ctx, b) })
+}
+
+// build makes the full scrape body, or the reason it is refused.
+func (fs *fullScrape) build(ctx context.Context, b Backend) (*fullScrapeBody, error) {
+	c := &fullScrapeBody{}
 	sb, ok := b.(StatsBackend)
 	if !ok {
 		c.reason = "this tracker does not serve full scrapes; scrape by info_hash"
-		fs.cur.Store(c)
 		return c, nil
 	}
 	rows, err := sb.FullScrape(ctx, nil, fs.max)
@@ -96,7 +85,6 @@ func (fs *fullScrape) get(ctx context.Context, b Backend) (*fullScrapeBody, erro
 		zw.Close()
 		c.gz = gz.Bytes()
 	}
-	fs.cur.Store(c)
 	return c, nil
 }
 

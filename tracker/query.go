@@ -64,16 +64,14 @@ func ParseAnnounce(rawQuery string, src netip.Addr, cfg *Config) (AnnounceReques
 			haveHash = true
 			return parseHash((*[20]byte)(&req.InfoHash), rawVal, "info_hash")
 		case "peer_id":
-			if havePeer {
+			if !firstValue(&havePeer) {
 				return nil
 			}
-			havePeer = true
 			return parseHash((*[20]byte)(&req.PeerID), rawVal, "peer_id")
 		case "port":
-			if havePort {
+			if !firstValue(&havePort) {
 				return nil
 			}
-			havePort = true
 			v, ok := unescape(vbuf[:0], rawVal)
 			n, ok2 := parseUint(v)
 			if !ok || !ok2 || n < 1 || n > 65535 {
@@ -91,10 +89,9 @@ func ParseAnnounce(rawQuery string, src netip.Addr, cfg *Config) (AnnounceReques
 			default:
 				dst, seen = &req.Left, &haveLeft
 			}
-			if *seen {
+			if !firstValue(seen) {
 				return nil
 			}
-			*seen = true
 			v, ok := unescape(vbuf[:0], rawVal)
 			n, ok2 := parseUint(v)
 			if !ok || !ok2 {
@@ -102,10 +99,9 @@ func ParseAnnounce(rawQuery string, src netip.Addr, cfg *Config) (AnnounceReques
 			}
 			*dst = n
 		case "event":
-			if haveEvent {
+			if !firstValue(&haveEvent) {
 				return nil
 			}
-			haveEvent = true
 			v, ok := unescape(vbuf[:0], rawVal)
 			if !ok {
 				return Refuse("event has a malformed %-escape")
@@ -123,10 +119,9 @@ func ParseAnnounce(rawQuery string, src netip.Addr, cfg *Config) (AnnounceReques
 				return Refuse("event must be started, completed, stopped, empty or paused")
 			}
 		case "numwant", "num_want":
-			if haveNumWant {
+			if !firstValue(&haveNumWant) {
 				return nil
 			}
-			haveNumWant = true
 			v, ok := unescape(vbuf[:0], rawVal)
 			if !ok {
 				return Refuse("numwant has a malformed %-escape")
@@ -144,17 +139,15 @@ func ParseAnnounce(rawQuery string, src netip.Addr, cfg *Config) (AnnounceReques
 			}
 			numWant = int(min(n, uint64(maxNum)))
 		case "compact":
-			if haveCompact {
+			if !firstValue(&haveCompact) {
 				return nil
 			}
-			haveCompact = true
 			v, _ := unescape(vbuf[:0], rawVal)
 			format.Compact = string(v) != "0"
 		case "no_peer_id":
-			if haveNoPeerID {
+			if !firstValue(&haveNoPeerID) {
 				return nil
 			}
-			haveNoPeerID = true
 			v, _ := unescape(vbuf[:0], rawVal)
 			format.NoPeerID = string(v) == "1"
 		case "key":
@@ -192,6 +185,15 @@ func ParseAnnounce(rawQuery string, src netip.Addr, cfg *Config) (AnnounceReques
 	}
 	req.NumWant = numWant
 	return req, format, nil
+}
+
+// firstValue reports whether a parameter is met for the first time, and
+// marks it met in *seen: of a repeated single-valued parameter the first
+// wins, and the caller ignores the later ones.
+func firstValue(seen *bool) bool {
+	first := !*seen
+	*seen = true
+	return first
 }
 
 // ParseScrape parses a scrape query string and appends each info_hash to

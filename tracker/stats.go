@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
-	"sync/atomic"
 	"time"
 )
 
@@ -81,11 +80,10 @@ type StatsJSON struct {
 
 // statsPage caches the rendered stats pages for StatsTTL.
 type statsPage struct {
-	sem  chan struct{} // one builder at a time
-	cur  atomic.Pointer[statsBody]
-	mu   sync.Mutex // guards ring
-	ring [8]announceSample
-	n    int // samples in ring, newest at (n-1)%len
+	cache *ttlCache[statsBody]
+	mu    sync.Mutex // guards ring
+	ring  [8]announceSample
+	n     int // samples in ring, newest at (n-1)%len
 }
 
 type announceSample struct {
@@ -94,12 +92,11 @@ type announceSample struct {
 }
 
 type statsBody struct {
-	at         time.Time
 	json, html []byte
 	reason     string // a failure reason instead, if non-empty
 }
 
-func newStatsPage() *statsPage { return &statsPage{sem: make(chan struct{}, 1)} }
+func newStatsPage() *statsPage { return &statsPage{cache: newTTLCache[statsBody](StatsTTL)} }
 
 // rate records a sample and returns announces per second over the span
 // from the oldest kept sample that is at least announceWindow old (or the
@@ -134,41 +131,32 @@ func (p *statsPage) rate(now time.Time, n uint64) (perS float64, window time.Dur
 // get returns the pages, computing them if the cached ones are older than
 // StatsTTL.
 func (p *statsPage) get(ctx context.Context, b Backend) (*statsBody, error) {
-	if c := p.cur.Load(); c != nil && time.Since(c.at) < StatsTTL {
-		return c, nil
-	}
-	select {
-	case p.sem <- struct{}{}:
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
-	defer func() { <-p.sem }()
-	if c := p.cur.Load(); c != nil && time.Since(c.at) < StatsTTL {
-		return c, nil
-	}
-	c := &statsBody{at: time.Now()}
+	return p.cache.get(ctx, func(at time.Time) (*statsBody, error) { return p.build(ctx, b, at) })
+}
+
+// build computes the pages as of at, or the reason they are refused.
+func (p *statsPage) build(ctx context.Context, b Backend, at time.Time) (*statsBody, error) {
+	c := &statsBody{}
 	sb, ok := b.(StatsBackend)
 	if !ok {
 		c.reason = "this tracker does not serve statistics"
-		p.cur.Store(c)
 		return c, nil
 	}
 	t, err := sb.Totals(ctx)
 	if err != nil {
 		if reason, refusal := ReasonOf(err); refusal {
 			c.reason = reason
-			p.cur.Store(c)
 			return c, nil
 		}
 		return nil, err
 	}
-	perS, window := p.rate(c.at, t.Announces)
+	perS, window := p.rate(at, t.Announces)
 	s := StatsJSON{
 		Mode: t.Mode, Torrents: t.Torrents, Peers: t.Peers, Seeders: t.Seeders, Leechers: t.Leechers,
 		Completed: t.Completed, AnnouncesPerS: float64(int64(perS*10+0.5)) / 10,
 		AnnouncesScope:  "this master (HTTP and UDP)",
 		AnnounceWindowS: float64(window.Round(100*time.Millisecond)) / float64(time.Second),
-		AsOf:            c.at.UTC().Format(time.RFC3339),
+		AsOf:            at.UTC().Format(time.RFC3339),
 	}
 	if c.json, err = json.Marshal(s); err != nil {
 		return nil, err
@@ -179,7 +167,6 @@ func (p *statsPage) get(ctx context.Context, b Backend) (*statsBody, error) {
 		return nil, err
 	}
 	c.html = buf.Bytes()
-	p.cur.Store(c)
 	return c, nil
 }
 
