@@ -125,33 +125,48 @@ func (b *batcher) submit(ctx context.Context, data []byte) (fsm.Response, uint64
 // already handed to raft are answered by their waiters (see apply).
 func (b *batcher) run(ctx context.Context) {
 	for {
-		select {
-		case b.inflight <- struct{}{}:
-		case <-ctx.Done():
+		size := 0
+		batch, ok := nextBatch(ctx, b.inflight, b.queue, func(batch []*pendingWrite) bool {
+			size += len(batch[len(batch)-1].data)
+			return len(batch) < maxBatchCommands && size < maxBatchBytes
+		})
+		if !ok {
 			b.drain()
 			return
-		}
-		var first *pendingWrite
-		select {
-		case first = <-b.queue:
-		case <-ctx.Done():
-			b.drain()
-			return
-		}
-		batch := []*pendingWrite{first}
-		size := len(first.data)
-	fill:
-		for len(batch) < maxBatchCommands && size < maxBatchBytes {
-			select {
-			case p := <-b.queue:
-				batch = append(batch, p)
-				size += len(p.data)
-			default:
-				break fill
-			}
 		}
 		b.apply(batch)
 	}
+}
+
+// nextBatch forms the next batch of a group-commit queue (batcher and
+// announceQueue). It waits for a free slot, taking it by a send on slots
+// (the batch gives it back when it is done), then for the first queued
+// item; then it adds the items already queued, without waiting, while
+// room says the batch has room for more. room is called each time an
+// item joins, the first included, with the batch so far. ok is false if
+// ctx ended first; a slot it took then stays taken, as the queue is
+// shutting down.
+func nextBatch[T any](ctx context.Context, slots chan<- struct{}, queue <-chan T, room func(batch []T) bool) (batch []T, ok bool) {
+	select {
+	case slots <- struct{}{}:
+	case <-ctx.Done():
+		return nil, false
+	}
+	select {
+	case first := <-queue:
+		batch = []T{first}
+	case <-ctx.Done():
+		return nil, false
+	}
+	for room(batch) {
+		select {
+		case p := <-queue:
+			batch = append(batch, p)
+		default:
+			return batch, true
+		}
+	}
+	return batch, true
 }
 
 func (b *batcher) drain() {

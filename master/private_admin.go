@@ -39,6 +39,33 @@ func (m *Master) proposeAdmin(ctx context.Context, cmd fsm.Command) (uint64, err
 	return idx, resp.Err
 }
 
+// checkedCommand is an admin command that can check its own fields
+// before it is routed.
+type checkedCommand interface {
+	fsm.Command
+	Validate() error
+}
+
+// routeAdmin serves an admin write whose command is complete before it
+// reaches the leader: it refuses cmd if cmd.Validate does (with that
+// error, without routing), else routes req to the leader (route), which
+// commits cmd (proposeAdmin) and answers with reply(idx), idx being the
+// command's log index; reply runs on the leader after cmd applied there.
+// Commands with values drawn at the leader (handleTrackerUser's passkey)
+// call route themselves.
+func routeAdmin[Req, Resp any](m *Master, ctx context.Context, method string, req *Req, forwarded *bool, cmd checkedCommand, reply func(idx uint64) *Resp) (*Resp, error) {
+	if err := cmd.Validate(); err != nil {
+		return nil, err
+	}
+	return route(m, ctx, method, req, forwarded, func(ctx context.Context) (*Resp, error) {
+		idx, err := m.proposeAdmin(ctx, cmd)
+		if err != nil {
+			return nil, err
+		}
+		return reply(idx), nil
+	})
+}
+
 func memberReply(mi fsm.MemberInfo) *client.TrackerMember {
 	return &client.TrackerMember{Name: mi.Name, Passkey: hex.EncodeToString(mi.Passkey[:]), Revoked: mi.Revoked, Created: mi.Created}
 }
@@ -140,16 +167,9 @@ func (m *Master) handleTrackerTorrent(ctx context.Context, req *client.TrackerTo
 		return nil, err
 	}
 	cmd := fsm.TorrentFactors{InfoHash: ih, UploadPct: req.UploadFactorPct, DownloadPct: req.DownloadFactorPct, RequestID: req.RequestID}
-	if err := cmd.Validate(); err != nil {
-		return nil, err
-	}
-	return route(m, ctx, client.MethodTrackerTorrent, req, &req.Forwarded, func(ctx context.Context) (*client.TrackerTorrentReply, error) {
-		idx, err := m.proposeAdmin(ctx, cmd)
-		if err != nil {
-			return nil, err
-		}
+	return routeAdmin(m, ctx, client.MethodTrackerTorrent, req, &req.Forwarded, cmd, func(idx uint64) *client.TrackerTorrentReply {
 		up, down := m.fsm.TorrentFactorsOf(ih)
-		return &client.TrackerTorrentReply{InfoHash: ih.String(), UploadFactorPct: up, DownloadFactorPct: down, Index: idx}, nil
+		return &client.TrackerTorrentReply{InfoHash: ih.String(), UploadFactorPct: up, DownloadFactorPct: down, Index: idx}
 	})
 }
 
@@ -158,16 +178,9 @@ func (m *Master) handleTrackerClients(ctx context.Context, req *client.TrackerCl
 		return nil, err
 	}
 	cmd := fsm.ClientPrefixes{Allow: req.Allow, Deny: req.Deny, RequestID: req.RequestID}
-	if err := cmd.Validate(); err != nil {
-		return nil, err
-	}
-	return route(m, ctx, client.MethodTrackerClients, req, &req.Forwarded, func(ctx context.Context) (*client.TrackerClientsReply, error) {
-		idx, err := m.proposeAdmin(ctx, cmd)
-		if err != nil {
-			return nil, err
-		}
+	return routeAdmin(m, ctx, client.MethodTrackerClients, req, &req.Forwarded, cmd, func(idx uint64) *client.TrackerClientsReply {
 		allow, deny := m.fsm.ClientPrefixLists()
-		return &client.TrackerClientsReply{Allow: allow, Deny: deny, Index: idx}, nil
+		return &client.TrackerClientsReply{Allow: allow, Deny: deny, Index: idx}
 	})
 }
 

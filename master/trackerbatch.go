@@ -117,28 +117,10 @@ func (q *announceQueue) run(ctx context.Context) {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	for {
-		select {
-		case q.tokens <- struct{}{}:
-		case <-ctx.Done():
+		batch, ok := nextBatch(ctx, q.tokens, q.q, func(batch []*pendingAnnounce) bool { return len(batch) < q.max })
+		if !ok {
 			q.drain()
 			return
-		}
-		var first *pendingAnnounce
-		select {
-		case first = <-q.q:
-		case <-ctx.Done():
-			q.drain()
-			return
-		}
-		batch := []*pendingAnnounce{first}
-	fill:
-		for len(batch) < q.max {
-			select {
-			case p := <-q.q:
-				batch = append(batch, p)
-			default:
-				break fill
-			}
 		}
 		// Owned by run, which waits for it; handle answers every change
 		// and returns once the batch's outcome is known (or ctx ended).

@@ -3,6 +3,8 @@ package master
 import (
 	"context"
 	"fmt"
+	"maps"
+	"slices"
 	"sync"
 	"time"
 
@@ -55,10 +57,7 @@ func (q *renewQueue) take() []client.SwarmRef {
 	if len(q.pending) == 0 {
 		return nil
 	}
-	out := make([]client.SwarmRef, 0, len(q.pending))
-	for r := range q.pending {
-		out = append(out, r)
-	}
+	out := slices.Collect(maps.Keys(q.pending))
 	clear(q.pending)
 	return out
 }

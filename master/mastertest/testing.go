@@ -69,13 +69,7 @@ func TestLogger(tb testing.TB) *slog.Logger {
 // ready (Cluster.Leader) and returns its index.
 func (c *T) Leader() int {
 	c.tb.Helper()
-	ctx, cancel := context.WithTimeout(c.tb.Context(), leaderTimeout)
-	defer cancel()
-	i, err := c.WaitLeader(ctx)
-	if err != nil {
-		c.tb.Fatalf("after %v: %v", leaderTimeout, err)
-	}
-	return i
+	return waitWithin(c, leaderTimeout, c.WaitLeader)
 }
 
 // Follower returns the index of a running member other than leader.
@@ -94,13 +88,22 @@ func (c *T) Follower(leader int) int {
 // (Cluster.Converged) and returns their index's digest.
 func (c *T) Converge() string {
 	c.tb.Helper()
-	ctx, cancel := context.WithTimeout(c.tb.Context(), convergeTimeout)
+	return waitWithin(c, convergeTimeout, c.WaitConverged)
+}
+
+// waitWithin returns what wait returns, called with a context that ends
+// after d or with the test. If wait fails, it fails the test (Fatalf)
+// with the error and d, so, like its callers, it must run on the test's
+// goroutine.
+func waitWithin[V any](c *T, d time.Duration, wait func(context.Context) (V, error)) V {
+	c.tb.Helper()
+	ctx, cancel := context.WithTimeout(c.tb.Context(), d)
 	defer cancel()
-	d, err := c.WaitConverged(ctx)
+	v, err := wait(ctx)
 	if err != nil {
-		c.tb.Fatalf("after %v: %v", convergeTimeout, err)
+		c.tb.Fatalf("after %v: %v", d, err)
 	}
-	return d
+	return v
 }
 
 // Restart starts member i again with its Config (Cluster.Restart).
