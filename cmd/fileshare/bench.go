@@ -90,71 +90,64 @@ the same run, not absolute figures across machines.`,
 	pf.StringVar(&f.caFile, "trusted-ca-file", "", "with --masters: the cluster CA, if the masters run with TLS")
 	pf.BoolVar(&f.insecure, "insecure", false, "run the started cluster without TLS (to measure what TLS costs)")
 
-	run := func(needOwn bool, body func(ctx context.Context, addrs []string, ca *transport.TLS, c *bench.Cluster) error) func(*cobra.Command, []string) error {
-		return func(cmd *cobra.Command, _ []string) error {
-			if f.nodes != 1 && f.nodes != 3 && f.nodes != 5 {
-				return fmt.Errorf("--nodes %d: use 1, 3 or 5", f.nodes)
-			}
-			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
-			defer stop()
-			addrs, ca, c, cleanup, err := f.cluster(ctx, needOwn)
-			if err != nil {
-				return err
-			}
-			defer cleanup()
-			return body(ctx, addrs, ca, c)
+	// sub makes a benchmark subcommand, which takes no arguments: it checks
+	// --nodes, connects to the cluster (with needOwn, or without --masters,
+	// starts one), runs body on it with a context that SIGINT and SIGTERM
+	// cancel, and cleans up after.
+	sub := func(use, short string, needOwn bool, body func(ctx context.Context, addrs []string, ca *transport.TLS, c *bench.Cluster) error) *cobra.Command {
+		return &cobra.Command{
+			Use:   use,
+			Short: short,
+			Args:  cobra.NoArgs,
+			RunE: func(cmd *cobra.Command, _ []string) error {
+				if f.nodes != 1 && f.nodes != 3 && f.nodes != 5 {
+					return fmt.Errorf("--nodes %d: use 1, 3 or 5", f.nodes)
+				}
+				ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+				defer stop()
+				addrs, ca, c, cleanup, err := f.cluster(ctx, needOwn)
+				if err != nil {
+					return err
+				}
+				defer cleanup()
+				return body(ctx, addrs, ca, c)
+			},
 		}
 	}
+	load := func(addrs []string, ca *transport.TLS) bench.LoadConfig {
+		return bench.LoadConfig{Masters: addrs, CA: ca, Clients: f.clients, Duration: f.duration}
+	}
 
-	register := &cobra.Command{
-		Use:   "register",
-		Short: "Acknowledged single-file registrations per second and their latency",
-		Args:  cobra.NoArgs,
-		RunE: run(false, func(ctx context.Context, addrs []string, ca *transport.TLS, _ *bench.Cluster) error {
-			_, err := bench.Register(ctx, bench.LoadConfig{Masters: addrs, CA: ca, Clients: f.clients, Duration: f.duration}, stdout)
+	register := sub("register", "Acknowledged single-file registrations per second and their latency", false,
+		func(ctx context.Context, addrs []string, ca *transport.TLS, _ *bench.Cluster) error {
+			_, err := bench.Register(ctx, load(addrs, ca), stdout)
 			return err
-		}),
-	}
+		})
 	var files int
-	lookup := &cobra.Command{
-		Use:   "lookup",
-		Short: "Lookups per second at each read level (stale, leader, linearizable)",
-		Args:  cobra.NoArgs,
-		RunE: run(false, func(ctx context.Context, addrs []string, ca *transport.TLS, _ *bench.Cluster) error {
-			_, err := bench.Lookup(ctx, bench.LoadConfig{Masters: addrs, CA: ca, Clients: f.clients, Duration: f.duration}, files, stdout)
+	lookup := sub("lookup", "Lookups per second at each read level (stale, leader, linearizable)", false,
+		func(ctx context.Context, addrs []string, ca *transport.TLS, _ *bench.Cluster) error {
+			_, err := bench.Lookup(ctx, load(addrs, ca), files, stdout)
 			return err
-		}),
-	}
+		})
 	lookup.Flags().IntVar(&files, "files", 10000, "files to register before measuring")
 	var trials int
-	failover := &cobra.Command{
-		Use:   "failover",
-		Short: "Time from SIGKILL of the leader to the next acknowledged registration, under load",
-		Args:  cobra.NoArgs,
-		RunE: run(true, func(ctx context.Context, _ []string, _ *transport.TLS, c *bench.Cluster) error {
+	failover := sub("failover", "Time from SIGKILL of the leader to the next acknowledged registration, under load", true,
+		func(ctx context.Context, _ []string, _ *transport.TLS, c *bench.Cluster) error {
 			_, err := bench.Failover(ctx, c, trials, f.clients, stdout)
 			return err
-		}),
-	}
+		})
 	failover.Flags().IntVar(&trials, "trials", 10, "leader kills")
 	var scaleFiles int
-	scale := &cobra.Command{
-		Use:   "scale",
-		Short: "Master memory, snapshot time and restart-to-ready time with many files",
-		Args:  cobra.NoArgs,
-		RunE: run(true, func(ctx context.Context, _ []string, _ *transport.TLS, c *bench.Cluster) error {
+	scale := sub("scale", "Master memory, snapshot time and restart-to-ready time with many files", true,
+		func(ctx context.Context, _ []string, _ *transport.TLS, c *bench.Cluster) error {
 			_, err := bench.Scale(ctx, c, scaleFiles, stdout)
 			return err
-		}),
-	}
+		})
 	scale.Flags().IntVar(&scaleFiles, "files", 1000000, "files to register")
 	var size string
 	var sources, rounds int
-	transfer := &cobra.Command{
-		Use:   "transfer",
-		Short: "Verified download throughput from 1 or more holders, next to a plain HTTP fetch of the same file",
-		Args:  cobra.NoArgs,
-		RunE: run(false, func(ctx context.Context, addrs []string, ca *transport.TLS, _ *bench.Cluster) error {
+	transfer := sub("transfer", "Verified download throughput from 1 or more holders, next to a plain HTTP fetch of the same file", false,
+		func(ctx context.Context, addrs []string, ca *transport.TLS, _ *bench.Cluster) error {
 			n, err := positiveBytes(size)
 			if err != nil {
 				return fmt.Errorf("--size: %w", err)
@@ -166,8 +159,7 @@ the same run, not absolute figures across machines.`,
 			defer os.RemoveAll(dir)
 			_, err = bench.Transfer(ctx, addrs, ca, dir, n, sources, rounds, stdout)
 			return err
-		}),
-	}
+		})
 	transfer.Flags().StringVar(&size, "size", "1GiB", "file size (e.g. 64MiB, 1GiB)")
 	transfer.Flags().IntVar(&sources, "sources", 1, "holders to download from")
 	transfer.Flags().IntVar(&rounds, "rounds", 3, "measurements of each kind (the medians are reported)")

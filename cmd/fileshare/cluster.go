@@ -45,11 +45,18 @@ func (f *clusterFlags) run(body func(ctx context.Context, c *client.Client, args
 		if err != nil {
 			return err
 		}
-		defer c.Close()
-		ctx, cancel := context.WithTimeout(cmd.Context(), f.timeout)
-		defer cancel()
-		return body(ctx, c, args)
+		return callWithin(cmd.Context(), c, f.timeout, func(ctx context.Context) error { return body(ctx, c, args) })
 	}
+}
+
+// callWithin runs body with a context that ends after timeout (or with
+// parent), then closes c, which it takes over from the caller; it
+// returns body's error.
+func callWithin(parent context.Context, c *client.Client, timeout time.Duration, body func(ctx context.Context) error) error {
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(parent, timeout)
+	defer cancel()
+	return body(ctx)
 }
 
 func newClusterCmd(g *globalFlags, stdout io.Writer) *cobra.Command {

@@ -58,10 +58,7 @@ func (f *readFlags) run(cmd *cobra.Command, body func(ctx context.Context, c *cl
 	if err != nil {
 		return err
 	}
-	defer c.Close()
-	ctx, cancel := context.WithTimeout(cmd.Context(), f.timeout)
-	defer cancel()
-	return body(ctx, c, level)
+	return callWithin(cmd.Context(), c, f.timeout, func(ctx context.Context) error { return body(ctx, c, level) })
 }
 
 // unreachable adds what to check to an error talking to the masters.
