@@ -97,12 +97,7 @@ func (e *expirer) run(ctx context.Context) {
 	every := max(e.lease/4, 50*time.Millisecond)
 	tick := time.NewTicker(every)
 	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-		}
+	for nextTick(ctx, tick) {
 		if err := e.expire(ctx, e.now()); err != nil {
 			e.logger.Error("encode expire command; expiry stops until the next leadership", "err", err)
 			return

@@ -55,12 +55,7 @@ func (m *Master) watchRemoval() {
 	t := time.NewTicker(removalCheckEvery)
 	defer t.Stop()
 	strikes := 0
-	for {
-		select {
-		case <-m.ctx.Done():
-			return
-		case <-t.C:
-		}
+	for nextTick(m.ctx, t) {
 		by, removed := m.removedFromCluster(m.ctx)
 		if !removed {
 			strikes = 0

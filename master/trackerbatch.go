@@ -374,10 +374,8 @@ func (m *Master) maintainConnIDSecret(ctx context.Context) {
 				continue // check again at once: the first needs a next one
 			}
 		}
-		select {
-		case <-ctx.Done():
+		if !nextTick(ctx, t) {
 			return
-		case <-t.C:
 		}
 	}
 }

@@ -75,12 +75,7 @@ func (m *Master) runRenewals(ctx context.Context) {
 	queues.Go(func() { relay.run(ctx) })
 	t := time.NewTicker(renewFlushEvery)
 	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	for nextTick(ctx, t) {
 		m.flushCredits(ctx)
 		refs := m.renewals.take()
 		if len(refs) == 0 || m.IsLeader() {
@@ -138,12 +133,7 @@ func (m *Master) expireSwarms(ctx context.Context, since time.Time) {
 	life := m.cfg.Tracker.PeerLifetime
 	t := time.NewTicker(min(max(life/8, time.Second), 30*time.Second))
 	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	for nextTick(ctx, t) {
 		m.expireEmptySwarms(ctx)
 		if time.Since(since) < life {
 			continue

@@ -120,10 +120,8 @@ func (g *trustGate) watch() {
 	defer t.Stop()
 	for {
 		g.refresh(g.m.ctx)
-		select {
-		case <-g.m.ctx.Done():
+		if !nextTick(g.m.ctx, t) {
 			return
-		case <-t.C:
 		}
 	}
 }
