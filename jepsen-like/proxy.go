@@ -10,6 +10,8 @@ import (
 	"net"
 	"sync"
 	"time"
+
+	"fileshare/internal/connset"
 )
 
 // proxyNet injects network faults without root: a TCP proxy sits in front
@@ -40,8 +42,8 @@ type proxyNet struct {
 	mu      sync.Mutex
 	faults  NetFaults
 	changed chan struct{} // closed and replaced whenever faults change
-	conns   map[net.Conn]struct{}
 
+	conns     connset.Set // proxied connections, both sides, for Close
 	closed    chan struct{}
 	closeOnce sync.Once
 	wg        sync.WaitGroup
@@ -63,7 +65,6 @@ func newProxyNet(addrs []nodeAddrs, logger *slog.Logger) (*proxyNet, error) {
 		logger:  logger,
 		ipIndex: map[string]int{},
 		changed: make(chan struct{}),
-		conns:   map[net.Conn]struct{}{},
 		closed:  make(chan struct{}),
 	}
 	for i, a := range addrs {
@@ -109,11 +110,7 @@ func (p *proxyNet) Close() error {
 		for _, px := range p.proxies {
 			px.ln.Close()
 		}
-		p.mu.Lock()
-		for c := range p.conns {
-			c.Close()
-		}
-		p.mu.Unlock()
+		p.conns.Close()
 		p.wg.Wait()
 	})
 	return nil
@@ -127,23 +124,18 @@ func (p *proxyNet) state() (NetFaults, <-chan struct{}) {
 	return p.faults, p.changed
 }
 
+// track holds c for Close; false (c closed) if the proxies are closing.
 func (p *proxyNet) track(c net.Conn) bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	select {
-	case <-p.closed:
+	if !p.conns.Add(c) {
 		c.Close()
 		return false
-	default:
 	}
-	p.conns[c] = struct{}{}
 	return true
 }
 
+// untrack lets c go, closing it.
 func (p *proxyNet) untrack(c net.Conn) {
-	p.mu.Lock()
-	delete(p.conns, c)
-	p.mu.Unlock()
+	p.conns.Remove(c)
 	c.Close()
 }
 

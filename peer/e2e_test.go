@@ -614,11 +614,7 @@ func TestCloseStopsEveryGoroutine(t *testing.T) {
 		_, err := carol.Download(ctx, id, filepath.Join(t.TempDir(), "f"), DownloadOptions{RateLimit: mib})
 		done <- err
 	}()
-	poll.Until(t, 10*time.Second, "an upload in progress", func() bool {
-		alice.connMu.Lock()
-		defer alice.connMu.Unlock()
-		return len(alice.conns) > 0
-	})
+	poll.Until(t, 10*time.Second, "an upload in progress", func() bool { return alice.conns.Len() > 0 })
 	if n := len(peerGoroutines()); n < 5 {
 		t.Fatalf("only %d goroutines run peer code while sharing and downloading; the check below would prove nothing", n)
 	}

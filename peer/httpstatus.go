@@ -3,7 +3,7 @@ package peer
 // This file owns the peer's optional HTTP status port ('fileshare peer
 // --http'): /metrics for Prometheus and /healthz. It only reads state
 // that other files own: Peer.served (the sync goroutine's), Peer.joined,
-// Peer.reach and, under connMu, Peer.conns (the piece server's).
+// Peer.reach and Peer.conns (the piece server's).
 
 import (
 	"encoding/json"
@@ -110,10 +110,7 @@ func (c *peerCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	gauge(descPeerFiles, files)
 	gauge(descPeerBytes, bytes)
-	p.connMu.Lock()
-	active := len(p.conns)
-	p.connMu.Unlock()
-	gauge(descUploads, float64(active))
+	gauge(descUploads, float64(p.conns.Len()))
 	gauge(descUploadsMax, float64(p.cfg.MaxUploads))
 	p.reach.mu.Lock()
 	down := p.reach.down

@@ -294,11 +294,11 @@ func (p *Peer) serveReversed(m client.RendezvousMessage) error {
 		return err
 	}
 	_ = conn.SetWriteDeadline(time.Time{})
-	if !p.track(conn) {
+	if !p.conns.Add(conn) {
 		conn.Close()
 		return ErrClosed
 	}
-	defer p.untrack(conn)
+	defer p.conns.Remove(conn)
 	p.logger.Debug("serving a reversed connection", "peer", m.From, "addr", m.Addr)
 	p.serveConn(conn, nil)
 	return nil

@@ -24,6 +24,7 @@ import (
 
 	"fileshare/client"
 	"fileshare/fsm"
+	"fileshare/internal/connset"
 	"fileshare/internal/defaults"
 	"fileshare/relay"
 	"fileshare/transport"
@@ -211,8 +212,7 @@ type Peer struct {
 	hbKick    chan struct{} // wakes the heartbeat goroutine (cap 1)
 	rescanReq chan rescanRequest
 
-	connMu sync.Mutex
-	conns  map[net.Conn]struct{} // upload connections; nil once closing
+	conns connset.Set // upload connections (server.go, nat.go, punch.go, relay.go)
 
 	// Goroutines and who owns them. syncWG counts the sync and heartbeat
 	// goroutines (registry.go), started by New and stopped by syncCancel.
@@ -259,7 +259,6 @@ func New(cfg Config) (*Peer, error) {
 		syncKick:  make(chan struct{}, 1),
 		hbKick:    make(chan struct{}, 1),
 		rescanReq: make(chan rescanRequest),
-		conns:     make(map[net.Conn]struct{}),
 		done:      make(chan struct{}),
 	}
 	ok := false
@@ -418,7 +417,7 @@ func (p *Peer) Close() error {
 		if p.mux != nil {
 			_ = p.mux.Close()
 		}
-		p.closeConns()
+		p.conns.Close()
 		p.wg.Wait()
 		p.release()
 		p.logger.Info("peer stopped")

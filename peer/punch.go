@@ -404,12 +404,12 @@ func (p *Peer) servePunchedConn(q *quicState, conn *quic.Conn) {
 			return
 		}
 		sc := &quicStreamConn{Stream: st, conn: conn}
-		if !p.track(sc) {
+		if !p.conns.Add(sc) {
 			sc.Close()
 			return
 		}
 		p.serveConn(sc, nil)
-		p.untrack(sc)
+		p.conns.Remove(sc)
 	}
 }
 

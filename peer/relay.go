@@ -165,11 +165,11 @@ func (p *Peer) serveRelayed(m client.RendezvousMessage) error {
 		return fmt.Errorf("TLS with the downloader through the relay: %w", err)
 	}
 	_ = tc.SetDeadline(time.Time{})
-	if !p.track(tc) {
+	if !p.conns.Add(tc) {
 		tc.Close()
 		return ErrClosed
 	}
-	defer p.untrack(tc)
+	defer p.conns.Remove(tc)
 	p.serveConn(tc, nil)
 	return nil
 }

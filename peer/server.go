@@ -1,8 +1,8 @@
 package peer
 
 // This file owns the piece server: the accept loop and one goroutine per
-// upload connection, all in Peer.wg. Peer.conns, guarded by Peer.connMu,
-// is touched only here (track, untrack, closeConns); each connection's
+// upload connection, all in Peer.wg. Peer.conns holds every upload
+// connection, so that closing the peer severs them; each connection's
 // open file and buffers belong to its goroutine. It reads what the sync
 // goroutine publishes through Peer.served.
 
@@ -43,7 +43,7 @@ func (p *Peer) servePieces(ln net.Listener) {
 		if err != nil {
 			return // the Mux was closed
 		}
-		if !p.track(conn) {
+		if !p.conns.Add(conn) {
 			conn.Close()
 			return
 		}
@@ -57,13 +57,13 @@ func (p *Peer) servePieces(ln net.Listener) {
 		if slot != nil {
 			p.wg.Go(func() {
 				defer slots.release(slot)
-				defer p.untrack(conn)
+				defer p.conns.Remove(conn)
 				p.serveConn(conn, slot)
 			})
 			continue
 		}
 		p.wg.Go(func() {
-			defer p.untrack(conn)
+			defer p.conns.Remove(conn)
 			_ = conn.SetWriteDeadline(time.Now().Add(time.Second))
 			_, _ = conn.Write(errorResponse(statusBusy, fmt.Sprintf("serving %d uploads already; try again soon", p.cfg.MaxUploads)))
 			conn.Close()
@@ -200,35 +200,6 @@ func (u *uploadSlots) release(s *uploadSlot) {
 	u.mu.Lock()
 	u.drop(s)
 	u.mu.Unlock()
-}
-
-// track registers an upload connection so Close can sever it. It returns
-// false if the peer is closing.
-func (p *Peer) track(c net.Conn) bool {
-	p.connMu.Lock()
-	defer p.connMu.Unlock()
-	if p.conns == nil {
-		return false
-	}
-	p.conns[c] = struct{}{}
-	return true
-}
-
-func (p *Peer) untrack(c net.Conn) {
-	p.connMu.Lock()
-	delete(p.conns, c)
-	p.connMu.Unlock()
-}
-
-// closeConns severs every upload and refuses new ones.
-func (p *Peer) closeConns() {
-	p.connMu.Lock()
-	conns := p.conns
-	p.conns = nil
-	p.connMu.Unlock()
-	for c := range conns {
-		c.Close()
-	}
 }
 
 // serveConn answers the requests of one connection in order until the

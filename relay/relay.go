@@ -40,6 +40,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"fileshare/internal/connset"
 )
 
 // Wire constants; see the package doc.
@@ -139,10 +141,10 @@ type Server struct {
 	mu      sync.Mutex
 	open    int                      // circuits open or waiting
 	waiting map[[TokenLen]byte]*half // first sides, by token
-	conns   map[net.Conn]struct{}    // every connection held, for Close
 	closed  bool
 	quit    chan struct{} // closed by Close
 	wg      sync.WaitGroup
+	conns   connset.Set // every connection held, for Close
 
 	bucket *bucket // nil without Limits.Rate
 
@@ -175,7 +177,7 @@ func NewServer(lim Limits, log *slog.Logger) *Server {
 	if lim.Rate > 0 {
 		b = &bucket{rate: float64(lim.Rate), tokens: float64(lim.Rate) / 10, last: time.Now()}
 	}
-	return &Server{lim: lim.withDefaults(), log: log, bucket: b, waiting: map[[TokenLen]byte]*half{}, conns: map[net.Conn]struct{}{}, quit: make(chan struct{})}
+	return &Server{lim: lim.withDefaults(), log: log, bucket: b, waiting: map[[TokenLen]byte]*half{}, quit: make(chan struct{})}
 }
 
 // Serve accepts relay streams from ln until it closes. It blocks.
@@ -185,7 +187,7 @@ func (s *Server) Serve(ln net.Listener) {
 		if err != nil {
 			return
 		}
-		if !s.hold(c) {
+		if !s.conns.Add(c) {
 			c.Close()
 			return
 		}
@@ -193,20 +195,9 @@ func (s *Server) Serve(ln net.Listener) {
 	}
 }
 
-func (s *Server) hold(c net.Conn) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		return false
-	}
-	s.conns[c] = struct{}{}
-	return true
-}
-
+// drop lets connection c go, closing it.
 func (s *Server) drop(c net.Conn) {
-	s.mu.Lock()
-	delete(s.conns, c)
-	s.mu.Unlock()
+	s.conns.Remove(c)
 	c.Close()
 }
 
@@ -335,10 +326,8 @@ func (s *Server) Close() {
 		close(s.quit)
 	}
 	s.closed = true
-	for c := range s.conns {
-		c.Close()
-	}
 	s.mu.Unlock()
+	s.conns.Close()
 	s.wg.Wait()
 }
 
