@@ -24,7 +24,7 @@ import (
 //
 // Copy-on-write as everywhere: privState, each member, the indexes and
 // the factor table carry a generation; the first change after a Snapshot
-// copies what it changes (a member's books map is copied once per
+// copies what it changes (a member's books slice is copied once per
 // snapshot, on its first credit). The ledger is append-only in fixed
 // chunks, so a snapshot shares it: entries it can see are never written
 // again.
