@@ -15,17 +15,9 @@ import (
 func BenchmarkApplyPrivateCredits(b *testing.B) {
 	const members, swarms, per = 10_000, 10_000, 10
 	const records = swarms * per
-	f := New()
+	f := privWithMembers(b, members)
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.st.policy.mode = TrackerPrivate
-	for i := range members {
-		k := make([]byte, PasskeySize)
-		binary.BigEndian.PutUint32(k, uint32(i+1))
-		if r := f.trackerMember(TrackerMember{Op: MemberAdd, Name: fmt.Sprintf("member%06d", i), Passkey: k, RequestID: uint64(i + 1)}); r.Err != nil {
-			b.Fatal(r.Err)
-		}
-	}
 	announce := func(i int, ev SwarmEvent, up uint64, at int64) PrivateAnnounce {
 		p := PrivateAnnounce{Announce: Announce{InfoHash: memHash(i / per), Peer: memPeer(i), IP: memIP(i), Port: uint16(6881 + i%per), Key: uint32(i), HasKey: true, Event: ev}, Uploaded: up, At: at}
 		binary.BigEndian.PutUint32(p.Passkey[:], uint32(i%members+1))
@@ -59,4 +51,22 @@ func BenchmarkApplyPrivateCredits(b *testing.B) {
 		}
 		n++
 	}
+}
+
+// privWithMembers returns an FSM in private mode with n members, member i
+// (from 0) named member%06d with the passkey that is i+1 big-endian, as
+// the benchmarks' announces carry.
+func privWithMembers(tb testing.TB, n int) *FSM {
+	f := New()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.st.policy.mode = TrackerPrivate
+	for i := range n {
+		k := make([]byte, PasskeySize)
+		binary.BigEndian.PutUint32(k, uint32(i+1))
+		if r := f.trackerMember(TrackerMember{Op: MemberAdd, Name: fmt.Sprintf("member%06d", i), Passkey: k, RequestID: uint64(i + 1)}); r.Err != nil {
+			tb.Fatal(r.Err)
+		}
+	}
+	return f
 }

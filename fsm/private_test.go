@@ -539,16 +539,8 @@ func BenchmarkPrivateMemory(b *testing.B) {
 		var before, after runtime.MemStats
 		runtime.GC()
 		runtime.ReadMemStats(&before)
-		f := New()
+		f := privWithMembers(b, members)
 		f.mu.Lock()
-		f.st.policy.mode = TrackerPrivate
-		for i := range members {
-			k := make([]byte, PasskeySize)
-			binary.BigEndian.PutUint32(k, uint32(i+1))
-			if r := f.trackerMember(TrackerMember{Op: MemberAdd, Name: fmt.Sprintf("member%06d", i), Passkey: k, RequestID: uint64(i + 1)}); r.Err != nil {
-				b.Fatal(r.Err)
-			}
-		}
 		for s := range swarms {
 			ih := memHash(s)
 			f.st.policy.allow[ih] = struct{}{}
