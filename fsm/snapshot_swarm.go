@@ -323,7 +323,10 @@ func (r *snapReader) epochs(version uint64, ih InfoHash, j uint64) *prevEpoch {
 	n := uint64(1)
 	if version >= 5 {
 		n = r.uvarint()
-		if r.err == nil && (n == 0 || n > maxPrevEpochs) {
+		if r.err != nil {
+			return nil
+		}
+		if n == 0 || n > maxPrevEpochs {
 			r.corrupt("swarm %s: record %d: %d earlier epochs", ih, j, n)
 			return nil
 		}
