@@ -80,16 +80,25 @@ func DecodeStruct[T any](b []byte, m *T, fields func(*T, Fields) Fields) error {
 // Each run of the field list takes the keys that come in its order (one
 // run, for the sorted keys every encoder writes); a run that takes none
 // has met a key that names no field.
+//
+// Keys far out of order would take one run each; after maxRuns the read
+// fails and the reflective decoder, one pass in any order, takes the
+// input: a crafted frame cannot make the fast path quadratic.
 func readStruct[T any](r Reader, m *T, fields func(*T, Fields) Fields) Reader {
 	f := Fields{mode: reading, r: r}
-	for f.n = f.r.MapHeader(); f.n > 0 && f.r.err == nil; {
+	runs := 0
+	for f.n = f.r.MapHeader(); f.n > 0 && f.r.err == nil; runs++ {
 		f.took = false
-		if f = fields(m, f); !f.took {
+		if f = fields(m, f); !f.took || runs == maxRuns {
 			f.r.Fail()
 		}
 	}
 	return f.r
 }
+
+// maxRuns bounds the runs of a field list over one map's keys (see
+// readStruct): sorted keys take one.
+const maxRuns = 4
 
 // field owns the key of each field: it reports whether the caller is to
 // write or read the field's value now. Counting, it counts the field

@@ -64,6 +64,10 @@ func TestFieldsReadAnyOrderRefuseUnknown(t *testing.T) {
 		{"missing", []byte{0x81, 0xa1, 'B', 0xa1, 'y'}, fieldsMsg{B: "y"}, true},
 		{"unknown", []byte{0x82, 0xa1, 'A', 1, 0xa1, 'C', 2}, fieldsMsg{}, false},
 		{"short", []byte{0x82, 0xa1, 'A', 1}, fieldsMsg{}, false},
+		// Four runs over the list (B, A; B, A; ...): taken. Five: left to
+		// the reflective decoder.
+		{"four runs", []byte{0x84, 0xa1, 'B', 0xa1, 'y', 0xa1, 'A', 1, 0xa1, 'A', 2, 0xa1, 'A', 3}, fieldsMsg{3, "y", false}, true},
+		{"five runs", []byte{0x85, 0xa1, 'B', 0xa1, 'y', 0xa1, 'A', 1, 0xa1, 'A', 2, 0xa1, 'A', 3, 0xa1, 'A', 4}, fieldsMsg{}, false},
 	} {
 		var got fieldsMsg
 		err := DecodeStruct(tc.in, &got, (*fieldsMsg).wireFields)
