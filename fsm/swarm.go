@@ -196,6 +196,7 @@ func (sw *swarm) remove(i int) {
 	sw.recs[last] = swarmRec{}
 	sw.recs = sw.recs[:last]
 	if sw.acct != nil {
+		sw.acct[last] = recAcct{} // drop its chain of earlier epochs too
 		sw.acct = sw.acct[:last]
 	}
 	if sw.idx != nil && last <= swarmIndexMin {
