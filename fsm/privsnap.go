@@ -118,8 +118,9 @@ func (r *snapReader) readPrivate(st *state) {
 		}
 		nb := r.uvarint()
 		var prev InfoHash
+		what := "member " + m.name + ": book"
 		for j := uint64(0); j < nb && r.err == nil; j++ {
-			ih, ok := r.ascendingHash(&prev, "member "+m.name+": book")
+			ih, ok := r.ascendingHash(&prev, what)
 			b := r.book()
 			if !ok || r.err != nil {
 				return
