@@ -443,3 +443,14 @@ func (m *Master) Leader() (id, addr string) {
 	a, i := m.raft.LeaderWithID()
 	return string(i), string(a)
 }
+
+// nextTick waits for t's next tick and reports true, or false once ctx
+// ends: the background loops New starts read 'for nextTick(ctx, t) { … }'.
+func nextTick(ctx context.Context, t *time.Ticker) bool {
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}

@@ -89,17 +89,6 @@ func waitStep[T any](ctx context.Context, done <-chan T, grace time.Duration) (v
 	}
 }
 
-// nextTick waits for t's next tick and reports true, or false once ctx
-// ends: a background loop is 'for nextTick(ctx, t) { … }'.
-func nextTick(ctx context.Context, t *time.Ticker) bool {
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
-}
-
 func (m *Master) shutdown(ctx context.Context, graceful bool) error {
 	var errs []error
 	cut := false // ctx ended before a graceful step finished
